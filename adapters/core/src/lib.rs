@@ -1,1 +1,126 @@
+//! The Adaptation-layer plugin contract.
+//!
+//! A plugin connects one family of devices (MQTT, CoAP, 802.15.4, the
+//! simulator) to the TaaS layer. It is an actix actor that
+//! - **announces** thing services and **emits** readings and availability
+//!   through the [`AdapterContext`] it is started with, and
+//! - **accepts** [`Actuate`] messages and answers each with the outcome.
+//!
+//! The host runs every plugin under an [`AdapterSupervisor`]: a plugin that
+//! stops or panics is restarted with exponential backoff, and the rest of
+//! the node does not notice. Plugins know nothing of the local cloud, WASM
+//! or HTTP, and never call each other.
 
+mod supervisor;
+
+use std::sync::Arc;
+
+use actix::{Message, Recipient};
+use fogbank_taas::{
+    ActuationResult, Command, Hub, IdError, IngestError, Reading, StoreError, ThingId, ThingReading, ThingService,
+    Timestamp, Value,
+};
+
+pub use supervisor::{AdapterSupervisor, Backoff, GetStatus, Shutdown, SupervisorStatus};
+
+/// An actuation command for one of the plugin's thing services.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "ActuationResult")]
+pub struct Actuate(pub Command);
+
+/// Why a plugin's call into the TaaS layer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    #[error(transparent)]
+    Id(#[from] IdError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("{thing} does not belong to adapter {adapter} of this gateway")]
+    Foreign { thing: ThingId, adapter: String },
+}
+
+/// What the host gives a plugin: its name, its gateway, and the only door
+/// into the TaaS layer it has.
+#[derive(Clone)]
+pub struct AdapterContext {
+    hub: Arc<Hub>,
+    adapter: String,
+}
+
+impl AdapterContext {
+    pub fn new(hub: Arc<Hub>, adapter: &str) -> Self {
+        AdapterContext { hub, adapter: adapter.to_owned() }
+    }
+
+    pub fn gateway(&self) -> &str {
+        self.hub.gateway()
+    }
+
+    pub fn adapter(&self) -> &str {
+        &self.adapter
+    }
+
+    /// The id of one of this plugin's thing services (parts are sanitised).
+    pub fn thing_id(&self, device: &str, resource: &str) -> Result<ThingId, IdError> {
+        ThingId::new(self.hub.gateway(), &self.adapter, device, resource)
+    }
+
+    fn check_owned(&self, id: &ThingId) -> Result<(), AdapterError> {
+        if id.gateway() == self.hub.gateway() && id.adapter() == self.adapter {
+            Ok(())
+        } else {
+            Err(AdapterError::Foreign { thing: id.clone(), adapter: self.adapter.clone() })
+        }
+    }
+
+    /// Adds or updates one of this plugin's thing services.
+    pub fn announce(&self, thing: ThingService) -> Result<(), AdapterError> {
+        self.check_owned(&thing.id)?;
+        Ok(self.hub.announce(thing)?)
+    }
+
+    pub fn withdraw(&self, id: &ThingId) -> Result<(), AdapterError> {
+        self.check_owned(id)?;
+        self.hub.withdraw(id)?;
+        Ok(())
+    }
+
+    /// Stores and publishes readings; when this returns Ok they are durable
+    /// and may be acknowledged to the device.
+    pub fn emit(&self, readings: Vec<ThingReading>) -> Result<(), AdapterError> {
+        for r in &readings {
+            self.check_owned(&r.thing)?;
+        }
+        Ok(self.hub.ingest(readings)?)
+    }
+
+    pub fn emit_value(&self, thing: &ThingId, value: Value, time: Timestamp) -> Result<(), AdapterError> {
+        self.emit(vec![ThingReading { thing: thing.clone(), reading: Reading { time, value } }])
+    }
+
+    /// Marks every thing service of one device reachable or not.
+    pub fn set_device_available(&self, device: &str, available: bool) -> Result<(), AdapterError> {
+        Ok(self.hub.set_device_available(&self.adapter, device, available)?)
+    }
+
+    /// Read access for plugins that need the catalog (e.g. to restore state).
+    pub fn thing(&self, id: &ThingId) -> Option<ThingService> {
+        self.hub.thing(id)
+    }
+
+    pub fn latest(&self, id: &ThingId) -> Option<Reading> {
+        self.hub.latest(id).flatten()
+    }
+}
+
+/// A kind of plugin, able to start its actor (again, after a crash).
+pub trait Plugin: Send + 'static {
+    /// The adapter name: the second segment of its thing-service ids.
+    fn name(&self) -> &str;
+
+    /// Starts the plugin's actor in the current arbiter and returns where
+    /// its commands go.
+    fn start(&self, context: AdapterContext) -> Recipient<Actuate>;
+}
