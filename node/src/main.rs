@@ -1,1 +1,74 @@
-fn main() {}
+//! The `fogbank` binary: one gateway of a fogbank local cloud.
+//!
+//! This crate wires the layers together and owns everything an operator or
+//! application touches directly: the CLI, the config file, the REST API.
+//! It contains no protocol or storage logic of its own.
+
+mod api;
+mod auth;
+mod cli;
+mod client;
+mod config;
+mod metrics;
+mod server;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command, RunArgs};
+use config::Config;
+
+fn init_logging(filter: &str, json: bool) {
+    let filter = std::env::var("FOGBANK_LOG").ok().unwrap_or_else(|| filter.to_owned());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|error| {
+        eprintln!("ignoring the log filter {filter:?}: {error}");
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(id) = args.gateway_id {
+        config.gateway_id = id;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(http) = args.http {
+        config.http.listen = http;
+    }
+    if args.demo {
+        config.sim.enabled = true;
+    }
+    init_logging(&config.log.filter, config.log.format == "json");
+    config.validate()?;
+    let admin_token = std::env::var("FOGBANK_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+    if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+        anyhow::bail!("FOGBANK_ADMIN_TOKEN is shorter than 16 characters");
+    }
+    server::run(config, admin_token)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Things(args) => client::things(args),
+        Command::Reading(args) => client::reading(args),
+        Command::Actuate(args) => client::actuate(args),
+        Command::NewToken => auth::new_secret().map(|t| println!("{t}")).map_err(Into::into),
+    };
+    if let Err(error) = result {
+        eprintln!("fogbank: {error:#}");
+        std::process::exit(1);
+    }
+}

@@ -40,20 +40,26 @@ pub trait Actuator: Send + Sync {
 /// Where a command stands.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CommandState {
     Pending,
     Succeeded {
         #[serde(skip_serializing_if = "Option::is_none")]
-        confirmed: Option<serde_json::Value>,
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    confirmed: Option<serde_json::Value>,
     },
     Failed { reason: String },
 }
 
 /// A command's record, as polling clients see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandStatus {
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub id: CommandId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub thing: ThingId,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub value: serde_json::Value,
     pub issued: f64,
     #[serde(flatten)]

@@ -45,6 +45,7 @@ pub enum SenmlError {
 
 /// One SenML record as it appears on the wire, before resolution.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bn: Option<String>,
@@ -69,6 +70,7 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vb: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "serialize_data")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub vd: Option<Vec<u8>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s: Option<f64>,

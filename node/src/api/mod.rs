@@ -1,0 +1,130 @@
+//! The REST API under `/api/v1`, plus `/health`, `/metrics` and
+//! `/openapi.json` (served at the root and under `/api/v1`).
+//!
+//! This module owns the JSON shapes and HTTP rules; it translates between
+//! them and the TaaS [`Hub`], and holds no logic of its own about things.
+
+mod ops;
+pub mod problem;
+mod stream;
+mod things;
+mod time;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::{HttpRequest, HttpResponse, web};
+use fogbank_adapter::AdapterSupervisor;
+use fogbank_taas::{Hub, ThingId};
+use tracing::Instrument;
+
+use crate::auth::{Denied, Scope, Tokens};
+use crate::metrics::HttpMetrics;
+use problem::ApiError;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub tokens: Tokens,
+    pub http: HttpMetrics,
+    pub started: Instant,
+    pub max_body_bytes: usize,
+    pub actuation_wait: Duration,
+    pub adapters: Vec<Addr<AdapterSupervisor>>,
+}
+
+impl AppState {
+    fn authorize(&self, request: &HttpRequest, scope: Scope) -> Result<(), ApiError> {
+        let header = request.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        self.tokens.check(header, scope).map_err(|denied| match denied {
+            Denied::Unauthenticated => ApiError::Unauthenticated,
+            Denied::Forbidden { token, needed } => ApiError::Forbidden {
+                token,
+                scope: match needed {
+                    Scope::Read => "read",
+                    Scope::Write => "write",
+                    Scope::Admin => "admin",
+                },
+            },
+        })
+    }
+}
+
+/// Parses a thing id from a URL; a malformed id names no thing: 404.
+fn thing_id(raw: &str) -> Result<ThingId, ApiError> {
+    ThingId::parse(raw).map_err(|e| ApiError::UnknownThing(format!("{raw:?} is not a thing-service id: {e}")))
+}
+
+fn method_not_allowed() -> actix_web::Route {
+    web::route().to(|| async { Err::<HttpResponse, _>(ApiError::MethodNotAllowed) })
+}
+
+/// Registers every route; shared by the server and the tests.
+pub fn configure(config: &mut web::ServiceConfig) {
+    let ops = |scope: actix_web::Scope| {
+        scope
+            .service(web::resource("/health").route(web::get().to(ops::health)).default_service(method_not_allowed()))
+            .service(web::resource("/metrics").route(web::get().to(ops::metrics)).default_service(method_not_allowed()))
+            .service(web::resource("/openapi.json").route(web::get().to(ops::openapi)).default_service(method_not_allowed()))
+    };
+    config
+        .app_data(web::QueryConfig::default().error_handler(|error, _| ApiError::BadRequest(error.to_string()).into()))
+        .app_data(web::PathConfig::default().error_handler(|error, _| ApiError::NotFound(error.to_string()).into()))
+        .service(
+            ops(web::scope("/api/v1"))
+                .service(web::resource("/things").route(web::get().to(things::list)).default_service(method_not_allowed()))
+                .service(web::resource("/things/{id}").route(web::get().to(things::get)).default_service(method_not_allowed()))
+                .service(web::resource("/things/{id}/td").route(web::get().to(things::description)).default_service(method_not_allowed()))
+                .service(web::resource("/things/{id}/reading").route(web::get().to(things::latest)).default_service(method_not_allowed()))
+                .service(
+                    web::resource("/things/{id}/readings")
+                        .route(web::get().to(things::history))
+                        .route(web::post().to(things::ingest))
+                        .default_service(method_not_allowed()),
+                )
+                .service(web::resource("/things/{id}/actuation").route(web::put().to(things::actuate)).default_service(method_not_allowed()))
+                .service(web::resource("/things/{id}/stream").route(web::get().to(stream::sse)).default_service(method_not_allowed()))
+                .service(web::resource("/commands/{id}").route(web::get().to(things::command)).default_service(method_not_allowed())),
+        )
+        .service(ops(web::scope("")))
+        .default_service(web::to(|request: HttpRequest| async move {
+            Err::<HttpResponse, _>(ApiError::NotFound(format!("no resource at {}", request.path())))
+        }));
+}
+
+/// Opens a tracing span per request and counts responses for `/metrics`.
+pub fn app(state: web::Data<AppState>) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new().app_data(state).configure(configure).wrap_fn(|request, service| {
+        let span = tracing::debug_span!("http", method = %request.method(), path = %request.path(), status = tracing::field::Empty);
+        let state = request.app_data::<web::Data<AppState>>().cloned();
+        let started = Instant::now();
+        let response = {
+            let _entered = span.enter();
+            service.call(request)
+        };
+        async move {
+            let response = response.await;
+            let status = match &response {
+                Ok(r) => r.status(),
+                Err(e) => e.as_response_error().status_code(),
+            };
+            tracing::Span::current().record("status", status.as_u16());
+            tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "request served");
+            if let Some(state) = state {
+                state.http.record(status.as_u16(), started.elapsed());
+            }
+            response
+        }
+        .instrument(span)
+    })
+}

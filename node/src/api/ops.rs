@@ -1,0 +1,98 @@
+//! Operations endpoints: health, metrics, the OpenAPI document.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use fogbank_adapter::GetStatus;
+use fogbank_taas::ThingService;
+use fogbank_taas::{CommandState, CommandStatus, DataType, Kind, senml::Record};
+use serde::Serialize;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use super::problem::{ApiError, Problem};
+use super::things::ActuationRequest;
+use super::AppState;
+use crate::auth::Scope;
+use crate::metrics::{Exposition, resident_bytes};
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    status: &'static str,
+    gateway: String,
+    version: &'static str,
+    things: usize,
+    uptime_seconds: u64,
+}
+
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: "ok",
+        gateway: state.hub.gateway().to_owned(),
+        version: env!("CARGO_PKG_VERSION"),
+        things: state.hub.stats().things,
+        uptime_seconds: state.started.elapsed().as_secs(),
+    })
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain; version=0.0.4")))]
+pub async fn metrics(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.authorize(&request, Scope::Read)?;
+    let stats = state.hub.stats();
+    let available = state.hub.query(&fogbank_taas::Query { available: Some(true), ..Default::default() }).len();
+    let store_bytes = state.hub.store().readings_bytes().unwrap_or(0);
+    let mut adapters = Vec::new();
+    for supervisor in &state.adapters {
+        if let Ok(status) = supervisor.send(GetStatus).await {
+            adapters.push(status);
+        }
+    }
+    let restart_labels: Vec<String> = adapters.iter().map(|a| format!("adapter=\"{}\"", a.adapter)).collect();
+    let restarts: Vec<(&str, f64)> = restart_labels.iter().zip(&adapters).map(|(l, a)| (l.as_str(), a.restarts as f64)).collect();
+    let running: Vec<(&str, f64)> = restart_labels.iter().zip(&adapters).map(|(l, a)| (l.as_str(), f64::from(u8::from(a.running)))).collect();
+
+    let mut out = Exposition::default();
+    out.metric("fogbank_things", "gauge", "Thing services in the catalog.", &[("available=\"true\"", available as f64), ("available=\"false\"", (stats.things - available.min(stats.things)) as f64)])
+        .metric("fogbank_readings_ingested_total", "counter", "Readings stored.", &[("", stats.readings_ingested as f64)])
+        .metric("fogbank_ingest_rejected_total", "counter", "Reading batches refused as invalid.", &[("", stats.readings_rejected as f64)])
+        .metric("fogbank_commands_total", "counter", "Actuation commands issued.", &[("", stats.commands as f64)])
+        .metric("fogbank_bus_subscribers", "gauge", "Live subscribers (SSE streams and others).", &[("", stats.bus.subscribers as f64)])
+        .metric("fogbank_bus_delivered_total", "counter", "Readings handed to subscribers.", &[("", stats.bus.delivered as f64)])
+        .metric("fogbank_bus_missed_total", "counter", "Readings not delivered to lagging subscribers.", &[("", stats.bus.missed as f64)])
+        .metric("fogbank_bus_disconnected_total", "counter", "Subscribers disconnected for lagging.", &[("", stats.bus.disconnected as f64)])
+        .metric("fogbank_store_readings_bytes", "gauge", "Approximate size of the reading history.", &[("", store_bytes as f64)])
+        .metric("fogbank_adapter_running", "gauge", "1 while an adapter runs.", &running)
+        .metric("fogbank_adapter_restarts_total", "counter", "Adapter restarts after a crash.", &restarts)
+        .metric("fogbank_uptime_seconds", "gauge", "Seconds since start.", &[("", state.started.elapsed().as_secs_f64())])
+        .metric("fogbank_resident_memory_bytes", "gauge", "Resident set size.", &[("", resident_bytes().unwrap_or(0) as f64)])
+        .http(&state.http);
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out.finish()))
+}
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "fogbank gateway API", description = "Thing services of a fogbank local cloud: catalog, readings (SenML), live streams and actuation."),
+    paths(
+        super::things::list, super::things::get, super::things::description, super::things::latest,
+        super::things::history, super::things::ingest, super::things::actuate, super::things::command,
+        super::stream::sse, health, metrics, openapi
+    ),
+    components(schemas(ThingService, Kind, DataType, Record, CommandStatus, CommandState, Problem, ActuationRequest, Health)),
+    modifiers(&BearerScheme),
+)]
+pub struct ApiDoc;
+
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "This document", body = Object)))]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(ApiDoc::openapi().to_json().unwrap_or_default())
+}

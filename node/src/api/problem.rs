@@ -1,0 +1,130 @@
+//! Errors as RFC 9457 problem details (`application/problem+json`).
+//!
+//! Every handler returns `Result<_, ApiError>`; every way a request can go
+//! wrong maps to one variant here, so no path answers with a bare 500 or a
+//! body of another shape.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use fogbank_taas::{ActuateError, IngestError, StoreError};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    UnknownThing(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the request body is larger than the {limit} bytes allowed")]
+    TooLarge { limit: usize },
+    #[error("content type {found:?} is not accepted here; send {expected}")]
+    UnsupportedType { found: String, expected: &'static str },
+    #[error("none of the acceptable media types can be produced; available: {available}")]
+    NotAcceptable { available: &'static str },
+    #[error("this request needs a bearer token")]
+    Unauthenticated,
+    #[error("token {token:?} lacks the {scope} scope")]
+    Forbidden { token: String, scope: &'static str },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("method not allowed here")]
+    MethodNotAllowed,
+    #[error("the device did not carry out the command: {0}")]
+    CommandFailed(String),
+    #[error("storage failed: {0}")]
+    Storage(String),
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+}
+
+impl ApiError {
+    fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            ApiError::UnknownThing(_) => ("unknown-thing", "Unknown thing service"),
+            ApiError::NotFound(_) => ("not-found", "Not found"),
+            ApiError::BadRequest(_) => ("bad-request", "Bad request"),
+            ApiError::TooLarge { .. } => ("too-large", "Request body too large"),
+            ApiError::UnsupportedType { .. } => ("unsupported-media-type", "Unsupported media type"),
+            ApiError::NotAcceptable { .. } => ("not-acceptable", "Not acceptable"),
+            ApiError::Unauthenticated => ("unauthenticated", "Authentication required"),
+            ApiError::Forbidden { .. } => ("forbidden", "Forbidden"),
+            ApiError::Conflict(_) => ("conflict", "Conflict with the thing's state"),
+            ApiError::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
+            ApiError::CommandFailed(_) => ("command-failed", "Command failed"),
+            ApiError::Storage(_) => ("storage", "Storage failure"),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::UnknownThing(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::CommandFailed(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (slug, title) = self.kind();
+        let status = self.status_code();
+        let body = Problem {
+            problem_type: format!("urn:fogbank:problem:{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: self.to_string(),
+        };
+        let mut response = HttpResponse::build(status);
+        response.content_type("application/problem+json");
+        if matches!(self, ApiError::Unauthenticated) {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"fogbank\"")));
+        }
+        response.json(body)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        tracing::error!(%error, "store error while serving a request");
+        ApiError::Storage(error.to_string())
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::UnknownThing(id) => ApiError::UnknownThing(format!("unknown thing service {id}")),
+            IngestError::Store(e) => e.into(),
+            other => ApiError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+impl From<ActuateError> for ApiError {
+    fn from(error: ActuateError) -> Self {
+        match error {
+            ActuateError::UnknownThing(id) => ApiError::UnknownThing(format!("unknown thing service {id}")),
+            ActuateError::WrongType { .. } => ApiError::BadRequest(error.to_string()),
+            other => ApiError::Conflict(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Command-line interface. Every listen address and the data dir has a
+//! flag and a `FOGBANK_*` variable; flags win over variables, which win
+//! over the config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "fogbank", version, about = "A gateway of a fogbank local cloud of IoT gateways")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Run(RunArgs),
+    /// List thing services of a running gateway (or show one).
+    Things(ThingsArgs),
+    /// Show the latest reading of a thing service, or its history.
+    Reading(ReadingArgs),
+    /// Send an actuation command to a thing service.
+    Actuate(ActuateArgs),
+    /// Print a new random token for the [auth] section of the config.
+    NewToken,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML configuration file (see deploy/fogbank.example.toml).
+    #[arg(long, env = "FOGBANK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This gateway's id [default: the host name].
+    #[arg(long, env = "FOGBANK_GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+    /// Data directory [default: ./fogbank-data].
+    #[arg(long, env = "FOGBANK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// REST listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "FOGBANK_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// Run the campus simulator.
+    #[arg(long, env = "FOGBANK_DEMO")]
+    pub demo: bool,
+}
+
+/// Where a running gateway is, for the client commands.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Base URL of the gateway's REST API.
+    #[arg(long, env = "FOGBANK_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    pub url: String,
+    /// Bearer token [default: DATA_DIR/admin.token when readable].
+    #[arg(long, env = "FOGBANK_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data directory to find admin.token in.
+    #[arg(long, env = "FOGBANK_DATA_DIR", default_value = "./fogbank-data", global = true)]
+    pub data_dir: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ThingsArgs {
+    #[command(subcommand)]
+    pub show: Option<ThingsCommand>,
+    /// Only this semantic type (temperature, switch, …).
+    #[arg(long = "type")]
+    pub semantic_type: Option<String>,
+    /// Only under this location path.
+    #[arg(long)]
+    pub location: Option<String>,
+    /// Only of this gateway.
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// sensor or actuator.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// true or false.
+    #[arg(long)]
+    pub available: Option<bool>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ThingsCommand {
+    /// Show one thing service.
+    Show { id: String },
+    /// Print a thing service's WoT Thing Description.
+    Td { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ReadingArgs {
+    pub id: String,
+    /// Show history instead of the latest reading.
+    #[arg(long)]
+    pub history: bool,
+    /// History start (Unix seconds or RFC 3339).
+    #[arg(long, requires = "history")]
+    pub from: Option<String>,
+    /// History end (Unix seconds or RFC 3339).
+    #[arg(long, requires = "history")]
+    pub to: Option<String>,
+    /// At most this many readings.
+    #[arg(long, requires = "history")]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ActuateArgs {
+    pub id: String,
+    /// JSON value: true, false, a number or a "string" (bare words are strings).
+    pub value: String,
+    /// Milliseconds to wait for the outcome.
+    #[arg(long)]
+    pub wait: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}

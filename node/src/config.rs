@@ -1,0 +1,245 @@
+//! The node's configuration: embedded defaults, overridden by a TOML file,
+//! overridden by `FOGBANK_*` environment variables and command-line flags
+//! (clap resolves those two; see `cli.rs`).
+//!
+//! `deploy/fogbank.example.toml` documents every key; a test keeps it in
+//! step with [`Config::default`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fogbank_taas::id::sanitize_segment;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is invalid: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid setting {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This gateway's id: the first segment of its thing-service ids.
+    pub gateway_id: String,
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub store: StoreConfig,
+    pub sim: SimSection,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted (SenML ingest), in bytes.
+    pub max_body_bytes: usize,
+    /// HTTP worker threads; 0 = one per core, at most 4.
+    pub workers: usize,
+    /// How long `PUT .../actuation` waits for the outcome before answering
+    /// 202 with a command id, unless the request says `?wait=`.
+    pub actuation_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A label for logs; never the secret itself.
+    pub name: String,
+    pub token: String,
+    /// `read`, `write` and/or `admin` (admin implies the others).
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub tokens: Vec<TokenConfig>,
+    /// An admin token (also `FOGBANK_ADMIN_TOKEN`).
+    pub admin_token: Option<String>,
+    /// Require a `read` token for GET requests too.
+    pub read_requires_token: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// fsync every write: survives power cuts, costs throughput.
+    pub sync_writes: bool,
+    pub cache_mb: usize,
+    /// Delete readings older than this many seconds; 0 keeps them forever.
+    pub max_age_secs: u64,
+    /// Keep the history under this many megabytes; 0 means no limit.
+    pub max_mb: u64,
+    /// How often retention runs.
+    pub retention_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimSection {
+    /// Run the campus simulator (also `--demo`).
+    pub enabled: bool,
+    pub interval_ms: u64,
+    pub buildings: u8,
+    pub floors: u8,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `info,fogbank_taas=debug`
+    /// (`FOGBANK_LOG` overrides it).
+    pub filter: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            gateway_id: default_gateway_id(),
+            data_dir: PathBuf::from("./fogbank-data"),
+            http: HttpConfig::default(),
+            auth: AuthConfig::default(),
+            store: StoreConfig::default(),
+            sim: SimSection::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1 << 20,
+            workers: 0,
+            actuation_wait_ms: 2000,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { sync_writes: false, cache_mb: 8, max_age_secs: 30 * 24 * 3600, max_mb: 0, retention_interval_secs: 300 }
+    }
+}
+
+impl Default for SimSection {
+    fn default() -> Self {
+        let sim = fogbank_sim::SimConfig::default();
+        SimSection { enabled: false, interval_ms: sim.interval_ms, buildings: sim.buildings, floors: sim.floors }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { filter: "info".into(), format: "text".into() }
+    }
+}
+
+/// The host name in id form, or `gateway` if there is none.
+pub fn default_gateway_id() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let id = sanitize_segment(raw.trim());
+    if id.is_empty() { "gateway".into() } else { id }
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else { return Ok(Config::default()) };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        let sanitized = sanitize_segment(&self.gateway_id);
+        if sanitized.is_empty() {
+            return Err(ConfigError::Invalid { key: "gateway_id", reason: "must not be empty".into() });
+        }
+        if sanitized != self.gateway_id {
+            tracing::warn!(given = %self.gateway_id, used = %sanitized, "gateway id sanitised");
+            self.gateway_id = sanitized;
+        }
+        for token in &self.auth.tokens {
+            if token.token.len() < 16 {
+                return Err(ConfigError::Invalid { key: "auth.tokens", reason: format!("token {:?} is shorter than 16 characters", token.name) });
+            }
+            if let Some(bad) = token.scopes.iter().find(|s| !matches!(s.as_str(), "read" | "write" | "admin")) {
+                return Err(ConfigError::Invalid { key: "auth.tokens", reason: format!("token {:?} has unknown scope {bad:?} (read, write, admin)", token.name) });
+            }
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid { key: "log.format", reason: "is text or json".into() });
+        }
+        if self.http.max_body_bytes == 0 {
+            return Err(ConfigError::Invalid { key: "http.max_body_bytes", reason: "must be positive".into() });
+        }
+        Ok(())
+    }
+
+    pub fn retention(&self) -> fogbank_taas::Retention {
+        fogbank_taas::Retention {
+            max_age: (self.store.max_age_secs > 0).then(|| Duration::from_secs(self.store.max_age_secs)),
+            max_bytes: (self.store.max_mb > 0).then(|| self.store.max_mb << 20),
+        }
+    }
+
+    pub fn http_workers(&self) -> usize {
+        match self.http.workers {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_documents_the_defaults() {
+        let example = include_str!("../../deploy/fogbank.example.toml");
+        let mut parsed: Config = toml::from_str(example).expect("the example config parses");
+        let mut defaults = Config::default();
+        // The example shows a literal gateway id instead of the host name.
+        parsed.gateway_id = defaults.gateway_id.clone();
+        defaults.auth.tokens = parsed.auth.tokens.clone();
+        assert_eq!(parsed, defaults, "deploy/fogbank.example.toml must show every default");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<Config>("[http]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n").is_err());
+    }
+
+    #[test]
+    fn validation_catches_weak_tokens_and_bad_scopes() {
+        let mut c = Config::default();
+        c.auth.tokens.push(TokenConfig { name: "x".into(), token: "short".into(), scopes: vec!["write".into()] });
+        assert!(c.validate().is_err());
+        c.auth.tokens[0].token = "0123456789abcdef0123".into();
+        c.auth.tokens[0].scopes = vec!["root".into()];
+        assert!(c.validate().is_err());
+        c.auth.tokens[0].scopes = vec!["write".into()];
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn gateway_id_is_sanitised() {
+        let mut c = Config { gateway_id: "My Gateway".into(), ..Config::default() };
+        c.validate().unwrap();
+        assert_eq!(c.gateway_id, "my-gateway");
+    }
+}

@@ -1,0 +1,65 @@
+//! Counters exposed at `/metrics` in the Prometheus text format.
+//!
+//! Hand-written rather than a metrics crate: the set is small, and the
+//! exposition format is a few lines of text.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Responses by status class, and time spent serving.
+#[derive(Default)]
+pub struct HttpMetrics {
+    by_class: [AtomicU64; 5],
+    micros: AtomicU64,
+}
+
+impl HttpMetrics {
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+        self.micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Builds one exposition document.
+#[derive(Default)]
+pub struct Exposition(String);
+
+impl Exposition {
+    pub fn metric(&mut self, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) -> &mut Self {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            if labels.is_empty() {
+                let _ = writeln!(self.0, "{name} {value}");
+            } else {
+                let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
+            }
+        }
+        self
+    }
+
+    pub fn http(&mut self, http: &HttpMetrics) -> &mut Self {
+        let labels = ["code=\"1xx\"", "code=\"2xx\"", "code=\"3xx\"", "code=\"4xx\"", "code=\"5xx\""];
+        let samples: Vec<(&str, f64)> =
+            labels.iter().zip(&http.by_class).map(|(l, c)| (*l, c.load(Ordering::Relaxed) as f64)).collect();
+        self.metric("fogbank_http_responses_total", "counter", "HTTP responses by status class.", &samples);
+        self.metric(
+            "fogbank_http_request_seconds_total",
+            "counter",
+            "Time spent serving HTTP requests.",
+            &[("", http.micros.load(Ordering::Relaxed) as f64 / 1e6)],
+        )
+    }
+
+    pub fn finish(self) -> String {
+        self.0
+    }
+}
+
+/// Resident set size of this process, from /proc.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}

@@ -1,0 +1,152 @@
+//! `fogbank run`: opens the store, starts the adapters and the REST API,
+//! keeps the history within its retention, and shuts all of it down in
+//! order on SIGINT or SIGTERM.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr};
+use actix_web::{HttpServer, web};
+use anyhow::Context;
+use fogbank_adapter::{AdapterSupervisor, Backoff, Plugin, Shutdown};
+use fogbank_sim::{SimConfig, Simulator};
+use fogbank_taas::{Hub, HubOptions, StoreOptions, Timestamp};
+
+use crate::api::{self, AppState};
+use crate::auth::{AdminTokenSource, Tokens};
+use crate::config::Config;
+use crate::metrics::HttpMetrics;
+
+/// RocksDB lives in this subdirectory of the data dir.
+pub const DB_DIR: &str = "db";
+/// Without `sync_writes`, the WAL is fsynced this often, bounding what a
+/// power cut can take to this window (a crash takes nothing).
+const WAL_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+pub fn run(config: Config, env_admin_token: Option<String>) -> anyhow::Result<()> {
+    actix_rt::System::new().block_on(serve(config, env_admin_token))
+}
+
+fn plugins(config: &Config) -> Vec<Box<dyn Plugin>> {
+    let mut plugins: Vec<Box<dyn Plugin>> = Vec::new();
+    if config.sim.enabled {
+        let sim = &config.sim;
+        plugins.push(Box::new(Simulator {
+            config: SimConfig { interval_ms: sim.interval_ms, buildings: sim.buildings, floors: sim.floors },
+        }));
+    }
+    plugins
+}
+
+async fn serve(config: Config, env_admin_token: Option<String>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let options = HubOptions {
+        store: StoreOptions { sync_writes: config.store.sync_writes, cache_bytes: config.store.cache_mb << 20 },
+        ..HubOptions::default()
+    };
+    let hub = Hub::open(&config.gateway_id, &config.data_dir.join(DB_DIR), options)?;
+
+    let (tokens, source) = Tokens::load(&config.auth, env_admin_token, &config.data_dir)?;
+    match source {
+        AdminTokenSource::Created(path) => {
+            tracing::warn!(path = %path.display(), "no token configured: created an admin token for writes; read it from this file")
+        }
+        AdminTokenSource::Existing(path) => tracing::info!(path = %path.display(), "admin token read from the data directory"),
+        AdminTokenSource::Configured => tracing::info!("tokens from the configuration"),
+    }
+
+    let adapters: Vec<Addr<AdapterSupervisor>> = plugins(&config)
+        .into_iter()
+        .map(|plugin| AdapterSupervisor::new(plugin, hub.clone(), Backoff::default()).start())
+        .collect();
+
+    let upkeep = actix_rt::spawn(upkeep(hub.clone(), config.clone()));
+
+    let state = web::Data::new(AppState {
+        hub: hub.clone(),
+        tokens,
+        http: HttpMetrics::default(),
+        started: Instant::now(),
+        max_body_bytes: config.http.max_body_bytes,
+        actuation_wait: Duration::from_millis(config.http.actuation_wait_ms),
+        adapters: adapters.clone(),
+    });
+    let listen = config.http.listen;
+    let server = HttpServer::new(move || api::app(state.clone()))
+        .workers(config.http_workers())
+        .disable_signals()
+        .shutdown_timeout(5)
+        .bind(listen)
+        .with_context(|| format!("cannot listen for HTTP on {listen}"))?
+        .run();
+    let server_handle = server.handle();
+    let server_task = actix_rt::spawn(server);
+    tracing::info!(gateway = %hub.gateway(), http = %listen, data_dir = %config.data_dir.display(), "fogbank is running");
+
+    let signal = shutdown_signal().await;
+    tracing::info!(signal, "shutting down");
+    hub.close_subscriptions();
+    server_handle.stop(true).await;
+    let _ = server_task.await;
+    for adapter in &adapters {
+        let _ = adapter.send(Shutdown).await;
+    }
+    upkeep.abort();
+    hub.store().sync_wal()?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::error!(%error, "cannot watch SIGTERM; only SIGINT stops the gateway");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}
+
+/// Periodic WAL sync and retention, off the request path.
+async fn upkeep(hub: Arc<Hub>, config: Config) {
+    let retention = config.retention();
+    let retention_every = Duration::from_secs(config.store.retention_interval_secs.max(1));
+    let mut last_retention: Option<Instant> = None;
+    let mut tick = actix_rt::time::interval(WAL_SYNC_INTERVAL);
+    loop {
+        tick.tick().await;
+        let hub = hub.clone();
+        let run_retention = (retention.max_age.is_some() || retention.max_bytes.is_some())
+            && last_retention.is_none_or(|t| t.elapsed() >= retention_every);
+        if run_retention {
+            last_retention = Some(Instant::now());
+        }
+        let retention = retention.clone();
+        let sync = !config.store.sync_writes;
+        let outcome = web::block(move || -> Result<(), fogbank_taas::StoreError> {
+            if sync {
+                hub.store().sync_wal()?;
+            }
+            if run_retention {
+                let report = hub.store().enforce_retention(&retention, Timestamp::now())?;
+                if report.cutoff.is_some() {
+                    tracing::info!(?report, "retention removed old readings");
+                }
+            }
+            Ok(())
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "store upkeep failed"),
+            Err(error) => tracing::error!(%error, "store upkeep could not run"),
+        }
+    }
+}
