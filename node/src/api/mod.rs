@@ -90,7 +90,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .service(ops(web::scope("")))
         .default_service(web::to(|request: HttpRequest| async move {
-            Err::<HttpResponse, _>(ApiError::NotFound(format!("no resource at {}", request.path())))
+            Err::<HttpResponse, _>(ApiError::NoRoute(format!("no resource at {}", request.path())))
         }));
 }
 

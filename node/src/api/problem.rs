@@ -16,6 +16,9 @@ pub enum ApiError {
     UnknownThing(String),
     #[error("{0}")]
     NotFound(String),
+    /// No route matches the path at all.
+    #[error("{0}")]
+    NoRoute(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("the request body is larger than the {limit} bytes allowed")]
@@ -53,6 +56,7 @@ impl ApiError {
         match self {
             ApiError::UnknownThing(_) => ("unknown-thing", "Unknown thing service"),
             ApiError::NotFound(_) => ("not-found", "Not found"),
+            ApiError::NoRoute(_) => ("no-route", "No such resource"),
             ApiError::BadRequest(_) => ("bad-request", "Bad request"),
             ApiError::TooLarge { .. } => ("too-large", "Request body too large"),
             ApiError::UnsupportedType { .. } => ("unsupported-media-type", "Unsupported media type"),
@@ -70,7 +74,7 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::UnknownThing(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::UnknownThing(_) | ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
