@@ -60,9 +60,15 @@ pub enum AdminTokenSource {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("cannot create the admin token file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read the admin token file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the admin token in {0} is shorter than 16 characters")]
     Weak(PathBuf),
     #[error("no random numbers available for a new token: {0}")]
@@ -72,7 +78,11 @@ pub enum AuthError {
 impl Tokens {
     /// Builds the token table; creates or reads `DATA_DIR/admin.token` when
     /// nothing else grants admin rights.
-    pub fn load(config: &AuthConfig, env_admin: Option<String>, data_dir: &Path) -> Result<(Self, AdminTokenSource), AuthError> {
+    pub fn load(
+        config: &AuthConfig,
+        env_admin: Option<String>,
+        data_dir: &Path,
+    ) -> Result<(Self, AdminTokenSource), AuthError> {
         let mut tokens: Vec<Token> = config
             .tokens
             .iter()
@@ -84,16 +94,30 @@ impl Tokens {
             .collect();
         let configured_admin = env_admin.or_else(|| config.admin_token.clone());
         let source = if let Some(secret) = configured_admin {
-            tokens.push(Token { name: "admin".into(), secret, scopes: vec![Scope::Admin] });
+            tokens.push(Token {
+                name: "admin".into(),
+                secret,
+                scopes: vec![Scope::Admin],
+            });
             AdminTokenSource::Configured
         } else if tokens.is_empty() {
             let (secret, source) = admin_token_file(data_dir)?;
-            tokens.push(Token { name: "admin".into(), secret, scopes: vec![Scope::Admin] });
+            tokens.push(Token {
+                name: "admin".into(),
+                secret,
+                scopes: vec![Scope::Admin],
+            });
             source
         } else {
             AdminTokenSource::Configured
         };
-        Ok((Tokens { tokens, read_requires_token: config.read_requires_token }, source))
+        Ok((
+            Tokens {
+                tokens,
+                read_requires_token: config.read_requires_token,
+            },
+            source,
+        ))
     }
 
     /// Checks an `Authorization` header value for a scope.
@@ -102,7 +126,10 @@ impl Tokens {
             return Ok(());
         }
         let presented = authorization
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .ok_or(Denied::Unauthenticated)?;
         let token = self
@@ -110,8 +137,17 @@ impl Tokens {
             .iter()
             .find(|t| constant_time_eq(t.secret.as_bytes(), presented.as_bytes()))
             .ok_or(Denied::Unauthenticated)?;
-        let allowed = token.scopes.iter().any(|s| *s == Scope::Admin || *s == needed || (needed == Scope::Read && *s == Scope::Write));
-        if allowed { Ok(()) } else { Err(Denied::Forbidden { token: token.name.clone(), needed }) }
+        let allowed = token.scopes.iter().any(|s| {
+            *s == Scope::Admin || *s == needed || (needed == Scope::Read && *s == Scope::Write)
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(Denied::Forbidden {
+                token: token.name.clone(),
+                needed,
+            })
+        }
     }
 }
 
@@ -135,7 +171,10 @@ fn admin_token_file(data_dir: &Path) -> Result<(String, AdminTokenSource), AuthE
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret = new_secret()?;
-            write_private(&path, &secret).map_err(|source| AuthError::Write { path: path.clone(), source })?;
+            write_private(&path, &secret).map_err(|source| AuthError::Write {
+                path: path.clone(),
+                source,
+            })?;
             Ok((secret, AdminTokenSource::Created(path)))
         }
         Err(source) => Err(AuthError::Read { path, source }),
@@ -155,7 +194,11 @@ fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     writeln!(file, "{secret}")?;
     file.sync_all()
 }
@@ -172,10 +215,16 @@ mod tests {
         let path = dir.path().join(ADMIN_TOKEN_FILE);
         assert_eq!(source, AdminTokenSource::Created(path.clone()));
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let secret = std::fs::read_to_string(&path).unwrap().trim().to_owned();
         assert_eq!(secret.len(), 64);
-        assert_eq!(tokens.check(Some(&format!("Bearer {secret}")), Scope::Write), Ok(()));
+        assert_eq!(
+            tokens.check(Some(&format!("Bearer {secret}")), Scope::Write),
+            Ok(())
+        );
         let (_, again) = Tokens::load(&AuthConfig::default(), None, dir.path()).unwrap();
         assert_eq!(again, AdminTokenSource::Existing(path));
     }
@@ -185,21 +234,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = AuthConfig {
             tokens: vec![
-                TokenConfig { name: "reader".into(), token: "r".repeat(20), scopes: vec!["read".into()] },
-                TokenConfig { name: "writer".into(), token: "w".repeat(20), scopes: vec!["write".into()] },
+                TokenConfig {
+                    name: "reader".into(),
+                    token: "r".repeat(20),
+                    scopes: vec!["read".into()],
+                },
+                TokenConfig {
+                    name: "writer".into(),
+                    token: "w".repeat(20),
+                    scopes: vec!["write".into()],
+                },
             ],
             admin_token: None,
             read_requires_token: true,
         };
         let (tokens, _) = Tokens::load(&config, Some("a".repeat(20)), dir.path()).unwrap();
         let bearer = |c: char| format!("Bearer {}", c.to_string().repeat(20));
-        assert_eq!(tokens.check(None, Scope::Write), Err(Denied::Unauthenticated));
-        assert_eq!(tokens.check(Some("Bearer nope"), Scope::Read), Err(Denied::Unauthenticated));
+        assert_eq!(
+            tokens.check(None, Scope::Write),
+            Err(Denied::Unauthenticated)
+        );
+        assert_eq!(
+            tokens.check(Some("Bearer nope"), Scope::Read),
+            Err(Denied::Unauthenticated)
+        );
         assert_eq!(tokens.check(Some(&bearer('r')), Scope::Read), Ok(()));
-        assert!(matches!(tokens.check(Some(&bearer('r')), Scope::Write), Err(Denied::Forbidden { .. })));
+        assert!(matches!(
+            tokens.check(Some(&bearer('r')), Scope::Write),
+            Err(Denied::Forbidden { .. })
+        ));
         assert_eq!(tokens.check(Some(&bearer('w')), Scope::Read), Ok(()));
         assert_eq!(tokens.check(Some(&bearer('w')), Scope::Write), Ok(()));
         assert_eq!(tokens.check(Some(&bearer('a')), Scope::Admin), Ok(()));
-        assert!(!dir.path().join(ADMIN_TOKEN_FILE).exists(), "configured tokens need no file");
+        assert!(
+            !dir.path().join(ADMIN_TOKEN_FILE).exists(),
+            "configured tokens need no file"
+        );
     }
 }

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "fogbank", version, about = "A gateway of a fogbank local cloud of IoT gateways")]
+#[command(
+    name = "fogbank",
+    version,
+    about = "A gateway of a fogbank local cloud of IoT gateways"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -51,13 +55,23 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// Base URL of the gateway's REST API.
-    #[arg(long, env = "FOGBANK_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "FOGBANK_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     pub url: String,
     /// Bearer token [default: DATA_DIR/admin.token when readable].
     #[arg(long, env = "FOGBANK_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
     /// Data directory to find admin.token in.
-    #[arg(long, env = "FOGBANK_DATA_DIR", default_value = "./fogbank-data", global = true)]
+    #[arg(
+        long,
+        env = "FOGBANK_DATA_DIR",
+        default_value = "./fogbank-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]

@@ -18,12 +18,16 @@ struct Client {
 impl Client {
     fn new(args: &ClientArgs) -> Self {
         let token = args.token.clone().or_else(|| {
-            std::fs::read_to_string(args.data_dir.join(ADMIN_TOKEN_FILE)).ok().map(|t| t.trim().to_owned())
+            std::fs::read_to_string(args.data_dir.join(ADMIN_TOKEN_FILE))
+                .ok()
+                .map(|t| t.trim().to_owned())
         });
         Client {
             base: args.url.trim_end_matches('/').to_owned(),
             token,
-            agent: ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(35)).build(),
+            agent: ureq::AgentBuilder::new()
+                .timeout(std::time::Duration::from_secs(35))
+                .build(),
         }
     }
 
@@ -48,14 +52,26 @@ impl Client {
                 let status = response.status();
                 let problem: Json = response.into_json().unwrap_or(Json::Null);
                 let detail = problem["detail"].as_str().unwrap_or("no detail");
-                bail!("{status} {}: {detail}", problem["title"].as_str().unwrap_or("error"));
+                bail!(
+                    "{status} {}: {detail}",
+                    problem["title"].as_str().unwrap_or("error")
+                );
             }
-            Err(error) => return Err(error).with_context(|| format!("cannot reach the gateway at {url}")),
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot reach the gateway at {url}"));
+            }
         };
         let status = response.status();
         let mut text = String::new();
-        response.into_reader().take(64 << 20).read_to_string(&mut text)?;
-        Ok((status, serde_json::from_str(&text).context("the gateway answered something that is not JSON")?))
+        response
+            .into_reader()
+            .take(64 << 20)
+            .read_to_string(&mut text)?;
+        Ok((
+            status,
+            serde_json::from_str(&text)
+                .context("the gateway answered something that is not JSON")?,
+        ))
     }
 }
 
@@ -72,7 +88,10 @@ fn encode(value: &str) -> String {
 
 fn print(json: bool, value: &Json, human: impl FnOnce(&Json) -> String) {
     if json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
     } else {
         print!("{}", human(value));
     }
@@ -82,11 +101,17 @@ pub fn things(args: ThingsArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.client);
     match args.show {
         Some(ThingsCommand::Show { id }) => {
-            let (_, thing) = client.call(client.request("GET", &format!("/api/v1/things/{}", encode(&id))), None)?;
+            let (_, thing) = client.call(
+                client.request("GET", &format!("/api/v1/things/{}", encode(&id))),
+                None,
+            )?;
             println!("{}", serde_json::to_string_pretty(&thing)?);
         }
         Some(ThingsCommand::Td { id }) => {
-            let (_, td) = client.call(client.request("GET", &format!("/api/v1/things/{}/td", encode(&id))), None)?;
+            let (_, td) = client.call(
+                client.request("GET", &format!("/api/v1/things/{}/td", encode(&id))),
+                None,
+            )?;
             println!("{}", serde_json::to_string_pretty(&td)?);
         }
         None => {
@@ -105,7 +130,10 @@ pub fn things(args: ThingsArgs) -> anyhow::Result<()> {
             }
             let (_, things) = client.call(request, None)?;
             print(args.client.json, &things, |things| {
-                let mut out = format!("{:<48} {:<8} {:<12} {:<5} {:<5} {}\n", "ID", "KIND", "TYPE", "UNIT", "UP", "LOCATION");
+                let mut out = format!(
+                    "{:<48} {:<8} {:<12} {:<5} {:<5} {}\n",
+                    "ID", "KIND", "TYPE", "UNIT", "UP", "LOCATION"
+                );
                 for t in things.as_array().into_iter().flatten() {
                     out += &format!(
                         "{:<48} {:<8} {:<12} {:<5} {:<5} {}\n",
@@ -113,7 +141,11 @@ pub fn things(args: ThingsArgs) -> anyhow::Result<()> {
                         t["kind"].as_str().unwrap_or(""),
                         t["type"].as_str().unwrap_or(""),
                         t["unit"].as_str().unwrap_or("-"),
-                        if t["available"].as_bool() == Some(true) { "yes" } else { "no" },
+                        if t["available"].as_bool() == Some(true) {
+                            "yes"
+                        } else {
+                            "no"
+                        },
                         t["location"].as_str().unwrap_or(""),
                     );
                 }
@@ -126,11 +158,19 @@ pub fn things(args: ThingsArgs) -> anyhow::Result<()> {
 
 fn senml_lines(pack: &Json) -> String {
     let records = pack.as_array().cloned().unwrap_or_default();
-    let unit = records.first().and_then(|r| r["bu"].as_str()).unwrap_or("").to_owned();
+    let unit = records
+        .first()
+        .and_then(|r| r["bu"].as_str())
+        .unwrap_or("")
+        .to_owned();
     records
         .iter()
         .map(|r| {
-            let value = ["v", "vb", "vs", "vd"].iter().find_map(|k| r.get(*k)).cloned().unwrap_or(Json::Null);
+            let value = ["v", "vb", "vs", "vd"]
+                .iter()
+                .find_map(|k| r.get(*k))
+                .cloned()
+                .unwrap_or(Json::Null);
             format!("{:.6}  {value} {unit}\n", r["t"].as_f64().unwrap_or(0.0))
         })
         .collect()
@@ -141,7 +181,11 @@ pub fn reading(args: ReadingArgs) -> anyhow::Result<()> {
     let id = encode(&args.id);
     let request = if args.history {
         let mut request = client.request("GET", &format!("/api/v1/things/{id}/readings"));
-        for (name, value) in [("from", args.from), ("to", args.to), ("limit", args.limit.map(|l| l.to_string()))] {
+        for (name, value) in [
+            ("from", args.from),
+            ("to", args.to),
+            ("limit", args.limit.map(|l| l.to_string())),
+        ] {
             if let Some(value) = value {
                 request = request.query(name, &value);
             }
@@ -157,15 +201,26 @@ pub fn reading(args: ReadingArgs) -> anyhow::Result<()> {
 
 pub fn actuate(args: ActuateArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.client);
-    let value: Json = serde_json::from_str(&args.value).unwrap_or_else(|_| Json::String(args.value.clone()));
-    let mut request = client.request("PUT", &format!("/api/v1/things/{}/actuation", encode(&args.id)));
+    let value: Json =
+        serde_json::from_str(&args.value).unwrap_or_else(|_| Json::String(args.value.clone()));
+    let mut request = client.request(
+        "PUT",
+        &format!("/api/v1/things/{}/actuation", encode(&args.id)),
+    );
     if let Some(wait) = args.wait {
         request = request.query("wait", &wait.to_string());
     }
     let (status, outcome) = client.call(request, Some(&serde_json::json!({ "value": value })))?;
     print(args.client.json, &outcome, |o| match status {
-        202 => format!("command {} is pending; poll /api/v1/commands/{}\n", o["id"], o["id"]),
-        _ => format!("command {} {}\n", o["id"], o["state"].as_str().unwrap_or("?")),
+        202 => format!(
+            "command {} is pending; poll /api/v1/commands/{}\n",
+            o["id"], o["id"]
+        ),
+        _ => format!(
+            "command {} {}\n",
+            o["id"],
+            o["state"].as_str().unwrap_or("?")
+        ),
     });
     Ok(())
 }

@@ -15,9 +15,15 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is invalid: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
     #[error("invalid setting {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
 }
@@ -129,20 +135,34 @@ impl Default for HttpConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { sync_writes: false, cache_mb: 8, max_age_secs: 30 * 24 * 3600, max_mb: 0, retention_interval_secs: 300 }
+        StoreConfig {
+            sync_writes: false,
+            cache_mb: 8,
+            max_age_secs: 30 * 24 * 3600,
+            max_mb: 0,
+            retention_interval_secs: 300,
+        }
     }
 }
 
 impl Default for SimSection {
     fn default() -> Self {
         let sim = fogbank_sim::SimConfig::default();
-        SimSection { enabled: false, interval_ms: sim.interval_ms, buildings: sim.buildings, floors: sim.floors }
+        SimSection {
+            enabled: false,
+            interval_ms: sim.interval_ms,
+            buildings: sim.buildings,
+            floors: sim.floors,
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { filter: "info".into(), format: "text".into() }
+        LogConfig {
+            filter: "info".into(),
+            format: "text".into(),
+        }
     }
 }
 
@@ -157,16 +177,27 @@ pub fn default_gateway_id() -> String {
 
 impl Config {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let Some(path) = path else { return Ok(Config::default()) };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
     }
 
     /// Checks what serde cannot.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
         let sanitized = sanitize_segment(&self.gateway_id);
         if sanitized.is_empty() {
-            return Err(ConfigError::Invalid { key: "gateway_id", reason: "must not be empty".into() });
+            return Err(ConfigError::Invalid {
+                key: "gateway_id",
+                reason: "must not be empty".into(),
+            });
         }
         if sanitized != self.gateway_id {
             tracing::warn!(given = %self.gateway_id, used = %sanitized, "gateway id sanitised");
@@ -174,31 +205,54 @@ impl Config {
         }
         for token in &self.auth.tokens {
             if token.token.len() < 16 {
-                return Err(ConfigError::Invalid { key: "auth.tokens", reason: format!("token {:?} is shorter than 16 characters", token.name) });
+                return Err(ConfigError::Invalid {
+                    key: "auth.tokens",
+                    reason: format!("token {:?} is shorter than 16 characters", token.name),
+                });
             }
-            if let Some(bad) = token.scopes.iter().find(|s| !matches!(s.as_str(), "read" | "write" | "admin")) {
-                return Err(ConfigError::Invalid { key: "auth.tokens", reason: format!("token {:?} has unknown scope {bad:?} (read, write, admin)", token.name) });
+            if let Some(bad) = token
+                .scopes
+                .iter()
+                .find(|s| !matches!(s.as_str(), "read" | "write" | "admin"))
+            {
+                return Err(ConfigError::Invalid {
+                    key: "auth.tokens",
+                    reason: format!(
+                        "token {:?} has unknown scope {bad:?} (read, write, admin)",
+                        token.name
+                    ),
+                });
             }
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(ConfigError::Invalid { key: "log.format", reason: "is text or json".into() });
+            return Err(ConfigError::Invalid {
+                key: "log.format",
+                reason: "is text or json".into(),
+            });
         }
         if self.http.max_body_bytes == 0 {
-            return Err(ConfigError::Invalid { key: "http.max_body_bytes", reason: "must be positive".into() });
+            return Err(ConfigError::Invalid {
+                key: "http.max_body_bytes",
+                reason: "must be positive".into(),
+            });
         }
         Ok(())
     }
 
     pub fn retention(&self) -> fogbank_taas::Retention {
         fogbank_taas::Retention {
-            max_age: (self.store.max_age_secs > 0).then(|| Duration::from_secs(self.store.max_age_secs)),
-            max_bytes: (self.store.max_mb > 0).then(|| self.store.max_mb << 20),
+            max_age: (self.store.max_age_secs > 0)
+                .then(|| Duration::from_secs(self.store.max_age_secs)),
+            max_bytes: (self.store.max_mb > 0).then_some(self.store.max_mb << 20),
         }
     }
 
     pub fn http_workers(&self) -> usize {
         match self.http.workers {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4),
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(4),
             n => n,
         }
     }
@@ -216,7 +270,10 @@ mod tests {
         // The example shows a literal gateway id instead of the host name.
         parsed.gateway_id = defaults.gateway_id.clone();
         defaults.auth.tokens = parsed.auth.tokens.clone();
-        assert_eq!(parsed, defaults, "deploy/fogbank.example.toml must show every default");
+        assert_eq!(
+            parsed, defaults,
+            "deploy/fogbank.example.toml must show every default"
+        );
     }
 
     #[test]
@@ -227,7 +284,11 @@ mod tests {
     #[test]
     fn validation_catches_weak_tokens_and_bad_scopes() {
         let mut c = Config::default();
-        c.auth.tokens.push(TokenConfig { name: "x".into(), token: "short".into(), scopes: vec!["write".into()] });
+        c.auth.tokens.push(TokenConfig {
+            name: "x".into(),
+            token: "short".into(),
+            scopes: vec!["write".into()],
+        });
         assert!(c.validate().is_err());
         c.auth.tokens[0].token = "0123456789abcdef0123".into();
         c.auth.tokens[0].scopes = vec!["root".into()];
@@ -238,7 +299,10 @@ mod tests {
 
     #[test]
     fn gateway_id_is_sanitised() {
-        let mut c = Config { gateway_id: "My Gateway".into(), ..Config::default() };
+        let mut c = Config {
+            gateway_id: "My Gateway".into(),
+            ..Config::default()
+        };
         c.validate().unwrap();
         assert_eq!(c.gateway_id, "my-gateway");
     }

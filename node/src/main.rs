@@ -19,7 +19,9 @@ use cli::{Cli, Command, RunArgs};
 use config::Config;
 
 fn init_logging(filter: &str, json: bool) {
-    let filter = std::env::var("FOGBANK_LOG").ok().unwrap_or_else(|| filter.to_owned());
+    let filter = std::env::var("FOGBANK_LOG")
+        .ok()
+        .unwrap_or_else(|| filter.to_owned());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|error| {
         eprintln!("ignoring the log filter {filter:?}: {error}");
         EnvFilter::new("info")
@@ -51,7 +53,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     init_logging(&config.log.filter, config.log.format == "json");
     config.validate()?;
-    let admin_token = std::env::var("FOGBANK_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+    let admin_token = std::env::var("FOGBANK_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
     if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
         anyhow::bail!("FOGBANK_ADMIN_TOKEN is shorter than 16 characters");
     }
@@ -65,7 +69,9 @@ fn main() {
         Command::Things(args) => client::things(args),
         Command::Reading(args) => client::reading(args),
         Command::Actuate(args) => client::actuate(args),
-        Command::NewToken => auth::new_secret().map(|t| println!("{t}")).map_err(Into::into),
+        Command::NewToken => auth::new_secret()
+            .map(|t| println!("{t}"))
+            .map_err(Into::into),
     };
     if let Err(error) = result {
         eprintln!("fogbank: {error:#}");

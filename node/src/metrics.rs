@@ -18,7 +18,8 @@ impl HttpMetrics {
     pub fn record(&self, status: u16, elapsed: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.by_class[class].fetch_add(1, Ordering::Relaxed);
-        self.micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
@@ -27,7 +28,13 @@ impl HttpMetrics {
 pub struct Exposition(String);
 
 impl Exposition {
-    pub fn metric(&mut self, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) -> &mut Self {
+    pub fn metric(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: &[(&str, f64)],
+    ) -> &mut Self {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, value) in samples {
             if labels.is_empty() {
@@ -40,10 +47,24 @@ impl Exposition {
     }
 
     pub fn http(&mut self, http: &HttpMetrics) -> &mut Self {
-        let labels = ["code=\"1xx\"", "code=\"2xx\"", "code=\"3xx\"", "code=\"4xx\"", "code=\"5xx\""];
-        let samples: Vec<(&str, f64)> =
-            labels.iter().zip(&http.by_class).map(|(l, c)| (*l, c.load(Ordering::Relaxed) as f64)).collect();
-        self.metric("fogbank_http_responses_total", "counter", "HTTP responses by status class.", &samples);
+        let labels = [
+            "code=\"1xx\"",
+            "code=\"2xx\"",
+            "code=\"3xx\"",
+            "code=\"4xx\"",
+            "code=\"5xx\"",
+        ];
+        let samples: Vec<(&str, f64)> = labels
+            .iter()
+            .zip(&http.by_class)
+            .map(|(l, c)| (*l, c.load(Ordering::Relaxed) as f64))
+            .collect();
+        self.metric(
+            "fogbank_http_responses_total",
+            "counter",
+            "HTTP responses by status class.",
+            &samples,
+        );
         self.metric(
             "fogbank_http_request_seconds_total",
             "counter",

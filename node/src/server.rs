@@ -32,17 +32,28 @@ fn plugins(config: &Config) -> Vec<Box<dyn Plugin>> {
     if config.sim.enabled {
         let sim = &config.sim;
         plugins.push(Box::new(Simulator {
-            config: SimConfig { interval_ms: sim.interval_ms, buildings: sim.buildings, floors: sim.floors },
+            config: SimConfig {
+                interval_ms: sim.interval_ms,
+                buildings: sim.buildings,
+                floors: sim.floors,
+            },
         }));
     }
     plugins
 }
 
 async fn serve(config: Config, env_admin_token: Option<String>) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let options = HubOptions {
-        store: StoreOptions { sync_writes: config.store.sync_writes, cache_bytes: config.store.cache_mb << 20 },
+        store: StoreOptions {
+            sync_writes: config.store.sync_writes,
+            cache_bytes: config.store.cache_mb << 20,
+        },
         ..HubOptions::default()
     };
     let hub = Hub::open(&config.gateway_id, &config.data_dir.join(DB_DIR), options)?;
@@ -52,7 +63,9 @@ async fn serve(config: Config, env_admin_token: Option<String>) -> anyhow::Resul
         AdminTokenSource::Created(path) => {
             tracing::warn!(path = %path.display(), "no token configured: created an admin token for writes; read it from this file")
         }
-        AdminTokenSource::Existing(path) => tracing::info!(path = %path.display(), "admin token read from the data directory"),
+        AdminTokenSource::Existing(path) => {
+            tracing::info!(path = %path.display(), "admin token read from the data directory")
+        }
         AdminTokenSource::Configured => tracing::info!("tokens from the configuration"),
     }
 
@@ -135,7 +148,9 @@ async fn upkeep(hub: Arc<Hub>, config: Config) {
                 hub.store().sync_wal()?;
             }
             if run_retention {
-                let report = hub.store().enforce_retention(&retention, Timestamp::now())?;
+                let report = hub
+                    .store()
+                    .enforce_retention(&retention, Timestamp::now())?;
                 if report.cutoff.is_some() {
                     tracing::info!(?report, "retention removed old readings");
                 }

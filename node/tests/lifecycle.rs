@@ -20,7 +20,11 @@ fn acknowledged_readings_survive_kill_9() {
     let mut gw = Gateway::start_in(&data_dir, &[], &env);
     let path = "/api/v1/things/gw-d.http.meter-1.energy/readings";
     // Recent times: the default retention keeps 30 days.
-    let base = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 3600) as f64;
+    let base = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3600) as f64;
     for batch in 0..BATCHES {
         let pack: Vec<_> = (0..PER_BATCH)
             .map(|i| {
@@ -28,7 +32,12 @@ fn acknowledged_readings_survive_kill_9() {
                 json!({"t": base + n as f64 * 0.001, "v": n as f64 * 0.5})
             })
             .collect();
-        let answer = gw.write("POST", path, "application/senml+json", json!(pack).to_string().as_bytes());
+        let answer = gw.write(
+            "POST",
+            path,
+            "application/senml+json",
+            json!(pack).to_string().as_bytes(),
+        );
         assert_eq!(answer.status, 200, "batch {batch} acknowledged");
     }
     gw.kill9();
@@ -36,7 +45,11 @@ fn acknowledged_readings_survive_kill_9() {
     let gw = Gateway::start_in(&data_dir, &[], &env);
     let history = gw.get(&format!("{path}?from=0&limit=100000")).json();
     let records = history.as_array().unwrap();
-    assert_eq!(records.len(), BATCHES * PER_BATCH, "every acknowledged reading is back");
+    assert_eq!(
+        records.len(),
+        BATCHES * PER_BATCH,
+        "every acknowledged reading is back"
+    );
     for (n, record) in records.iter().enumerate() {
         assert_eq!(record["v"].as_f64().unwrap(), n as f64 * 0.5);
         assert!((record["t"].as_f64().unwrap() - (base + n as f64 * 0.001)).abs() < 1e-6);
@@ -44,8 +57,13 @@ fn acknowledged_readings_survive_kill_9() {
     let thing = gw.get("/api/v1/things/gw-d.http.meter-1.energy").json();
     assert_eq!(thing["type"], "energy");
     // The latest reading is known at once after the restart.
-    let latest = gw.get("/api/v1/things/gw-d.http.meter-1.energy/reading").json();
-    assert_eq!(latest[0]["v"].as_f64().unwrap(), (BATCHES * PER_BATCH - 1) as f64 * 0.5);
+    let latest = gw
+        .get("/api/v1/things/gw-d.http.meter-1.energy/reading")
+        .json();
+    assert_eq!(
+        latest[0]["v"].as_f64().unwrap(),
+        (BATCHES * PER_BATCH - 1) as f64 * 0.5
+    );
 }
 
 /// A restart keeps the catalog; things come back unavailable until their
@@ -57,21 +75,52 @@ fn the_catalog_survives_a_restart_and_availability_follows_the_adapter() {
     let env = [("FOGBANK_GATEWAY_ID", "gw-r")];
     let lamp = "/api/v1/things/gw-r.sim.building-b-floor-1.lamp";
     let mut gw = Gateway::start_in(&data_dir, &["--demo"], &env);
-    assert_eq!(gw.write("PUT", &format!("{lamp}/actuation"), "application/json", br#"{"value": true}"#).status, 200);
+    assert_eq!(
+        gw.write(
+            "PUT",
+            &format!("{lamp}/actuation"),
+            "application/json",
+            br#"{"value": true}"#
+        )
+        .status,
+        200
+    );
     assert_eq!(gw.terminate(Duration::from_secs(10)).code(), Some(0));
 
     // Without the simulator the things are known but unavailable.
     let mut gw = Gateway::start_in(&data_dir, &[], &env);
     let things = gw.get("/api/v1/things").json();
     assert_eq!(things.as_array().unwrap().len(), 40);
-    assert!(things.as_array().unwrap().iter().all(|t| t["available"] == false));
-    assert_eq!(gw.get(&format!("{lamp}/reading")).json()[0]["vb"], true, "the last state is still there");
-    gw.write("PUT", &format!("{lamp}/actuation"), "application/json", br#"{"value": false}"#).assert_problem(409);
+    assert!(
+        things
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["available"] == false)
+    );
+    assert_eq!(
+        gw.get(&format!("{lamp}/reading")).json()[0]["vb"],
+        true,
+        "the last state is still there"
+    );
+    gw.write(
+        "PUT",
+        &format!("{lamp}/actuation"),
+        "application/json",
+        br#"{"value": false}"#,
+    )
+    .assert_problem(409);
     assert_eq!(gw.terminate(Duration::from_secs(10)).code(), Some(0));
 
     // With it they are available again and the lamp kept its state.
     let gw = Gateway::start_in(&data_dir, &["--demo"], &env);
-    assert!(gw.get("/api/v1/things?available=false").json().as_array().unwrap().is_empty());
+    assert!(
+        gw.get("/api/v1/things?available=false")
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(gw.get(&format!("{lamp}/reading")).json()[0]["vb"], true);
 }
 
@@ -79,12 +128,18 @@ fn the_catalog_survives_a_restart_and_availability_follows_the_adapter() {
 fn sigterm_stops_promptly_even_with_open_streams() {
     let mut gw = Gateway::demo();
     let url = gw.url("/api/v1/things/gw-t.sim.building-a-floor-1.motion/stream");
-    let reader = std::thread::spawn(move || common::read_events(&url, "reading", 1_000_000, Duration::from_secs(30)).len());
+    let reader = std::thread::spawn(move || {
+        common::read_events(&url, "reading", 1_000_000, Duration::from_secs(30)).len()
+    });
     std::thread::sleep(Duration::from_millis(1500));
     let started = Instant::now();
     let status = gw.terminate(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "a clean exit");
-    assert!(started.elapsed() < Duration::from_secs(7), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "took {:?}",
+        started.elapsed()
+    );
     let received = reader.join().unwrap();
     assert!(received >= 1, "the stream delivered before it was closed");
 }
@@ -106,19 +161,38 @@ fn flags_override_environment_which_overrides_the_config_file() {
     let gw = Gateway::start(&["--config", config_arg], &[]);
     let auth = format!("Bearer {token}");
     gw.get("/api/v1/things").assert_problem(401);
-    let things = gw.request("GET", "/api/v1/things", &[("Authorization", &auth)], None).json();
-    assert_eq!(things.as_array().unwrap().len(), 2 * 5, "one floor per building, from the file");
+    let things = gw
+        .request("GET", "/api/v1/things", &[("Authorization", &auth)], None)
+        .json();
+    assert_eq!(
+        things.as_array().unwrap().len(),
+        2 * 5,
+        "one floor per building, from the file"
+    );
     assert!(things[0]["id"].as_str().unwrap().starts_with("from-file."));
-    assert!(!gw.data_dir.join("admin.token").exists(), "configured tokens need no generated one");
+    assert!(
+        !gw.data_dir.join("admin.token").exists(),
+        "configured tokens need no generated one"
+    );
     drop(gw);
 
-    let gw = Gateway::start(&["--config", config_arg], &[("FOGBANK_GATEWAY_ID", "from-env")]);
+    let gw = Gateway::start(
+        &["--config", config_arg],
+        &[("FOGBANK_GATEWAY_ID", "from-env")],
+    );
     let health = gw.request("GET", "/health", &[], None).json();
     assert_eq!(health["gateway"], "from-env");
     drop(gw);
 
-    let gw = Gateway::start(&["--config", config_arg, "--gateway-id", "From Flag"], &[("FOGBANK_GATEWAY_ID", "from-env")]);
-    assert_eq!(gw.get("/health").json()["gateway"], "from-flag", "flags win, and ids are sanitised");
+    let gw = Gateway::start(
+        &["--config", config_arg, "--gateway-id", "From Flag"],
+        &[("FOGBANK_GATEWAY_ID", "from-env")],
+    );
+    assert_eq!(
+        gw.get("/health").json()["gateway"],
+        "from-flag",
+        "flags win, and ids are sanitised"
+    );
 }
 
 #[test]
@@ -126,20 +200,32 @@ fn bad_configuration_is_a_clear_error_not_a_panic() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("bad.toml");
     std::fs::write(&config, "[http]\nlisen = \"127.0.0.1:1\"\n").unwrap();
-    let out = Command::new(binary()).args(["run", "--config", config.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(binary())
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("lisen"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 
-    let out = Command::new(binary()).args(["run", "--http", "not-an-address"]).output().unwrap();
+    let out = Command::new(binary())
+        .args(["run", "--http", "not-an-address"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "clap rejects it");
 
     let gw = Gateway::demo();
     let data_dir = gw.data_dir.to_str().unwrap().to_owned();
-    let out = Command::new(binary()).args(["run", "--data-dir", &data_dir, "--http", "127.0.0.1:0"]).output().unwrap();
+    let out = Command::new(binary())
+        .args(["run", "--data-dir", &data_dir, "--http", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("another fogbank"), "a locked data dir is explained");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another fogbank"),
+        "a locked data dir is explained"
+    );
 }
 
 #[test]
@@ -153,13 +239,26 @@ fn the_cli_is_a_client_of_a_running_gateway() {
             .env_remove("FOGBANK_TOKEN")
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, out, _) = cli(&["things", "--type", "switch"]);
     assert_eq!(code, Some(0));
-    assert_eq!(out.lines().filter(|l| l.contains(".lamp")).count(), 8, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains(".lamp")).count(),
+        8,
+        "{out}"
+    );
 
-    let (code, out, _) = cli(&["things", "--location", "campus/building-a/floor-1", "--json"]);
+    let (code, out, _) = cli(&[
+        "things",
+        "--location",
+        "campus/building-a/floor-1",
+        "--json",
+    ]);
     assert_eq!(code, Some(0));
     let things: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(things.as_array().unwrap().len(), 5);

@@ -12,29 +12,61 @@ const LIGHT: &str = "gw-t.sim.building-a-floor-2.light";
 const TEMPERATURE: &str = "gw-t.sim.building-b-floor-3.temperature";
 
 fn ids(things: &Value) -> Vec<String> {
-    things.as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect()
+    things
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[test]
 fn the_demo_campus_is_listed_and_filtered() {
     let gw = Gateway::demo();
     let all = gw.get("/api/v1/things").json();
-    assert_eq!(ids(&all).len(), 2 * 4 * 5, "two buildings, four floors, five thing services each");
+    assert_eq!(
+        ids(&all).len(),
+        2 * 4 * 5,
+        "two buildings, four floors, five thing services each"
+    );
     let mut sorted = ids(&all);
     sorted.sort();
     assert_eq!(ids(&all), sorted, "ordered by id");
 
     let lamps = gw.get("/api/v1/things?type=switch").json();
     assert_eq!(ids(&lamps).len(), 8);
-    assert!(lamps.as_array().unwrap().iter().all(|t| t["kind"] == "actuator" && t["data_type"] == "boolean"));
-    assert_eq!(ids(&gw.get("/api/v1/things?kind=actuator").json()), ids(&lamps));
+    assert!(
+        lamps
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["kind"] == "actuator" && t["data_type"] == "boolean")
+    );
+    assert_eq!(
+        ids(&gw.get("/api/v1/things?kind=actuator").json()),
+        ids(&lamps)
+    );
 
-    let floor = gw.get("/api/v1/things?location=campus/building-b/floor-3").json();
+    let floor = gw
+        .get("/api/v1/things?location=campus/building-b/floor-3")
+        .json();
     assert_eq!(ids(&floor).len(), 5);
     assert!(ids(&floor).contains(&TEMPERATURE.to_owned()));
-    assert_eq!(ids(&gw.get("/api/v1/things?location=campus/building-b").json()).len(), 20);
-    assert!(ids(&gw.get("/api/v1/things?location=campus/building").json()).is_empty(), "prefixes match whole segments");
-    assert_eq!(ids(&gw.get("/api/v1/things?gateway=gw-t&available=true&type=temperature").json()).len(), 8);
+    assert_eq!(
+        ids(&gw.get("/api/v1/things?location=campus/building-b").json()).len(),
+        20
+    );
+    assert!(
+        ids(&gw.get("/api/v1/things?location=campus/building").json()).is_empty(),
+        "prefixes match whole segments"
+    );
+    assert_eq!(
+        ids(&gw
+            .get("/api/v1/things?gateway=gw-t&available=true&type=temperature")
+            .json())
+        .len(),
+        8
+    );
     assert!(ids(&gw.get("/api/v1/things?gateway=elsewhere").json()).is_empty());
     assert!(ids(&gw.get("/api/v1/things?available=false").json()).is_empty());
 
@@ -57,7 +89,10 @@ fn a_thing_its_description_reading_and_history() {
     let td = td.json();
     assert_eq!(td["id"], format!("urn:fogbank:{LAMP}"));
     assert_eq!(td["properties"]["value"]["type"], "boolean");
-    assert_eq!(td["actions"]["actuate"]["forms"][0]["href"], format!("/api/v1/things/{LAMP}/actuation"));
+    assert_eq!(
+        td["actions"]["actuate"]["forms"][0]["href"],
+        format!("/api/v1/things/{LAMP}/actuation")
+    );
 
     let reading = gw.get(&format!("/api/v1/things/{TEMPERATURE}/reading"));
     assert_eq!(reading.content_type, "application/senml+json");
@@ -67,41 +102,107 @@ fn a_thing_its_description_reading_and_history() {
     let celsius = pack[0]["v"].as_f64().unwrap();
     assert!((10.0..35.0).contains(&celsius), "{celsius}");
 
-    let cbor = gw.request("GET", &format!("/api/v1/things/{TEMPERATURE}/reading"), &[("Accept", "application/senml+cbor")], None);
+    let cbor = gw.request(
+        "GET",
+        &format!("/api/v1/things/{TEMPERATURE}/reading"),
+        &[("Accept", "application/senml+cbor")],
+        None,
+    );
     assert_eq!(cbor.content_type, "application/senml+cbor");
     assert_eq!(cbor.body[0] & 0xE0, 0x80, "a CBOR array");
-    gw.request("GET", &format!("/api/v1/things/{TEMPERATURE}/reading"), &[("Accept", "text/html")], None).assert_problem(406);
+    gw.request(
+        "GET",
+        &format!("/api/v1/things/{TEMPERATURE}/reading"),
+        &[("Accept", "text/html")],
+        None,
+    )
+    .assert_problem(406);
 
     // The simulator samples every second: wait for three readings.
-    let history = gw.wait_for(&format!("/api/v1/things/{TEMPERATURE}/readings"), "three readings", |a| {
-        a.status == 200 && a.json().as_array().is_some_and(|p| p.len() >= 3)
-    });
+    let history = gw.wait_for(
+        &format!("/api/v1/things/{TEMPERATURE}/readings"),
+        "three readings",
+        |a| a.status == 200 && a.json().as_array().is_some_and(|p| p.len() >= 3),
+    );
     let pack = history.json();
-    let times: Vec<f64> = pack.as_array().unwrap().iter().map(|r| r["t"].as_f64().unwrap()).collect();
-    assert!(times.windows(2).all(|w| w[0] < w[1]), "oldest first: {times:?}");
-    let newest_two = gw.get(&format!("/api/v1/things/{TEMPERATURE}/readings?limit=2")).json();
+    let times: Vec<f64> = pack
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["t"].as_f64().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]),
+        "oldest first: {times:?}"
+    );
+    let newest_two = gw
+        .get(&format!("/api/v1/things/{TEMPERATURE}/readings?limit=2"))
+        .json();
     assert_eq!(newest_two.as_array().unwrap().len(), 2);
-    let (older, newer) = (newest_two[0]["t"].as_f64().unwrap(), newest_two[1]["t"].as_f64().unwrap());
-    assert!(older < newer && newer >= times[times.len() - 1], "the newest two, in order: {older} {newer}");
-    let from_second = gw.get(&format!("/api/v1/things/{TEMPERATURE}/readings?from={}&to={}", times[1], times[2])).json();
-    let window: Vec<f64> = from_second.as_array().unwrap().iter().map(|r| r["t"].as_f64().unwrap()).collect();
+    let (older, newer) = (
+        newest_two[0]["t"].as_f64().unwrap(),
+        newest_two[1]["t"].as_f64().unwrap(),
+    );
+    assert!(
+        older < newer && newer >= times[times.len() - 1],
+        "the newest two, in order: {older} {newer}"
+    );
+    let from_second = gw
+        .get(&format!(
+            "/api/v1/things/{TEMPERATURE}/readings?from={}&to={}",
+            times[1], times[2]
+        ))
+        .json();
+    let window: Vec<f64> = from_second
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["t"].as_f64().unwrap())
+        .collect();
     assert_eq!(window, times[1..3].to_vec());
-    let rfc3339 = gw.get(&format!("/api/v1/things/{TEMPERATURE}/readings?from=2000-01-01T00:00:00Z&limit=1")).json();
+    let rfc3339 = gw
+        .get(&format!(
+            "/api/v1/things/{TEMPERATURE}/readings?from=2000-01-01T00:00:00Z&limit=1"
+        ))
+        .json();
     assert_eq!(rfc3339[0]["t"].as_f64().unwrap(), times[0]);
 
-    gw.get(&format!("/api/v1/things/{TEMPERATURE}/readings?limit=0")).assert_problem(400);
-    gw.get(&format!("/api/v1/things/{TEMPERATURE}/readings?from=yesterday")).assert_problem(400);
-    gw.get(&format!("/api/v1/things/{TEMPERATURE}/readings?from=20&to=10")).assert_problem(400);
-    gw.get("/api/v1/things/gw-t.sim.nowhere.temperature").assert_problem(404);
-    gw.get("/api/v1/things/not-an-id/reading").assert_problem(404);
-    assert_eq!(gw.get("/api/v1/no/such/route").assert_problem(404)["type"], "urn:fogbank:problem:no-route");
-    gw.request("DELETE", &format!("/api/v1/things/{TEMPERATURE}"), &[], None).assert_problem(405);
+    gw.get(&format!("/api/v1/things/{TEMPERATURE}/readings?limit=0"))
+        .assert_problem(400);
+    gw.get(&format!(
+        "/api/v1/things/{TEMPERATURE}/readings?from=yesterday"
+    ))
+    .assert_problem(400);
+    gw.get(&format!(
+        "/api/v1/things/{TEMPERATURE}/readings?from=20&to=10"
+    ))
+    .assert_problem(400);
+    gw.get("/api/v1/things/gw-t.sim.nowhere.temperature")
+        .assert_problem(404);
+    gw.get("/api/v1/things/not-an-id/reading")
+        .assert_problem(404);
+    assert_eq!(
+        gw.get("/api/v1/no/such/route").assert_problem(404)["type"],
+        "urn:fogbank:problem:no-route"
+    );
+    gw.request(
+        "DELETE",
+        &format!("/api/v1/things/{TEMPERATURE}"),
+        &[],
+        None,
+    )
+    .assert_problem(405);
 }
 
 #[test]
 fn live_readings_stream_as_server_sent_events() {
     let gw = Gateway::demo();
-    let events = read_events(&gw.url(&format!("/api/v1/things/{TEMPERATURE}/stream")), "reading", 3, Duration::from_secs(10));
+    let events = read_events(
+        &gw.url(&format!("/api/v1/things/{TEMPERATURE}/stream")),
+        "reading",
+        3,
+        Duration::from_secs(10),
+    );
     assert_eq!(events.len(), 3);
     let times: Vec<f64> = events
         .iter()
@@ -112,7 +213,8 @@ fn live_readings_stream_as_server_sent_events() {
         })
         .collect();
     assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
-    gw.get("/api/v1/things/gw-t.sim.nowhere.x/stream").assert_problem(404);
+    gw.get("/api/v1/things/gw-t.sim.nowhere.x/stream")
+        .assert_problem(404);
 }
 
 #[test]
@@ -121,84 +223,209 @@ fn switching_a_lamp_needs_a_token_and_takes_effect() {
     let path = format!("/api/v1/things/{LAMP}/actuation");
     let on = br#"{"value": true}"#;
 
-    let anonymous = gw.request("PUT", &path, &[("Content-Type", "application/json")], Some(on));
+    let anonymous = gw.request(
+        "PUT",
+        &path,
+        &[("Content-Type", "application/json")],
+        Some(on),
+    );
     anonymous.assert_problem(401);
     assert!(anonymous.www_authenticate.unwrap().starts_with("Bearer"));
-    gw.request("PUT", &path, &[("Content-Type", "application/json"), ("Authorization", "Bearer wrong-token-0123456789")], Some(on))
-        .assert_problem(401);
+    gw.request(
+        "PUT",
+        &path,
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", "Bearer wrong-token-0123456789"),
+        ],
+        Some(on),
+    )
+    .assert_problem(401);
 
-    gw.write("PUT", &format!("/api/v1/things/{LIGHT}/actuation"), "application/json", on).assert_problem(409);
-    gw.write("PUT", &path, "application/json", br#"{"value": 3}"#).assert_problem(400);
-    gw.write("PUT", &path, "application/json", br#"{"valeur": true}"#).assert_problem(400);
-    gw.write("PUT", &path, "application/json", b"{not json").assert_problem(400);
-    gw.write("PUT", &path, "text/plain", b"true").assert_problem(415);
-    gw.write("PUT", "/api/v1/things/gw-t.sim.nowhere.lamp/actuation", "application/json", on).assert_problem(404);
+    gw.write(
+        "PUT",
+        &format!("/api/v1/things/{LIGHT}/actuation"),
+        "application/json",
+        on,
+    )
+    .assert_problem(409);
+    gw.write("PUT", &path, "application/json", br#"{"value": 3}"#)
+        .assert_problem(400);
+    gw.write("PUT", &path, "application/json", br#"{"valeur": true}"#)
+        .assert_problem(400);
+    gw.write("PUT", &path, "application/json", b"{not json")
+        .assert_problem(400);
+    gw.write("PUT", &path, "text/plain", b"true")
+        .assert_problem(415);
+    gw.write(
+        "PUT",
+        "/api/v1/things/gw-t.sim.nowhere.lamp/actuation",
+        "application/json",
+        on,
+    )
+    .assert_problem(404);
 
-    let before = gw.get(&format!("/api/v1/things/{LIGHT}/reading")).json()[0]["v"].as_f64().unwrap();
+    let before = gw.get(&format!("/api/v1/things/{LIGHT}/reading")).json()[0]["v"]
+        .as_f64()
+        .unwrap();
     let done = gw.write("PUT", &path, "application/json", on);
     assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
     let outcome = done.json();
     assert_eq!(outcome["state"], "succeeded");
     assert_eq!(outcome["confirmed"], true);
-    assert_eq!(gw.get(&format!("/api/v1/things/{LAMP}/reading")).json()[0]["vb"], true);
+    assert_eq!(
+        gw.get(&format!("/api/v1/things/{LAMP}/reading")).json()[0]["vb"],
+        true
+    );
     // The lamp lights the floor: the next light reading is ~350 lx higher.
-    let brighter = gw.wait_for(&format!("/api/v1/things/{LIGHT}/reading"), "a brighter floor", |a| {
-        a.json()[0]["v"].as_f64().unwrap() > before + 250.0
-    });
+    let brighter = gw.wait_for(
+        &format!("/api/v1/things/{LIGHT}/reading"),
+        "a brighter floor",
+        |a| a.json()[0]["v"].as_f64().unwrap() > before + 250.0,
+    );
     assert!(brighter.json()[0]["v"].as_f64().unwrap() < before + 450.0);
 
     // Not waiting gives a command id to poll.
-    let pending = gw.write("PUT", &format!("{path}?wait=0"), "application/json", br#"{"value": false}"#);
-    assert!(pending.status == 202 || pending.status == 200, "{}", pending.status);
+    let pending = gw.write(
+        "PUT",
+        &format!("{path}?wait=0"),
+        "application/json",
+        br#"{"value": false}"#,
+    );
+    assert!(
+        pending.status == 202 || pending.status == 200,
+        "{}",
+        pending.status
+    );
     let id = pending.json()["id"].as_u64().unwrap();
     if pending.status == 202 {
-        assert_eq!(pending.location.as_deref(), Some(format!("/api/v1/commands/{id}").as_str()));
+        assert_eq!(
+            pending.location.as_deref(),
+            Some(format!("/api/v1/commands/{id}").as_str())
+        );
     }
-    let polled = gw.wait_for(&format!("/api/v1/commands/{id}"), "the command to finish", |a| a.json()["state"] != "pending");
+    let polled = gw.wait_for(
+        &format!("/api/v1/commands/{id}"),
+        "the command to finish",
+        |a| a.json()["state"] != "pending",
+    );
     assert_eq!(polled.json()["state"], "succeeded");
     assert_eq!(polled.json()["thing"], LAMP);
     gw.get("/api/v1/commands/999999").assert_problem(404);
-    gw.write("PUT", &format!("{path}?wait=999999"), "application/json", on).assert_problem(400);
+    gw.write(
+        "PUT",
+        &format!("{path}?wait=999999"),
+        "application/json",
+        on,
+    )
+    .assert_problem(400);
 }
 
 #[test]
 fn http_devices_post_senml_and_bad_bodies_are_refused() {
     let gw = Gateway::demo();
     let path = "/api/v1/things/gw-t.http.boiler-1.water_temp/readings";
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let pack = json!([{"bu": "Cel", "bt": now - 10.0, "v": 55.5}, {"t": 1, "v": 56.0}, {"t": 2, "v": 56.25}]);
-    let anonymous = gw.request("POST", path, &[("Content-Type", "application/senml+json")], Some(pack.to_string().as_bytes()));
+    let anonymous = gw.request(
+        "POST",
+        path,
+        &[("Content-Type", "application/senml+json")],
+        Some(pack.to_string().as_bytes()),
+    );
     anonymous.assert_problem(401);
 
-    let stored = gw.write("POST", path, "application/senml+json", pack.to_string().as_bytes());
-    assert_eq!(stored.status, 200, "{}", String::from_utf8_lossy(&stored.body));
+    let stored = gw.write(
+        "POST",
+        path,
+        "application/senml+json",
+        pack.to_string().as_bytes(),
+    );
+    assert_eq!(
+        stored.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&stored.body)
+    );
     assert_eq!(stored.json()["stored"], 3);
-    let thing = gw.get("/api/v1/things/gw-t.http.boiler-1.water_temp").json();
+    let thing = gw
+        .get("/api/v1/things/gw-t.http.boiler-1.water_temp")
+        .json();
     assert_eq!(thing["type"], "temperature");
     assert_eq!(thing["unit"], "Cel");
     assert_eq!(thing["adapter"], "http");
     let history = gw.get(&format!("{path}?limit=10")).json();
-    let values: Vec<f64> = history.as_array().unwrap().iter().map(|r| r["v"].as_f64().unwrap()).collect();
+    let values: Vec<f64> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["v"].as_f64().unwrap())
+        .collect();
     assert_eq!(values, vec![55.5, 56.0, 56.25]);
 
     // SenML CBOR: [{2: 57.5}] — one record, value label 2.
     let cbor = [0x81, 0xA1, 0x02, 0xF9, 0x53, 0x30];
-    assert_eq!(gw.write("POST", path, "application/senml+cbor", &cbor).status, 200);
-    let latest = gw.get("/api/v1/things/gw-t.http.boiler-1.water_temp/reading").json();
+    assert_eq!(
+        gw.write("POST", path, "application/senml+cbor", &cbor)
+            .status,
+        200
+    );
+    let latest = gw
+        .get("/api/v1/things/gw-t.http.boiler-1.water_temp/reading")
+        .json();
     assert_eq!(latest[0]["v"], 57.5);
 
-    gw.write("POST", path, "text/plain", b"58").assert_problem(415);
-    gw.write("POST", path, "application/senml+json", b"[{\"v\": ").assert_problem(400);
-    gw.write("POST", path, "application/senml+json", br#"[{"vb": true}]"#).assert_problem(400);
-    gw.write("POST", path, "application/senml+json", br#"[{"u": "K", "v": 300}]"#).assert_problem(400);
-    gw.write("POST", path, "application/senml+json", br#"[{"n": "other", "v": 1}]"#).assert_problem(400);
-    gw.write("POST", path, "application/senml+json", br#"[]"#).assert_problem(400);
-    gw.write("POST", path, "application/senml+cbor", &[0xff, 0x00]).assert_problem(400);
+    gw.write("POST", path, "text/plain", b"58")
+        .assert_problem(415);
+    gw.write("POST", path, "application/senml+json", b"[{\"v\": ")
+        .assert_problem(400);
+    gw.write("POST", path, "application/senml+json", br#"[{"vb": true}]"#)
+        .assert_problem(400);
+    gw.write(
+        "POST",
+        path,
+        "application/senml+json",
+        br#"[{"u": "K", "v": 300}]"#,
+    )
+    .assert_problem(400);
+    gw.write(
+        "POST",
+        path,
+        "application/senml+json",
+        br#"[{"n": "other", "v": 1}]"#,
+    )
+    .assert_problem(400);
+    gw.write("POST", path, "application/senml+json", br#"[]"#)
+        .assert_problem(400);
+    gw.write("POST", path, "application/senml+cbor", &[0xff, 0x00])
+        .assert_problem(400);
     let huge = format!("[{}]", vec![r#"{"v": 1}"#; 200_000].join(","));
-    gw.write("POST", path, "application/senml+json", huge.as_bytes()).assert_problem(413);
-    gw.write("POST", "/api/v1/things/gw-t.sim.nowhere.x/readings", "application/senml+json", br#"[{"v": 1}]"#).assert_problem(404);
-    gw.write("POST", "/api/v1/things/other-gw.http.dev.x/readings", "application/senml+json", br#"[{"v": 1}]"#).assert_problem(404);
-    gw.write("POST", &format!("/api/v1/things/{TEMPERATURE}/readings"), "application/senml+json", br#"[{"vs": "hot"}]"#).assert_problem(400);
+    gw.write("POST", path, "application/senml+json", huge.as_bytes())
+        .assert_problem(413);
+    gw.write(
+        "POST",
+        "/api/v1/things/gw-t.sim.nowhere.x/readings",
+        "application/senml+json",
+        br#"[{"v": 1}]"#,
+    )
+    .assert_problem(404);
+    gw.write(
+        "POST",
+        "/api/v1/things/other-gw.http.dev.x/readings",
+        "application/senml+json",
+        br#"[{"v": 1}]"#,
+    )
+    .assert_problem(404);
+    gw.write(
+        "POST",
+        &format!("/api/v1/things/{TEMPERATURE}/readings"),
+        "application/senml+json",
+        br#"[{"vs": "hot"}]"#,
+    )
+    .assert_problem(400);
 
     // Nothing of the refused bodies was stored, and the gateway is healthy.
     let history = gw.get(&format!("{path}?limit=100")).json();
@@ -216,12 +443,19 @@ fn operations_endpoints_and_an_openapi_document_that_matches_the_routes() {
     assert_eq!(gw.get("/api/v1/health").status, 200);
 
     gw.wait_for("/metrics", "ingested readings", |a| {
-        String::from_utf8_lossy(&a.body).lines().any(|l| l.starts_with("fogbank_readings_ingested_total ") && !l.ends_with(" 0"))
+        String::from_utf8_lossy(&a.body)
+            .lines()
+            .any(|l| l.starts_with("fogbank_readings_ingested_total ") && !l.ends_with(" 0"))
     });
     let metrics = gw.get("/metrics");
     assert!(metrics.content_type.starts_with("text/plain"));
     let text = String::from_utf8(metrics.body).unwrap();
-    for name in ["fogbank_things{available=\"true\"} 40", "fogbank_adapter_running{adapter=\"sim\"} 1", "fogbank_http_responses_total{code=\"2xx\"}", "fogbank_resident_memory_bytes"] {
+    for name in [
+        "fogbank_things{available=\"true\"} 40",
+        "fogbank_adapter_running{adapter=\"sim\"} 1",
+        "fogbank_http_responses_total{code=\"2xx\"}",
+        "fogbank_resident_memory_bytes",
+    ] {
         assert!(text.contains(name), "{name} missing from\n{text}");
     }
 
@@ -232,13 +466,26 @@ fn operations_endpoints_and_an_openapi_document_that_matches_the_routes() {
     assert!(paths.len() >= 11, "{:?}", paths.keys());
     // Every documented operation is routed: none answers "no resource" or 405.
     for (path, operations) in paths {
-        let concrete = path.replace("{id}", if path.starts_with("/api/v1/commands") { "1" } else { LAMP });
+        let concrete = path.replace(
+            "{id}",
+            if path.starts_with("/api/v1/commands") {
+                "1"
+            } else {
+                LAMP
+            },
+        );
         for method in operations.as_object().unwrap().keys() {
             let answer = gw.request(&method.to_uppercase(), &concrete, &[], None);
             if answer.status == 404 || answer.status == 405 {
                 let problem = answer.json();
-                assert_ne!(problem["type"], "urn:fogbank:problem:no-route", "{method} {path} is documented but not routed");
-                assert_ne!(problem["type"], "urn:fogbank:problem:method-not-allowed", "{method} {path}");
+                assert_ne!(
+                    problem["type"], "urn:fogbank:problem:no-route",
+                    "{method} {path} is documented but not routed"
+                );
+                assert_ne!(
+                    problem["type"], "urn:fogbank:problem:method-not-allowed",
+                    "{method} {path}"
+                );
             }
         }
     }

@@ -108,9 +108,20 @@ impl Bus {
         let (tx, rx) = mpsc::channel(self.inner.capacity);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let lag = Arc::new(Lag::default());
-        let slot = Arc::new(Slot { id, label: label.into(), filter, tx, lag: lag.clone() });
+        let slot = Arc::new(Slot {
+            id,
+            label: label.into(),
+            filter,
+            tx,
+            lag: lag.clone(),
+        });
         self.inner.slots.write().push(slot);
-        Subscription { rx, id, lag, bus: Arc::downgrade(&self.inner) }
+        Subscription {
+            rx,
+            id,
+            lag,
+            bus: Arc::downgrade(&self.inner),
+        }
     }
 
     /// Offers readings to every interested subscriber. Never blocks.
@@ -129,14 +140,24 @@ impl Bus {
                     }
                     match slot.tx.try_send(reading.clone()) {
                         Ok(()) => {
-                            self.inner.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                            self.inner
+                                .counters
+                                .delivered
+                                .fetch_add(1, Ordering::Relaxed);
                         }
                         Err(mpsc::error::TrySendError::Full(_)) => {
                             self.inner.counters.missed.fetch_add(1, Ordering::Relaxed);
                             slot.lag.missed.fetch_add(1, Ordering::Relaxed);
-                            let in_a_row = slot.lag.missed_since_receive.fetch_add(1, Ordering::Relaxed) + 1;
+                            let in_a_row = slot
+                                .lag
+                                .missed_since_receive
+                                .fetch_add(1, Ordering::Relaxed)
+                                + 1;
                             if in_a_row > limit {
-                                to_remove.push((slot.id, "it stopped receiving and its queue stayed full"));
+                                to_remove.push((
+                                    slot.id,
+                                    "it stopped receiving and its queue stayed full",
+                                ));
                                 break;
                             }
                         }
@@ -237,7 +258,10 @@ mod tests {
     fn reading(id: &str, n: u64) -> Arc<ThingReading> {
         Arc::new(ThingReading {
             thing: ThingId::parse(id).unwrap(),
-            reading: Reading { time: Timestamp(n), value: Value::Number(n as f64) },
+            reading: Reading {
+                time: Timestamp(n),
+                value: Value::Number(n as f64),
+            },
         })
     }
 
@@ -247,9 +271,18 @@ mod tests {
         let mut all = bus.subscribe("all", Filter::all());
         let mut one = bus.subscribe("one", Filter::thing(ThingId::parse("g.a.d.x").unwrap()));
         bus.publish(&[reading("g.a.d.x", 1), reading("g.a.d.y", 2)]);
-        assert_eq!(all.recv().await, Some(Event::Reading(reading("g.a.d.x", 1))));
-        assert_eq!(all.recv().await, Some(Event::Reading(reading("g.a.d.y", 2))));
-        assert_eq!(one.recv().await, Some(Event::Reading(reading("g.a.d.x", 1))));
+        assert_eq!(
+            all.recv().await,
+            Some(Event::Reading(reading("g.a.d.x", 1)))
+        );
+        assert_eq!(
+            all.recv().await,
+            Some(Event::Reading(reading("g.a.d.y", 2)))
+        );
+        assert_eq!(
+            one.recv().await,
+            Some(Event::Reading(reading("g.a.d.x", 1)))
+        );
         assert_eq!(one.try_recv(), None);
     }
 
@@ -261,7 +294,10 @@ mod tests {
         bus.publish(&batch); // returns at once although only 4 fit
         assert_eq!(slow.recv().await, Some(Event::Lagged(6)));
         for n in 0..4 {
-            assert_eq!(slow.recv().await, Some(Event::Reading(reading("g.a.d.x", n))));
+            assert_eq!(
+                slow.recv().await,
+                Some(Event::Reading(reading("g.a.d.x", n)))
+            );
         }
         assert_eq!(bus.stats().missed, 6);
         assert_eq!(bus.stats().subscribers, 1);

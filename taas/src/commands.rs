@@ -46,9 +46,11 @@ pub enum CommandState {
     Succeeded {
         #[serde(skip_serializing_if = "Option::is_none")]
         #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    confirmed: Option<serde_json::Value>,
+        confirmed: Option<serde_json::Value>,
     },
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// A command's record, as polling clients see it.
@@ -77,7 +79,11 @@ impl CommandLog {
     pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 
     pub(crate) fn new(capacity: usize) -> Self {
-        CommandLog { next_id: AtomicU64::new(1), inner: Mutex::new((HashMap::new(), VecDeque::new())), capacity }
+        CommandLog {
+            next_id: AtomicU64::new(1),
+            inner: Mutex::new((HashMap::new(), VecDeque::new())),
+            capacity,
+        }
     }
 
     pub(crate) fn start(&self, thing: ThingId, value: &Value) -> CommandId {

@@ -18,7 +18,9 @@ pub const MAX_ID_LEN: usize = 255;
 /// Why a string is not a thing-service id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
-    #[error("a thing-service id has four dot-separated segments (gateway.adapter.device.resource), found {0}")]
+    #[error(
+        "a thing-service id has four dot-separated segments (gateway.adapter.device.resource), found {0}"
+    )]
     SegmentCount(usize),
     #[error("segment {0} of the id is empty")]
     EmptySegment(usize),
@@ -50,7 +52,12 @@ pub struct ThingId(Arc<str>);
 
 impl ThingId {
     /// Builds an id from raw parts, sanitising each one.
-    pub fn new(gateway: &str, adapter: &str, device: &str, resource: &str) -> Result<Self, IdError> {
+    pub fn new(
+        gateway: &str,
+        adapter: &str,
+        device: &str,
+        resource: &str,
+    ) -> Result<Self, IdError> {
         let joined = [gateway, adapter, device, resource]
             .iter()
             .map(|part| sanitize_segment(part))
@@ -160,9 +167,15 @@ mod tests {
         assert_eq!(ThingId::parse("a..c.d"), Err(IdError::EmptySegment(1)));
         assert_eq!(
             ThingId::parse("a.B.c.d"),
-            Err(IdError::BadCharacter { index: 1, found: 'B' })
+            Err(IdError::BadCharacter {
+                index: 1,
+                found: 'B'
+            })
         );
-        assert!(matches!(ThingId::parse(&"a".repeat(300)), Err(IdError::TooLong(300))));
+        assert!(matches!(
+            ThingId::parse(&"a".repeat(300)),
+            Err(IdError::TooLong(300))
+        ));
         assert!(ThingId::new("", "a", "b", "c").is_err());
     }
 

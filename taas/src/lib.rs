@@ -28,7 +28,9 @@ use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 pub use bus::{Bus, BusStats, Event, Filter, Subscription};
-pub use commands::{ActuationFuture, ActuationResult, Actuator, Command, CommandId, CommandState, CommandStatus};
+pub use commands::{
+    ActuationFuture, ActuationResult, Actuator, Command, CommandId, CommandState, CommandStatus,
+};
 pub use id::{IdError, ThingId};
 pub use reading::{Reading, ThingReading, Timestamp, Value};
 pub use store::{Retention, RetentionReport, Store, StoreError, StoreOptions};
@@ -43,9 +45,17 @@ pub enum IngestError {
     #[error("unknown thing service {0}")]
     UnknownThing(ThingId),
     #[error("{thing} takes {expected:?} values, not {found:?}")]
-    WrongType { thing: ThingId, expected: DataType, found: DataType },
+    WrongType {
+        thing: ThingId,
+        expected: DataType,
+        found: DataType,
+    },
     #[error("{thing} is measured in {expected}, the reading says {found}")]
-    WrongUnit { thing: ThingId, expected: String, found: String },
+    WrongUnit {
+        thing: ThingId,
+        expected: String,
+        found: String,
+    },
     #[error("record name {name:?} does not name a thing service: {reason}")]
     BadName { name: String, reason: String },
     #[error(transparent)]
@@ -60,7 +70,11 @@ pub enum ActuateError {
     #[error("{0} is a sensor; only actuators take commands")]
     NotActuator(ThingId),
     #[error("{thing} takes {expected:?} values, not {found:?}")]
-    WrongType { thing: ThingId, expected: DataType, found: DataType },
+    WrongType {
+        thing: ThingId,
+        expected: DataType,
+        found: DataType,
+    },
     #[error("{0} is not available")]
     Unavailable(ThingId),
     #[error("no adapter {adapter:?} is running to carry out commands for {thing}")]
@@ -79,7 +93,11 @@ pub struct HubOptions {
 
 impl Default for HubOptions {
     fn default() -> Self {
-        HubOptions { store: StoreOptions::default(), subscriber_queue: 1024, command_log: 10_000 }
+        HubOptions {
+            store: StoreOptions::default(),
+            subscriber_queue: 1024,
+            command_log: 10_000,
+        }
     }
 }
 
@@ -116,7 +134,11 @@ impl Hub {
     /// Opens the store and loads the catalog and each thing's latest
     /// reading. Loaded things are unavailable until their adapter announces
     /// them again or a reading arrives: nothing vouches for them yet.
-    pub fn open(gateway: &str, data_dir: &Path, options: HubOptions) -> Result<Arc<Self>, StoreError> {
+    pub fn open(
+        gateway: &str,
+        data_dir: &Path,
+        options: HubOptions,
+    ) -> Result<Arc<Self>, StoreError> {
         let store = Store::open(data_dir, &options.store)?;
         let registry = Registry::default();
         for mut thing in store.load_things()? {
@@ -175,8 +197,16 @@ impl Hub {
     }
 
     /// Marks every thing service of one device (reachable or not).
-    pub fn set_device_available(&self, adapter: &str, device: &str, available: bool) -> Result<(), StoreError> {
-        let query = Query { gateway: Some(self.gateway.clone()), ..Query::default() };
+    pub fn set_device_available(
+        &self,
+        adapter: &str,
+        device: &str,
+        available: bool,
+    ) -> Result<(), StoreError> {
+        let query = Query {
+            gateway: Some(self.gateway.clone()),
+            ..Query::default()
+        };
         for thing in self.registry.query(&query) {
             if thing.adapter == adapter && thing.id.device() == device {
                 self.set_available(&thing.id, available)?;
@@ -219,10 +249,17 @@ impl Hub {
         }
         let mut woke = Vec::new();
         for r in &readings {
-            let thing = self.registry.get(&r.thing).ok_or_else(|| IngestError::UnknownThing(r.thing.clone()))?;
+            let thing = self
+                .registry
+                .get(&r.thing)
+                .ok_or_else(|| IngestError::UnknownThing(r.thing.clone()))?;
             let found = r.reading.value.data_type();
             if found != thing.data_type {
-                return Err(IngestError::WrongType { thing: r.thing.clone(), expected: thing.data_type, found });
+                return Err(IngestError::WrongType {
+                    thing: r.thing.clone(),
+                    expected: thing.data_type,
+                    found,
+                });
             }
             if !thing.available && !woke.contains(&r.thing) {
                 woke.push(r.thing.clone());
@@ -266,16 +303,29 @@ impl Hub {
                             reason: format!("this pack is for {target}"),
                         });
                     }
-                    (name, None) => ThingId::parse(name)
-                        .map_err(|e| IngestError::BadName { name: name.to_owned(), reason: e.to_string() })?,
+                    (name, None) => ThingId::parse(name).map_err(|e| IngestError::BadName {
+                        name: name.to_owned(),
+                        reason: e.to_string(),
+                    })?,
                 };
-                if let (Some(found), Some(expected)) =
-                    (record.unit.as_deref(), self.registry.get(&thing).and_then(|t| t.unit))
-                    && found != expected
+                if let (Some(found), Some(expected)) = (
+                    record.unit.as_deref(),
+                    self.registry.get(&thing).and_then(|t| t.unit),
+                ) && found != expected
                 {
-                    return Err(IngestError::WrongUnit { thing, expected, found: found.to_owned() });
+                    return Err(IngestError::WrongUnit {
+                        thing,
+                        expected,
+                        found: found.to_owned(),
+                    });
                 }
-                Ok(ThingReading { thing, reading: Reading { time: record.time, value: record.value } })
+                Ok(ThingReading {
+                    thing,
+                    reading: Reading {
+                        time: record.time,
+                        value: record.value,
+                    },
+                })
             })
             .collect()
     }
@@ -320,12 +370,19 @@ impl Hub {
     /// called within a Tokio runtime: the command runs as its own task so
     /// it completes (and is recorded) even if the caller stops waiting.
     pub fn actuate(&self, id: &ThingId, value: Value) -> Result<CommandTicket, ActuateError> {
-        let thing = self.registry.get(id).ok_or_else(|| ActuateError::UnknownThing(id.clone()))?;
+        let thing = self
+            .registry
+            .get(id)
+            .ok_or_else(|| ActuateError::UnknownThing(id.clone()))?;
         if thing.kind != Kind::Actuator {
             return Err(ActuateError::NotActuator(id.clone()));
         }
         if value.data_type() != thing.data_type {
-            return Err(ActuateError::WrongType { thing: id.clone(), expected: thing.data_type, found: value.data_type() });
+            return Err(ActuateError::WrongType {
+                thing: id.clone(),
+                expected: thing.data_type,
+                found: value.data_type(),
+            });
         }
         if !thing.available {
             return Err(ActuateError::Unavailable(id.clone()));
@@ -335,25 +392,39 @@ impl Hub {
             .read()
             .get(&thing.adapter)
             .cloned()
-            .ok_or_else(|| ActuateError::NoAdapter { thing: id.clone(), adapter: thing.adapter.clone() })?;
+            .ok_or_else(|| ActuateError::NoAdapter {
+                thing: id.clone(),
+                adapter: thing.adapter.clone(),
+            })?;
 
         let command_id = self.commands.start(id.clone(), &value);
         self.commands_issued.fetch_add(1, Ordering::Relaxed);
-        let future = actuator.actuate(Command { id: command_id, thing: id.clone(), value });
+        let future = actuator.actuate(Command {
+            id: command_id,
+            thing: id.clone(),
+            value,
+        });
         let (tx, rx) = oneshot::channel();
         let log = self.commands.clone();
         let thing = id.clone();
         tokio::spawn(async move {
             let state = match tokio::time::timeout(CommandLog::DEADLINE, future).await {
-                Ok(Ok(confirmed)) => CommandState::Succeeded { confirmed: confirmed.map(|v| v.to_json()) },
+                Ok(Ok(confirmed)) => CommandState::Succeeded {
+                    confirmed: confirmed.map(|v| v.to_json()),
+                },
                 Ok(Err(reason)) => CommandState::Failed { reason },
-                Err(_) => CommandState::Failed { reason: format!("no answer within {:?}", CommandLog::DEADLINE) },
+                Err(_) => CommandState::Failed {
+                    reason: format!("no answer within {:?}", CommandLog::DEADLINE),
+                },
             };
             tracing::info!(%thing, command = command_id.0, ?state, "command finished");
             log.finish(command_id, state.clone());
             let _ = tx.send(state);
         });
-        Ok(CommandTicket { id: command_id, outcome: rx })
+        Ok(CommandTicket {
+            id: command_id,
+            outcome: rx,
+        })
     }
 
     pub fn command(&self, id: CommandId) -> Option<CommandStatus> {

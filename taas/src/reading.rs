@@ -19,14 +19,16 @@ impl Timestamp {
     pub const MAX: Timestamp = Timestamp(u64::MAX);
 
     pub fn now() -> Self {
-        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         Timestamp(since.as_micros() as u64)
     }
 
     /// From SenML seconds; `None` for negative, non-finite or far-future times.
     pub fn from_secs_f64(secs: f64) -> Option<Self> {
         // Up to the year 2554 fits in u64 microseconds.
-        if !secs.is_finite() || secs < 0.0 || secs > 1.8e13 {
+        if !(0.0..=1.8e13).contains(&secs) {
             return None;
         }
         Some(Timestamp((secs * 1e6).round() as u64))
@@ -167,7 +169,9 @@ mod tests {
 
     fn value_strategy() -> impl Strategy<Value = Value> {
         prop_oneof![
-            any::<f64>().prop_filter("NaN never equals itself", |n| !n.is_nan()).prop_map(Value::Number),
+            any::<f64>()
+                .prop_filter("NaN never equals itself", |n| !n.is_nan())
+                .prop_map(Value::Number),
             any::<bool>().prop_map(Value::Bool),
             ".{0,30}".prop_map(Value::String),
             proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::Data),

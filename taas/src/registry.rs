@@ -39,7 +39,13 @@ impl Registry {
                 Upsert::Updated
             }
             None => {
-                entries.insert(thing.id.clone(), Entry { thing, latest: None });
+                entries.insert(
+                    thing.id.clone(),
+                    Entry {
+                        thing,
+                        latest: None,
+                    },
+                );
                 Upsert::Added
             }
         }
@@ -58,7 +64,11 @@ impl Registry {
     }
 
     /// Applies `change` to a thing; returns the new version if it changed.
-    pub fn modify(&self, id: &ThingId, change: impl FnOnce(&mut ThingService)) -> Option<ThingService> {
+    pub fn modify(
+        &self,
+        id: &ThingId,
+        change: impl FnOnce(&mut ThingService),
+    ) -> Option<ThingService> {
         let mut entries = self.entries.write();
         let entry = entries.get_mut(id)?;
         let before = entry.thing.clone();

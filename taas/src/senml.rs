@@ -69,7 +69,10 @@ pub struct Record {
     pub vs: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vb: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "serialize_data")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_data"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub vd: Option<Vec<u8>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,8 +95,18 @@ fn serialize_data<S: serde::Serializer>(data: &Option<Vec<u8>>, s: S) -> Result<
 
 impl Record {
     /// A record carrying one value, named and timed absolutely.
-    pub fn with_value(name: Option<String>, unit: Option<String>, value: &Value, time: Timestamp) -> Self {
-        let mut record = Record { n: name, u: unit, t: Some(time.as_secs_f64()), ..Default::default() };
+    pub fn with_value(
+        name: Option<String>,
+        unit: Option<String>,
+        value: &Value,
+        time: Timestamp,
+    ) -> Self {
+        let mut record = Record {
+            n: name,
+            u: unit,
+            t: Some(time.as_secs_f64()),
+            ..Default::default()
+        };
         match value {
             Value::Number(n) => record.v = Some(*n),
             Value::Bool(b) => record.vb = Some(*b),
@@ -118,7 +131,8 @@ pub struct Resolved {
 
 /// Parses a SenML JSON pack (RFC 8428 §5).
 pub fn parse_json(bytes: &[u8]) -> Result<Vec<Record>, SenmlError> {
-    let pack: JsonPack = serde_json::from_slice(bytes).map_err(|e| SenmlError::Json(e.to_string()))?;
+    let pack: JsonPack =
+        serde_json::from_slice(bytes).map_err(|e| SenmlError::Json(e.to_string()))?;
     Ok(pack.0)
 }
 
@@ -164,7 +178,11 @@ impl<'de> Deserialize<'de> for JsonRecord {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonRecord, A::Error> {
                 let mut r = Record::default();
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    fn set<T, E: de::Error>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), E> {
+                    fn set<T, E: de::Error>(
+                        slot: &mut Option<T>,
+                        key: &str,
+                        value: T,
+                    ) -> Result<(), E> {
                         if slot.replace(value).is_some() {
                             return Err(E::custom(format!("duplicate field {key:?}")));
                         }
@@ -184,8 +202,9 @@ impl<'de> Deserialize<'de> for JsonRecord {
                         "vb" => set(&mut r.vb, "vb", map.next_value()?)?,
                         "vd" => {
                             let text: std::borrow::Cow<'de, str> = map.next_value()?;
-                            let data = decode_base64url(&text)
-                                .ok_or_else(|| <A::Error as de::Error>::custom("vd is not base64url"))?;
+                            let data = decode_base64url(&text).ok_or_else(|| {
+                                <A::Error as de::Error>::custom("vd is not base64url")
+                            })?;
                             set(&mut r.vd, "vd", data)?
                         }
                         "s" => set(&mut r.s, "s", map.next_value()?)?,
@@ -209,7 +228,9 @@ impl<'de> Deserialize<'de> for JsonRecord {
 fn decode_base64url(text: &str) -> Option<Vec<u8>> {
     // RFC 8428 §4.3: base64url without padding; accept padding too.
     let trimmed = text.trim_end_matches('=');
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(trimmed).ok()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .ok()
 }
 
 // ---------------------------------------------------------------- CBOR
@@ -238,7 +259,9 @@ pub fn parse_cbor(bytes: &[u8]) -> Result<Vec<Record>, SenmlError> {
     use ciborium::Value as C;
     let err = |m: &str| SenmlError::Cbor(m.to_owned());
     let value: C = ciborium::de::from_reader(bytes).map_err(|e| SenmlError::Cbor(e.to_string()))?;
-    let C::Array(items) = value else { return Err(err("the pack is not an array")) };
+    let C::Array(items) = value else {
+        return Err(err("the pack is not an array"));
+    };
     let mut records = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let C::Map(entries) = item else {
@@ -246,7 +269,9 @@ pub fn parse_cbor(bytes: &[u8]) -> Result<Vec<Record>, SenmlError> {
         };
         let mut r = Record::default();
         for (key, value) in entries {
-            let bad = |field: &str| SenmlError::Cbor(format!("record {index}: field {field} has the wrong type"));
+            let bad = |field: &str| {
+                SenmlError::Cbor(format!("record {index}: field {field} has the wrong type"))
+            };
             match key {
                 C::Integer(i) => {
                     let label = i64::try_from(i).map_err(|_| bad("label"))?;
@@ -294,7 +319,11 @@ pub fn parse_cbor(bytes: &[u8]) -> Result<Vec<Record>, SenmlError> {
                         r.must_understand = Some(name);
                     }
                 }
-                _ => return Err(SenmlError::Cbor(format!("record {index}: a label is neither integer nor text"))),
+                _ => {
+                    return Err(SenmlError::Cbor(format!(
+                        "record {index}: a label is neither integer nor text"
+                    )));
+                }
             }
         }
         records.push(r);
@@ -327,21 +356,51 @@ pub fn to_cbor(records: &[Record]) -> Vec<u8> {
         .map(|r| {
             let mut m: Vec<(C, C)> = Vec::new();
             let mut put = |label: i64, value: C| m.push((C::Integer(label.into()), value));
-            if let Some(x) = r.bver { put(label::BVER, C::Integer(x.into())) }
-            if let Some(x) = &r.bn { put(label::BN, C::Text(x.clone())) }
-            if let Some(x) = r.bt { put(label::BT, num(x)) }
-            if let Some(x) = &r.bu { put(label::BU, C::Text(x.clone())) }
-            if let Some(x) = r.bv { put(label::BV, num(x)) }
-            if let Some(x) = r.bs { put(label::BS, num(x)) }
-            if let Some(x) = &r.n { put(label::N, C::Text(x.clone())) }
-            if let Some(x) = &r.u { put(label::U, C::Text(x.clone())) }
-            if let Some(x) = r.v { put(label::V, num(x)) }
-            if let Some(x) = &r.vs { put(label::VS, C::Text(x.clone())) }
-            if let Some(x) = r.vb { put(label::VB, C::Bool(x)) }
-            if let Some(x) = r.s { put(label::S, num(x)) }
-            if let Some(x) = r.t { put(label::T, num(x)) }
-            if let Some(x) = r.ut { put(label::UT, num(x)) }
-            if let Some(x) = &r.vd { put(label::VD, C::Bytes(x.clone())) }
+            if let Some(x) = r.bver {
+                put(label::BVER, C::Integer(x.into()))
+            }
+            if let Some(x) = &r.bn {
+                put(label::BN, C::Text(x.clone()))
+            }
+            if let Some(x) = r.bt {
+                put(label::BT, num(x))
+            }
+            if let Some(x) = &r.bu {
+                put(label::BU, C::Text(x.clone()))
+            }
+            if let Some(x) = r.bv {
+                put(label::BV, num(x))
+            }
+            if let Some(x) = r.bs {
+                put(label::BS, num(x))
+            }
+            if let Some(x) = &r.n {
+                put(label::N, C::Text(x.clone()))
+            }
+            if let Some(x) = &r.u {
+                put(label::U, C::Text(x.clone()))
+            }
+            if let Some(x) = r.v {
+                put(label::V, num(x))
+            }
+            if let Some(x) = &r.vs {
+                put(label::VS, C::Text(x.clone()))
+            }
+            if let Some(x) = r.vb {
+                put(label::VB, C::Bool(x))
+            }
+            if let Some(x) = r.s {
+                put(label::S, num(x))
+            }
+            if let Some(x) = r.t {
+                put(label::T, num(x))
+            }
+            if let Some(x) = r.ut {
+                put(label::UT, num(x))
+            }
+            if let Some(x) = &r.vd {
+                put(label::VD, C::Bytes(x.clone()))
+            }
             C::Map(m)
         })
         .collect();
@@ -409,7 +468,12 @@ pub fn resolve(records: &[Record], now: Timestamp) -> Result<Vec<Resolved>, Senm
             return Err(SenmlError::BadName(index, name));
         }
 
-        let values = [r.v.is_some(), r.vs.is_some(), r.vb.is_some(), r.vd.is_some()];
+        let values = [
+            r.v.is_some(),
+            r.vs.is_some(),
+            r.vb.is_some(),
+            r.vd.is_some(),
+        ];
         let value = match values.iter().filter(|present| **present).count() {
             0 => match r.s {
                 Some(s) => Value::Number(base_sum + s),
@@ -458,7 +522,11 @@ pub fn resolve(records: &[Record], now: Timestamp) -> Result<Vec<Resolved>, Senm
 
 /// Wraps records in a pack whose first record carries `bn`/`bu`, so that
 /// output for one thing service names it once.
-pub fn pack_for(name: &str, unit: Option<&str>, readings: impl IntoIterator<Item = (Timestamp, Value)>) -> Vec<Record> {
+pub fn pack_for(
+    name: &str,
+    unit: Option<&str>,
+    readings: impl IntoIterator<Item = (Timestamp, Value)>,
+) -> Vec<Record> {
     let mut records: Vec<Record> = readings
         .into_iter()
         .map(|(time, value)| Record::with_value(None, None, &value, time))
@@ -511,11 +579,21 @@ mod tests {
 
     #[test]
     fn value_kinds_and_sum() {
-        let pack = br#"[{"n":"a","vb":true},{"n":"b","vs":"on"},{"n":"c","vd":"AQID"},{"n":"d","s":42}]"#;
-        let values: Vec<Value> = resolve(&parse_json(pack).unwrap(), NOW).unwrap().into_iter().map(|r| r.value).collect();
+        let pack =
+            br#"[{"n":"a","vb":true},{"n":"b","vs":"on"},{"n":"c","vd":"AQID"},{"n":"d","s":42}]"#;
+        let values: Vec<Value> = resolve(&parse_json(pack).unwrap(), NOW)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
         assert_eq!(
             values,
-            vec![Value::Bool(true), Value::String("on".into()), Value::Data(vec![1, 2, 3]), Value::Number(42.0)]
+            vec![
+                Value::Bool(true),
+                Value::String("on".into()),
+                Value::Data(vec![1, 2, 3]),
+                Value::Number(42.0)
+            ]
         );
     }
 
@@ -524,13 +602,34 @@ mod tests {
         let check = |json: &str| resolve(&parse_json(json.as_bytes())?, NOW);
         assert_eq!(check("[]"), Err(SenmlError::Empty));
         assert_eq!(check(r#"[{"n":"a"}]"#), Err(SenmlError::NoValue(0)));
-        assert_eq!(check(r#"[{"n":"a","v":1,"vb":true}]"#), Err(SenmlError::SeveralValues(0)));
-        assert_eq!(check(r#"[{"n":"-a","v":1}]"#), Err(SenmlError::BadName(0, "-a".into())));
-        assert_eq!(check(r#"[{"n":"a","v":1,"x_":1}]"#), Err(SenmlError::MustUnderstand(0, "x_".into())));
-        assert_eq!(check(r#"[{"n":"a","v":1,"bver":11}]"#), Err(SenmlError::Version(0, 11)));
-        assert_eq!(check(r#"[{"n":"a","v":1,"t":1e300}]"#), Err(SenmlError::BadTime(0)));
-        assert!(matches!(check(r#"[{"n":"a","v":"1"}]"#), Err(SenmlError::Json(_))));
-        assert!(matches!(check(r#"[{"n":"a","v":1,"v":2}]"#), Err(SenmlError::Json(_))));
+        assert_eq!(
+            check(r#"[{"n":"a","v":1,"vb":true}]"#),
+            Err(SenmlError::SeveralValues(0))
+        );
+        assert_eq!(
+            check(r#"[{"n":"-a","v":1}]"#),
+            Err(SenmlError::BadName(0, "-a".into()))
+        );
+        assert_eq!(
+            check(r#"[{"n":"a","v":1,"x_":1}]"#),
+            Err(SenmlError::MustUnderstand(0, "x_".into()))
+        );
+        assert_eq!(
+            check(r#"[{"n":"a","v":1,"bver":11}]"#),
+            Err(SenmlError::Version(0, 11))
+        );
+        assert_eq!(
+            check(r#"[{"n":"a","v":1,"t":1e300}]"#),
+            Err(SenmlError::BadTime(0))
+        );
+        assert!(matches!(
+            check(r#"[{"n":"a","v":"1"}]"#),
+            Err(SenmlError::Json(_))
+        ));
+        assert!(matches!(
+            check(r#"[{"n":"a","v":1,"v":2}]"#),
+            Err(SenmlError::Json(_))
+        ));
         assert!(matches!(check(r#"{"n":"a"}"#), Err(SenmlError::Json(_))));
         // Unknown fields without the trailing underscore are ignored.
         assert!(check(r#"[{"n":"a","v":1,"foo":{"x":[1]}}]"#).is_ok());
@@ -540,8 +639,22 @@ mod tests {
     fn cbor_rfc_example_decodes() {
         // RFC 8428 §6 example: [{-2: "urn:dev:ow:10e2073a01080063:", -3: 1.276020076001e+09, -4: "A", -1: 5, 0: "voltage", 1: "V", 2: 120.1}, {0: "current", 6: -5, 2: 1.2}]
         let records = vec![
-            Record { bn: Some("urn:dev:ow:10e2073a01080063:".into()), bt: Some(1.276020076001e9), bu: Some("A".into()), bver: Some(5), n: Some("voltage".into()), u: Some("V".into()), v: Some(120.1), ..Default::default() },
-            Record { n: Some("current".into()), t: Some(-5.0), v: Some(1.2), ..Default::default() },
+            Record {
+                bn: Some("urn:dev:ow:10e2073a01080063:".into()),
+                bt: Some(1.276020076001e9),
+                bu: Some("A".into()),
+                bver: Some(5),
+                n: Some("voltage".into()),
+                u: Some("V".into()),
+                v: Some(120.1),
+                ..Default::default()
+            },
+            Record {
+                n: Some("current".into()),
+                t: Some(-5.0),
+                v: Some(1.2),
+                ..Default::default()
+            },
         ];
         let bytes = to_cbor(&records);
         assert_eq!(parse_cbor(&bytes).unwrap(), records);
@@ -558,10 +671,22 @@ mod tests {
             proptest::option::of("[a-z]{1,5}"),
             proptest::option::of("[A-Za-z%]{1,4}"),
             prop_oneof![
-                finite().prop_map(|v| Record { v: Some(v), ..Default::default() }),
-                any::<bool>().prop_map(|b| Record { vb: Some(b), ..Default::default() }),
-                "[ -~]{0,12}".prop_map(|s| Record { vs: Some(s), ..Default::default() }),
-                proptest::collection::vec(any::<u8>(), 0..12).prop_map(|d| Record { vd: Some(d), ..Default::default() }),
+                finite().prop_map(|v| Record {
+                    v: Some(v),
+                    ..Default::default()
+                }),
+                any::<bool>().prop_map(|b| Record {
+                    vb: Some(b),
+                    ..Default::default()
+                }),
+                "[ -~]{0,12}".prop_map(|s| Record {
+                    vs: Some(s),
+                    ..Default::default()
+                }),
+                proptest::collection::vec(any::<u8>(), 0..12).prop_map(|d| Record {
+                    vd: Some(d),
+                    ..Default::default()
+                }),
             ],
             proptest::option::of(1.0e9f64..2.0e9f64),
         )

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options,
-    ReadOptions, WriteBatch, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode,
+    Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
 use crate::id::ThingId;
@@ -39,16 +39,28 @@ const KEY_SEPARATOR: u8 = 0x00;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the store at {path}: {source} (is another fogbank using this data directory?)")]
-    Open { path: PathBuf, source: rocksdb::Error },
+    #[error(
+        "cannot open the store at {path}: {source} (is another fogbank using this data directory?)"
+    )]
+    Open {
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
     #[error("the store at {path} has schema version {found}, this build understands {expected}")]
-    Schema { path: PathBuf, found: String, expected: String },
+    Schema {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
     #[error("store operation failed: {0}")]
     Io(#[from] rocksdb::Error),
     #[error("column family {0} is missing")]
     MissingColumnFamily(&'static str),
     #[error("stored thing service {key} is unreadable: {source}")]
-    CorruptThing { key: String, source: serde_json::Error },
+    CorruptThing {
+        key: String,
+        source: serde_json::Error,
+    },
 }
 
 /// How the store uses the disk.
@@ -62,7 +74,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { sync_writes: false, cache_bytes: 8 << 20 }
+        StoreOptions {
+            sync_writes: false,
+            cache_bytes: 8 << 20,
+        }
     }
 }
 
@@ -148,12 +163,20 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_READINGS, readings),
             ColumnFamilyDescriptor::new(CF_META, small),
         ];
-        let db = DB::open_cf_descriptors(&db_options, path, descriptors)
-            .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+        let db = DB::open_cf_descriptors(&db_options, path, descriptors).map_err(|source| {
+            StoreError::Open {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
 
         let mut write_options = WriteOptions::default();
         write_options.set_sync(options.sync_writes);
-        let store = Store { db, path: path.to_owned(), write_options };
+        let store = Store {
+            db,
+            path: path.to_owned(),
+            write_options,
+        };
         store.check_schema()?;
         Ok(store)
     }
@@ -161,7 +184,9 @@ impl Store {
     fn check_schema(&self) -> Result<(), StoreError> {
         let meta = self.cf(CF_META)?;
         match self.db.get_cf(meta, SCHEMA_KEY)? {
-            None => self.db.put_cf_opt(meta, SCHEMA_KEY, SCHEMA_VERSION, &self.write_options)?,
+            None => self
+                .db
+                .put_cf_opt(meta, SCHEMA_KEY, SCHEMA_VERSION, &self.write_options)?,
             Some(found) if found == SCHEMA_VERSION => {}
             Some(found) => {
                 return Err(StoreError::Schema {
@@ -175,7 +200,9 @@ impl Store {
     }
 
     fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
-        self.db.cf_handle(name).ok_or(StoreError::MissingColumnFamily(name))
+        self.db
+            .cf_handle(name)
+            .ok_or(StoreError::MissingColumnFamily(name))
     }
 
     pub fn path(&self) -> &Path {
@@ -189,10 +216,11 @@ impl Store {
         let mut things = Vec::new();
         for item in self.db.iterator_cf(cf, IteratorMode::Start) {
             let (key, value) = item?;
-            let thing = serde_json::from_slice(&value).map_err(|source| StoreError::CorruptThing {
-                key: String::from_utf8_lossy(&key).into_owned(),
-                source,
-            })?;
+            let thing =
+                serde_json::from_slice(&value).map_err(|source| StoreError::CorruptThing {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    source,
+                })?;
             things.push(thing);
         }
         Ok(things)
@@ -203,7 +231,8 @@ impl Store {
         // A ThingService holds only strings, enums and JSON values: it
         // always serialises.
         let value = serde_json::to_vec(thing).unwrap_or_default();
-        self.db.put_cf_opt(cf, thing.id.as_str(), value, &self.write_options)?;
+        self.db
+            .put_cf_opt(cf, thing.id.as_str(), value, &self.write_options)?;
         Ok(())
     }
 
@@ -220,7 +249,10 @@ impl Store {
     // ------------------------------------------------------------ readings
 
     /// Writes readings atomically: all or none reach the WAL.
-    pub fn append<'a>(&self, readings: impl IntoIterator<Item = &'a ThingReading>) -> Result<(), StoreError> {
+    pub fn append<'a>(
+        &self,
+        readings: impl IntoIterator<Item = &'a ThingReading>,
+    ) -> Result<(), StoreError> {
         let cf = self.cf(CF_READINGS)?;
         let mut batch = WriteBatch::default();
         let mut value = Vec::with_capacity(16);
@@ -263,10 +295,14 @@ impl Store {
                 break;
             }
             let (key, value) = item?;
-            let Some((_, time)) = parse_reading_key(&key) else { continue };
+            let Some((_, time)) = parse_reading_key(&key) else {
+                continue;
+            };
             match codec::decode(&value) {
                 Ok(value) => out.push(Reading { time, value }),
-                Err(error) => tracing::warn!(thing = %id, %time, %error, "skipping an unreadable stored reading"),
+                Err(error) => {
+                    tracing::warn!(thing = %id, %time, %error, "skipping an unreadable stored reading")
+                }
             }
         }
         if newest_first {
@@ -277,7 +313,9 @@ impl Store {
 
     /// The newest reading of a thing.
     pub fn latest(&self, id: &ThingId) -> Result<Option<Reading>, StoreError> {
-        Ok(self.history(id, Timestamp::MIN, Timestamp::MAX, 1, true)?.pop())
+        Ok(self
+            .history(id, Timestamp::MIN, Timestamp::MAX, 1, true)?
+            .pop())
     }
 
     // ------------------------------------------------------------ retention
@@ -288,7 +326,10 @@ impl Store {
         let property = |name: &str| -> Result<u64, StoreError> {
             Ok(self.db.property_int_value_cf(cf, name)?.unwrap_or(0))
         };
-        Ok(property("rocksdb.total-sst-files-size")? + property("rocksdb.cur-size-all-mem-tables")?)
+        Ok(
+            property("rocksdb.total-sst-files-size")?
+                + property("rocksdb.cur-size-all-mem-tables")?,
+        )
     }
 
     /// The id part and time range of every thing with history.
@@ -305,7 +346,11 @@ impl Store {
             let id = id.to_vec();
             let end = id_prefix_end(&id);
             it.seek_for_prev(&end);
-            let last = it.key().and_then(parse_reading_key).map(|(_, t)| t).unwrap_or(first);
+            let last = it
+                .key()
+                .and_then(parse_reading_key)
+                .map(|(_, t)| t)
+                .unwrap_or(first);
             spans.push((id, first, last));
             it.seek(&end);
         }
@@ -313,7 +358,11 @@ impl Store {
         Ok(spans)
     }
 
-    fn delete_before(&self, spans: &[(Vec<u8>, Timestamp, Timestamp)], cutoff: Timestamp) -> Result<(), StoreError> {
+    fn delete_before(
+        &self,
+        spans: &[(Vec<u8>, Timestamp, Timestamp)],
+        cutoff: Timestamp,
+    ) -> Result<(), StoreError> {
         let cf = self.cf(CF_READINGS)?;
         let mut batch = WriteBatch::default();
         for (id, first, _) in spans {
@@ -336,9 +385,17 @@ impl Store {
 
     /// Deletes readings older than `max_age`, then the oldest readings
     /// across all things until the history fits in `max_bytes`.
-    pub fn enforce_retention(&self, retention: &Retention, now: Timestamp) -> Result<RetentionReport, StoreError> {
+    pub fn enforce_retention(
+        &self,
+        retention: &Retention,
+        now: Timestamp,
+    ) -> Result<RetentionReport, StoreError> {
         let bytes_before = self.readings_bytes()?;
-        let mut report = RetentionReport { cutoff: None, bytes_before, bytes_after: bytes_before };
+        let mut report = RetentionReport {
+            cutoff: None,
+            bytes_before,
+            bytes_after: bytes_before,
+        };
         if let Some(max_age) = retention.max_age {
             let cutoff = now.saturating_sub_micros(max_age.as_micros() as u64);
             let spans = self.history_spans()?;
@@ -398,7 +455,13 @@ mod tests {
     }
 
     fn tr(thing: &ThingId, t: u64, v: f64) -> ThingReading {
-        ThingReading { thing: thing.clone(), reading: Reading { time: Timestamp(t), value: Value::Number(v) } }
+        ThingReading {
+            thing: thing.clone(),
+            reading: Reading {
+                time: Timestamp(t),
+                value: Value::Number(v),
+            },
+        }
     }
 
     proptest! {
@@ -442,17 +505,46 @@ mod tests {
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         let a = id("g.a.d.x");
         let ab = id("g.a.d.x-b"); // shares a textual prefix with `a`
-        let rs: Vec<_> = (1..=10).map(|t| tr(&a, t, t as f64)).chain([tr(&ab, 5, 99.0)]).collect();
+        let rs: Vec<_> = (1..=10)
+            .map(|t| tr(&a, t, t as f64))
+            .chain([tr(&ab, 5, 99.0)])
+            .collect();
         store.append(&rs).unwrap();
         let times = |v: Vec<Reading>| v.iter().map(|r| r.time.0).collect::<Vec<_>>();
-        assert_eq!(times(store.history(&a, Timestamp(3), Timestamp(6), 100, false).unwrap()), vec![3, 4, 5, 6]);
-        assert_eq!(times(store.history(&a, Timestamp::MIN, Timestamp::MAX, 3, false).unwrap()), vec![1, 2, 3]);
-        assert_eq!(times(store.history(&a, Timestamp::MIN, Timestamp::MAX, 3, true).unwrap()), vec![8, 9, 10]);
+        assert_eq!(
+            times(
+                store
+                    .history(&a, Timestamp(3), Timestamp(6), 100, false)
+                    .unwrap()
+            ),
+            vec![3, 4, 5, 6]
+        );
+        assert_eq!(
+            times(
+                store
+                    .history(&a, Timestamp::MIN, Timestamp::MAX, 3, false)
+                    .unwrap()
+            ),
+            vec![1, 2, 3]
+        );
+        assert_eq!(
+            times(
+                store
+                    .history(&a, Timestamp::MIN, Timestamp::MAX, 3, true)
+                    .unwrap()
+            ),
+            vec![8, 9, 10]
+        );
         assert_eq!(store.latest(&a).unwrap().unwrap().time, Timestamp(10));
-        assert_eq!(store.latest(&ab).unwrap().unwrap().value, Value::Number(99.0));
+        assert_eq!(
+            store.latest(&ab).unwrap().unwrap().value,
+            Value::Number(99.0)
+        );
         // The same time again replaces, never duplicates.
         store.append(&[tr(&a, 10, 42.0)]).unwrap();
-        let all = store.history(&a, Timestamp::MIN, Timestamp::MAX, 100, false).unwrap();
+        let all = store
+            .history(&a, Timestamp::MIN, Timestamp::MAX, 100, false)
+            .unwrap();
         assert_eq!(all.len(), 10);
         assert_eq!(all[9].value, Value::Number(42.0));
     }
@@ -463,14 +555,24 @@ mod tests {
         let a = id("g.sim.d.temperature");
         {
             let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-            store.put_thing(&ThingService::new(a.clone(), Kind::Sensor, "temperature", Some("Cel"))).unwrap();
+            store
+                .put_thing(&ThingService::new(
+                    a.clone(),
+                    Kind::Sensor,
+                    "temperature",
+                    Some("Cel"),
+                ))
+                .unwrap();
             store.append(&[tr(&a, 7, 21.5)]).unwrap();
         }
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         let things = store.load_things().unwrap();
         assert_eq!(things.len(), 1);
         assert_eq!(things[0].unit.as_deref(), Some("Cel"));
-        assert_eq!(store.latest(&a).unwrap().unwrap().value, Value::Number(21.5));
+        assert_eq!(
+            store.latest(&a).unwrap().unwrap().value,
+            Value::Number(21.5)
+        );
         store.delete_thing(&a).unwrap();
         assert!(store.load_things().unwrap().is_empty());
         assert!(store.latest(&a).unwrap().is_none());
@@ -490,13 +592,22 @@ mod tests {
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         let (a, b) = (id("g.a.d.x"), id("g.a.e.y"));
         let secs = 1_000_000;
-        let rs: Vec<_> = (0..100).flat_map(|t| [tr(&a, t * secs, 1.0), tr(&b, t * secs, 2.0)]).collect();
+        let rs: Vec<_> = (0..100)
+            .flat_map(|t| [tr(&a, t * secs, 1.0), tr(&b, t * secs, 2.0)])
+            .collect();
         store.append(&rs).unwrap();
-        let retention = Retention { max_age: Some(Duration::from_secs(10)), max_bytes: None };
-        let report = store.enforce_retention(&retention, Timestamp(99 * secs)).unwrap();
+        let retention = Retention {
+            max_age: Some(Duration::from_secs(10)),
+            max_bytes: None,
+        };
+        let report = store
+            .enforce_retention(&retention, Timestamp(99 * secs))
+            .unwrap();
         assert_eq!(report.cutoff, Some(Timestamp(89 * secs)));
         for thing in [&a, &b] {
-            let left = store.history(thing, Timestamp::MIN, Timestamp::MAX, 1000, false).unwrap();
+            let left = store
+                .history(thing, Timestamp::MIN, Timestamp::MAX, 1000, false)
+                .unwrap();
             assert_eq!(left.len(), 11, "readings 89..=99 remain");
             assert_eq!(left[0].time, Timestamp(89 * secs));
         }
@@ -513,7 +624,10 @@ mod tests {
             let rs: Vec<_> = (0..5_000u64)
                 .flat_map(|i| {
                     let t = chunk * 5_000 + i;
-                    things.iter().map(move |thing| (thing.clone(), t)).collect::<Vec<_>>()
+                    things
+                        .iter()
+                        .map(move |thing| (thing.clone(), t))
+                        .collect::<Vec<_>>()
                 })
                 .map(|(thing, t)| {
                     seed ^= seed << 13;
@@ -528,14 +642,30 @@ mod tests {
         let full = store.readings_bytes().unwrap();
         let limit = full / 2;
         let report = store
-            .enforce_retention(&Retention { max_age: None, max_bytes: Some(limit) }, Timestamp(0))
+            .enforce_retention(
+                &Retention {
+                    max_age: None,
+                    max_bytes: Some(limit),
+                },
+                Timestamp(0),
+            )
             .unwrap();
         assert!(report.bytes_after <= limit, "{report:?}");
         let cutoff = report.cutoff.unwrap();
         for thing in &things {
-            let left = store.history(thing, Timestamp::MIN, Timestamp::MAX, usize::MAX, false).unwrap();
-            assert_eq!(left.first().unwrap().time, cutoff, "oldest readings went first");
-            assert_eq!(left.last().unwrap().time, Timestamp(99_999), "newest readings stay");
+            let left = store
+                .history(thing, Timestamp::MIN, Timestamp::MAX, usize::MAX, false)
+                .unwrap();
+            assert_eq!(
+                left.first().unwrap().time,
+                cutoff,
+                "oldest readings went first"
+            );
+            assert_eq!(
+                left.last().unwrap().time,
+                Timestamp(99_999),
+                "newest readings stay"
+            );
         }
     }
 }

@@ -82,7 +82,8 @@ pub fn thing_description(thing: &ThingService, bindings: &Bindings) -> Json {
     if thing.kind == Kind::Actuator {
         let mut action_forms = forms_json(&bindings.action);
         if bindings.bearer_for_writes {
-            td["securityDefinitions"]["bearer_sc"] = json!({ "scheme": "bearer", "in": "header", "name": "Authorization" });
+            td["securityDefinitions"]["bearer_sc"] =
+                json!({ "scheme": "bearer", "in": "header", "name": "Authorization" });
             if let Json::Array(forms) = &mut action_forms {
                 for form in forms {
                     form["security"] = json!(["bearer_sc"]);
@@ -117,25 +118,51 @@ mod tests {
 
     #[test]
     fn actuator_td_has_value_property_and_actuate_action() {
-        let thing = ThingService::new(ThingId::parse("gw.sim.f1.lamp").unwrap(), Kind::Actuator, "switch", None)
-            .at("campus/building-a/floor-1");
+        let thing = ThingService::new(
+            ThingId::parse("gw.sim.f1.lamp").unwrap(),
+            Kind::Actuator,
+            "switch",
+            None,
+        )
+        .at("campus/building-a/floor-1");
         let bindings = Bindings {
-            property: vec![Form { op: "readproperty", href: "/r".into(), content_type: "application/senml+json", extra: vec![] }],
-            action: vec![Form { op: "invokeaction", href: "/a".into(), content_type: "application/json", extra: vec![("htv:methodName", "PUT")] }],
+            property: vec![Form {
+                op: "readproperty",
+                href: "/r".into(),
+                content_type: "application/senml+json",
+                extra: vec![],
+            }],
+            action: vec![Form {
+                op: "invokeaction",
+                href: "/a".into(),
+                content_type: "application/json",
+                extra: vec![("htv:methodName", "PUT")],
+            }],
             bearer_for_writes: true,
         };
         let td = thing_description(&thing, &bindings);
         assert_eq!(td["id"], "urn:fogbank:gw.sim.f1.lamp");
         assert_eq!(td["properties"]["value"]["type"], "boolean");
         assert_eq!(td["properties"]["value"]["forms"][0]["href"], "/r");
-        assert_eq!(td["actions"]["actuate"]["forms"][0]["htv:methodName"], "PUT");
-        assert_eq!(td["actions"]["actuate"]["forms"][0]["security"][0], "bearer_sc");
+        assert_eq!(
+            td["actions"]["actuate"]["forms"][0]["htv:methodName"],
+            "PUT"
+        );
+        assert_eq!(
+            td["actions"]["actuate"]["forms"][0]["security"][0],
+            "bearer_sc"
+        );
         assert_eq!(td["fogbank"]["location"], "campus/building-a/floor-1");
     }
 
     #[test]
     fn sensor_td_has_unit_and_no_actions() {
-        let thing = ThingService::new(ThingId::parse("gw.sim.f1.temperature").unwrap(), Kind::Sensor, "temperature", Some("Cel"));
+        let thing = ThingService::new(
+            ThingId::parse("gw.sim.f1.temperature").unwrap(),
+            Kind::Sensor,
+            "temperature",
+            Some("Cel"),
+        );
         let td = thing_description(&thing, &Bindings::default());
         assert_eq!(td["properties"]["value"]["unit"], "Cel");
         assert!(td.get("actions").is_none());

@@ -43,9 +43,8 @@ impl DataType {
     /// the rest numbers.
     pub fn for_semantic_type(semantic_type: &str) -> Self {
         match semantic_type {
-            "switch" | "motion" | "presence" | "occupancy" | "contact" | "door" | "window" | "button" => {
-                DataType::Boolean
-            }
+            "switch" | "motion" | "presence" | "occupancy" | "contact" | "door" | "window"
+            | "button" => DataType::Boolean,
             "text" | "status" | "state" => DataType::String,
             _ => DataType::Number,
         }
@@ -71,7 +70,12 @@ pub struct Location(String);
 impl Location {
     /// Normalises: no leading, trailing or doubled slashes.
     pub fn new(path: &str) -> Self {
-        Location(path.split('/').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("/"))
+        Location(
+            path.split('/')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("/"),
+        )
     }
 
     pub fn as_str(&self) -> &str {
@@ -81,7 +85,8 @@ impl Location {
     pub fn is_within(&self, prefix: &Location) -> bool {
         prefix.0.is_empty()
             || self.0 == prefix.0
-            || (self.0.starts_with(&prefix.0) && self.0.as_bytes().get(prefix.0.len()) == Some(&b'/'))
+            || (self.0.starts_with(&prefix.0)
+                && self.0.as_bytes().get(prefix.0.len()) == Some(&b'/'))
     }
 }
 
@@ -188,8 +193,13 @@ pub struct Query {
 
 impl Query {
     pub fn matches(&self, thing: &ThingService) -> bool {
-        self.semantic_type.as_ref().is_none_or(|t| *t == thing.semantic_type)
-            && self.location.as_ref().is_none_or(|l| thing.location.is_within(l))
+        self.semantic_type
+            .as_ref()
+            .is_none_or(|t| *t == thing.semantic_type)
+            && self
+                .location
+                .as_ref()
+                .is_none_or(|l| thing.location.is_within(l))
             && self.gateway.as_ref().is_none_or(|g| *g == thing.gateway)
             && self.kind.is_none_or(|k| k == thing.kind)
             && self.available.is_none_or(|a| a == thing.available)
@@ -201,7 +211,13 @@ mod tests {
     use super::*;
 
     fn thing(id: &str, location: &str) -> ThingService {
-        ThingService::new(ThingId::parse(id).unwrap(), Kind::Sensor, "temperature", Some("Cel")).at(location)
+        ThingService::new(
+            ThingId::parse(id).unwrap(),
+            Kind::Sensor,
+            "temperature",
+            Some("Cel"),
+        )
+        .at(location)
     }
 
     #[test]
@@ -219,16 +235,43 @@ mod tests {
     fn query_combines_filters() {
         let t = thing("gw-a.sim.dev.temperature", "campus/building-a");
         assert!(Query::default().matches(&t));
-        let q = Query { semantic_type: Some("temperature".into()), gateway: Some("gw-a".into()), ..Default::default() };
+        let q = Query {
+            semantic_type: Some("temperature".into()),
+            gateway: Some("gw-a".into()),
+            ..Default::default()
+        };
         assert!(q.matches(&t));
-        assert!(!Query { kind: Some(Kind::Actuator), ..q.clone() }.matches(&t));
-        assert!(!Query { available: Some(false), ..q.clone() }.matches(&t));
-        assert!(!Query { location: Some(Location::new("campus/building-b")), ..q }.matches(&t));
+        assert!(
+            !Query {
+                kind: Some(Kind::Actuator),
+                ..q.clone()
+            }
+            .matches(&t)
+        );
+        assert!(
+            !Query {
+                available: Some(false),
+                ..q.clone()
+            }
+            .matches(&t)
+        );
+        assert!(
+            !Query {
+                location: Some(Location::new("campus/building-b")),
+                ..q
+            }
+            .matches(&t)
+        );
     }
 
     #[test]
     fn attributes_follow_from_id_and_type() {
-        let t = ThingService::new(ThingId::parse("gw.sim.f1.lamp").unwrap(), Kind::Actuator, "switch", None);
+        let t = ThingService::new(
+            ThingId::parse("gw.sim.f1.lamp").unwrap(),
+            Kind::Actuator,
+            "switch",
+            None,
+        );
         assert_eq!(t.gateway, "gw");
         assert_eq!(t.adapter, "sim");
         assert_eq!(t.data_type, DataType::Boolean);

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use actix::{Message, Recipient};
 use fogbank_taas::{
-    ActuationResult, Command, Hub, IdError, IngestError, Reading, StoreError, ThingId, ThingReading, ThingService,
-    Timestamp, Value,
+    ActuationResult, Command, Hub, IdError, IngestError, Reading, StoreError, ThingId,
+    ThingReading, ThingService, Timestamp, Value,
 };
 
 pub use supervisor::{AdapterSupervisor, Backoff, GetStatus, Shutdown, SupervisorStatus};
@@ -51,7 +51,10 @@ pub struct AdapterContext {
 
 impl AdapterContext {
     pub fn new(hub: Arc<Hub>, adapter: &str) -> Self {
-        AdapterContext { hub, adapter: adapter.to_owned() }
+        AdapterContext {
+            hub,
+            adapter: adapter.to_owned(),
+        }
     }
 
     pub fn gateway(&self) -> &str {
@@ -71,7 +74,10 @@ impl AdapterContext {
         if id.gateway() == self.hub.gateway() && id.adapter() == self.adapter {
             Ok(())
         } else {
-            Err(AdapterError::Foreign { thing: id.clone(), adapter: self.adapter.clone() })
+            Err(AdapterError::Foreign {
+                thing: id.clone(),
+                adapter: self.adapter.clone(),
+            })
         }
     }
 
@@ -96,13 +102,23 @@ impl AdapterContext {
         Ok(self.hub.ingest(readings)?)
     }
 
-    pub fn emit_value(&self, thing: &ThingId, value: Value, time: Timestamp) -> Result<(), AdapterError> {
-        self.emit(vec![ThingReading { thing: thing.clone(), reading: Reading { time, value } }])
+    pub fn emit_value(
+        &self,
+        thing: &ThingId,
+        value: Value,
+        time: Timestamp,
+    ) -> Result<(), AdapterError> {
+        self.emit(vec![ThingReading {
+            thing: thing.clone(),
+            reading: Reading { time, value },
+        }])
     }
 
     /// Marks every thing service of one device reachable or not.
     pub fn set_device_available(&self, device: &str, available: bool) -> Result<(), AdapterError> {
-        Ok(self.hub.set_device_available(&self.adapter, device, available)?)
+        Ok(self
+            .hub
+            .set_device_available(&self.adapter, device, available)?)
     }
 
     /// Read access for plugins that need the catalog (e.g. to restore state).

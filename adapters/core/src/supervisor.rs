@@ -14,7 +14,7 @@ use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message, Recipi
 use fogbank_taas::{ActuationFuture, Actuator, Command, Hub};
 use parking_lot::Mutex;
 
-use crate::{AdapterContext, Actuate, Plugin};
+use crate::{Actuate, AdapterContext, Plugin};
 
 /// Restart delays.
 #[derive(Debug, Clone, Copy)]
@@ -104,7 +104,9 @@ impl AdapterSupervisor {
 
     fn launch(&mut self) {
         let name = self.plugin.name().to_owned();
-        let recipient = self.plugin.start(AdapterContext::new(self.hub.clone(), &name));
+        let recipient = self
+            .plugin
+            .start(AdapterContext::new(self.hub.clone(), &name));
         *self.current.lock() = Some(recipient);
         self.started_at = Instant::now();
         tracing::info!(adapter = %name, restarts = self.restarts, "adapter started");
@@ -137,7 +139,10 @@ impl Actor for AdapterSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.hub.register_actuator(self.plugin.name(), Arc::new(Forwarder(self.current.clone())));
+        self.hub.register_actuator(
+            self.plugin.name(),
+            Arc::new(Forwarder(self.current.clone())),
+        );
         self.launch();
         ctx.run_interval(self.backoff.check_every, |this, ctx| this.check(ctx));
     }
@@ -153,7 +158,11 @@ impl Handler<GetStatus> for AdapterSupervisor {
     type Result = actix::MessageResult<GetStatus>;
     fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
         let running = self.current.lock().as_ref().is_some_and(|r| r.connected());
-        actix::MessageResult(SupervisorStatus { adapter: self.plugin.name().to_owned(), running, restarts: self.restarts })
+        actix::MessageResult(SupervisorStatus {
+            adapter: self.plugin.name().to_owned(),
+            running,
+            restarts: self.restarts,
+        })
     }
 }
 

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, Context, Handler, Recipient};
-use fogbank_adapter::{AdapterContext, AdapterSupervisor, Actuate, Backoff, GetStatus, Plugin};
-use fogbank_taas::{ActuationResult, CommandState, Hub, HubOptions, Kind, ThingId, ThingService, Value};
+use fogbank_adapter::{Actuate, AdapterContext, AdapterSupervisor, Backoff, GetStatus, Plugin};
+use fogbank_taas::{
+    ActuationResult, CommandState, Hub, HubOptions, Kind, ThingId, ThingService, Value,
+};
 use parking_lot::Mutex;
 
 struct Flaky {
@@ -21,7 +23,9 @@ impl Actor for FlakyActor {
     type Context = Context<Self>;
     fn started(&mut self, _: &mut Self::Context) {
         let id = self.context.thing_id("dev", "cmd").unwrap();
-        self.context.announce(ThingService::new(id, Kind::Actuator, "text", None)).unwrap();
+        self.context
+            .announce(ThingService::new(id, Kind::Actuator, "text", None))
+            .unwrap();
     }
 }
 
@@ -61,7 +65,10 @@ async fn wait_for_starts(starts: &Mutex<Vec<Instant>>, n: usize) {
         }
         actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("the plugin was not restarted: {} starts", starts.lock().len());
+    panic!(
+        "the plugin was not restarted: {} starts",
+        starts.lock().len()
+    );
 }
 
 #[actix_rt::test]
@@ -75,32 +82,51 @@ async fn crashed_plugins_restart_with_backoff_and_take_commands_again() {
         reset_after: Duration::from_secs(60),
         check_every: Duration::from_millis(5),
     };
-    let supervisor =
-        AdapterSupervisor::new(Box::new(Flaky { starts: starts.clone() }), hub.clone(), backoff).start();
+    let supervisor = AdapterSupervisor::new(
+        Box::new(Flaky {
+            starts: starts.clone(),
+        }),
+        hub.clone(),
+        backoff,
+    )
+    .start();
     actix_rt::time::sleep(Duration::from_millis(20)).await;
     let id = ThingId::parse("gw.flaky.dev.cmd").unwrap();
 
     assert_eq!(
         command(&hub, &id, "hello").await,
-        CommandState::Succeeded { confirmed: Some("hello".into()) }
+        CommandState::Succeeded {
+            confirmed: Some("hello".into())
+        }
     );
 
     // A panic inside a handler: the command fails, the plugin comes back.
-    assert!(matches!(command(&hub, &id, "panic").await, CommandState::Failed { .. }));
+    assert!(matches!(
+        command(&hub, &id, "panic").await,
+        CommandState::Failed { .. }
+    ));
     wait_for_starts(&starts, 2).await;
     assert_eq!(
         command(&hub, &id, "again").await,
-        CommandState::Succeeded { confirmed: Some("again".into()) }
+        CommandState::Succeeded {
+            confirmed: Some("again".into())
+        }
     );
 
     // A plugin that stops itself is restarted too, after a longer backoff.
-    assert!(matches!(command(&hub, &id, "stop").await, CommandState::Failed { .. }));
+    assert!(matches!(
+        command(&hub, &id, "stop").await,
+        CommandState::Failed { .. }
+    ));
     wait_for_starts(&starts, 3).await;
     let times = starts.lock().clone();
     let first_gap = times[1] - times[0];
     let second_gap = times[2] - times[1];
     assert!(first_gap >= Duration::from_millis(50), "{first_gap:?}");
-    assert!(second_gap >= Duration::from_millis(100), "backoff doubles: {second_gap:?}");
+    assert!(
+        second_gap >= Duration::from_millis(100),
+        "backoff doubles: {second_gap:?}"
+    );
 
     let status = supervisor.send(GetStatus).await.unwrap();
     assert!(status.running);

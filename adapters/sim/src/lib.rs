@@ -11,7 +11,7 @@ mod model;
 use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient};
-use fogbank_adapter::{AdapterContext, Actuate, Plugin};
+use fogbank_adapter::{Actuate, AdapterContext, Plugin};
 use fogbank_taas::{ActuationResult, Kind, ThingReading, ThingService, Timestamp, Value};
 
 pub use model::Floor;
@@ -28,7 +28,11 @@ pub struct SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { interval_ms: 1000, buildings: 2, floors: 4 }
+        SimConfig {
+            interval_ms: 1000,
+            buildings: 2,
+            floors: 4,
+        }
     }
 }
 
@@ -51,7 +55,9 @@ impl Plugin for Simulator {
     }
 
     fn start(&self, context: AdapterContext) -> Recipient<Actuate> {
-        SimActor::new(context, self.config.clone()).start().recipient()
+        SimActor::new(context, self.config.clone())
+            .start()
+            .recipient()
     }
 }
 
@@ -70,7 +76,11 @@ impl SimActor {
                 floors.push(Floor::new(&building, f, u64::from(b) * 100 + u64::from(f)));
             }
         }
-        SimActor { context, config, floors }
+        SimActor {
+            context,
+            config,
+            floors,
+        }
     }
 
     fn announce(&mut self) {
@@ -82,7 +92,9 @@ impl SimActor {
                 floor.lamp = on;
             }
             for (resource, kind, semantic_type, unit) in RESOURCES {
-                let Ok(id) = self.context.thing_id(&floor.device, resource) else { continue };
+                let Ok(id) = self.context.thing_id(&floor.device, resource) else {
+                    continue;
+                };
                 let thing = ThingService::new(id, kind, semantic_type, unit)
                     .at(&floor.location)
                     .with_device_address(&format!("sim://{}", floor.device));
@@ -106,7 +118,10 @@ impl SimActor {
                 ("lamp", Value::Bool(floor.lamp)),
             ] {
                 if let Ok(thing) = self.context.thing_id(&floor.device, resource) {
-                    readings.push(ThingReading { thing, reading: fogbank_taas::Reading { time: now, value } });
+                    readings.push(ThingReading {
+                        thing,
+                        reading: fogbank_taas::Reading { time: now, value },
+                    });
                 }
             }
         }

@@ -58,14 +58,23 @@ impl Floor {
         let hour = (now.as_secs_f64() / 3600.0) % 24.0;
         let daylight = (PI * (hour - 6.0) / 12.0).sin().max(0.0);
         let outdoor_swing = 1.5 * (2.0 * PI * (hour - 9.0) / 24.0).sin();
-        let target = 21.0 + f64::from(self.floor) * 0.3 + outdoor_swing + if self.lamp { LAMP_HEAT } else { 0.0 };
+        let target = 21.0
+            + f64::from(self.floor) * 0.3
+            + outdoor_swing
+            + if self.lamp { LAMP_HEAT } else { 0.0 };
         // Rooms warm and cool slowly towards their target.
         self.temperature += (target - self.temperature) * 0.05 + self.jitter(0.03);
-        let humidity = (45.0 - (self.temperature - 21.0) * 2.0 + self.jitter(0.5)).clamp(20.0, 80.0);
-        let light = (daylight * 600.0 * (0.8 + 0.05 * f64::from(self.floor)) + if self.lamp { LAMP_LUX } else { 0.0 }
+        let humidity =
+            (45.0 - (self.temperature - 21.0) * 2.0 + self.jitter(0.5)).clamp(20.0, 80.0);
+        let light = (daylight * 600.0 * (0.8 + 0.05 * f64::from(self.floor))
+            + if self.lamp { LAMP_LUX } else { 0.0 }
             + self.jitter(5.0))
         .max(0.0);
-        let occupancy = if (8.0..19.0).contains(&hour) { 0.3 } else { 0.02 };
+        let occupancy = if (8.0..19.0).contains(&hour) {
+            0.3
+        } else {
+            0.02
+        };
         let motion = self.random() < occupancy;
         Sample {
             temperature: round(self.temperature, 2),
@@ -90,13 +99,19 @@ mod tests {
     #[test]
     fn values_are_plausible_and_change() {
         let mut floor = Floor::new("building-a", 2, 7);
-        let samples: Vec<Sample> = (0..50).map(|i| floor.step(Timestamp(NOON.0 + i * 1_000_000))).collect();
+        let samples: Vec<Sample> = (0..50)
+            .map(|i| floor.step(Timestamp(NOON.0 + i * 1_000_000)))
+            .collect();
         for s in &samples {
             assert!((15.0..30.0).contains(&s.temperature), "{s:?}");
             assert!((20.0..=80.0).contains(&s.humidity), "{s:?}");
             assert!(s.light >= 0.0);
         }
-        assert!(samples.windows(2).any(|w| w[0].temperature != w[1].temperature));
+        assert!(
+            samples
+                .windows(2)
+                .any(|w| w[0].temperature != w[1].temperature)
+        );
         assert!(samples.iter().any(|s| s.motion) && samples.iter().any(|s| !s.motion));
     }
 

@@ -37,24 +37,30 @@ pub struct AppState {
 
 impl AppState {
     fn authorize(&self, request: &HttpRequest, scope: Scope) -> Result<(), ApiError> {
-        let header = request.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        self.tokens.check(header, scope).map_err(|denied| match denied {
-            Denied::Unauthenticated => ApiError::Unauthenticated,
-            Denied::Forbidden { token, needed } => ApiError::Forbidden {
-                token,
-                scope: match needed {
-                    Scope::Read => "read",
-                    Scope::Write => "write",
-                    Scope::Admin => "admin",
+        let header = request
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        self.tokens
+            .check(header, scope)
+            .map_err(|denied| match denied {
+                Denied::Unauthenticated => ApiError::Unauthenticated,
+                Denied::Forbidden { token, needed } => ApiError::Forbidden {
+                    token,
+                    scope: match needed {
+                        Scope::Read => "read",
+                        Scope::Write => "write",
+                        Scope::Admin => "admin",
+                    },
                 },
-            },
-        })
+            })
     }
 }
 
 /// Parses a thing id from a URL; a malformed id names no thing: 404.
 fn thing_id(raw: &str) -> Result<ThingId, ApiError> {
-    ThingId::parse(raw).map_err(|e| ApiError::UnknownThing(format!("{raw:?} is not a thing-service id: {e}")))
+    ThingId::parse(raw)
+        .map_err(|e| ApiError::UnknownThing(format!("{raw:?} is not a thing-service id: {e}")))
 }
 
 fn method_not_allowed() -> actix_web::Route {
@@ -65,37 +71,88 @@ fn method_not_allowed() -> actix_web::Route {
 pub fn configure(config: &mut web::ServiceConfig) {
     let ops = |scope: actix_web::Scope| {
         scope
-            .service(web::resource("/health").route(web::get().to(ops::health)).default_service(method_not_allowed()))
-            .service(web::resource("/metrics").route(web::get().to(ops::metrics)).default_service(method_not_allowed()))
-            .service(web::resource("/openapi.json").route(web::get().to(ops::openapi)).default_service(method_not_allowed()))
+            .service(
+                web::resource("/health")
+                    .route(web::get().to(ops::health))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/metrics")
+                    .route(web::get().to(ops::metrics))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/openapi.json")
+                    .route(web::get().to(ops::openapi))
+                    .default_service(method_not_allowed()),
+            )
     };
     config
-        .app_data(web::QueryConfig::default().error_handler(|error, _| ApiError::BadRequest(error.to_string()).into()))
-        .app_data(web::PathConfig::default().error_handler(|error, _| ApiError::NotFound(error.to_string()).into()))
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|error, _| ApiError::BadRequest(error.to_string()).into()),
+        )
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|error, _| ApiError::NotFound(error.to_string()).into()),
+        )
         .service(
             ops(web::scope("/api/v1"))
-                .service(web::resource("/things").route(web::get().to(things::list)).default_service(method_not_allowed()))
-                .service(web::resource("/things/{id}").route(web::get().to(things::get)).default_service(method_not_allowed()))
-                .service(web::resource("/things/{id}/td").route(web::get().to(things::description)).default_service(method_not_allowed()))
-                .service(web::resource("/things/{id}/reading").route(web::get().to(things::latest)).default_service(method_not_allowed()))
+                .service(
+                    web::resource("/things")
+                        .route(web::get().to(things::list))
+                        .default_service(method_not_allowed()),
+                )
+                .service(
+                    web::resource("/things/{id}")
+                        .route(web::get().to(things::get))
+                        .default_service(method_not_allowed()),
+                )
+                .service(
+                    web::resource("/things/{id}/td")
+                        .route(web::get().to(things::description))
+                        .default_service(method_not_allowed()),
+                )
+                .service(
+                    web::resource("/things/{id}/reading")
+                        .route(web::get().to(things::latest))
+                        .default_service(method_not_allowed()),
+                )
                 .service(
                     web::resource("/things/{id}/readings")
                         .route(web::get().to(things::history))
                         .route(web::post().to(things::ingest))
                         .default_service(method_not_allowed()),
                 )
-                .service(web::resource("/things/{id}/actuation").route(web::put().to(things::actuate)).default_service(method_not_allowed()))
-                .service(web::resource("/things/{id}/stream").route(web::get().to(stream::sse)).default_service(method_not_allowed()))
-                .service(web::resource("/commands/{id}").route(web::get().to(things::command)).default_service(method_not_allowed())),
+                .service(
+                    web::resource("/things/{id}/actuation")
+                        .route(web::put().to(things::actuate))
+                        .default_service(method_not_allowed()),
+                )
+                .service(
+                    web::resource("/things/{id}/stream")
+                        .route(web::get().to(stream::sse))
+                        .default_service(method_not_allowed()),
+                )
+                .service(
+                    web::resource("/commands/{id}")
+                        .route(web::get().to(things::command))
+                        .default_service(method_not_allowed()),
+                ),
         )
         .service(ops(web::scope("")))
         .default_service(web::to(|request: HttpRequest| async move {
-            Err::<HttpResponse, _>(ApiError::NoRoute(format!("no resource at {}", request.path())))
+            Err::<HttpResponse, _>(ApiError::NoRoute(format!(
+                "no resource at {}",
+                request.path()
+            )))
         }));
 }
 
 /// Opens a tracing span per request and counts responses for `/metrics`.
-pub fn app(state: web::Data<AppState>) -> actix_web::App<
+pub fn app(
+    state: web::Data<AppState>,
+) -> actix_web::App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
         Config = (),

@@ -8,9 +8,9 @@ use serde::Serialize;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
+use super::AppState;
 use super::problem::{ApiError, Problem};
 use super::things::ActuationRequest;
-use super::AppState;
 use crate::auth::Scope;
 use crate::metrics::{Exposition, resident_bytes};
 
@@ -36,10 +36,19 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain; version=0.0.4")))]
-pub async fn metrics(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn metrics(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Read)?;
     let stats = state.hub.stats();
-    let available = state.hub.query(&fogbank_taas::Query { available: Some(true), ..Default::default() }).len();
+    let available = state
+        .hub
+        .query(&fogbank_taas::Query {
+            available: Some(true),
+            ..Default::default()
+        })
+        .len();
     let store_bytes = state.hub.store().readings_bytes().unwrap_or(0);
     let mut adapters = Vec::new();
     for supervisor in &state.adapters {
@@ -47,26 +56,110 @@ pub async fn metrics(request: HttpRequest, state: web::Data<AppState>) -> Result
             adapters.push(status);
         }
     }
-    let restart_labels: Vec<String> = adapters.iter().map(|a| format!("adapter=\"{}\"", a.adapter)).collect();
-    let restarts: Vec<(&str, f64)> = restart_labels.iter().zip(&adapters).map(|(l, a)| (l.as_str(), a.restarts as f64)).collect();
-    let running: Vec<(&str, f64)> = restart_labels.iter().zip(&adapters).map(|(l, a)| (l.as_str(), f64::from(u8::from(a.running)))).collect();
+    let restart_labels: Vec<String> = adapters
+        .iter()
+        .map(|a| format!("adapter=\"{}\"", a.adapter))
+        .collect();
+    let restarts: Vec<(&str, f64)> = restart_labels
+        .iter()
+        .zip(&adapters)
+        .map(|(l, a)| (l.as_str(), a.restarts as f64))
+        .collect();
+    let running: Vec<(&str, f64)> = restart_labels
+        .iter()
+        .zip(&adapters)
+        .map(|(l, a)| (l.as_str(), f64::from(u8::from(a.running))))
+        .collect();
 
     let mut out = Exposition::default();
-    out.metric("fogbank_things", "gauge", "Thing services in the catalog.", &[("available=\"true\"", available as f64), ("available=\"false\"", (stats.things - available.min(stats.things)) as f64)])
-        .metric("fogbank_readings_ingested_total", "counter", "Readings stored.", &[("", stats.readings_ingested as f64)])
-        .metric("fogbank_ingest_rejected_total", "counter", "Reading batches refused as invalid.", &[("", stats.readings_rejected as f64)])
-        .metric("fogbank_commands_total", "counter", "Actuation commands issued.", &[("", stats.commands as f64)])
-        .metric("fogbank_bus_subscribers", "gauge", "Live subscribers (SSE streams and others).", &[("", stats.bus.subscribers as f64)])
-        .metric("fogbank_bus_delivered_total", "counter", "Readings handed to subscribers.", &[("", stats.bus.delivered as f64)])
-        .metric("fogbank_bus_missed_total", "counter", "Readings not delivered to lagging subscribers.", &[("", stats.bus.missed as f64)])
-        .metric("fogbank_bus_disconnected_total", "counter", "Subscribers disconnected for lagging.", &[("", stats.bus.disconnected as f64)])
-        .metric("fogbank_store_readings_bytes", "gauge", "Approximate size of the reading history.", &[("", store_bytes as f64)])
-        .metric("fogbank_adapter_running", "gauge", "1 while an adapter runs.", &running)
-        .metric("fogbank_adapter_restarts_total", "counter", "Adapter restarts after a crash.", &restarts)
-        .metric("fogbank_uptime_seconds", "gauge", "Seconds since start.", &[("", state.started.elapsed().as_secs_f64())])
-        .metric("fogbank_resident_memory_bytes", "gauge", "Resident set size.", &[("", resident_bytes().unwrap_or(0) as f64)])
-        .http(&state.http);
-    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out.finish()))
+    out.metric(
+        "fogbank_things",
+        "gauge",
+        "Thing services in the catalog.",
+        &[
+            ("available=\"true\"", available as f64),
+            (
+                "available=\"false\"",
+                (stats.things - available.min(stats.things)) as f64,
+            ),
+        ],
+    )
+    .metric(
+        "fogbank_readings_ingested_total",
+        "counter",
+        "Readings stored.",
+        &[("", stats.readings_ingested as f64)],
+    )
+    .metric(
+        "fogbank_ingest_rejected_total",
+        "counter",
+        "Reading batches refused as invalid.",
+        &[("", stats.readings_rejected as f64)],
+    )
+    .metric(
+        "fogbank_commands_total",
+        "counter",
+        "Actuation commands issued.",
+        &[("", stats.commands as f64)],
+    )
+    .metric(
+        "fogbank_bus_subscribers",
+        "gauge",
+        "Live subscribers (SSE streams and others).",
+        &[("", stats.bus.subscribers as f64)],
+    )
+    .metric(
+        "fogbank_bus_delivered_total",
+        "counter",
+        "Readings handed to subscribers.",
+        &[("", stats.bus.delivered as f64)],
+    )
+    .metric(
+        "fogbank_bus_missed_total",
+        "counter",
+        "Readings not delivered to lagging subscribers.",
+        &[("", stats.bus.missed as f64)],
+    )
+    .metric(
+        "fogbank_bus_disconnected_total",
+        "counter",
+        "Subscribers disconnected for lagging.",
+        &[("", stats.bus.disconnected as f64)],
+    )
+    .metric(
+        "fogbank_store_readings_bytes",
+        "gauge",
+        "Approximate size of the reading history.",
+        &[("", store_bytes as f64)],
+    )
+    .metric(
+        "fogbank_adapter_running",
+        "gauge",
+        "1 while an adapter runs.",
+        &running,
+    )
+    .metric(
+        "fogbank_adapter_restarts_total",
+        "counter",
+        "Adapter restarts after a crash.",
+        &restarts,
+    )
+    .metric(
+        "fogbank_uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+        &[("", state.started.elapsed().as_secs_f64())],
+    )
+    .metric(
+        "fogbank_resident_memory_bytes",
+        "gauge",
+        "Resident set size.",
+        &[("", resident_bytes().unwrap_or(0) as f64)],
+    )
+    .http(&state.http);
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out.finish()))
 }
 
 struct BearerScheme;
@@ -74,7 +167,10 @@ struct BearerScheme;
 impl utoipa::Modify for BearerScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         if let Some(components) = openapi.components.as_mut() {
-            components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
         }
     }
 }
@@ -94,5 +190,7 @@ pub struct ApiDoc;
 
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "This document", body = Object)))]
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(ApiDoc::openapi().to_json().unwrap_or_default())
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(ApiDoc::openapi().to_json().unwrap_or_default())
 }

@@ -24,7 +24,10 @@ pub enum ApiError {
     #[error("the request body is larger than the {limit} bytes allowed")]
     TooLarge { limit: usize },
     #[error("content type {found:?} is not accepted here; send {expected}")]
-    UnsupportedType { found: String, expected: &'static str },
+    UnsupportedType {
+        found: String,
+        expected: &'static str,
+    },
     #[error("none of the acceptable media types can be produced; available: {available}")]
     NotAcceptable { available: &'static str },
     #[error("this request needs a bearer token")]
@@ -59,7 +62,9 @@ impl ApiError {
             ApiError::NoRoute(_) => ("no-route", "No such resource"),
             ApiError::BadRequest(_) => ("bad-request", "Bad request"),
             ApiError::TooLarge { .. } => ("too-large", "Request body too large"),
-            ApiError::UnsupportedType { .. } => ("unsupported-media-type", "Unsupported media type"),
+            ApiError::UnsupportedType { .. } => {
+                ("unsupported-media-type", "Unsupported media type")
+            }
             ApiError::NotAcceptable { .. } => ("not-acceptable", "Not acceptable"),
             ApiError::Unauthenticated => ("unauthenticated", "Authentication required"),
             ApiError::Forbidden { .. } => ("forbidden", "Forbidden"),
@@ -74,7 +79,9 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::UnknownThing(_) | ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::UnknownThing(_) | ApiError::NotFound(_) | ApiError::NoRoute(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -100,7 +107,10 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");
         if matches!(self, ApiError::Unauthenticated) {
-            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"fogbank\"")));
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"fogbank\""),
+            ));
         }
         response.json(body)
     }
@@ -116,7 +126,9 @@ impl From<StoreError> for ApiError {
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
         match error {
-            IngestError::UnknownThing(id) => ApiError::UnknownThing(format!("unknown thing service {id}")),
+            IngestError::UnknownThing(id) => {
+                ApiError::UnknownThing(format!("unknown thing service {id}"))
+            }
             IngestError::Store(e) => e.into(),
             other => ApiError::BadRequest(other.to_string()),
         }
@@ -126,7 +138,9 @@ impl From<IngestError> for ApiError {
 impl From<ActuateError> for ApiError {
     fn from(error: ActuateError) -> Self {
         match error {
-            ActuateError::UnknownThing(id) => ApiError::UnknownThing(format!("unknown thing service {id}")),
+            ActuateError::UnknownThing(id) => {
+                ApiError::UnknownThing(format!("unknown thing service {id}"))
+            }
             ActuateError::WrongType { .. } => ApiError::BadRequest(error.to_string()),
             other => ApiError::Conflict(other.to_string()),
         }

@@ -41,16 +41,38 @@ struct StreamState {
 #[utoipa::path(get, path = "/api/v1/things/{id}/stream", tag = "readings", params(("id" = String, Path, description = "Thing-service id")),
     responses((status = 200, description = "Server-Sent Events: `reading` (data: a SenML JSON pack) and `lagged` (data: {\"missed\": N})", content_type = "text/event-stream"),
               (status = 404, body = super::problem::Problem, content_type = "application/problem+json")))]
-pub async fn sse(request: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn sse(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Read)?;
     let id = thing_id(&id)?;
-    let thing = state.hub.thing(&id).ok_or_else(|| ApiError::UnknownThing(format!("unknown thing service {id}")))?;
-    let peer = request.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let subscription = state.hub.subscribe(format!("sse {peer} {id}"), Filter::thing(id.clone()));
-    let first = state.hub.latest(&id).flatten().map(|r| reading_event(&id, thing.unit.as_deref(), &r));
+    let thing = state
+        .hub
+        .thing(&id)
+        .ok_or_else(|| ApiError::UnknownThing(format!("unknown thing service {id}")))?;
+    let peer = request
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let subscription = state
+        .hub
+        .subscribe(format!("sse {peer} {id}"), Filter::thing(id.clone()));
+    let first = state
+        .hub
+        .latest(&id)
+        .flatten()
+        .map(|r| reading_event(&id, thing.unit.as_deref(), &r));
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.reset(); // the first tick would fire at once
-    let stream_state = StreamState { id, unit: thing.unit, first, subscription, keepalive };
+    let stream_state = StreamState {
+        id,
+        unit: thing.unit,
+        first,
+        subscription,
+        keepalive,
+    };
 
     let events = futures_util::stream::unfold(stream_state, |mut s| async move {
         if let Some(first) = s.first.take() {

@@ -7,7 +7,10 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use fogbank_taas::senml::{self, Record};
 use fogbank_taas::td::{self, Bindings, Form};
-use fogbank_taas::{CommandId, CommandState, CommandStatus, Kind, Location, Query, ThingId, ThingService, Timestamp, Value};
+use fogbank_taas::{
+    CommandId, CommandState, CommandStatus, Kind, Location, Query, ThingId, ThingService,
+    Timestamp, Value,
+};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -42,34 +45,56 @@ fn parse_bool(name: &str, raw: &str) -> Result<bool, ApiError> {
     match raw {
         "true" => Ok(true),
         "false" => Ok(false),
-        other => Err(ApiError::BadRequest(format!("{name} is true or false, not {other:?}"))),
+        other => Err(ApiError::BadRequest(format!(
+            "{name} is true or false, not {other:?}"
+        ))),
     }
 }
 
 #[utoipa::path(get, path = "/api/v1/things", tag = "things", params(ThingsQuery),
     responses((status = 200, description = "Matching thing services, ordered by id", body = [ThingService]),
                (status = 400, body = Problem, content_type = "application/problem+json")))]
-pub async fn list(request: HttpRequest, state: web::Data<AppState>, query: web::Query<ThingsQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<ThingsQuery>,
+) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Read)?;
     let q = query.into_inner();
     let query = Query {
         semantic_type: q.kind_of,
         location: q.location.as_deref().map(Location::new),
         gateway: q.gateway,
-        kind: q.kind.as_deref().map(str::parse::<Kind>).transpose().map_err(ApiError::BadRequest)?,
-        available: q.available.as_deref().map(|a| parse_bool("available", a)).transpose()?,
+        kind: q
+            .kind
+            .as_deref()
+            .map(str::parse::<Kind>)
+            .transpose()
+            .map_err(ApiError::BadRequest)?,
+        available: q
+            .available
+            .as_deref()
+            .map(|a| parse_bool("available", a))
+            .transpose()?,
     };
     Ok(HttpResponse::Ok().json(state.hub.query(&query)))
 }
 
 fn known(state: &AppState, raw: &str) -> Result<ThingService, ApiError> {
     let id = thing_id(raw)?;
-    state.hub.thing(&id).ok_or_else(|| ApiError::UnknownThing(format!("unknown thing service {id}")))
+    state
+        .hub
+        .thing(&id)
+        .ok_or_else(|| ApiError::UnknownThing(format!("unknown thing service {id}")))
 }
 
 #[utoipa::path(get, path = "/api/v1/things/{id}", tag = "things", params(("id" = String, Path, description = "Thing-service id")),
     responses((status = 200, body = ThingService), (status = 404, body = Problem, content_type = "application/problem+json")))]
-pub async fn get(request: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Read)?;
     Ok(HttpResponse::Ok().json(known(&state, &id)?))
 }
@@ -77,41 +102,76 @@ pub async fn get(request: HttpRequest, state: web::Data<AppState>, id: web::Path
 #[utoipa::path(get, path = "/api/v1/things/{id}/td", tag = "things", params(("id" = String, Path, description = "Thing-service id")),
     responses((status = 200, description = "W3C WoT Thing Description", body = Object, content_type = "application/td+json"),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
-pub async fn description(request: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn description(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Read)?;
     let thing = known(&state, &id)?;
     let base = format!("/api/v1/things/{}", thing.id);
     let bindings = Bindings {
         property: vec![
-            Form { op: "readproperty", href: format!("{base}/reading"), content_type: SENML_JSON, extra: vec![("htv:methodName", "GET")] },
-            Form { op: "observeproperty", href: format!("{base}/stream"), content_type: "text/event-stream", extra: vec![("subprotocol", "sse")] },
+            Form {
+                op: "readproperty",
+                href: format!("{base}/reading"),
+                content_type: SENML_JSON,
+                extra: vec![("htv:methodName", "GET")],
+            },
+            Form {
+                op: "observeproperty",
+                href: format!("{base}/stream"),
+                content_type: "text/event-stream",
+                extra: vec![("subprotocol", "sse")],
+            },
         ],
-        action: vec![Form { op: "invokeaction", href: format!("{base}/actuation"), content_type: "application/json", extra: vec![("htv:methodName", "PUT")] }],
+        action: vec![Form {
+            op: "invokeaction",
+            href: format!("{base}/actuation"),
+            content_type: "application/json",
+            extra: vec![("htv:methodName", "PUT")],
+        }],
         bearer_for_writes: true,
     };
     let mut document = td::thing_description(&thing, &bindings);
-    document["base"] = serde_json::json!(request.connection_info().scheme().to_owned() + "://" + request.connection_info().host());
-    Ok(HttpResponse::Ok().content_type("application/td+json").json(document))
+    document["base"] = serde_json::json!(
+        request.connection_info().scheme().to_owned() + "://" + request.connection_info().host()
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("application/td+json")
+        .json(document))
 }
 
 /// Which SenML encoding the client accepts (JSON unless it prefers CBOR).
 fn negotiate(request: &HttpRequest) -> Result<&'static str, ApiError> {
-    let Some(accept) = request.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+    let Some(accept) = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok(SENML_JSON);
     };
     for item in accept.split(',') {
         let media = item.split(';').next().unwrap_or("").trim();
         match media {
-            SENML_JSON | "application/json" | "application/*" | "*/*" | "" => return Ok(SENML_JSON),
+            SENML_JSON | "application/json" | "application/*" | "*/*" | "" => {
+                return Ok(SENML_JSON);
+            }
             SENML_CBOR | "application/cbor" => return Ok(SENML_CBOR),
             _ => {}
         }
     }
-    Err(ApiError::NotAcceptable { available: "application/senml+json, application/senml+cbor" })
+    Err(ApiError::NotAcceptable {
+        available: "application/senml+json, application/senml+cbor",
+    })
 }
 
 fn senml_response(format: &'static str, records: &[Record]) -> HttpResponse {
-    let body = if format == SENML_CBOR { senml::to_cbor(records) } else { senml::to_json(records) };
+    let body = if format == SENML_CBOR {
+        senml::to_cbor(records)
+    } else {
+        senml::to_json(records)
+    };
     HttpResponse::Ok().content_type(format).body(body)
 }
 
@@ -119,7 +179,11 @@ fn senml_response(format: &'static str, records: &[Record]) -> HttpResponse {
     responses((status = 200, description = "The latest reading as a one-record SenML pack", content(([Record] = "application/senml+json"), ([Record] = "application/senml+cbor"))),
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 406, body = Problem, content_type = "application/problem+json")))]
-pub async fn latest(request: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn latest(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Read)?;
     let format = negotiate(&request)?;
     let thing = known(&state, &id)?;
@@ -128,7 +192,11 @@ pub async fn latest(request: HttpRequest, state: web::Data<AppState>, id: web::P
         .latest(&thing.id)
         .flatten()
         .ok_or_else(|| ApiError::NotFound(format!("{} has no reading yet", thing.id)))?;
-    let records = senml::pack_for(thing.id.as_str(), thing.unit.as_deref(), [(reading.time, reading.value)]);
+    let records = senml::pack_for(
+        thing.id.as_str(),
+        thing.unit.as_deref(),
+        [(reading.time, reading.value)],
+    );
     Ok(senml_response(format, &records))
 }
 
@@ -154,25 +222,55 @@ const MAX_LIMIT: usize = 100_000;
     responses((status = 200, description = "Readings as a SenML pack, oldest first", content(([Record] = "application/senml+json"), ([Record] = "application/senml+cbor"))),
               (status = 400, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
-pub async fn history(request: HttpRequest, state: web::Data<AppState>, id: web::Path<String>, query: web::Query<HistoryQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn history(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Read)?;
     let format = negotiate(&request)?;
     let thing = known(&state, &id)?;
-    let from = query.from.as_deref().map(time::parse).transpose().map_err(ApiError::BadRequest)?;
-    let to = query.to.as_deref().map(time::parse).transpose().map_err(ApiError::BadRequest)?.unwrap_or(Timestamp::MAX);
+    let from = query
+        .from
+        .as_deref()
+        .map(time::parse)
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
+    let to = query
+        .to
+        .as_deref()
+        .map(time::parse)
+        .transpose()
+        .map_err(ApiError::BadRequest)?
+        .unwrap_or(Timestamp::MAX);
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::BadRequest(format!("limit is between 1 and {MAX_LIMIT}")));
+        return Err(ApiError::BadRequest(format!(
+            "limit is between 1 and {MAX_LIMIT}"
+        )));
     }
     if from.is_some_and(|from| from > to) {
         return Err(ApiError::BadRequest("from is after to".into()));
     }
     let hub = state.hub.clone();
     let id = thing.id.clone();
-    let readings = web::block(move || hub.history(&id, from.unwrap_or(Timestamp::MIN), to, limit, from.is_none()))
-        .await
-        .map_err(|e| ApiError::Storage(e.to_string()))??;
-    let records = senml::pack_for(thing.id.as_str(), thing.unit.as_deref(), readings.into_iter().map(|r| (r.time, r.value)));
+    let readings = web::block(move || {
+        hub.history(
+            &id,
+            from.unwrap_or(Timestamp::MIN),
+            to,
+            limit,
+            from.is_none(),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Storage(e.to_string()))??;
+    let records = senml::pack_for(
+        thing.id.as_str(),
+        thing.unit.as_deref(),
+        readings.into_iter().map(|r| (r.time, r.value)),
+    );
     Ok(senml_response(format, &records))
 }
 
@@ -188,7 +286,11 @@ fn content_type(request: &HttpRequest) -> String {
 }
 
 /// Reads a body of at most `limit` bytes, refusing larger ones early.
-async fn read_body(request: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -199,7 +301,8 @@ async fn read_body(request: &HttpRequest, mut payload: web::Payload, limit: usiz
     }
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::TooLarge { limit });
         }
@@ -221,18 +324,31 @@ pub const HTTP_ADAPTER: &str = "http";
               (status = 413, body = Problem, content_type = "application/problem+json"),
               (status = 415, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
-pub async fn ingest(request: HttpRequest, state: web::Data<AppState>, id: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn ingest(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Write)?;
     let id = thing_id(&id)?;
     let records = match content_type(&request).as_str() {
-        SENML_JSON | "application/json" => senml::parse_json(&read_body(&request, payload, state.max_body_bytes).await?),
-        SENML_CBOR | "application/cbor" => senml::parse_cbor(&read_body(&request, payload, state.max_body_bytes).await?),
+        SENML_JSON | "application/json" => {
+            senml::parse_json(&read_body(&request, payload, state.max_body_bytes).await?)
+        }
+        SENML_CBOR | "application/cbor" => {
+            senml::parse_cbor(&read_body(&request, payload, state.max_body_bytes).await?)
+        }
         other => {
-            return Err(ApiError::UnsupportedType { found: other.to_owned(), expected: "application/senml+json or application/senml+cbor" });
+            return Err(ApiError::UnsupportedType {
+                found: other.to_owned(),
+                expected: "application/senml+json or application/senml+cbor",
+            });
         }
     }
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let resolved = senml::resolve(&records, Timestamp::now()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let resolved = senml::resolve(&records, Timestamp::now())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
     if state.hub.thing(&id).is_none() {
         if id.gateway() != state.hub.gateway() || id.adapter() != HTTP_ADAPTER {
@@ -242,12 +358,18 @@ pub async fn ingest(request: HttpRequest, state: web::Data<AppState>, id: web::P
             )));
         }
         let (semantic_type, guessed_unit) = fogbank_taas::thing::guess_type(id.resource());
-        let unit = resolved.iter().find_map(|r| r.unit.clone()).or(guessed_unit.map(str::to_owned));
+        let unit = resolved
+            .iter()
+            .find_map(|r| r.unit.clone())
+            .or(guessed_unit.map(str::to_owned));
         let mut thing = ThingService::new(id.clone(), Kind::Sensor, semantic_type, unit.as_deref());
         if let Some(first) = resolved.first() {
             thing.data_type = first.value.data_type();
         }
-        thing.device_address = request.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        thing.device_address = request
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
         state.hub.announce(thing)?;
         tracing::info!(thing = %id, "HTTP device created a thing service");
     }
@@ -255,7 +377,9 @@ pub async fn ingest(request: HttpRequest, state: web::Data<AppState>, id: web::P
     let readings = state.hub.readings_from_senml(Some(&id), resolved)?;
     let stored = readings.len();
     let hub = state.hub.clone();
-    web::block(move || hub.ingest(readings)).await.map_err(|e| ApiError::Storage(e.to_string()))??;
+    web::block(move || hub.ingest(readings))
+        .await
+        .map_err(|e| ApiError::Storage(e.to_string()))??;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "stored": stored })))
 }
 
@@ -278,9 +402,14 @@ pub struct ActuationQuery {
 fn json_to_value(json: serde_json::Value) -> Result<Value, ApiError> {
     match json {
         serde_json::Value::Bool(b) => Ok(Value::Bool(b)),
-        serde_json::Value::Number(n) => n.as_f64().map(Value::Number).ok_or_else(|| ApiError::BadRequest("value is not a finite number".into())),
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .map(Value::Number)
+            .ok_or_else(|| ApiError::BadRequest("value is not a finite number".into())),
         serde_json::Value::String(s) => Ok(Value::String(s)),
-        _ => Err(ApiError::BadRequest("value is a boolean, a number or a string".into())),
+        _ => Err(ApiError::BadRequest(
+            "value is a boolean, a number or a string".into(),
+        )),
     }
 }
 
@@ -288,10 +417,17 @@ fn json_to_value(json: serde_json::Value) -> Result<Value, ApiError> {
 /// client that issued it, and a plain record (200) to one that polls.
 fn command_response(status: CommandStatus, issued_now: bool) -> Result<HttpResponse, ApiError> {
     match &status.state {
-        CommandState::Failed { reason } if issued_now => Err(ApiError::CommandFailed(reason.clone())),
-        CommandState::Succeeded { .. } | CommandState::Failed { .. } => Ok(HttpResponse::Ok().json(status)),
+        CommandState::Failed { reason } if issued_now => {
+            Err(ApiError::CommandFailed(reason.clone()))
+        }
+        CommandState::Succeeded { .. } | CommandState::Failed { .. } => {
+            Ok(HttpResponse::Ok().json(status))
+        }
         CommandState::Pending => Ok(HttpResponse::Accepted()
-            .insert_header((header::LOCATION, format!("/api/v1/commands/{}", status.id.0)))
+            .insert_header((
+                header::LOCATION,
+                format!("/api/v1/commands/{}", status.id.0),
+            ))
             .json(status)),
     }
 }
@@ -317,18 +453,27 @@ pub async fn actuate(
     state.authorize(&request, Scope::Write)?;
     let id: ThingId = thing_id(&id)?;
     if content_type(&request) != "application/json" {
-        return Err(ApiError::UnsupportedType { found: content_type(&request), expected: "application/json" });
+        return Err(ApiError::UnsupportedType {
+            found: content_type(&request),
+            expected: "application/json",
+        });
     }
     let body = read_body(&request, payload, state.max_body_bytes).await?;
-    let command: ActuationRequest = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("expected {{\"value\": ...}}: {e}")))?;
+    let command: ActuationRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("expected {{\"value\": ...}}: {e}")))?;
     let wait = match query.wait {
-        Some(ms) if ms > 30_000 => return Err(ApiError::BadRequest("wait is at most 30000 ms".into())),
+        Some(ms) if ms > 30_000 => {
+            return Err(ApiError::BadRequest("wait is at most 30000 ms".into()));
+        }
         Some(ms) => Duration::from_millis(ms),
         None => state.actuation_wait,
     };
     let ticket = state.hub.actuate(&id, json_to_value(command.value)?)?;
     let _ = tokio::time::timeout(wait, ticket.outcome).await;
-    let status = state.hub.command(ticket.id).ok_or_else(|| ApiError::NotFound("the command was forgotten".into()))?;
+    let status = state
+        .hub
+        .command(ticket.id)
+        .ok_or_else(|| ApiError::NotFound("the command was forgotten".into()))?;
     command_response(status, true)
 }
 
@@ -336,9 +481,16 @@ pub async fn actuate(
     responses((status = 200, body = CommandStatus), (status = 202, body = CommandStatus),
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 502, body = Problem, content_type = "application/problem+json")))]
-pub async fn command(request: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn command(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Read)?;
     let unknown = || ApiError::NotFound(format!("no command {id}"));
     let number: u64 = id.parse().map_err(|_| unknown())?;
-    command_response(state.hub.command(CommandId(number)).ok_or_else(unknown)?, false)
+    command_response(
+        state.hub.command(CommandId(number)).ok_or_else(unknown)?,
+        false,
+    )
 }

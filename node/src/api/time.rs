@@ -13,13 +13,24 @@ pub fn parse(raw: &str) -> Result<Timestamp, String> {
 
 fn rfc3339(s: &str) -> Option<Timestamp> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let mut rest = &s[19..];
@@ -29,7 +40,11 @@ fn rfc3339(s: &str) -> Option<Timestamp> {
         if digits == 0 {
             return None;
         }
-        let padded: String = fraction[..digits].chars().chain(std::iter::repeat('0')).take(6).collect();
+        let padded: String = fraction[..digits]
+            .chars()
+            .chain(std::iter::repeat('0'))
+            .take(6)
+            .collect();
         micros = padded.parse().ok()?;
         rest = &fraction[digits..];
     }
@@ -72,12 +87,32 @@ mod tests {
 
     #[test]
     fn both_forms() {
-        assert_eq!(parse("1700000000.5").unwrap(), Timestamp(1_700_000_000_500_000));
-        assert_eq!(parse("2023-11-14T22:13:20Z").unwrap(), Timestamp(1_700_000_000_000_000));
-        assert_eq!(parse("2023-11-14T23:13:20.25+01:00").unwrap(), Timestamp(1_700_000_000_250_000));
+        assert_eq!(
+            parse("1700000000.5").unwrap(),
+            Timestamp(1_700_000_000_500_000)
+        );
+        assert_eq!(
+            parse("2023-11-14T22:13:20Z").unwrap(),
+            Timestamp(1_700_000_000_000_000)
+        );
+        assert_eq!(
+            parse("2023-11-14T23:13:20.25+01:00").unwrap(),
+            Timestamp(1_700_000_000_250_000)
+        );
         assert_eq!(parse("1970-01-01T00:00:00Z").unwrap(), Timestamp(0));
-        assert_eq!(parse("2000-02-29T00:00:00Z").unwrap(), Timestamp(951_782_400_000_000));
-        for bad in ["", "yesterday", "2023-13-01T00:00:00Z", "2023-11-14T22:13:20", "2023-11-14T22:13:20.Z", "-5", "NaN"] {
+        assert_eq!(
+            parse("2000-02-29T00:00:00Z").unwrap(),
+            Timestamp(951_782_400_000_000)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2023-13-01T00:00:00Z",
+            "2023-11-14T22:13:20",
+            "2023-11-14T22:13:20.Z",
+            "-5",
+            "NaN",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

@@ -26,22 +26,37 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     /// Asserts an RFC 9457 problem with this status.
     pub fn assert_problem(&self, status: u16) -> serde_json::Value {
-        assert_eq!(self.status, status, "{}", String::from_utf8_lossy(&self.body));
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
         assert_eq!(self.content_type, "application/problem+json");
         let problem = self.json();
         assert_eq!(problem["status"], status);
-        assert!(problem["type"].as_str().unwrap().starts_with("urn:fogbank:problem:"));
+        assert!(
+            problem["type"]
+                .as_str()
+                .unwrap()
+                .starts_with("urn:fogbank:problem:")
+        );
         assert!(!problem["detail"].as_str().unwrap().is_empty());
         problem
     }
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn binary() -> &'static str {
@@ -92,7 +107,12 @@ impl Gateway {
                     }
                 }
             });
-            let mut gateway = Gateway { child, port, data_dir: data_dir.to_owned(), _tmp: None };
+            let mut gateway = Gateway {
+                child,
+                port,
+                data_dir: data_dir.to_owned(),
+                _tmp: None,
+            };
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if rx.try_recv().is_ok() {
@@ -117,10 +137,19 @@ impl Gateway {
     }
 
     pub fn token(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap().trim().to_owned()
+        std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Answer {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Answer {
         let mut request = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(30));
         for (k, v) in headers {
             request = request.set(k, v);
@@ -133,7 +162,13 @@ impl Gateway {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
             Err(ureq::Error::Transport(t)) => {
-                return Answer { status: 0, content_type: String::new(), location: None, www_authenticate: None, body: t.to_string().into_bytes() };
+                return Answer {
+                    status: 0,
+                    content_type: String::new(),
+                    location: None,
+                    www_authenticate: None,
+                    body: t.to_string().into_bytes(),
+                };
             }
         };
         let status = response.status();
@@ -145,7 +180,13 @@ impl Gateway {
         if content_type != "text/event-stream" {
             response.into_reader().read_to_end(&mut body).unwrap();
         }
-        Answer { status, content_type, location, www_authenticate, body }
+        Answer {
+            status,
+            content_type,
+            location,
+            www_authenticate,
+            body,
+        }
     }
 
     pub fn get(&self, path: &str) -> Answer {
@@ -155,7 +196,12 @@ impl Gateway {
     /// An authorised write with a JSON or SenML body.
     pub fn write(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Answer {
         let auth = format!("Bearer {}", self.token());
-        self.request(method, path, &[("Authorization", &auth), ("Content-Type", content_type)], Some(body))
+        self.request(
+            method,
+            path,
+            &[("Authorization", &auth), ("Content-Type", content_type)],
+            Some(body),
+        )
     }
 
     /// Waits until `check` passes on a GET of `path`.
@@ -166,7 +212,12 @@ impl Gateway {
             if check(&answer) {
                 return answer;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {} {}", answer.status, String::from_utf8_lossy(&answer.body));
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {} {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -185,7 +236,10 @@ impl Gateway {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "fogbank did not stop within {limit:?} of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "fogbank did not stop within {limit:?} of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -200,7 +254,10 @@ impl Drop for Gateway {
 
 /// Reads Server-Sent Events from a stream until `count` events of `kind` arrived.
 pub fn read_events(url: &str, kind: &str, count: usize, timeout: Duration) -> Vec<String> {
-    let response = ureq::get(url).timeout(timeout).call().expect("stream opens");
+    let response = ureq::get(url)
+        .timeout(timeout)
+        .call()
+        .expect("stream opens");
     assert_eq!(response.header("content-type"), Some("text/event-stream"));
     let mut events = Vec::new();
     let mut current_kind = String::new();
