@@ -1,0 +1,269 @@
+//! End-to-end gateway benchmark, driving a real `fogbank` process with real
+//! clients (not a timed test: it reports, it does not assert).
+//!
+//!   cargo bench -p fogbank --bench gateway            (or ./scripts/bench)
+//!
+//! 1. Idle RSS after start-up.
+//! 2. Persisted readings/s: client threads POST SenML packs (each reading
+//!    validated, written to RocksDB's WAL, cached and published) while one
+//!    SSE client streams one of the things.
+//! 3. `GET /things/{id}/reading` requests/s with `wrk` (Debian's `wrk`).
+//!
+//! Settings: BENCH_SECS (default 10), BENCH_CLIENTS (4), BENCH_PACK (1000).
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("gateway: bench");
+        return;
+    }
+    let secs = setting("BENCH_SECS", 10);
+    let clients = setting("BENCH_CLIENTS", 4) as usize;
+    let pack = setting("BENCH_PACK", 1000) as usize;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let token = "bench-token-0123456789abcdef";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fogbank"))
+        .args([
+            "run",
+            "--gateway-id",
+            "gw-b",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("FOGBANK_ADMIN_TOKEN", token)
+        .env("FOGBANK_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build();
+    while agent.get(&format!("{base}/health")).call().is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_rss = rss_kib(child.id());
+
+    // One thing per client; the first post creates it.
+    let ids: Vec<String> = (0..clients)
+        .map(|c| format!("gw-b.http.bench-{c}.temperature"))
+        .collect();
+    let auth = format!("Bearer {token}");
+    for id in &ids {
+        agent
+            .post(&format!("{base}/api/v1/things/{id}/readings"))
+            .set("Authorization", &auth)
+            .set("Content-Type", "application/senml+json")
+            .send_string(r#"[{"u":"Cel","v":20,"t":-3600}]"#)
+            .unwrap();
+    }
+
+    // The SSE subscriber.
+    let stop = Arc::new(AtomicBool::new(false));
+    let streamed = Arc::new(AtomicU64::new(0));
+    let lagged = Arc::new(AtomicU64::new(0));
+    {
+        let url = format!("{base}/api/v1/things/{}/stream", ids[0]);
+        let (streamed, lagged) = (streamed.clone(), lagged.clone());
+        std::thread::spawn(move || {
+            let response = ureq::get(&url).call().unwrap();
+            let mut kind = String::new();
+            for line in BufReader::new(response.into_reader())
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(k) = line.strip_prefix("event: ") {
+                    kind = k.to_owned();
+                } else if let Some(data) = line.strip_prefix("data: ") {
+                    if kind == "reading" {
+                        streamed.fetch_add(1, Ordering::Relaxed);
+                    } else if kind == "lagged" {
+                        let missed = data
+                            .trim_matches(|c: char| !c.is_ascii_digit())
+                            .parse()
+                            .unwrap_or(0);
+                        lagged.fetch_add(missed, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Ingest: each client posts packs with distinct times, as fast as acknowledged.
+    let start_time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        - 1800.0;
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = ids
+        .iter()
+        .cloned()
+        .map(|id| {
+            let (acknowledged, stop, agent, auth, base) = (
+                acknowledged.clone(),
+                stop.clone(),
+                agent.clone(),
+                auth.clone(),
+                base.clone(),
+            );
+            std::thread::spawn(move || {
+                let url = format!("{base}/api/v1/things/{id}/readings");
+                let mut batch = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let bt = start_time + batch as f64 * pack as f64 * 1e-5;
+                    let mut body = format!("[{{\"bt\":{bt:.6},\"t\":0,\"v\":20.0}}");
+                    for i in 1..pack {
+                        body.push_str(&format!(
+                            ",{{\"t\":{:.5},\"v\":{:.2}}}",
+                            i as f64 * 1e-5,
+                            20.0 + (i % 100) as f64 * 0.01
+                        ));
+                    }
+                    body.push(']');
+                    let answer = agent
+                        .post(&url)
+                        .set("Authorization", &auth)
+                        .set("Content-Type", "application/senml+json")
+                        .send_string(&body);
+                    match answer {
+                        Ok(r) if r.status() == 200 => {
+                            acknowledged.fetch_add(pack as u64, Ordering::Relaxed);
+                        }
+                        other => panic!("ingest failed: {other:?}"),
+                    }
+                    batch += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ingested = acknowledged.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(500));
+    let loaded_rss = rss_kib(child.id());
+
+    // Check: what was acknowledged is what is stored.
+    let mut stored = 0u64;
+    for id in &ids {
+        let mut from = String::from("0");
+        loop {
+            let mut body = String::new();
+            agent
+                .get(&format!(
+                    "{base}/api/v1/things/{id}/readings?from={from}&limit=100000"
+                ))
+                .call()
+                .unwrap()
+                .into_reader()
+                .read_to_string(&mut body)
+                .unwrap();
+            let records: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+            let n = records.len() as u64;
+            stored += n;
+            if n < 100_000 {
+                break;
+            }
+            let last = records.last().and_then(|r| r["t"].as_f64()).unwrap();
+            from = format!("{:.6}", last + 1e-6);
+        }
+    }
+    stored -= clients as u64; // the creating readings
+
+    // GET /reading with wrk.
+    let wrk = Command::new("wrk")
+        .args([
+            "-t2",
+            "-c32",
+            &format!("-d{secs}s"),
+            &format!("{base}/api/v1/things/{}/reading", ids[0]),
+        ])
+        .output();
+    let get_rate = match wrk {
+        Ok(out) => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("Requests/sec:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()),
+        Err(_) => None,
+    };
+    let after_get_rss = rss_kib(child.id());
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+
+    let rate = ingested as f64 / elapsed;
+    println!(
+        "fogbank gateway benchmark ({clients} ingest clients × packs of {pack}, {secs} s, {} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!(
+        "  idle RSS                      {:>10.1} MiB",
+        idle_rss as f64 / 1024.0
+    );
+    println!(
+        "  persisted readings/s          {rate:>10.0}   (acknowledged {ingested}, found in history {stored})"
+    );
+    println!(
+        "  SSE subscriber received       {:>10}   (told of {} skipped)",
+        streamed.load(Ordering::Relaxed),
+        lagged.load(Ordering::Relaxed)
+    );
+    println!(
+        "  RSS after ingest              {:>10.1} MiB",
+        loaded_rss as f64 / 1024.0
+    );
+    match get_rate {
+        Some(r) => println!("  GET /reading requests/s (wrk) {r:>10.0}   (wrk -t2 -c32 -d{secs}s)"),
+        None => println!("  GET /reading requests/s       not measured: install wrk"),
+    }
+    println!(
+        "  RSS after GET load            {:>10.1} MiB",
+        after_get_rss as f64 / 1024.0
+    );
+    if stored != ingested {
+        eprintln!("MISMATCH: {ingested} acknowledged but {stored} stored");
+        std::process::exit(1);
+    }
+}
