@@ -46,6 +46,15 @@ impl Exposition {
         self
     }
 
+    /// A metric with one unlabelled sample.
+    pub fn gauge(&mut self, name: &str, help: &str, value: f64) -> &mut Self {
+        self.metric(name, "gauge", help, &[("", value)])
+    }
+
+    pub fn counter(&mut self, name: &str, help: &str, value: u64) -> &mut Self {
+        self.metric(name, "counter", help, &[("", value as f64)])
+    }
+
     pub fn http(&mut self, http: &HttpMetrics) -> &mut Self {
         let labels = [
             "code=\"1xx\"",

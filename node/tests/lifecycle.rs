@@ -283,3 +283,40 @@ fn the_cli_is_a_client_of_a_running_gateway() {
     assert_eq!(code, Some(0));
     assert_eq!(out.trim().len(), 64);
 }
+
+#[test]
+fn an_admin_token_from_the_environment_replaces_the_generated_one() {
+    let token = "env-admin-token-0123456789";
+    let gw = Gateway::start(
+        &["--demo"],
+        &[
+            ("FOGBANK_ADMIN_TOKEN", token),
+            ("FOGBANK_GATEWAY_ID", "gw-e"),
+        ],
+    );
+    assert!(!gw.data_dir.join("admin.token").exists());
+    let path = "/api/v1/things/gw-e.sim.building-a-floor-1.lamp/actuation";
+    let auth = format!("Bearer {token}");
+    let answer = gw.request(
+        "PUT",
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        Some(br#"{"value": true}"#),
+    );
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    gw.request(
+        "PUT",
+        path,
+        &[("Content-Type", "application/json")],
+        Some(br#"{"value": true}"#),
+    )
+    .assert_problem(401);
+}

@@ -97,6 +97,36 @@ pub struct RetentionReport {
     pub bytes_after: u64,
 }
 
+/// Which readings of one thing a history query returns: those with
+/// `from <= time <= to`, in time order, at most `limit` — the oldest ones,
+/// or the newest if `newest_first`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub limit: usize,
+    pub newest_first: bool,
+}
+
+impl Window {
+    /// Everything, oldest first.
+    pub const ALL: Window = Window {
+        from: Timestamp::MIN,
+        to: Timestamp::MAX,
+        limit: usize::MAX,
+        newest_first: false,
+    };
+
+    /// The newest `limit` readings.
+    pub fn newest(limit: usize) -> Self {
+        Window {
+            limit,
+            newest_first: true,
+            ..Window::ALL
+        }
+    }
+}
+
 /// The key of one reading: id, separator, big-endian microseconds.
 pub fn reading_key(id: &ThingId, time: Timestamp) -> Vec<u8> {
     let mut key = Vec::with_capacity(id.as_str().len() + 9);
@@ -265,16 +295,14 @@ impl Store {
         Ok(())
     }
 
-    /// Readings of one thing with `from <= time <= to`, in time order, at most
-    /// `limit`: the oldest ones if `newest_first` is false, else the newest.
-    pub fn history(
-        &self,
-        id: &ThingId,
-        from: Timestamp,
-        to: Timestamp,
-        limit: usize,
-        newest_first: bool,
-    ) -> Result<Vec<Reading>, StoreError> {
+    /// Readings of one thing within `window`, in time order.
+    pub fn history(&self, id: &ThingId, window: Window) -> Result<Vec<Reading>, StoreError> {
+        let Window {
+            from,
+            to,
+            limit,
+            newest_first,
+        } = window;
         let cf = self.cf(CF_READINGS)?;
         let lower = reading_key(id, from);
         let upper = match to.0.checked_add(1) {
@@ -313,9 +341,7 @@ impl Store {
 
     /// The newest reading of a thing.
     pub fn latest(&self, id: &ThingId) -> Result<Option<Reading>, StoreError> {
-        Ok(self
-            .history(id, Timestamp::MIN, Timestamp::MAX, 1, true)?
-            .pop())
+        Ok(self.history(id, Window::newest(1))?.pop())
     }
 
     // ------------------------------------------------------------ retention
@@ -514,7 +540,14 @@ mod tests {
         assert_eq!(
             times(
                 store
-                    .history(&a, Timestamp(3), Timestamp(6), 100, false)
+                    .history(
+                        &a,
+                        Window {
+                            from: Timestamp(3),
+                            to: Timestamp(6),
+                            ..Window::ALL
+                        }
+                    )
                     .unwrap()
             ),
             vec![3, 4, 5, 6]
@@ -522,17 +555,19 @@ mod tests {
         assert_eq!(
             times(
                 store
-                    .history(&a, Timestamp::MIN, Timestamp::MAX, 3, false)
+                    .history(
+                        &a,
+                        Window {
+                            limit: 3,
+                            ..Window::ALL
+                        }
+                    )
                     .unwrap()
             ),
             vec![1, 2, 3]
         );
         assert_eq!(
-            times(
-                store
-                    .history(&a, Timestamp::MIN, Timestamp::MAX, 3, true)
-                    .unwrap()
-            ),
+            times(store.history(&a, Window::newest(3)).unwrap()),
             vec![8, 9, 10]
         );
         assert_eq!(store.latest(&a).unwrap().unwrap().time, Timestamp(10));
@@ -542,9 +577,7 @@ mod tests {
         );
         // The same time again replaces, never duplicates.
         store.append(&[tr(&a, 10, 42.0)]).unwrap();
-        let all = store
-            .history(&a, Timestamp::MIN, Timestamp::MAX, 100, false)
-            .unwrap();
+        let all = store.history(&a, Window::ALL).unwrap();
         assert_eq!(all.len(), 10);
         assert_eq!(all[9].value, Value::Number(42.0));
     }
@@ -605,9 +638,7 @@ mod tests {
             .unwrap();
         assert_eq!(report.cutoff, Some(Timestamp(89 * secs)));
         for thing in [&a, &b] {
-            let left = store
-                .history(thing, Timestamp::MIN, Timestamp::MAX, 1000, false)
-                .unwrap();
+            let left = store.history(thing, Window::ALL).unwrap();
             assert_eq!(left.len(), 11, "readings 89..=99 remain");
             assert_eq!(left[0].time, Timestamp(89 * secs));
         }
@@ -653,9 +684,7 @@ mod tests {
         assert!(report.bytes_after <= limit, "{report:?}");
         let cutoff = report.cutoff.unwrap();
         for thing in &things {
-            let left = store
-                .history(thing, Timestamp::MIN, Timestamp::MAX, usize::MAX, false)
-                .unwrap();
+            let left = store.history(thing, Window::ALL).unwrap();
             assert_eq!(
                 left.first().unwrap().time,
                 cutoff,

@@ -72,65 +72,55 @@ pub async fn metrics(
         .collect();
 
     let mut out = Exposition::default();
+    let unavailable = stats.things.saturating_sub(available);
     out.metric(
         "fogbank_things",
         "gauge",
         "Thing services in the catalog.",
         &[
             ("available=\"true\"", available as f64),
-            (
-                "available=\"false\"",
-                (stats.things - available.min(stats.things)) as f64,
-            ),
+            ("available=\"false\"", unavailable as f64),
         ],
     )
-    .metric(
+    .counter(
         "fogbank_readings_ingested_total",
-        "counter",
         "Readings stored.",
-        &[("", stats.readings_ingested as f64)],
+        stats.readings_ingested,
     )
-    .metric(
+    .counter(
         "fogbank_ingest_rejected_total",
-        "counter",
         "Reading batches refused as invalid.",
-        &[("", stats.readings_rejected as f64)],
+        stats.readings_rejected,
     )
-    .metric(
+    .counter(
         "fogbank_commands_total",
-        "counter",
         "Actuation commands issued.",
-        &[("", stats.commands as f64)],
+        stats.commands,
     )
-    .metric(
+    .gauge(
         "fogbank_bus_subscribers",
-        "gauge",
         "Live subscribers (SSE streams and others).",
-        &[("", stats.bus.subscribers as f64)],
+        stats.bus.subscribers as f64,
     )
-    .metric(
+    .counter(
         "fogbank_bus_delivered_total",
-        "counter",
         "Readings handed to subscribers.",
-        &[("", stats.bus.delivered as f64)],
+        stats.bus.delivered,
     )
-    .metric(
+    .counter(
         "fogbank_bus_missed_total",
-        "counter",
         "Readings not delivered to lagging subscribers.",
-        &[("", stats.bus.missed as f64)],
+        stats.bus.missed,
     )
-    .metric(
+    .counter(
         "fogbank_bus_disconnected_total",
-        "counter",
         "Subscribers disconnected for lagging.",
-        &[("", stats.bus.disconnected as f64)],
+        stats.bus.disconnected,
     )
-    .metric(
+    .gauge(
         "fogbank_store_readings_bytes",
-        "gauge",
         "Approximate size of the reading history.",
-        &[("", store_bytes as f64)],
+        store_bytes as f64,
     )
     .metric(
         "fogbank_adapter_running",
@@ -144,17 +134,15 @@ pub async fn metrics(
         "Adapter restarts after a crash.",
         &restarts,
     )
-    .metric(
+    .gauge(
         "fogbank_uptime_seconds",
-        "gauge",
         "Seconds since start.",
-        &[("", state.started.elapsed().as_secs_f64())],
+        state.started.elapsed().as_secs_f64(),
     )
-    .metric(
+    .gauge(
         "fogbank_resident_memory_bytes",
-        "gauge",
         "Resident set size.",
-        &[("", resident_bytes().unwrap_or(0) as f64)],
+        resident_bytes().unwrap_or(0) as f64,
     )
     .http(&state.http);
     Ok(HttpResponse::Ok()

@@ -9,7 +9,7 @@ use fogbank_taas::senml::{self, Record};
 use fogbank_taas::td::{self, Bindings, Form};
 use fogbank_taas::{
     CommandId, CommandState, CommandStatus, Kind, Location, Query, ThingId, ThingService,
-    Timestamp, Value,
+    Timestamp, Value, Window,
 };
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -255,17 +255,15 @@ pub async fn history(
     }
     let hub = state.hub.clone();
     let id = thing.id.clone();
-    let readings = web::block(move || {
-        hub.history(
-            &id,
-            from.unwrap_or(Timestamp::MIN),
-            to,
-            limit,
-            from.is_none(),
-        )
-    })
-    .await
-    .map_err(|e| ApiError::Storage(e.to_string()))??;
+    let window = Window {
+        from: from.unwrap_or(Timestamp::MIN),
+        to,
+        limit,
+        newest_first: from.is_none(),
+    };
+    let readings = web::block(move || hub.history(&id, window))
+        .await
+        .map_err(|e| ApiError::Storage(e.to_string()))??;
     let records = senml::pack_for(
         thing.id.as_str(),
         thing.unit.as_deref(),

@@ -1,0 +1,599 @@
+//! The hub: the one door through which readings enter and commands leave
+//! the TaaS layer of a gateway. It ties the registry, the store, the bus
+//! and actuation together so that their order is always the same: validate,
+//! persist, remember, publish.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+use tokio::sync::oneshot;
+
+use crate::bus::{Bus, BusStats, Filter, Subscription};
+use crate::commands::{Actuator, Command, CommandId, CommandLog, CommandState, CommandStatus};
+use crate::registry::{Registry, Upsert};
+use crate::senml;
+use crate::store::{Store, StoreError, StoreOptions, Window};
+use crate::{DataType, Kind, Query, Reading, ThingId, ThingReading, ThingService, Value};
+
+/// Why readings were refused. Nothing of a refused batch is stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("unknown thing service {0}")]
+    UnknownThing(ThingId),
+    #[error("{thing} takes {expected:?} values, not {found:?}")]
+    WrongType {
+        thing: ThingId,
+        expected: DataType,
+        found: DataType,
+    },
+    #[error("{thing} is measured in {expected}, the reading says {found}")]
+    WrongUnit {
+        thing: ThingId,
+        expected: String,
+        found: String,
+    },
+    #[error("record name {name:?} does not name a thing service: {reason}")]
+    BadName { name: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why an actuation was refused before reaching the device.
+#[derive(Debug, thiserror::Error)]
+pub enum ActuateError {
+    #[error("unknown thing service {0}")]
+    UnknownThing(ThingId),
+    #[error("{0} is a sensor; only actuators take commands")]
+    NotActuator(ThingId),
+    #[error("{thing} takes {expected:?} values, not {found:?}")]
+    WrongType {
+        thing: ThingId,
+        expected: DataType,
+        found: DataType,
+    },
+    #[error("{0} is not available")]
+    Unavailable(ThingId),
+    #[error("no adapter {adapter:?} is running to carry out commands for {thing}")]
+    NoAdapter { thing: ThingId, adapter: String },
+}
+
+/// Settings of a [`Hub`].
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    pub store: StoreOptions,
+    /// Queue length of each bus subscriber.
+    pub subscriber_queue: usize,
+    /// How many finished commands stay pollable.
+    pub command_log: usize,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        HubOptions {
+            store: StoreOptions::default(),
+            subscriber_queue: 1024,
+            command_log: 10_000,
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HubStats {
+    pub things: usize,
+    pub readings_ingested: u64,
+    pub readings_rejected: u64,
+    pub commands: u64,
+    pub bus: BusStats,
+}
+
+/// A command on its way: poll by id, or await `outcome`.
+pub struct CommandTicket {
+    pub id: CommandId,
+    pub outcome: oneshot::Receiver<CommandState>,
+}
+
+/// The TaaS layer of one gateway.
+pub struct Hub {
+    gateway: String,
+    registry: Registry,
+    store: Store,
+    bus: Bus,
+    actuators: RwLock<HashMap<String, Arc<dyn Actuator>>>,
+    commands: Arc<CommandLog>,
+    ingested: AtomicU64,
+    rejected: AtomicU64,
+    commands_issued: AtomicU64,
+}
+
+impl Hub {
+    /// Opens the store and loads the catalog and each thing's latest
+    /// reading. Loaded things are unavailable until their adapter announces
+    /// them again or a reading arrives: nothing vouches for them yet.
+    pub fn open(
+        gateway: &str,
+        data_dir: &Path,
+        options: HubOptions,
+    ) -> Result<Arc<Self>, StoreError> {
+        let store = Store::open(data_dir, &options.store)?;
+        let registry = Registry::default();
+        for mut thing in store.load_things()? {
+            thing.available = false;
+            let id = thing.id.clone();
+            registry.upsert(thing);
+            if let Some(latest) = store.latest(&id)? {
+                registry.offer_latest(&id, &latest);
+            }
+        }
+        tracing::info!(things = registry.len(), path = %data_dir.display(), "store opened");
+        Ok(Arc::new(Hub {
+            gateway: gateway.to_owned(),
+            registry,
+            store,
+            bus: Bus::new(options.subscriber_queue),
+            actuators: RwLock::new(HashMap::new()),
+            commands: Arc::new(CommandLog::new(options.command_log)),
+            ingested: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            commands_issued: AtomicU64::new(0),
+        }))
+    }
+
+    /// This gateway's id, the first segment of the ids it owns.
+    pub fn gateway(&self) -> &str {
+        &self.gateway
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    // ------------------------------------------------------------ catalog
+
+    /// Adds or updates a thing service; persisted only when it changed.
+    pub fn announce(&self, thing: ThingService) -> Result<(), StoreError> {
+        let persisted = thing.clone();
+        match self.registry.upsert(thing) {
+            Upsert::Unchanged => Ok(()),
+            change => {
+                tracing::debug!(thing = %persisted.id, ?change, "thing service announced");
+                self.store.put_thing(&persisted)
+            }
+        }
+    }
+
+    /// Removes a thing service and its history.
+    pub fn withdraw(&self, id: &ThingId) -> Result<bool, StoreError> {
+        let existed = self.registry.remove(id).is_some();
+        if existed {
+            self.store.delete_thing(id)?;
+            tracing::info!(thing = %id, "thing service withdrawn");
+        }
+        Ok(existed)
+    }
+
+    /// Marks every thing service of one device (reachable or not).
+    pub fn set_device_available(
+        &self,
+        adapter: &str,
+        device: &str,
+        available: bool,
+    ) -> Result<(), StoreError> {
+        let query = Query {
+            gateway: Some(self.gateway.clone()),
+            ..Query::default()
+        };
+        for thing in self.registry.query(&query) {
+            if thing.adapter == adapter && thing.id.device() == device {
+                self.set_available(&thing.id, available)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn set_available(&self, id: &ThingId, available: bool) -> Result<(), StoreError> {
+        if let Some(changed) = self.registry.modify(id, |t| t.available = available) {
+            self.store.put_thing(&changed)?;
+        }
+        Ok(())
+    }
+
+    pub fn thing(&self, id: &ThingId) -> Option<ThingService> {
+        self.registry.get(id)
+    }
+
+    pub fn query(&self, query: &Query) -> Vec<ThingService> {
+        self.registry.query(query)
+    }
+
+    // ------------------------------------------------------------ readings
+
+    /// Validates, persists (WAL first), caches and publishes readings, all
+    /// or nothing. When this returns Ok the readings are durable and may be
+    /// acknowledged to the device.
+    pub fn ingest(&self, readings: Vec<ThingReading>) -> Result<(), IngestError> {
+        let result = self.ingest_inner(readings);
+        if result.is_err() {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn ingest_inner(&self, readings: Vec<ThingReading>) -> Result<(), IngestError> {
+        if readings.is_empty() {
+            return Ok(());
+        }
+        let mut woke = Vec::new();
+        for r in &readings {
+            let thing = self
+                .registry
+                .get(&r.thing)
+                .ok_or_else(|| IngestError::UnknownThing(r.thing.clone()))?;
+            let found = r.reading.value.data_type();
+            if found != thing.data_type {
+                return Err(IngestError::WrongType {
+                    thing: r.thing.clone(),
+                    expected: thing.data_type,
+                    found,
+                });
+            }
+            if !thing.available && !woke.contains(&r.thing) {
+                woke.push(r.thing.clone());
+            }
+        }
+        self.store.append(&readings)?;
+        for id in &woke {
+            // A reading proves the device is reachable.
+            self.set_available(id, true)?;
+        }
+        let count = readings.len() as u64;
+        let shared: Vec<Arc<ThingReading>> = readings
+            .into_iter()
+            .map(|r| {
+                self.registry.offer_latest(&r.thing, &r.reading);
+                Arc::new(r)
+            })
+            .collect();
+        self.bus.publish(&shared);
+        self.ingested.fetch_add(count, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Turns resolved SenML records into readings. A record names its thing
+    /// by its full id, or not at all when `target` says which thing the pack
+    /// is about. Units, where given, must match the thing's.
+    pub fn readings_from_senml(
+        &self,
+        target: Option<&ThingId>,
+        records: Vec<senml::Resolved>,
+    ) -> Result<Vec<ThingReading>, IngestError> {
+        records
+            .into_iter()
+            .map(|record| {
+                let thing = match (record.name.as_str(), target) {
+                    ("", Some(target)) => target.clone(),
+                    (name, Some(target)) if name == target.as_str() => target.clone(),
+                    (name, Some(target)) => {
+                        return Err(IngestError::BadName {
+                            name: name.to_owned(),
+                            reason: format!("this pack is for {target}"),
+                        });
+                    }
+                    (name, None) => ThingId::parse(name).map_err(|e| IngestError::BadName {
+                        name: name.to_owned(),
+                        reason: e.to_string(),
+                    })?,
+                };
+                if let (Some(found), Some(expected)) = (
+                    record.unit.as_deref(),
+                    self.registry.get(&thing).and_then(|t| t.unit),
+                ) && found != expected
+                {
+                    return Err(IngestError::WrongUnit {
+                        thing,
+                        expected,
+                        found: found.to_owned(),
+                    });
+                }
+                Ok(ThingReading {
+                    thing,
+                    reading: Reading {
+                        time: record.time,
+                        value: record.value,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// The newest reading, from memory; `None` if the thing is unknown.
+    pub fn latest(&self, id: &ThingId) -> Option<Option<Reading>> {
+        self.registry.latest(id)
+    }
+
+    pub fn history(&self, id: &ThingId, window: Window) -> Result<Vec<Reading>, StoreError> {
+        self.store.history(id, window)
+    }
+
+    pub fn subscribe(&self, label: impl Into<String>, filter: Filter) -> Subscription {
+        self.bus.subscribe(label, filter)
+    }
+
+    /// Ends every subscription (at shutdown, so streams close promptly).
+    pub fn close_subscriptions(&self) {
+        self.bus.close_all();
+    }
+
+    // ------------------------------------------------------------ actuation
+
+    /// Routes commands for things of `adapter` to `actuator`.
+    pub fn register_actuator(&self, adapter: &str, actuator: Arc<dyn Actuator>) {
+        self.actuators.write().insert(adapter.to_owned(), actuator);
+    }
+
+    pub fn unregister_actuator(&self, adapter: &str) {
+        self.actuators.write().remove(adapter);
+    }
+
+    /// Validates a command and hands it to the owning adapter. Must be
+    /// called within a Tokio runtime: the command runs as its own task so
+    /// it completes (and is recorded) even if the caller stops waiting.
+    pub fn actuate(&self, id: &ThingId, value: Value) -> Result<CommandTicket, ActuateError> {
+        let thing = self
+            .registry
+            .get(id)
+            .ok_or_else(|| ActuateError::UnknownThing(id.clone()))?;
+        if thing.kind != Kind::Actuator {
+            return Err(ActuateError::NotActuator(id.clone()));
+        }
+        if value.data_type() != thing.data_type {
+            return Err(ActuateError::WrongType {
+                thing: id.clone(),
+                expected: thing.data_type,
+                found: value.data_type(),
+            });
+        }
+        if !thing.available {
+            return Err(ActuateError::Unavailable(id.clone()));
+        }
+        let actuator = self
+            .actuators
+            .read()
+            .get(&thing.adapter)
+            .cloned()
+            .ok_or_else(|| ActuateError::NoAdapter {
+                thing: id.clone(),
+                adapter: thing.adapter.clone(),
+            })?;
+
+        let command_id = self.commands.start(id.clone(), &value);
+        self.commands_issued.fetch_add(1, Ordering::Relaxed);
+        let future = actuator.actuate(Command {
+            id: command_id,
+            thing: id.clone(),
+            value,
+        });
+        let (tx, rx) = oneshot::channel();
+        let log = self.commands.clone();
+        let thing = id.clone();
+        tokio::spawn(async move {
+            let state = match tokio::time::timeout(CommandLog::DEADLINE, future).await {
+                Ok(Ok(confirmed)) => CommandState::Succeeded {
+                    confirmed: confirmed.map(|v| v.to_json()),
+                },
+                Ok(Err(reason)) => CommandState::Failed { reason },
+                Err(_) => CommandState::Failed {
+                    reason: format!("no answer within {:?}", CommandLog::DEADLINE),
+                },
+            };
+            tracing::info!(%thing, command = command_id.0, ?state, "command finished");
+            log.finish(command_id, state.clone());
+            let _ = tx.send(state);
+        });
+        Ok(CommandTicket {
+            id: command_id,
+            outcome: rx,
+        })
+    }
+
+    pub fn command(&self, id: CommandId) -> Option<CommandStatus> {
+        self.commands.get(id)
+    }
+
+    // ------------------------------------------------------------ upkeep
+
+    pub fn stats(&self) -> HubStats {
+        HubStats {
+            things: self.registry.len(),
+            readings_ingested: self.ingested.load(Ordering::Relaxed),
+            readings_rejected: self.rejected.load(Ordering::Relaxed),
+            commands: self.commands_issued.load(Ordering::Relaxed),
+            bus: self.bus.stats(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Timestamp;
+
+    fn id(s: &str) -> ThingId {
+        ThingId::parse(s).unwrap()
+    }
+
+    fn reading(thing: &ThingId, t: u64, value: Value) -> ThingReading {
+        ThingReading {
+            thing: thing.clone(),
+            reading: Reading {
+                time: Timestamp(t),
+                value,
+            },
+        }
+    }
+
+    fn hub_with_things(dir: &std::path::Path) -> Arc<Hub> {
+        let hub = Hub::open("gw", dir, HubOptions::default()).unwrap();
+        hub.announce(ThingService::new(
+            id("gw.x.d.temperature"),
+            Kind::Sensor,
+            "temperature",
+            Some("Cel"),
+        ))
+        .unwrap();
+        hub.announce(ThingService::new(
+            id("gw.x.d.lamp"),
+            Kind::Actuator,
+            "switch",
+            None,
+        ))
+        .unwrap();
+        hub
+    }
+
+    #[test]
+    fn a_batch_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub_with_things(dir.path());
+        let t = id("gw.x.d.temperature");
+        let unknown = reading(&id("gw.x.d.nothing"), 2, Value::Number(1.0));
+        assert!(matches!(
+            hub.ingest(vec![reading(&t, 1, Value::Number(20.0)), unknown]),
+            Err(IngestError::UnknownThing(_))
+        ));
+        let wrong = reading(&t, 3, Value::Bool(true));
+        assert!(matches!(
+            hub.ingest(vec![reading(&t, 1, Value::Number(20.0)), wrong]),
+            Err(IngestError::WrongType { .. })
+        ));
+        assert!(
+            hub.history(&t, Window::ALL).unwrap().is_empty(),
+            "nothing of a refused batch is stored"
+        );
+        assert_eq!(hub.latest(&t), Some(None));
+        assert_eq!(hub.stats().readings_rejected, 2);
+    }
+
+    #[test]
+    fn latest_is_the_newest_whatever_the_arrival_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub_with_things(dir.path());
+        let t = id("gw.x.d.temperature");
+        hub.ingest(vec![reading(&t, 20, Value::Number(2.0))])
+            .unwrap();
+        hub.ingest(vec![reading(&t, 10, Value::Number(1.0))])
+            .unwrap();
+        assert_eq!(hub.latest(&t).flatten().unwrap().time, Timestamp(20));
+        assert_eq!(hub.history(&t, Window::ALL).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn senml_records_map_to_things_by_name_and_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub_with_things(dir.path());
+        let t = id("gw.x.d.temperature");
+        let record = |name: &str, unit: Option<&str>| senml::Resolved {
+            name: name.into(),
+            unit: unit.map(str::to_owned),
+            value: Value::Number(1.0),
+            time: Timestamp(5),
+        };
+        let ok = hub
+            .readings_from_senml(
+                Some(&t),
+                vec![record("", Some("Cel")), record("gw.x.d.temperature", None)],
+            )
+            .unwrap();
+        assert!(ok.iter().all(|r| r.thing == t));
+        let by_name = hub
+            .readings_from_senml(None, vec![record("gw.x.d.lamp", None)])
+            .unwrap();
+        assert_eq!(by_name[0].thing, id("gw.x.d.lamp"));
+        assert!(matches!(
+            hub.readings_from_senml(Some(&t), vec![record("", Some("K"))]),
+            Err(IngestError::WrongUnit { .. })
+        ));
+        assert!(matches!(
+            hub.readings_from_senml(Some(&t), vec![record("other", None)]),
+            Err(IngestError::BadName { .. })
+        ));
+        assert!(matches!(
+            hub.readings_from_senml(None, vec![record("no-id", None)]),
+            Err(IngestError::BadName { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn actuation_is_validated_before_it_reaches_an_adapter() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub_with_things(dir.path());
+        let lamp = id("gw.x.d.lamp");
+        assert!(matches!(
+            hub.actuate(&id("gw.x.d.temperature"), Value::Number(1.0)),
+            Err(ActuateError::NotActuator(_))
+        ));
+        assert!(matches!(
+            hub.actuate(&lamp, Value::Number(1.0)),
+            Err(ActuateError::WrongType { .. })
+        ));
+        assert!(matches!(
+            hub.actuate(&id("gw.x.d.nothing"), Value::Bool(true)),
+            Err(ActuateError::UnknownThing(_))
+        ));
+        assert!(matches!(
+            hub.actuate(&lamp, Value::Bool(true)),
+            Err(ActuateError::NoAdapter { .. })
+        ));
+
+        struct Echo;
+        impl Actuator for Echo {
+            fn actuate(&self, command: Command) -> crate::commands::ActuationFuture {
+                Box::pin(async move { Ok(Some(command.value)) })
+            }
+        }
+        hub.register_actuator("x", Arc::new(Echo));
+        let ticket = hub.actuate(&lamp, Value::Bool(true)).unwrap();
+        assert_eq!(
+            ticket.outcome.await.unwrap(),
+            CommandState::Succeeded {
+                confirmed: Some(serde_json::json!(true))
+            }
+        );
+        assert_eq!(
+            hub.command(ticket.id).unwrap().state,
+            CommandState::Succeeded {
+                confirmed: Some(serde_json::json!(true))
+            }
+        );
+
+        hub.set_available(&lamp, false).unwrap();
+        assert!(matches!(
+            hub.actuate(&lamp, Value::Bool(true)),
+            Err(ActuateError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn reopened_things_wait_for_their_adapter_and_readings_wake_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = id("gw.x.d.temperature");
+        {
+            let hub = hub_with_things(dir.path());
+            hub.ingest(vec![reading(&t, 7, Value::Number(21.0))])
+                .unwrap();
+        }
+        let hub = Hub::open("gw", dir.path(), HubOptions::default()).unwrap();
+        let thing = hub.thing(&t).unwrap();
+        assert!(!thing.available);
+        assert_eq!(hub.latest(&t).flatten().unwrap().value, Value::Number(21.0));
+        hub.ingest(vec![reading(&t, 8, Value::Number(21.5))])
+            .unwrap();
+        assert!(
+            hub.thing(&t).unwrap().available,
+            "a reading proves the device is there"
+        );
+    }
+}
