@@ -7,7 +7,9 @@
 //! 2. Persisted readings/s: client threads POST SenML packs (each reading
 //!    validated, written to RocksDB's WAL, cached and published) while one
 //!    SSE client streams one of the things.
-//! 3. `GET /things/{id}/reading` requests/s with `wrk` (Debian's `wrk`).
+//! 3. `GET /things/{id}/reading` requests/s with `wrk` (Debian's `wrk`),
+//!    beside nginx serving the same bytes as a static file with the same
+//!    number of workers, driven by the same wrk command: the peer ratio.
 //!
 //! Settings: BENCH_SECS (default 10), BENCH_CLIENTS (4), BENCH_PACK (1000).
 
@@ -34,6 +36,70 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// `wrk -t2 -c32` against `url` for `secs`; requests/s.
+fn wrk(url: &str, secs: u64) -> Option<f64> {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c32", &format!("-d{secs}s"), url])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+}
+
+/// nginx (the peer) serving `body` as a static file with `workers` worker
+/// processes; requests/s under the same wrk load. `None` without nginx.
+fn nginx_get_rate(body: &[u8], workers: usize, secs: u64) -> Option<f64> {
+    let dir = tempfile::tempdir().ok()?;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).ok()?;
+    std::fs::write(root.join("reading"), body).ok()?;
+    let d = dir.path().display();
+    let config = format!(
+        "daemon off; worker_processes {workers}; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+         server {{ listen 127.0.0.1:{port}; location / {{ root {}; default_type application/senml+json; }} }} }}\n",
+        root.display()
+    );
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(&conf, config).ok()?;
+    let mut nginx = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    // SIGTERM lets the master stop its workers; SIGKILL would orphan them.
+    let stop = |nginx: &mut std::process::Child| {
+        let _ = Command::new("kill")
+            .args(["-TERM", &nginx.id().to_string()])
+            .status();
+        let _ = nginx.wait();
+    };
+    let url = format!("http://127.0.0.1:{port}/reading");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ureq::get(&url).call().is_err() {
+        if Instant::now() > deadline {
+            stop(&mut nginx);
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rate = wrk(&url, secs);
+    stop(&mut nginx);
+    rate
 }
 
 fn main() {
@@ -209,27 +275,27 @@ fn main() {
     }
     stored -= clients as u64; // the creating readings
 
-    // GET /reading with wrk.
-    let wrk = Command::new("wrk")
-        .args([
-            "-t2",
-            "-c32",
-            &format!("-d{secs}s"),
-            &format!("{base}/api/v1/things/{}/reading", ids[0]),
-        ])
-        .output();
-    let get_rate = match wrk {
-        Ok(out) => String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find(|l| l.starts_with("Requests/sec:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()),
-        Err(_) => None,
-    };
+    // GET /reading with wrk, then the same bytes from nginx.
+    let reading_url = format!("{base}/api/v1/things/{}/reading", ids[0]);
+    let get_rate = wrk(&reading_url, secs);
     let after_get_rss = rss_kib(child.id());
+    let mut reading_body = Vec::new();
+    agent
+        .get(&reading_url)
+        .call()
+        .unwrap()
+        .into_reader()
+        .read_to_end(&mut reading_body)
+        .unwrap();
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4);
+    let peer_rate = nginx_get_rate(&reading_body, workers, secs);
 
     let rate = ingested as f64 / elapsed;
     println!(
@@ -257,6 +323,15 @@ fn main() {
     match get_rate {
         Some(r) => println!("  GET /reading requests/s (wrk) {r:>10.0}   (wrk -t2 -c32 -d{secs}s)"),
         None => println!("  GET /reading requests/s       not measured: install wrk"),
+    }
+    match (get_rate, peer_rate) {
+        (Some(ours), Some(peer)) => {
+            println!(
+                "  nginx, same bytes, static     {peer:>10.0}   ratio fogbank/nginx {:.2}",
+                ours / peer
+            )
+        }
+        _ => println!("  nginx peer                    not measured: install nginx and wrk"),
     }
     println!(
         "  RSS after GET load            {:>10.1} MiB",
