@@ -39,9 +39,7 @@ const KEY_SEPARATOR: u8 = 0x00;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(
-        "cannot open the store at {path}: {source} (is another fogbank using this data directory?)"
-    )]
+    #[error("cannot open the store at {path}: {source}{}", lock_hint(.source))]
     Open {
         path: PathBuf,
         source: rocksdb::Error,
@@ -61,6 +59,15 @@ pub enum StoreError {
         key: String,
         source: serde_json::Error,
     },
+}
+
+/// RocksDB reports a second opener as a lock failure; say what it means.
+fn lock_hint(error: &rocksdb::Error) -> &'static str {
+    if error.to_string().contains("lock") {
+        " (is another fogbank using this data directory?)"
+    } else {
+        ""
+    }
 }
 
 /// How the store uses the disk.
