@@ -498,10 +498,21 @@ fn a_stalled_stream_never_slows_ingest() {
     use std::io::{BufRead, BufReader};
     let gw = Gateway::start(&[], &[("FOGBANK_GATEWAY_ID", "gw-s")]);
     let path = "/api/v1/things/gw-s.http.flood.temperature/readings";
-    assert_eq!(gw.write("POST", path, "application/senml+json", br#"[{"u":"Cel","v":1}]"#).status, 200);
+    assert_eq!(
+        gw.write(
+            "POST",
+            path,
+            "application/senml+json",
+            br#"[{"u":"Cel","v":1}]"#
+        )
+        .status,
+        200
+    );
 
     // Open the stream, read its first event, then stop reading.
-    let stream = ureq::get(&gw.url("/api/v1/things/gw-s.http.flood.temperature/stream")).call().unwrap();
+    let stream = ureq::get(&gw.url("/api/v1/things/gw-s.http.flood.temperature/stream"))
+        .call()
+        .unwrap();
     let mut reader = BufReader::new(stream.into_reader());
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
@@ -509,15 +520,32 @@ fn a_stalled_stream_never_slows_ingest() {
 
     const BATCHES: usize = 100;
     const PER_BATCH: usize = 1000;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() - 600.0;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        - 600.0;
     for batch in 0..BATCHES {
-        let pack: Vec<Value> =
-            (0..PER_BATCH).map(|i| json!({"t": now + (batch * PER_BATCH + i) as f64 * 1e-4, "v": i as f64})).collect();
-        let answer = gw.write("POST", path, "application/senml+json", json!(pack).to_string().as_bytes());
-        assert_eq!(answer.status, 200, "ingest went on while the stream was stalled");
+        let pack: Vec<Value> = (0..PER_BATCH)
+            .map(|i| json!({"t": now + (batch * PER_BATCH + i) as f64 * 1e-4, "v": i as f64}))
+            .collect();
+        let answer = gw.write(
+            "POST",
+            path,
+            "application/senml+json",
+            json!(pack).to_string().as_bytes(),
+        );
+        assert_eq!(
+            answer.status, 200,
+            "ingest went on while the stream was stalled"
+        );
     }
     let history = gw.get(&format!("{path}?from={now}&limit=100000")).json();
-    assert_eq!(history.as_array().unwrap().len(), BATCHES * PER_BATCH, "every reading of the flood is stored");
+    assert_eq!(
+        history.as_array().unwrap().len(),
+        BATCHES * PER_BATCH,
+        "every reading of the flood is stored"
+    );
 
     // Now drain: somewhere the stream says what was skipped, then it ends.
     let mut lagged = 0u64;
@@ -529,7 +557,11 @@ fn a_stalled_stream_never_slows_ingest() {
             kind = k.to_owned();
         } else if let Some(data) = line.strip_prefix("data: ") {
             match kind.as_str() {
-                "lagged" => lagged += serde_json::from_str::<Value>(data).unwrap()["missed"].as_u64().unwrap(),
+                "lagged" => {
+                    lagged += serde_json::from_str::<Value>(data).unwrap()["missed"]
+                        .as_u64()
+                        .unwrap()
+                }
                 "reading" => readings += 1,
                 _ => {}
             }
@@ -538,5 +570,8 @@ fn a_stalled_stream_never_slows_ingest() {
     assert!(lagged > 0, "the client was told it missed readings");
     assert!(readings < BATCHES * PER_BATCH, "it did not get them all");
     let metrics = String::from_utf8(gw.get("/metrics").body).unwrap();
-    assert!(metrics.contains("fogbank_bus_disconnected_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("fogbank_bus_disconnected_total 1"),
+        "{metrics}"
+    );
 }
