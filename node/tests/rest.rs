@@ -185,13 +185,31 @@ fn a_thing_its_description_reading_and_history() {
         gw.get("/api/v1/no/such/route").assert_problem(404)["type"],
         "urn:fogbank:problem:no-route"
     );
-    gw.request(
+    let delete = gw.request(
         "DELETE",
         &format!("/api/v1/things/{TEMPERATURE}"),
         &[],
         None,
-    )
-    .assert_problem(405);
+    );
+    delete.assert_problem(405);
+    assert_eq!(delete.allow.as_deref(), Some("GET"));
+    let readings = gw.request(
+        "PUT",
+        &format!("/api/v1/things/{TEMPERATURE}/readings"),
+        &[],
+        None,
+    );
+    readings.assert_problem(405);
+    assert_eq!(readings.allow.as_deref(), Some("GET, POST"));
+    // An empty filter is no filter.
+    assert_eq!(
+        gw.get("/api/v1/things?kind=&available=&type=")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        40
+    );
 }
 
 #[test]
@@ -251,6 +269,13 @@ fn switching_a_lamp_needs_a_token_and_takes_effect() {
     .assert_problem(409);
     gw.write("PUT", &path, "application/json", br#"{"value": 3}"#)
         .assert_problem(400);
+    gw.write(
+        "PUT",
+        &path,
+        "application/json",
+        br#"{"value": {"on": true}}"#,
+    )
+    .assert_problem(400);
     gw.write("PUT", &path, "application/json", br#"{"valeur": true}"#)
         .assert_problem(400);
     gw.write("PUT", &path, "application/json", b"{not json")

@@ -178,11 +178,13 @@ impl<'de> Deserialize<'de> for JsonRecord {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonRecord, A::Error> {
                 let mut r = Record::default();
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    // A JSON null counts as an absent field (tolerant reader).
                     fn set<T, E: de::Error>(
                         slot: &mut Option<T>,
                         key: &str,
-                        value: T,
+                        value: Option<T>,
                     ) -> Result<(), E> {
+                        let Some(value) = value else { return Ok(()) };
                         if slot.replace(value).is_some() {
                             return Err(E::custom(format!("duplicate field {key:?}")));
                         }
@@ -201,10 +203,14 @@ impl<'de> Deserialize<'de> for JsonRecord {
                         "vs" => set(&mut r.vs, "vs", map.next_value()?)?,
                         "vb" => set(&mut r.vb, "vb", map.next_value()?)?,
                         "vd" => {
-                            let text: std::borrow::Cow<'de, str> = map.next_value()?;
-                            let data = decode_base64url(&text).ok_or_else(|| {
-                                <A::Error as de::Error>::custom("vd is not base64url")
-                            })?;
+                            let text: Option<std::borrow::Cow<'de, str>> = map.next_value()?;
+                            let data = text
+                                .map(|text| {
+                                    decode_base64url(&text).ok_or_else(|| {
+                                        <A::Error as de::Error>::custom("vd is not base64url")
+                                    })
+                                })
+                                .transpose()?;
                             set(&mut r.vd, "vd", data)?
                         }
                         "s" => set(&mut r.s, "s", map.next_value()?)?,
@@ -633,6 +639,11 @@ mod tests {
         assert!(matches!(check(r#"{"n":"a"}"#), Err(SenmlError::Json(_))));
         // Unknown fields without the trailing underscore are ignored.
         assert!(check(r#"[{"n":"a","v":1,"foo":{"x":[1]}}]"#).is_ok());
+        // A null is an absent field.
+        assert_eq!(
+            check(r#"[{"n":"a","v":1,"vs":null,"t":null}]"#).unwrap()[0].value,
+            Value::Number(1.0)
+        );
     }
 
     #[test]

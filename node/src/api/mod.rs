@@ -63,8 +63,10 @@ fn thing_id(raw: &str) -> Result<ThingId, ApiError> {
         .map_err(|e| ApiError::UnknownThing(format!("{raw:?} is not a thing-service id: {e}")))
 }
 
-fn method_not_allowed() -> actix_web::Route {
-    web::route().to(|| async { Err::<HttpResponse, _>(ApiError::MethodNotAllowed) })
+/// 405 with the `Allow` header RFC 9110 asks for.
+fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    web::route()
+        .to(move || async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow }) })
 }
 
 /// Registers every route; shared by the server and the tests.
@@ -74,17 +76,17 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .service(
                 web::resource("/health")
                     .route(web::get().to(ops::health))
-                    .default_service(method_not_allowed()),
+                    .default_service(method_not_allowed("GET")),
             )
             .service(
                 web::resource("/metrics")
                     .route(web::get().to(ops::metrics))
-                    .default_service(method_not_allowed()),
+                    .default_service(method_not_allowed("GET")),
             )
             .service(
                 web::resource("/openapi.json")
                     .route(web::get().to(ops::openapi))
-                    .default_service(method_not_allowed()),
+                    .default_service(method_not_allowed("GET")),
             )
     };
     config
@@ -101,43 +103,43 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(
                     web::resource("/things")
                         .route(web::get().to(things::list))
-                        .default_service(method_not_allowed()),
+                        .default_service(method_not_allowed("GET")),
                 )
                 .service(
                     web::resource("/things/{id}")
                         .route(web::get().to(things::get))
-                        .default_service(method_not_allowed()),
+                        .default_service(method_not_allowed("GET")),
                 )
                 .service(
                     web::resource("/things/{id}/td")
                         .route(web::get().to(things::description))
-                        .default_service(method_not_allowed()),
+                        .default_service(method_not_allowed("GET")),
                 )
                 .service(
                     web::resource("/things/{id}/reading")
                         .route(web::get().to(things::latest))
-                        .default_service(method_not_allowed()),
+                        .default_service(method_not_allowed("GET")),
                 )
                 .service(
                     web::resource("/things/{id}/readings")
                         .route(web::get().to(things::history))
                         .route(web::post().to(things::ingest))
-                        .default_service(method_not_allowed()),
+                        .default_service(method_not_allowed("GET, POST")),
                 )
                 .service(
                     web::resource("/things/{id}/actuation")
                         .route(web::put().to(things::actuate))
-                        .default_service(method_not_allowed()),
+                        .default_service(method_not_allowed("PUT")),
                 )
                 .service(
                     web::resource("/things/{id}/stream")
                         .route(web::get().to(stream::sse))
-                        .default_service(method_not_allowed()),
+                        .default_service(method_not_allowed("GET")),
                 )
                 .service(
                     web::resource("/commands/{id}")
                         .route(web::get().to(things::command))
-                        .default_service(method_not_allowed()),
+                        .default_service(method_not_allowed("GET")),
                 ),
         )
         .service(ops(web::scope("")))

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::AppState;
 use super::problem::{ApiError, Problem};
-use super::things::ActuationRequest;
+use super::things::{ActuationRequest, CommandValue};
 use crate::auth::Scope;
 use crate::metrics::{Exposition, resident_bytes};
 
@@ -171,7 +171,7 @@ impl utoipa::Modify for BearerScheme {
         super::things::history, super::things::ingest, super::things::actuate, super::things::command,
         super::stream::sse, health, metrics, openapi
     ),
-    components(schemas(ThingService, Kind, DataType, Record, CommandStatus, CommandState, Problem, ActuationRequest, Health)),
+    components(schemas(ThingService, Kind, DataType, Record, CommandStatus, CommandState, Problem, ActuationRequest, CommandValue, Health)),
     modifiers(&BearerScheme),
 )]
 pub struct ApiDoc;

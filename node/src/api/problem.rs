@@ -36,8 +36,8 @@ pub enum ApiError {
     Forbidden { token: String, scope: &'static str },
     #[error("{0}")]
     Conflict(String),
-    #[error("method not allowed here")]
-    MethodNotAllowed,
+    #[error("method not allowed here; allowed: {allow}")]
+    MethodNotAllowed { allow: &'static str },
     #[error("the device did not carry out the command: {0}")]
     CommandFailed(String),
     #[error("storage failed: {0}")]
@@ -69,7 +69,7 @@ impl ApiError {
             ApiError::Unauthenticated => ("unauthenticated", "Authentication required"),
             ApiError::Forbidden { .. } => ("forbidden", "Forbidden"),
             ApiError::Conflict(_) => ("conflict", "Conflict with the thing's state"),
-            ApiError::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
+            ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             ApiError::CommandFailed(_) => ("command-failed", "Command failed"),
             ApiError::Storage(_) => ("storage", "Storage failure"),
         }
@@ -89,7 +89,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::CommandFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -106,6 +106,9 @@ impl ResponseError for ApiError {
         };
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");
+        if let ApiError::MethodNotAllowed { allow } = self {
+            response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+        }
         if matches!(self, ApiError::Unauthenticated) {
             response.insert_header((
                 header::WWW_AUTHENTICATE,

@@ -30,15 +30,27 @@ pub struct ThingsQuery {
     /// Semantic type, e.g. `temperature`.
     #[serde(rename = "type")]
     #[param(rename = "type")]
+    #[serde(default, deserialize_with = "empty_as_none")]
     kind_of: Option<String>,
     /// Location prefix, by whole segments: `campus/building-a`.
+    #[serde(default, deserialize_with = "empty_as_none")]
     location: Option<String>,
     /// Owning gateway id.
+    #[serde(default, deserialize_with = "empty_as_none")]
     gateway: Option<String>,
     /// `sensor` or `actuator`.
+    #[serde(default, deserialize_with = "empty_as_none")]
     kind: Option<String>,
     /// `true` or `false`.
+    #[serde(default, deserialize_with = "empty_as_none")]
     available: Option<String>,
+}
+
+/// An empty query value (`?kind=`) means the filter is not set.
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.filter(|s| !s.is_empty()))
 }
 
 fn parse_bool(name: &str, raw: &str) -> Result<bool, ApiError> {
@@ -207,10 +219,19 @@ pub async fn latest(
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Start, inclusive: Unix seconds or RFC 3339.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    #[param(
+        pattern = r"^([0-9]+(\.[0-9]+)?|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     from: Option<String>,
     /// End, inclusive: Unix seconds or RFC 3339.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    #[param(
+        pattern = r"^([0-9]+(\.[0-9]+)?|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     to: Option<String>,
-    /// At most this many readings (default 1000, at most 100000).
+    /// At most this many readings (default 1000).
+    #[param(minimum = 1, maximum = 100000)]
     limit: Option<usize>,
 }
 
@@ -385,8 +406,26 @@ pub async fn ingest(
 #[serde(deny_unknown_fields)]
 pub struct ActuationRequest {
     /// The value to set: a boolean for switches, a number for levels.
-    #[schema(value_type = Object)]
-    value: serde_json::Value,
+    value: CommandValue,
+}
+
+/// What an actuator can be set to.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum CommandValue {
+    Boolean(bool),
+    Number(f64),
+    String(String),
+}
+
+impl From<CommandValue> for Value {
+    fn from(value: CommandValue) -> Value {
+        match value {
+            CommandValue::Boolean(b) => Value::Bool(b),
+            CommandValue::Number(n) => Value::Number(n),
+            CommandValue::String(s) => Value::String(s),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -394,21 +433,8 @@ pub struct ActuationRequest {
 #[into_params(parameter_in = Query)]
 pub struct ActuationQuery {
     /// Milliseconds to wait for the outcome before answering 202 (0 to 30000).
+    #[param(maximum = 30000)]
     wait: Option<u64>,
-}
-
-fn json_to_value(json: serde_json::Value) -> Result<Value, ApiError> {
-    match json {
-        serde_json::Value::Bool(b) => Ok(Value::Bool(b)),
-        serde_json::Value::Number(n) => n
-            .as_f64()
-            .map(Value::Number)
-            .ok_or_else(|| ApiError::BadRequest("value is not a finite number".into())),
-        serde_json::Value::String(s) => Ok(Value::String(s)),
-        _ => Err(ApiError::BadRequest(
-            "value is a boolean, a number or a string".into(),
-        )),
-    }
 }
 
 /// 200 when done, 202 while pending. A failed command is a 502 to the
@@ -466,7 +492,7 @@ pub async fn actuate(
         Some(ms) => Duration::from_millis(ms),
         None => state.actuation_wait,
     };
-    let ticket = state.hub.actuate(&id, json_to_value(command.value)?)?;
+    let ticket = state.hub.actuate(&id, command.value.into())?;
     let _ = tokio::time::timeout(wait, ticket.outcome).await;
     let status = state
         .hub

@@ -21,6 +21,7 @@ pub struct Answer {
     pub content_type: String,
     pub location: Option<String>,
     pub www_authenticate: Option<String>,
+    pub allow: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -167,6 +168,7 @@ impl Gateway {
                     content_type: String::new(),
                     location: None,
                     www_authenticate: None,
+                    allow: None,
                     body: t.to_string().into_bytes(),
                 };
             }
@@ -175,6 +177,7 @@ impl Gateway {
         let content_type = response.header("content-type").unwrap_or("").to_owned();
         let location = response.header("location").map(str::to_owned);
         let www_authenticate = response.header("www-authenticate").map(str::to_owned);
+        let allow = response.header("allow").map(str::to_owned);
         let mut body = Vec::new();
         // An event stream never ends: take the headers only.
         if content_type != "text/event-stream" {
@@ -185,6 +188,7 @@ impl Gateway {
             content_type,
             location,
             www_authenticate,
+            allow,
             body,
         }
     }
