@@ -45,7 +45,6 @@ pub enum CommandState {
     Pending,
     Succeeded {
         #[serde(skip_serializing_if = "Option::is_none")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
         confirmed: Option<serde_json::Value>,
     },
     Failed {
@@ -61,7 +60,6 @@ pub struct CommandStatus {
     pub id: CommandId,
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub thing: ThingId,
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub value: serde_json::Value,
     pub issued: f64,
     #[serde(flatten)]

@@ -40,9 +40,11 @@ pub struct ThingsQuery {
     gateway: Option<String>,
     /// `sensor` or `actuator`.
     #[serde(default, deserialize_with = "empty_as_none")]
+    #[param(value_type = Option<Kind>)]
     kind: Option<String>,
     /// `true` or `false`.
     #[serde(default, deserialize_with = "empty_as_none")]
+    #[param(value_type = Option<bool>)]
     available: Option<String>,
 }
 
@@ -465,6 +467,8 @@ fn command_response(status: CommandStatus, issued_now: bool) -> Result<HttpRespo
               (status = 401, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 409, description = "Not an actuator, or unavailable", body = Problem, content_type = "application/problem+json"),
+              (status = 413, body = Problem, content_type = "application/problem+json"),
+              (status = 415, body = Problem, content_type = "application/problem+json"),
               (status = 502, description = "The device refused or failed", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn actuate(
