@@ -452,6 +452,23 @@ fn http_devices_post_senml_and_bad_bodies_are_refused() {
     )
     .assert_problem(400);
 
+    // A first post that is not self-consistent creates nothing.
+    for pack in [
+        r#"[{"v":1},{"vb":true}]"#,
+        r#"[{"u":"W","v":1},{"u":"kW","v":2}]"#,
+        r#"[{"v":1},{"n":"x","v":2}]"#,
+    ] {
+        gw.write(
+            "POST",
+            "/api/v1/things/gw-t.http.odd.thing/readings",
+            "application/senml+json",
+            pack.as_bytes(),
+        )
+        .assert_problem(400);
+    }
+    gw.get("/api/v1/things/gw-t.http.odd.thing")
+        .assert_problem(404);
+
     // Nothing of the refused bodies was stored, and the gateway is healthy.
     let history = gw.get(&format!("{path}?limit=100")).json();
     assert_eq!(history.as_array().unwrap().len(), 4);

@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use fogbank_taas::senml::{self, Record};
 use fogbank_taas::td::{self, Bindings, Form};
 use fogbank_taas::{
-    CommandId, CommandState, CommandStatus, Kind, Location, Query, ThingId, ThingService,
+    CommandId, CommandState, CommandStatus, DataType, Kind, Location, Query, ThingId, ThingService,
     Timestamp, Value, Window,
 };
 use futures_util::StreamExt;
@@ -372,25 +372,7 @@ pub async fn ingest(
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
     if state.hub.thing(&id).is_none() {
-        if id.gateway() != state.hub.gateway() || id.adapter() != HTTP_ADAPTER {
-            return Err(ApiError::UnknownThing(format!(
-                "unknown thing service {id}; HTTP devices create theirs by posting to {}.{HTTP_ADAPTER}.DEVICE.RESOURCE",
-                state.hub.gateway()
-            )));
-        }
-        let (semantic_type, guessed_unit) = fogbank_taas::thing::guess_type(id.resource());
-        let unit = resolved
-            .iter()
-            .find_map(|r| r.unit.clone())
-            .or(guessed_unit.map(str::to_owned));
-        let mut thing = ThingService::new(id.clone(), Kind::Sensor, semantic_type, unit.as_deref());
-        if let Some(first) = resolved.first() {
-            thing.data_type = first.value.data_type();
-        }
-        thing.device_address = request
-            .peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
+        let thing = http_device_thing(&state, &id, &resolved, &request)?;
         state.hub.announce(thing)?;
         tracing::info!(thing = %id, "HTTP device created a thing service");
     }
@@ -402,6 +384,55 @@ pub async fn ingest(
         .await
         .map_err(|e| ApiError::Storage(e.to_string()))??;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "stored": stored })))
+}
+
+/// The thing service an HTTP device creates with its first post, described
+/// by that pack. The pack must be about this one thing, with one data type
+/// and at most one unit, or nothing is created.
+fn http_device_thing(
+    state: &AppState,
+    id: &ThingId,
+    pack: &[senml::Resolved],
+    request: &HttpRequest,
+) -> Result<ThingService, ApiError> {
+    if id.gateway() != state.hub.gateway() || id.adapter() != HTTP_ADAPTER {
+        return Err(ApiError::UnknownThing(format!(
+            "unknown thing service {id}; HTTP devices create theirs by posting to {}.{HTTP_ADAPTER}.DEVICE.RESOURCE",
+            state.hub.gateway()
+        )));
+    }
+    let bad = |why: String| ApiError::BadRequest(format!("cannot create {id}: {why}"));
+    if let Some(other) = pack
+        .iter()
+        .find(|r| !r.name.is_empty() && r.name != id.as_str())
+    {
+        return Err(bad(format!("the pack also names {:?}", other.name)));
+    }
+    let data_type = pack
+        .first()
+        .map(|r| r.value.data_type())
+        .unwrap_or(DataType::Number);
+    if pack.iter().any(|r| r.value.data_type() != data_type) {
+        return Err(bad("its readings mix value types".into()));
+    }
+    let mut units = pack.iter().filter_map(|r| r.unit.as_deref());
+    let unit = units.next();
+    if units.any(|u| Some(u) != unit) {
+        return Err(bad("its readings mix units".into()));
+    }
+    let (semantic_type, guessed_unit) = fogbank_taas::thing::guess_type(id.resource());
+    let mut thing = ThingService::new(
+        id.clone(),
+        Kind::Sensor,
+        semantic_type,
+        unit.or(guessed_unit),
+    );
+    thing.data_type = data_type;
+    thing.device_address = request
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    Ok(thing)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
