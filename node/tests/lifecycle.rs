@@ -20,11 +20,7 @@ fn acknowledged_readings_survive_kill_9() {
     let mut gw = Gateway::start_in(&data_dir, &[], &env);
     let path = "/api/v1/things/gw-d.http.meter-1.energy/readings";
     // Recent times: the default retention keeps 30 days.
-    let base = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        - 3600) as f64;
+    let base = (common::now_secs() - 3600.0).floor();
     for batch in 0..BATCHES {
         let pack: Vec<_> = (0..PER_BATCH)
             .map(|i| {
@@ -32,12 +28,7 @@ fn acknowledged_readings_survive_kill_9() {
                 json!({"t": base + n as f64 * 0.001, "v": n as f64 * 0.5})
             })
             .collect();
-        let answer = gw.write(
-            "POST",
-            path,
-            "application/senml+json",
-            json!(pack).to_string().as_bytes(),
-        );
+        let answer = gw.post_senml(path, &json!(pack));
         assert_eq!(answer.status, 200, "batch {batch} acknowledged");
     }
     gw.kill9();

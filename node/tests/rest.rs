@@ -350,10 +350,7 @@ fn switching_a_lamp_needs_a_token_and_takes_effect() {
 fn http_devices_post_senml_and_bad_bodies_are_refused() {
     let gw = Gateway::demo();
     let path = "/api/v1/things/gw-t.http.boiler-1.water_temp/readings";
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let now = common::now_secs();
     let pack = json!([{"bu": "Cel", "bt": now - 10.0, "v": 55.5}, {"t": 1, "v": 56.0}, {"t": 2, "v": 56.25}]);
     let anonymous = gw.request(
         "POST",
@@ -562,21 +559,12 @@ fn a_stalled_stream_never_slows_ingest() {
 
     const BATCHES: usize = 100;
     const PER_BATCH: usize = 1000;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        - 600.0;
+    let now = common::now_secs() - 600.0;
     for batch in 0..BATCHES {
         let pack: Vec<Value> = (0..PER_BATCH)
             .map(|i| json!({"t": now + (batch * PER_BATCH + i) as f64 * 1e-4, "v": i as f64}))
             .collect();
-        let answer = gw.write(
-            "POST",
-            path,
-            "application/senml+json",
-            json!(pack).to_string().as_bytes(),
-        );
+        let answer = gw.post_senml(path, &json!(pack));
         assert_eq!(
             answer.status, 200,
             "ingest went on while the stream was stalled"

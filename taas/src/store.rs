@@ -543,40 +543,28 @@ mod tests {
             .chain([tr(&ab, 5, 99.0)])
             .collect();
         store.append(&rs).unwrap();
-        let times = |v: Vec<Reading>| v.iter().map(|r| r.time.0).collect::<Vec<_>>();
+        let times = |window: Window| -> Vec<u64> {
+            store
+                .history(&a, window)
+                .unwrap()
+                .iter()
+                .map(|r| r.time.0)
+                .collect()
+        };
+        let between = Window {
+            from: Timestamp(3),
+            to: Timestamp(6),
+            ..Window::ALL
+        };
+        assert_eq!(times(between), vec![3, 4, 5, 6]);
         assert_eq!(
-            times(
-                store
-                    .history(
-                        &a,
-                        Window {
-                            from: Timestamp(3),
-                            to: Timestamp(6),
-                            ..Window::ALL
-                        }
-                    )
-                    .unwrap()
-            ),
-            vec![3, 4, 5, 6]
-        );
-        assert_eq!(
-            times(
-                store
-                    .history(
-                        &a,
-                        Window {
-                            limit: 3,
-                            ..Window::ALL
-                        }
-                    )
-                    .unwrap()
-            ),
+            times(Window {
+                limit: 3,
+                ..Window::ALL
+            }),
             vec![1, 2, 3]
         );
-        assert_eq!(
-            times(store.history(&a, Window::newest(3)).unwrap()),
-            vec![8, 9, 10]
-        );
+        assert_eq!(times(Window::newest(3)), vec![8, 9, 10]);
         assert_eq!(store.latest(&a).unwrap().unwrap().time, Timestamp(10));
         assert_eq!(
             store.latest(&ab).unwrap().unwrap().value,

@@ -208,6 +208,16 @@ impl Gateway {
         )
     }
 
+    /// Posts a SenML JSON pack with the admin token.
+    pub fn post_senml(&self, path: &str, pack: &serde_json::Value) -> Answer {
+        self.write(
+            "POST",
+            path,
+            "application/senml+json",
+            pack.to_string().as_bytes(),
+        )
+    }
+
     /// Waits until `check` passes on a GET of `path`.
     pub fn wait_for(&self, path: &str, what: &str, check: impl Fn(&Answer) -> bool) -> Answer {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -254,6 +264,14 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Now, in Unix seconds.
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 /// Reads Server-Sent Events from a stream until `count` events of `kind` arrived.
