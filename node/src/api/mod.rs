@@ -69,25 +69,25 @@ fn method_not_allowed(allow: &'static str) -> actix_web::Route {
         .to(move || async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow }) })
 }
 
+/// A resource answering GET only (and 405 to anything else).
+fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler))
+        .default_service(method_not_allowed("GET"))
+}
+
 /// Registers every route; shared by the server and the tests.
 pub fn configure(config: &mut web::ServiceConfig) {
     let ops = |scope: actix_web::Scope| {
         scope
-            .service(
-                web::resource("/health")
-                    .route(web::get().to(ops::health))
-                    .default_service(method_not_allowed("GET")),
-            )
-            .service(
-                web::resource("/metrics")
-                    .route(web::get().to(ops::metrics))
-                    .default_service(method_not_allowed("GET")),
-            )
-            .service(
-                web::resource("/openapi.json")
-                    .route(web::get().to(ops::openapi))
-                    .default_service(method_not_allowed("GET")),
-            )
+            .service(get("/health", ops::health))
+            .service(get("/metrics", ops::metrics))
+            .service(get("/openapi.json", ops::openapi))
     };
     config
         .app_data(
@@ -100,26 +100,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .service(
             ops(web::scope("/api/v1"))
-                .service(
-                    web::resource("/things")
-                        .route(web::get().to(things::list))
-                        .default_service(method_not_allowed("GET")),
-                )
-                .service(
-                    web::resource("/things/{id}")
-                        .route(web::get().to(things::get))
-                        .default_service(method_not_allowed("GET")),
-                )
-                .service(
-                    web::resource("/things/{id}/td")
-                        .route(web::get().to(things::description))
-                        .default_service(method_not_allowed("GET")),
-                )
-                .service(
-                    web::resource("/things/{id}/reading")
-                        .route(web::get().to(things::latest))
-                        .default_service(method_not_allowed("GET")),
-                )
+                .service(get("/things", things::list))
+                .service(get("/things/{id}", things::get))
+                .service(get("/things/{id}/td", things::description))
+                .service(get("/things/{id}/reading", things::latest))
                 .service(
                     web::resource("/things/{id}/readings")
                         .route(web::get().to(things::history))
@@ -131,16 +115,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
                         .route(web::put().to(things::actuate))
                         .default_service(method_not_allowed("PUT")),
                 )
-                .service(
-                    web::resource("/things/{id}/stream")
-                        .route(web::get().to(stream::sse))
-                        .default_service(method_not_allowed("GET")),
-                )
-                .service(
-                    web::resource("/commands/{id}")
-                        .route(web::get().to(things::command))
-                        .default_service(method_not_allowed("GET")),
-                ),
+                .service(get("/things/{id}/stream", stream::sse))
+                .service(get("/commands/{id}", things::command)),
         )
         .service(ops(web::scope("")))
         .default_service(web::to(|request: HttpRequest| async move {
