@@ -38,6 +38,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub store: StoreConfig,
     pub sim: SimSection,
+    pub mqtt: fogbank_mqtt::MqttConfig,
     pub log: LogConfig,
 }
 
@@ -117,6 +118,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             store: StoreConfig::default(),
             sim: SimSection::default(),
+            mqtt: fogbank_mqtt::MqttConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -230,6 +232,10 @@ impl Config {
                 reason: "is text or json".into(),
             });
         }
+        self.mqtt.validate().map_err(|e| ConfigError::Invalid {
+            key: "mqtt",
+            reason: e.to_string(),
+        })?;
         if self.http.max_body_bytes == 0 {
             return Err(ConfigError::Invalid {
                 key: "http.max_body_bytes",

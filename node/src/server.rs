@@ -39,6 +39,11 @@ fn plugins(config: &Config) -> Vec<Box<dyn Plugin>> {
             },
         }));
     }
+    if config.mqtt.mode == "external" {
+        plugins.push(Box::new(fogbank_mqtt::Mqtt {
+            config: config.mqtt.clone(),
+        }));
+    }
     plugins
 }
 

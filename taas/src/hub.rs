@@ -60,6 +60,27 @@ pub enum ActuateError {
     NoAdapter { thing: ThingId, adapter: String },
 }
 
+/// A delivery its sender may repeat until acknowledged (an MQTT QoS 1
+/// publish, a CoAP confirmable message): `slot` names where it arrived
+/// (e.g. the packet id of a session), `fingerprint` its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub slot: Vec<u8>,
+    pub fingerprint: Vec<u8>,
+    /// The sender marks this a repeat (MQTT's DUP flag): only then is the
+    /// slot consulted, so a stale receipt can never hide a first delivery.
+    pub redelivered: bool,
+}
+
+/// What [`Hub::ingest_once`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    Stored,
+    /// The same delivery was stored before (the sender did not get the
+    /// acknowledgement); nothing was written again.
+    AlreadyStored,
+}
+
 /// Settings of a [`Hub`].
 #[derive(Debug, Clone)]
 pub struct HubOptions {
@@ -215,14 +236,45 @@ impl Hub {
     /// or nothing. When this returns Ok the readings are durable and may be
     /// acknowledged to the device.
     pub fn ingest(&self, readings: Vec<ThingReading>) -> Result<(), IngestError> {
-        let result = self.ingest_inner(readings);
+        let result = self.ingest_inner(readings, None);
         if result.is_err() {
             self.rejected.fetch_add(1, Ordering::Relaxed);
         }
         result
     }
 
-    fn ingest_inner(&self, readings: Vec<ThingReading>) -> Result<(), IngestError> {
+    /// Like [`ingest`](Self::ingest) for a delivery that may be repeated:
+    /// if this slot already holds a stored delivery with this fingerprint,
+    /// nothing is written again. Otherwise the readings and the receipt are
+    /// written in one atomic batch. Call [`release`](Self::release) once
+    /// the sender has the acknowledgement.
+    pub fn ingest_once(
+        &self,
+        receipt: &Receipt,
+        readings: Vec<ThingReading>,
+    ) -> Result<Ingested, IngestError> {
+        if receipt.redelivered
+            && self.store.receipt(&receipt.slot)?.as_deref() == Some(receipt.fingerprint.as_slice())
+        {
+            return Ok(Ingested::AlreadyStored);
+        }
+        let result = self.ingest_inner(readings, Some(receipt));
+        if result.is_err() {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        result.map(|()| Ingested::Stored)
+    }
+
+    /// Forgets a receipt whose delivery has been acknowledged.
+    pub fn release(&self, slot: &[u8]) -> Result<(), StoreError> {
+        self.store.clear_receipt(slot)
+    }
+
+    fn ingest_inner(
+        &self,
+        readings: Vec<ThingReading>,
+        receipt: Option<&Receipt>,
+    ) -> Result<(), IngestError> {
         if readings.is_empty() {
             return Ok(());
         }
@@ -244,7 +296,10 @@ impl Hub {
                 woke.push(r.thing.clone());
             }
         }
-        self.store.append(&readings)?;
+        self.store.append_with_receipt(
+            &readings,
+            receipt.map(|r| (r.slot.as_slice(), r.fingerprint.as_slice())),
+        )?;
         for id in &woke {
             // A reading proves the device is reachable.
             self.set_available(id, true)?;
@@ -475,6 +530,53 @@ mod tests {
         );
         assert_eq!(hub.latest(&t), Some(None));
         assert_eq!(hub.stats().readings_rejected, 2);
+    }
+
+    #[test]
+    fn a_repeated_delivery_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = id("gw.x.d.temperature");
+        let receipt = Receipt {
+            slot: b"mqtt/7".to_vec(),
+            fingerprint: b"abc".to_vec(),
+            redelivered: false,
+        };
+        {
+            let hub = hub_with_things(dir.path());
+            let first = hub
+                .ingest_once(&receipt, vec![reading(&t, 1, Value::Number(20.0))])
+                .unwrap();
+            assert_eq!(first, Ingested::Stored);
+        }
+        // After a crash the sender repeats it: same slot, same content.
+        let hub = Hub::open("gw", dir.path(), HubOptions::default()).unwrap();
+        let receipt = Receipt {
+            redelivered: true,
+            ..receipt
+        };
+        let again = hub
+            .ingest_once(&receipt, vec![reading(&t, 2, Value::Number(20.0))])
+            .unwrap();
+        assert_eq!(again, Ingested::AlreadyStored);
+        assert_eq!(hub.history(&t, Window::ALL).unwrap().len(), 1);
+        // Other content in the same slot is a new delivery.
+        let other = Receipt {
+            fingerprint: b"xyz".to_vec(),
+            ..receipt.clone()
+        };
+        assert_eq!(
+            hub.ingest_once(&other, vec![reading(&t, 3, Value::Number(21.0))])
+                .unwrap(),
+            Ingested::Stored
+        );
+        // Once released, the slot is free even for the same content.
+        hub.release(&receipt.slot).unwrap();
+        assert_eq!(
+            hub.ingest_once(&other, vec![reading(&t, 4, Value::Number(21.0))])
+                .unwrap(),
+            Ingested::Stored
+        );
+        assert_eq!(hub.history(&t, Window::ALL).unwrap().len(), 3);
     }
 
     #[test]

@@ -24,7 +24,9 @@ pub use bus::{Bus, BusStats, Event, Filter, Subscription};
 pub use commands::{
     ActuationFuture, ActuationResult, Actuator, Command, CommandId, CommandState, CommandStatus,
 };
-pub use hub::{ActuateError, CommandTicket, Hub, HubOptions, HubStats, IngestError};
+pub use hub::{
+    ActuateError, CommandTicket, Hub, HubOptions, HubStats, IngestError, Ingested, Receipt,
+};
 pub use id::{IdError, ThingId};
 pub use reading::{Reading, ThingReading, Timestamp, Value};
 pub use store::{Retention, RetentionReport, Store, StoreError, StoreOptions, Window};

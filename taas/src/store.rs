@@ -9,7 +9,10 @@
 //!   and a retention cut is one range delete per thing. A reading written
 //!   twice with the same time overwrites itself: redeliveries never
 //!   duplicate history;
-//! - `meta`: schema version and other small facts.
+//! - `meta`: schema version and other small facts;
+//! - `receipts`: delivery slot → content fingerprint of deliveries stored
+//!   but not yet acknowledged to their sender, so that a redelivery after a
+//!   crash is recognised (see [`crate::Hub::ingest_once`]).
 //!
 //! Every write goes through the WAL before it returns, so a reading the
 //! gateway acknowledged survives a killed process (and, with `sync_writes`,
@@ -30,6 +33,7 @@ use crate::thing::ThingService;
 const CF_THINGS: &str = "things";
 const CF_READINGS: &str = "readings";
 const CF_META: &str = "meta";
+const CF_RECEIPTS: &str = "receipts";
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const SCHEMA_VERSION: &[u8] = b"1";
 /// Separates the thing id from the timestamp in reading keys. Ids never
@@ -198,7 +202,8 @@ impl Store {
         let descriptors = vec![
             ColumnFamilyDescriptor::new(CF_THINGS, small.clone()),
             ColumnFamilyDescriptor::new(CF_READINGS, readings),
-            ColumnFamilyDescriptor::new(CF_META, small),
+            ColumnFamilyDescriptor::new(CF_META, small.clone()),
+            ColumnFamilyDescriptor::new(CF_RECEIPTS, small),
         ];
         let db = DB::open_cf_descriptors(&db_options, path, descriptors).map_err(|source| {
             StoreError::Open {
@@ -290,6 +295,16 @@ impl Store {
         &self,
         readings: impl IntoIterator<Item = &'a ThingReading>,
     ) -> Result<(), StoreError> {
+        self.append_with_receipt(readings, None)
+    }
+
+    /// Writes readings and, in the same atomic batch, a delivery receipt
+    /// (slot key → content fingerprint).
+    pub fn append_with_receipt<'a>(
+        &self,
+        readings: impl IntoIterator<Item = &'a ThingReading>,
+        receipt: Option<(&[u8], &[u8])>,
+    ) -> Result<(), StoreError> {
         let cf = self.cf(CF_READINGS)?;
         let mut batch = WriteBatch::default();
         let mut value = Vec::with_capacity(16);
@@ -298,7 +313,21 @@ impl Store {
             codec::encode(&r.reading.value, &mut value);
             batch.put_cf(cf, reading_key(&r.thing, r.reading.time), &value);
         }
+        if let Some((key, fingerprint)) = receipt {
+            batch.put_cf(self.cf(CF_RECEIPTS)?, key, fingerprint);
+        }
         self.db.write_opt(batch, &self.write_options)?;
+        Ok(())
+    }
+
+    /// The fingerprint recorded for a delivery slot, if any.
+    pub fn receipt(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_RECEIPTS)?, key)?)
+    }
+
+    /// Forgets a delivery slot once its sender has the acknowledgement.
+    pub fn clear_receipt(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.db.delete_cf(self.cf(CF_RECEIPTS)?, key)?;
         Ok(())
     }
 

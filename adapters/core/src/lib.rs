@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use actix::{Message, Recipient};
 use fogbank_taas::{
-    ActuationResult, Command, Hub, IdError, IngestError, Reading, StoreError, ThingId,
-    ThingReading, ThingService, Timestamp, Value,
+    ActuationResult, Command, Hub, IdError, IngestError, Ingested, Reading, Receipt, StoreError,
+    ThingId, ThingReading, ThingService, Timestamp, Value,
 };
 
 pub use supervisor::{AdapterSupervisor, Backoff, GetStatus, Shutdown, SupervisorStatus};
@@ -100,6 +100,24 @@ impl AdapterContext {
             self.check_owned(&r.thing)?;
         }
         Ok(self.hub.ingest(readings)?)
+    }
+
+    /// Like [`emit`](Self::emit) for a delivery the device may repeat until
+    /// acknowledged; see [`Hub::ingest_once`]. Acknowledge to the device
+    /// after this returns Ok, then [`release`](Self::release) the slot.
+    pub fn emit_once(
+        &self,
+        receipt: &Receipt,
+        readings: Vec<ThingReading>,
+    ) -> Result<Ingested, AdapterError> {
+        for r in &readings {
+            self.check_owned(&r.thing)?;
+        }
+        Ok(self.hub.ingest_once(receipt, readings)?)
+    }
+
+    pub fn release(&self, slot: &[u8]) -> Result<(), AdapterError> {
+        Ok(self.hub.release(slot)?)
     }
 
     pub fn emit_value(

@@ -298,3 +298,164 @@ pub fn read_events(url: &str, kind: &str, count: usize, timeout: Duration) -> Ve
     }
     events
 }
+
+/// A real Mosquitto broker on a free loopback port, with persistence, so
+/// that sessions and queued messages survive its restarts.
+pub struct Mosquitto {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut broker = Mosquitto {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        broker.launch();
+        broker
+    }
+
+    fn launch(&mut self) {
+        let config = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!(
+                // `user root`: when started as root, Mosquitto would otherwise
+                // switch to its own user and could not write the session file
+                // into our private temporary directory.
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nuser root\nlog_dest stderr\n",
+                self.port,
+                self.dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM (Mosquitto saves its persistence file), then start again.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// `mosquitto_pub` of one message at QoS 1.
+    pub fn publish(&self, topic: &str, payload: &[u8]) {
+        let status = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-s",
+            ])
+            .stdin(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(payload)?;
+                child.wait()
+            })
+            .unwrap();
+        assert!(status.success(), "mosquitto_pub failed");
+    }
+
+    /// `mosquitto_pub -l`: each line one QoS 1 message, on one connection.
+    pub fn publish_lines(&self, topic: &str, lines: &[String]) {
+        let status = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-l",
+            ])
+            .stdin(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                let mut stdin = child.stdin.take().unwrap();
+                for line in lines {
+                    writeln!(stdin, "{line}")?;
+                }
+                drop(stdin);
+                child.wait()
+            })
+            .unwrap();
+        assert!(status.success(), "mosquitto_pub -l failed");
+    }
+
+    /// Starts `mosquitto_sub` for `count` messages on `topic`; join for
+    /// the lines it printed (`topic payload`).
+    pub fn subscribe(&self, topic: &str, count: usize) -> std::thread::JoinHandle<Vec<String>> {
+        let child = Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-v",
+            ])
+            .args(["-C", &count.to_string(), "-W", "20"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::spawn(move || {
+            let output = child.wait_with_output().unwrap();
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        })
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
