@@ -66,6 +66,7 @@ fn the_catalog_survives_a_restart_and_availability_follows_the_adapter() {
     let env = [("FOGBANK_GATEWAY_ID", "gw-r")];
     let lamp = "/api/v1/things/gw-r.sim.building-b-floor-1.lamp";
     let mut gw = Gateway::start_in(&data_dir, &["--demo"], &env);
+    gw.wait_for_campus("gw-r");
     assert_eq!(
         gw.write(
             "PUT",
@@ -105,6 +106,7 @@ fn the_catalog_survives_a_restart_and_availability_follows_the_adapter() {
 
     // With it they are available again and the lamp kept its state.
     let gw = Gateway::start_in(&data_dir, &["--demo"], &env);
+    gw.wait_for_campus("gw-r");
     assert!(
         gw.get("/api/v1/things?available=false")
             .json()
@@ -152,14 +154,22 @@ fn flags_override_environment_which_overrides_the_config_file() {
     let gw = Gateway::start(&["--config", config_arg], &[]);
     let auth = format!("Bearer {token}");
     gw.get("/api/v1/things").assert_problem(401);
-    let things = gw
-        .request("GET", "/api/v1/things", &[("Authorization", &auth)], None)
-        .json();
-    assert_eq!(
-        things.as_array().unwrap().len(),
-        2 * 5,
-        "one floor per building, from the file"
-    );
+    // One floor per building, from the file; the simulator announces
+    // them shortly after start-up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let things = loop {
+        let things = gw
+            .request("GET", "/api/v1/things", &[("Authorization", &auth)], None)
+            .json();
+        if things.as_array().unwrap().len() == 2 * 5 {
+            break things;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected 10 thing services: {things}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(things[0]["id"].as_str().unwrap().starts_with("from-file."));
     assert!(
         !gw.data_dir.join("admin.token").exists(),
@@ -286,6 +296,7 @@ fn an_admin_token_from_the_environment_replaces_the_generated_one() {
         ],
     );
     assert!(!gw.data_dir.join("admin.token").exists());
+    gw.wait_for_campus("gw-e");
     let path = "/api/v1/things/gw-e.sim.building-a-floor-1.lamp/actuation";
     let auth = format!("Bearer {token}");
     let answer = gw.request(

@@ -67,7 +67,21 @@ pub fn binary() -> &'static str {
 impl Gateway {
     /// A demo gateway `gw-t` in a fresh data dir.
     pub fn demo() -> Self {
-        Self::start(&["--demo"], &[("FOGBANK_GATEWAY_ID", "gw-t")])
+        let gateway = Self::start(&["--demo"], &[("FOGBANK_GATEWAY_ID", "gw-t")]);
+        gateway.wait_for_campus("gw-t");
+        gateway
+    }
+
+    /// The simulator announces its 40 thing services and first readings
+    /// (one batch) right after start-up; HTTP may answer before that.
+    pub fn wait_for_campus(&self, gateway: &str) {
+        self.wait_for(
+            "/api/v1/things?available=true",
+            "the simulated campus",
+            |a| a.status == 200 && a.json().as_array().is_some_and(|t| t.len() == 40),
+        );
+        let lamp = format!("/api/v1/things/{gateway}.sim.building-b-floor-4.lamp/reading");
+        self.wait_for(&lamp, "the first readings", |a| a.status == 200);
     }
 
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
