@@ -131,6 +131,7 @@ fn main() {
         .arg(dir.path())
         .env("FOGBANK_ADMIN_TOKEN", token)
         .env("FOGBANK_LOG", "warn")
+        .env("FOGBANK_MQTT", "off")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

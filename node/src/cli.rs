@@ -46,9 +46,30 @@ pub struct RunArgs {
     /// REST listen address [default: 127.0.0.1:8080].
     #[arg(long, env = "FOGBANK_HTTP")]
     pub http: Option<SocketAddr>,
+    /// Embedded MQTT broker listen address, or `off` for no MQTT
+    /// [default: 0.0.0.0:1883, or what the config file says].
+    #[arg(long, env = "FOGBANK_MQTT", value_parser = parse_mqtt)]
+    pub mqtt: Option<MqttListen>,
     /// Run the campus simulator.
     #[arg(long, env = "FOGBANK_DEMO")]
     pub demo: bool,
+}
+
+/// The `--mqtt` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqttListen {
+    Off,
+    At(SocketAddr),
+}
+
+fn parse_mqtt(raw: &str) -> Result<MqttListen, String> {
+    match raw {
+        "off" => Ok(MqttListen::Off),
+        _ => raw
+            .parse()
+            .map(MqttListen::At)
+            .map_err(|_| format!("{raw:?} is neither an address like 0.0.0.0:1883 nor off")),
+    }
 }
 
 /// Where a running gateway is, for the client commands.

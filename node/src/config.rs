@@ -162,7 +162,8 @@ impl Default for SimSection {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            filter: "info".into(),
+            // The embedded broker logs every connection at info.
+            filter: "info,rumqttd=warn".into(),
             format: "text".into(),
         }
     }

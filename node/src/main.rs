@@ -48,6 +48,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(http) = args.http {
         config.http.listen = http;
     }
+    match args.mqtt {
+        Some(cli::MqttListen::Off) => config.mqtt.mode = "off".into(),
+        Some(cli::MqttListen::At(listen)) => {
+            config.mqtt.mode = "embedded".into();
+            config.mqtt.listen = listen;
+        }
+        None => {}
+    }
     if args.demo {
         config.sim.enabled = true;
     }

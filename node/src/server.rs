@@ -27,7 +27,7 @@ pub fn run(config: Config, env_admin_token: Option<String>) -> anyhow::Result<()
     actix_rt::System::new().block_on(serve(config, env_admin_token))
 }
 
-fn plugins(config: &Config) -> Vec<Box<dyn Plugin>> {
+fn plugins(config: &Config) -> anyhow::Result<Vec<Box<dyn Plugin>>> {
     let mut plugins: Vec<Box<dyn Plugin>> = Vec::new();
     if config.sim.enabled {
         let sim = &config.sim;
@@ -39,12 +39,10 @@ fn plugins(config: &Config) -> Vec<Box<dyn Plugin>> {
             },
         }));
     }
-    if config.mqtt.mode == "external" {
-        plugins.push(Box::new(fogbank_mqtt::Mqtt {
-            config: config.mqtt.clone(),
-        }));
+    if let Some(mqtt) = fogbank_mqtt::Mqtt::new(config.mqtt.clone())? {
+        plugins.push(Box::new(mqtt));
     }
-    plugins
+    Ok(plugins)
 }
 
 async fn serve(config: Config, env_admin_token: Option<String>) -> anyhow::Result<()> {
@@ -74,7 +72,7 @@ async fn serve(config: Config, env_admin_token: Option<String>) -> anyhow::Resul
         AdminTokenSource::Configured => tracing::info!("tokens from the configuration"),
     }
 
-    let adapters: Vec<Addr<AdapterSupervisor>> = plugins(&config)
+    let adapters: Vec<Addr<AdapterSupervisor>> = plugins(&config)?
         .into_iter()
         .map(|plugin| AdapterSupervisor::new(plugin, hub.clone(), Backoff::default()).start())
         .collect();

@@ -18,11 +18,9 @@ fn gateway(broker: &Mosquitto, data_dir: &std::path::Path) -> Gateway {
         ),
     )
     .unwrap();
-    let gw = Gateway::start_in(
-        data_dir,
-        &["--config", config.to_str().unwrap()],
-        &[("FOGBANK_GATEWAY_ID", "gw-m")],
-    );
+    // Without FOGBANK_MQTT the config file chooses the mode.
+    let env = [("FOGBANK_GATEWAY_ID", "gw-m"), ("FOGBANK_MQTT", "")];
+    let gw = Gateway::start_in(data_dir, &["--config", config.to_str().unwrap()], &env);
     // Ready once subscribed: a probe published until it arrives shows it.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -218,5 +216,125 @@ fn nothing_is_lost_or_doubled_across_gateway_and_broker_restarts() {
         values,
         (0..600).map(|n| n as f64).collect::<Vec<_>>(),
         "each reading exactly once, in order"
+    );
+}
+
+/// The embedded broker: `mosquitto_pub` and `mosquitto_sub` talk to the
+/// gateway directly, with nothing else installed on the site.
+#[test]
+fn devices_talk_to_the_embedded_broker() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let gw = Gateway::start(
+        &["--mqtt", &listen],
+        &[("FOGBANK_GATEWAY_ID", "gw-e"), ("FOGBANK_MQTT", "")],
+    );
+    let client = |tool: &str, args: &[&str]| {
+        std::process::Command::new(tool)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gw
+        .get("/api/v1/things/gw-e.mqtt.plug-2.relay/reading")
+        .status
+        != 200
+    {
+        assert!(
+            client("mosquitto_pub", &["-t", "things/plug-2/relay", "-m", "off"])
+                .status
+                .success()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the embedded broker never delivered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        client(
+            "mosquitto_pub",
+            &["-t", "things/plug-2/power", "-m", "12.5"]
+        )
+        .status
+        .success()
+    );
+    gw.wait_for(
+        "/api/v1/things/gw-e.mqtt.plug-2.power/reading",
+        "the power reading",
+        |a| a.status == 200,
+    );
+    assert_eq!(
+        gw.get("/api/v1/things/gw-e.mqtt.plug-2.power").json()["unit"],
+        "W"
+    );
+
+    let sub = std::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            "things/plug-2/relay/set",
+            "-v",
+            "-C",
+            "1",
+            "-W",
+            "20",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let answer = gw.write(
+        "PUT",
+        "/api/v1/things/gw-e.mqtt.plug-2.relay/actuation",
+        "application/json",
+        br#"{"value": true}"#,
+    );
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let out = sub.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "things/plug-2/relay/set on"
+    );
+}
+
+#[test]
+fn a_taken_mqtt_port_stops_the_gateway_with_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::binary())
+        .args([
+            "run",
+            "--http",
+            "127.0.0.1:0",
+            "--mqtt",
+            &address,
+            "--data-dir",
+        ])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot listen for MQTT") && stderr.contains("--mqtt off"),
+        "{stderr}"
     );
 }

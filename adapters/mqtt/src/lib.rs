@@ -1,21 +1,23 @@
 //! The MQTT adapter (`mqtt`): devices that publish to a broker by the
 //! conventions of [`convention`].
 //!
-//! This first part speaks to an **external** broker (Mosquitto, …) as a
-//! client with a persistent session (clean session off, a stable client
-//! id) and manual acknowledgements: a QoS 1 reading is acknowledged to the
-//! broker only after it is in the store's WAL, so what the broker queued
-//! while the gateway was down or restarting arrives when it returns. A
+//! Two modes. **Embedded** (the default): a broker inside the gateway
+//! ([`embedded`]), so devices need nothing else. **External**: a broker
+//! such as Mosquitto. Either way the adapter is a client of the broker with
+//! a persistent session (clean session off, a stable client id) and manual
+//! acknowledgements: a QoS 1 reading is acknowledged to the broker only
+//! after it is in the store's WAL, so what an external broker queued while
+//! the gateway was down or restarting arrives when it returns. A
 //! redelivered message that was already stored is recognised by its
 //! receipt (packet id and content) and not stored twice.
 
 pub mod convention;
+pub mod embedded;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use actix::{
-    Actor, ActorContext, AsyncContext, Context, Handler, Recipient, ResponseFuture, WrapFuture,
-};
+use actix::{Actor, AsyncContext, Context, Handler, Recipient, ResponseFuture, WrapFuture};
 use fogbank_adapter::{Actuate, AdapterContext, Plugin};
 use fogbank_taas::thing::guess_type;
 use fogbank_taas::{
@@ -30,8 +32,11 @@ use convention::{Inbound, Sample};
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
-    /// `external` (a client of `broker`) or `off`.
+    /// `embedded` (a broker on `listen`), `external` (a client of
+    /// `broker`) or `off`.
     pub mode: String,
+    /// Where the embedded broker listens.
+    pub listen: SocketAddr,
     /// The external broker: `host:port` or `mqtt://host:port`.
     pub broker: String,
     /// Stable across restarts, so that the broker keeps the session.
@@ -47,7 +52,8 @@ pub struct MqttConfig {
 impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
-            mode: "off".into(),
+            mode: "embedded".into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             broker: "127.0.0.1:1883".into(),
             client_id: String::new(),
             username: None,
@@ -62,7 +68,7 @@ impl Default for MqttConfig {
 pub enum ConfigError {
     #[error("mqtt.broker {0:?} is not host:port or mqtt://host:port")]
     Broker(String),
-    #[error("mqtt.mode is external or off, not {0:?}")]
+    #[error("mqtt.mode is embedded, external or off, not {0:?}")]
     Mode(String),
 }
 
@@ -85,7 +91,7 @@ impl MqttConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         match self.mode.as_str() {
-            "off" => Ok(()),
+            "off" | "embedded" => Ok(()),
             "external" => self.broker_address().map(|_| ()),
             other => Err(ConfigError::Mode(other.to_owned())),
         }
@@ -94,6 +100,32 @@ impl MqttConfig {
 
 pub struct Mqtt {
     pub config: MqttConfig,
+    /// The broker to connect to: the embedded one's local address, or the
+    /// external one's host and port.
+    pub broker: (String, u16),
+}
+
+impl Mqtt {
+    /// Starts the embedded broker if the mode asks for one; `None` for `off`.
+    pub fn new(config: MqttConfig) -> Result<Option<Self>, StartError> {
+        let broker = match config.mode.as_str() {
+            "off" => return Ok(None),
+            "embedded" => {
+                let local = embedded::start(config.listen, config.max_message_bytes)?;
+                (local.ip().to_string(), local.port())
+            }
+            _ => config.broker_address()?,
+        };
+        Ok(Some(Mqtt { config, broker }))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Embedded(#[from] embedded::EmbeddedError),
 }
 
 impl Plugin for Mqtt {
@@ -104,6 +136,7 @@ impl Plugin for Mqtt {
     fn start(&self, context: AdapterContext) -> Recipient<Actuate> {
         MqttActor {
             config: self.config.clone(),
+            broker: self.broker.clone(),
             context,
             client: None,
         }
@@ -114,6 +147,7 @@ impl Plugin for Mqtt {
 
 struct MqttActor {
     config: MqttConfig,
+    broker: (String, u16),
     context: AdapterContext,
     client: Option<AsyncClient>,
 }
@@ -122,14 +156,7 @@ impl Actor for MqttActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let (host, port) = match self.config.broker_address() {
-            Ok(address) => address,
-            Err(error) => {
-                tracing::error!(%error, "MQTT adapter cannot start");
-                ctx.stop();
-                return;
-            }
-        };
+        let (host, port) = self.broker.clone();
         let client_id = match self.config.client_id.as_str() {
             "" => format!("fogbank-{}", self.context.gateway()),
             id => id.to_owned(),

@@ -103,12 +103,19 @@ impl Gateway {
                 .args(["--data-dir", data_dir.to_str().unwrap(), "--http", &listen])
                 .args(args)
                 .env_remove("FOGBANK_ADMIN_TOKEN")
-                .env("FOGBANK_LOG", "info")
+                .env("FOGBANK_LOG", "info,rumqttd=warn")
+                // No embedded broker on 1883 unless a test asks for MQTT.
+                .env("FOGBANK_MQTT", "off")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
+            // An empty value removes the variable (e.g. the default FOGBANK_MQTT=off).
             for (k, v) in env {
-                command.env(k, v);
+                if v.is_empty() {
+                    command.env_remove(k);
+                } else {
+                    command.env(k, v);
+                }
             }
             let mut child = command.spawn().expect("fogbank starts");
             let stderr = child.stderr.take().unwrap();
