@@ -40,6 +40,58 @@ fn gateway(broker: &Mosquitto, data_dir: &std::path::Path) -> Gateway {
     }
 }
 
+/// Publishes until `path` on the gateway satisfies `check`: a subscription
+/// the gateway just asked the broker for may take a moment to be in place.
+fn publish_until(
+    broker: &Mosquitto,
+    topic: &str,
+    payload: &[u8],
+    gw: &Gateway,
+    path: &str,
+    check: impl Fn(&common::Answer) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        broker.publish(topic, payload);
+        for _ in 0..10 {
+            if check(&gw.get(path)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never showed what {topic} published"
+        );
+    }
+}
+
+/// Sends an actuation until `mosquitto_sub` (just started, maybe not yet
+/// subscribed) has seen one command; returns what it printed.
+fn actuate_until_seen(
+    gw: &Gateway,
+    path: &str,
+    body: &[u8],
+    seen: std::thread::JoinHandle<Vec<String>>,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !seen.is_finished() {
+        let answer = gw.write("PUT", path, "application/json", body);
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no command reached the broker"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    seen.join().unwrap()
+}
+
 fn history_len(gw: &Gateway, id: &str) -> usize {
     let answer = gw.get(&format!("/api/v1/things/{id}/readings?from=0&limit=100000"));
     if answer.status != 200 {
@@ -135,23 +187,13 @@ fn an_actuation_over_rest_is_published_on_the_set_topic() {
     assert_eq!(thing["kind"], "actuator");
 
     let commands = broker.subscribe("things/plug-1/relay/set", 1);
-    std::thread::sleep(Duration::from_millis(300)); // let mosquitto_sub subscribe
-    let answer = gw.write(
-        "PUT",
+    let seen = actuate_until_seen(
+        &gw,
         "/api/v1/things/gw-m.mqtt.plug-1.relay/actuation",
-        "application/json",
         br#"{"value": true}"#,
+        commands,
     );
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    assert_eq!(
-        commands.join().unwrap(),
-        vec!["things/plug-1/relay/set on".to_owned()]
-    );
+    assert_eq!(seen, vec!["things/plug-1/relay/set on".to_owned()]);
 }
 
 /// QoS 1 readings survive a gateway `kill -9` and a broker restart: what
@@ -275,43 +317,14 @@ fn devices_talk_to_the_embedded_broker() {
         "W"
     );
 
-    let sub = std::process::Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            "things/plug-2/relay/set",
-            "-v",
-            "-C",
-            "1",
-            "-W",
-            "20",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let answer = gw.write(
-        "PUT",
+    let commands = common::mqtt_subscribe(port, "things/plug-2/relay/set", 1);
+    let seen = actuate_until_seen(
+        &gw,
         "/api/v1/things/gw-e.mqtt.plug-2.relay/actuation",
-        "application/json",
         br#"{"value": true}"#,
+        commands,
     );
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    let out = sub.wait_with_output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "things/plug-2/relay/set on"
-    );
+    assert_eq!(seen, vec!["things/plug-2/relay/set on".to_owned()]);
 }
 
 #[test]
@@ -336,5 +349,123 @@ fn a_taken_mqtt_port_stops_the_gateway_with_a_clear_error() {
     assert!(
         stderr.contains("cannot listen for MQTT") && stderr.contains("--mqtt off"),
         "{stderr}"
+    );
+}
+
+/// Home Assistant discovery with the payloads Zigbee2MQTT, Tasmota and
+/// ESPHome really publish: entities appear, take readings and commands,
+/// follow availability, and vanish when their config is removed.
+#[test]
+fn home_assistant_discovery_brings_devices_in_without_configuration() {
+    let broker = Mosquitto::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let gw = gateway(&broker, &tmp.path().join("data"));
+
+    // Zigbee2MQTT: a temperature sensor behind a JSON state topic.
+    broker.publish(
+        "homeassistant/sensor/0x00158d0001a2b3c4/temperature/config",
+        r#"{"availability":[{"topic":"zigbee2mqtt/bridge/state"}],"device":{"identifiers":["zigbee2mqtt_0x00158d0001a2b3c4"],"manufacturer":"Xiaomi","model":"WSDCGQ11LM","name":"living_room"},"device_class":"temperature","enabled_by_default":true,"name":"living_room temperature","state_class":"measurement","state_topic":"zigbee2mqtt/living_room","unique_id":"0x00158d0001a2b3c4_temperature_zigbee2mqtt","unit_of_measurement":"°C","value_template":"{{ value_json.temperature }}"}"#.as_bytes(),
+    );
+    let id = "gw-m.mqtt.0x00158d0001a2b3c4.temperature";
+    let thing = gw
+        .wait_for(&format!("/api/v1/things/{id}"), "the Zigbee sensor", |a| {
+            a.status == 200
+        })
+        .json();
+    assert_eq!(
+        (thing["type"].as_str(), thing["unit"].as_str()),
+        (Some("temperature"), Some("Cel"))
+    );
+    publish_until(
+        &broker,
+        "zigbee2mqtt/living_room",
+        br#"{"battery":97,"humidity":48.2,"linkquality":102,"pressure":1012,"temperature":21.37,"voltage":2995}"#,
+        &gw,
+        &format!("/api/v1/things/{id}/reading"),
+        |a| a.status == 200 && a.json()[0]["v"] == 21.37,
+    );
+
+    // Tasmota: a relay with abbreviated keys, commands and a last will.
+    broker.publish(
+        "homeassistant/switch/ABC123_RL_1/config",
+        br#"{"name":"Tasmota","stat_t":"tele/tasmota_ABC123/STATE","avty_t":"tele/tasmota_ABC123/LWT","pl_avail":"Online","pl_not_avail":"Offline","cmd_t":"cmnd/tasmota_ABC123/POWER","val_tpl":"{{value_json.POWER}}","pl_off":"OFF","pl_on":"ON","uniq_id":"ABC123_RL_1","dev":{"ids":["ABC123"]}}"#,
+    );
+    let relay = "gw-m.mqtt.abc123.rl_1";
+    let thing = gw
+        .wait_for(
+            &format!("/api/v1/things/{relay}"),
+            "the Tasmota relay",
+            |a| a.status == 200,
+        )
+        .json();
+    assert_eq!(thing["kind"], "actuator");
+    publish_until(
+        &broker,
+        "tele/tasmota_ABC123/STATE",
+        br#"{"Time":"2026-11-23T10:00:00","Uptime":"0T01:00:00","POWER":"ON","Wifi":{"RSSI":80}}"#,
+        &gw,
+        &format!("/api/v1/things/{relay}/reading"),
+        |a| a.status == 200 && a.json()[0]["vb"] == true,
+    );
+    let commands = broker.subscribe("cmnd/tasmota_ABC123/POWER", 1);
+    let seen = actuate_until_seen(
+        &gw,
+        &format!("/api/v1/things/{relay}/actuation"),
+        br#"{"value": false}"#,
+        commands,
+    );
+    assert_eq!(seen, vec!["cmnd/tasmota_ABC123/POWER OFF".to_owned()]);
+    broker.publish("tele/tasmota_ABC123/LWT", b"Offline");
+    gw.wait_for(
+        &format!("/api/v1/things/{relay}"),
+        "the relay offline",
+        |a| a.json()["available"] == false,
+    );
+
+    // ESPHome: a binary sensor, then its removal by an empty config.
+    let config = "homeassistant/binary_sensor/hallway/motion/config";
+    broker.publish(config, br#"{"dev_cla":"motion","name":"Motion","stat_t":"hallway/binary_sensor/motion/state","avty_t":"hallway/status","uniq_id":"ESPbinary_sensormotion","dev":{"ids":"8c4b14a1b2c3","name":"hallway","sw":"esphome v2024.6.0","mdl":"esp32dev","mf":"espressif"}}"#);
+    let motion = "gw-m.mqtt.hallway.motion";
+    gw.wait_for(
+        &format!("/api/v1/things/{motion}"),
+        "the ESPHome sensor",
+        |a| a.status == 200,
+    );
+    publish_until(
+        &broker,
+        "hallway/binary_sensor/motion/state",
+        b"ON",
+        &gw,
+        &format!("/api/v1/things/{motion}/reading"),
+        |a| a.status == 200 && a.json()[0]["vb"] == true,
+    );
+    let status = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            config,
+            "-n",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    gw.wait_for(
+        &format!("/api/v1/things/{motion}"),
+        "the sensor removed",
+        |a| a.status == 404,
+    );
+
+    // A broken config is dropped; the adapter carries on.
+    broker.publish("homeassistant/sensor/broken/config", b"{not json");
+    broker.publish("zigbee2mqtt/living_room", br#"{"temperature":22.5}"#);
+    gw.wait_for(
+        &format!("/api/v1/things/{id}/reading"),
+        "the next reading",
+        |a| a.json()[0]["v"] == 22.5,
     );
 }

@@ -12,9 +12,12 @@
 //! receipt (packet id and content) and not stored twice.
 
 pub mod convention;
+pub mod discovery;
 pub mod embedded;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient, ResponseFuture, WrapFuture};
@@ -27,6 +30,10 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use serde::Deserialize;
 
 use convention::{Inbound, Sample};
+use discovery::{Component, Discovery, Entity};
+use fogbank_adapter::AdapterError;
+use fogbank_taas::{DataType, IngestError, ThingId};
+use parking_lot::Mutex;
 
 /// Settings of the MQTT adapter.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -139,6 +146,7 @@ impl Plugin for Mqtt {
             broker: self.broker.clone(),
             context,
             client: None,
+            entities: SharedEntities::default(),
         }
         .start()
         .recipient()
@@ -150,6 +158,7 @@ struct MqttActor {
     broker: (String, u16),
     context: AdapterContext,
     client: Option<AsyncClient>,
+    entities: SharedEntities,
 }
 
 impl Actor for MqttActor {
@@ -177,20 +186,60 @@ impl Actor for MqttActor {
             context: self.context.clone(),
             client,
             client_id,
+            entities: self.entities.clone(),
         };
         ctx.spawn(session.run(eventloop).into_actor(self));
     }
 }
+
+/// Entities learnt from Home Assistant discovery, shared by the receive
+/// side (their state and availability topics) and the command side.
+#[derive(Default)]
+struct Entities {
+    by_config_topic: HashMap<String, (ThingId, Entity)>,
+}
+
+impl Entities {
+    fn matching(&self, pick: impl Fn(&Entity) -> bool) -> Vec<(ThingId, Entity)> {
+        self.by_config_topic
+            .values()
+            .filter(|(_, e)| pick(e))
+            .cloned()
+            .collect()
+    }
+}
+
+type SharedEntities = Arc<Mutex<Entities>>;
 
 /// The receive side: polls the connection, stores, then acknowledges.
 struct Session {
     context: AdapterContext,
     client: AsyncClient,
     client_id: String,
+    entities: SharedEntities,
+}
+
+/// Why a message was not taken: bad input is dropped (and acknowledged, or
+/// the broker would resend it forever); a storage failure is not
+/// acknowledged, so the broker resends it.
+enum Refusal {
+    BadInput(String),
+    NotStored(String),
+}
+
+impl From<AdapterError> for Refusal {
+    fn from(error: AdapterError) -> Self {
+        match error {
+            AdapterError::Store(_) | AdapterError::Ingest(IngestError::Store(_)) => {
+                Refusal::NotStored(error.to_string())
+            }
+            other => Refusal::BadInput(other.to_string()),
+        }
+    }
 }
 
 impl Session {
-    async fn run(self, mut eventloop: EventLoop) {
+    async fn run(mut self, mut eventloop: EventLoop) {
         let mut backoff = Duration::from_millis(100);
         loop {
             match eventloop.poll().await {
@@ -200,14 +249,7 @@ impl Session {
                         session_present = ack.session_present,
                         "MQTT broker connected"
                     );
-                    // A session the broker kept still has the subscription.
-                    if !ack.session_present
-                        && let Err(error) = self
-                            .client
-                            .try_subscribe(convention::SUBSCRIPTION, QoS::AtLeastOnce)
-                    {
-                        tracing::error!(%error, "cannot subscribe");
-                    }
+                    self.connected(ack.session_present);
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => self.receive(publish),
                 Ok(_) => {}
@@ -220,7 +262,33 @@ impl Session {
         }
     }
 
-    fn receive(&self, publish: Publish) {
+    fn connected(&self, session_present: bool) {
+        // A session the broker kept still has its subscriptions.
+        if !session_present {
+            let mut topics = vec![
+                convention::SUBSCRIPTION.to_owned(),
+                discovery::SUBSCRIPTION.to_owned(),
+            ];
+            for (_, entity) in self.entities.lock().by_config_topic.values() {
+                topics.push(entity.state_topic.clone());
+                topics.extend(entity.availability_topic.clone());
+            }
+            for topic in topics {
+                if let Err(error) = self.client.try_subscribe(topic, QoS::AtLeastOnce) {
+                    tracing::error!(%error, "cannot subscribe");
+                }
+            }
+        }
+        // Home Assistant's birth message: devices announce themselves again.
+        if let Err(error) =
+            self.client
+                .try_publish(discovery::BIRTH_TOPIC, QoS::AtLeastOnce, false, "online")
+        {
+            tracing::warn!(%error, "cannot ask devices to announce themselves");
+        }
+    }
+
+    fn receive(&mut self, publish: Publish) {
         let span = tracing::debug_span!("mqtt", topic = %publish.topic, pkid = publish.pkid);
         let _entered = span.enter();
         let receipt = Receipt {
@@ -228,78 +296,164 @@ impl Session {
             fingerprint: fingerprint(&publish),
             redelivered: publish.dup,
         };
-        let stored = match convention::decode(&publish.topic, &publish.payload, Timestamp::now()) {
-            Ok(Inbound::Samples { device, samples }) => {
-                self.store(&receipt, &device, samples, publish.qos)
-            }
-            Ok(Inbound::Status { device, online }) => self
-                .context
-                .set_device_available(&device, online)
-                .map_err(|e| e.to_string()),
-            Ok(Inbound::Ignored) => Ok(()),
-            Err(error) => {
-                // Bad input is dropped, acknowledged so the broker does not
-                // resend it forever, and logged with its topic.
+        let outcome = self.handle(&publish, &receipt);
+        let acknowledge = match outcome {
+            Ok(()) => true,
+            Err(Refusal::BadInput(error)) => {
                 tracing::warn!(topic = %publish.topic, %error, "dropped an MQTT message");
-                Ok(())
+                true
+            }
+            Err(Refusal::NotStored(error)) => {
+                tracing::error!(topic = %publish.topic, %error, "MQTT reading not stored; the broker will resend it");
+                false
             }
         };
-        match stored {
-            Ok(()) => {
-                if let Err(error) = self.client.try_ack(&publish) {
-                    tracing::warn!(%error, "cannot acknowledge; the broker will resend");
-                } else if publish.qos != QoS::AtMostOnce
-                    && let Err(error) = self.context.release(&receipt.slot)
-                {
-                    tracing::warn!(%error, "cannot release a receipt");
+        if acknowledge {
+            if let Err(error) = self.client.try_ack(&publish) {
+                tracing::warn!(%error, "cannot acknowledge; the broker will resend");
+            } else if publish.qos != QoS::AtMostOnce
+                && let Err(error) = self.context.release(&receipt.slot)
+            {
+                tracing::warn!(%error, "cannot release a receipt");
+            }
+        }
+    }
+
+    fn handle(&mut self, publish: &Publish, receipt: &Receipt) -> Result<(), Refusal> {
+        let topic = publish.topic.as_str();
+        if topic.starts_with("homeassistant/") {
+            return self.discover(topic, &publish.payload);
+        }
+        let stated = self.entities.lock().matching(|e| e.state_topic == topic);
+        let availability = self
+            .entities
+            .lock()
+            .matching(|e| e.availability_topic.as_deref() == Some(topic));
+        if !stated.is_empty() || !availability.is_empty() {
+            let now = Timestamp::now();
+            let readings: Vec<ThingReading> = stated
+                .iter()
+                .filter_map(|(id, entity)| {
+                    let value = entity.reading(&publish.payload)?;
+                    Some(ThingReading {
+                        thing: id.clone(),
+                        reading: Reading { time: now, value },
+                    })
+                })
+                .collect();
+            for (_, entity) in &availability {
+                let text = String::from_utf8_lossy(&publish.payload);
+                let online = text.trim() == entity.payload_available;
+                if online || text.trim() == entity.payload_not_available {
+                    self.context.set_device_available(&entity.device, online)?;
                 }
             }
-            // Not acknowledged: the broker keeps it and resends it.
-            Err(error) => {
-                tracing::error!(topic = %publish.topic, %error, "MQTT reading not stored")
+            return self.store(receipt, readings, publish.qos);
+        }
+        match convention::decode(topic, &publish.payload, Timestamp::now()) {
+            Ok(Inbound::Samples { device, samples }) => {
+                let mut readings = Vec::with_capacity(samples.len());
+                for sample in samples {
+                    let thing = self
+                        .context
+                        .thing_id(&device, &sample.resource)
+                        .map_err(|e| Refusal::BadInput(e.to_string()))?;
+                    if self.context.thing(&thing).is_none() {
+                        self.context
+                            .announce(new_thing(thing.clone(), &device, &sample))?;
+                    }
+                    readings.push(ThingReading {
+                        thing,
+                        reading: Reading {
+                            time: sample.time,
+                            value: sample.value,
+                        },
+                    });
+                }
+                self.store(receipt, readings, publish.qos)
             }
+            Ok(Inbound::Status { device, online }) => {
+                Ok(self.context.set_device_available(&device, online)?)
+            }
+            Ok(Inbound::Ignored) => Ok(()),
+            Err(error) => Err(Refusal::BadInput(error.to_string())),
+        }
+    }
+
+    fn discover(&mut self, topic: &str, payload: &[u8]) -> Result<(), Refusal> {
+        match discovery::decode(topic, payload).map_err(|e| Refusal::BadInput(e.to_string()))? {
+            Discovery::Add(entity) => {
+                let id = self
+                    .context
+                    .thing_id(&entity.device, &entity.resource)
+                    .map_err(|e| Refusal::BadInput(e.to_string()))?;
+                self.context.announce(entity_thing(id.clone(), &entity))?;
+                for topic in
+                    std::iter::once(&entity.state_topic).chain(entity.availability_topic.as_ref())
+                {
+                    if let Err(error) = self.client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                        tracing::error!(%error, %topic, "cannot subscribe to a discovered topic");
+                    }
+                }
+                tracing::info!(thing = %id, state_topic = %entity.state_topic, "discovered a Home Assistant entity");
+                self.entities
+                    .lock()
+                    .by_config_topic
+                    .insert(topic.to_owned(), (id, *entity));
+                Ok(())
+            }
+            Discovery::Remove { config_topic } => {
+                let removed = self.entities.lock().by_config_topic.remove(&config_topic);
+                if let Some((id, _)) = removed {
+                    self.context.withdraw(&id)?;
+                    tracing::info!(thing = %id, "a Home Assistant entity was removed");
+                }
+                Ok(())
+            }
+            Discovery::Ignored => Ok(()),
         }
     }
 
     fn store(
         &self,
         receipt: &Receipt,
-        device: &str,
-        samples: Vec<Sample>,
+        readings: Vec<ThingReading>,
         qos: QoS,
-    ) -> Result<(), String> {
-        let mut readings = Vec::with_capacity(samples.len());
-        for sample in samples {
-            let thing = self
-                .context
-                .thing_id(device, &sample.resource)
-                .map_err(|e| e.to_string())?;
-            if self.context.thing(&thing).is_none() {
-                self.context
-                    .announce(new_thing(thing.clone(), device, &sample))
-                    .map_err(|e| e.to_string())?;
-            }
-            readings.push(ThingReading {
-                thing,
-                reading: Reading {
-                    time: sample.time,
-                    value: sample.value,
-                },
-            });
+    ) -> Result<(), Refusal> {
+        if readings.is_empty() {
+            return Ok(());
         }
         let outcome = if qos == QoS::AtMostOnce {
             self.context.emit(readings).map(|()| Ingested::Stored)
         } else {
             self.context.emit_once(receipt, readings)
         };
-        match outcome.map_err(|e| e.to_string())? {
-            Ingested::Stored => Ok(()),
-            Ingested::AlreadyStored => {
-                tracing::info!("redelivered message was already stored");
-                Ok(())
-            }
+        if outcome? == Ingested::AlreadyStored {
+            tracing::info!("redelivered message was already stored");
         }
+        Ok(())
     }
+}
+
+/// The thing service of a discovered entity.
+fn entity_thing(id: ThingId, entity: &Entity) -> ThingService {
+    let commandable = entity.command_topic.is_some()
+        && matches!(entity.component, Component::Switch | Component::Light);
+    let kind = if commandable {
+        Kind::Actuator
+    } else {
+        Kind::Sensor
+    };
+    let mut thing = ThingService::new(id, kind, &entity.semantic_type, entity.unit.as_deref());
+    thing.data_type = match entity.component {
+        Component::Sensor => DataType::Number,
+        Component::BinarySensor | Component::Switch | Component::Light => DataType::Boolean,
+    };
+    thing.device_address = entity.state_topic.clone();
+    thing
+        .metadata
+        .insert("ha_config_topic".into(), entity.config_topic.clone().into());
+    thing
 }
 
 /// A thing service for a resource first heard of: type and unit guessed
@@ -343,11 +497,25 @@ impl Handler<Actuate> for MqttActor {
 
     fn handle(&mut self, Actuate(command): Actuate, _: &mut Self::Context) -> Self::Result {
         let client = self.client.clone();
-        let device = command.thing.device().to_owned();
-        let resource = command.thing.resource().to_owned();
+        let discovered = self
+            .entities
+            .lock()
+            .matching(|_| true)
+            .into_iter()
+            .find(|(id, _)| *id == command.thing);
+        let target = match discovered {
+            Some((_, entity)) => entity
+                .command(&command.value)
+                .ok_or_else(|| format!("{} takes on/off commands", command.thing)),
+            None => Ok(convention::command(
+                command.thing.device(),
+                command.thing.resource(),
+                &command.value,
+            )),
+        };
         Box::pin(async move {
             let client = client.ok_or("the MQTT adapter is not connected")?;
-            let (topic, payload) = convention::command(&device, &resource, &command.value);
+            let (topic, payload) = target?;
             client
                 .publish(topic, QoS::AtLeastOnce, false, payload)
                 .await

@@ -446,30 +446,40 @@ impl Mosquitto {
     /// Starts `mosquitto_sub` for `count` messages on `topic`; join for
     /// the lines it printed (`topic payload`).
     pub fn subscribe(&self, topic: &str, count: usize) -> std::thread::JoinHandle<Vec<String>> {
-        let child = Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-q",
-                "1",
-                "-t",
-                topic,
-                "-v",
-            ])
-            .args(["-C", &count.to_string(), "-W", "20"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::thread::spawn(move || {
-            let output = child.wait_with_output().unwrap();
-            String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .map(str::to_owned)
-                .collect()
-        })
+        mqtt_subscribe(self.port, topic, count)
     }
+}
+
+/// `mosquitto_sub` against any broker on loopback (Mosquitto or the
+/// gateway's embedded one).
+pub fn mqtt_subscribe(
+    port: u16,
+    topic: &str,
+    count: usize,
+) -> std::thread::JoinHandle<Vec<String>> {
+    let child = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-v",
+        ])
+        .args(["-C", &count.to_string(), "-W", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::spawn(move || {
+        let output = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    })
 }
 
 impl Drop for Mosquitto {
