@@ -9,11 +9,16 @@ use serde_json::json;
 
 /// A gateway `gw-m` that is a client of `broker`, on `data_dir`.
 fn gateway(broker: &Mosquitto, data_dir: &std::path::Path) -> Gateway {
+    gateway_with(broker, data_dir, "")
+}
+
+/// Like [`gateway`], with more `[mqtt]` settings.
+fn gateway_with(broker: &Mosquitto, data_dir: &std::path::Path, mqtt: &str) -> Gateway {
     let config = data_dir.with_extension("toml");
     std::fs::write(
         &config,
         format!(
-            "[mqtt]\nmode = \"external\"\nbroker = \"{}\"\n",
+            "[mqtt]\nmode = \"external\"\nbroker = \"{}\"\n{mqtt}\n",
             broker.address()
         ),
     )
@@ -468,4 +473,52 @@ fn home_assistant_discovery_brings_devices_in_without_configuration() {
         "the next reading",
         |a| a.json()[0]["v"] == 22.5,
     );
+}
+
+/// One device flooding the broker is held to its rate; the others are not,
+/// and /metrics counts what was dropped.
+#[test]
+fn a_flooding_device_is_rate_limited_and_counted() {
+    let broker = Mosquitto::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let gw = gateway_with(
+        &broker,
+        &tmp.path().join("data"),
+        "max_rate_per_device = 5.0",
+    );
+    let base = (common::now_secs() - 60.0).floor();
+    let flood: Vec<String> = (0..300)
+        .map(|n| json!([{"v": n as f64, "t": base + n as f64 * 0.001}]).to_string())
+        .collect();
+    broker.publish_lines("things/flood/level", &flood);
+    broker.publish("things/quiet/level", b"7");
+    gw.wait_for(
+        "/api/v1/things/gw-m.mqtt.quiet.level/reading",
+        "the quiet device",
+        |a| a.status == 200,
+    );
+    let metrics = gw.wait_for("/metrics", "rate-limited messages counted", |a| {
+        String::from_utf8_lossy(&a.body).contains("event=\"mqtt_rate_limited\"")
+    });
+    let text = String::from_utf8(metrics.body).unwrap();
+    let limited: f64 = text
+        .lines()
+        .find(|l| l.contains("event=\"mqtt_rate_limited\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let stored = history_len(&gw, "gw-m.mqtt.flood.level");
+    assert!(
+        (10..300).contains(&stored),
+        "the burst got through, the rest did not: {stored}"
+    );
+    // The counter also holds any other device's drops (the readiness probe).
+    assert!(
+        stored as f64 + limited >= 300.0,
+        "every flood message was either stored or counted: {stored} + {limited}"
+    );
+    broker.publish("things/broken/level", br#"[{"v":"#);
+    gw.wait_for("/metrics", "malformed messages counted", |a| {
+        String::from_utf8_lossy(&a.body).contains("event=\"mqtt_malformed\"")
+    });
 }

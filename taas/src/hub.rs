@@ -128,6 +128,7 @@ pub struct Hub {
     ingested: AtomicU64,
     rejected: AtomicU64,
     commands_issued: AtomicU64,
+    adapter_events: parking_lot::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
 }
 
 impl Hub {
@@ -160,6 +161,7 @@ impl Hub {
             ingested: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             commands_issued: AtomicU64::new(0),
+            adapter_events: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
         }))
     }
 
@@ -459,6 +461,25 @@ impl Hub {
     }
 
     // ------------------------------------------------------------ upkeep
+
+    /// Counts something an adapter wants operators to see in `/metrics`
+    /// (messages dropped as malformed, rate-limited, …).
+    pub fn count_adapter_event(&self, adapter: &str, event: &'static str) {
+        *self
+            .adapter_events
+            .lock()
+            .entry((adapter.to_owned(), event))
+            .or_insert(0) += 1;
+    }
+
+    /// Adapter events so far: ((adapter, event), count), sorted.
+    pub fn adapter_events(&self) -> Vec<((String, &'static str), u64)> {
+        self.adapter_events
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
 
     pub fn stats(&self) -> HubStats {
         HubStats {

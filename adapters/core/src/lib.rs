@@ -139,6 +139,11 @@ impl AdapterContext {
             .set_device_available(&self.adapter, device, available)?)
     }
 
+    /// Counts an event for `/metrics` (`fogbank_adapter_events_total`).
+    pub fn count(&self, event: &'static str) {
+        self.hub.count_adapter_event(&self.adapter, event);
+    }
+
     /// Read access for plugins that need the catalog (e.g. to restore state).
     pub fn thing(&self, id: &ThingId) -> Option<ThingService> {
         self.hub.thing(id)

@@ -14,6 +14,7 @@
 pub mod convention;
 pub mod discovery;
 pub mod embedded;
+mod limit;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -54,6 +55,9 @@ pub struct MqttConfig {
     pub keep_alive_secs: u64,
     /// Larger messages are refused by the client and logged.
     pub max_message_bytes: usize,
+    /// Messages per second one device may send (bursts of twice that);
+    /// more are dropped and counted. 0 means no limit.
+    pub max_rate_per_device: f64,
 }
 
 impl Default for MqttConfig {
@@ -67,6 +71,7 @@ impl Default for MqttConfig {
             password: None,
             keep_alive_secs: 30,
             max_message_bytes: 256 * 1024,
+            max_rate_per_device: 100.0,
         }
     }
 }
@@ -187,6 +192,7 @@ impl Actor for MqttActor {
             client,
             client_id,
             entities: self.entities.clone(),
+            limiter: limit::RateLimiter::new(self.config.max_rate_per_device),
         };
         ctx.spawn(session.run(eventloop).into_actor(self));
     }
@@ -217,6 +223,7 @@ struct Session {
     client: AsyncClient,
     client_id: String,
     entities: SharedEntities,
+    limiter: limit::RateLimiter,
 }
 
 /// Why a message was not taken: bad input is dropped (and acknowledged, or
@@ -224,6 +231,7 @@ struct Session {
 /// acknowledged, so the broker resends it.
 enum Refusal {
     BadInput(String),
+    RateLimited,
     NotStored(String),
 }
 
@@ -296,14 +304,30 @@ impl Session {
             fingerprint: fingerprint(&publish),
             redelivered: publish.dup,
         };
-        let outcome = self.handle(&publish, &receipt);
+        self.context.count("mqtt_messages");
+        let outcome = if publish.topic.starts_with("homeassistant/")
+            || self
+                .limiter
+                .allow(limit::device_key(&publish.topic), std::time::Instant::now())
+        {
+            self.handle(&publish, &receipt)
+        } else {
+            Err(Refusal::RateLimited)
+        };
         let acknowledge = match outcome {
             Ok(()) => true,
+            Err(Refusal::RateLimited) => {
+                self.context.count("mqtt_rate_limited");
+                tracing::debug!(topic = %publish.topic, "dropped an MQTT message over the device's rate");
+                true
+            }
             Err(Refusal::BadInput(error)) => {
+                self.context.count("mqtt_malformed");
                 tracing::warn!(topic = %publish.topic, %error, "dropped an MQTT message");
                 true
             }
             Err(Refusal::NotStored(error)) => {
+                self.context.count("mqtt_not_stored");
                 tracing::error!(topic = %publish.topic, %error, "MQTT reading not stored; the broker will resend it");
                 false
             }

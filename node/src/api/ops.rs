@@ -71,6 +71,13 @@ pub async fn metrics(
         .map(|(l, a)| (l.as_str(), f64::from(u8::from(a.running))))
         .collect();
 
+    let event_labels: Vec<(String, f64)> = state
+        .hub
+        .adapter_events()
+        .into_iter()
+        .map(|((adapter, event), n)| (format!("adapter=\"{adapter}\",event=\"{event}\""), n as f64))
+        .collect();
+    let events: Vec<(&str, f64)> = event_labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
     let mut out = Exposition::default();
     let unavailable = stats.things.saturating_sub(available);
     out.metric(
@@ -127,6 +134,12 @@ pub async fn metrics(
         "gauge",
         "1 while an adapter runs.",
         &running,
+    )
+    .metric(
+        "fogbank_adapter_events_total",
+        "counter",
+        "Adapter events: messages dropped as malformed, rate-limited, oversized, …",
+        &events,
     )
     .metric(
         "fogbank_adapter_restarts_total",
