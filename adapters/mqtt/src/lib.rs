@@ -56,7 +56,9 @@ pub struct MqttConfig {
     /// Larger messages are refused by the client and logged.
     pub max_message_bytes: usize,
     /// Messages per second one device may send (bursts of twice that);
-    /// more are dropped and counted. 0 means no limit.
+    /// more are dropped and counted. 0 (the default) means no limit: a
+    /// limit also drops a legitimate backlog that a broker delivers at once
+    /// after an outage.
     pub max_rate_per_device: f64,
 }
 
@@ -71,7 +73,7 @@ impl Default for MqttConfig {
             password: None,
             keep_alive_secs: 30,
             max_message_bytes: 256 * 1024,
-            max_rate_per_device: 100.0,
+            max_rate_per_device: 0.0,
         }
     }
 }
