@@ -16,7 +16,9 @@ use crate::commands::{Actuator, Command, CommandId, CommandLog, CommandState, Co
 use crate::registry::{Registry, Upsert};
 use crate::senml;
 use crate::store::{Store, StoreError, StoreOptions, Window};
-use crate::{DataType, Kind, Query, Reading, ThingId, ThingReading, ThingService, Value};
+use crate::{
+    DataType, Kind, Query, Reading, ThingId, ThingReading, ThingService, Timestamp, Value,
+};
 
 /// Why readings were refused. Nothing of a refused batch is stored.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +131,7 @@ pub struct Hub {
     rejected: AtomicU64,
     commands_issued: AtomicU64,
     adapter_events: parking_lot::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
+    last_arrival: AtomicU64,
 }
 
 impl Hub {
@@ -162,6 +165,7 @@ impl Hub {
             rejected: AtomicU64::new(0),
             commands_issued: AtomicU64::new(0),
             adapter_events: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
+            last_arrival: AtomicU64::new(0),
         }))
     }
 
@@ -462,6 +466,20 @@ impl Hub {
 
     // ------------------------------------------------------------ upkeep
 
+    /// A timestamp for a reading that carries none, strictly later than
+    /// every one handed out before: two messages arriving within the same
+    /// microsecond must not share a store key and overwrite each other.
+    pub fn arrival_time(&self) -> Timestamp {
+        let now = Timestamp::now().0;
+        let previous = self
+            .last_arrival
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(now.max(last + 1))
+            })
+            .unwrap_or(now);
+        Timestamp(now.max(previous + 1))
+    }
+
     /// Counts something an adapter wants operators to see in `/metrics`
     /// (messages dropped as malformed, rate-limited, …).
     pub fn count_adapter_event(&self, adapter: &str, event: &'static str) {
@@ -598,6 +616,14 @@ mod tests {
             Ingested::Stored
         );
         assert_eq!(hub.history(&t, Window::ALL).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn arrival_times_never_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub_with_things(dir.path());
+        let times: Vec<Timestamp> = (0..10_000).map(|_| hub.arrival_time()).collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

@@ -139,6 +139,11 @@ impl AdapterContext {
             .set_device_available(&self.adapter, device, available)?)
     }
 
+    /// The time of a reading that arrived without one; never the same twice.
+    pub fn arrival_time(&self) -> Timestamp {
+        self.hub.arrival_time()
+    }
+
     /// Counts an event for `/metrics` (`fogbank_adapter_events_total`).
     pub fn count(&self, event: &'static str) {
         self.hub.count_adapter_event(&self.adapter, event);

@@ -25,7 +25,7 @@ use actix::{Actor, AsyncContext, Context, Handler, Recipient, ResponseFuture, Wr
 use fogbank_adapter::{Actuate, AdapterContext, Plugin};
 use fogbank_taas::thing::guess_type;
 use fogbank_taas::{
-    ActuationResult, Ingested, Kind, Reading, Receipt, ThingReading, ThingService, Timestamp, Value,
+    ActuationResult, Ingested, Kind, Reading, Receipt, ThingReading, ThingService, Value,
 };
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use serde::Deserialize;
@@ -356,7 +356,7 @@ impl Session {
             .lock()
             .matching(|e| e.availability_topic.as_deref() == Some(topic));
         if !stated.is_empty() || !availability.is_empty() {
-            let now = Timestamp::now();
+            let now = self.context.arrival_time();
             let readings: Vec<ThingReading> = stated
                 .iter()
                 .filter_map(|(id, entity)| {
@@ -376,7 +376,7 @@ impl Session {
             }
             return self.store(receipt, readings, publish.qos);
         }
-        match convention::decode(topic, &publish.payload, Timestamp::now()) {
+        match convention::decode(topic, &publish.payload, self.context.arrival_time()) {
             Ok(Inbound::Samples { device, samples }) => {
                 let mut readings = Vec::with_capacity(samples.len());
                 for sample in samples {
