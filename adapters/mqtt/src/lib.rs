@@ -195,6 +195,7 @@ impl Actor for MqttActor {
             client_id,
             entities: self.entities.clone(),
             limiter: limit::RateLimiter::new(self.config.max_rate_per_device),
+            pending_acks: std::collections::VecDeque::new(),
         };
         ctx.spawn(session.run(eventloop).into_actor(self));
     }
@@ -226,6 +227,9 @@ struct Session {
     client_id: String,
     entities: SharedEntities,
     limiter: limit::RateLimiter,
+    /// Stored (or dropped) messages whose acknowledgement is not sent yet,
+    /// with the receipt slot to release once it is.
+    pending_acks: std::collections::VecDeque<(Publish, Vec<u8>)>,
 }
 
 /// Why a message was not taken: bad input is dropped (and acknowledged, or
@@ -262,7 +266,7 @@ impl Session {
                     self.connected(ack.session_present);
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => self.receive(publish),
-                Ok(_) => {}
+                Ok(_) => self.flush_acks(),
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?backoff, "MQTT connection lost");
                     tokio::time::sleep(backoff).await;
@@ -334,11 +338,23 @@ impl Session {
                 false
             }
         };
-        if acknowledge {
-            if let Err(error) = self.client.try_ack(&publish) {
-                tracing::warn!(%error, "cannot acknowledge; the broker will resend");
-            } else if publish.qos != QoS::AtMostOnce
-                && let Err(error) = self.context.release(&receipt.slot)
+        if acknowledge && publish.qos != QoS::AtMostOnce {
+            self.pending_acks.push_back((publish, receipt.slot));
+            self.flush_acks();
+        }
+    }
+
+    /// Sends the acknowledgements that fit into the client's request queue,
+    /// in order. The queue drains only while the event loop is polled, so
+    /// under a burst some wait here for the next poll — the broker sends no
+    /// more than its in-flight window meanwhile, which bounds this queue.
+    fn flush_acks(&mut self) {
+        while let Some((publish, _)) = self.pending_acks.front() {
+            if self.client.try_ack(publish).is_err() {
+                return;
+            }
+            if let Some((_, slot)) = self.pending_acks.pop_front()
+                && let Err(error) = self.context.release(&slot)
             {
                 tracing::warn!(%error, "cannot release a receipt");
             }
