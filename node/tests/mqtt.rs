@@ -522,3 +522,83 @@ fn a_flooding_device_is_rate_limited_and_counted() {
         String::from_utf8_lossy(&a.body).contains("event=\"mqtt_malformed\"")
     });
 }
+
+/// A fast burst from a publisher with a wide in-flight window (rumqttc,
+/// not mosquitto_pub, which paces itself): every message is stored once.
+#[test]
+fn a_burst_through_the_embedded_broker_is_stored_whole() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let gw = Gateway::start(
+        &["--mqtt", &listen],
+        &[("FOGBANK_GATEWAY_ID", "gw-b"), ("FOGBANK_MQTT", "")],
+    );
+    let base = (common::now_secs() - 600.0).floor();
+    let lines: Vec<String> = (0..5000)
+        .map(|n| json!([{"v": n as f64, "t": base + n as f64 * 0.001}]).to_string())
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gw
+        .get("/api/v1/things/gw-b.mqtt.probe.ready/reading")
+        .status
+        != 200
+    {
+        let status = std::process::Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                "things/probe/ready",
+                "-m",
+                "1",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the embedded broker never delivered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // mosquitto_pub paces itself; rumqttc with a wide in-flight window
+    // delivers the burst as fast as the broker takes it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut options = rumqttc::MqttOptions::new("burst", "127.0.0.1", port);
+        options.set_inflight(500);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1000);
+        let feeder = tokio::spawn(async move {
+            for line in lines {
+                client
+                    .publish("things/burst/level", rumqttc::QoS::AtLeastOnce, false, line)
+                    .await
+                    .unwrap();
+            }
+        });
+        let mut acked = 0;
+        while acked < 5000 {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) =
+                eventloop.poll().await.unwrap()
+            {
+                acked += 1;
+            }
+        }
+        feeder.await.unwrap();
+    });
+    gw.wait_for("/health", "all 5000 readings", |_| {
+        history_len(&gw, "gw-b.mqtt.burst.level") >= 5000
+    });
+    assert_eq!(history_len(&gw, "gw-b.mqtt.burst.level"), 5000);
+}
