@@ -1,7 +1,8 @@
 #![no_main]
-//! MQTT messages from devices: any topic and payload decode or fail cleanly.
+//! MQTT messages from devices: any topic and payload decode (by the
+//! conventions and as Home Assistant discovery) or fail cleanly.
 
-use fogbank_mqtt::convention;
+use fogbank_mqtt::{convention, discovery};
 use fogbank_taas::Timestamp;
 use libfuzzer_sys::fuzz_target;
 
@@ -11,4 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let topic = String::from_utf8_lossy(&data[..split]);
     let payload = data.get(split + 1..).unwrap_or_default();
     let _ = convention::decode(&topic, payload, Timestamp(1_800_000_000_000_000));
+    if let Ok(discovery::Discovery::Add(entity)) = discovery::decode(&topic, payload) {
+        let _ = entity.reading(payload);
+    }
 });
