@@ -270,47 +270,13 @@ fn nothing_is_lost_or_doubled_across_gateway_and_broker_restarts() {
 /// gateway directly, with nothing else installed on the site.
 #[test]
 fn devices_talk_to_the_embedded_broker() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let gw = Gateway::start(
-        &["--mqtt", &listen],
-        &[("FOGBANK_GATEWAY_ID", "gw-e"), ("FOGBANK_MQTT", "")],
-    );
-    let client = |tool: &str, args: &[&str]| {
-        std::process::Command::new(tool)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while gw
-        .get("/api/v1/things/gw-e.mqtt.plug-2.relay/reading")
-        .status
-        != 200
-    {
-        assert!(
-            client("mosquitto_pub", &["-t", "things/plug-2/relay", "-m", "off"])
-                .status
-                .success()
-        );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the embedded broker never delivered"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        client(
-            "mosquitto_pub",
-            &["-t", "things/plug-2/power", "-m", "12.5"]
-        )
-        .status
-        .success()
+    let (gw, port) = common::embedded_gateway("gw-e");
+    common::mqtt_publish(port, "things/plug-2/relay", b"off");
+    common::mqtt_publish(port, "things/plug-2/power", b"12.5");
+    gw.wait_for(
+        "/api/v1/things/gw-e.mqtt.plug-2.relay/reading",
+        "the relay state",
+        |a| a.status == 200,
     );
     gw.wait_for(
         "/api/v1/things/gw-e.mqtt.plug-2.power/reading",
@@ -527,48 +493,11 @@ fn a_flooding_device_is_rate_limited_and_counted() {
 /// not mosquitto_pub, which paces itself): every message is stored once.
 #[test]
 fn a_burst_through_the_embedded_broker_is_stored_whole() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let gw = Gateway::start(
-        &["--mqtt", &listen],
-        &[("FOGBANK_GATEWAY_ID", "gw-b"), ("FOGBANK_MQTT", "")],
-    );
+    let (gw, port) = common::embedded_gateway("gw-b");
     let base = (common::now_secs() - 600.0).floor();
     let lines: Vec<String> = (0..5000)
         .map(|n| json!([{"v": n as f64, "t": base + n as f64 * 0.001}]).to_string())
         .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while gw
-        .get("/api/v1/things/gw-b.mqtt.probe.ready/reading")
-        .status
-        != 200
-    {
-        let status = std::process::Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-q",
-                "1",
-                "-t",
-                "things/probe/ready",
-                "-m",
-                "1",
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the embedded broker never delivered"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     // mosquitto_pub paces itself; rumqttc with a wide in-flight window
     // delivers the burst as fast as the broker takes it.
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -391,56 +391,14 @@ impl Mosquitto {
 
     /// `mosquitto_pub` of one message at QoS 1.
     pub fn publish(&self, topic: &str, payload: &[u8]) {
-        let status = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-q",
-                "1",
-                "-t",
-                topic,
-                "-s",
-            ])
-            .stdin(Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child.stdin.take().unwrap().write_all(payload)?;
-                child.wait()
-            })
-            .unwrap();
-        assert!(status.success(), "mosquitto_pub failed");
+        mqtt_publish(self.port, topic, payload);
     }
 
     /// `mosquitto_pub -l`: each line one QoS 1 message, on one connection.
     pub fn publish_lines(&self, topic: &str, lines: &[String]) {
-        let status = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-q",
-                "1",
-                "-t",
-                topic,
-                "-l",
-            ])
-            .stdin(Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                let mut stdin = child.stdin.take().unwrap();
-                for line in lines {
-                    writeln!(stdin, "{line}")?;
-                }
-                drop(stdin);
-                child.wait()
-            })
-            .unwrap();
-        assert!(status.success(), "mosquitto_pub -l failed");
+        let mut input = lines.join("\n");
+        input.push('\n');
+        mosquitto_pub(self.port, &["-t", topic, "-l"], input.as_bytes());
     }
 
     /// Starts `mosquitto_sub` for `count` messages on `topic`; join for
@@ -448,6 +406,49 @@ impl Mosquitto {
     pub fn subscribe(&self, topic: &str, count: usize) -> std::thread::JoinHandle<Vec<String>> {
         mqtt_subscribe(self.port, topic, count)
     }
+}
+
+/// `mosquitto_pub` of one QoS 1 message to any broker on loopback.
+pub fn mqtt_publish(port: u16, topic: &str, payload: &[u8]) {
+    mosquitto_pub(port, &["-t", topic, "-s"], payload);
+}
+
+/// Runs `mosquitto_pub` at QoS 1 with `args`, feeding it `input`.
+fn mosquitto_pub(port: u16, args: &[&str], input: &[u8]) {
+    use std::io::Write;
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub is installed (scripts/test installs it)");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "mosquitto_pub {args:?} failed"
+    );
+}
+
+/// A gateway `gateway_id` with its embedded broker on a free port, once
+/// that broker delivers to the adapter; returns the gateway and the port.
+pub fn embedded_gateway(gateway_id: &str) -> (Gateway, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let gw = Gateway::start(
+        &["--mqtt", &listen],
+        &[("FOGBANK_GATEWAY_ID", gateway_id), ("FOGBANK_MQTT", "")],
+    );
+    let probe = format!("/api/v1/things/{gateway_id}.mqtt.probe.ready/reading");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.get(&probe).status != 200 {
+        mqtt_publish(port, "things/probe/ready", b"1");
+        assert!(
+            Instant::now() < deadline,
+            "the embedded broker never delivered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (gw, port)
 }
 
 /// `mosquitto_sub` against any broker on loopback (Mosquitto or the
