@@ -531,3 +531,61 @@ fn a_burst_through_the_embedded_broker_is_stored_whole() {
     });
     assert_eq!(history_len(&gw, "gw-b.mqtt.burst.level"), 5000);
 }
+
+/// Configured topic mappings bring in devices with layouts of their own.
+#[test]
+fn topic_mappings_decode_other_layouts() {
+    let broker = Mosquitto::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mappings = r#"
+[[mqtt.mappings]]
+topic = "sensors/{device}/{resource}"
+
+[[mqtt.mappings]]
+topic = "tele/{device}/SENSOR"
+decoder = "json:/ENERGY/Power"
+type = "power"
+unit = "W"
+"#;
+    let gw = gateway_with(&broker, &tmp.path().join("data"), mappings);
+    publish_until(
+        &broker,
+        "sensors/Boiler/flow_temp",
+        b"55.5",
+        &gw,
+        "/api/v1/things/gw-m.mqtt.boiler.flow_temp/reading",
+        |a| a.status == 200 && a.json()[0]["v"] == 55.5,
+    );
+    assert_eq!(
+        gw.get("/api/v1/things/gw-m.mqtt.boiler.flow_temp").json()["unit"],
+        "Cel"
+    );
+    broker.publish(
+        "tele/plug9/SENSOR",
+        br#"{"Time":"2026-11-23T10:00:00","ENERGY":{"Total":1.5,"Power":42}}"#,
+    );
+    let thing = gw
+        .wait_for(
+            "/api/v1/things/gw-m.mqtt.plug9.power",
+            "the mapped power",
+            |a| a.status == 200,
+        )
+        .json();
+    assert_eq!(
+        (thing["type"].as_str(), thing["unit"].as_str()),
+        (Some("power"), Some("W"))
+    );
+    assert_eq!(
+        gw.get("/api/v1/things/gw-m.mqtt.plug9.power/reading")
+            .json()[0]["v"],
+        42.0
+    );
+    // A payload without the pointed-to value is dropped; the next one is taken.
+    broker.publish("tele/plug9/SENSOR", br#"{"ENERGY":{}}"#);
+    broker.publish("tele/plug9/SENSOR", br#"{"ENERGY":{"Power":43.5}}"#);
+    gw.wait_for(
+        "/api/v1/things/gw-m.mqtt.plug9.power/reading",
+        "the next power",
+        |a| a.json()[0]["v"] == 43.5,
+    );
+}

@@ -101,7 +101,7 @@ pub fn decode(topic: &str, payload: &[u8], now: Timestamp) -> Result<Inbound, De
                 vec![Sample {
                     resource,
                     unit: None,
-                    value: plain(text),
+                    value: plain_value(text),
                     time: now,
                 }]
             };
@@ -124,7 +124,7 @@ fn text(payload: &[u8]) -> Result<&str, DecodeError> {
 }
 
 /// A plain payload: booleans in their common spellings, numbers, else text.
-fn plain(text: &str) -> Value {
+pub fn plain_value(text: &str) -> Value {
     match text.to_ascii_lowercase().as_str() {
         "true" | "on" => return Value::Bool(true),
         "false" | "off" => return Value::Bool(false),

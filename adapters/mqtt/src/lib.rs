@@ -15,6 +15,7 @@ pub mod convention;
 pub mod discovery;
 pub mod embedded;
 mod limit;
+pub mod mapping;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,9 +24,10 @@ use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient, ResponseFuture, WrapFuture};
 use fogbank_adapter::{Actuate, AdapterContext, Plugin};
+use fogbank_taas::senml;
 use fogbank_taas::thing::guess_type;
 use fogbank_taas::{
-    ActuationResult, Ingested, Kind, Reading, Receipt, ThingReading, ThingService, Value,
+    ActuationResult, Ingested, Kind, Reading, Receipt, ThingReading, ThingService, Timestamp, Value,
 };
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use serde::Deserialize;
@@ -60,6 +62,8 @@ pub struct MqttConfig {
     /// limit also drops a legitimate backlog that a broker delivers at once
     /// after an outage.
     pub max_rate_per_device: f64,
+    /// Topic layouts beyond the built-in conventions.
+    pub mappings: Vec<mapping::Mapping>,
 }
 
 impl Default for MqttConfig {
@@ -74,6 +78,7 @@ impl Default for MqttConfig {
             keep_alive_secs: 30,
             max_message_bytes: 256 * 1024,
             max_rate_per_device: 0.0,
+            mappings: Vec::new(),
         }
     }
 }
@@ -82,6 +87,8 @@ impl Default for MqttConfig {
 pub enum ConfigError {
     #[error("mqtt.broker {0:?} is not host:port or mqtt://host:port")]
     Broker(String),
+    #[error(transparent)]
+    Mapping(#[from] mapping::MappingError),
     #[error("mqtt.mode is embedded, external or off, not {0:?}")]
     Mode(String),
 }
@@ -104,6 +111,9 @@ impl MqttConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for mapping in &self.mappings {
+            mapping.validate()?;
+        }
         match self.mode.as_str() {
             "off" | "embedded" => Ok(()),
             "external" => self.broker_address().map(|_| ()),
@@ -196,6 +206,7 @@ impl Actor for MqttActor {
             entities: self.entities.clone(),
             limiter: limit::RateLimiter::new(self.config.max_rate_per_device),
             pending_acks: std::collections::VecDeque::new(),
+            mappings: self.config.mappings.clone(),
         };
         ctx.spawn(session.run(eventloop).into_actor(self));
     }
@@ -227,6 +238,7 @@ struct Session {
     client_id: String,
     entities: SharedEntities,
     limiter: limit::RateLimiter,
+    mappings: Vec<mapping::Mapping>,
     /// Stored (or dropped) messages whose acknowledgement is not sent yet,
     /// with the receipt slot to release once it is.
     pending_acks: std::collections::VecDeque<(Publish, Vec<u8>)>,
@@ -283,6 +295,7 @@ impl Session {
                 convention::SUBSCRIPTION.to_owned(),
                 discovery::SUBSCRIPTION.to_owned(),
             ];
+            topics.extend(self.mappings.iter().map(mapping::Mapping::filter));
             for (_, entity) in self.entities.lock().by_config_topic.values() {
                 topics.push(entity.state_topic.clone());
                 topics.extend(entity.availability_topic.clone());
@@ -392,27 +405,24 @@ impl Session {
             }
             return self.store(receipt, readings, publish.qos);
         }
-        match convention::decode(topic, &publish.payload, self.context.arrival_time()) {
+        let now = self.context.arrival_time();
+        if let Some((mapping, matched)) = self
+            .mappings
+            .iter()
+            .find_map(|m| m.matches(topic).map(|found| (m, found)))
+        {
+            let samples = mapped_samples(mapping, &matched.resource, &publish.payload, now)?;
+            return self.samples(
+                receipt,
+                &matched.device,
+                samples,
+                mapping.semantic_type.as_deref(),
+                publish.qos,
+            );
+        }
+        match convention::decode(topic, &publish.payload, now) {
             Ok(Inbound::Samples { device, samples }) => {
-                let mut readings = Vec::with_capacity(samples.len());
-                for sample in samples {
-                    let thing = self
-                        .context
-                        .thing_id(&device, &sample.resource)
-                        .map_err(|e| Refusal::BadInput(e.to_string()))?;
-                    if self.context.thing(&thing).is_none() {
-                        self.context
-                            .announce(new_thing(thing.clone(), &device, &sample))?;
-                    }
-                    readings.push(ThingReading {
-                        thing,
-                        reading: Reading {
-                            time: sample.time,
-                            value: sample.value,
-                        },
-                    });
-                }
-                self.store(receipt, readings, publish.qos)
+                self.samples(receipt, &device, samples, None, publish.qos)
             }
             Ok(Inbound::Status { device, online }) => {
                 Ok(self.context.set_device_available(&device, online)?)
@@ -420,6 +430,40 @@ impl Session {
             Ok(Inbound::Ignored) => Ok(()),
             Err(error) => Err(Refusal::BadInput(error.to_string())),
         }
+    }
+
+    /// Stores samples of one device, creating thing services for resources
+    /// first heard of (of `semantic_type` when a mapping says so).
+    fn samples(
+        &self,
+        receipt: &Receipt,
+        device: &str,
+        samples: Vec<Sample>,
+        semantic_type: Option<&str>,
+        qos: QoS,
+    ) -> Result<(), Refusal> {
+        let mut readings = Vec::with_capacity(samples.len());
+        for sample in samples {
+            let thing = self
+                .context
+                .thing_id(device, &sample.resource)
+                .map_err(|e| Refusal::BadInput(e.to_string()))?;
+            if self.context.thing(&thing).is_none() {
+                let mut service = new_thing(thing.clone(), device, &sample);
+                if let Some(semantic_type) = semantic_type {
+                    service.semantic_type = semantic_type.to_owned();
+                }
+                self.context.announce(service)?;
+            }
+            readings.push(ThingReading {
+                thing,
+                reading: Reading {
+                    time: sample.time,
+                    value: sample.value,
+                },
+            });
+        }
+        self.store(receipt, readings, qos)
     }
 
     fn discover(&mut self, topic: &str, payload: &[u8]) -> Result<(), Refusal> {
@@ -475,6 +519,42 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The samples a message on a mapped topic carries.
+fn mapped_samples(
+    mapping: &mapping::Mapping,
+    resource: &str,
+    payload: &[u8],
+    now: Timestamp,
+) -> Result<Vec<Sample>, Refusal> {
+    if mapping.decoder == "senml" {
+        let records = senml::parse_json(payload)
+            .and_then(|records| senml::resolve(&records, now))
+            .map_err(|e| Refusal::BadInput(e.to_string()))?;
+        return Ok(records
+            .into_iter()
+            .map(|r| Sample {
+                resource: if r.name.is_empty() {
+                    resource.to_owned()
+                } else {
+                    fogbank_taas::id::sanitize_segment(&r.name)
+                },
+                unit: r.unit.or_else(|| mapping.unit.clone()),
+                value: r.value,
+                time: r.time,
+            })
+            .collect());
+    }
+    let value = mapping
+        .value(payload)
+        .ok_or_else(|| Refusal::BadInput(format!("no value for decoder {}", mapping.decoder)))?;
+    Ok(vec![Sample {
+        resource: resource.to_owned(),
+        unit: mapping.unit.clone(),
+        value,
+        time: now,
+    }])
 }
 
 /// The thing service of a discovered entity.
