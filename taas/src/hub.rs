@@ -242,11 +242,7 @@ impl Hub {
     /// or nothing. When this returns Ok the readings are durable and may be
     /// acknowledged to the device.
     pub fn ingest(&self, readings: Vec<ThingReading>) -> Result<(), IngestError> {
-        let result = self.ingest_inner(readings, None);
-        if result.is_err() {
-            self.rejected.fetch_add(1, Ordering::Relaxed);
-        }
-        result
+        self.ingest_inner(readings, None)
     }
 
     /// Like [`ingest`](Self::ingest) for a delivery that may be repeated:
@@ -264,11 +260,8 @@ impl Hub {
         {
             return Ok(Ingested::AlreadyStored);
         }
-        let result = self.ingest_inner(readings, Some(receipt));
-        if result.is_err() {
-            self.rejected.fetch_add(1, Ordering::Relaxed);
-        }
-        result.map(|()| Ingested::Stored)
+        self.ingest_inner(readings, Some(receipt))
+            .map(|()| Ingested::Stored)
     }
 
     /// Forgets a receipt whose delivery has been acknowledged.
@@ -276,7 +269,20 @@ impl Hub {
         self.store.clear_receipt(slot)
     }
 
+    /// Both ingest paths; a refused batch is counted for `/metrics`.
     fn ingest_inner(
+        &self,
+        readings: Vec<ThingReading>,
+        receipt: Option<&Receipt>,
+    ) -> Result<(), IngestError> {
+        let result = self.write_readings(readings, receipt);
+        if result.is_err() {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn write_readings(
         &self,
         readings: Vec<ThingReading>,
         receipt: Option<&Receipt>,

@@ -220,12 +220,27 @@ struct Entities {
 }
 
 impl Entities {
-    fn matching(&self, pick: impl Fn(&Entity) -> bool) -> Vec<(ThingId, Entity)> {
+    /// The entities whose state, and those whose availability, `topic`
+    /// carries: one pass under one lock, on every message.
+    fn on_topic(&self, topic: &str) -> (Vec<(ThingId, Entity)>, Vec<Entity>) {
+        let mut stated = Vec::new();
+        let mut availability = Vec::new();
+        for (id, entity) in self.by_config_topic.values() {
+            if entity.state_topic == topic {
+                stated.push((id.clone(), entity.clone()));
+            }
+            if entity.availability_topic.as_deref() == Some(topic) {
+                availability.push(entity.clone());
+            }
+        }
+        (stated, availability)
+    }
+
+    fn for_thing(&self, thing: &ThingId) -> Option<&Entity> {
         self.by_config_topic
             .values()
-            .filter(|(_, e)| pick(e))
-            .cloned()
-            .collect()
+            .find(|(id, _)| id == thing)
+            .map(|(_, e)| e)
     }
 }
 
@@ -379,11 +394,7 @@ impl Session {
         if topic.starts_with("homeassistant/") {
             return self.discover(topic, &publish.payload);
         }
-        let stated = self.entities.lock().matching(|e| e.state_topic == topic);
-        let availability = self
-            .entities
-            .lock()
-            .matching(|e| e.availability_topic.as_deref() == Some(topic));
+        let (stated, availability) = self.entities.lock().on_topic(topic);
         if !stated.is_empty() || !availability.is_empty() {
             let now = self.context.arrival_time();
             let readings: Vec<ThingReading> = stated
@@ -396,7 +407,7 @@ impl Session {
                     })
                 })
                 .collect();
-            for (_, entity) in &availability {
+            for entity in &availability {
                 let text = String::from_utf8_lossy(&publish.payload);
                 let online = text.trim() == entity.payload_available;
                 if online || text.trim() == entity.payload_not_available {
@@ -622,13 +633,12 @@ impl Handler<Actuate> for MqttActor {
         let discovered = self
             .entities
             .lock()
-            .matching(|_| true)
-            .into_iter()
-            .find(|(id, _)| *id == command.thing);
+            .for_thing(&command.thing)
+            .map(|e| e.command(&command.value));
         let target = match discovered {
-            Some((_, entity)) => entity
-                .command(&command.value)
-                .ok_or_else(|| format!("{} takes on/off commands", command.thing)),
+            Some(command_for_entity) => {
+                command_for_entity.ok_or_else(|| format!("{} takes on/off commands", command.thing))
+            }
             None => Ok(convention::command(
                 command.thing.device(),
                 command.thing.resource(),

@@ -511,9 +511,10 @@ pub async fn actuate(
 ) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Write)?;
     let id: ThingId = thing_id(&id)?;
-    if content_type(&request) != "application/json" {
+    let found = content_type(&request);
+    if found != "application/json" {
         return Err(ApiError::UnsupportedType {
-            found: content_type(&request),
+            found,
             expected: "application/json",
         });
     }
