@@ -14,18 +14,21 @@ fn gateway(broker: &Mosquitto, data_dir: &std::path::Path) -> Gateway {
 
 /// Like [`gateway`], with more `[mqtt]` settings.
 fn gateway_with(broker: &Mosquitto, data_dir: &std::path::Path, mqtt: &str) -> Gateway {
+    let address = broker.address();
+    let gw = start_external(data_dir, &format!("broker = \"{address}\"\n{mqtt}"));
+    wait_until_subscribed(broker, gw)
+}
+
+/// A gateway `gw-m` in external mode with these `[mqtt]` settings.
+fn start_external(data_dir: &std::path::Path, mqtt: &str) -> Gateway {
     let config = data_dir.with_extension("toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[mqtt]\nmode = \"external\"\nbroker = \"{}\"\n{mqtt}\n",
-            broker.address()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, format!("[mqtt]\nmode = \"external\"\n{mqtt}\n")).unwrap();
     // Without FOGBANK_MQTT the config file chooses the mode.
     let env = [("FOGBANK_GATEWAY_ID", "gw-m"), ("FOGBANK_MQTT", "")];
-    let gw = Gateway::start_in(data_dir, &["--config", config.to_str().unwrap()], &env);
+    Gateway::start_in(data_dir, &["--config", config.to_str().unwrap()], &env)
+}
+
+fn wait_until_subscribed(broker: &Mosquitto, gw: Gateway) -> Gateway {
     // Ready once subscribed: a probe published until it arrives shows it.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -588,4 +591,75 @@ unit = "W"
         "the next power",
         |a| a.json()[0]["v"] == 43.5,
     );
+}
+
+#[test]
+fn external_mode_speaks_tls_and_checks_the_broker_certificate() {
+    let broker = Mosquitto::start_with_tls();
+    let tls_port = broker.tls_port.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = broker.ca_file();
+    let gw = start_external(
+        &tmp.path().join("data"),
+        &format!(
+            "broker = \"mqtts://localhost:{tls_port}\"\nca_file = \"{}\"",
+            ca.display()
+        ),
+    );
+    let gw = wait_until_subscribed(&broker, gw);
+    // A device that itself speaks TLS to the broker.
+    let status = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "localhost", "-p", &tls_port.to_string(), "-q", "1"])
+        .args(["--cafile", ca.to_str().unwrap()])
+        .args(["-t", "things/secure-1/temperature", "-m", "19.25"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let reading = gw.wait_for(
+        "/api/v1/things/gw-m.mqtt.secure-1.temperature/reading",
+        "the reading sent over TLS",
+        |a| a.status == 200,
+    );
+    assert_eq!(reading.json()[0]["v"], 19.25);
+
+    // A gateway trusting another CA refuses the broker and says so.
+    let other_ca = tempfile::tempdir().unwrap();
+    common::issue_certificates(other_ca.path());
+    let impostor = start_external(
+        &tmp.path().join("data-2"),
+        &format!(
+            "broker = \"mqtts://localhost:{tls_port}\"\nca_file = \"{}\"\nclient_id = \"wrong-ca\"",
+            other_ca.path().join("ca.pem").display()
+        ),
+    );
+    impostor.wait_for("/metrics", "a refused TLS handshake", |a| {
+        String::from_utf8_lossy(&a.body).lines().any(|line| {
+            line.starts_with(
+                "fogbank_adapter_events_total{adapter=\"mqtt\",event=\"mqtt_connection_errors\"}",
+            )
+        })
+    });
+
+    // A missing CA file stops start-up with a clear error.
+    let output = std::process::Command::new(common::binary())
+        .args(["run", "--data-dir", tmp.path().join("data-3").to_str().unwrap()])
+        .args(["--http", "127.0.0.1:0"])
+        .env_remove("FOGBANK_MQTT")
+        .env("FOGBANK_LOG", "error")
+        .env_remove("FOGBANK_CONFIG")
+        .arg("--config")
+        .arg({
+            let path = tmp.path().join("missing-ca.toml");
+            std::fs::write(
+                &path,
+                "[mqtt]\nmode = \"external\"\nbroker = \"mqtts://localhost:8883\"\nca_file = \"/nonexistent/ca.pem\"\n",
+            )
+            .unwrap();
+            path
+        })
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
 }

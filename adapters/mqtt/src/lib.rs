@@ -16,9 +16,11 @@ pub mod discovery;
 pub mod embedded;
 mod limit;
 pub mod mapping;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,8 +49,15 @@ pub struct MqttConfig {
     pub mode: String,
     /// Where the embedded broker listens.
     pub listen: SocketAddr,
-    /// The external broker: `host:port` or `mqtt://host:port`.
+    /// The external broker: `host:port`, `mqtt://host[:port]`, or
+    /// `mqtts://host[:port]` for TLS.
     pub broker: String,
+    /// CAs trusted for the broker's certificate (PEM). Setting it turns
+    /// TLS on; `mqtts://` without it trusts the system's CAs.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for brokers that ask.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
     /// Stable across restarts, so that the broker keeps the session.
     /// Empty: `fogbank-{gateway id}`.
     pub client_id: String,
@@ -72,6 +81,9 @@ impl Default for MqttConfig {
             mode: "embedded".into(),
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             broker: "127.0.0.1:1883".into(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             client_id: String::new(),
             username: None,
             password: None,
@@ -85,7 +97,7 @@ impl Default for MqttConfig {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("mqtt.broker {0:?} is not host:port or mqtt://host:port")]
+    #[error("mqtt.broker {0:?} is not host:port, mqtt://host[:port] or mqtts://host[:port]")]
     Broker(String),
     #[error(transparent)]
     Mapping(#[from] mapping::MappingError),
@@ -94,20 +106,34 @@ pub enum ConfigError {
 }
 
 impl MqttConfig {
-    /// Host and port of the external broker.
-    pub fn broker_address(&self) -> Result<(String, u16), ConfigError> {
+    /// Where the external broker is and whether it speaks TLS.
+    pub fn broker_address(&self) -> Result<BrokerAddress, ConfigError> {
         let bad = || ConfigError::Broker(self.broker.clone());
-        let rest = self
-            .broker
-            .strip_prefix("mqtt://")
-            .unwrap_or(&self.broker)
-            .trim_end_matches('/');
-        let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
-        let port = port.parse().map_err(|_| bad())?;
+        let (rest, scheme_tls) = match self.broker.split_once("://") {
+            Some(("mqtt", rest)) => (rest, false),
+            Some(("mqtts", rest)) => (rest, true),
+            Some(_) => return Err(bad()),
+            None => (self.broker.as_str(), false),
+        };
+        let tls = scheme_tls || self.ca_file.is_some();
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            // A bare IPv6 literal has colons but no port.
+            Some((host, port)) if !port.ends_with(']') => (host, port.parse().map_err(|_| bad())?),
+            _ if scheme_tls || self.broker.starts_with("mqtt://") => {
+                (rest, if tls { 8883 } else { 1883 })
+            }
+            _ => return Err(bad()),
+        };
+        let host = host.trim_matches(['[', ']']);
         if host.is_empty() {
             return Err(bad());
         }
-        Ok((host.trim_matches(['[', ']']).to_owned(), port))
+        Ok(BrokerAddress {
+            host: host.to_owned(),
+            port,
+            tls,
+        })
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -122,11 +148,29 @@ impl MqttConfig {
     }
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerAddress {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl std::fmt::Display for BrokerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        match self.host.contains(':') {
+            true => write!(f, "{scheme}://[{}]:{}", self.host, self.port),
+            false => write!(f, "{scheme}://{}:{}", self.host, self.port),
+        }
+    }
+}
+
 pub struct Mqtt {
     pub config: MqttConfig,
     /// The broker to connect to: the embedded one's local address, or the
-    /// external one's host and port.
-    pub broker: (String, u16),
+    /// external one.
+    pub broker: BrokerAddress,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Mqtt {
@@ -136,11 +180,34 @@ impl Mqtt {
             "off" => return Ok(None),
             "embedded" => {
                 let local = embedded::start(config.listen, config.max_message_bytes)?;
-                (local.ip().to_string(), local.port())
+                BrokerAddress {
+                    host: local.ip().to_string(),
+                    port: local.port(),
+                    tls: false,
+                }
             }
             _ => config.broker_address()?,
         };
-        Ok(Some(Mqtt { config, broker }))
+        let tls = match broker.tls {
+            false => None,
+            true => {
+                let ca_file = config
+                    .ca_file
+                    .clone()
+                    .unwrap_or_else(|| tls::SYSTEM_CA_FILE.into());
+                let identity = match (&config.client_cert_file, &config.client_key_file) {
+                    (None, None) => None,
+                    (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+                    _ => return Err(tls::TlsError::HalfClientIdentity.into()),
+                };
+                Some(tls::client_config(&ca_file, identity)?)
+            }
+        };
+        Ok(Some(Mqtt {
+            config,
+            broker,
+            tls,
+        }))
     }
 }
 
@@ -150,6 +217,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Embedded(#[from] embedded::EmbeddedError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 impl Plugin for Mqtt {
@@ -161,6 +230,7 @@ impl Plugin for Mqtt {
         MqttActor {
             config: self.config.clone(),
             broker: self.broker.clone(),
+            tls: self.tls.clone(),
             context,
             client: None,
             entities: SharedEntities::default(),
@@ -172,7 +242,8 @@ impl Plugin for Mqtt {
 
 struct MqttActor {
     config: MqttConfig,
-    broker: (String, u16),
+    broker: BrokerAddress,
+    tls: Option<Arc<rustls::ClientConfig>>,
     context: AdapterContext,
     client: Option<AsyncClient>,
     entities: SharedEntities,
@@ -182,12 +253,20 @@ impl Actor for MqttActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let (host, port) = self.broker.clone();
         let client_id = match self.config.client_id.as_str() {
             "" => format!("fogbank-{}", self.context.gateway()),
             id => id.to_owned(),
         };
-        let mut options = MqttOptions::new(client_id.clone(), host.clone(), port);
+        let mut options = MqttOptions::new(
+            client_id.clone(),
+            self.broker.host.clone(),
+            self.broker.port,
+        );
+        if let Some(tls) = &self.tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
+        }
         options
             .set_clean_session(false)
             .set_manual_acks(true)
@@ -198,7 +277,7 @@ impl Actor for MqttActor {
         }
         let (client, eventloop) = AsyncClient::new(options, 256);
         self.client = Some(client.clone());
-        tracing::info!(broker = %format!("{host}:{port}"), %client_id, "MQTT adapter connecting");
+        tracing::info!(broker = %self.broker, %client_id, "MQTT adapter connecting");
         let session = Session {
             context: self.context.clone(),
             client,
@@ -295,6 +374,7 @@ impl Session {
                 Ok(Event::Incoming(Packet::Publish(publish))) => self.receive(publish),
                 Ok(_) => self.flush_acks(),
                 Err(error) => {
+                    self.context.count("mqtt_connection_errors");
                     tracing::warn!(%error, retry_in = ?backoff, "MQTT connection lost");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -671,14 +751,37 @@ mod tests {
             }
             .broker_address()
         };
-        assert_eq!(at("127.0.0.1:1883"), Ok(("127.0.0.1".into(), 1883)));
+        let address = |host: &str, port, tls| {
+            Ok(BrokerAddress {
+                host: host.into(),
+                port,
+                tls,
+            })
+        };
+        assert_eq!(at("127.0.0.1:1883"), address("127.0.0.1", 1883, false));
         assert_eq!(
             at("mqtt://broker.local:1884/"),
-            Ok(("broker.local".into(), 1884))
+            address("broker.local", 1884, false)
         );
-        assert_eq!(at("mqtt://[::1]:1883"), Ok(("::1".into(), 1883)));
+        assert_eq!(at("mqtt://[::1]:1883"), address("::1", 1883, false));
+        assert_eq!(at("mqtt://[::1]"), address("::1", 1883, false));
+        assert_eq!(at("mqtt://broker"), address("broker", 1883, false));
+        assert_eq!(at("mqtts://broker"), address("broker", 8883, true));
+        assert_eq!(at("mqtts://broker:8884"), address("broker", 8884, true));
+        assert_eq!(
+            at("mqtts://broker:8884").unwrap().to_string(),
+            "mqtts://broker:8884"
+        );
+        assert!(at("http://broker:80").is_err());
+        assert!(at("mqtt://broker:x").is_err());
         assert!(at("broker").is_err());
         assert!(at(":1883").is_err());
+        let with_ca = MqttConfig {
+            broker: "broker:8883".into(),
+            ca_file: Some("/etc/site-ca.pem".into()),
+            ..MqttConfig::default()
+        };
+        assert_eq!(with_ca.broker_address(), address("broker", 8883, true));
         assert!(
             MqttConfig {
                 mode: "embedded-ish".into(),

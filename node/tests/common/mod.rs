@@ -325,35 +325,57 @@ pub fn read_events(url: &str, kind: &str, count: usize, timeout: Duration) -> Ve
 pub struct Mosquitto {
     child: Option<Child>,
     pub port: u16,
+    /// A second listener with TLS, if asked for: its port.
+    pub tls_port: Option<u16>,
     dir: tempfile::TempDir,
 }
 
 impl Mosquitto {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Also listens with TLS on `tls_port`, with a server certificate for
+    /// `localhost` and `127.0.0.1` issued by the CA in [`Self::ca_file`].
+    pub fn start_with_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        if tls {
+            issue_certificates(dir.path());
+        }
         let mut broker = Mosquitto {
             child: None,
             port: free_port(),
+            tls_port: tls.then(free_port),
             dir,
         };
         broker.launch();
         broker
     }
 
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
     fn launch(&mut self) {
         let config = self.dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!(
-                // `user root`: when started as root, Mosquitto would otherwise
-                // switch to its own user and could not write the session file
-                // into our private temporary directory.
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nuser root\nlog_dest stderr\n",
-                self.port,
-                self.dir.path().display()
-            ),
-        )
-        .unwrap();
+        let dir = self.dir.path().display();
+        // `user root`: when started as root, Mosquitto would otherwise
+        // switch to its own user and could not write the session file
+        // into our private temporary directory.
+        let mut text = format!(
+            "per_listener_settings false\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nuser root\nlog_dest stderr\nlistener {} 127.0.0.1\n",
+            self.port,
+        );
+        if let Some(port) = self.tls_port {
+            text.push_str(&format!(
+                "listener {port} 127.0.0.1\ncafile {dir}/ca.pem\ncertfile {dir}/server.pem\nkeyfile {dir}/server.key\n"
+            ));
+        }
+        std::fs::write(&config, text).unwrap();
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&config)
@@ -363,9 +385,11 @@ impl Mosquitto {
             .expect("mosquitto is installed (scripts/test installs it)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        for port in std::iter::once(self.port).chain(self.tls_port) {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "mosquitto did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 
@@ -406,6 +430,84 @@ impl Mosquitto {
     pub fn subscribe(&self, topic: &str, count: usize) -> std::thread::JoinHandle<Vec<String>> {
         mqtt_subscribe(self.port, topic, count)
     }
+}
+
+/// A test CA (`ca.pem`) and a server certificate it issued for `localhost`
+/// and `127.0.0.1` (`server.pem`, `server.key`), made with `openssl`.
+pub fn issue_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed (scripts/test installs it)");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &key[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=fogbank test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"],
+            &key[..],
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
 }
 
 /// `mosquitto_pub` of one QoS 1 message to any broker on loopback.
