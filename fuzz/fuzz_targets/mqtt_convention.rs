@@ -1,12 +1,16 @@
 #![no_main]
-//! MQTT messages from devices: any topic and payload decode (by the
-//! conventions and as Home Assistant discovery) or fail cleanly.
+//! MQTT bytes from devices: any topic and payload decode (by the
+//! conventions and as Home Assistant discovery) or fail cleanly, and the
+//! embedded broker's front door tells any first bytes of a connection
+//! apart without panicking.
 
+use fogbank_mqtt::embedded::front_door;
 use fogbank_mqtt::{convention, discovery};
 use fogbank_taas::Timestamp;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    let _ = front_door::protocol_level(data);
     // First line: the topic; the rest: the payload.
     let split = data.iter().position(|b| *b == b'\n').unwrap_or(data.len());
     let topic = String::from_utf8_lossy(&data[..split]);

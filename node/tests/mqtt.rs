@@ -154,6 +154,13 @@ fn mosquitto_pub_readings_become_thing_services_and_bad_input_is_dropped() {
     broker.publish("things/multi", br#"[{"v":1}]"#);
     broker.publish("things//temperature", b"1");
     broker.publish("things/sensor-7/status", b"sleepy");
+    // Over max_message_bytes (256 KiB): dropped and acknowledged, so the
+    // broker does not resend it to the session for ever.
+    let oversized = format!(
+        "[{{\"n\":\"temperature\",\"v\":1,\"vs\":\"{}\"}}]",
+        "x".repeat(300_000)
+    );
+    broker.publish("things/sensor-7", oversized.as_bytes());
     broker.publish("things/sensor-7/temperature", b"22.25");
     gw.wait_for(
         "/api/v1/things/gw-m.mqtt.sensor-7.temperature/reading",
@@ -165,6 +172,15 @@ fn mosquitto_pub_readings_become_thing_services_and_bad_input_is_dropped() {
         2,
         "nothing of the garbage was stored"
     );
+    let metrics = String::from_utf8_lossy(&gw.get("/metrics").body).into_owned();
+    for event in ["mqtt_malformed", "mqtt_oversized"] {
+        assert!(
+            metrics.contains(&format!(
+                "fogbank_adapter_events_total{{adapter=\"mqtt\",event=\"{event}\"}}"
+            )),
+            "{event} counted: {metrics}"
+        );
+    }
 
     // Availability follows the status topic.
     broker.publish("things/sensor-7/status", b"offline");
@@ -299,6 +315,30 @@ fn devices_talk_to_the_embedded_broker() {
         commands,
     );
     assert_eq!(seen, vec!["things/plug-2/relay/set on".to_owned()]);
+
+    // MQTT 5 devices use the same port.
+    common::mqtt5_publish(port, "things/plug-5/power", b"7.5");
+    let reading = gw.wait_for(
+        "/api/v1/things/gw-e.mqtt.plug-5.power/reading",
+        "the MQTT 5 reading",
+        |a| a.status == 200,
+    );
+    assert_eq!(reading.json()[0]["v"], 7.5);
+    common::mqtt5_publish(port, "things/plug-5/relay", b"on");
+    gw.wait_for(
+        "/api/v1/things/gw-e.mqtt.plug-5.relay/reading",
+        "the MQTT 5 relay state",
+        |a| a.status == 200,
+    );
+    let commands =
+        common::mqtt_subscribe_with(port, "things/plug-5/relay/set", 1, &["-V", "mqttv5"]);
+    let seen = actuate_until_seen(
+        &gw,
+        "/api/v1/things/gw-e.mqtt.plug-5.relay/actuation",
+        br#"{"value": false}"#,
+        commands,
+    );
+    assert_eq!(seen, vec!["things/plug-5/relay/set off".to_owned()]);
 }
 
 #[test]

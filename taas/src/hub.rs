@@ -74,6 +74,14 @@ pub struct Receipt {
     pub redelivered: bool,
 }
 
+/// Readings that arrived together in one message, with the receipt of a
+/// message its sender may repeat: the unit of [`Hub::ingest_deliveries`].
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub receipt: Option<Receipt>,
+    pub readings: Vec<ThingReading>,
+}
+
 /// What [`Hub::ingest_once`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ingested {
@@ -242,7 +250,11 @@ impl Hub {
     /// or nothing. When this returns Ok the readings are durable and may be
     /// acknowledged to the device.
     pub fn ingest(&self, readings: Vec<ThingReading>) -> Result<(), IngestError> {
-        self.ingest_inner(readings, None)
+        self.single(Delivery {
+            receipt: None,
+            readings,
+        })
+        .map(|_| ())
     }
 
     /// Like [`ingest`](Self::ingest) for a delivery that may be repeated:
@@ -255,43 +267,103 @@ impl Hub {
         receipt: &Receipt,
         readings: Vec<ThingReading>,
     ) -> Result<Ingested, IngestError> {
-        if receipt.redelivered
+        self.single(Delivery {
+            receipt: Some(receipt.clone()),
+            readings,
+        })
+    }
+
+    fn single(&self, delivery: Delivery) -> Result<Ingested, IngestError> {
+        let mut outcomes = self.ingest_deliveries(vec![delivery]);
+        outcomes.pop().unwrap_or_else(|| {
+            Err(IngestError::Store(StoreError::Batch(
+                "no outcome for a delivery".into(),
+            )))
+        })
+    }
+
+    /// Ingests deliveries that arrived back to back, each all or nothing
+    /// as by [`ingest_once`](Self::ingest_once) (or [`ingest`](Self::ingest)
+    /// without a receipt), with one write to the store for all of them: a
+    /// burst costs one WAL append, not one per message. One outcome per
+    /// delivery, in order.
+    pub fn ingest_deliveries(
+        &self,
+        deliveries: Vec<Delivery>,
+    ) -> Vec<Result<Ingested, IngestError>> {
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        let mut accepted = Vec::with_capacity(deliveries.len());
+        let mut woke: Vec<ThingId> = Vec::new();
+        for delivery in deliveries {
+            match self.check(&delivery, &mut woke) {
+                Ok(Ingested::Stored) if !delivery.readings.is_empty() => {
+                    outcomes.push(Ok(Ingested::Stored));
+                    accepted.push(delivery);
+                }
+                outcome => {
+                    if outcome.is_err() {
+                        self.rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    outcomes.push(outcome);
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return outcomes;
+        }
+        let written = self.store.append_deliveries(accepted.iter().map(|d| {
+            (
+                d.readings.as_slice(),
+                d.receipt
+                    .as_ref()
+                    .map(|r| (r.slot.as_slice(), r.fingerprint.as_slice())),
+            )
+        }));
+        if let Err(error) = written {
+            // Nothing of the batch is stored: every accepted delivery fails.
+            let message = error.to_string();
+            for outcome in outcomes
+                .iter_mut()
+                .filter(|o| matches!(o, Ok(Ingested::Stored)))
+            {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                *outcome = Err(IngestError::Store(StoreError::Batch(message.clone())));
+            }
+            return outcomes;
+        }
+        for id in &woke {
+            // A reading proves the device is reachable.
+            if let Err(error) = self.set_available(id, true) {
+                tracing::warn!(%error, thing = %id, "cannot mark a thing service available");
+            }
+        }
+        let shared: Vec<Arc<ThingReading>> = accepted
+            .into_iter()
+            .flat_map(|d| d.readings)
+            .map(|r| {
+                self.registry.offer_latest(&r.thing, &r.reading);
+                Arc::new(r)
+            })
+            .collect();
+        self.ingested
+            .fetch_add(shared.len() as u64, Ordering::Relaxed);
+        self.bus.publish(&shared);
+        outcomes
+    }
+
+    /// Whether a delivery may be written: a repeat of a stored one is
+    /// `AlreadyStored`; readings must name known thing services and carry
+    /// their data type. Thing services the delivery proves reachable are
+    /// added to `woke`.
+    fn check(&self, delivery: &Delivery, woke: &mut Vec<ThingId>) -> Result<Ingested, IngestError> {
+        if let Some(receipt) = &delivery.receipt
+            && receipt.redelivered
             && self.store.receipt(&receipt.slot)?.as_deref() == Some(receipt.fingerprint.as_slice())
         {
             return Ok(Ingested::AlreadyStored);
         }
-        self.ingest_inner(readings, Some(receipt))
-            .map(|()| Ingested::Stored)
-    }
-
-    /// Forgets a receipt whose delivery has been acknowledged.
-    pub fn release(&self, slot: &[u8]) -> Result<(), StoreError> {
-        self.store.clear_receipt(slot)
-    }
-
-    /// Both ingest paths; a refused batch is counted for `/metrics`.
-    fn ingest_inner(
-        &self,
-        readings: Vec<ThingReading>,
-        receipt: Option<&Receipt>,
-    ) -> Result<(), IngestError> {
-        let result = self.write_readings(readings, receipt);
-        if result.is_err() {
-            self.rejected.fetch_add(1, Ordering::Relaxed);
-        }
-        result
-    }
-
-    fn write_readings(
-        &self,
-        readings: Vec<ThingReading>,
-        receipt: Option<&Receipt>,
-    ) -> Result<(), IngestError> {
-        if readings.is_empty() {
-            return Ok(());
-        }
-        let mut woke = Vec::new();
-        for r in &readings {
+        let mut waking = Vec::new();
+        for r in &delivery.readings {
             let thing = self
                 .registry
                 .get(&r.thing)
@@ -304,29 +376,25 @@ impl Hub {
                     found,
                 });
             }
-            if !thing.available && !woke.contains(&r.thing) {
-                woke.push(r.thing.clone());
+            if !thing.available && !woke.contains(&r.thing) && !waking.contains(&r.thing) {
+                waking.push(r.thing.clone());
             }
         }
-        self.store.append_with_receipt(
-            &readings,
-            receipt.map(|r| (r.slot.as_slice(), r.fingerprint.as_slice())),
-        )?;
-        for id in &woke {
-            // A reading proves the device is reachable.
-            self.set_available(id, true)?;
-        }
-        let count = readings.len() as u64;
-        let shared: Vec<Arc<ThingReading>> = readings
-            .into_iter()
-            .map(|r| {
-                self.registry.offer_latest(&r.thing, &r.reading);
-                Arc::new(r)
-            })
-            .collect();
-        self.bus.publish(&shared);
-        self.ingested.fetch_add(count, Ordering::Relaxed);
-        Ok(())
+        woke.extend(waking);
+        Ok(Ingested::Stored)
+    }
+
+    /// Forgets a receipt whose delivery has been acknowledged.
+    pub fn release(&self, slot: &[u8]) -> Result<(), StoreError> {
+        self.store.clear_receipts([slot])
+    }
+
+    /// Forgets the receipts of several acknowledged deliveries at once.
+    pub fn release_all<'a>(
+        &self,
+        slots: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), StoreError> {
+        self.store.clear_receipts(slots)
     }
 
     /// Turns resolved SenML records into readings. A record names its thing
@@ -622,6 +690,76 @@ mod tests {
             Ingested::Stored
         );
         assert_eq!(hub.history(&t, Window::ALL).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn deliveries_of_one_write_succeed_or_fail_each_on_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub_with_things(dir.path());
+        let t = id("gw.x.d.temperature");
+        let receipt = |slot: &str, redelivered| {
+            Some(Receipt {
+                slot: slot.as_bytes().to_vec(),
+                fingerprint: b"same".to_vec(),
+                redelivered,
+            })
+        };
+        hub.ingest_once(
+            &receipt("s/1", false).unwrap(),
+            vec![reading(&t, 1, Value::Number(20.0))],
+        )
+        .unwrap();
+        let outcomes = hub.ingest_deliveries(vec![
+            Delivery {
+                receipt: receipt("s/1", true),
+                readings: vec![reading(&t, 2, Value::Number(20.0))],
+            },
+            Delivery {
+                receipt: receipt("s/2", false),
+                readings: vec![reading(&id("gw.x.d.nothing"), 3, Value::Number(1.0))],
+            },
+            Delivery {
+                receipt: receipt("s/3", false),
+                readings: vec![reading(&t, 4, Value::Number(22.0))],
+            },
+            Delivery {
+                receipt: None,
+                readings: vec![reading(&t, 5, Value::Number(23.0))],
+            },
+        ]);
+        assert!(matches!(outcomes[0], Ok(Ingested::AlreadyStored)));
+        assert!(matches!(outcomes[1], Err(IngestError::UnknownThing(_))));
+        assert!(matches!(outcomes[2], Ok(Ingested::Stored)));
+        assert!(matches!(outcomes[3], Ok(Ingested::Stored)));
+        let times: Vec<u64> = hub
+            .history(&t, Window::ALL)
+            .unwrap()
+            .iter()
+            .map(|r| r.time.0)
+            .collect();
+        assert_eq!(times, vec![1, 4, 5]);
+        assert_eq!(hub.stats().readings_ingested, 3);
+        assert_eq!(hub.stats().readings_rejected, 1);
+        // The stored delivery's receipt was written with it; releasing
+        // several at once frees them all.
+        assert_eq!(
+            hub.ingest_once(
+                &receipt("s/3", true).unwrap(),
+                vec![reading(&t, 6, Value::Number(22.0))]
+            )
+            .unwrap(),
+            Ingested::AlreadyStored
+        );
+        hub.release_all([b"s/1".as_slice(), b"s/3".as_slice()])
+            .unwrap();
+        assert_eq!(
+            hub.ingest_once(
+                &receipt("s/3", true).unwrap(),
+                vec![reading(&t, 7, Value::Number(22.0))]
+            )
+            .unwrap(),
+            Ingested::Stored
+        );
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub use commands::{
     ActuationFuture, ActuationResult, Actuator, Command, CommandId, CommandState, CommandStatus,
 };
 pub use hub::{
-    ActuateError, CommandTicket, Hub, HubOptions, HubStats, IngestError, Ingested, Receipt,
+    ActuateError, CommandTicket, Delivery, Hub, HubOptions, HubStats, IngestError, Ingested,
+    Receipt,
 };
 pub use id::{IdError, ThingId};
 pub use reading::{Reading, ThingReading, Timestamp, Value};

@@ -58,6 +58,9 @@ pub enum StoreError {
     Io(#[from] rocksdb::Error),
     #[error("column family {0} is missing")]
     MissingColumnFamily(&'static str),
+    /// A write shared by several deliveries failed; each is told why.
+    #[error("{0}")]
+    Batch(String),
     #[error("stored thing service {key} is unreadable: {source}")]
     CorruptThing {
         key: String,
@@ -291,30 +294,30 @@ impl Store {
     // ------------------------------------------------------------ readings
 
     /// Writes readings atomically: all or none reach the WAL.
-    pub fn append<'a>(
-        &self,
-        readings: impl IntoIterator<Item = &'a ThingReading>,
-    ) -> Result<(), StoreError> {
-        self.append_with_receipt(readings, None)
+    pub fn append(&self, readings: &[ThingReading]) -> Result<(), StoreError> {
+        self.append_deliveries([(readings, None)])
     }
 
-    /// Writes readings and, in the same atomic batch, a delivery receipt
-    /// (slot key → content fingerprint).
-    pub fn append_with_receipt<'a>(
+    /// Writes the readings of several deliveries, each with its delivery
+    /// receipt (slot key → content fingerprint) if it has one, in one
+    /// atomic batch: one WAL append for all of them.
+    pub fn append_deliveries<'a>(
         &self,
-        readings: impl IntoIterator<Item = &'a ThingReading>,
-        receipt: Option<(&[u8], &[u8])>,
+        deliveries: impl IntoIterator<Item = (&'a [ThingReading], Option<(&'a [u8], &'a [u8])>)>,
     ) -> Result<(), StoreError> {
-        let cf = self.cf(CF_READINGS)?;
+        let readings_cf = self.cf(CF_READINGS)?;
+        let receipts_cf = self.cf(CF_RECEIPTS)?;
         let mut batch = WriteBatch::default();
         let mut value = Vec::with_capacity(16);
-        for r in readings {
-            value.clear();
-            codec::encode(&r.reading.value, &mut value);
-            batch.put_cf(cf, reading_key(&r.thing, r.reading.time), &value);
-        }
-        if let Some((key, fingerprint)) = receipt {
-            batch.put_cf(self.cf(CF_RECEIPTS)?, key, fingerprint);
+        for (readings, receipt) in deliveries {
+            for r in readings {
+                value.clear();
+                codec::encode(&r.reading.value, &mut value);
+                batch.put_cf(readings_cf, reading_key(&r.thing, r.reading.time), &value);
+            }
+            if let Some((key, fingerprint)) = receipt {
+                batch.put_cf(receipts_cf, key, fingerprint);
+            }
         }
         self.db.write_opt(batch, &self.write_options)?;
         Ok(())
@@ -325,9 +328,19 @@ impl Store {
         Ok(self.db.get_cf(self.cf(CF_RECEIPTS)?, key)?)
     }
 
-    /// Forgets a delivery slot once its sender has the acknowledgement.
-    pub fn clear_receipt(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.db.delete_cf(self.cf(CF_RECEIPTS)?, key)?;
+    /// Forgets delivery slots once their senders have the acknowledgement.
+    pub fn clear_receipts<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), StoreError> {
+        let cf = self.cf(CF_RECEIPTS)?;
+        let mut batch = WriteBatch::default();
+        for key in keys {
+            batch.delete_cf(cf, key);
+        }
+        if !batch.is_empty() {
+            self.db.write_opt(batch, &self.write_options)?;
+        }
         Ok(())
     }
 

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use actix::{Message, Recipient};
 use fogbank_taas::{
-    ActuationResult, Command, Hub, IdError, IngestError, Ingested, Reading, Receipt, StoreError,
-    ThingId, ThingReading, ThingService, Timestamp, Value,
+    ActuationResult, Command, Delivery, Hub, IdError, IngestError, Ingested, Reading, Receipt,
+    StoreError, ThingId, ThingReading, ThingService, Timestamp, Value,
 };
 
 pub use supervisor::{AdapterSupervisor, Backoff, GetStatus, Shutdown, SupervisorStatus};
@@ -116,8 +116,52 @@ impl AdapterContext {
         Ok(self.hub.ingest_once(receipt, readings)?)
     }
 
+    /// Several deliveries that arrived back to back, in one store write;
+    /// see [`Hub::ingest_deliveries`]. One outcome per delivery, in order.
+    pub fn emit_deliveries(
+        &self,
+        deliveries: Vec<Delivery>,
+    ) -> Vec<Result<Ingested, AdapterError>> {
+        let mut refused = Vec::with_capacity(deliveries.len());
+        let mut owned = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            match delivery
+                .readings
+                .iter()
+                .try_for_each(|r| self.check_owned(&r.thing))
+            {
+                Ok(()) => {
+                    refused.push(None);
+                    owned.push(delivery);
+                }
+                Err(error) => refused.push(Some(error)),
+            }
+        }
+        let mut stored = self.hub.ingest_deliveries(owned).into_iter();
+        refused
+            .into_iter()
+            .map(|refusal| match refusal {
+                Some(error) => Err(error),
+                // The hub answers every delivery; were one missing, it
+                // must not be acknowledged as stored.
+                None => stored.next().map_or_else(
+                    || Err(StoreError::Batch("no outcome for a delivery".into()).into()),
+                    |outcome| outcome.map_err(AdapterError::from),
+                ),
+            })
+            .collect()
+    }
+
     pub fn release(&self, slot: &[u8]) -> Result<(), AdapterError> {
         Ok(self.hub.release(slot)?)
+    }
+
+    /// Forgets the receipts of several acknowledged deliveries at once.
+    pub fn release_all<'a>(
+        &self,
+        slots: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), AdapterError> {
+        Ok(self.hub.release_all(slots)?)
     }
 
     pub fn emit_value(

@@ -3,6 +3,12 @@
 //! the adapter is an ordinary client of it over loopback, so embedded and
 //! external mode share one receive path.
 //!
+//! rumqttd serves MQTT 3.1.1 and MQTT 5 on separate listeners, but devices
+//! expect both on one port. So the broker's two listeners sit on loopback
+//! ports of their own, and the gateway's port is a front door
+//! ([`front_door`]) that reads the protocol level from each connection's
+//! CONNECT packet and splices the connection to the matching listener.
+//!
 //! Guarantee, exactly: rumqttd acknowledges a device's QoS 1 publish when
 //! it has the message in memory, and the adapter stores it within
 //! milliseconds. A gateway killed inside that window loses what was in it;
@@ -15,6 +21,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
+pub mod front_door;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
     #[error(
@@ -24,27 +32,32 @@ pub enum EmbeddedError {
         address: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot start the embedded MQTT broker thread: {0}")]
-    Thread(std::io::Error),
+    #[error("cannot start the embedded MQTT broker: {0}")]
+    Start(std::io::Error),
 }
 
-/// Starts the broker on `listen` and returns the address a local client
-/// connects to (loopback when it listens on every interface).
+/// Starts the broker behind a front door on `listen` and returns the
+/// address the gateway's own client connects to (the broker's MQTT 3.1.1
+/// listener, directly).
 pub fn start(listen: SocketAddr, max_message_bytes: usize) -> Result<SocketAddr, EmbeddedError> {
-    // Bind once ourselves for a clear error; rumqttd would only log it.
-    let probe = TcpListener::bind(listen).map_err(|source| EmbeddedError::Listen {
+    let public = TcpListener::bind(listen).map_err(|source| EmbeddedError::Listen {
         address: listen,
         source,
     })?;
-    let bound = probe.local_addr().map_err(|source| EmbeddedError::Listen {
-        address: listen,
-        source,
-    })?;
-    drop(probe);
+    let bound = public.local_addr().map_err(EmbeddedError::Start)?;
+    let loopback = local_client_address(SocketAddr::new(
+        match bound.ip() {
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        },
+        0,
+    ));
+    let v4 = free_loopback_port(loopback)?;
+    let v5 = free_loopback_port(loopback)?;
 
-    let server = ServerSettings {
-        name: "fogbank".into(),
-        listen: bound,
+    let server = |name: &str, listen| ServerSettings {
+        name: name.into(),
+        listen,
         tls: None,
         next_connection_delay_ms: 1,
         connections: ConnectionSettings {
@@ -65,10 +78,8 @@ pub fn start(listen: SocketAddr, max_message_bytes: usize) -> Result<SocketAddr,
             max_segment_count: 4,
             ..RouterConfig::default()
         },
-        // rumqttd serves MQTT 5 only on a port of its own; devices speak
-        // 3.1.1 by default (Tasmota, ESPHome, Zigbee2MQTT), so that is what
-        // the one configured port serves.
-        v4: Some(HashMap::from([("1".to_owned(), server)])),
+        v4: Some(HashMap::from([("1".to_owned(), server("mqtt-3.1.1", v4))])),
+        v5: Some(HashMap::from([("1".to_owned(), server("mqtt-5", v5))])),
         ..Config::default()
     };
     std::thread::Builder::new()
@@ -79,9 +90,16 @@ pub fn start(listen: SocketAddr, max_message_bytes: usize) -> Result<SocketAddr,
                 tracing::error!(%error, "the embedded MQTT broker stopped");
             }
         })
-        .map_err(EmbeddedError::Thread)?;
-    tracing::info!(listen = %bound, "embedded MQTT broker listening (MQTT 3.1.1)");
-    Ok(local_client_address(bound))
+        .map_err(EmbeddedError::Start)?;
+    front_door::open(public, front_door::Backends { v4, v5 }).map_err(EmbeddedError::Start)?;
+    tracing::info!(listen = %bound, "embedded MQTT broker listening (MQTT 3.1.1 and 5)");
+    Ok(v4)
+}
+
+/// A loopback address with a port nobody holds at the moment.
+fn free_loopback_port(loopback: SocketAddr) -> Result<SocketAddr, EmbeddedError> {
+    let probe = TcpListener::bind(loopback).map_err(EmbeddedError::Start)?;
+    probe.local_addr().map_err(EmbeddedError::Start)
 }
 
 fn local_client_address(listen: SocketAddr) -> SocketAddr {

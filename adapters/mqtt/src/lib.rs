@@ -29,7 +29,8 @@ use fogbank_adapter::{Actuate, AdapterContext, Plugin};
 use fogbank_taas::senml;
 use fogbank_taas::thing::guess_type;
 use fogbank_taas::{
-    ActuationResult, Ingested, Kind, Reading, Receipt, ThingReading, ThingService, Timestamp, Value,
+    ActuationResult, Delivery, Ingested, Kind, Reading, Receipt, ThingReading, ThingService,
+    Timestamp, Value,
 };
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use serde::Deserialize;
@@ -64,7 +65,8 @@ pub struct MqttConfig {
     pub username: Option<String>,
     pub password: Option<String>,
     pub keep_alive_secs: u64,
-    /// Larger messages are refused by the client and logged.
+    /// Larger messages are dropped, logged and counted (and acknowledged,
+    /// so that the broker does not resend them).
     pub max_message_bytes: usize,
     /// Messages per second one device may send (bursts of twice that);
     /// more are dropped and counted. 0 (the default) means no limit: a
@@ -271,7 +273,14 @@ impl Actor for MqttActor {
             .set_clean_session(false)
             .set_manual_acks(true)
             .set_keep_alive(Duration::from_secs(self.config.keep_alive_secs.max(5)))
-            .set_max_packet_size(self.config.max_message_bytes, self.config.max_message_bytes);
+            // The client takes up to the hard cap so that the adapter can drop
+            // and acknowledge a merely oversized message: a client-side refusal
+            // would drop the connection, and the broker would resend the same
+            // message to the resumed session forever.
+            .set_max_packet_size(
+                self.config.max_message_bytes.max(INCOMING_HARD_CAP),
+                self.config.max_message_bytes,
+            );
         if let (Some(user), Some(password)) = (&self.config.username, &self.config.password) {
             options.set_credentials(user.clone(), password.clone());
         }
@@ -284,6 +293,7 @@ impl Actor for MqttActor {
             client_id,
             entities: self.entities.clone(),
             limiter: limit::RateLimiter::new(self.config.max_rate_per_device),
+            max_message_bytes: self.config.max_message_bytes,
             pending_acks: std::collections::VecDeque::new(),
             mappings: self.config.mappings.clone(),
         };
@@ -332,10 +342,28 @@ struct Session {
     client_id: String,
     entities: SharedEntities,
     limiter: limit::RateLimiter,
+    max_message_bytes: usize,
     mappings: Vec<mapping::Mapping>,
     /// Stored (or dropped) messages whose acknowledgement is not sent yet,
     /// with the receipt slot to release once it is.
     pending_acks: std::collections::VecDeque<(Publish, Vec<u8>)>,
+}
+
+/// The largest packet the client reads at all (see `max_message_bytes`
+/// for the limit on what is taken); a broker that sends more breaks the
+/// session — set its own limit (Mosquitto: `message_size_limit`) below it.
+const INCOMING_HARD_CAP: usize = 16 << 20;
+
+/// Publishes handled together at most: one store write each burst.
+const MAX_BURST: usize = 256;
+
+/// Where a message of a burst stands before the store write.
+enum Handled {
+    /// Its readings are in the burst's write.
+    Staged,
+    /// Acted on; nothing to store.
+    Done,
+    Refused(Refusal),
 }
 
 /// Why a message was not taken: bad input is dropped (and acknowledged, or
@@ -343,6 +371,8 @@ struct Session {
 /// acknowledged, so the broker resends it.
 enum Refusal {
     BadInput(String),
+    /// Bytes in the message, over `max_message_bytes`.
+    Oversized(usize),
     RateLimited,
     NotStored(String),
 }
@@ -371,7 +401,22 @@ impl Session {
                     );
                     self.connected(ack.session_present);
                 }
-                Ok(Event::Incoming(Packet::Publish(publish))) => self.receive(publish),
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    // Publishes the client already read off the socket come
+                    // along, so that a burst costs one store write.
+                    let mut burst = vec![publish];
+                    while burst.len() < MAX_BURST
+                        && let Some(Event::Incoming(Packet::Publish(_))) =
+                            eventloop.state.events.front()
+                    {
+                        if let Some(Event::Incoming(Packet::Publish(next))) =
+                            eventloop.state.events.pop_front()
+                        {
+                            burst.push(next);
+                        }
+                    }
+                    self.receive(burst);
+                }
                 Ok(_) => self.flush_acks(),
                 Err(error) => {
                     self.context.count("mqtt_connection_errors");
@@ -410,45 +455,91 @@ impl Session {
         }
     }
 
-    fn receive(&mut self, publish: Publish) {
-        let span = tracing::debug_span!("mqtt", topic = %publish.topic, pkid = publish.pkid);
-        let _entered = span.enter();
-        let receipt = Receipt {
-            slot: format!("mqtt/{}/{}", self.client_id, publish.pkid).into_bytes(),
-            fingerprint: fingerprint(&publish),
-            redelivered: publish.dup,
-        };
-        self.context.count("mqtt_messages");
-        let outcome = if publish.topic.starts_with("homeassistant/")
-            || self
-                .limiter
-                .allow(limit::device_key(&publish.topic), std::time::Instant::now())
-        {
-            self.handle(&publish, &receipt)
-        } else {
-            Err(Refusal::RateLimited)
-        };
-        let acknowledge = match outcome {
+    /// Handles a burst of messages: decodes each, stores what they carry in
+    /// one write, then acknowledges each that was stored or dropped.
+    fn receive(&mut self, burst: Vec<Publish>) {
+        let mut deliveries = Vec::new();
+        let mut handled = Vec::with_capacity(burst.len());
+        for publish in burst {
+            let span = tracing::debug_span!("mqtt", topic = %publish.topic, pkid = publish.pkid);
+            let _entered = span.enter();
+            let receipt = Receipt {
+                slot: format!("mqtt/{}/{}", self.client_id, publish.pkid).into_bytes(),
+                fingerprint: fingerprint(&publish),
+                redelivered: publish.dup,
+            };
+            self.context.count("mqtt_messages");
+            let outcome = if publish.payload.len() > self.max_message_bytes {
+                Err(Refusal::Oversized(publish.payload.len()))
+            } else if publish.topic.starts_with("homeassistant/")
+                || self
+                    .limiter
+                    .allow(limit::device_key(&publish.topic), std::time::Instant::now())
+            {
+                self.handle(&publish)
+            } else {
+                Err(Refusal::RateLimited)
+            };
+            let outcome = match outcome {
+                Ok(Some(readings)) => {
+                    deliveries.push(Delivery {
+                        receipt: (publish.qos != QoS::AtMostOnce).then(|| receipt.clone()),
+                        readings,
+                    });
+                    Handled::Staged
+                }
+                Ok(None) => Handled::Done,
+                Err(refusal) => Handled::Refused(refusal),
+            };
+            handled.push((publish, receipt, outcome));
+        }
+        let mut stored = self.context.emit_deliveries(deliveries).into_iter();
+        for (publish, receipt, outcome) in handled {
+            let outcome = match outcome {
+                Handled::Staged => match stored.next() {
+                    Some(Ok(Ingested::AlreadyStored)) => {
+                        tracing::info!(topic = %publish.topic, "redelivered message was already stored");
+                        Ok(())
+                    }
+                    Some(Ok(Ingested::Stored)) => Ok(()),
+                    Some(Err(error)) => Err(Refusal::from(error)),
+                    None => Err(Refusal::NotStored("no outcome".into())),
+                },
+                Handled::Done => Ok(()),
+                Handled::Refused(refusal) => Err(refusal),
+            };
+            if self.acknowledgeable(&publish.topic, outcome) && publish.qos != QoS::AtMostOnce {
+                self.pending_acks.push_back((publish, receipt.slot));
+            }
+        }
+        self.flush_acks();
+    }
+
+    /// Whether a message may be acknowledged: stored, or dropped for good.
+    /// A message that could not be stored is not, so the broker resends it.
+    fn acknowledgeable(&self, topic: &str, outcome: Result<(), Refusal>) -> bool {
+        match outcome {
             Ok(()) => true,
             Err(Refusal::RateLimited) => {
                 self.context.count("mqtt_rate_limited");
-                tracing::debug!(topic = %publish.topic, "dropped an MQTT message over the device's rate");
+                tracing::debug!(%topic, "dropped an MQTT message over the device's rate");
+                true
+            }
+            Err(Refusal::Oversized(bytes)) => {
+                self.context.count("mqtt_oversized");
+                tracing::warn!(%topic, bytes, limit = self.max_message_bytes, "dropped an oversized MQTT message");
                 true
             }
             Err(Refusal::BadInput(error)) => {
                 self.context.count("mqtt_malformed");
-                tracing::warn!(topic = %publish.topic, %error, "dropped an MQTT message");
+                tracing::warn!(%topic, %error, "dropped an MQTT message");
                 true
             }
             Err(Refusal::NotStored(error)) => {
                 self.context.count("mqtt_not_stored");
-                tracing::error!(topic = %publish.topic, %error, "MQTT reading not stored; the broker will resend it");
+                tracing::error!(%topic, %error, "MQTT reading not stored; the broker will resend it");
                 false
             }
-        };
-        if acknowledge && publish.qos != QoS::AtMostOnce {
-            self.pending_acks.push_back((publish, receipt.slot));
-            self.flush_acks();
         }
     }
 
@@ -457,22 +548,26 @@ impl Session {
     /// under a burst some wait here for the next poll — the broker sends no
     /// more than its in-flight window meanwhile, which bounds this queue.
     fn flush_acks(&mut self) {
+        let mut released = Vec::new();
         while let Some((publish, _)) = self.pending_acks.front() {
             if self.client.try_ack(publish).is_err() {
-                return;
+                break;
             }
-            if let Some((_, slot)) = self.pending_acks.pop_front()
-                && let Err(error) = self.context.release(&slot)
-            {
-                tracing::warn!(%error, "cannot release a receipt");
+            if let Some((_, slot)) = self.pending_acks.pop_front() {
+                released.push(slot);
             }
+        }
+        if let Err(error) = self.context.release_all(released.iter().map(Vec::as_slice)) {
+            tracing::warn!(%error, "cannot release receipts");
         }
     }
 
-    fn handle(&mut self, publish: &Publish, receipt: &Receipt) -> Result<(), Refusal> {
+    /// What one message means: readings to store (`Some`), or nothing to
+    /// store once it has been acted on (`None`).
+    fn handle(&mut self, publish: &Publish) -> Result<Option<Vec<ThingReading>>, Refusal> {
         let topic = publish.topic.as_str();
         if topic.starts_with("homeassistant/") {
-            return self.discover(topic, &publish.payload);
+            return self.discover(topic, &publish.payload).map(|()| None);
         }
         let (stated, availability) = self.entities.lock().on_topic(topic);
         if !stated.is_empty() || !availability.is_empty() {
@@ -494,7 +589,7 @@ impl Session {
                     self.context.set_device_available(&entity.device, online)?;
                 }
             }
-            return self.store(receipt, readings, publish.qos);
+            return Ok(Some(readings));
         }
         let now = self.context.arrival_time();
         if let Some((mapping, matched)) = self
@@ -503,36 +598,27 @@ impl Session {
             .find_map(|m| m.matches(topic).map(|found| (m, found)))
         {
             let samples = mapped_samples(mapping, &matched.resource, &publish.payload, now)?;
-            return self.samples(
-                receipt,
-                &matched.device,
-                samples,
-                mapping.semantic_type.as_deref(),
-                publish.qos,
-            );
+            return self.samples(&matched.device, samples, mapping.semantic_type.as_deref());
         }
         match convention::decode(topic, &publish.payload, now) {
-            Ok(Inbound::Samples { device, samples }) => {
-                self.samples(receipt, &device, samples, None, publish.qos)
-            }
+            Ok(Inbound::Samples { device, samples }) => self.samples(&device, samples, None),
             Ok(Inbound::Status { device, online }) => {
-                Ok(self.context.set_device_available(&device, online)?)
+                self.context.set_device_available(&device, online)?;
+                Ok(None)
             }
-            Ok(Inbound::Ignored) => Ok(()),
+            Ok(Inbound::Ignored) => Ok(None),
             Err(error) => Err(Refusal::BadInput(error.to_string())),
         }
     }
 
-    /// Stores samples of one device, creating thing services for resources
-    /// first heard of (of `semantic_type` when a mapping says so).
+    /// The readings of samples of one device, creating thing services for
+    /// resources first heard of (of `semantic_type` when a mapping says so).
     fn samples(
         &self,
-        receipt: &Receipt,
         device: &str,
         samples: Vec<Sample>,
         semantic_type: Option<&str>,
-        qos: QoS,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<Vec<ThingReading>>, Refusal> {
         let mut readings = Vec::with_capacity(samples.len());
         for sample in samples {
             let thing = self
@@ -554,7 +640,7 @@ impl Session {
                 },
             });
         }
-        self.store(receipt, readings, qos)
+        Ok(Some(readings))
     }
 
     fn discover(&mut self, topic: &str, payload: &[u8]) -> Result<(), Refusal> {
@@ -589,26 +675,6 @@ impl Session {
             }
             Discovery::Ignored => Ok(()),
         }
-    }
-
-    fn store(
-        &self,
-        receipt: &Receipt,
-        readings: Vec<ThingReading>,
-        qos: QoS,
-    ) -> Result<(), Refusal> {
-        if readings.is_empty() {
-            return Ok(());
-        }
-        let outcome = if qos == QoS::AtMostOnce {
-            self.context.emit(readings).map(|()| Ingested::Stored)
-        } else {
-            self.context.emit_once(receipt, readings)
-        };
-        if outcome? == Ingested::AlreadyStored {
-            tracing::info!("redelivered message was already stored");
-        }
-        Ok(())
     }
 }
 

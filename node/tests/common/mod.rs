@@ -515,6 +515,11 @@ pub fn mqtt_publish(port: u16, topic: &str, payload: &[u8]) {
     mosquitto_pub(port, &["-t", topic, "-s"], payload);
 }
 
+/// `mosquitto_pub` of one QoS 1 message, speaking MQTT 5.
+pub fn mqtt5_publish(port: u16, topic: &str, payload: &[u8]) {
+    mosquitto_pub(port, &["-V", "mqttv5", "-t", topic, "-s"], payload);
+}
+
 /// Runs `mosquitto_pub` at QoS 1 with `args`, feeding it `input`.
 fn mosquitto_pub(port: u16, args: &[&str], input: &[u8]) {
     use std::io::Write;
@@ -560,7 +565,18 @@ pub fn mqtt_subscribe(
     topic: &str,
     count: usize,
 ) -> std::thread::JoinHandle<Vec<String>> {
+    mqtt_subscribe_with(port, topic, count, &[])
+}
+
+/// [`mqtt_subscribe`] with more `mosquitto_sub` arguments.
+pub fn mqtt_subscribe_with(
+    port: u16,
+    topic: &str,
+    count: usize,
+    args: &[&str],
+) -> std::thread::JoinHandle<Vec<String>> {
     let child = Command::new("mosquitto_sub")
+        .args(args)
         .args([
             "-h",
             "127.0.0.1",
