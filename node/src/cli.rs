@@ -48,26 +48,30 @@ pub struct RunArgs {
     pub http: Option<SocketAddr>,
     /// Embedded MQTT broker listen address, or `off` for no MQTT
     /// [default: 0.0.0.0:1883, or what the config file says].
-    #[arg(long, env = "FOGBANK_MQTT", value_parser = parse_mqtt)]
-    pub mqtt: Option<MqttListen>,
+    #[arg(long, env = "FOGBANK_MQTT", value_parser = parse_listen)]
+    pub mqtt: Option<Listen>,
+    /// CoAP endpoint (UDP) listen address, or `off` for no CoAP
+    /// [default: 0.0.0.0:5683, or what the config file says].
+    #[arg(long, env = "FOGBANK_COAP", value_parser = parse_listen)]
+    pub coap: Option<Listen>,
     /// Run the campus simulator.
     #[arg(long, env = "FOGBANK_DEMO")]
     pub demo: bool,
 }
 
-/// The `--mqtt` value.
+/// The `--mqtt` and `--coap` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MqttListen {
+pub enum Listen {
     Off,
     At(SocketAddr),
 }
 
-fn parse_mqtt(raw: &str) -> Result<MqttListen, String> {
+fn parse_listen(raw: &str) -> Result<Listen, String> {
     match raw {
-        "off" => Ok(MqttListen::Off),
+        "off" => Ok(Listen::Off),
         _ => raw
             .parse()
-            .map(MqttListen::At)
+            .map(Listen::At)
             .map_err(|_| format!("{raw:?} is neither an address like 0.0.0.0:1883 nor off")),
     }
 }

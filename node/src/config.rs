@@ -39,6 +39,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub sim: SimSection,
     pub mqtt: fogbank_mqtt::MqttConfig,
+    pub coap: fogbank_coap::CoapConfig,
     pub log: LogConfig,
 }
 
@@ -119,6 +120,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             sim: SimSection::default(),
             mqtt: fogbank_mqtt::MqttConfig::default(),
+            coap: fogbank_coap::CoapConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -235,6 +237,10 @@ impl Config {
         }
         self.mqtt.validate().map_err(|e| ConfigError::Invalid {
             key: "mqtt",
+            reason: e.to_string(),
+        })?;
+        self.coap.validate().map_err(|e| ConfigError::Invalid {
+            key: "coap",
             reason: e.to_string(),
         })?;
         if self.http.max_body_bytes == 0 {

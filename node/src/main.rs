@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod cli;
 mod client;
+mod coap;
 mod config;
 mod metrics;
 mod server;
@@ -49,10 +50,18 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         config.http.listen = http;
     }
     match args.mqtt {
-        Some(cli::MqttListen::Off) => config.mqtt.mode = "off".into(),
-        Some(cli::MqttListen::At(listen)) => {
+        Some(cli::Listen::Off) => config.mqtt.mode = "off".into(),
+        Some(cli::Listen::At(listen)) => {
             config.mqtt.mode = "embedded".into();
             config.mqtt.listen = listen;
+        }
+        None => {}
+    }
+    match args.coap {
+        Some(cli::Listen::Off) => config.coap.enabled = false,
+        Some(cli::Listen::At(listen)) => {
+            config.coap.enabled = true;
+            config.coap.listen = listen;
         }
         None => {}
     }

@@ -27,7 +27,10 @@ pub fn run(config: Config, env_admin_token: Option<String>) -> anyhow::Result<()
     actix_rt::System::new().block_on(serve(config, env_admin_token))
 }
 
-fn plugins(config: &Config) -> anyhow::Result<Vec<Box<dyn Plugin>>> {
+fn plugins(
+    config: &Config,
+    coap: Option<&fogbank_coap::endpoint::Endpoint>,
+) -> anyhow::Result<Vec<Box<dyn Plugin>>> {
     let mut plugins: Vec<Box<dyn Plugin>> = Vec::new();
     if config.sim.enabled {
         let sim = &config.sim;
@@ -41,6 +44,12 @@ fn plugins(config: &Config) -> anyhow::Result<Vec<Box<dyn Plugin>>> {
     }
     if let Some(mqtt) = fogbank_mqtt::Mqtt::new(config.mqtt.clone())? {
         plugins.push(Box::new(mqtt));
+    }
+    if let Some(endpoint) = coap {
+        plugins.push(Box::new(fogbank_coap::Coap::new(
+            endpoint.clone(),
+            &config.coap,
+        )));
     }
     Ok(plugins)
 }
@@ -72,7 +81,23 @@ async fn serve(config: Config, env_admin_token: Option<String>) -> anyhow::Resul
         AdminTokenSource::Configured => tracing::info!("tokens from the configuration"),
     }
 
-    let adapters: Vec<Addr<AdapterSupervisor>> = plugins(&config)?
+    // One CoAP endpoint for devices (`/rd`, the adapter) and applications
+    // (`/things`, here).
+    let coap = match config.coap.enabled {
+        true => Some(fogbank_coap::bind(&config.coap)?),
+        false => None,
+    };
+    if let Some(endpoint) = &coap {
+        let things = Arc::new(crate::coap::ThingsResource::new(
+            hub.clone(),
+            Duration::from_millis(config.http.actuation_wait_ms),
+            true,
+        ));
+        endpoint.route("things", things.clone());
+        endpoint.route(".well-known", things);
+        crate::coap::notify_observers(hub.clone(), endpoint.clone());
+    }
+    let adapters: Vec<Addr<AdapterSupervisor>> = plugins(&config, coap.as_ref())?
         .into_iter()
         .map(|plugin| AdapterSupervisor::new(plugin, hub.clone(), Backoff::default()).start())
         .collect();

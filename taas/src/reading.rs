@@ -59,6 +59,20 @@ pub enum Value {
 }
 
 impl Value {
+    /// A value sent as plain text (an MQTT payload, a CoAP text/plain
+    /// body): booleans in their common spellings, numbers, else text.
+    pub fn from_plain(text: &str) -> Value {
+        match text.to_ascii_lowercase().as_str() {
+            "true" | "on" => return Value::Bool(true),
+            "false" | "off" => return Value::Bool(false),
+            _ => {}
+        }
+        match text.parse::<f64>() {
+            Ok(n) if n.is_finite() => Value::Number(n),
+            _ => Value::String(text.to_owned()),
+        }
+    }
+
     pub fn data_type(&self) -> crate::thing::DataType {
         use crate::thing::DataType;
         match self {

@@ -125,15 +125,7 @@ fn text(payload: &[u8]) -> Result<&str, DecodeError> {
 
 /// A plain payload: booleans in their common spellings, numbers, else text.
 pub fn plain_value(text: &str) -> Value {
-    match text.to_ascii_lowercase().as_str() {
-        "true" | "on" => return Value::Bool(true),
-        "false" | "off" => return Value::Bool(false),
-        _ => {}
-    }
-    match text.parse::<f64>() {
-        Ok(n) if n.is_finite() => Value::Number(n),
-        _ => Value::String(text.to_owned()),
-    }
+    Value::from_plain(text)
 }
 
 /// A SenML pack; on a resource topic records may omit the name.

@@ -1,0 +1,578 @@
+//! The device side: the resource directory at `/rd` and the watchers that
+//! observe (or poll) every resource of every registered or configured
+//! device, storing what they hear.
+//!
+//! A registration lives here, not in the adapter actor, because the
+//! endpoint outlives adapter restarts; the actor hands in its current
+//! [`AdapterContext`] when it starts. Each followed resource is one task on
+//! the endpoint's runtime; a registration's tasks end with it (update with
+//! new links, removal, expiry).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
+use fogbank_adapter::AdapterContext;
+use fogbank_taas::id::sanitize_segment;
+use fogbank_taas::{ThingId, ThingReading, ThingService, Value};
+use parking_lot::{Mutex, RwLock};
+use tokio::task::JoinHandle;
+
+use crate::endpoint::{self, Endpoint, Handler, Reply};
+use crate::message::{self, Request, Response, format};
+use crate::payload;
+use crate::rd::{self, DeviceResource};
+
+/// A notification later than Max-Age plus this means the observation is
+/// gone (the device restarted, a NAT forgot us): observe again.
+const OBSERVATION_SLACK: Duration = Duration::from_secs(10);
+/// Wait before retrying a device that did not answer.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// One device the gateway follows.
+struct Device {
+    /// Its thing id segment.
+    name: String,
+    address: SocketAddr,
+    resources: Vec<DeviceResource>,
+    /// For registrations: when it lapses unless updated.
+    expires: Option<Instant>,
+    lifetime: Duration,
+    watchers: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        for watcher in &self.watchers {
+            watcher.abort();
+        }
+    }
+}
+
+/// Registered and configured devices, shared by the `/rd` handler, the
+/// watchers and the adapter actor.
+pub struct Directory {
+    endpoint: Endpoint,
+    context: RwLock<Option<AdapterContext>>,
+    /// By registration id (`rd/{id}`), or `static-{n}` for configured ones.
+    devices: Mutex<HashMap<String, Device>>,
+    next_id: AtomicU64,
+    poll_interval: Duration,
+}
+
+impl Directory {
+    pub fn new(endpoint: Endpoint, poll_interval: Duration) -> Arc<Directory> {
+        Arc::new(Directory {
+            endpoint,
+            context: RwLock::default(),
+            devices: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            poll_interval,
+        })
+    }
+
+    /// The adapter (re)started: readings go through this context from now.
+    pub fn attach(&self, context: AdapterContext) {
+        *self.context.write() = Some(context);
+    }
+
+    fn context(&self) -> Option<AdapterContext> {
+        self.context.read().clone()
+    }
+
+    /// Starts following a device: announces its thing services and starts
+    /// a watcher per resource. Replaces whatever `key` named before.
+    fn follow(
+        self: &Arc<Self>,
+        key: String,
+        name: String,
+        address: SocketAddr,
+        resources: Vec<DeviceResource>,
+        lifetime: Option<Duration>,
+    ) -> Result<(), String> {
+        let context = self.context().ok_or("the CoAP adapter is not running")?;
+        let mut watchers = Vec::new();
+        for resource in &resources {
+            let thing = context
+                .thing_id(&name, &resource.name)
+                .map_err(|e| e.to_string())?;
+            let mut service = ThingService::new(
+                thing.clone(),
+                resource.kind,
+                &resource.semantic_type,
+                resource.unit.as_deref(),
+            )
+            .with_device_address(&format!("coap://{address}{}", resource.read_path));
+            if let Some(existing) = context.thing(&thing) {
+                // Keep what readings taught us (the data type) and where it is.
+                service.data_type = existing.data_type;
+                service.location = existing.location;
+            }
+            context.announce(service).map_err(|e| e.to_string())?;
+            let watcher = Watcher {
+                directory: self.clone(),
+                address,
+                resource: resource.clone(),
+                thing,
+            };
+            watchers.push(self.endpoint.spawn(watcher.run()));
+        }
+        let device = Device {
+            name,
+            address,
+            resources,
+            expires: lifetime.map(|l| Instant::now() + l),
+            lifetime: lifetime.unwrap_or(rd::DEFAULT_LIFETIME),
+            watchers,
+        };
+        self.devices.lock().insert(key, device);
+        Ok(())
+    }
+
+    /// Follows statically configured devices: a URI with a path is one
+    /// resource; without, the device's `/.well-known/core` says which.
+    pub fn follow_static(self: &Arc<Self>, uris: &[String]) {
+        for (n, uri) in uris.iter().enumerate() {
+            let directory = self.clone();
+            let uri = uri.clone();
+            self.endpoint.spawn(async move {
+                loop {
+                    match directory.discover_static(n, &uri).await {
+                        Ok(()) => return,
+                        Err(error) => {
+                            tracing::warn!(%uri, %error, "cannot follow a configured CoAP device yet");
+                            tokio::time::sleep(RETRY).await;
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    async fn discover_static(self: &Arc<Self>, n: usize, uri: &str) -> Result<(), String> {
+        let (address, path) = parse_uri(uri)?;
+        let links = match path.as_str() {
+            "" | "/" => {
+                let response = self
+                    .endpoint
+                    .request(address, endpoint::get("/.well-known/core", None))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                rd::links(&response.payload).map_err(|e| e.to_string())?
+            }
+            path => vec![rd::Link {
+                path: path.to_owned(),
+                obs: true,
+                ..rd::Link::default()
+            }],
+        };
+        let resources = rd::device_resources(&links, false);
+        let name = sanitize_segment(&format!("{}-{}", address.ip(), address.port()));
+        tracing::info!(%uri, resources = resources.len(), "following a configured CoAP device");
+        self.follow(format!("static-{n}"), name, address, resources, None)
+    }
+
+    /// Lapsed registrations: their thing services become unavailable.
+    pub fn expire(&self, now: Instant) {
+        let lapsed: Vec<Device> = {
+            let mut devices = self.devices.lock();
+            let keys: Vec<String> = devices
+                .iter()
+                .filter(|(_, d)| d.expires.is_some_and(|e| e <= now))
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.iter().filter_map(|k| devices.remove(k)).collect()
+        };
+        for device in lapsed {
+            tracing::info!(device = %device.name, "CoAP registration lapsed");
+            self.set_available(&device.name, false);
+        }
+    }
+
+    fn set_available(&self, device: &str, available: bool) {
+        if let Some(context) = self.context()
+            && let Err(error) = context.set_device_available(device, available)
+        {
+            tracing::warn!(%error, device, "cannot mark the device's availability");
+        }
+    }
+
+    /// Where to write a command for `thing`, and how.
+    pub fn command_target(&self, thing: &ThingId) -> Option<(SocketAddr, DeviceResource)> {
+        let devices = self.devices.lock();
+        devices.values().find_map(|d| {
+            if d.name != thing.device() {
+                return None;
+            }
+            d.resources
+                .iter()
+                .find(|r| r.name == thing.resource())
+                .map(|r| (d.address, r.clone()))
+        })
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Stores a value a device sent for `thing`.
+    fn store(&self, thing: &ThingId, resource: &DeviceResource, packet: &Packet) -> bool {
+        let Some(context) = self.context() else {
+            return false;
+        };
+        if matches!(packet.header.code, MessageClass::Response(code) if code.is_error()) {
+            tracing::debug!(%thing, code = ?packet.header.code, "the device answered with an error");
+            return true;
+        }
+        let format = message::uint_option(packet, CoapOption::ContentFormat)
+            .and_then(|f| u16::try_from(f).ok())
+            .or(resource.content_format);
+        let sample = match payload::decode(
+            format,
+            &packet.payload,
+            resource.lwm2m_resource,
+            context.arrival_time(),
+        ) {
+            Ok(sample) => sample,
+            Err(error) => {
+                context.count("coap_malformed");
+                tracing::warn!(%thing, %error, "dropped a CoAP reading");
+                return true;
+            }
+        };
+        if let Some(mut service) = context.thing(thing) {
+            let data_type = sample.value.data_type();
+            if service.data_type != data_type || !service.available {
+                // Types announced from a registration are guesses; the
+                // device's first value settles them.
+                service.data_type = data_type;
+                service.available = true;
+                if let Err(error) = context.announce(service) {
+                    tracing::warn!(%thing, %error, "cannot update the thing service");
+                }
+            }
+        }
+        let reading = ThingReading {
+            thing: thing.clone(),
+            reading: fogbank_taas::Reading {
+                time: sample.time,
+                value: sample.value,
+            },
+        };
+        match context.emit(vec![reading]) {
+            Ok(()) => true,
+            Err(error) => {
+                context.count("coap_not_stored");
+                tracing::error!(%thing, %error, "CoAP reading not stored");
+                true
+            }
+        }
+    }
+}
+
+/// Follows one resource of one device: observes it if it is observable,
+/// polls it otherwise (or when observing fails).
+struct Watcher {
+    directory: Arc<Directory>,
+    address: SocketAddr,
+    resource: DeviceResource,
+    thing: ThingId,
+}
+
+impl Watcher {
+    async fn run(self) {
+        let endpoint = self.directory.endpoint.clone();
+        loop {
+            if self.resource.observable && self.observe(&endpoint).await {
+                continue;
+            }
+            // Polling: until the next round of the outer loop never.
+            let request = endpoint::get(&self.resource.read_path, self.resource.content_format);
+            match endpoint.request(self.address, request).await {
+                Ok(response) => {
+                    self.directory.store(&self.thing, &self.resource, &response);
+                }
+                Err(error) => {
+                    tracing::debug!(thing = %self.thing, %error, "CoAP device did not answer");
+                    self.unavailable();
+                }
+            }
+            tokio::time::sleep(self.directory.poll_interval).await;
+        }
+    }
+
+    /// Observes until notifications stop; `false` if the device does not
+    /// offer Observe for this resource (poll instead).
+    async fn observe(&self, endpoint: &Endpoint) -> bool {
+        let heard = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let sink = {
+            let directory = self.directory.clone();
+            let thing = self.thing.clone();
+            let resource = self.resource.clone();
+            let heard = heard.clone();
+            Arc::new(move |packet: &Packet| {
+                heard.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                directory.store(&thing, &resource, packet)
+            })
+        };
+        let request = endpoint::get(&self.resource.read_path, self.resource.content_format);
+        let (token, first) = match endpoint.observe(self.address, request, sink).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::debug!(thing = %self.thing, %error, "cannot observe");
+                self.unavailable();
+                tokio::time::sleep(RETRY).await;
+                return true;
+            }
+        };
+        self.directory.store(&self.thing, &self.resource, &first);
+        if first.get_observe_value().is_none() {
+            return false;
+        }
+        let max_age = Duration::from_secs(u64::from(
+            message::uint_option(&first, CoapOption::MaxAge).unwrap_or(60),
+        ));
+        heard.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let last = Duration::from_millis(heard.load(Ordering::Relaxed));
+            if started.elapsed().saturating_sub(last) > max_age + OBSERVATION_SLACK {
+                tracing::debug!(thing = %self.thing, "notifications stopped; observing again");
+                endpoint.cancel_observation(&token);
+                return true;
+            }
+        }
+    }
+
+    fn unavailable(&self) {
+        if let Some(context) = self.directory.context()
+            && context.thing(&self.thing).is_some_and(|t| t.available)
+        {
+            self.directory.set_available(self.thing.device(), false);
+        }
+    }
+}
+
+/// `coap://host:port/path` → (address, path).
+pub fn parse_uri(uri: &str) -> Result<(SocketAddr, String), String> {
+    let rest = uri
+        .strip_prefix("coap://")
+        .ok_or_else(|| format!("{uri:?} is not a coap:// URI"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(at) => (&rest[..at], rest[at..].to_owned()),
+        None => (rest, String::new()),
+    };
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !authority.ends_with(']')
+    {
+        authority.to_owned()
+    } else {
+        format!("{authority}:5683")
+    };
+    use std::net::ToSocketAddrs;
+    let address = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("{uri:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{uri:?} resolves to nothing"))?;
+    Ok((address, path))
+}
+
+/// The `/rd` handler (RFC 9176 registration interface).
+pub struct ResourceDirectory(pub Arc<Directory>);
+
+impl Handler for ResourceDirectory {
+    fn handle(&self, request: Request) -> Reply {
+        Reply::Now(self.answer(request))
+    }
+}
+
+impl ResourceDirectory {
+    fn answer(&self, request: Request) -> Response {
+        let directory = &self.0;
+        let bad = |e: rd::RdError| Response::error(ResponseType::BadRequest, e.to_string());
+        match (request.method, request.path.as_slice()) {
+            (RequestType::Post, [_rd]) => {
+                if request
+                    .content_format
+                    .is_some_and(|f| f != format::LINK_FORMAT)
+                {
+                    return Response::error(
+                        ResponseType::UnsupportedContentFormat,
+                        "registrations are in link format (40)",
+                    );
+                }
+                let parameters = match rd::parameters(&request.queries) {
+                    Ok(p) => p,
+                    Err(e) => return bad(e),
+                };
+                let Some(endpoint_name) = parameters.endpoint.clone() else {
+                    return bad(rd::RdError::NoEndpoint);
+                };
+                let links = match rd::links(&request.payload) {
+                    Ok(links) => links,
+                    Err(e) => return bad(e),
+                };
+                let name = sanitize_segment(&endpoint_name);
+                let resources = rd::device_resources(&links, parameters.lwm2m.is_some());
+                // The same endpoint (and sector) registering again replaces
+                // its registration, at the same location.
+                let id = {
+                    let devices = directory.devices.lock();
+                    devices
+                        .iter()
+                        .find(|(k, d)| !k.starts_with("static-") && d.name == name)
+                        .map(|(k, _)| k.clone())
+                }
+                .unwrap_or_else(|| {
+                    directory
+                        .next_id
+                        .fetch_add(1, Ordering::Relaxed)
+                        .to_string()
+                });
+                let lifetime = parameters.lifetime.unwrap_or(rd::DEFAULT_LIFETIME);
+                let count = resources.len();
+                if let Err(error) = directory.follow(
+                    id.clone(),
+                    name.clone(),
+                    request.peer,
+                    resources,
+                    Some(lifetime),
+                ) {
+                    return Response::error(ResponseType::ServiceUnavailable, error);
+                }
+                directory.set_available(&name, true);
+                tracing::info!(device = %name, peer = %request.peer, id, resources = count, lifetime = ?lifetime, "CoAP device registered");
+                Response {
+                    location_path: vec!["rd".into(), id],
+                    ..Response::new(ResponseType::Created)
+                }
+            }
+            (RequestType::Post, [_rd, id]) => {
+                let parameters = match rd::parameters(&request.queries) {
+                    Ok(p) => p,
+                    Err(e) => return bad(e),
+                };
+                let mut devices = directory.devices.lock();
+                let Some(device) = devices
+                    .get_mut(id.as_str())
+                    .filter(|_| !id.starts_with("static-"))
+                else {
+                    return Response::error(ResponseType::NotFound, "no such registration");
+                };
+                if let Some(lifetime) = parameters.lifetime {
+                    device.lifetime = lifetime;
+                }
+                device.expires = Some(Instant::now() + device.lifetime);
+                let name = device.name.clone();
+                let moved = device.address != request.peer;
+                let new_links = !request.payload.is_empty();
+                let lifetime = device.lifetime;
+                drop(devices);
+                if moved || new_links {
+                    // A new address or new links: follow it afresh.
+                    let resources = match rd::links(&request.payload) {
+                        Ok(links) if new_links => {
+                            rd::device_resources(&links, parameters.lwm2m.is_some())
+                        }
+                        Ok(_) => directory
+                            .devices
+                            .lock()
+                            .get(id.as_str())
+                            .map(|d| d.resources.clone())
+                            .unwrap_or_default(),
+                        Err(e) => return bad(e),
+                    };
+                    if let Err(error) = directory.follow(
+                        id.clone(),
+                        name.clone(),
+                        request.peer,
+                        resources,
+                        Some(lifetime),
+                    ) {
+                        return Response::error(ResponseType::ServiceUnavailable, error);
+                    }
+                }
+                directory.set_available(&name, true);
+                Response::new(ResponseType::Changed)
+            }
+            (RequestType::Delete, [_rd, id]) => {
+                let removed = if id.starts_with("static-") {
+                    None
+                } else {
+                    directory.devices.lock().remove(id.as_str())
+                };
+                match removed {
+                    Some(device) => {
+                        directory.set_available(&device.name, false);
+                        tracing::info!(device = %device.name, "CoAP device deregistered");
+                        Response::new(ResponseType::Deleted)
+                    }
+                    None => Response::error(ResponseType::NotFound, "no such registration"),
+                }
+            }
+            (RequestType::Get, [_rd]) => {
+                // The directory's own listing (RFC 9176 lookup, simplified):
+                // one link per registration.
+                let devices = directory.devices.lock();
+                let mut ids: Vec<&String> = devices
+                    .keys()
+                    .filter(|k| !k.starts_with("static-"))
+                    .collect();
+                ids.sort();
+                let body = ids
+                    .iter()
+                    .map(|k| format!("</rd/{k}>;ep=\"{}\"", devices[k.as_str()].name))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                Response::content(format::LINK_FORMAT, body.into_bytes())
+            }
+            _ => Response::new(ResponseType::MethodNotAllowed),
+        }
+    }
+}
+
+/// Writes a command to a device: text/plain (LWM2M's plain text for a
+/// single resource: booleans as `1`/`0`).
+pub async fn write(
+    endpoint: &Endpoint,
+    address: SocketAddr,
+    resource: &DeviceResource,
+    value: &Value,
+) -> Result<(), String> {
+    let body = match (value, resource.lwm2m_resource.is_some()) {
+        (Value::Bool(b), true) => {
+            if *b {
+                b"1".to_vec()
+            } else {
+                b"0".to_vec()
+            }
+        }
+        (value, _) => payload::plain_text(value),
+    };
+    let request = endpoint::request_packet(
+        RequestType::Put,
+        &resource.write_path,
+        &[],
+        Some(format::TEXT),
+        body,
+        None,
+    );
+    let response = endpoint
+        .request(address, request)
+        .await
+        .map_err(|e| e.to_string())?;
+    match response.header.code {
+        MessageClass::Response(code) if !code.is_error() => Ok(()),
+        code => Err(format!(
+            "the device answered {code:?}: {}",
+            String::from_utf8_lossy(&response.payload)
+        )),
+    }
+}

@@ -1,0 +1,272 @@
+//! The application side of the gateway's CoAP endpoint: thing services at
+//! `/things/{id}` (GET in text, SenML JSON or SenML CBOR; Observe; PUT to
+//! actuate), listed in `/.well-known/core` and `/things` in CoRE link
+//! format with RFC 6690 query filtering. The device side (`/rd`) belongs
+//! to the CoAP adapter; both share the endpoint.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coap_lite::{RequestType, ResponseType};
+use fogbank_coap::endpoint::{Endpoint, Handler, Reply};
+use fogbank_coap::message::{Request, Response, format};
+use fogbank_coap::payload;
+use fogbank_taas::{
+    ActuateError, CommandState, Event, Filter, Hub, Kind, Query, ThingId, ThingService, senml,
+};
+
+/// Serves `/.well-known/core`, `/things` and `/things/{id}`.
+pub struct ThingsResource {
+    hub: Arc<Hub>,
+    actuation_wait: Duration,
+    /// The device side's directory, advertised in `/.well-known/core`.
+    with_directory: bool,
+}
+
+impl ThingsResource {
+    pub fn new(hub: Arc<Hub>, actuation_wait: Duration, with_directory: bool) -> Self {
+        ThingsResource {
+            hub,
+            actuation_wait,
+            with_directory,
+        }
+    }
+
+    fn links(&self, request: &Request, include_directory: bool) -> Response {
+        let mut things = self.hub.query(&Query::default());
+        things.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        let filters: Vec<(&str, &str)> = request
+            .queries
+            .iter()
+            .filter_map(|q| q.split_once('='))
+            .collect();
+        let mut links: Vec<String> = things
+            .iter()
+            .filter(|thing| {
+                filters
+                    .iter()
+                    .all(|(key, pattern)| matches(thing, key, pattern))
+            })
+            .map(link)
+            .collect();
+        if include_directory
+            && self.with_directory
+            && filters
+                .iter()
+                .all(|(k, p)| *k == "rt" && glob(p, "core.rd"))
+        {
+            links.insert(0, fogbank_coap::RD_LINK.to_owned());
+        }
+        Response::content(format::LINK_FORMAT, links.join(",").into_bytes())
+    }
+
+    fn read(&self, request: &Request, id: &ThingId) -> Response {
+        let Some(thing) = self.hub.thing(id) else {
+            return Response::error(ResponseType::NotFound, "no such thing service");
+        };
+        let latest = self.hub.latest(id).flatten();
+        let readings = latest.map(|r| (r.time, r.value));
+        let response = match request.accept.unwrap_or(format::SENML_JSON) {
+            format::SENML_JSON => Response::content(
+                format::SENML_JSON,
+                senml::to_json(&senml::pack_for(
+                    id.as_str(),
+                    thing.unit.as_deref(),
+                    readings,
+                )),
+            ),
+            format::SENML_CBOR => Response::content(
+                format::SENML_CBOR,
+                senml::to_cbor(&senml::pack_for(
+                    id.as_str(),
+                    thing.unit.as_deref(),
+                    readings,
+                )),
+            ),
+            format::TEXT => Response::content(
+                format::TEXT,
+                readings
+                    .map(|(_, value)| payload::plain_text(&value))
+                    .unwrap_or_default(),
+            ),
+            other => {
+                return Response::error(
+                    ResponseType::NotAcceptable,
+                    format!("content format {other} is not served; 0, 110 and 112 are"),
+                );
+            }
+        };
+        Response {
+            observable: true,
+            ..response
+        }
+    }
+
+    fn actuate(&self, request: &Request, id: ThingId) -> Reply {
+        let value = match request.content_format.unwrap_or(format::TEXT) {
+            format::TEXT => match std::str::from_utf8(&request.payload) {
+                Ok(text) if !text.trim().is_empty() => fogbank_taas::Value::from_plain(text.trim()),
+                _ => {
+                    return now(
+                        ResponseType::BadRequest,
+                        "the body is a value such as on, off or 21.5",
+                    );
+                }
+            },
+            format::SENML_JSON | format::SENML_CBOR | format::CBOR => {
+                match payload::decode(
+                    request.content_format,
+                    &request.payload,
+                    None,
+                    fogbank_taas::Timestamp::now(),
+                ) {
+                    Ok(sample) => sample.value,
+                    Err(error) => return now(ResponseType::BadRequest, error.to_string()),
+                }
+            }
+            other => {
+                return now(
+                    ResponseType::UnsupportedContentFormat,
+                    format!("content format {other} is not understood; 0, 60, 110 and 112 are"),
+                );
+            }
+        };
+        let ticket = match self.hub.actuate(&id, value) {
+            Ok(ticket) => ticket,
+            Err(error) => {
+                let code = match &error {
+                    ActuateError::UnknownThing(_) => ResponseType::NotFound,
+                    ActuateError::NotActuator(_) => ResponseType::MethodNotAllowed,
+                    ActuateError::WrongType { .. } => ResponseType::BadRequest,
+                    _ => ResponseType::ServiceUnavailable,
+                };
+                return now(code, error.to_string());
+            }
+        };
+        let wait = self.actuation_wait;
+        let command = ticket.id.0;
+        Reply::Later(Box::pin(async move {
+            match tokio::time::timeout(wait, ticket.outcome).await {
+                Ok(Ok(CommandState::Succeeded { .. })) => Response::new(ResponseType::Changed),
+                Ok(Ok(CommandState::Failed { reason })) => {
+                    Response::error(ResponseType::BadGateway, reason)
+                }
+                _ => Response::error(
+                    ResponseType::GatewayTimeout,
+                    format!("command {command} is still pending"),
+                ),
+            }
+        }))
+    }
+}
+
+impl Handler for ThingsResource {
+    fn handle(&self, request: Request) -> Reply {
+        let path: Vec<&str> = request.path.iter().map(String::as_str).collect();
+        match (request.method, path.as_slice()) {
+            (RequestType::Get, [".well-known", "core"]) => Reply::Now(self.links(&request, true)),
+            (RequestType::Get, ["things"]) => Reply::Now(self.links(&request, false)),
+            (method, ["things", id]) => {
+                let Ok(id) = ThingId::parse(id) else {
+                    return now(ResponseType::NotFound, "not a thing service id");
+                };
+                match method {
+                    RequestType::Get => Reply::Now(self.read(&request, &id)),
+                    RequestType::Put => self.actuate(&request, id),
+                    _ => now(ResponseType::MethodNotAllowed, "GET or PUT"),
+                }
+            }
+            (_, [".well-known", "core"] | ["things"]) => {
+                now(ResponseType::MethodNotAllowed, "GET")
+            }
+            _ => now(ResponseType::NotFound, "no such resource"),
+        }
+    }
+}
+
+fn now(code: ResponseType, diagnostic: impl Into<String>) -> Reply {
+    Reply::Now(Response::error(code, diagnostic))
+}
+
+/// A thing service's link: `</things/{id}>;rt=…;if=…;obs;ct="110 112 0"`.
+fn link(thing: &ThingService) -> String {
+    let interface = match thing.kind {
+        Kind::Actuator => "core.a",
+        Kind::Sensor => "core.s",
+    };
+    let mut link = format!(
+        "</things/{}>;rt=\"{}\";if=\"{interface}\";obs;ct=\"110 112 0\"",
+        thing.id.as_str(),
+        thing.semantic_type
+    );
+    if let Some(unit) = &thing.unit {
+        link.push_str(&format!(";u=\"{unit}\""));
+    }
+    if !thing.location.as_str().is_empty() {
+        link.push_str(&format!(";loc=\"{}\"", thing.location.as_str()));
+    }
+    link
+}
+
+/// RFC 6690 §4.1 query filtering: `attribute=value`, `*` at the end for
+/// a prefix; `href` matches the link target.
+fn matches(thing: &ThingService, key: &str, pattern: &str) -> bool {
+    match key {
+        "rt" => glob(pattern, &thing.semantic_type),
+        "if" => glob(
+            pattern,
+            match thing.kind {
+                Kind::Actuator => "core.a",
+                Kind::Sensor => "core.s",
+            },
+        ),
+        "loc" => glob(pattern, thing.location.as_str()),
+        "href" => glob(pattern, &format!("/things/{}", thing.id.as_str())),
+        "u" => thing.unit.as_deref().is_some_and(|u| glob(pattern, u)),
+        "ct" => ["110", "112", "0"].contains(&pattern),
+        "obs" => true,
+        _ => false,
+    }
+}
+
+fn glob(pattern: &str, value: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None => pattern == value,
+    }
+}
+
+/// Sends observers of `/things/{id}` each new reading, for the life of
+/// the process. Only readings of observed things pass the bus filter.
+pub fn notify_observers(hub: Arc<Hub>, endpoint: Endpoint) {
+    let runner = endpoint.clone();
+    runner.spawn(async move {
+        loop {
+            let watched = endpoint.clone();
+            let filter = Filter::matching(move |id: &ThingId| {
+                watched.has_observers() && watched.is_observed(&format!("things/{}", id.as_str()))
+            });
+            let mut subscription = hub.subscribe("coap-observe", filter);
+            while let Some(event) = subscription.recv().await {
+                if let Event::Reading(reading) = event {
+                    endpoint.notify(&format!("things/{}", reading.thing.as_str()));
+                }
+            }
+            // Dropped for lagging (or closed at shutdown): take up again.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_filters_of_rfc_6690() {
+        assert!(glob("temp*", "temperature"));
+        assert!(glob("temperature", "temperature"));
+        assert!(!glob("temp", "temperature"));
+        assert!(glob("*", ""));
+    }
+}

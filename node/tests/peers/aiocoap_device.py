@@ -1,0 +1,92 @@
+"""A CoAP device written with aiocoap, as a vendor would: it serves an
+observable temperature and a lamp that takes PUT, and keeps itself
+registered at a resource directory with aiocoap's own RFC 9176 client.
+
+    python3 aiocoap_device.py --rd coap://127.0.0.1:5683 --ep NAME --port P
+        [--lifetime SECS] [--interval SECS]
+
+The temperature starts at 20.0 and rises by 0.5 every interval; each value
+is a notification to observers. It prints "registered" once the directory
+has accepted it.
+"""
+
+import argparse
+import asyncio
+
+import aiocoap
+import aiocoap.resource as resource
+from aiocoap.resourcedirectory.client.register import Registerer
+
+
+class Temperature(resource.ObservableResource):
+    rt = "temperature"
+    if_ = "core.s"
+    ct = 0
+
+    def __init__(self):
+        super().__init__()
+        self.value = 20.0
+
+    def step(self):
+        self.value += 0.5
+        self.updated_state()
+
+    async def render_get(self, request):
+        return aiocoap.Message(payload=f"{self.value:.1f}".encode(), content_format=0)
+
+
+class Lamp(resource.ObservableResource):
+    rt = "switch"
+    if_ = "core.a"
+    ct = 0
+
+    def __init__(self):
+        super().__init__()
+        self.on = False
+
+    async def render_get(self, request):
+        return aiocoap.Message(payload=b"true" if self.on else b"false", content_format=0)
+
+    async def render_put(self, request):
+        text = request.payload.decode().strip().lower()
+        if text not in ("true", "false", "on", "off", "1", "0"):
+            return aiocoap.Message(code=aiocoap.BAD_REQUEST)
+        self.on = text in ("true", "on", "1")
+        print(f"lamp {'on' if self.on else 'off'}", flush=True)
+        self.updated_state()
+        return aiocoap.Message(code=aiocoap.CHANGED)
+
+
+async def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rd", required=True)
+    parser.add_argument("--ep", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--lifetime", type=int, default=60)
+    parser.add_argument("--interval", type=float, default=0.3)
+    args = parser.parse_args()
+
+    temperature = Temperature()
+    site = resource.Site()
+    site.add_resource([".well-known", "core"], resource.WKCResource(site.get_resources_as_linkheader))
+    site.add_resource(["sensors", "temp"], temperature)
+    site.add_resource(["lamp"], Lamp())
+    context = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", args.port))
+
+    registerer = Registerer(
+        context,
+        rd=args.rd,
+        lt=args.lifetime,
+        registration_parameters={"ep": args.ep},
+    )
+    announced = False
+    while True:
+        await asyncio.sleep(args.interval)
+        temperature.step()
+        if not announced and registerer.state == "registered":
+            print("registered", flush=True)
+            announced = True
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
