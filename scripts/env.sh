@@ -23,3 +23,18 @@ fogbank_install_build_deps() {
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 }
+
+# The test peers written in Python (schemathesis, aiocoap) live in one
+# virtualenv (Debian's Python refuses system-wide pip installs). Installs
+# each `package==version` argument that is missing; sets FOGBANK_PYTHON.
+fogbank_venv() {
+    local venv=${FOGBANK_VENV:-$HOME/.cache/fogbank-venv} requirement
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv" 2>/dev/null || { fogbank_install_build_deps python3-venv; python3 -m venv "$venv"; }
+    fi
+    for requirement in "$@"; do
+        "$venv/bin/python" -m pip show "${requirement%%==*}" 2>/dev/null | grep -q "^Version: ${requirement##*==}\$" \
+            || "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$requirement"
+    done
+    export FOGBANK_PYTHON=$venv/bin/python
+}

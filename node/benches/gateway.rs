@@ -132,6 +132,7 @@ fn main() {
         .env("FOGBANK_ADMIN_TOKEN", token)
         .env("FOGBANK_LOG", "warn")
         .env("FOGBANK_MQTT", "off")
+        .env("FOGBANK_COAP", "off")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

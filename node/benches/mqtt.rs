@@ -170,6 +170,7 @@ impl Gateway {
             .args(args)
             .env("FOGBANK_LOG", "warn")
             .env_remove("FOGBANK_MQTT")
+            .env("FOGBANK_COAP", "off")
             .stdout(Stdio::null())
             .spawn()
             .unwrap();

@@ -176,9 +176,7 @@ impl Handler for ThingsResource {
                     _ => now(ResponseType::MethodNotAllowed, "GET or PUT"),
                 }
             }
-            (_, [".well-known", "core"] | ["things"]) => {
-                now(ResponseType::MethodNotAllowed, "GET")
-            }
+            (_, [".well-known", "core"] | ["things"]) => now(ResponseType::MethodNotAllowed, "GET"),
             _ => now(ResponseType::NotFound, "no such resource"),
         }
     }

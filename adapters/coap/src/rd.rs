@@ -33,7 +33,7 @@ pub struct Link {
 pub enum RdError {
     #[error("the registration names no endpoint (ep)")]
     NoEndpoint,
-    #[error("lt must be a number of seconds from 60 to 4294967295, not {0:?}")]
+    #[error("lt must be a number of seconds from 1 to 4294967295, not {0:?}")]
     Lifetime(String),
     #[error("the link format cannot be read")]
     LinkFormat,
@@ -60,7 +60,7 @@ pub fn parameters(queries: &[String]) -> Result<Parameters, RdError> {
     let lifetime = match find("lt") {
         None => None,
         Some(text) => match text.parse::<u64>() {
-            Ok(seconds) if (60..=u64::from(u32::MAX)).contains(&seconds) => {
+            Ok(seconds) if (1..=u64::from(u32::MAX)).contains(&seconds) => {
                 Some(Duration::from_secs(seconds))
             }
             _ => return Err(RdError::Lifetime(text)),
@@ -187,8 +187,8 @@ mod tests {
         assert_eq!(p.sector.as_deref(), Some("floor-2"));
         assert_eq!(p.lifetime, Some(Duration::from_secs(120)));
         assert_eq!(
-            parameters(&q(&["lt=5"])),
-            Err(RdError::Lifetime("5".into()))
+            parameters(&q(&["lt=0"])),
+            Err(RdError::Lifetime("0".into()))
         );
         assert_eq!(
             parameters(&q(&["lt=x"])),

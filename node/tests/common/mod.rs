@@ -52,6 +52,15 @@ impl Answer {
     }
 }
 
+/// A UDP port nobody holds at the moment, on loopback.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -104,8 +113,10 @@ impl Gateway {
                 .args(args)
                 .env_remove("FOGBANK_ADMIN_TOKEN")
                 .env("FOGBANK_LOG", "info,rumqttd=warn")
-                // No embedded broker on 1883 unless a test asks for MQTT.
+                // No embedded broker on 1883 and no CoAP on 5683 unless a
+                // test asks for them.
                 .env("FOGBANK_MQTT", "off")
+                .env("FOGBANK_COAP", "off")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());

@@ -3,7 +3,11 @@ observable temperature and a lamp that takes PUT, and keeps itself
 registered at a resource directory with aiocoap's own RFC 9176 client.
 
     python3 aiocoap_device.py --rd coap://127.0.0.1:5683 --ep NAME --port P
-        [--lifetime SECS] [--interval SECS]
+        [--lifetime SECS] [--interval SECS] [--lwm2m]
+
+With --lwm2m it is an LWM2M-style device instead: IPSO objects 3303
+(temperature, value resource 5700 answered in OMA-TLV) and 3311 (light
+control, on/off resource 5850), registered with `lwm2m=1.1`.
 
 The temperature starts at 20.0 and rises by 0.5 every interval; each value
 is a notification to observers. It prints "registered" once the directory
@@ -12,6 +16,7 @@ has accepted it.
 
 import argparse
 import asyncio
+import struct
 
 import aiocoap
 import aiocoap.resource as resource
@@ -33,6 +38,16 @@ class Temperature(resource.ObservableResource):
 
     async def render_get(self, request):
         return aiocoap.Message(payload=f"{self.value:.1f}".encode(), content_format=0)
+
+
+class IpsoTemperature(Temperature):
+    """/3303/0/5700 in OMA-TLV: a resource TLV with a 16-bit id."""
+
+    ct = 11542
+
+    async def render_get(self, request):
+        tlv = bytes([0xE4]) + struct.pack(">H", 5700) + struct.pack(">f", self.value)
+        return aiocoap.Message(payload=tlv, content_format=11542)
 
 
 class Lamp(resource.ObservableResource):
@@ -64,20 +79,28 @@ async def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--lifetime", type=int, default=60)
     parser.add_argument("--interval", type=float, default=0.3)
+    parser.add_argument("--lwm2m", action="store_true")
     args = parser.parse_args()
 
-    temperature = Temperature()
     site = resource.Site()
     site.add_resource([".well-known", "core"], resource.WKCResource(site.get_resources_as_linkheader))
-    site.add_resource(["sensors", "temp"], temperature)
-    site.add_resource(["lamp"], Lamp())
+    parameters = {"ep": args.ep}
+    if args.lwm2m:
+        temperature = IpsoTemperature()
+        site.add_resource(["3303", "0", "5700"], temperature)
+        site.add_resource(["3311", "0", "5850"], Lamp())
+        parameters["lwm2m"] = "1.1"
+    else:
+        temperature = Temperature()
+        site.add_resource(["sensors", "temp"], temperature)
+        site.add_resource(["lamp"], Lamp())
     context = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", args.port))
 
     registerer = Registerer(
         context,
         rd=args.rd,
         lt=args.lifetime,
-        registration_parameters={"ep": args.ep},
+        registration_parameters=parameters,
     )
     announced = False
     while True:

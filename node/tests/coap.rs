@@ -1,0 +1,398 @@
+//! CoAP against real peers: aiocoap devices that register at `/rd`
+//! (node/tests/peers/aiocoap_device.py), libcoap's `coap-server-notls` as
+//! a configured device, and libcoap's `coap-client-notls` as the
+//! application.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{Gateway, free_udp_port};
+use serde_json::json;
+
+/// A gateway `gw-c` with its CoAP endpoint on a free port, configured by
+/// `extra` TOML; and that port.
+fn coap_gateway(args: &[&str], extra: &str) -> (Gateway, u16) {
+    let port = free_udp_port();
+    let listen = format!("127.0.0.1:{port}");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("fogbank.toml");
+    std::fs::write(&config, extra).unwrap();
+    let mut all = vec!["--coap", &listen, "--config", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    // The config is read at start-up only.
+    let gw = Gateway::start(&all, &[("FOGBANK_GATEWAY_ID", "gw-c")]);
+    (gw, port)
+}
+
+fn python() -> String {
+    std::env::var("FOGBANK_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// An aiocoap device process; its stdout lines arrive on `lines`.
+struct Device {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    port: u16,
+}
+
+impl Device {
+    fn start(gateway_port: u16, endpoint: &str, extra: &[&str]) -> Device {
+        Self::start_on(gateway_port, endpoint, free_udp_port(), extra)
+    }
+
+    fn start_on(gateway_port: u16, endpoint: &str, port: u16, extra: &[&str]) -> Device {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/aiocoap_device.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .args(["--rd", &format!("coap://127.0.0.1:{gateway_port}")])
+            .args(["--ep", endpoint, "--port", &port.to_string()])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with aiocoap (scripts/test installs it)");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let device = Device { child, lines, port };
+        device.expect_line("registered");
+        device
+    }
+
+    fn expect_line(&self, wanted: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == wanted => return,
+                Ok(_) => continue,
+                Err(_) => panic!("the device never said {wanted:?}"),
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `coap-client-notls` with `args`: (success, stdout).
+fn coap_client(args: &[&str]) -> (bool, String) {
+    let output = Command::new("coap-client-notls")
+        .args(args)
+        .output()
+        .expect("coap-client-notls is installed (scripts/test installs libcoap3-bin)");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+fn history(gw: &Gateway, id: &str) -> Vec<serde_json::Value> {
+    let answer = gw.get(&format!("/api/v1/things/{id}/readings?from=0&limit=1000"));
+    assert_eq!(answer.status, 200);
+    answer.json().as_array().cloned().unwrap_or_default()
+}
+
+/// The numbers in a SenML JSON history, in time order.
+fn values(records: &[serde_json::Value]) -> Vec<f64> {
+    records.iter().filter_map(|r| r["v"].as_f64()).collect()
+}
+
+#[test]
+fn an_aiocoap_device_registers_is_observed_and_actuated() {
+    let (gw, port) = coap_gateway(&[], "");
+    let _device = Device::start(port, "aio-1", &[]);
+    let temperature = "gw-c.coap.aio-1.sensors-temp";
+    let thing = gw
+        .wait_for(
+            &format!("/api/v1/things/{temperature}"),
+            "the registration",
+            |a| a.status == 200,
+        )
+        .json();
+    assert_eq!(
+        (thing["type"].as_str(), thing["unit"].as_str()),
+        (Some("temperature"), Some("Cel"))
+    );
+    // Every notification is stored: the device's values rise by 0.5 each.
+    gw.wait_for(
+        &format!("/api/v1/things/{temperature}/readings?from=0&limit=1000"),
+        "notifications",
+        |a| a.json().as_array().is_some_and(|r| r.len() >= 6),
+    );
+    let seen = values(&history(&gw, temperature));
+    assert!(
+        seen.windows(2).all(|w| (w[1] - w[0] - 0.5).abs() < 1e-9),
+        "a notification was lost or doubled: {seen:?}"
+    );
+
+    // Applications read it over CoAP too.
+    let (ok, text) = coap_client(&[
+        "-m",
+        "get",
+        "-A",
+        "0",
+        &format!("coap://127.0.0.1:{port}/things/{temperature}"),
+    ]);
+    assert!(ok);
+    assert!(
+        text.trim().parse::<f64>().is_ok_and(|v| v >= 20.0),
+        "{text:?}"
+    );
+
+    // Actuation over REST and over CoAP reaches the device.
+    let lamp = "gw-c.coap.aio-1.lamp";
+    let answer = gw.write(
+        "PUT",
+        &format!("/api/v1/things/{lamp}/actuation"),
+        "application/json",
+        br#"{"value": true}"#,
+    );
+    assert!(
+        answer.status == 200 || answer.status == 202,
+        "{}",
+        answer.status
+    );
+    _device.expect_line("lamp on");
+    let (ok, _) = coap_client(&[
+        "-m",
+        "put",
+        "-e",
+        "off",
+        &format!("coap://127.0.0.1:{port}/things/{lamp}"),
+    ]);
+    assert!(ok);
+    _device.expect_line("lamp off");
+    // The lamp is observed too: its state follows.
+    gw.wait_for(
+        &format!("/api/v1/things/{lamp}/reading"),
+        "the lamp's state",
+        |a| a.status == 200 && a.json()[0]["vb"] == json!(false),
+    );
+}
+
+#[test]
+fn a_lapsed_registration_makes_things_unavailable_until_the_device_returns() {
+    let (gw, port) = coap_gateway(&[], "");
+    let mut device = Device::start(port, "aio-2", &["--lifetime", "2"]);
+    let thing = "/api/v1/things/gw-c.coap.aio-2.sensors-temp";
+    gw.wait_for(thing, "the registration", |a| {
+        a.status == 200 && a.json()["available"] == true
+    });
+    let device_port = device.port;
+    device.kill();
+    gw.wait_for(thing, "the lapsed registration", |a| {
+        a.json()["available"] == false
+    });
+    // The device restarts and registers again.
+    let _device = Device::start_on(port, "aio-2", device_port, &["--lifetime", "2"]);
+    gw.wait_for(thing, "the device back", |a| a.json()["available"] == true);
+    let before = history(&gw, "gw-c.coap.aio-2.sensors-temp").len();
+    gw.wait_for(
+        &format!("{thing}/readings?from=0&limit=1000"),
+        "readings again",
+        |a| a.json().as_array().is_some_and(|r| r.len() > before + 2),
+    );
+}
+
+#[test]
+fn lwm2m_objects_become_thing_services() {
+    let (gw, port) = coap_gateway(&[], "");
+    let device = Device::start(port, "lw-1", &["--lwm2m"]);
+    let temperature = "gw-c.coap.lw-1.temperature";
+    let reading = gw.wait_for(
+        &format!("/api/v1/things/{temperature}/reading"),
+        "a TLV reading",
+        |a| a.status == 200,
+    );
+    let value = reading.json()[0]["v"].as_f64().unwrap();
+    assert!((20.0..100.0).contains(&value), "{value}");
+    let thing = gw.get(&format!("/api/v1/things/{temperature}")).json();
+    assert_eq!(thing["unit"], "Cel");
+    let answer = gw.write(
+        "PUT",
+        "/api/v1/things/gw-c.coap.lw-1.light-control/actuation",
+        "application/json",
+        br#"{"value": true}"#,
+    );
+    assert!(
+        answer.status == 200 || answer.status == 202,
+        "{}",
+        answer.status
+    );
+    device.expect_line("lamp on");
+}
+
+#[test]
+fn coap_clients_list_read_observe_and_actuate() {
+    let (gw, port) = coap_gateway(&["--demo"], "");
+    gw.wait_for_campus("gw-c");
+    let base = format!("coap://127.0.0.1:{port}");
+
+    // Discovery with RFC 6690 filtering, whole and block-wise.
+    let (ok, links) = coap_client(&[
+        "-m",
+        "get",
+        &format!("{base}/.well-known/core?rt=temperature"),
+    ]);
+    assert!(ok);
+    let count = links.split(",<").count();
+    assert_eq!(count, 8, "{links}");
+    assert!(links.contains("</things/gw-c.sim.building-a-floor-1.temperature>;rt=\"temperature\""));
+    let (_, whole) = coap_client(&["-m", "get", &format!("{base}/things")]);
+    let (_, blocks) = coap_client(&["-m", "get", "-b", "64", &format!("{base}/things")]);
+    assert!(whole.len() > 1024, "a listing long enough for Block2");
+    assert_eq!(whole, blocks);
+    let (_, rd) = coap_client(&["-m", "get", &format!("{base}/.well-known/core?rt=core.rd")]);
+    assert_eq!(rd.trim(), "</rd>;rt=\"core.rd\";ct=40");
+
+    // Every new reading reaches an observer.
+    let id = "gw-c.http.boiler.temperature";
+    let first = gw.post_senml(
+        &format!("/api/v1/things/{id}/readings"),
+        &json!([{"u": "Cel", "v": 1.0}]),
+    );
+    assert!(first.status < 300, "{}", first.status);
+    let observer = {
+        let uri = format!("{base}/things/{id}");
+        std::thread::spawn(move || coap_client(&["-s", "4", "-A", "110", &uri]))
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    for v in 2..=6 {
+        gw.post_senml(
+            &format!("/api/v1/things/{id}/readings"),
+            &json!([{"u": "Cel", "v": f64::from(v)}]),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, notifications) = observer.join().unwrap();
+    for v in 1..=6 {
+        assert!(
+            notifications.contains(&format!("\"v\":{v}"))
+                || notifications.contains(&format!("\"v\":{v}.0")),
+            "value {v} not observed in {notifications}"
+        );
+    }
+
+    // Formats: text, SenML CBOR; an unknown Accept is 4.06.
+    let (ok, text) = coap_client(&["-A", "0", &format!("{base}/things/{id}")]);
+    assert!(ok);
+    assert_eq!(text.trim(), "6");
+    let (ok, _) = coap_client(&["-A", "112", &format!("{base}/things/{id}")]);
+    assert!(ok);
+    let not_acceptable = Command::new("coap-client-notls")
+        .args(["-A", "50", &format!("{base}/things/{id}")])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&not_acceptable.stdout).into_owned()
+        + &String::from_utf8_lossy(&not_acceptable.stderr);
+    assert!(said.contains("4.06"), "{said}");
+
+    // PUT actuates a simulated lamp.
+    let lamp = "gw-c.sim.building-a-floor-2.lamp";
+    let (ok, _) = coap_client(&["-m", "put", "-e", "on", &format!("{base}/things/{lamp}")]);
+    assert!(ok);
+    gw.wait_for(
+        &format!("/api/v1/things/{lamp}/reading"),
+        "the lamp on",
+        |a| a.json()[0]["vb"] == json!(true),
+    );
+}
+
+#[test]
+fn a_configured_libcoap_server_is_followed() {
+    let server_port = free_udp_port();
+    let mut server = Command::new("coap-server-notls")
+        .args(["-A", "127.0.0.1", "-p", &server_port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("coap-server-notls is installed (scripts/test installs libcoap3-bin)");
+    let config =
+        format!("[coap]\npoll_interval_secs = 1\ndevices = [\"coap://127.0.0.1:{server_port}\"]\n");
+    let (gw, _) = coap_gateway(&[], &config);
+    let device = format!("127-0-0-1-{server_port}");
+    // /time is observable and says the time as text; /example_data is polled.
+    let time = gw.wait_for(
+        &format!("/api/v1/things/gw-c.coap.{device}.time/reading"),
+        "the observed clock",
+        |a| a.status == 200,
+    );
+    assert!(
+        time.json()[0]["vs"].as_str().is_some_and(|s| !s.is_empty()),
+        "{:?}",
+        time.json()
+    );
+    gw.wait_for(
+        &format!("/api/v1/things/gw-c.coap.{device}.example_data/reading"),
+        "the polled resource",
+        |a| a.status == 200,
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn bad_datagrams_get_the_rfc_answer_and_serving_goes_on() {
+    let (_gw, port) = coap_gateway(&[], "");
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    socket.connect(("127.0.0.1", port)).unwrap();
+    let exchange = |datagram: &[u8]| -> Option<Vec<u8>> {
+        socket.send(datagram).unwrap();
+        let mut buffer = [0u8; 1500];
+        socket.recv(&mut buffer).ok().map(|n| buffer[..n].to_vec())
+    };
+    // A confirmable message with a truncated option: reset (RFC 7252 §4.2).
+    assert_eq!(
+        exchange(&[0x40, 0x01, 0x12, 0x34, 0xd5]),
+        Some(vec![0x70, 0x00, 0x12, 0x34])
+    );
+    // An unknown critical option (9): 4.02 Bad Option, piggybacked.
+    let reply = exchange(&[0x40, 0x01, 0x12, 0x35, 0x90]).unwrap();
+    assert_eq!(&reply[..4], &[0x60, 0x82, 0x12, 0x35]);
+    // A CoAP ping: reset.
+    assert_eq!(
+        exchange(&[0x40, 0x00, 0x12, 0x36]),
+        Some(vec![0x70, 0x00, 0x12, 0x36])
+    );
+    // Garbage and another protocol version: silence.
+    socket.send(&[0x01]).unwrap();
+    socket.send(&[0x80, 0x01, 0x12, 0x37]).unwrap();
+    // A repeated request gets the same answer again (deduplication).
+    let get = [
+        0x40, 0x01, 0x12, 0x38, 0xbb, b'.', b'w', b'e', b'l', b'l', b'-', b'k', b'n', b'o', b'w',
+        b'n', 0x04, b'c', b'o', b'r', b'e',
+    ];
+    let first = exchange(&get).unwrap();
+    let again = exchange(&get).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(&first[..4], &[0x60, 0x45, 0x12, 0x38]);
+    // And the endpoint still serves.
+    let (ok, _) = coap_client(&[
+        "-m",
+        "get",
+        &format!("coap://127.0.0.1:{port}/.well-known/core"),
+    ]);
+    assert!(ok);
+}
