@@ -652,6 +652,17 @@ impl Endpoint {
         let mid = packet.header.message_id;
         let (exchange, sink) = {
             let mut state = self.inner.state.lock();
+            // A repeated notification (our ACK was lost) is acknowledged
+            // again, not stored again.
+            if state.answered.get(&(peer, mid)).is_some() {
+                drop(state);
+                self.inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                if kind == MessageType::Confirmable {
+                    self.send_packet(peer, &empty(MessageType::Acknowledgement, mid));
+                }
+                return;
+            }
+            state.answered.insert((peer, mid), None, Instant::now());
             let exchange = state.exchanges.remove(&token);
             let sink = match exchange {
                 Some(_) => None,
