@@ -148,7 +148,11 @@ fn device(socket: UdpSocket) {
                 let lamp = packet
                     .get_option(CoapOption::UriPath)
                     .is_some_and(|p| p.iter().any(|s| s == b"lamp"));
-                reply.payload = if lamp { b"false".to_vec() } else { b"21.5".to_vec() };
+                reply.payload = if lamp {
+                    b"false".to_vec()
+                } else {
+                    b"21.5".to_vec()
+                };
             }
             let _ = socket.send_to(&reply.to_bytes_unlimited().unwrap(), peer);
         }
