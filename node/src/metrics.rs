@@ -55,6 +55,51 @@ impl Exposition {
         self.metric(name, "counter", help, &[("", value as f64)])
     }
 
+    pub fn coap(&mut self, endpoint: &fogbank_coap::endpoint::Endpoint) -> &mut Self {
+        let stats = endpoint.stats();
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        self.gauge(
+            "fogbank_coap_observers",
+            "Applications observing thing services over CoAP.",
+            endpoint.observer_count() as f64,
+        )
+        .counter(
+            "fogbank_coap_datagrams_total",
+            "CoAP datagrams received.",
+            load(&stats.datagrams),
+        )
+        .counter(
+            "fogbank_coap_malformed_total",
+            "CoAP datagrams dropped (or reset) as malformed.",
+            load(&stats.malformed),
+        )
+        .counter(
+            "fogbank_coap_duplicates_total",
+            "Repeated CoAP messages answered from the deduplication cache.",
+            load(&stats.duplicates),
+        )
+        .counter(
+            "fogbank_coap_requests_total",
+            "CoAP requests served.",
+            load(&stats.requests),
+        )
+        .counter(
+            "fogbank_coap_notifications_sent_total",
+            "Observe notifications sent to applications.",
+            load(&stats.notifications_sent),
+        )
+        .counter(
+            "fogbank_coap_notifications_received_total",
+            "Observe notifications received from devices.",
+            load(&stats.notifications_received),
+        )
+        .counter(
+            "fogbank_coap_retransmissions_total",
+            "Confirmable messages sent again for want of an ACK.",
+            load(&stats.retransmissions),
+        )
+    }
+
     pub fn http(&mut self, http: &HttpMetrics) -> &mut Self {
         let labels = [
             "code=\"1xx\"",

@@ -112,6 +112,7 @@ async fn serve(config: Config, env_admin_token: Option<String>) -> anyhow::Resul
         max_body_bytes: config.http.max_body_bytes,
         actuation_wait: Duration::from_millis(config.http.actuation_wait_ms),
         adapters: adapters.clone(),
+        coap: coap.clone(),
     });
     let listen = config.http.listen;
     let server = HttpServer::new(move || api::app(state.clone()))

@@ -37,15 +37,22 @@ fn python() -> String {
 struct Device {
     child: Child,
     lines: mpsc::Receiver<String>,
-    port: u16,
 }
 
 impl Device {
+    /// Starts a device on a free port; another port if that one was taken
+    /// in the meantime (parallel tests bind ports too).
     fn start(gateway_port: u16, endpoint: &str, extra: &[&str]) -> Device {
-        Self::start_on(gateway_port, endpoint, free_udp_port(), extra)
+        for _ in 0..5 {
+            if let Some(device) = Self::try_start(gateway_port, endpoint, free_udp_port(), extra) {
+                return device;
+            }
+        }
+        panic!("the aiocoap device {endpoint} never registered");
     }
 
-    fn start_on(gateway_port: u16, endpoint: &str, port: u16, extra: &[&str]) -> Device {
+    /// The device process; `None` if it exited before registering.
+    fn try_start(gateway_port: u16, endpoint: &str, port: u16, extra: &[&str]) -> Option<Device> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/aiocoap_device.py");
         let mut child = Command::new(python())
             .arg(script)
@@ -64,20 +71,32 @@ impl Device {
                 }
             }
         });
-        let device = Device { child, lines, port };
-        device.expect_line("registered");
-        device
+        let mut device = Device { child, lines };
+        match device.wait_for_line("registered") {
+            Ok(()) => Some(device),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                device.kill();
+                None
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("the device never registered"),
+        }
     }
 
-    fn expect_line(&self, wanted: &str) {
+    fn wait_for_line(&self, wanted: &str) -> Result<(), mpsc::RecvTimeoutError> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line == wanted => return,
+                Ok(line) if line == wanted => return Ok(()),
                 Ok(_) => continue,
-                Err(_) => panic!("the device never said {wanted:?}"),
+                Err(error) => return Err(error),
             }
+        }
+    }
+
+    fn expect_line(&self, wanted: &str) {
+        if let Err(error) = self.wait_for_line(wanted) {
+            panic!("the device never said {wanted:?}: {error}");
         }
     }
 
@@ -197,13 +216,13 @@ fn a_lapsed_registration_makes_things_unavailable_until_the_device_returns() {
     gw.wait_for(thing, "the registration", |a| {
         a.status == 200 && a.json()["available"] == true
     });
-    let device_port = device.port;
     device.kill();
     gw.wait_for(thing, "the lapsed registration", |a| {
         a.json()["available"] == false
     });
-    // The device restarts and registers again.
-    let _device = Device::start_on(port, "aio-2", device_port, &["--lifetime", "2"]);
+    // The device restarts (at a new address, as after a DHCP lease) and
+    // registers again.
+    let _device = Device::start(port, "aio-2", &["--lifetime", "2"]);
     gw.wait_for(thing, "the device back", |a| a.json()["available"] == true);
     let before = history(&gw, "gw-c.coap.aio-2.sensors-temp").len();
     gw.wait_for(
@@ -395,4 +414,247 @@ fn bad_datagrams_get_the_rfc_answer_and_serving_goes_on() {
         &format!("coap://127.0.0.1:{port}/.well-known/core"),
     ]);
     assert!(ok);
+}
+
+/// A device made of one UDP socket, driven by the test: it registers
+/// `/temp` (observable) and answers each Observe GET with Max-Age 1.
+struct RawDevice {
+    socket: UdpSocket,
+    gateway: std::net::SocketAddr,
+}
+
+impl RawDevice {
+    fn register(gateway_port: u16, endpoint: &str, links: &str, block: bool) -> RawDevice {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let device = RawDevice {
+            socket,
+            gateway: ([127, 0, 0, 1], gateway_port).into(),
+        };
+        let body = links.as_bytes();
+        let chunks: Vec<&[u8]> = if block {
+            body.chunks(32).collect()
+        } else {
+            vec![body]
+        };
+        for (num, chunk) in chunks.iter().enumerate() {
+            let mut packet = coap_lite::Packet::new();
+            packet.header.set_type(coap_lite::MessageType::Confirmable);
+            packet.header.code = coap_lite::MessageClass::Request(coap_lite::RequestType::Post);
+            packet.header.message_id = 100 + num as u16;
+            packet.set_token(vec![1, num as u8]);
+            packet.add_option(coap_lite::CoapOption::UriPath, b"rd".to_vec());
+            packet.add_option(
+                coap_lite::CoapOption::UriQuery,
+                format!("ep={endpoint}").into_bytes(),
+            );
+            if block {
+                let more = u32::from(num + 1 < chunks.len());
+                // 32-byte blocks: szx 1.
+                let value = ((num as u32) << 4) | (more << 3) | 1;
+                let bytes: Vec<u8> = value
+                    .to_be_bytes()
+                    .iter()
+                    .copied()
+                    .skip_while(|b| *b == 0)
+                    .collect();
+                packet.add_option(coap_lite::CoapOption::Block1, bytes);
+            }
+            packet.payload = chunk.to_vec();
+            let answer = device.exchange(&packet);
+            let expected = if num + 1 < chunks.len() {
+                coap_lite::ResponseType::Continue
+            } else {
+                coap_lite::ResponseType::Created
+            };
+            assert_eq!(
+                answer.header.code,
+                coap_lite::MessageClass::Response(expected)
+            );
+        }
+        device
+    }
+
+    /// Sends a confirmable message and returns the ACK for it; requests the
+    /// gateway sends meanwhile are answered.
+    fn exchange(&self, packet: &coap_lite::Packet) -> coap_lite::Packet {
+        self.socket
+            .send_to(&packet.to_bytes().unwrap(), self.gateway)
+            .unwrap();
+        loop {
+            let message = self.receive().expect("an answer from the gateway");
+            if message.header.message_id == packet.header.message_id
+                && message.header.get_type() == coap_lite::MessageType::Acknowledgement
+            {
+                return message;
+            }
+            self.serve(&message);
+        }
+    }
+
+    fn receive(&self) -> Option<coap_lite::Packet> {
+        let mut buffer = [0u8; 2048];
+        let n = self.socket.recv(&mut buffer).ok()?;
+        coap_lite::Packet::from_bytes(&buffer[..n]).ok()
+    }
+
+    /// Answers a GET (Observe or not) with 20 and Max-Age 1; `true` if it
+    /// was an Observe registration.
+    fn serve(&self, request: &coap_lite::Packet) -> bool {
+        if request.header.code != coap_lite::MessageClass::Request(coap_lite::RequestType::Get) {
+            return false;
+        }
+        let observe = request.get_observe_value().is_some();
+        let mut reply = coap_lite::Packet::new();
+        reply
+            .header
+            .set_type(coap_lite::MessageType::Acknowledgement);
+        reply.header.message_id = request.header.message_id;
+        reply.header.code = coap_lite::MessageClass::Response(coap_lite::ResponseType::Content);
+        reply.set_token(request.get_token().to_vec());
+        if observe {
+            reply.set_observe_value(1);
+        }
+        reply.add_option(coap_lite::CoapOption::MaxAge, vec![1]);
+        reply.payload = b"20".to_vec();
+        self.socket
+            .send_to(&reply.to_bytes().unwrap(), self.gateway)
+            .unwrap();
+        observe
+    }
+
+    /// Waits for the gateway's next Observe registration and answers it;
+    /// its token.
+    fn await_observe(&self) -> Vec<u8> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(message) = self.receive()
+                && self.serve(&message)
+            {
+                return message.get_token().to_vec();
+            }
+        }
+        panic!("the gateway never observed the device");
+    }
+}
+
+fn metric(gw: &Gateway, name: &str) -> f64 {
+    let text = String::from_utf8_lossy(&gw.get("/metrics").body).into_owned();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+#[test]
+fn observations_are_renewed_and_repeated_notifications_stored_once() {
+    let (gw, port) = coap_gateway(&[], "");
+    let device = RawDevice::register(port, "raw-1", "</temp>;rt=\"temperature\";obs", false);
+    let token = device.await_observe();
+    let thing = "gw-c.coap.raw-1.temp";
+    gw.wait_for(
+        &format!("/api/v1/things/{thing}/reading"),
+        "the first value",
+        |a| a.status == 200,
+    );
+
+    // One confirmable notification, sent twice as if our ACK were lost.
+    let mut notification = coap_lite::Packet::new();
+    notification
+        .header
+        .set_type(coap_lite::MessageType::Confirmable);
+    notification.header.code = coap_lite::MessageClass::Response(coap_lite::ResponseType::Content);
+    notification.header.message_id = 4242;
+    notification.set_token(token);
+    notification.set_observe_value(2);
+    notification.payload = b"23.5".to_vec();
+    for _ in 0..2 {
+        let ack = device.exchange(&notification);
+        assert_eq!(ack.header.code, coap_lite::MessageClass::Empty);
+    }
+    gw.wait_for(
+        &format!("/api/v1/things/{thing}/reading"),
+        "the notified value",
+        |a| a.json()[0]["v"] == json!(23.5),
+    );
+    let stored = values(&history(&gw, thing));
+    assert_eq!(
+        stored.iter().filter(|v| **v == 23.5).count(),
+        1,
+        "{stored:?}"
+    );
+
+    // Silence beyond Max-Age (1 s): the gateway observes again.
+    device.await_observe();
+}
+
+#[test]
+fn a_registration_sent_block_wise_is_reassembled() {
+    let (gw, port) = coap_gateway(&[], "");
+    let links: Vec<String> = (0..12)
+        .map(|n| format!("</sensors/temperature-{n}>;rt=\"temperature\";obs"))
+        .collect();
+    let _device = RawDevice::register(port, "blocky", &links.join(","), true);
+    for n in [0, 11] {
+        gw.wait_for(
+            &format!("/api/v1/things/gw-c.coap.blocky.sensors-temperature-{n}"),
+            "a thing service from the last blocks",
+            |a| a.status == 200,
+        );
+    }
+}
+
+#[test]
+fn observers_that_reset_or_cancel_are_forgotten() {
+    let (gw, port) = coap_gateway(&[], "");
+    let id = "gw-c.http.meter.power";
+    gw.post_senml(
+        &format!("/api/v1/things/{id}/readings"),
+        &json!([{"u": "W", "v": 1.0}]),
+    );
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket.connect(("127.0.0.1", port)).unwrap();
+    let observe = |mid: u16, register: bool| {
+        let mut packet = coap_lite::Packet::new();
+        packet.header.set_type(coap_lite::MessageType::Confirmable);
+        packet.header.code = coap_lite::MessageClass::Request(coap_lite::RequestType::Get);
+        packet.header.message_id = mid;
+        packet.set_token(vec![7, 7]);
+        packet.set_observe_value(if register { 0 } else { 1 });
+        packet.add_option(coap_lite::CoapOption::UriPath, b"things".to_vec());
+        packet.add_option(coap_lite::CoapOption::UriPath, id.as_bytes().to_vec());
+        socket.send(&packet.to_bytes().unwrap()).unwrap();
+        let mut buffer = [0u8; 1500];
+        let n = socket.recv(&mut buffer).unwrap();
+        coap_lite::Packet::from_bytes(&buffer[..n]).unwrap()
+    };
+    // Register, then cancel with Observe 1 (RFC 7641 §3.6).
+    assert!(observe(1, true).get_observe_value().is_some());
+    assert_eq!(metric(&gw, "fogbank_coap_observers"), 1.0);
+    assert!(observe(2, false).get_observe_value().is_none());
+    assert_eq!(metric(&gw, "fogbank_coap_observers"), 0.0);
+
+    // Register again, and answer the first notification with RST.
+    observe(3, true);
+    gw.post_senml(
+        &format!("/api/v1/things/{id}/readings"),
+        &json!([{"u": "W", "v": 2.0}]),
+    );
+    let mut buffer = [0u8; 1500];
+    let n = socket.recv(&mut buffer).unwrap();
+    let notification = coap_lite::Packet::from_bytes(&buffer[..n]).unwrap();
+    assert_eq!(notification.get_token(), &[7, 7]);
+    let mut reset = coap_lite::Packet::new();
+    reset.header.set_type(coap_lite::MessageType::Reset);
+    reset.header.code = coap_lite::MessageClass::Empty;
+    reset.header.message_id = notification.header.message_id;
+    socket.send(&reset.to_bytes().unwrap()).unwrap();
+    gw.wait_for("/metrics", "the observer forgotten", |a| {
+        String::from_utf8_lossy(&a.body).contains("fogbank_coap_observers 0")
+    });
 }

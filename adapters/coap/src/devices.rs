@@ -28,7 +28,7 @@ use crate::rd::{self, DeviceResource};
 
 /// A notification later than Max-Age plus this means the observation is
 /// gone (the device restarted, a NAT forgot us): observe again.
-const OBSERVATION_SLACK: Duration = Duration::from_secs(10);
+const OBSERVATION_SLACK: Duration = Duration::from_secs(2);
 /// Wait before retrying a device that did not answer.
 const RETRY: Duration = Duration::from_secs(5);
 

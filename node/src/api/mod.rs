@@ -33,6 +33,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub actuation_wait: Duration,
     pub adapters: Vec<Addr<AdapterSupervisor>>,
+    /// The CoAP endpoint, for its counters; `None` with CoAP off.
+    pub coap: Option<fogbank_coap::endpoint::Endpoint>,
 }
 
 impl AppState {

@@ -158,6 +158,9 @@ pub async fn metrics(
         resident_bytes().unwrap_or(0) as f64,
     )
     .http(&state.http);
+    if let Some(endpoint) = &state.coap {
+        out.coap(endpoint);
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out.finish()))
