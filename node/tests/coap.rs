@@ -276,6 +276,13 @@ fn coap_clients_list_read_observe_and_actuate() {
     let count = links.split(",<").count();
     assert_eq!(count, 8, "{links}");
     assert!(links.contains("</things/gw-c.sim.building-a-floor-1.temperature>;rt=\"temperature\""));
+    let (_, building_b) = coap_client(&[
+        "-m",
+        "get",
+        &format!("{base}/.well-known/core?rt=temperature&loc=campus/building-b*"),
+    ]);
+    assert_eq!(building_b.split(",<").count(), 4, "{building_b}");
+    assert!(building_b.contains(";loc=\"campus/building-b/floor-1\""));
     let (_, whole) = coap_client(&["-m", "get", &format!("{base}/things")]);
     let (_, blocks) = coap_client(&["-m", "get", "-b", "64", &format!("{base}/things")]);
     assert!(whole.len() > 1024, "a listing long enough for Block2");

@@ -21,7 +21,7 @@ use fogbank_taas::{ThingId, ThingReading, ThingService, Value};
 use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 
-use crate::endpoint::{self, Endpoint, Handler, Reply};
+use crate::endpoint::{self, Endpoint, Handler, Reply, Taken};
 use crate::message::{self, Request, Response, format};
 use crate::payload;
 use crate::rd::{self, DeviceResource};
@@ -219,13 +219,13 @@ impl Directory {
     }
 
     /// Stores a value a device sent for `thing`.
-    fn store(&self, thing: &ThingId, resource: &DeviceResource, packet: &Packet) -> bool {
+    fn store(&self, thing: &ThingId, resource: &DeviceResource, packet: &Packet) -> Taken {
         let Some(context) = self.context() else {
-            return false;
+            return Taken::NotNow;
         };
         if matches!(packet.header.code, MessageClass::Response(code) if code.is_error()) {
             tracing::debug!(%thing, code = ?packet.header.code, "the device answered with an error");
-            return true;
+            return Taken::Yes;
         }
         let format = message::uint_option(packet, CoapOption::ContentFormat)
             .and_then(|f| u16::try_from(f).ok())
@@ -240,16 +240,20 @@ impl Directory {
             Err(error) => {
                 context.count("coap_malformed");
                 tracing::warn!(%thing, %error, "dropped a CoAP reading");
-                return true;
+                return Taken::Yes;
             }
         };
         if let Some(mut service) = context.thing(thing) {
             let data_type = sample.value.data_type();
-            if service.data_type != data_type || !service.available {
+            let unit_news = sample.unit.is_some() && sample.unit != service.unit;
+            if service.data_type != data_type || !service.available || unit_news {
                 // Types announced from a registration are guesses; the
-                // device's first value settles them.
+                // device's values settle them, and its SenML unit wins.
                 service.data_type = data_type;
                 service.available = true;
+                if unit_news {
+                    service.unit = sample.unit.clone();
+                }
                 if let Err(error) = context.announce(service) {
                     tracing::warn!(%thing, %error, "cannot update the thing service");
                 }
@@ -263,11 +267,18 @@ impl Directory {
             },
         };
         match context.emit(vec![reading]) {
-            Ok(()) => true,
-            Err(error) => {
+            Ok(()) => Taken::Yes,
+            Err(
+                error @ fogbank_adapter::AdapterError::Ingest(fogbank_taas::IngestError::Store(_)),
+            ) => {
                 context.count("coap_not_stored");
-                tracing::error!(%thing, %error, "CoAP reading not stored");
-                true
+                tracing::error!(%thing, %error, "CoAP reading not stored; not acknowledged");
+                Taken::NotNow
+            }
+            Err(error) => {
+                context.count("coap_malformed");
+                tracing::warn!(%thing, %error, "dropped a CoAP reading");
+                Taken::Yes
             }
         }
     }

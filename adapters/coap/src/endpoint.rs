@@ -65,8 +65,20 @@ pub trait Handler: Send + Sync {
 
 /// Called for each notification of an observation this endpoint made, in
 /// the receive loop; a confirmable one is acknowledged after it returns
-/// (so after what it carries is stored). `false` cancels the observation.
-pub type NotificationSink = Arc<dyn Fn(&Packet) -> bool + Send + Sync>;
+/// (so after what it carries is stored).
+pub type NotificationSink = Arc<dyn Fn(&Packet) -> Taken + Send + Sync>;
+
+/// What became of a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Stored, or dropped for good (bad input): acknowledge it.
+    Yes,
+    /// Not stored for now (storage failed): no ACK, so that the device
+    /// sends it again.
+    NotNow,
+    /// Unwanted: the observation ends (RST).
+    Never,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -158,6 +170,11 @@ struct Dedup {
 impl Dedup {
     fn get(&self, key: &(SocketAddr, u16)) -> Option<&Option<Vec<u8>>> {
         self.replies.get(key)
+    }
+
+    fn forget(&mut self, key: &(SocketAddr, u16)) {
+        // Its place in `order` goes when it expires; a missing key is fine.
+        self.replies.remove(key);
     }
 
     fn insert(&mut self, key: (SocketAddr, u16), reply: Option<Vec<u8>>, now: Instant) {
@@ -670,31 +687,32 @@ impl Endpoint {
             };
             (exchange, sink)
         };
-        let accepted = if let Some(exchange) = exchange {
+        let taken = if let Some(exchange) = exchange {
             let _ = exchange.send(packet);
-            true
+            Taken::Yes
         } else if let Some(sink) = sink {
             self.inner
                 .stats
                 .notifications_received
                 .fetch_add(1, Ordering::Relaxed);
-            let keep = sink(&packet);
-            if !keep {
-                self.inner.state.lock().observations.remove(&token);
-            }
-            keep
+            sink(&packet)
         } else {
-            false
+            Taken::Never
         };
-        match (kind, accepted) {
-            (MessageType::Confirmable, true) => {
+        match (kind, taken) {
+            (MessageType::Confirmable, Taken::Yes) => {
                 self.send_packet(peer, &empty(MessageType::Acknowledgement, mid))
             }
-            // Nobody wants it: tell the sender to stop (RFC 7641 §3.6).
-            (MessageType::Confirmable | MessageType::NonConfirmable, false) => {
-                self.send_packet(peer, &empty(MessageType::Reset, mid))
+            (_, Taken::Yes) => {}
+            (_, Taken::NotNow) => {
+                // Its repeat must be taken afresh, not as a duplicate.
+                self.inner.state.lock().answered.forget(&(peer, mid));
             }
-            _ => {}
+            // Nobody wants it: tell the sender to stop (RFC 7641 §3.6).
+            (_, Taken::Never) => {
+                self.inner.state.lock().observations.remove(&token);
+                self.send_packet(peer, &empty(MessageType::Reset, mid));
+            }
         }
     }
 
