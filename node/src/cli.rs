@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// [default: 0.0.0.0:5683, or what the config file says].
     #[arg(long, env = "FOGBANK_COAP", value_parser = parse_listen)]
     pub coap: Option<Listen>,
+    /// An IEEE 802.15.4 radio (slip-radio) on a serial port: `PATH[@BAUD]`
+    /// [default baud 115200; replaces the first configured radio's port].
+    #[arg(long, env = "FOGBANK_SERIAL154", value_name = "PATH[@BAUD]")]
+    pub serial154: Option<String>,
     /// Run the campus simulator.
     #[arg(long, env = "FOGBANK_DEMO")]
     pub demo: bool,

@@ -40,6 +40,7 @@ pub struct Config {
     pub sim: SimSection,
     pub mqtt: fogbank_mqtt::MqttConfig,
     pub coap: fogbank_coap::CoapConfig,
+    pub serial154: fogbank_serial154::Serial154Config,
     pub log: LogConfig,
 }
 
@@ -121,6 +122,7 @@ impl Default for Config {
             sim: SimSection::default(),
             mqtt: fogbank_mqtt::MqttConfig::default(),
             coap: fogbank_coap::CoapConfig::default(),
+            serial154: fogbank_serial154::Serial154Config::default(),
             log: LogConfig::default(),
         }
     }

@@ -65,6 +65,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => {}
     }
+    if let Some(spec) = &args.serial154 {
+        let radio = fogbank_serial154::RadioConfig::parse(spec)
+            .map_err(|reason| anyhow::anyhow!("--serial154 {spec:?}: {reason}"))?;
+        match config.serial154.radios.first_mut() {
+            Some(first) => {
+                first.path = radio.path;
+                first.baud = radio.baud;
+            }
+            None => config.serial154.radios.push(radio),
+        }
+    }
     if args.demo {
         config.sim.enabled = true;
     }

@@ -51,6 +51,11 @@ fn plugins(
             &config.coap,
         )));
     }
+    if !config.serial154.radios.is_empty() {
+        plugins.push(Box::new(fogbank_serial154::Serial154 {
+            radios: config.serial154.radios.clone(),
+        }));
+    }
     Ok(plugins)
 }
 
