@@ -11,11 +11,15 @@
 //!
 //!   cargo bench -p fogbank --bench coap        (or ./scripts/bench)
 
+mod support;
+
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use support::Process;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 
@@ -157,17 +161,6 @@ fn device(socket: UdpSocket) {
             let _ = socket.send_to(&reply.to_bytes_unlimited().unwrap(), peer);
         }
     });
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
 }
 
 fn main() {
