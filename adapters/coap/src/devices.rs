@@ -296,11 +296,17 @@ struct Watcher {
 impl Watcher {
     async fn run(self) {
         let endpoint = self.directory.endpoint.clone();
+        let mut observable = self.resource.observable;
         loop {
-            if self.resource.observable && self.observe(&endpoint).await {
-                continue;
+            if observable {
+                if self.observe(&endpoint).await {
+                    continue;
+                }
+                // Answered without Observe (that value is stored): poll
+                // from now on, starting one interval later.
+                observable = false;
+                tokio::time::sleep(self.directory.poll_interval).await;
             }
-            // Polling: until the next round of the outer loop never.
             let request = endpoint::get(&self.resource.read_path, self.resource.content_format);
             match endpoint.request(self.address, request).await {
                 Ok(response) => {
