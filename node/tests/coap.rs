@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Gateway, free_udp_port};
+use common::{Gateway, free_udp_port, python};
 use serde_json::json;
 
 /// A gateway `gw-c` with its CoAP endpoint on a free port, configured by
@@ -27,10 +27,6 @@ fn coap_gateway(args: &[&str], extra: &str) -> (Gateway, u16) {
     // The config is read at start-up only.
     let gw = Gateway::start(&all, &[("FOGBANK_GATEWAY_ID", "gw-c")]);
     (gw, port)
-}
-
-fn python() -> String {
-    std::env::var("FOGBANK_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 /// An aiocoap device process; its stdout lines arrive on `lines`.

@@ -64,9 +64,8 @@ struct Sim {
 
 impl Sim {
     fn start(port: &Path) -> Sim {
-        let python = std::env::var("FOGBANK_PYTHON").unwrap_or_else(|_| "python3".into());
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/radio_sim.py");
-        let mut child = Command::new(python)
+        let mut child = Command::new(common::python())
             .arg(script)
             .arg("--port")
             .arg(port)
@@ -236,9 +235,8 @@ fn frames_with_an_fcs_are_checked() {
         &["--config", config.to_str().unwrap()],
         &[("FOGBANK_GATEWAY_ID", "gw-s")],
     );
-    let python = std::env::var("FOGBANK_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/radio_sim.py");
-    let mut child = Command::new(python)
+    let mut child = Command::new(common::python())
         .arg(script)
         .arg("--port")
         .arg(&ptys.sim)

@@ -411,6 +411,26 @@ impl Handler for ResourceDirectory {
 }
 
 impl ResourceDirectory {
+    /// Follows a registered device (anew); a failure is the answer.
+    fn follow(
+        &self,
+        id: &str,
+        name: &str,
+        peer: SocketAddr,
+        resources: Vec<DeviceResource>,
+        lifetime: Duration,
+    ) -> Result<(), Response> {
+        self.0
+            .follow(
+                id.to_owned(),
+                name.to_owned(),
+                peer,
+                resources,
+                Some(lifetime),
+            )
+            .map_err(|error| Response::error(ResponseType::ServiceUnavailable, error))
+    }
+
     fn answer(&self, request: Request) -> Response {
         let directory = &self.0;
         let bad = |e: rd::RdError| Response::error(ResponseType::BadRequest, e.to_string());
@@ -455,14 +475,8 @@ impl ResourceDirectory {
                 });
                 let lifetime = parameters.lifetime.unwrap_or(rd::DEFAULT_LIFETIME);
                 let count = resources.len();
-                if let Err(error) = directory.follow(
-                    id.clone(),
-                    name.clone(),
-                    request.peer,
-                    resources,
-                    Some(lifetime),
-                ) {
-                    return Response::error(ResponseType::ServiceUnavailable, error);
+                if let Err(response) = self.follow(&id, &name, request.peer, resources, lifetime) {
+                    return response;
                 }
                 directory.set_available(&name, true);
                 tracing::info!(device = %name, peer = %request.peer, id, resources = count, lifetime = ?lifetime, "CoAP device registered");
@@ -488,33 +502,20 @@ impl ResourceDirectory {
                 }
                 device.expires = Some(Instant::now() + device.lifetime);
                 let name = device.name.clone();
-                let moved = device.address != request.peer;
-                let new_links = !request.payload.is_empty();
                 let lifetime = device.lifetime;
-                drop(devices);
-                if moved || new_links {
-                    // A new address or new links: follow it afresh.
-                    let resources = match rd::links(&request.payload) {
-                        Ok(links) if new_links => {
-                            rd::device_resources(&links, parameters.lwm2m.is_some())
-                        }
-                        Ok(_) => directory
-                            .devices
-                            .lock()
-                            .get(id.as_str())
-                            .map(|d| d.resources.clone())
-                            .unwrap_or_default(),
+                // A new address or new links: follow it afresh.
+                let refollow = match request.payload.is_empty() {
+                    false => match rd::links(&request.payload) {
+                        Ok(links) => Some(rd::device_resources(&links, parameters.lwm2m.is_some())),
                         Err(e) => return bad(e),
-                    };
-                    if let Err(error) = directory.follow(
-                        id.clone(),
-                        name.clone(),
-                        request.peer,
-                        resources,
-                        Some(lifetime),
-                    ) {
-                        return Response::error(ResponseType::ServiceUnavailable, error);
-                    }
+                    },
+                    true => (device.address != request.peer).then(|| device.resources.clone()),
+                };
+                drop(devices);
+                if let Some(resources) = refollow
+                    && let Err(response) = self.follow(id, &name, request.peer, resources, lifetime)
+                {
+                    return response;
                 }
                 directory.set_available(&name, true);
                 Response::new(ResponseType::Changed)

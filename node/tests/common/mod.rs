@@ -52,6 +52,11 @@ impl Answer {
     }
 }
 
+/// The Python with the test peers' packages (scripts/test sets it up).
+pub fn python() -> String {
+    std::env::var("FOGBANK_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
 /// A UDP port nobody holds at the moment, on loopback.
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
