@@ -30,6 +30,17 @@ pub enum Command {
     Actuate(ActuateArgs),
     /// Print a new random token for the [auth] section of the config.
     NewToken,
+    /// Print a new cluster key file for the local cloud:
+    /// `fogbank cluster-key > cluster.key`, then give every gateway the file.
+    ClusterKey,
+    /// List the gateways of the local cloud a running gateway belongs to.
+    Peers(PeersArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PeersArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +72,28 @@ pub struct RunArgs {
     /// Run the campus simulator.
     #[arg(long, env = "FOGBANK_DEMO")]
     pub demo: bool,
+    /// Local cloud (libp2p) listen multiaddr, or `off`
+    /// [default: /ip4/0.0.0.0/tcp/4001]. The local cloud runs only with a
+    /// cluster key.
+    #[arg(long, env = "FOGBANK_P2P", value_name = "MULTIADDR|off")]
+    pub p2p: Option<String>,
+    /// A bootstrap peer of the local cloud, e.g. /dns4/gw-b.local/tcp/4001
+    /// (repeatable; FOGBANK_PEERS takes a comma-separated list).
+    #[arg(
+        long = "peer",
+        env = "FOGBANK_PEERS",
+        value_delimiter = ',',
+        value_name = "MULTIADDR"
+    )]
+    pub peers: Vec<String>,
+    /// The cluster key file (libp2p /key/swarm/psk/1.0.0/ format; make one
+    /// with `fogbank cluster-key`). FOGBANK_CLUSTER_KEY may instead hold
+    /// the key as 64 hex digits.
+    #[arg(long, env = "FOGBANK_CLUSTER_KEY_FILE", value_name = "PATH")]
+    pub cluster_key_file: Option<PathBuf>,
+    /// Do not look for peers on the LAN by mDNS.
+    #[arg(long, env = "FOGBANK_NO_MDNS")]
+    pub no_mdns: bool,
 }
 
 /// The `--mqtt` and `--coap` values.

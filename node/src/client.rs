@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use serde_json::Value as Json;
 
 use crate::auth::ADMIN_TOKEN_FILE;
-use crate::cli::{ActuateArgs, ClientArgs, ReadingArgs, ThingsArgs, ThingsCommand};
+use crate::cli::{ActuateArgs, ClientArgs, PeersArgs, ReadingArgs, ThingsArgs, ThingsCommand};
 
 struct Client {
     base: String,
@@ -153,6 +153,35 @@ pub fn things(args: ThingsArgs) -> anyhow::Result<()> {
             });
         }
     }
+    Ok(())
+}
+
+pub fn peers(args: PeersArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client);
+    let (_, peers) = client.call(client.request("GET", "/api/v1/peers"), None)?;
+    print(args.client.json, &peers, |peers| {
+        let mut out = format!(
+            "{:<20} {:<6} {:>7} {:>9}  {}\n",
+            "GATEWAY", "STATE", "THINGS", "SEEN(ms)", "ADDRESSES"
+        );
+        for p in peers.as_array().into_iter().flatten() {
+            let addresses: Vec<&str> = p["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Json::as_str)
+                .collect();
+            out += &format!(
+                "{:<20} {:<6} {:>7} {:>9}  {}\n",
+                p["gateway"].as_str().unwrap_or(""),
+                p["state"].as_str().unwrap_or(""),
+                p["things"].as_u64().unwrap_or(0),
+                p["last_seen_ms"].as_u64().unwrap_or(0),
+                addresses.join(" "),
+            );
+        }
+        out
+    });
     Ok(())
 }
 

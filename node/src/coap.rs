@@ -12,7 +12,8 @@ use fogbank_coap::endpoint::{Endpoint, Handler, Reply};
 use fogbank_coap::message::{Request, Response, format};
 use fogbank_coap::payload;
 use fogbank_taas::{
-    ActuateError, CommandState, Event, Filter, Hub, Kind, Query, ThingId, ThingService, senml,
+    ActuateError, CommandState, Event, Filter, Hub, Kind, Query, ReadError, Reading, RemoteError,
+    ThingId, ThingService, senml,
 };
 
 /// Serves `/.well-known/core`, `/things` and `/things/{id}`.
@@ -60,13 +61,42 @@ impl ThingsResource {
         Response::content(format::LINK_FORMAT, links.join(",").into_bytes())
     }
 
-    fn read(&self, request: &Request, id: &ThingId) -> Response {
+    /// A local thing's reading is answered at once; another gateway's is
+    /// asked of its owner (5.02 if it is unreachable, 5.04 if it is slow).
+    fn read(&self, request: &Request, id: &ThingId) -> Reply {
         let Some(thing) = self.hub.thing(id) else {
-            return Response::error(ResponseType::NotFound, "no such thing service");
+            return now(ResponseType::NotFound, "no such thing service");
         };
-        let latest = self.hub.latest(id).flatten();
+        let accept = request.accept;
+        if thing.gateway == self.hub.gateway() {
+            return Reply::Now(reading_response(
+                accept,
+                &thing,
+                self.hub.latest(id).flatten(),
+            ));
+        }
+        let hub = self.hub.clone();
+        Reply::Later(Box::pin(async move {
+            match hub.read_latest(&thing.id).await {
+                Ok(latest) => reading_response(accept, &thing, latest),
+                Err(ReadError::Remote(error @ RemoteError::Timeout { .. })) => {
+                    Response::error(ResponseType::GatewayTimeout, error.to_string())
+                }
+                Err(error) => Response::error(ResponseType::BadGateway, error.to_string()),
+            }
+        }))
+    }
+}
+
+fn reading_response(
+    accept: Option<u16>,
+    thing: &ThingService,
+    latest: Option<Reading>,
+) -> Response {
+    let id = &thing.id;
+    {
         let readings = latest.map(|r| (r.time, r.value));
-        let response = match request.accept.unwrap_or(format::SENML_JSON) {
+        let response = match accept.unwrap_or(format::SENML_JSON) {
             format::SENML_JSON => Response::content(
                 format::SENML_JSON,
                 senml::to_json(&senml::pack_for(
@@ -101,7 +131,9 @@ impl ThingsResource {
             ..response
         }
     }
+}
 
+impl ThingsResource {
     fn actuate(&self, request: &Request, id: ThingId) -> Reply {
         let value = match request.content_format.unwrap_or(format::TEXT) {
             format::TEXT => match std::str::from_utf8(&request.payload) {
@@ -138,6 +170,7 @@ impl ThingsResource {
                     ActuateError::UnknownThing(_) => ResponseType::NotFound,
                     ActuateError::NotActuator(_) => ResponseType::MethodNotAllowed,
                     ActuateError::WrongType { .. } => ResponseType::BadRequest,
+                    ActuateError::Remote(_) => ResponseType::BadGateway,
                     _ => ResponseType::ServiceUnavailable,
                 };
                 return now(code, error.to_string());
@@ -171,7 +204,7 @@ impl Handler for ThingsResource {
                     return now(ResponseType::NotFound, "not a thing service id");
                 };
                 match method {
-                    RequestType::Get => Reply::Now(self.read(&request, &id)),
+                    RequestType::Get => self.read(&request, &id),
                     RequestType::Put => self.actuate(&request, id),
                     _ => now(ResponseType::MethodNotAllowed, "GET or PUT"),
                 }

@@ -41,7 +41,34 @@ pub struct Config {
     pub mqtt: fogbank_mqtt::MqttConfig,
     pub coap: fogbank_coap::CoapConfig,
     pub serial154: fogbank_serial154::Serial154Config,
+    pub cloud: CloudSection,
     pub log: LogConfig,
+}
+
+/// The local cloud (libp2p). It runs only with a cluster key: without one
+/// the gateway stands alone.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudSection {
+    /// A libp2p multiaddr, or `off`.
+    pub listen: String,
+    /// Bootstrap peers (multiaddrs, with or without `/p2p/PEER_ID`).
+    pub peers: Vec<String>,
+    /// Find peers on the LAN by mDNS.
+    pub mdns: bool,
+    /// A key file in the libp2p `/key/swarm/psk/1.0.0/` format.
+    pub cluster_key_file: Option<PathBuf>,
+}
+
+impl Default for CloudSection {
+    fn default() -> Self {
+        CloudSection {
+            listen: "/ip4/0.0.0.0/tcp/4001".into(),
+            peers: Vec::new(),
+            mdns: true,
+            cluster_key_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -123,6 +150,7 @@ impl Default for Config {
             mqtt: fogbank_mqtt::MqttConfig::default(),
             coap: fogbank_coap::CoapConfig::default(),
             serial154: fogbank_serial154::Serial154Config::default(),
+            cloud: CloudSection::default(),
             log: LogConfig::default(),
         }
     }
@@ -245,6 +273,24 @@ impl Config {
             key: "coap",
             reason: e.to_string(),
         })?;
+        if self.cloud.listen != "off" {
+            self.cloud
+                .listen
+                .parse::<fogbank_taas::cloud::Multiaddr>()
+                .map_err(|e| ConfigError::Invalid {
+                    key: "cloud.listen",
+                    reason: format!("{:?} is not a multiaddr or off: {e}", self.cloud.listen),
+                })?;
+        }
+        for peer in &self.cloud.peers {
+            peer.parse::<fogbank_taas::cloud::Multiaddr>()
+                .map_err(|e| ConfigError::Invalid {
+                    key: "cloud.peers",
+                    reason: format!(
+                        "{peer:?} is not a multiaddr such as /dns4/gw-b.local/tcp/4001: {e}"
+                    ),
+                })?;
+        }
         if self.http.max_body_bytes == 0 {
             return Err(ConfigError::Invalid {
                 key: "http.max_body_bytes",

@@ -79,6 +79,18 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.demo {
         config.sim.enabled = true;
     }
+    if let Some(listen) = args.p2p {
+        config.cloud.listen = listen;
+    }
+    if !args.peers.is_empty() {
+        config.cloud.peers = args.peers.into_iter().filter(|p| !p.is_empty()).collect();
+    }
+    if let Some(file) = args.cluster_key_file {
+        config.cloud.cluster_key_file = Some(file);
+    }
+    if args.no_mdns {
+        config.cloud.mdns = false;
+    }
     init_logging(&config.log.filter, config.log.format == "json");
     config.validate()?;
     let admin_token = std::env::var("FOGBANK_ADMIN_TOKEN")
@@ -87,7 +99,30 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
         anyhow::bail!("FOGBANK_ADMIN_TOKEN is shorter than 16 characters");
     }
-    server::run(config, admin_token)
+    let cluster_key = cluster_key(&config)?;
+    server::run(config, admin_token, cluster_key)
+}
+
+/// The cluster key from FOGBANK_CLUSTER_KEY (hex) or the key file.
+fn cluster_key(config: &Config) -> anyhow::Result<Option<fogbank_taas::cloud::ClusterKey>> {
+    use fogbank_taas::cloud;
+    if let Some(hex) = std::env::var("FOGBANK_CLUSTER_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+    {
+        return Ok(Some(
+            cloud::cluster_key_from_hex(&hex)
+                .map_err(|e| anyhow::anyhow!("FOGBANK_CLUSTER_KEY: {e}"))?,
+        ));
+    }
+    let Some(path) = &config.cloud.cluster_key_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the cluster key file {}: {e}", path.display()))?;
+    Ok(Some(cloud::cluster_key_from_file(&text).map_err(|e| {
+        anyhow::anyhow!("cluster key file {}: {e}", path.display())
+    })?))
 }
 
 fn main() {
@@ -100,6 +135,10 @@ fn main() {
         Command::NewToken => auth::new_secret()
             .map(|t| println!("{t}"))
             .map_err(Into::into),
+        Command::ClusterKey => fogbank_taas::cloud::new_cluster_key()
+            .map(|key| print!("{key}"))
+            .map_err(|e| anyhow::anyhow!("no randomness for a key: {e}")),
+        Command::Peers(args) => client::peers(args),
     };
     if let Err(error) = result {
         eprintln!("fogbank: {error:#}");

@@ -10,6 +10,7 @@ use actix_web::{HttpServer, web};
 use anyhow::Context;
 use fogbank_adapter::{AdapterSupervisor, Backoff, Plugin, Shutdown};
 use fogbank_sim::{SimConfig, Simulator};
+use fogbank_taas::cloud::{Cloud, CloudConfig, ClusterKey, Multiaddr};
 use fogbank_taas::{Hub, HubOptions, StoreOptions, Timestamp};
 
 use crate::api::{self, AppState};
@@ -23,8 +24,49 @@ pub const DB_DIR: &str = "db";
 /// power cut can take to this window (a crash takes nothing).
 const WAL_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
-pub fn run(config: Config, env_admin_token: Option<String>) -> anyhow::Result<()> {
-    actix_rt::System::new().block_on(serve(config, env_admin_token))
+pub fn run(
+    config: Config,
+    env_admin_token: Option<String>,
+    cluster_key: Option<ClusterKey>,
+) -> anyhow::Result<()> {
+    actix_rt::System::new().block_on(serve(config, env_admin_token, cluster_key))
+}
+
+/// Joins the local cloud when a cluster key is configured and it is not off.
+fn join_cloud(
+    config: &Config,
+    hub: &Arc<Hub>,
+    cluster_key: Option<ClusterKey>,
+) -> anyhow::Result<Option<Arc<Cloud>>> {
+    let section = &config.cloud;
+    if section.listen == "off" {
+        return Ok(None);
+    }
+    let Some(cluster_key) = cluster_key else {
+        tracing::info!(
+            "no cluster key: this gateway stands alone (make one with `fogbank cluster-key`)"
+        );
+        return Ok(None);
+    };
+    let parse = |raw: &str| -> anyhow::Result<Multiaddr> {
+        raw.parse()
+            .with_context(|| format!("{raw:?} is not a libp2p multiaddr"))
+    };
+    let cloud = Cloud::start(
+        hub.clone(),
+        CloudConfig {
+            listen: parse(&section.listen)?,
+            peers: section
+                .peers
+                .iter()
+                .map(|p| parse(p))
+                .collect::<anyhow::Result<_>>()?,
+            mdns: section.mdns,
+            cluster_key,
+            data_dir: config.data_dir.clone(),
+        },
+    )?;
+    Ok(Some(Arc::new(cloud)))
 }
 
 fn plugins(
@@ -59,7 +101,11 @@ fn plugins(
     Ok(plugins)
 }
 
-async fn serve(config: Config, env_admin_token: Option<String>) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    env_admin_token: Option<String>,
+    cluster_key: Option<ClusterKey>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -102,6 +148,7 @@ async fn serve(config: Config, env_admin_token: Option<String>) -> anyhow::Resul
         endpoint.route(".well-known", things);
         crate::coap::notify_observers(hub.clone(), endpoint.clone());
     }
+    let cloud = join_cloud(&config, &hub, cluster_key)?;
     let adapters: Vec<Addr<AdapterSupervisor>> = plugins(&config, coap.as_ref())?
         .into_iter()
         .map(|plugin| AdapterSupervisor::new(plugin, hub.clone(), Backoff::default()).start())
@@ -118,6 +165,7 @@ async fn serve(config: Config, env_admin_token: Option<String>) -> anyhow::Resul
         actuation_wait: Duration::from_millis(config.http.actuation_wait_ms),
         adapters: adapters.clone(),
         coap: coap.clone(),
+        cloud: cloud.clone(),
     });
     let listen = config.http.listen;
     let server = HttpServer::new(move || api::app(state.clone()))
@@ -140,6 +188,10 @@ async fn serve(config: Config, env_admin_token: Option<String>) -> anyhow::Resul
         let _ = adapter.send(Shutdown).await;
     }
     upkeep.abort();
+    if let Some(cloud) = cloud {
+        // The others see the connections close and mark us down at once.
+        drop(cloud);
+    }
     hub.store().sync_wal()?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -121,6 +121,7 @@ impl Bus {
             id,
             lag,
             bus: Arc::downgrade(&self.inner),
+            _guard: None,
         }
     }
 
@@ -214,9 +215,17 @@ pub struct Subscription {
     id: u64,
     lag: Arc<Lag>,
     bus: Weak<Inner>,
+    /// Lives as long as the subscription (a remote stream's interest).
+    _guard: Option<Box<dyn Send + Sync>>,
 }
 
 impl Subscription {
+    /// Keeps `guard` alive until the subscription is dropped.
+    pub(crate) fn holding(mut self, guard: Box<dyn Send + Sync>) -> Self {
+        self._guard = Some(guard);
+        self
+    }
+
     /// The next event, or `None` once the bus disconnected this subscriber
     /// (or closed) and the queue is drained.
     pub async fn recv(&mut self) -> Option<Event> {

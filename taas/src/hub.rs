@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use crate::bus::{Bus, BusStats, Filter, Subscription};
 use crate::commands::{Actuator, Command, CommandId, CommandLog, CommandState, CommandStatus};
 use crate::registry::{Registry, Upsert};
+use crate::remote::{CatalogChange, CatalogSnapshot, Interest, Remote, RemoteError};
 use crate::senml;
 use crate::store::{Store, StoreError, StoreOptions, Window};
 use crate::{
@@ -39,6 +40,9 @@ pub enum IngestError {
     },
     #[error("record name {name:?} does not name a thing service: {reason}")]
     BadName { name: String, reason: String },
+    /// Readings are stored by the gateway that owns the thing service.
+    #[error("{thing} belongs to gateway {owner}; send its readings there")]
+    NotOwned { thing: ThingId, owner: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -60,6 +64,19 @@ pub enum ActuateError {
     Unavailable(ThingId),
     #[error("no adapter {adapter:?} is running to carry out commands for {thing}")]
     NoAdapter { thing: ThingId, adapter: String },
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+}
+
+/// Why a reading or a history could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("unknown thing service {0}")]
+    UnknownThing(ThingId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
 }
 
 /// A delivery its sender may repeat until acknowledged (an MQTT QoS 1
@@ -140,6 +157,27 @@ pub struct Hub {
     commands_issued: AtomicU64,
     adapter_events: parking_lot::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     last_arrival: AtomicU64,
+    remote: RwLock<Option<Arc<dyn Remote>>>,
+    feed: parking_lot::Mutex<CatalogFeed>,
+}
+
+/// The numbered changes of this gateway's own catalog, for the local cloud.
+struct CatalogFeed {
+    incarnation: u64,
+    version: u64,
+    changes: tokio::sync::broadcast::Sender<(u64, CatalogChange)>,
+}
+
+impl CatalogFeed {
+    /// How many changes a slow listener may fall behind before it must
+    /// resynchronise from a snapshot.
+    const BACKLOG: usize = 16_384;
+
+    fn record(&mut self, change: CatalogChange) {
+        self.version += 1;
+        // Nobody listening (no local cloud) is fine: the version still counts.
+        let _ = self.changes.send((self.version, change));
+    }
 }
 
 impl Hub {
@@ -174,6 +212,12 @@ impl Hub {
             commands_issued: AtomicU64::new(0),
             adapter_events: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
             last_arrival: AtomicU64::new(0),
+            remote: RwLock::new(None),
+            feed: parking_lot::Mutex::new(CatalogFeed {
+                incarnation: Timestamp::now().0,
+                version: 0,
+                changes: tokio::sync::broadcast::channel(CatalogFeed::BACKLOG).0,
+            }),
         }))
     }
 
@@ -188,23 +232,27 @@ impl Hub {
 
     // ------------------------------------------------------------ catalog
 
-    /// Adds or updates a thing service; persisted only when it changed.
+    /// Adds or updates a thing service of this gateway; persisted only
+    /// when it changed.
     pub fn announce(&self, thing: ThingService) -> Result<(), StoreError> {
         let persisted = thing.clone();
         match self.registry.upsert(thing) {
             Upsert::Unchanged => Ok(()),
             change => {
                 tracing::debug!(thing = %persisted.id, ?change, "thing service announced");
-                self.store.put_thing(&persisted)
+                self.store.put_thing(&persisted)?;
+                self.feed.lock().record(CatalogChange::Upsert(persisted));
+                Ok(())
             }
         }
     }
 
-    /// Removes a thing service and its history.
+    /// Removes a thing service of this gateway and its history.
     pub fn withdraw(&self, id: &ThingId) -> Result<bool, StoreError> {
         let existed = self.registry.remove(id).is_some();
         if existed {
             self.store.delete_thing(id)?;
+            self.feed.lock().record(CatalogChange::Remove(id.clone()));
             tracing::info!(thing = %id, "thing service withdrawn");
         }
         Ok(existed)
@@ -232,6 +280,7 @@ impl Hub {
     pub fn set_available(&self, id: &ThingId, available: bool) -> Result<(), StoreError> {
         if let Some(changed) = self.registry.modify(id, |t| t.available = available) {
             self.store.put_thing(&changed)?;
+            self.feed.lock().record(CatalogChange::Upsert(changed));
         }
         Ok(())
     }
@@ -242,6 +291,170 @@ impl Hub {
 
     pub fn query(&self, query: &Query) -> Vec<ThingService> {
         self.registry.query(query)
+    }
+
+    fn is_local(&self, thing: &ThingService) -> bool {
+        thing.gateway == self.gateway
+    }
+
+    // ------------------------------------------------------------ local cloud
+
+    /// Lets the local cloud carry calls for other gateways' thing services.
+    pub fn attach_remote(&self, remote: Arc<dyn Remote>) {
+        *self.remote.write() = Some(remote);
+    }
+
+    fn remote_for(&self, thing: &ThingService) -> Result<Arc<dyn Remote>, RemoteError> {
+        self.remote
+            .read()
+            .clone()
+            .ok_or_else(|| RemoteError::NoCloud(thing.id.clone()))
+    }
+
+    /// Changes to this gateway's own catalog from now on, each with the
+    /// version it brings the catalog to. A listener that falls more than
+    /// a backlog behind sees `Lagged` and must resynchronise.
+    pub fn catalog_changes(&self) -> tokio::sync::broadcast::Receiver<(u64, CatalogChange)> {
+        self.feed.lock().changes.subscribe()
+    }
+
+    /// The run (start time, µs) and version this gateway's catalog is at.
+    pub fn catalog_position(&self) -> (u64, u64) {
+        let feed = self.feed.lock();
+        (feed.incarnation, feed.version)
+    }
+
+    /// How many thing services this gateway owns.
+    pub fn own_thing_count(&self) -> usize {
+        self.registry.count(|t| t.gateway == self.gateway)
+    }
+
+    /// This gateway's own thing services and the catalog version they are at.
+    pub fn catalog_snapshot(&self) -> CatalogSnapshot {
+        let feed = self.feed.lock();
+        CatalogSnapshot {
+            incarnation: feed.incarnation,
+            version: feed.version,
+            things: self.registry.query(&Query {
+                gateway: Some(self.gateway.clone()),
+                ..Query::default()
+            }),
+        }
+    }
+
+    /// Replaces what is known of another gateway's catalog with its
+    /// snapshot. Remote entries live in memory only: the owner is the
+    /// single writer and is asked again after every restart.
+    pub fn replace_remote_catalog(&self, gateway: &str, things: Vec<ThingService>) {
+        if gateway == self.gateway {
+            return;
+        }
+        let keep: std::collections::HashSet<ThingId> =
+            things.iter().map(|t| t.id.clone()).collect();
+        for stale in self.remote_things(gateway) {
+            if !keep.contains(&stale.id) {
+                self.registry.remove(&stale.id);
+            }
+        }
+        for thing in things {
+            if thing.gateway == gateway {
+                self.registry.upsert(thing);
+            }
+        }
+    }
+
+    /// Applies changes another gateway made to its own catalog. Entries
+    /// that claim to belong to a different gateway are ignored.
+    pub fn apply_remote_changes(&self, gateway: &str, changes: Vec<CatalogChange>) {
+        if gateway == self.gateway {
+            return;
+        }
+        for change in changes {
+            match change {
+                CatalogChange::Upsert(thing) if thing.gateway == gateway => {
+                    self.registry.upsert(thing);
+                }
+                CatalogChange::Remove(id) if id.gateway() == gateway => {
+                    self.registry.remove(&id);
+                }
+                other => {
+                    tracing::warn!(%gateway, ?other, "ignored a catalog change for another gateway's thing");
+                }
+            }
+        }
+    }
+
+    /// A gateway of the local cloud went down: its thing services stay
+    /// listed but unavailable until its catalog is fetched again.
+    pub fn mark_gateway_down(&self, gateway: &str) {
+        for thing in self.remote_things(gateway) {
+            self.registry.modify(&thing.id, |t| t.available = false);
+        }
+    }
+
+    fn remote_things(&self, gateway: &str) -> Vec<ThingService> {
+        if gateway == self.gateway {
+            return Vec::new();
+        }
+        self.registry.query(&Query {
+            gateway: Some(gateway.to_owned()),
+            ..Query::default()
+        })
+    }
+
+    /// Hands readings of other gateways' thing services, relayed by the
+    /// local cloud, to local subscribers. They are not stored here: the
+    /// owner keeps the history.
+    pub fn relay(&self, readings: Vec<ThingReading>) {
+        let shared: Vec<Arc<ThingReading>> = readings
+            .into_iter()
+            .filter(|r| {
+                self.registry
+                    .get(&r.thing)
+                    .is_some_and(|t| !self.is_local(&t))
+            })
+            .map(|r| {
+                self.registry.offer_latest(&r.thing, &r.reading);
+                Arc::new(r)
+            })
+            .collect();
+        self.bus.publish(&shared);
+    }
+
+    /// The newest reading of any thing service of the local cloud: from
+    /// memory for this gateway's own, from the owner for the others.
+    pub async fn read_latest(&self, id: &ThingId) -> Result<Option<Reading>, ReadError> {
+        let thing = self
+            .registry
+            .get(id)
+            .ok_or_else(|| ReadError::UnknownThing(id.clone()))?;
+        if self.is_local(&thing) {
+            return Ok(self.registry.latest(id).flatten());
+        }
+        Ok(self.remote_for(&thing)?.latest(&thing).await?)
+    }
+
+    /// History of any thing service of the local cloud (see
+    /// [`read_latest`](Self::read_latest)). Local scans run off the
+    /// async threads.
+    pub async fn read_history(
+        self: &Arc<Self>,
+        id: &ThingId,
+        window: Window,
+    ) -> Result<Vec<Reading>, ReadError> {
+        let thing = self
+            .registry
+            .get(id)
+            .ok_or_else(|| ReadError::UnknownThing(id.clone()))?;
+        if !self.is_local(&thing) {
+            return Ok(self.remote_for(&thing)?.history(&thing, window).await?);
+        }
+        let hub = self.clone();
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || hub.history(&id, window))
+            .await
+            .map_err(|e| StoreError::Batch(format!("history scan stopped: {e}")))?
+            .map_err(ReadError::Store)
     }
 
     // ------------------------------------------------------------ readings
@@ -368,6 +581,12 @@ impl Hub {
                 .registry
                 .get(&r.thing)
                 .ok_or_else(|| IngestError::UnknownThing(r.thing.clone()))?;
+            if !self.is_local(&thing) {
+                return Err(IngestError::NotOwned {
+                    thing: r.thing.clone(),
+                    owner: thing.gateway,
+                });
+            }
             let found = r.reading.value.data_type();
             if found != thing.data_type {
                 return Err(IngestError::WrongType {
@@ -457,6 +676,27 @@ impl Hub {
         self.bus.subscribe(label, filter)
     }
 
+    /// Subscribes to one thing service of the local cloud. For another
+    /// gateway's, the local cloud is asked for its readings while the
+    /// subscription lives.
+    pub fn subscribe_thing(&self, label: impl Into<String>, id: &ThingId) -> Subscription {
+        let subscription = self.bus.subscribe(label, Filter::thing(id.clone()));
+        let remote = match self.registry.get(id) {
+            Some(thing) if !self.is_local(&thing) => self.remote.read().clone(),
+            _ => None,
+        };
+        match remote {
+            Some(remote) => {
+                remote.interest(id, true);
+                subscription.holding(Box::new(Interest {
+                    remote,
+                    thing: id.clone(),
+                }))
+            }
+            None => subscription,
+        }
+    }
+
     /// Ends every subscription (at shutdown, so streams close promptly).
     pub fn close_subscriptions(&self) {
         self.bus.close_all();
@@ -494,23 +734,36 @@ impl Hub {
         if !thing.available {
             return Err(ActuateError::Unavailable(id.clone()));
         }
-        let actuator = self
-            .actuators
-            .read()
-            .get(&thing.adapter)
-            .cloned()
-            .ok_or_else(|| ActuateError::NoAdapter {
-                thing: id.clone(),
-                adapter: thing.adapter.clone(),
-            })?;
+        enum Route {
+            Adapter(Arc<dyn Actuator>),
+            Owner(Arc<dyn Remote>),
+        }
+        let route = if self.is_local(&thing) {
+            Route::Adapter(
+                self.actuators
+                    .read()
+                    .get(&thing.adapter)
+                    .cloned()
+                    .ok_or_else(|| ActuateError::NoAdapter {
+                        thing: id.clone(),
+                        adapter: thing.adapter.clone(),
+                    })?,
+            )
+        } else {
+            Route::Owner(self.remote_for(&thing)?)
+        };
 
         let command_id = self.commands.start(id.clone(), &value);
         self.commands_issued.fetch_add(1, Ordering::Relaxed);
-        let future = actuator.actuate(Command {
+        let command = Command {
             id: command_id,
             thing: id.clone(),
             value,
-        });
+        };
+        let future = match route {
+            Route::Adapter(actuator) => actuator.actuate(command),
+            Route::Owner(remote) => remote.actuate(&thing.gateway, command),
+        };
         let (tx, rx) = oneshot::channel();
         let log = self.commands.clone();
         let thing = id.clone();

@@ -10,11 +10,13 @@
 //! it. Callers bring bytes in SenML form or typed values.
 
 pub mod bus;
+pub mod cloud;
 pub mod commands;
 mod hub;
 pub mod id;
 pub mod reading;
 pub mod registry;
+pub mod remote;
 pub mod senml;
 pub mod store;
 pub mod td;
@@ -26,9 +28,10 @@ pub use commands::{
 };
 pub use hub::{
     ActuateError, CommandTicket, Delivery, Hub, HubOptions, HubStats, IngestError, Ingested,
-    Receipt,
+    ReadError, Receipt,
 };
 pub use id::{IdError, ThingId};
 pub use reading::{Reading, ThingReading, Timestamp, Value};
+pub use remote::{CatalogChange, CatalogSnapshot, Remote, RemoteError};
 pub use store::{Retention, RetentionReport, Store, StoreError, StoreOptions, Window};
 pub use thing::{DataType, Kind, Location, Query, ThingService};

@@ -50,7 +50,7 @@ impl fmt::Display for Timestamp {
 }
 
 /// A reading's value, one of SenML's four value kinds.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {
     Number(f64),
     Bool(bool),
@@ -100,14 +100,14 @@ impl Value {
 
 /// One value at one time. The thing it belongs to is implied by where it is
 /// kept (store key, registry entry) or carried beside it ([`ThingReading`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reading {
     pub time: Timestamp,
     pub value: Value,
 }
 
 /// A reading together with its thing service: what flows on the bus.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ThingReading {
     pub thing: ThingId,
     pub reading: Reading,

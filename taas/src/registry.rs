@@ -89,6 +89,14 @@ impl Registry {
         found
     }
 
+    pub fn count(&self, predicate: impl Fn(&ThingService) -> bool) -> usize {
+        self.entries
+            .read()
+            .values()
+            .filter(|e| predicate(&e.thing))
+            .count()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.read().len()
     }

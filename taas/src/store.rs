@@ -114,7 +114,7 @@ pub struct RetentionReport {
 /// Which readings of one thing a history query returns: those with
 /// `from <= time <= to`, in time order, at most `limit` — the oldest ones,
 /// or the newest if `newest_first`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     pub from: Timestamp,
     pub to: Timestamp,

@@ -5,6 +5,7 @@
 //! them and the TaaS [`Hub`], and holds no logic of its own about things.
 
 mod ops;
+mod peers;
 pub mod problem;
 mod stream;
 mod things;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub adapters: Vec<Addr<AdapterSupervisor>>,
     /// The CoAP endpoint, for its counters; `None` with CoAP off.
     pub coap: Option<fogbank_coap::endpoint::Endpoint>,
+    /// The local cloud; `None` when this gateway stands alone.
+    pub cloud: Option<Arc<fogbank_taas::cloud::Cloud>>,
 }
 
 impl AppState {
@@ -118,7 +121,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
                         .default_service(method_not_allowed("PUT")),
                 )
                 .service(get("/things/{id}/stream", stream::sse))
-                .service(get("/commands/{id}", things::command)),
+                .service(get("/commands/{id}", things::command))
+                .service(get("/peers", peers::list)),
         )
         .service(ops(web::scope("")))
         .default_service(web::to(|request: HttpRequest| async move {

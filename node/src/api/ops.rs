@@ -3,6 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use fogbank_adapter::GetStatus;
 use fogbank_taas::ThingService;
+use fogbank_taas::cloud::PeerInfo;
 use fogbank_taas::{CommandState, CommandStatus, DataType, Kind, senml::Record};
 use serde::Serialize;
 use utoipa::OpenApi;
@@ -185,9 +186,9 @@ impl utoipa::Modify for BearerScheme {
     paths(
         super::things::list, super::things::get, super::things::description, super::things::latest,
         super::things::history, super::things::ingest, super::things::actuate, super::things::command,
-        super::stream::sse, health, metrics, openapi
+        super::stream::sse, super::peers::list, health, metrics, openapi
     ),
-    components(schemas(ThingService, Kind, DataType, Record, CommandStatus, CommandState, Problem, ActuationRequest, CommandValue, Health)),
+    components(schemas(ThingService, Kind, DataType, Record, CommandStatus, CommandState, Problem, ActuationRequest, CommandValue, Health, PeerInfo)),
     modifiers(&BearerScheme),
 )]
 pub struct ApiDoc;

@@ -7,7 +7,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use fogbank_taas::{ActuateError, IngestError, StoreError};
+use fogbank_taas::{ActuateError, IngestError, ReadError, RemoteError, StoreError};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,12 @@ pub enum ApiError {
     CommandFailed(String),
     #[error("storage failed: {0}")]
     Storage(String),
+    /// The gateway that owns the thing is down or refused.
+    #[error("{0}")]
+    OwnerUnreachable(String),
+    /// The gateway that owns the thing did not answer in time.
+    #[error("{0}")]
+    OwnerTimeout(String),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -72,6 +78,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             ApiError::CommandFailed(_) => ("command-failed", "Command failed"),
             ApiError::Storage(_) => ("storage", "Storage failure"),
+            ApiError::OwnerUnreachable(_) => ("owner-unreachable", "Owning gateway unreachable"),
+            ApiError::OwnerTimeout(_) => ("owner-timeout", "Owning gateway did not answer"),
         }
     }
 }
@@ -92,6 +100,8 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::CommandFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::OwnerUnreachable(_) => StatusCode::BAD_GATEWAY,
+            ApiError::OwnerTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -126,6 +136,27 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<RemoteError> for ApiError {
+    fn from(error: RemoteError) -> Self {
+        match error {
+            RemoteError::Timeout { .. } => ApiError::OwnerTimeout(error.to_string()),
+            _ => ApiError::OwnerUnreachable(error.to_string()),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::UnknownThing(id) => {
+                ApiError::UnknownThing(format!("unknown thing service {id}"))
+            }
+            ReadError::Store(e) => e.into(),
+            ReadError::Remote(e) => e.into(),
+        }
+    }
+}
+
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
         match error {
@@ -133,6 +164,7 @@ impl From<IngestError> for ApiError {
                 ApiError::UnknownThing(format!("unknown thing service {id}"))
             }
             IngestError::Store(e) => e.into(),
+            IngestError::NotOwned { .. } => ApiError::Conflict(error.to_string()),
             other => ApiError::BadRequest(other.to_string()),
         }
     }
@@ -145,6 +177,7 @@ impl From<ActuateError> for ApiError {
                 ApiError::UnknownThing(format!("unknown thing service {id}"))
             }
             ActuateError::WrongType { .. } => ApiError::BadRequest(error.to_string()),
+            ActuateError::Remote(remote) => remote.into(),
             other => ApiError::Conflict(other.to_string()),
         }
     }

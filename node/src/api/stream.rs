@@ -10,13 +10,14 @@ use std::time::Duration;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use fogbank_taas::senml;
-use fogbank_taas::{Event, Filter, Reading, Subscription, ThingId};
+use fogbank_taas::{Event, Reading, Subscription, ThingId};
 
 use super::problem::ApiError;
 use super::{AppState, thing_id};
 use crate::auth::Scope;
 
 const KEEPALIVE: Duration = Duration::from_secs(15);
+const FIRST_READING_WAIT: Duration = Duration::from_secs(1);
 
 fn reading_event(id: &ThingId, unit: Option<&str>, reading: &Reading) -> Bytes {
     let records = senml::pack_for(id.as_str(), unit, [(reading.time, reading.value.clone())]);
@@ -56,12 +57,13 @@ pub async fn sse(
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let subscription = state
-        .hub
-        .subscribe(format!("sse {peer} {id}"), Filter::thing(id.clone()));
-    let first = state
-        .hub
-        .latest(&id)
+    let subscription = state.hub.subscribe_thing(format!("sse {peer} {id}"), &id);
+    // The state at once: from memory here, from the owner for another
+    // gateway's thing (briefly: a slow owner must not hold the stream up).
+    let first = tokio::time::timeout(FIRST_READING_WAIT, state.hub.read_latest(&id))
+        .await
+        .ok()
+        .and_then(Result::ok)
         .flatten()
         .map(|r| reading_event(&id, thing.unit.as_deref(), &r));
     let mut keepalive = tokio::time::interval(KEEPALIVE);

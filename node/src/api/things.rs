@@ -192,7 +192,9 @@ fn senml_response(format: &'static str, records: &[Record]) -> HttpResponse {
 #[utoipa::path(get, path = "/api/v1/things/{id}/reading", tag = "readings", params(("id" = String, Path, description = "Thing-service id")),
     responses((status = 200, description = "The latest reading as a one-record SenML pack", content(([Record] = "application/senml+json"), ([Record] = "application/senml+cbor"))),
               (status = 404, body = Problem, content_type = "application/problem+json"),
-              (status = 406, body = Problem, content_type = "application/problem+json")))]
+              (status = 406, body = Problem, content_type = "application/problem+json"),
+              (status = 502, description = "The owning gateway is unreachable", body = Problem, content_type = "application/problem+json"),
+              (status = 504, description = "The owning gateway did not answer in time", body = Problem, content_type = "application/problem+json")))]
 pub async fn latest(
     request: HttpRequest,
     state: web::Data<AppState>,
@@ -203,8 +205,8 @@ pub async fn latest(
     let thing = known(&state, &id)?;
     let reading = state
         .hub
-        .latest(&thing.id)
-        .flatten()
+        .read_latest(&thing.id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("{} has no reading yet", thing.id)))?;
     let records = senml::pack_for(
         thing.id.as_str(),
@@ -244,7 +246,9 @@ const MAX_LIMIT: usize = 100_000;
     params(("id" = String, Path, description = "Thing-service id"), HistoryQuery),
     responses((status = 200, description = "Readings as a SenML pack, oldest first", content(([Record] = "application/senml+json"), ([Record] = "application/senml+cbor"))),
               (status = 400, body = Problem, content_type = "application/problem+json"),
-              (status = 404, body = Problem, content_type = "application/problem+json")))]
+              (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 502, description = "The owning gateway is unreachable", body = Problem, content_type = "application/problem+json"),
+              (status = 504, description = "The owning gateway did not answer in time", body = Problem, content_type = "application/problem+json")))]
 pub async fn history(
     request: HttpRequest,
     state: web::Data<AppState>,
@@ -276,17 +280,13 @@ pub async fn history(
     if from.is_some_and(|from| from > to) {
         return Err(ApiError::BadRequest("from is after to".into()));
     }
-    let hub = state.hub.clone();
-    let id = thing.id.clone();
     let window = Window {
         from: from.unwrap_or(Timestamp::MIN),
         to,
         limit,
         newest_first: from.is_none(),
     };
-    let readings = web::block(move || hub.history(&id, window))
-        .await
-        .map_err(|e| ApiError::Storage(e.to_string()))??;
+    let readings = state.hub.read_history(&thing.id, window).await?;
     let records = senml::pack_for(
         thing.id.as_str(),
         thing.unit.as_deref(),
@@ -500,7 +500,7 @@ fn command_response(status: CommandStatus, issued_now: bool) -> Result<HttpRespo
               (status = 409, description = "Not an actuator, or unavailable", body = Problem, content_type = "application/problem+json"),
               (status = 413, body = Problem, content_type = "application/problem+json"),
               (status = 415, body = Problem, content_type = "application/problem+json"),
-              (status = 502, description = "The device refused or failed", body = Problem, content_type = "application/problem+json")),
+              (status = 502, description = "The device refused or failed, or its gateway is unreachable", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn actuate(
     request: HttpRequest,

@@ -1,0 +1,345 @@
+//! Who is in the local cloud and how current our copy of each member's
+//! catalog is. Pure bookkeeping — no I/O — so the rules that decide when to
+//! apply a delta, when to fetch a snapshot and when a gateway is down are
+//! tested on their own.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, PeerId};
+
+/// What to do with a catalog message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing: our copy is current, or a snapshot is already on its way.
+    Nothing,
+    /// Apply the delta: it follows on from our copy.
+    Apply,
+    /// Our copy is behind or from another run of the gateway: fetch its
+    /// snapshot from `PeerId`.
+    Fetch(PeerId),
+    /// The message claims a gateway id another live peer holds.
+    Impostor,
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub gateway: String,
+    pub peer: PeerId,
+    pub up: bool,
+    /// Catalog run and version our copy is at; `None` before the first
+    /// snapshot and after the member was down.
+    pub copy: Option<(u64, u64)>,
+    pub things: usize,
+    pub last_heard: Instant,
+    pub addresses: Vec<Multiaddr>,
+    fetching: bool,
+}
+
+/// A member that came up or went down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    Up(String),
+    Down(String),
+}
+
+#[derive(Debug, Default)]
+pub struct Members {
+    members: HashMap<String, Member>,
+}
+
+impl Members {
+    pub fn get(&self, gateway: &str) -> Option<&Member> {
+        self.members.get(gateway)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// The peer that serves calls for `gateway`, if it is up.
+    pub fn peer_of(&self, gateway: &str) -> Option<PeerId> {
+        self.members.get(gateway).filter(|m| m.up).map(|m| m.peer)
+    }
+
+    pub fn gateway_of(&self, peer: &PeerId) -> Option<&str> {
+        self.members
+            .values()
+            .find(|m| m.peer == *peer)
+            .map(|m| m.gateway.as_str())
+    }
+
+    /// Notes that `peer`, speaking as `gateway`, was heard now. Returns
+    /// `None` for an impostor (another live peer holds that gateway id),
+    /// else whether the member just came up.
+    fn heard(&mut self, gateway: &str, peer: PeerId, now: Instant) -> Option<bool> {
+        match self.members.get_mut(gateway) {
+            Some(member) if member.peer != peer && member.up => None,
+            Some(member) => {
+                if member.peer != peer {
+                    // The gateway came back with a new identity (its data
+                    // dir was replaced): what we knew is from another life.
+                    member.peer = peer;
+                    member.copy = None;
+                    member.addresses.clear();
+                }
+                member.last_heard = now;
+                let came_up = !member.up;
+                member.up = true;
+                Some(came_up)
+            }
+            None => {
+                self.members.insert(
+                    gateway.to_owned(),
+                    Member {
+                        gateway: gateway.to_owned(),
+                        peer,
+                        up: true,
+                        copy: None,
+                        things: 0,
+                        last_heard: now,
+                        addresses: Vec::new(),
+                        fetching: false,
+                    },
+                );
+                Some(true)
+            }
+        }
+    }
+
+    fn fetch(member: &mut Member) -> Verdict {
+        if member.fetching {
+            Verdict::Nothing
+        } else {
+            member.fetching = true;
+            Verdict::Fetch(member.peer)
+        }
+    }
+
+    /// A beacon: the member's catalog is at `(incarnation, version)`.
+    pub fn on_beacon(
+        &mut self,
+        gateway: &str,
+        peer: PeerId,
+        incarnation: u64,
+        version: u64,
+        things: usize,
+        now: Instant,
+    ) -> (Verdict, Option<Transition>) {
+        let Some(came_up) = self.heard(gateway, peer, now) else {
+            return (Verdict::Impostor, None);
+        };
+        let transition = came_up.then(|| Transition::Up(gateway.to_owned()));
+        let Some(member) = self.members.get_mut(gateway) else {
+            return (Verdict::Nothing, transition);
+        };
+        member.things = things;
+        let verdict = if member.copy == Some((incarnation, version)) {
+            Verdict::Nothing
+        } else {
+            Self::fetch(member)
+        };
+        (verdict, transition)
+    }
+
+    /// A delta from `from` to `to`. Applied only if it follows on from our
+    /// copy; anything else means we missed something.
+    pub fn on_delta(
+        &mut self,
+        gateway: &str,
+        peer: PeerId,
+        incarnation: u64,
+        from: u64,
+        to: u64,
+        now: Instant,
+    ) -> (Verdict, Option<Transition>) {
+        let Some(came_up) = self.heard(gateway, peer, now) else {
+            return (Verdict::Impostor, None);
+        };
+        let transition = came_up.then(|| Transition::Up(gateway.to_owned()));
+        let Some(member) = self.members.get_mut(gateway) else {
+            return (Verdict::Nothing, transition);
+        };
+        let verdict = match member.copy {
+            _ if member.fetching => Verdict::Nothing,
+            Some((run, version)) if run == incarnation && version == from => {
+                member.copy = Some((incarnation, to));
+                Verdict::Apply
+            }
+            Some((run, version)) if run == incarnation && to <= version => Verdict::Nothing,
+            _ => Self::fetch(member),
+        };
+        (verdict, transition)
+    }
+
+    /// A snapshot arrived: our copy is now at its version.
+    pub fn on_snapshot(
+        &mut self,
+        gateway: &str,
+        peer: PeerId,
+        incarnation: u64,
+        version: u64,
+        things: usize,
+        now: Instant,
+    ) -> Option<Transition> {
+        let came_up = self.heard(gateway, peer, now)?;
+        let member = self.members.get_mut(gateway)?;
+        member.fetching = false;
+        member.copy = Some((incarnation, version));
+        member.things = things;
+        came_up.then(|| Transition::Up(gateway.to_owned()))
+    }
+
+    /// A snapshot request failed: the next beacon asks again.
+    pub fn snapshot_failed(&mut self, peer: &PeerId) {
+        for member in self.members.values_mut().filter(|m| m.peer == *peer) {
+            member.fetching = false;
+        }
+    }
+
+    pub fn set_addresses(&mut self, peer: &PeerId, addresses: Vec<Multiaddr>) {
+        for member in self.members.values_mut().filter(|m| m.peer == *peer) {
+            member.addresses = addresses.clone();
+        }
+    }
+
+    /// Members not heard from for `silence` are down.
+    pub fn expire(&mut self, now: Instant, silence: Duration) -> Vec<Transition> {
+        let mut down = Vec::new();
+        for member in self.members.values_mut() {
+            if member.up && now.duration_since(member.last_heard) > silence {
+                Self::go_down(member);
+                down.push(Transition::Down(member.gateway.clone()));
+            }
+        }
+        down
+    }
+
+    /// The last connection to `peer` closed: its gateway is down now.
+    pub fn disconnected(&mut self, peer: &PeerId) -> Vec<Transition> {
+        let mut down = Vec::new();
+        for member in self.members.values_mut() {
+            if member.up && member.peer == *peer {
+                Self::go_down(member);
+                down.push(Transition::Down(member.gateway.clone()));
+            }
+        }
+        down
+    }
+
+    fn go_down(member: &mut Member) {
+        member.up = false;
+        // Whatever it did while we could not hear it must be fetched again.
+        member.copy = None;
+        member.fetching = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> PeerId {
+        PeerId::random()
+    }
+
+    #[test]
+    fn a_new_member_is_fetched_once_then_followed_by_deltas() {
+        let mut members = Members::default();
+        let a = peer();
+        let now = Instant::now();
+        let (verdict, transition) = members.on_beacon("gw-a", a, 1, 5, 3, now);
+        assert_eq!(verdict, Verdict::Fetch(a));
+        assert_eq!(transition, Some(Transition::Up("gw-a".into())));
+        // A second beacon while the snapshot is on its way asks nothing more.
+        assert_eq!(
+            members.on_beacon("gw-a", a, 1, 5, 3, now).0,
+            Verdict::Nothing
+        );
+        members.on_snapshot("gw-a", a, 1, 5, 3, now);
+        assert_eq!(
+            members.on_beacon("gw-a", a, 1, 5, 3, now).0,
+            Verdict::Nothing
+        );
+        assert_eq!(members.on_delta("gw-a", a, 1, 5, 7, now).0, Verdict::Apply);
+        assert_eq!(members.get("gw-a").unwrap().copy, Some((1, 7)));
+        // A repeat of an applied delta changes nothing.
+        assert_eq!(
+            members.on_delta("gw-a", a, 1, 5, 7, now).0,
+            Verdict::Nothing
+        );
+    }
+
+    #[test]
+    fn a_gap_or_a_restart_means_a_new_snapshot() {
+        let mut members = Members::default();
+        let a = peer();
+        let now = Instant::now();
+        members.on_beacon("gw-a", a, 1, 5, 3, now);
+        members.on_snapshot("gw-a", a, 1, 5, 3, now);
+        assert_eq!(
+            members.on_delta("gw-a", a, 1, 6, 8, now).0,
+            Verdict::Fetch(a)
+        );
+        members.on_snapshot("gw-a", a, 1, 8, 3, now);
+        // The gateway restarted: versions start again under a new run.
+        assert_eq!(
+            members.on_delta("gw-a", a, 2, 0, 1, now).0,
+            Verdict::Fetch(a)
+        );
+        members.snapshot_failed(&a);
+        assert_eq!(
+            members.on_beacon("gw-a", a, 2, 1, 3, now).0,
+            Verdict::Fetch(a)
+        );
+    }
+
+    #[test]
+    fn silence_and_disconnection_bring_members_down_and_a_beacon_back() {
+        let mut members = Members::default();
+        let (a, b) = (peer(), peer());
+        let start = Instant::now();
+        members.on_beacon("gw-a", a, 1, 0, 0, start);
+        members.on_snapshot("gw-a", a, 1, 0, 0, start);
+        members.on_beacon("gw-b", b, 1, 0, 0, start);
+        let later = start + Duration::from_secs(3);
+        members.on_beacon("gw-b", b, 1, 0, 0, later);
+        assert_eq!(
+            members.expire(later, Duration::from_millis(2500)),
+            vec![Transition::Down("gw-a".into())]
+        );
+        assert_eq!(members.peer_of("gw-a"), None);
+        let (verdict, transition) = members.on_beacon("gw-a", a, 1, 0, 0, later);
+        assert_eq!(transition, Some(Transition::Up("gw-a".into())));
+        assert_eq!(
+            verdict,
+            Verdict::Fetch(a),
+            "a member back from silence is fetched again"
+        );
+        assert_eq!(
+            members.disconnected(&b),
+            vec![Transition::Down("gw-b".into())]
+        );
+        assert!(members.disconnected(&b).is_empty());
+    }
+
+    #[test]
+    fn a_live_gateway_id_cannot_be_claimed_by_another_peer() {
+        let mut members = Members::default();
+        let (a, mallory) = (peer(), peer());
+        let now = Instant::now();
+        members.on_beacon("gw-a", a, 1, 0, 0, now);
+        assert_eq!(
+            members.on_beacon("gw-a", mallory, 1, 0, 0, now).0,
+            Verdict::Impostor
+        );
+        assert_eq!(members.peer_of("gw-a"), Some(a));
+        // Once the old peer is down, a new identity may take the id over.
+        members.disconnected(&a);
+        assert_eq!(
+            members.on_beacon("gw-a", mallory, 9, 0, 0, now).0,
+            Verdict::Fetch(mallory)
+        );
+        assert_eq!(members.peer_of("gw-a"), Some(mallory));
+    }
+}

@@ -1,0 +1,332 @@
+//! The local cloud: the gateways of a site sharing their thing services
+//! over libp2p, so that an application on any of them uses every thing as
+//! if it were local.
+//!
+//! - **Transport**: TCP, then the cluster key's private-network handshake
+//!   (a gateway without the key cannot even start Noise), then Noise and
+//!   Yamux. Peers come from mDNS and from configured bootstrap addresses;
+//!   members announce their listen addresses in their beacons, so a
+//!   gateway that knows one member comes to know them all.
+//! - **Catalog**: each gateway is the single writer of its own thing
+//!   services and gossips numbered deltas; a member whose copy is behind
+//!   (a missed delta, a restart, a partition) fetches a snapshot. Beacons
+//!   every [`BEACON_PERIOD`] carry each catalog's version: the digest that
+//!   repairs anything missed, and the heartbeat that tells who is alive.
+//! - **Calls**: latest reading, history and actuation of a remote thing go
+//!   to its owner by request-response ([`wire::Request`]).
+//! - **Streams**: a gateway joins a thing's readings topic only while a
+//!   local consumer holds a subscription to it ([`Hub::subscribe_thing`]).
+//!
+//! The hub sees none of this: it calls the [`Remote`] this module attaches.
+//! The swarm runs on its own thread so that HTTP load cannot delay
+//! beacons (and make healthy gateways look dead).
+
+mod keys;
+pub mod members;
+mod node;
+pub mod wire;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use libp2p::Multiaddr;
+/// The cluster key (a libp2p private-network pre-shared key).
+pub use libp2p::pnet::PreSharedKey as ClusterKey;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::commands::ActuationFuture;
+use crate::remote::{Remote, RemoteError, RemoteFuture};
+use crate::store::Window;
+use crate::{Command, CommandState, Hub, Reading, ThingId, ThingService};
+pub use keys::{
+    IDENTITY_FILE, KeyError, cluster_key_from_file, cluster_key_from_hex, new_cluster_key,
+};
+use wire::{Request, Response};
+
+/// How often a gateway tells the others it is alive and where its catalog is.
+pub const BEACON_PERIOD: Duration = Duration::from_millis(500);
+/// A member not heard from for this long is down.
+pub const SILENCE: Duration = Duration::from_secs(2);
+/// How long a read (latest, history, snapshot) may take.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a remote command may take: the owner's own deadline, plus the
+/// way there and back.
+pub const ACTUATE_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// How a gateway joins the local cloud.
+#[derive(Debug, Clone)]
+pub struct CloudConfig {
+    /// Where to listen, e.g. `/ip4/0.0.0.0/tcp/4001`.
+    pub listen: Multiaddr,
+    /// Bootstrap peers, with or without a `/p2p/` peer id; `/dns*`
+    /// addresses are resolved by the system resolver at each dial.
+    pub peers: Vec<Multiaddr>,
+    pub mdns: bool,
+    pub cluster_key: ClusterKey,
+    /// Where the identity key is kept.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloudError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("cannot listen on {address}: {reason}")]
+    Listen { address: Multiaddr, reason: String },
+    #[error("cannot start the local cloud: {0}")]
+    Start(String),
+}
+
+/// A gateway of the local cloud, as `GET /api/v1/peers` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PeerInfo {
+    pub gateway: String,
+    pub peer_id: String,
+    /// `up` or `down`; this gateway itself is `local`.
+    pub state: &'static str,
+    pub addresses: Vec<String>,
+    /// Thing services it owns.
+    pub things: usize,
+    /// Milliseconds since it was last heard from (0 for this gateway).
+    pub last_seen_ms: u64,
+}
+
+/// What the rest of the gateway asks of the swarm thread.
+enum Order {
+    Call {
+        gateway: String,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, RemoteError>>,
+    },
+    Interest {
+        thing: ThingId,
+        wanted: bool,
+    },
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    /// What a bootstrap peer's `/dns*` address resolved to, to dial.
+    Dial {
+        origin: Multiaddr,
+        resolved: Vec<Multiaddr>,
+    },
+}
+
+/// The running local cloud of this gateway.
+pub struct Cloud {
+    orders: mpsc::UnboundedSender<Order>,
+    peer_id: String,
+    thread: Option<std::thread::JoinHandle<()>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Cloud {
+    /// Joins the local cloud: listens, dials the bootstrap peers, and
+    /// attaches itself to `hub` so that remote thing services work.
+    pub fn start(hub: Arc<Hub>, config: CloudConfig) -> Result<Cloud, CloudError> {
+        let identity = keys::identity(&config.data_dir)?;
+        let peer_id = identity.public().to_peer_id().to_string();
+        let (orders, orders_rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = oneshot::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_hub = hub.clone();
+        let loopback = orders.clone();
+        let thread = std::thread::Builder::new()
+            .name("local-cloud".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(CloudError::Start(error.to_string())));
+                        return;
+                    }
+                };
+                runtime.block_on(node::run(
+                    thread_hub, config, identity, orders_rx, loopback, stop_rx, ready_tx,
+                ));
+            })
+            .map_err(|e| CloudError::Start(e.to_string()))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                let _ = thread.join();
+                return Err(error);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(CloudError::Start("the swarm thread ended".into()));
+            }
+        }
+        hub.attach_remote(Arc::new(Handle {
+            orders: orders.clone(),
+        }));
+        tracing::info!(%peer_id, "joined the local cloud");
+        Ok(Cloud {
+            orders,
+            peer_id,
+            thread: Some(thread),
+            stop: Some(stop),
+        })
+    }
+
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    /// The gateways of the local cloud, this one first.
+    pub async fn peers(&self) -> Vec<PeerInfo> {
+        let (tx, rx) = oneshot::channel();
+        if self.orders.send(Order::Peers(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Leaves the local cloud (the others notice at once: the connections
+    /// close).
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+/// The hub's way into the swarm thread.
+struct Handle {
+    orders: mpsc::UnboundedSender<Order>,
+}
+
+impl Handle {
+    fn call(
+        &self,
+        gateway: &str,
+        request: Request,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Response, RemoteError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let gateway = gateway.to_owned();
+        let sent = self.orders.send(Order::Call {
+            gateway: gateway.clone(),
+            request,
+            reply,
+        });
+        async move {
+            let unreachable = || RemoteError::Unreachable {
+                gateway: gateway.clone(),
+            };
+            sent.map_err(|_| unreachable())?;
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => Err(unreachable()),
+                Err(_) => Err(RemoteError::Timeout {
+                    gateway: gateway.clone(),
+                    seconds: timeout.as_secs(),
+                }),
+            }
+        }
+    }
+}
+
+fn unexpected(gateway: &str, response: Response) -> RemoteError {
+    let reason = match response {
+        Response::Refused(reason) => reason,
+        other => format!("answered out of turn: {other:?}"),
+    };
+    RemoteError::Refused {
+        gateway: gateway.to_owned(),
+        reason,
+    }
+}
+
+impl Remote for Handle {
+    fn latest(&self, thing: &ThingService) -> RemoteFuture<Option<Reading>> {
+        let gateway = thing.gateway.clone();
+        let call = self.call(&gateway, Request::Latest(thing.id.clone()), READ_TIMEOUT);
+        Box::pin(async move {
+            match call.await? {
+                Response::Latest(reading) => Ok(reading),
+                other => Err(unexpected(&gateway, other)),
+            }
+        })
+    }
+
+    fn history(&self, thing: &ThingService, window: Window) -> RemoteFuture<Vec<Reading>> {
+        let gateway = thing.gateway.clone();
+        let call = self.call(
+            &gateway,
+            Request::History {
+                thing: thing.id.clone(),
+                window,
+            },
+            READ_TIMEOUT,
+        );
+        Box::pin(async move {
+            match call.await? {
+                Response::History(readings) => Ok(readings),
+                other => Err(unexpected(&gateway, other)),
+            }
+        })
+    }
+
+    fn actuate(&self, owner: &str, command: Command) -> ActuationFuture {
+        let gateway = owner.to_owned();
+        let call = self.call(
+            &gateway,
+            Request::Actuate {
+                thing: command.thing,
+                value: command.value,
+            },
+            ACTUATE_TIMEOUT,
+        );
+        Box::pin(async move {
+            match call.await {
+                Ok(Response::Actuated(CommandState::Succeeded { confirmed })) => {
+                    Ok(confirmed.map(json_value))
+                }
+                Ok(Response::Actuated(CommandState::Failed { reason })) => Err(reason),
+                Ok(Response::Actuated(CommandState::Pending)) => {
+                    Err(format!("gateway {gateway} gave no outcome"))
+                }
+                Ok(other) => Err(unexpected(&gateway, other).to_string()),
+                Err(error) => Err(error.to_string()),
+            }
+        })
+    }
+
+    fn interest(&self, thing: &ThingId, wanted: bool) {
+        let _ = self.orders.send(Order::Interest {
+            thing: thing.clone(),
+            wanted,
+        });
+    }
+}
+
+/// A confirmed value as the owner reported it (JSON), back as a value.
+fn json_value(json: serde_json::Value) -> crate::Value {
+    match json {
+        serde_json::Value::Bool(b) => crate::Value::Bool(b),
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .map(crate::Value::Number)
+            .unwrap_or_else(|| crate::Value::String(n.to_string())),
+        serde_json::Value::String(s) => crate::Value::String(s),
+        other => crate::Value::String(other.to_string()),
+    }
+}

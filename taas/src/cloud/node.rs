@@ -1,0 +1,948 @@
+//! The swarm thread: one loop that owns the libp2p swarm and turns its
+//! events, the hub's catalog changes, local readings others want, and the
+//! orders of the rest of the gateway into each other.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use libp2p::core::upgrade::Version;
+use libp2p::core::{ConnectedPoint, Transport};
+use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::pnet::PnetConfig;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, mdns, noise, ping, tcp, yamux};
+use parking_lot::RwLock;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::members::{Members, Transition, Verdict};
+use super::wire::{self, CatalogMessage, Request, Response};
+use super::{BEACON_PERIOD, CloudConfig, CloudError, Order, PeerInfo, READ_TIMEOUT, SILENCE};
+use crate::remote::{CatalogChange, RemoteError};
+use crate::{Event, Filter, Hub, ThingId, ThingReading};
+
+/// Changes per catalog delta: keeps every gossip message well under the
+/// transmit limit however large a burst of announcements is.
+const DELTA_CHANGES: usize = 256;
+/// Readings gathered into one gossip message per thing.
+const READINGS_BATCH: usize = 256;
+/// Largest gossip message (a delta of `DELTA_CHANGES` rich thing services).
+const MAX_GOSSIP: usize = 1 << 20;
+/// Largest snapshot answer: 64 MiB holds well over 100 000 thing services.
+const MAX_RESPONSE: u64 = 64 << 20;
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    gossipsub: gossipsub::Behaviour,
+    calls: request_response::json::Behaviour<Request, Response>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+fn build_swarm(identity: Keypair, config: &CloudConfig) -> Result<Swarm<Behaviour>, CloudError> {
+    let start = |e: &dyn std::fmt::Display| CloudError::Start(e.to_string());
+    let psk = config.cluster_key;
+    let mdns_on = config.mdns;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
+        .with_tokio()
+        .with_other_transport(
+            |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                let noise = noise::Config::new(key)?;
+                Ok(tcp::tokio::Transport::new(tcp::Config::new().nodelay(true))
+                    .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default())
+                    .timeout(Duration::from_secs(10)))
+            },
+        )
+        .map_err(|e| start(&e))?
+        .with_behaviour(
+            |key| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+                let gossip = gossipsub::ConfigBuilder::default()
+                    .heartbeat_interval(Duration::from_millis(500))
+                    .validation_mode(ValidationMode::Strict)
+                    .max_transmit_size(MAX_GOSSIP)
+                    .build()?;
+                let codec = request_response::json::codec::Codec::default()
+                    .set_response_size_maximum(MAX_RESPONSE);
+                let peer = key.public().to_peer_id();
+                Ok(Behaviour {
+                    gossipsub: gossipsub::Behaviour::new(
+                        MessageAuthenticity::Signed(key.clone()),
+                        gossip,
+                    )?,
+                    calls: request_response::Behaviour::with_codec(
+                        codec,
+                        [(
+                            StreamProtocol::new(wire::CALL_PROTOCOL),
+                            ProtocolSupport::Full,
+                        )],
+                        request_response::Config::default()
+                            .with_request_timeout(super::ACTUATE_TIMEOUT + Duration::from_secs(5)),
+                    ),
+                    identify: identify::Behaviour::new(
+                        identify::Config::new(wire::IDENTIFY_PROTOCOL.into(), key.public())
+                            .with_agent_version(format!("fogbank/{}", env!("CARGO_PKG_VERSION"))),
+                    ),
+                    ping: ping::Behaviour::new(
+                        ping::Config::new().with_interval(Duration::from_secs(5)),
+                    ),
+                    mdns: Toggle::from(if mdns_on {
+                        Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer)?)
+                    } else {
+                        None
+                    }),
+                })
+            },
+        )
+        .map_err(|e| start(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
+/// Whether an address names a host to resolve rather than an IP.
+fn needs_resolving(address: &Multiaddr) -> bool {
+    address
+        .iter()
+        .any(|p| matches!(p, Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_)))
+}
+
+/// Resolves the `/dns*` part of an address with the system resolver (so
+/// `/etc/hosts` and mDNS host names work as everywhere else on the host).
+async fn resolve(address: Multiaddr) -> Vec<Multiaddr> {
+    let mut host = None;
+    let mut port = 0u16;
+    for protocol in address.iter() {
+        match protocol {
+            Protocol::Dns(ref h) | Protocol::Dns4(ref h) | Protocol::Dns6(ref h) => {
+                host = Some((h.to_string(), protocol.tag()))
+            }
+            Protocol::Tcp(p) => port = p,
+            _ => {}
+        }
+    }
+    let Some((host, tag)) = host else {
+        return vec![address];
+    };
+    let found = match tokio::net::lookup_host((host.as_str(), port)).await {
+        Ok(found) => found,
+        Err(error) => {
+            tracing::warn!(%address, %error, "cannot resolve a bootstrap peer");
+            return Vec::new();
+        }
+    };
+    found
+        .filter(|ip| match tag {
+            "dns4" => ip.is_ipv4(),
+            "dns6" => ip.is_ipv6(),
+            _ => true,
+        })
+        .map(|socket| {
+            address
+                .iter()
+                .map(|p| match p {
+                    Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) => match socket.ip() {
+                        std::net::IpAddr::V4(ip) => Protocol::Ip4(ip),
+                        std::net::IpAddr::V6(ip) => Protocol::Ip6(ip),
+                    },
+                    other => other,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn peer_of_address(address: &Multiaddr) -> Option<PeerId> {
+    address.iter().find_map(|p| match p {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+/// A configured peer address, dialed until a connection through it is
+/// open, with a growing pause between failed attempts.
+struct Bootstrap {
+    address: Multiaddr,
+    /// What a `/dns*` address resolved to at the last attempt.
+    resolved: Vec<Multiaddr>,
+    next_attempt: Instant,
+    pause: Duration,
+}
+
+impl Bootstrap {
+    const LONGEST_PAUSE: Duration = Duration::from_secs(8);
+
+    fn new(address: Multiaddr) -> Self {
+        Bootstrap {
+            resolved: vec![address.clone()],
+            address,
+            next_attempt: Instant::now(),
+            pause: BEACON_PERIOD,
+        }
+    }
+
+    fn is_connected(&self, connected_via: &HashSet<Multiaddr>) -> bool {
+        self.resolved.iter().any(|a| connected_via.contains(a))
+    }
+
+    /// Whether to dial now; if so, the next attempt waits longer.
+    fn due(&mut self, now: Instant) -> bool {
+        if now < self.next_attempt {
+            return false;
+        }
+        self.next_attempt = now + self.pause;
+        self.pause = (self.pause * 2).min(Self::LONGEST_PAUSE);
+        true
+    }
+
+    fn connected(&mut self) {
+        self.pause = BEACON_PERIOD;
+    }
+}
+
+/// An address without its `/p2p/` part, as connections report it.
+fn bare(address: &Multiaddr) -> Multiaddr {
+    address
+        .iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
+}
+
+/// Everything the loop keeps between events.
+struct Node {
+    hub: Arc<Hub>,
+    gateway: String,
+    swarm: Swarm<Behaviour>,
+    members: Members,
+    catalog_topic: IdentTopic,
+    bootstrap: Vec<Bootstrap>,
+    /// Addresses we dialed that a connection is open through.
+    connected_via: HashSet<Multiaddr>,
+    /// Hosts whose connections were refused (no cluster key), to warn once.
+    refused: HashSet<Multiaddr>,
+    listen_addresses: Vec<Multiaddr>,
+    /// Calls awaiting an answer from a peer.
+    pending: HashMap<OutboundRequestId, (String, oneshot::Sender<Result<Response, RemoteError>>)>,
+    /// Snapshot requests in flight, by request.
+    fetching: HashMap<OutboundRequestId, PeerId>,
+    /// Local consumers per remote thing (we are subscribed to its topic).
+    wanted: HashMap<ThingId, usize>,
+    /// Our own things some peer subscribed to, and who.
+    watchers: HashMap<ThingId, HashSet<PeerId>>,
+    /// The same set, shared with the bus filter that picks the readings to send.
+    exported: Arc<RwLock<HashSet<ThingId>>>,
+    answers: mpsc::UnboundedSender<(ResponseChannel<Response>, Response)>,
+    orders: mpsc::UnboundedSender<Order>,
+}
+
+pub(super) async fn run(
+    hub: Arc<Hub>,
+    config: CloudConfig,
+    identity: Keypair,
+    mut orders_rx: mpsc::UnboundedReceiver<Order>,
+    orders: mpsc::UnboundedSender<Order>,
+    mut stop: oneshot::Receiver<()>,
+    ready: std::sync::mpsc::Sender<Result<(), CloudError>>,
+) {
+    let mut swarm = match build_swarm(identity, &config) {
+        Ok(swarm) => swarm,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    if let Err(error) = swarm.listen_on(config.listen.clone()) {
+        let _ = ready.send(Err(CloudError::Listen {
+            address: config.listen.clone(),
+            reason: error.to_string(),
+        }));
+        return;
+    }
+    let catalog_topic = IdentTopic::new(wire::CATALOG_TOPIC);
+    if let Err(error) = swarm.behaviour_mut().gossipsub.subscribe(&catalog_topic) {
+        let _ = ready.send(Err(CloudError::Start(error.to_string())));
+        return;
+    }
+    let (answers, mut answers_rx) = mpsc::unbounded_channel();
+    let exported: Arc<RwLock<HashSet<ThingId>>> = Arc::default();
+    let mut node = Node {
+        gateway: hub.gateway().to_owned(),
+        hub: hub.clone(),
+        swarm,
+        members: Members::default(),
+        catalog_topic,
+        bootstrap: config.peers.iter().cloned().map(Bootstrap::new).collect(),
+        connected_via: HashSet::new(),
+        refused: HashSet::new(),
+        listen_addresses: Vec::new(),
+        pending: HashMap::new(),
+        fetching: HashMap::new(),
+        wanted: HashMap::new(),
+        watchers: HashMap::new(),
+        exported: exported.clone(),
+        answers,
+        orders,
+    };
+    let _ = ready.send(Ok(()));
+
+    let mut changes = hub.catalog_changes();
+    let export_filter = || {
+        let exported = exported.clone();
+        Filter::matching(move |id| exported.read().contains(id))
+    };
+    let mut readings = hub.subscribe("local cloud", export_filter());
+    let mut beacon = tokio::time::interval(BEACON_PERIOD);
+    beacon.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    node.dial_bootstrap();
+
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            event = node.swarm.select_next_some() => node.on_swarm(event),
+            Some(order) = orders_rx.recv() => node.on_order(order),
+            Some((channel, response)) = answers_rx.recv() => {
+                if node.swarm.behaviour_mut().calls.send_response(channel, response).is_err() {
+                    tracing::debug!("a caller left before its answer was ready");
+                }
+            }
+            change = changes.recv() => match change {
+                Ok(first) => node.publish_changes(first, &mut changes),
+                // Peers notice the gap from our next beacon and fetch a snapshot.
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "catalog changes outran the local cloud; peers will resynchronise");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            event = readings.recv() => match event {
+                Some(Event::Reading(first)) => node.export_readings(first, &mut readings),
+                Some(Event::Lagged(missed)) => {
+                    tracing::warn!(missed, "readings for other gateways were dropped: the local cloud fell behind");
+                }
+                None => readings = hub.subscribe("local cloud", export_filter()),
+            },
+            _ = beacon.tick() => node.tick(),
+        }
+    }
+    tracing::info!("left the local cloud");
+}
+
+impl Node {
+    // ------------------------------------------------------------ outgoing
+
+    fn publish(&mut self, topic: IdentTopic, bytes: Vec<u8>) {
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+            Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+            Err(error) => tracing::warn!(%error, "cannot publish to the local cloud"),
+        }
+    }
+
+    fn tick(&mut self) {
+        let (incarnation, version) = self.hub.catalog_position();
+        let beacon = CatalogMessage::Beacon {
+            gateway: self.gateway.clone(),
+            incarnation,
+            version,
+            things: self.hub.own_thing_count(),
+            addresses: self
+                .listen_addresses
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+        };
+        self.publish(self.catalog_topic.clone(), wire::encode(&beacon));
+        for transition in self.members.expire(Instant::now(), SILENCE) {
+            self.on_transition(transition);
+        }
+        self.dial_bootstrap();
+        self.dial_members();
+    }
+
+    /// Sends `first` and whatever changes queued up behind it as deltas.
+    fn publish_changes(
+        &mut self,
+        first: (u64, CatalogChange),
+        queue: &mut broadcast::Receiver<(u64, CatalogChange)>,
+    ) {
+        let mut queued = vec![first];
+        // A lag inside the queue stops the batch: deltas never skip a version.
+        while queued.len() < 16 * DELTA_CHANGES
+            && let Ok(next) = queue.try_recv()
+        {
+            queued.push(next);
+        }
+        let (incarnation, _) = self.hub.catalog_position();
+        for chunk in queued.chunks(DELTA_CHANGES) {
+            let delta = CatalogMessage::Delta {
+                gateway: self.gateway.clone(),
+                incarnation,
+                from: chunk[0].0 - 1,
+                to: chunk[chunk.len() - 1].0,
+                changes: chunk.iter().map(|(_, change)| change.clone()).collect(),
+            };
+            self.publish(self.catalog_topic.clone(), wire::encode(&delta));
+        }
+    }
+
+    /// Sends readings of our own things to the peers that watch them.
+    fn export_readings(&mut self, first: Arc<ThingReading>, queue: &mut crate::Subscription) {
+        let mut by_thing: HashMap<ThingId, Vec<ThingReading>> = HashMap::new();
+        by_thing
+            .entry(first.thing.clone())
+            .or_default()
+            .push((*first).clone());
+        for _ in 0..READINGS_BATCH {
+            match queue.try_recv() {
+                Some(Event::Reading(reading)) => by_thing
+                    .entry(reading.thing.clone())
+                    .or_default()
+                    .push((*reading).clone()),
+                Some(Event::Lagged(missed)) => {
+                    tracing::warn!(missed, "readings for other gateways were dropped");
+                }
+                None => break,
+            }
+        }
+        for (thing, readings) in by_thing {
+            if thing.gateway() == self.gateway {
+                let topic = IdentTopic::new(wire::readings_topic(&thing));
+                self.publish(topic, wire::encode(&readings));
+            }
+        }
+    }
+
+    fn dial_bootstrap(&mut self) {
+        let now = Instant::now();
+        let mut dial = Vec::new();
+        for entry in &mut self.bootstrap {
+            if entry.is_connected(&self.connected_via)
+                || peer_of_address(&entry.address).is_some_and(|p| self.swarm.is_connected(&p))
+                || !entry.due(now)
+            {
+                continue;
+            }
+            if needs_resolving(&entry.address) {
+                let orders = self.orders.clone();
+                let origin = entry.address.clone();
+                tokio::spawn(async move {
+                    let resolved = resolve(origin.clone()).await;
+                    let _ = orders.send(Order::Dial { origin, resolved });
+                });
+            } else {
+                dial.push(entry.address.clone());
+            }
+        }
+        for address in dial {
+            self.dial(address);
+        }
+    }
+
+    fn dial(&mut self, address: Multiaddr) {
+        let opts = match peer_of_address(&address) {
+            Some(peer) => DialOpts::peer_id(peer)
+                .addresses(vec![address.clone()])
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build(),
+            None => DialOpts::unknown_peer_id().address(address.clone()).build(),
+        };
+        if let Err(error) = self.swarm.dial(opts) {
+            tracing::debug!(%address, %error, "cannot dial");
+        }
+    }
+
+    /// Members we know of but have no connection to (heard through others,
+    /// or down) are dialed at the addresses they announced.
+    fn dial_members(&mut self) {
+        let unconnected: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .members
+            .all()
+            .filter(|m| !m.addresses.is_empty() && !self.swarm.is_connected(&m.peer))
+            .map(|m| (m.peer, m.addresses.clone()))
+            .collect();
+        for (peer, addresses) in unconnected {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addresses)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
+    }
+
+    fn fetch_snapshot(&mut self, peer: PeerId) {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .calls
+            .send_request(&peer, Request::Snapshot);
+        self.fetching.insert(id, peer);
+    }
+
+    // ------------------------------------------------------------ orders
+
+    fn on_order(&mut self, order: Order) {
+        match order {
+            Order::Call {
+                gateway,
+                request,
+                reply,
+            } => match self.members.peer_of(&gateway) {
+                Some(peer) => {
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .calls
+                        .send_request(&peer, request);
+                    self.pending.insert(id, (gateway, reply));
+                }
+                None => {
+                    let _ = reply.send(Err(RemoteError::Unreachable { gateway }));
+                }
+            },
+            Order::Interest { thing, wanted } => self.interest(thing, wanted),
+            Order::Peers(reply) => {
+                let _ = reply.send(self.peers());
+            }
+            Order::Dial { origin, resolved } => {
+                if let Some(entry) = self.bootstrap.iter_mut().find(|b| b.address == origin) {
+                    entry.resolved = resolved.iter().map(bare).collect();
+                }
+                for address in resolved {
+                    self.dial(address);
+                }
+            }
+        }
+    }
+
+    fn interest(&mut self, thing: ThingId, wanted: bool) {
+        let topic = IdentTopic::new(wire::readings_topic(&thing));
+        let count = self.wanted.entry(thing.clone()).or_default();
+        if wanted {
+            *count += 1;
+            if *count == 1
+                && let Err(error) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic)
+            {
+                tracing::warn!(%thing, %error, "cannot follow a remote thing's readings");
+            }
+        } else {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.wanted.remove(&thing);
+                self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
+            }
+        }
+    }
+
+    fn peers(&self) -> Vec<PeerInfo> {
+        let now = Instant::now();
+        let mut peers = vec![PeerInfo {
+            gateway: self.gateway.clone(),
+            peer_id: self.swarm.local_peer_id().to_string(),
+            state: "local",
+            addresses: self
+                .listen_addresses
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            things: self.hub.own_thing_count(),
+            last_seen_ms: 0,
+        }];
+        let mut others: Vec<PeerInfo> = self
+            .members
+            .all()
+            .map(|m| PeerInfo {
+                gateway: m.gateway.clone(),
+                peer_id: m.peer.to_string(),
+                state: if m.up { "up" } else { "down" },
+                addresses: m.addresses.iter().map(|a| a.to_string()).collect(),
+                things: m.things,
+                last_seen_ms: now.duration_since(m.last_heard).as_millis() as u64,
+            })
+            .collect();
+        others.sort_by(|a, b| a.gateway.cmp(&b.gateway));
+        peers.extend(others);
+        peers
+    }
+
+    // ------------------------------------------------------------ incoming
+
+    fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.on_gossip(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Calls(event)) => self.on_call(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if info.protocol_version != wire::IDENTIFY_PROTOCOL => {
+                tracing::warn!(peer = %peer_id, version = %info.protocol_version, "a peer speaks another local-cloud protocol");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, address) in found {
+                    if !self.swarm.is_connected(&peer) {
+                        self.dial(address.with_p2p(peer).unwrap_or_else(|a| a));
+                    }
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "local cloud listening");
+                self.listen_addresses.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addresses.retain(|a| *a != address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                tracing::debug!(peer = %peer_id, "connected");
+                if let ConnectedPoint::Dialer { address, .. } = endpoint {
+                    let address = bare(&address);
+                    for entry in &mut self.bootstrap {
+                        if entry.resolved.iter().any(|a| bare(a) == address) {
+                            entry.connected();
+                        }
+                    }
+                    self.connected_via.insert(address);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                endpoint,
+                num_established,
+                cause,
+                ..
+            } => {
+                if let ConnectedPoint::Dialer { address, .. } = endpoint {
+                    self.connected_via.remove(&bare(&address));
+                }
+                if num_established == 0 {
+                    tracing::info!(peer = %peer_id, ?cause, "disconnected");
+                    for transition in self.members.disconnected(&peer_id) {
+                        self.on_transition(transition);
+                    }
+                    self.forget_watcher(&peer_id);
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                // Most often a gateway without the cluster key, which keeps
+                // trying: say so once per host.
+                let host: Multiaddr = send_back_addr
+                    .iter()
+                    .filter(|p| matches!(p, Protocol::Ip4(_) | Protocol::Ip6(_)))
+                    .collect();
+                if self.refused.insert(host) {
+                    tracing::warn!(peer = %send_back_addr, %error, "refused a connection (a gateway without the cluster key?); further refusals from this host are logged at debug");
+                } else {
+                    tracing::debug!(peer = %send_back_addr, %error, "refused a connection");
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(peer = ?peer_id, %error, "dial failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message { message, .. } => {
+                let Some(source) = message.source else {
+                    return;
+                };
+                if message.topic == self.catalog_topic.hash() {
+                    match wire::decode_catalog(&message.data) {
+                        Ok(catalog) => self.on_catalog(source, catalog),
+                        Err(error) => {
+                            tracing::warn!(peer = %source, %error, "dropped a catalog message")
+                        }
+                    }
+                } else if wire::thing_of_topic(message.topic.as_str()).is_some() {
+                    match wire::decode_readings(&message.data) {
+                        Ok(readings) => self.on_readings(source, readings),
+                        Err(error) => {
+                            tracing::warn!(peer = %source, %error, "dropped relayed readings")
+                        }
+                    }
+                }
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } => {
+                if let Some(thing) = wire::thing_of_topic(topic.as_str())
+                    && thing.gateway() == self.gateway
+                {
+                    self.watchers
+                        .entry(thing.clone())
+                        .or_default()
+                        .insert(peer_id);
+                    self.exported.write().insert(thing);
+                }
+            }
+            gossipsub::Event::Unsubscribed { peer_id, topic } => {
+                if let Some(thing) = wire::thing_of_topic(topic.as_str()) {
+                    self.unwatch(&thing, &peer_id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn unwatch(&mut self, thing: &ThingId, peer: &PeerId) {
+        if let Some(peers) = self.watchers.get_mut(thing) {
+            peers.remove(peer);
+            if peers.is_empty() {
+                self.watchers.remove(thing);
+                self.exported.write().remove(thing);
+            }
+        }
+    }
+
+    fn forget_watcher(&mut self, peer: &PeerId) {
+        let things: Vec<ThingId> = self
+            .watchers
+            .iter()
+            .filter(|(_, peers)| peers.contains(peer))
+            .map(|(thing, _)| thing.clone())
+            .collect();
+        for thing in things {
+            self.unwatch(&thing, peer);
+        }
+    }
+
+    fn on_catalog(&mut self, source: PeerId, message: CatalogMessage) {
+        let now = Instant::now();
+        let gateway = message.gateway().to_owned();
+        if gateway == self.gateway {
+            if source != *self.swarm.local_peer_id() {
+                tracing::error!(peer = %source, %gateway, "another gateway uses this gateway's id; its messages are ignored");
+            }
+            return;
+        }
+        let (verdict, transition, changes) = match message {
+            CatalogMessage::Beacon {
+                incarnation,
+                version,
+                things,
+                addresses,
+                ..
+            } => {
+                let (verdict, transition) =
+                    self.members
+                        .on_beacon(&gateway, source, incarnation, version, things, now);
+                if verdict != Verdict::Impostor {
+                    let parsed = addresses.iter().filter_map(|a| a.parse().ok()).collect();
+                    self.members.set_addresses(&source, parsed);
+                }
+                (verdict, transition, Vec::new())
+            }
+            CatalogMessage::Delta {
+                incarnation,
+                from,
+                to,
+                changes,
+                ..
+            } => {
+                let (verdict, transition) =
+                    self.members
+                        .on_delta(&gateway, source, incarnation, from, to, now);
+                (verdict, transition, changes)
+            }
+        };
+        if let Some(transition) = transition {
+            self.on_transition(transition);
+        }
+        match verdict {
+            Verdict::Apply => self.hub.apply_remote_changes(&gateway, changes),
+            Verdict::Fetch(peer) => self.fetch_snapshot(peer),
+            Verdict::Impostor => {
+                tracing::error!(peer = %source, %gateway, "two peers claim the same gateway id; the newcomer is ignored");
+            }
+            Verdict::Nothing => {}
+        }
+    }
+
+    fn on_transition(&mut self, transition: Transition) {
+        match transition {
+            Transition::Up(gateway) => tracing::info!(%gateway, "gateway up"),
+            Transition::Down(gateway) => {
+                tracing::warn!(%gateway, "gateway down: its thing services are unavailable");
+                self.hub.mark_gateway_down(&gateway);
+            }
+        }
+    }
+
+    fn on_readings(&mut self, source: PeerId, readings: Vec<ThingReading>) {
+        let Some(owner) = self.members.gateway_of(&source) else {
+            return;
+        };
+        // Only the owner speaks for its things.
+        let (genuine, forged): (Vec<_>, Vec<_>) = readings
+            .into_iter()
+            .partition(|r| r.thing.gateway() == owner);
+        if !forged.is_empty() {
+            tracing::warn!(peer = %source, count = forged.len(), "dropped readings sent for another gateway's things");
+        }
+        self.hub.relay(genuine);
+    }
+
+    fn on_call(&mut self, event: request_response::Event<Request, Response>) {
+        use request_response::{Event as E, Message};
+        match event {
+            E::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => self.serve(peer, request, channel),
+            E::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(fetched_from) = self.fetching.remove(&request_id) {
+                    self.on_snapshot(fetched_from, response);
+                } else if let Some((_, reply)) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                } else {
+                    tracing::debug!(%peer, "an answer nobody waits for");
+                }
+            }
+            E::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if self.fetching.remove(&request_id).is_some() {
+                    tracing::warn!(%peer, %error, "snapshot fetch failed; retrying at the next beacon");
+                    self.members.snapshot_failed(&peer);
+                } else if let Some((gateway, reply)) = self.pending.remove(&request_id) {
+                    let error = match error {
+                        request_response::OutboundFailure::Timeout => RemoteError::Timeout {
+                            gateway,
+                            seconds: READ_TIMEOUT.as_secs(),
+                        },
+                        _ => RemoteError::Unreachable { gateway },
+                    };
+                    let _ = reply.send(Err(error));
+                }
+            }
+            E::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "an incoming call failed");
+            }
+            E::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_snapshot(&mut self, peer: PeerId, response: Response) {
+        let Response::Snapshot { gateway, snapshot } = response else {
+            self.members.snapshot_failed(&peer);
+            return;
+        };
+        if gateway == self.gateway {
+            return;
+        }
+        let transition = self.members.on_snapshot(
+            &gateway,
+            peer,
+            snapshot.incarnation,
+            snapshot.version,
+            snapshot.things.len(),
+            Instant::now(),
+        );
+        if let Some(transition) = transition {
+            self.on_transition(transition);
+        }
+        if self.members.peer_of(&gateway) == Some(peer) {
+            tracing::debug!(%gateway, things = snapshot.things.len(), version = snapshot.version, "catalog snapshot");
+            self.hub.replace_remote_catalog(&gateway, snapshot.things);
+        }
+    }
+
+    /// Answers a call from a peer. Quick answers go out at once; history
+    /// and commands run as tasks and come back through `answers`.
+    fn serve(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
+        let local = |thing: &ThingId| -> Result<(), Response> {
+            if thing.gateway() == self.gateway && self.hub.thing(thing).is_some() {
+                Ok(())
+            } else {
+                Err(Response::Refused(format!(
+                    "{thing} is not a thing service of gateway {}",
+                    self.gateway
+                )))
+            }
+        };
+        let now = match request {
+            Request::Snapshot => Some(Response::Snapshot {
+                gateway: self.gateway.clone(),
+                snapshot: self.hub.catalog_snapshot(),
+            }),
+            Request::Latest(thing) => Some(match local(&thing) {
+                Ok(()) => Response::Latest(self.hub.latest(&thing).flatten()),
+                Err(refused) => refused,
+            }),
+            Request::History { thing, window } => match local(&thing) {
+                Err(refused) => Some(refused),
+                Ok(()) => {
+                    let hub = self.hub.clone();
+                    let answers = self.answers.clone();
+                    tokio::spawn(async move {
+                        let response = match hub.read_history(&thing, window).await {
+                            Ok(readings) => Response::History(readings),
+                            Err(error) => Response::Refused(error.to_string()),
+                        };
+                        let _ = answers.send((channel, response));
+                    });
+                    return;
+                }
+            },
+            Request::Actuate { thing, value } => match local(&thing) {
+                Err(refused) => Some(refused),
+                Ok(()) => {
+                    tracing::info!(%peer, %thing, "command from the local cloud");
+                    let response = match self.hub.actuate(&thing, value) {
+                        Err(refused) => Response::Refused(refused.to_string()),
+                        Ok(ticket) => {
+                            let answers = self.answers.clone();
+                            tokio::spawn(async move {
+                                let state = ticket.outcome.await.unwrap_or_else(|_| {
+                                    crate::CommandState::Failed {
+                                        reason: "the command was dropped".into(),
+                                    }
+                                });
+                                let _ = answers.send((channel, Response::Actuated(state)));
+                            });
+                            return;
+                        }
+                    };
+                    Some(response)
+                }
+            },
+        };
+        if let Some(response) = now
+            && self
+                .swarm
+                .behaviour_mut()
+                .calls
+                .send_response(channel, response)
+                .is_err()
+        {
+            tracing::debug!(%peer, "a caller left before its answer");
+        }
+    }
+}

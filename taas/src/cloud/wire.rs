@@ -1,0 +1,169 @@
+//! What gateways of a local cloud say to each other.
+//!
+//! Two gossipsub topics carry broadcasts: [`CATALOG_TOPIC`] (beacons and
+//! catalog deltas, every gateway listens) and one topic per thing service
+//! for its readings ([`readings_topic`], only gateways with a local
+//! consumer listen). Everything else is a [`Request`] answered by a
+//! [`Response`] over the request-response protocol [`CALL_PROTOCOL`].
+//! All of it is JSON; the decoders are pure functions of bytes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::remote::{CatalogChange, CatalogSnapshot};
+use crate::store::Window;
+use crate::{CommandState, Reading, ThingId, ThingReading, Value};
+
+/// Versioned: a gateway speaking another version is simply not heard.
+pub const CATALOG_TOPIC: &str = "/fogbank/catalog/1";
+pub const READINGS_TOPIC_PREFIX: &str = "/fogbank/readings/1/";
+pub const CALL_PROTOCOL: &str = "/fogbank/call/1";
+pub const IDENTIFY_PROTOCOL: &str = "/fogbank/1";
+
+/// The topic that carries one thing service's readings.
+pub fn readings_topic(thing: &ThingId) -> String {
+    format!("{READINGS_TOPIC_PREFIX}{thing}")
+}
+
+/// The thing service a readings topic is about, if it is one.
+pub fn thing_of_topic(topic: &str) -> Option<ThingId> {
+    ThingId::parse(topic.strip_prefix(READINGS_TOPIC_PREFIX)?).ok()
+}
+
+/// A broadcast on [`CATALOG_TOPIC`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CatalogMessage {
+    /// Sent every beacon period: the sender is alive, and its catalog is at
+    /// this version. A listener that holds another version asks for a
+    /// snapshot: this is the digest that repairs missed deltas.
+    Beacon {
+        gateway: String,
+        incarnation: u64,
+        version: u64,
+        /// How many thing services the catalog holds (for `/peers`).
+        things: usize,
+        /// Where the sender listens, so that members heard through others
+        /// can be dialed directly.
+        addresses: Vec<String>,
+    },
+    /// Changes that bring the sender's catalog from `from` to `to`.
+    Delta {
+        gateway: String,
+        incarnation: u64,
+        from: u64,
+        to: u64,
+        changes: Vec<CatalogChange>,
+    },
+}
+
+impl CatalogMessage {
+    pub fn gateway(&self) -> &str {
+        match self {
+            CatalogMessage::Beacon { gateway, .. } | CatalogMessage::Delta { gateway, .. } => {
+                gateway
+            }
+        }
+    }
+}
+
+/// A call to the gateway that owns something.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// The callee's whole catalog.
+    Snapshot,
+    Latest(ThingId),
+    History {
+        thing: ThingId,
+        window: Window,
+    },
+    /// Run a command on the callee's thing service and answer its outcome.
+    Actuate {
+        thing: ThingId,
+        value: Value,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Snapshot {
+        gateway: String,
+        snapshot: CatalogSnapshot,
+    },
+    Latest(Option<Reading>),
+    History(Vec<Reading>),
+    Actuated(CommandState),
+    /// The call could not be carried out; the reason is for people.
+    Refused(String),
+}
+
+/// Why bytes from a peer were not a message.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable message from a peer: {0}")]
+pub struct WireError(#[from] serde_json::Error);
+
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    // Serialising these types to JSON cannot fail: no maps with non-string
+    // keys, and values are finite (the hub refuses NaN and infinities).
+    serde_json::to_vec(message).unwrap_or_default()
+}
+
+pub fn decode_catalog(bytes: &[u8]) -> Result<CatalogMessage, WireError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+pub fn decode_readings(bytes: &[u8]) -> Result<Vec<ThingReading>, WireError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Kind, ThingService, Timestamp};
+    use proptest::prelude::*;
+
+    #[test]
+    fn topics_name_their_thing() {
+        let id = ThingId::parse("gw-a.sim.room-1.temperature").unwrap();
+        assert_eq!(thing_of_topic(&readings_topic(&id)), Some(id));
+        assert_eq!(thing_of_topic(CATALOG_TOPIC), None);
+        assert_eq!(thing_of_topic("/fogbank/readings/1/not an id"), None);
+    }
+
+    #[test]
+    fn messages_survive_the_wire() {
+        let thing = ThingService::new(
+            ThingId::parse("gw-a.sim.room-1.temperature").unwrap(),
+            Kind::Sensor,
+            "temperature",
+            Some("Cel"),
+        );
+        let delta = CatalogMessage::Delta {
+            gateway: "gw-a".into(),
+            incarnation: 7,
+            from: 1,
+            to: 3,
+            changes: vec![
+                CatalogChange::Upsert(thing.clone()),
+                CatalogChange::Remove(thing.id.clone()),
+            ],
+        };
+        assert_eq!(decode_catalog(&encode(&delta)).unwrap(), delta);
+        let readings = vec![ThingReading {
+            thing: thing.id.clone(),
+            reading: Reading {
+                time: Timestamp(1_700_000_000_123_456),
+                value: Value::Number(21.5),
+            },
+        }];
+        assert_eq!(decode_readings(&encode(&readings)).unwrap(), readings);
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_catalog(&bytes);
+            let _ = decode_readings(&bytes);
+            let _ = serde_json::from_slice::<Request>(&bytes);
+            let _ = serde_json::from_slice::<Response>(&bytes);
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! What the hub needs from the local cloud, and what it tells it.
+//!
+//! The hub keeps the thing services of other gateways in its registry beside
+//! its own, so that queries, descriptions and streams look the same for
+//! both. Whatever needs the owner — its latest reading, its history, a
+//! command, a live stream — goes through the [`Remote`] the local cloud
+//! attaches. The hub knows nothing of how the call travels: this module is
+//! the whole boundary between the two.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+use crate::commands::ActuationFuture;
+use crate::store::Window;
+use crate::{Command, Reading, ThingId, ThingService};
+
+/// Why a call to the owning gateway did not give an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteError {
+    /// The owner is known to be down, or no connection to it exists.
+    #[error("gateway {gateway} is unreachable")]
+    Unreachable { gateway: String },
+    /// The owner did not answer in time.
+    #[error("gateway {gateway} did not answer within {seconds} s")]
+    Timeout { gateway: String, seconds: u64 },
+    /// The owner answered with a refusal (it no longer knows the thing, …).
+    #[error("gateway {gateway} refused: {reason}")]
+    Refused { gateway: String, reason: String },
+    /// This gateway is not part of a local cloud.
+    #[error("thing service {0} belongs to another gateway and this gateway has no local cloud")]
+    NoCloud(ThingId),
+}
+
+pub type RemoteFuture<T> = Pin<Box<dyn Future<Output = Result<T, RemoteError>> + Send>>;
+
+/// Calls to the gateway that owns a thing service. Implemented by the local
+/// cloud; every call either answers or fails within its own timeout.
+pub trait Remote: Send + Sync {
+    fn latest(&self, thing: &ThingService) -> RemoteFuture<Option<Reading>>;
+    fn history(&self, thing: &ThingService, window: Window) -> RemoteFuture<Vec<Reading>>;
+    /// Carries a command to the owner, whose hub runs it as its own.
+    fn actuate(&self, owner: &str, command: Command) -> ActuationFuture;
+    /// A local consumer started (`true`) or stopped wanting the readings
+    /// of a remote thing service. Calls are balanced: one `false` for
+    /// every `true`.
+    fn interest(&self, thing: &ThingId, wanted: bool);
+}
+
+/// One change to a gateway's own catalog, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CatalogChange {
+    Upsert(ThingService),
+    Remove(ThingId),
+}
+
+/// A gateway's own thing services at one version of its catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogSnapshot {
+    /// When this run of the gateway started (µs): versions restart with it.
+    pub incarnation: u64,
+    /// How many changes this run has made; deltas carry it forward.
+    pub version: u64,
+    pub things: Vec<ThingService>,
+}
+
+/// Keeps a remote thing's stream wanted while a subscription lives.
+pub(crate) struct Interest {
+    pub(crate) remote: std::sync::Arc<dyn Remote>,
+    pub(crate) thing: ThingId,
+}
+
+impl Drop for Interest {
+    fn drop(&mut self) {
+        self.remote.interest(&self.thing, false);
+    }
+}
