@@ -55,6 +55,38 @@ impl Exposition {
         self.metric(name, "counter", help, &[("", value as f64)])
     }
 
+    pub fn cloud(&mut self, stats: &fogbank_taas::cloud::CloudStats) -> &mut Self {
+        self.metric(
+            "fogbank_cloud_gateways",
+            "gauge",
+            "Other gateways of the local cloud.",
+            &[
+                ("state=\"up\"", stats.gateways_up as f64),
+                ("state=\"down\"", stats.gateways_down as f64),
+            ],
+        )
+        .gauge(
+            "fogbank_cloud_following",
+            "Other gateways' thing services whose readings local consumers follow.",
+            stats.following as f64,
+        )
+        .gauge(
+            "fogbank_cloud_followed",
+            "This gateway's thing services that other gateways follow.",
+            stats.followed as f64,
+        )
+        .counter(
+            "fogbank_cloud_readings_sent_total",
+            "Readings sent to other gateways.",
+            stats.readings_sent,
+        )
+        .counter(
+            "fogbank_cloud_readings_received_total",
+            "Readings received from other gateways.",
+            stats.readings_received,
+        )
+    }
+
     pub fn coap(&mut self, endpoint: &fogbank_coap::endpoint::Endpoint) -> &mut Self {
         let stats = endpoint.stats();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);

@@ -162,6 +162,9 @@ pub async fn metrics(
     if let Some(endpoint) = &state.coap {
         out.coap(endpoint);
     }
+    if let Some(cloud) = &state.cloud {
+        out.cloud(&cloud.stats().await);
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out.finish()))

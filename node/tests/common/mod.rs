@@ -66,7 +66,7 @@ pub fn free_udp_port() -> u16 {
         .port()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

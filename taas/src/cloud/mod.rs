@@ -94,6 +94,20 @@ pub struct PeerInfo {
     pub last_seen_ms: u64,
 }
 
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CloudStats {
+    pub gateways_up: usize,
+    pub gateways_down: usize,
+    /// Other gateways' thing services whose readings local consumers follow.
+    pub following: usize,
+    /// This gateway's thing services other gateways follow.
+    pub followed: usize,
+    /// Readings sent to other gateways / received from them.
+    pub readings_sent: u64,
+    pub readings_received: u64,
+}
+
 /// What the rest of the gateway asks of the swarm thread.
 enum Order {
     Call {
@@ -106,6 +120,7 @@ enum Order {
         wanted: bool,
     },
     Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Stats(oneshot::Sender<CloudStats>),
     /// What a bootstrap peer's `/dns*` address resolved to, to dial.
     Dial {
         origin: Multiaddr,
@@ -182,6 +197,14 @@ impl Cloud {
         let (tx, rx) = oneshot::channel();
         if self.orders.send(Order::Peers(tx)).is_err() {
             return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    pub async fn stats(&self) -> CloudStats {
+        let (tx, rx) = oneshot::channel();
+        if self.orders.send(Order::Stats(tx)).is_err() {
+            return CloudStats::default();
         }
         rx.await.unwrap_or_default()
     }

@@ -23,7 +23,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::members::{Members, Transition, Verdict};
 use super::wire::{self, CatalogMessage, Request, Response};
-use super::{BEACON_PERIOD, CloudConfig, CloudError, Order, PeerInfo, READ_TIMEOUT, SILENCE};
+use super::{
+    BEACON_PERIOD, CloudConfig, CloudError, CloudStats, Order, PeerInfo, READ_TIMEOUT, SILENCE,
+};
 use crate::remote::{CatalogChange, RemoteError};
 use crate::{Event, Filter, Hub, ThingId, ThingReading};
 
@@ -242,6 +244,8 @@ struct Node {
     exported: Arc<RwLock<HashSet<ThingId>>>,
     answers: mpsc::UnboundedSender<(ResponseChannel<Response>, Response)>,
     orders: mpsc::UnboundedSender<Order>,
+    readings_sent: u64,
+    readings_received: u64,
 }
 
 pub(super) async fn run(
@@ -291,6 +295,8 @@ pub(super) async fn run(
         exported: exported.clone(),
         answers,
         orders,
+        readings_sent: 0,
+        readings_received: 0,
     };
     let _ = ready.send(Ok(()));
 
@@ -413,6 +419,7 @@ impl Node {
         }
         for (thing, readings) in by_thing {
             if thing.gateway() == self.gateway {
+                self.readings_sent += readings.len() as u64;
                 let topic = IdentTopic::new(wire::readings_topic(&thing));
                 self.publish(topic, wire::encode(&readings));
             }
@@ -509,6 +516,17 @@ impl Node {
             Order::Interest { thing, wanted } => self.interest(thing, wanted),
             Order::Peers(reply) => {
                 let _ = reply.send(self.peers());
+            }
+            Order::Stats(reply) => {
+                let up = self.members.all().filter(|m| m.up).count();
+                let _ = reply.send(CloudStats {
+                    gateways_up: up,
+                    gateways_down: self.members.all().count() - up,
+                    following: self.wanted.len(),
+                    followed: self.watchers.len(),
+                    readings_sent: self.readings_sent,
+                    readings_received: self.readings_received,
+                });
             }
             Order::Dial { origin, resolved } => {
                 if let Some(entry) = self.bootstrap.iter_mut().find(|b| b.address == origin) {
@@ -791,6 +809,7 @@ impl Node {
         if !forged.is_empty() {
             tracing::warn!(peer = %source, count = forged.len(), "dropped readings sent for another gateway's things");
         }
+        self.readings_received += genuine.len() as u64;
         self.hub.relay(genuine);
     }
 

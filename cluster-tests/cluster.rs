@@ -1,0 +1,243 @@
+//! The local cloud as its users meet it: several real `fogbank` processes
+//! on loopback forming one cloud by themselves, serving every thing from
+//! every gateway, and surviving `kill -9`, partitions and intruders.
+//!
+//! Run with the node's tests (`cargo test -p fogbank --test cluster`); each
+//! test starts its own cloud on free ports.
+
+#[path = "../node/tests/common/mod.rs"]
+mod common;
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use common::{mqtt_publish, read_events};
+use harness::{Member, cluster_key, converged, start_cloud, within};
+
+/// The campus simulator's thing services.
+const CAMPUS: usize = 40;
+const TEMPERATURE: &str = "gw-a.sim.building-a-floor-1.temperature";
+const LAMP: &str = "gw-a.sim.building-a-floor-1.lamp";
+
+fn plain(_: &str) -> (Vec<String>, Vec<(String, String)>) {
+    (Vec::new(), Vec::new())
+}
+
+fn campus_on_a(id: &str) -> (Vec<String>, Vec<(String, String)>) {
+    match id {
+        "gw-a" => (vec!["--demo".into()], Vec::new()),
+        _ => (Vec::new(), Vec::new()),
+    }
+}
+
+#[test]
+fn one_local_cloud_sees_reads_streams_and_actuates_every_thing() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = cluster_key();
+    let mqtt_port = common::free_port();
+    let coap_port = common::free_udp_port();
+    let members = start_cloud(dir.path(), &key, &["gw-a", "gw-b", "gw-c"], |id| match id {
+        "gw-a" => (vec!["--demo".into()], Vec::new()),
+        "gw-b" => (
+            Vec::new(),
+            vec![("FOGBANK_MQTT".into(), format!("127.0.0.1:{mqtt_port}"))],
+        ),
+        _ => (
+            Vec::new(),
+            vec![("FOGBANK_COAP".into(), format!("127.0.0.1:{coap_port}"))],
+        ),
+    });
+    let (a, b, c) = (&members[0], &members[1], &members[2]);
+
+    // A real MQTT client feeds a device into gw-b.
+    within(Duration::from_secs(10), "gw-b's broker takes a device", || {
+        mqtt_publish(mqtt_port, "things/boiler-1/temperature", b"61.5");
+        b.gateway.get("/api/v1/things/gw-b.mqtt.boiler-1.temperature/reading").status == 200
+    });
+    let took = converged(&members, CAMPUS + 1, Duration::from_secs(10));
+    eprintln!("three gateways converged {took:?} after the last change");
+
+    for member in &members {
+        let peers = member.peers();
+        assert_eq!(peers.len(), 3, "{}: {peers:?}", member.id);
+        assert_eq!(peers[0], (member.id.clone(), "local".to_owned()));
+        assert!(peers[1..].iter().all(|(_, state)| state == "up"), "{peers:?}");
+    }
+    // Filters apply to the whole cloud.
+    let from_b = c.get_json("/api/v1/things?gateway=gw-b");
+    assert_eq!(from_b.as_array().unwrap().len(), 1);
+    let lamps = c.get_json("/api/v1/things?type=switch&location=campus/building-a");
+    assert!(!lamps.as_array().unwrap().is_empty());
+
+    // Latest reading and history of another gateway's things.
+    let boiler = c.get_json("/api/v1/things/gw-b.mqtt.boiler-1.temperature/reading");
+    assert_eq!(boiler[0]["v"], 61.5);
+    let latest = c.get_json(&format!("/api/v1/things/{TEMPERATURE}/reading"));
+    assert_eq!(latest[0]["bn"], TEMPERATURE);
+    let history = c.get_json(&format!("/api/v1/things/{TEMPERATURE}/readings?limit=5"));
+    assert!(!history.as_array().unwrap().is_empty());
+
+    // Readings belong to their owner: another gateway will not store them.
+    b.gateway
+        .post_senml(
+            &format!("/api/v1/things/{TEMPERATURE}/readings"),
+            &serde_json::json!([{ "v": 99.0 }]),
+        )
+        .assert_problem(409);
+
+    // Actuation from gw-c reaches gw-a's simulated lamp.
+    for wanted in [true, false] {
+        let answer = c.gateway.write(
+            "PUT",
+            &format!("/api/v1/things/{LAMP}/actuation?wait=10000"),
+            "application/json",
+            serde_json::json!({ "value": wanted }).to_string().as_bytes(),
+        );
+        assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+        assert_eq!(answer.json()["state"], "succeeded");
+        within(Duration::from_secs(5), "the lamp reports its new state", || {
+            a.get_json(&format!("/api/v1/things/{LAMP}/reading"))[0]["vb"] == wanted
+        });
+    }
+
+    // A live stream on gw-b of a gw-a thing: gw-b follows it only while
+    // the stream is open.
+    assert_eq!(a.metric("fogbank_cloud_followed"), 0.0);
+    let url = b.gateway.url(&format!("/api/v1/things/{TEMPERATURE}/stream"));
+    let reader = std::thread::spawn(move || read_events(&url, "reading", 3, Duration::from_secs(20)));
+    within(Duration::from_secs(5), "gw-a learns that gw-b follows", || {
+        a.metric("fogbank_cloud_followed") == 1.0
+    });
+    let events = reader.join().unwrap();
+    assert_eq!(events.len(), 3, "{events:?}");
+    for event in &events {
+        let pack: serde_json::Value = serde_json::from_str(event).unwrap();
+        assert_eq!(pack[0]["bn"], TEMPERATURE);
+    }
+    assert!(b.metric("fogbank_cloud_readings_received_total") >= 2.0);
+    within(Duration::from_secs(5), "gw-b leaves the thing's topic", || {
+        a.metric("fogbank_cloud_followed") == 0.0 && b.metric("fogbank_cloud_following") == 0.0
+    });
+
+    // CoAP on gw-c serves gw-a's thing too (libcoap's client).
+    let output = std::process::Command::new("coap-client-notls")
+        .args(["-m", "get", "-A", "110", "-B", "10"])
+        .arg(format!("coap://127.0.0.1:{coap_port}/things/{TEMPERATURE}"))
+        .output()
+        .expect("coap-client-notls is installed (scripts/test installs libcoap3-bin)");
+    let body = String::from_utf8_lossy(&output.stdout);
+    assert!(body.contains(TEMPERATURE), "CoAP answered {body:?}");
+}
+
+#[test]
+fn a_killed_gateway_is_noticed_within_3_s_and_back_within_3_s_of_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = cluster_key();
+    let mut members = start_cloud(dir.path(), &key, &["gw-a", "gw-b", "gw-c"], campus_on_a);
+    converged(&members, CAMPUS, Duration::from_secs(10));
+    let unavailable = |m: &Member| {
+        m.things()
+            .iter()
+            .filter(|(id, up)| id.starts_with("gw-a.") && !up)
+            .count()
+    };
+
+    members[0].kill();
+    for member in &members[1..] {
+        let took = within(Duration::from_secs(3), "gw-a's things unavailable", || {
+            unavailable(member) == CAMPUS
+        });
+        eprintln!("{} noticed gw-a's death after {took:?}", member.id);
+        assert!(member.peers().contains(&("gw-a".to_owned(), "down".to_owned())));
+        // An unreachable owner is a clear 502, at once.
+        let started = Instant::now();
+        member
+            .gateway
+            .get(&format!("/api/v1/things/{TEMPERATURE}/reading"))
+            .assert_problem(502);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    members[0].restart();
+    for member in &members[1..] {
+        let took = within(Duration::from_secs(3), "gw-a's things back", || {
+            unavailable(member) == 0 && member.things().len() == CAMPUS
+        });
+        eprintln!("{} saw gw-a back after {took:?}", member.id);
+    }
+    let latest = members[2].get_json(&format!("/api/v1/things/{TEMPERATURE}/reading"));
+    assert_eq!(latest[0]["bn"], TEMPERATURE);
+}
+
+#[test]
+fn a_gateway_without_the_cluster_key_cannot_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = cluster_key();
+    let members = start_cloud(dir.path(), &key, &["gw-a", "gw-b"], plain);
+    let inside = members[0].create_thing("inside", 20.0);
+    let intruder = Member::start(
+        dir.path(),
+        "gw-x",
+        &cluster_key(),
+        &[members[0].p2p_port, members[1].p2p_port],
+        &[],
+        &[],
+    );
+    let outside = intruder.create_thing("outside", 30.0);
+    converged(&members, 1, Duration::from_secs(10));
+    // Give the intruder several dial attempts.
+    std::thread::sleep(Duration::from_secs(3));
+    for member in &members {
+        assert!(
+            member.peers().iter().all(|(gateway, _)| gateway != "gw-x"),
+            "{}",
+            member.id
+        );
+        assert!(member.things().iter().all(|(id, _)| *id != outside));
+        member
+            .gateway
+            .get(&format!("/api/v1/things/{outside}/reading"))
+            .assert_problem(404);
+    }
+    assert_eq!(intruder.peers().len(), 1, "the intruder is alone");
+    assert!(intruder.things().iter().all(|(id, _)| *id != inside));
+}
+
+#[test]
+fn a_partition_heals_into_identical_catalogs() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = cluster_key();
+    let members = start_cloud(dir.path(), &key, &["gw-a", "gw-b", "gw-c"], plain);
+    let b_thing = members[1].create_thing("boiler", 60.0);
+    members[0].create_thing("before", 20.0);
+    converged(&members, 2, Duration::from_secs(10));
+
+    members[1].freeze(true);
+    // A call to a silent owner ends in a problem, not a hang.
+    let started = Instant::now();
+    let answer = members[0]
+        .gateway
+        .get(&format!("/api/v1/things/{b_thing}/reading"));
+    assert!(
+        answer.status == 502 || answer.status == 504,
+        "{} {}",
+        answer.status,
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert!(started.elapsed() < Duration::from_secs(7));
+    for member in [&members[0], &members[2]] {
+        within(Duration::from_secs(5), "gw-b is down", || {
+            member.peers().contains(&("gw-b".to_owned(), "down".to_owned()))
+        });
+        assert!(member.things().contains(&(b_thing.clone(), false)));
+    }
+    // Both sides change while they cannot hear each other.
+    members[0].create_thing("during-a", 21.0);
+    members[2].create_thing("during-c", 22.0);
+    members[1].freeze(false);
+    members[1].create_thing("during-b", 61.0);
+
+    let took = converged(&members, 5, Duration::from_secs(10));
+    eprintln!("catalogs identical {took:?} after the partition healed");
+    assert!(members[0].things().contains(&(b_thing, true)));
+}

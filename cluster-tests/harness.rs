@@ -1,0 +1,210 @@
+//! Starts a local cloud of real `fogbank` processes on 127.0.0.1: each with
+//! its own data dir, HTTP port and libp2p port, mDNS off, every member but
+//! the first bootstrapping from the first (the others find each other
+//! through its beacons). Built on the single-gateway harness of the node's
+//! tests.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+use crate::common::{Gateway, free_port};
+
+/// One gateway of a test cloud.
+pub struct Member {
+    pub id: String,
+    pub gateway: Gateway,
+    pub p2p_port: u16,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Member {
+    /// Starts a gateway `id` of the cloud that `key_hex` opens, bootstrapping
+    /// from `peers` (libp2p ports on loopback).
+    pub fn start(
+        dir: &std::path::Path,
+        id: &str,
+        key_hex: &str,
+        peers: &[u16],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Member {
+        let p2p_port = free_port();
+        let mut member_args: Vec<String> = vec![
+            "--no-mdns".into(),
+            "--p2p".into(),
+            format!("/ip4/127.0.0.1/tcp/{p2p_port}"),
+        ];
+        for port in peers {
+            member_args.push("--peer".into());
+            member_args.push(format!("/ip4/127.0.0.1/tcp/{port}"));
+        }
+        member_args.extend(args.iter().map(|a| a.to_string()));
+        let mut member_env = vec![
+            ("FOGBANK_GATEWAY_ID".to_owned(), id.to_owned()),
+            ("FOGBANK_CLUSTER_KEY".to_owned(), key_hex.to_owned()),
+        ];
+        member_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let data_dir = dir.join(id);
+        let gateway = launch(&data_dir, &member_args, &member_env);
+        Member {
+            id: id.to_owned(),
+            gateway,
+            p2p_port,
+            data_dir,
+            args: member_args,
+            env: member_env,
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        self.gateway.kill9();
+    }
+
+    /// Starts again on the same data dir and libp2p port.
+    pub fn restart(&mut self) {
+        self.gateway = launch(&self.data_dir, &self.args, &self.env);
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`): a partition as the others see it.
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &self.gateway.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn get_json(&self, path: &str) -> Json {
+        let answer = self.gateway.get(path);
+        assert_eq!(
+            answer.status,
+            200,
+            "GET {path} on {}: {}",
+            self.id,
+            String::from_utf8_lossy(&answer.body)
+        );
+        answer.json()
+    }
+
+    /// The whole catalog this member sees, ordered by id.
+    pub fn catalog(&self) -> Vec<Json> {
+        self.get_json("/api/v1/things")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Thing ids this member sees, with `available`.
+    pub fn things(&self) -> Vec<(String, bool)> {
+        self.catalog()
+            .iter()
+            .map(|t| {
+                (
+                    t["id"].as_str().unwrap_or_default().to_owned(),
+                    t["available"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect()
+    }
+
+    /// `(gateway, state)` of every entry of `/api/v1/peers`.
+    pub fn peers(&self) -> Vec<(String, String)> {
+        self.get_json("/api/v1/peers")
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["gateway"].as_str().unwrap_or_default().to_owned(),
+                    p["state"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// One value of this member's `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = String::from_utf8(self.gateway.get("/metrics").body).unwrap();
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no metric {name} on {}", self.id))
+    }
+
+    /// Creates an HTTP device's thing service on this member with one reading.
+    pub fn create_thing(&self, device: &str, value: f64) -> String {
+        let id = format!("{}.http.{device}.temperature", self.id);
+        let answer = self.gateway.post_senml(
+            &format!("/api/v1/things/{id}/readings"),
+            &serde_json::json!([{ "u": "Cel", "v": value }]),
+        );
+        assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+        id
+    }
+}
+
+fn launch(data_dir: &std::path::Path, args: &[String], env: &[(String, String)]) -> Gateway {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Gateway::start_in(data_dir, &args, &env)
+}
+
+/// A fresh cluster key as 64 hex digits, from `fogbank cluster-key`.
+pub fn cluster_key() -> String {
+    let output = Command::new(crate::common::binary())
+        .arg("cluster-key")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let file = String::from_utf8(output.stdout).unwrap();
+    file.lines().nth(2).expect("a key-file line").to_owned()
+}
+
+/// Waits until `check` holds, polling every 50 ms; returns how long it took.
+pub fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        if check() {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts `ids` as one local cloud (the first is everyone's bootstrap
+/// peer); `extra` gives each member's own flags and variables.
+pub fn start_cloud(
+    dir: &std::path::Path,
+    key_hex: &str,
+    ids: &[&str],
+    extra: impl Fn(&str) -> (Vec<String>, Vec<(String, String)>),
+) -> Vec<Member> {
+    let mut members: Vec<Member> = Vec::new();
+    for id in ids {
+        let peers: Vec<u16> = members.first().map(|m| m.p2p_port).into_iter().collect();
+        let (args, env) = extra(id);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        members.push(Member::start(dir, id, key_hex, &peers, &args, &env));
+    }
+    members
+}
+
+/// Waits until every member sees the same catalog with `count` entries.
+pub fn converged(members: &[Member], count: usize, limit: Duration) -> Duration {
+    within(limit, "every member sees the same catalog", || {
+        let first = members[0].catalog();
+        first.len() == count && members[1..].iter().all(|m| m.catalog() == first)
+    })
+}
