@@ -50,10 +50,17 @@ fn one_local_cloud_sees_reads_streams_and_actuates_every_thing() {
     let (a, b, c) = (&members[0], &members[1], &members[2]);
 
     // A real MQTT client feeds a device into gw-b.
-    within(Duration::from_secs(10), "gw-b's broker takes a device", || {
-        mqtt_publish(mqtt_port, "things/boiler-1/temperature", b"61.5");
-        b.gateway.get("/api/v1/things/gw-b.mqtt.boiler-1.temperature/reading").status == 200
-    });
+    within(
+        Duration::from_secs(10),
+        "gw-b's broker takes a device",
+        || {
+            mqtt_publish(mqtt_port, "things/boiler-1/temperature", b"61.5");
+            b.gateway
+                .get("/api/v1/things/gw-b.mqtt.boiler-1.temperature/reading")
+                .status
+                == 200
+        },
+    );
     let took = converged(&members, CAMPUS + 1, Duration::from_secs(10));
     eprintln!("three gateways converged {took:?} after the last change");
 
@@ -61,7 +68,10 @@ fn one_local_cloud_sees_reads_streams_and_actuates_every_thing() {
         let peers = member.peers();
         assert_eq!(peers.len(), 3, "{}: {peers:?}", member.id);
         assert_eq!(peers[0], (member.id.clone(), "local".to_owned()));
-        assert!(peers[1..].iter().all(|(_, state)| state == "up"), "{peers:?}");
+        assert!(
+            peers[1..].iter().all(|(_, state)| state == "up"),
+            "{peers:?}"
+        );
     }
     // Filters apply to the whole cloud.
     let from_b = c.get_json("/api/v1/things?gateway=gw-b");
@@ -91,23 +101,37 @@ fn one_local_cloud_sees_reads_streams_and_actuates_every_thing() {
             "PUT",
             &format!("/api/v1/things/{LAMP}/actuation?wait=10000"),
             "application/json",
-            serde_json::json!({ "value": wanted }).to_string().as_bytes(),
+            serde_json::json!({ "value": wanted })
+                .to_string()
+                .as_bytes(),
         );
-        assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
         assert_eq!(answer.json()["state"], "succeeded");
-        within(Duration::from_secs(5), "the lamp reports its new state", || {
-            a.get_json(&format!("/api/v1/things/{LAMP}/reading"))[0]["vb"] == wanted
-        });
+        within(
+            Duration::from_secs(5),
+            "the lamp reports its new state",
+            || a.get_json(&format!("/api/v1/things/{LAMP}/reading"))[0]["vb"] == wanted,
+        );
     }
 
     // A live stream on gw-b of a gw-a thing: gw-b follows it only while
     // the stream is open.
     assert_eq!(a.metric("fogbank_cloud_followed"), 0.0);
-    let url = b.gateway.url(&format!("/api/v1/things/{TEMPERATURE}/stream"));
-    let reader = std::thread::spawn(move || read_events(&url, "reading", 3, Duration::from_secs(20)));
-    within(Duration::from_secs(5), "gw-a learns that gw-b follows", || {
-        a.metric("fogbank_cloud_followed") == 1.0
-    });
+    let url = b
+        .gateway
+        .url(&format!("/api/v1/things/{TEMPERATURE}/stream"));
+    let reader =
+        std::thread::spawn(move || read_events(&url, "reading", 3, Duration::from_secs(20)));
+    within(
+        Duration::from_secs(5),
+        "gw-a learns that gw-b follows",
+        || a.metric("fogbank_cloud_followed") == 1.0,
+    );
     let events = reader.join().unwrap();
     assert_eq!(events.len(), 3, "{events:?}");
     for event in &events {
@@ -115,9 +139,11 @@ fn one_local_cloud_sees_reads_streams_and_actuates_every_thing() {
         assert_eq!(pack[0]["bn"], TEMPERATURE);
     }
     assert!(b.metric("fogbank_cloud_readings_received_total") >= 2.0);
-    within(Duration::from_secs(5), "gw-b leaves the thing's topic", || {
-        a.metric("fogbank_cloud_followed") == 0.0 && b.metric("fogbank_cloud_following") == 0.0
-    });
+    within(
+        Duration::from_secs(5),
+        "gw-b leaves the thing's topic",
+        || a.metric("fogbank_cloud_followed") == 0.0 && b.metric("fogbank_cloud_following") == 0.0,
+    );
 
     // CoAP on gw-c serves gw-a's thing too (libcoap's client).
     let output = std::process::Command::new("coap-client-notls")
@@ -148,7 +174,11 @@ fn a_killed_gateway_is_noticed_within_3_s_and_back_within_3_s_of_restart() {
             unavailable(member) == CAMPUS
         });
         eprintln!("{} noticed gw-a's death after {took:?}", member.id);
-        assert!(member.peers().contains(&("gw-a".to_owned(), "down".to_owned())));
+        assert!(
+            member
+                .peers()
+                .contains(&("gw-a".to_owned(), "down".to_owned()))
+        );
         // An unreachable owner is a clear 502, at once.
         let started = Instant::now();
         member
@@ -227,7 +257,9 @@ fn a_partition_heals_into_identical_catalogs() {
     assert!(started.elapsed() < Duration::from_secs(7));
     for member in [&members[0], &members[2]] {
         within(Duration::from_secs(5), "gw-b is down", || {
-            member.peers().contains(&("gw-b".to_owned(), "down".to_owned()))
+            member
+                .peers()
+                .contains(&("gw-b".to_owned(), "down".to_owned()))
         });
         assert!(member.things().contains(&(b_thing.clone(), false)));
     }

@@ -148,7 +148,12 @@ impl Member {
             &format!("/api/v1/things/{id}/readings"),
             &serde_json::json!([{ "u": "Cel", "v": value }]),
         );
-        assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
         id
     }
 }

@@ -409,9 +409,9 @@ impl Hub {
         let shared: Vec<Arc<ThingReading>> = readings
             .into_iter()
             .filter(|r| {
-                self.registry
-                    .get(&r.thing)
-                    .is_some_and(|t| !self.is_local(&t))
+                self.registry.get(&r.thing).is_some_and(|t| {
+                    !self.is_local(&t) && t.data_type == r.reading.value.data_type()
+                })
             })
             .map(|r| {
                 self.registry.offer_latest(&r.thing, &r.reading);

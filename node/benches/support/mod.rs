@@ -1,6 +1,10 @@
 //! Pieces the benchmarks share.
 
+#![allow(dead_code)] // each benchmark uses some of these
+
+use std::net::TcpListener;
 use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 /// A peer or gateway process, stopped with SIGTERM (so that it can clean
 /// up) when the benchmark is done with it.
@@ -13,4 +17,33 @@ impl Drop for Process {
             .status();
         let _ = self.0.wait();
     }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `/proc/PID/status` field in KiB (`VmHWM:`, `VmRSS:`).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -114,6 +114,15 @@ pub fn decode_readings(bytes: &[u8]) -> Result<Vec<ThingReading>, WireError> {
     Ok(serde_json::from_slice(bytes)?)
 }
 
+/// What the request-response codec does with a call's bytes.
+pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,8 +171,8 @@ mod tests {
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode_catalog(&bytes);
             let _ = decode_readings(&bytes);
-            let _ = serde_json::from_slice::<Request>(&bytes);
-            let _ = serde_json::from_slice::<Response>(&bytes);
+            let _ = decode_request(&bytes);
+            let _ = decode_response(&bytes);
         }
     }
 }

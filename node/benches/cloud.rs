@@ -1,0 +1,594 @@
+//! Local-cloud benchmark against real peers, in one run:
+//!
+//! 1. Cross-gateway delivery: a device publishes at gateway A, a subscriber
+//!    at gateway B receives. Latency p50/p99 at a paced 1000 messages/s,
+//!    then throughput with the publisher sending back to back, for
+//!    - fogbank: an MQTT device (rumqttc, QoS 1) at A's embedded broker;
+//!      an application reading B's SSE stream of that thing service;
+//!    - two Mosquitto brokers joined by a bridge (`topic bench/# in 1`):
+//!      the same publisher at A, a QoS 1 subscriber at B;
+//!    - two Zenoh peers (`eclipse-zenoh`, a Python publisher and
+//!      subscriber, `node/benches/zenoh_peer.py`), with scouting off and
+//!      blocking congestion control, carrying the same payloads.
+//!
+//!    Payloads are the sequence number as text. Latency is receive time
+//!    minus send time of each message on one host's monotonic clock.
+//! 2. Catalog convergence: N gateways (3, 5, 10) of which one owns K thing
+//!    services (1 000, 10 000, from the campus simulator): how long after
+//!    that gateway starts every other one lists all K, and how long one new
+//!    thing service then takes to appear on every gateway.
+//!
+//!   cargo bench -p fogbank --bench cloud        (or ./scripts/bench)
+//!
+//! Settings: BENCH_CLOUD_LATENCY (messages, default 2000),
+//! BENCH_CLOUD_BURST (default 20000), BENCH_CLOUD_SIZES (default
+//! "3x1000,5x1000,10x1000,3x10000,5x10000,10x10000"), FOGBANK_PYTHON (a
+//! Python with eclipse-zenoh; scripts/bench sets it up).
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use support::{Process, free_port, status_kib, wait_port};
+
+const PACE: Duration = Duration::from_millis(1);
+/// A receiver gives up this long after the last message it got.
+const IDLE: Duration = Duration::from_secs(5);
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+// ------------------------------------------------------------ measuring
+
+/// What one system did with one run of messages.
+struct Outcome {
+    p50_ms: f64,
+    p99_ms: f64,
+    delivered: usize,
+    sent: usize,
+    per_second: f64,
+}
+
+impl Outcome {
+    /// From send and receive times in nanoseconds, by sequence number.
+    fn of(sent: &[u64], received: &[Option<u64>]) -> Outcome {
+        let mut latencies: Vec<u64> = sent
+            .iter()
+            .zip(received)
+            .filter_map(|(s, r)| r.map(|r| r.saturating_sub(*s)))
+            .collect();
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+                .map_or(f64::NAN, |ns| *ns as f64 / 1e6)
+        };
+        let first = sent.iter().min().copied().unwrap_or(0);
+        let last = received.iter().flatten().max().copied().unwrap_or(first);
+        Outcome {
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            delivered: latencies.len(),
+            sent: sent.len(),
+            per_second: latencies.len() as f64 / ((last - first) as f64 / 1e9),
+        }
+    }
+}
+
+/// Nanoseconds on the host's monotonic clock (as Python's monotonic_ns).
+fn now_ns(epoch: Instant) -> u64 {
+    epoch.elapsed().as_nanos() as u64
+}
+
+/// Publishes `count` sequence numbers at QoS 1, one every `interval` (or
+/// back to back); returns each one's send time.
+fn publish(
+    port: u16,
+    topic: &str,
+    count: usize,
+    interval: Option<Duration>,
+    epoch: Instant,
+) -> Vec<u64> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut options = MqttOptions::new(format!("bench-pub-{port}"), "127.0.0.1", port);
+        options.set_inflight(200);
+        let (client, mut eventloop) = AsyncClient::new(options, 1000);
+        let topic = topic.to_owned();
+        let feeder = tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut sent = Vec::with_capacity(count);
+            for seq in 0..count {
+                if let Some(interval) = interval {
+                    tokio::time::sleep_until(start + interval * seq as u32).await;
+                }
+                sent.push(now_ns(epoch));
+                client
+                    .publish(topic.clone(), QoS::AtLeastOnce, false, seq.to_string())
+                    .await
+                    .unwrap();
+            }
+            sent
+        });
+        let mut acked = 0;
+        while acked < count {
+            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+                acked += 1;
+            }
+        }
+        feeder.await.unwrap()
+    })
+}
+
+/// An MQTT subscriber on `port`; `ready` fires once it is subscribed.
+fn mqtt_receiver(
+    port: u16,
+    count: usize,
+    epoch: Instant,
+    ready: mpsc::Sender<()>,
+) -> std::thread::JoinHandle<Vec<Option<u64>>> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let options = MqttOptions::new(format!("bench-sub-{port}"), "127.0.0.1", port);
+            let (client, mut eventloop) = AsyncClient::new(options, 1000);
+            client.subscribe("bench/#", QoS::AtLeastOnce).await.unwrap();
+            let mut received = vec![None; count];
+            let mut got = 0;
+            while got < count {
+                let Ok(event) = tokio::time::timeout(IDLE, eventloop.poll()).await else {
+                    break;
+                };
+                match event.unwrap() {
+                    Event::Incoming(Packet::SubAck(_)) => {
+                        let _ = ready.send(());
+                    }
+                    Event::Incoming(Packet::Publish(p)) if p.topic == "bench/level" => {
+                        let at = now_ns(epoch);
+                        if let Some(slot) = std::str::from_utf8(&p.payload)
+                            .ok()
+                            .and_then(|s| s.parse::<usize>().ok())
+                            .and_then(|seq| received.get_mut(seq))
+                            && slot.is_none()
+                        {
+                            *slot = Some(at);
+                            got += 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            received
+        })
+    })
+}
+
+/// Reads a gateway's SSE stream of one thing, recording each reading by
+/// its value (the sequence number). The stream's first event is the state
+/// before the run and is skipped.
+fn sse_receiver(
+    url: String,
+    count: usize,
+    epoch: Instant,
+    ready: mpsc::Sender<()>,
+) -> std::thread::JoinHandle<Vec<Option<u64>>> {
+    std::thread::spawn(move || {
+        let response = ureq::get(&url)
+            .timeout(IDLE)
+            .call()
+            .expect("the stream opens");
+        let _ = ready.send(());
+        let mut received = vec![None; count];
+        let mut got = 0;
+        let mut first = true;
+        for line in BufReader::new(response.into_reader()).lines() {
+            let Ok(line) = line else { break };
+            let Some(data) = line.strip_prefix("data: ") else {
+                continue;
+            };
+            let at = now_ns(epoch);
+            if std::mem::take(&mut first) {
+                continue;
+            }
+            let pack: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
+            if let Some(slot) = pack[0]["v"]
+                .as_f64()
+                .and_then(|v| received.get_mut(v as usize))
+                && slot.is_none()
+            {
+                *slot = Some(at);
+                got += 1;
+                if got == count {
+                    break;
+                }
+            }
+        }
+        received
+    })
+}
+
+// ------------------------------------------------------------ the systems
+
+fn fogbank(key: &str, args: &[String], config: &str, dir: &std::path::Path) -> (Process, u16) {
+    std::fs::create_dir_all(dir).unwrap();
+    let http = free_port();
+    let config_path = dir.join("fogbank.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_fogbank"))
+        .args(["run", "--no-mdns", "--http", &format!("127.0.0.1:{http}")])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(&config_path)
+        .args(args)
+        .env("FOGBANK_LOG", "warn")
+        .env("FOGBANK_CLUSTER_KEY", key)
+        .env("FOGBANK_COAP", "off")
+        .env("FOGBANK_MQTT", "off")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(http);
+    (Process(child), http)
+}
+
+fn get(http: u16, path: &str) -> Option<String> {
+    let response = ureq::get(&format!("http://127.0.0.1:{http}{path}"))
+        .call()
+        .ok()?;
+    let mut text = String::new();
+    response.into_reader().read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+fn metric(http: u16, name: &str) -> f64 {
+    get(http, "/metrics")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn wait(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+fn cluster_key() -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_fogbank"))
+        .arg("cluster-key")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .nth(2)
+        .unwrap()
+        .to_owned()
+}
+
+fn p2p_args(id: &str, port: u16, peer: Option<u16>) -> Vec<String> {
+    let mut args = vec![
+        "--gateway-id".into(),
+        id.into(),
+        "--p2p".into(),
+        format!("/ip4/127.0.0.1/tcp/{port}"),
+    ];
+    if let Some(peer) = peer {
+        args.extend(["--peer".into(), format!("/ip4/127.0.0.1/tcp/{peer}")]);
+    }
+    args
+}
+
+/// Two gateways; the device at A, the SSE subscriber at B.
+fn fogbank_delivery(latency: usize, burst: usize, epoch: Instant) -> (Outcome, Outcome, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = cluster_key();
+    let (pa, pb, mqtt) = (free_port(), free_port(), free_port());
+    let mut a_args = p2p_args("gw-a", pa, None);
+    a_args.extend(["--mqtt".into(), format!("127.0.0.1:{mqtt}")]);
+    let (a, a_http) = fogbank(&key, &a_args, "", &dir.path().join("a"));
+    let (_b, b_http) = fogbank(
+        &key,
+        &p2p_args("gw-b", pb, Some(pa)),
+        "",
+        &dir.path().join("b"),
+    );
+    let thing = "gw-a.mqtt.bench.level";
+    wait(
+        "the device's thing service on B",
+        Duration::from_secs(20),
+        || {
+            publish(mqtt, "things/bench/level", 1, None, epoch);
+            get(b_http, &format!("/api/v1/things/{thing}")).is_some()
+        },
+    );
+    let url = format!("http://127.0.0.1:{b_http}/api/v1/things/{thing}/stream");
+    let run = |count: usize, interval: Option<Duration>| {
+        let (ready_tx, ready) = mpsc::channel();
+        let receiver = sse_receiver(url.clone(), count, epoch, ready_tx);
+        ready.recv().unwrap();
+        wait(
+            "A sends the thing's readings to B",
+            Duration::from_secs(10),
+            || metric(a_http, "fogbank_cloud_followed") == 1.0,
+        );
+        let sent = publish(mqtt, "things/bench/level", count, interval, epoch);
+        let received = receiver.join().unwrap();
+        wait("B left the topic", Duration::from_secs(10), || {
+            metric(a_http, "fogbank_cloud_followed") == 0.0
+        });
+        Outcome::of(&sent, &received)
+    };
+    let paced = run(latency, Some(PACE));
+    let burst = run(burst, None);
+    let rss = status_kib(a.0.id(), "VmHWM:") as f64 / 1024.0;
+    (paced, burst, rss)
+}
+
+/// Two Mosquitto brokers, B bridged to A.
+fn mosquitto_delivery(latency: usize, burst: usize, epoch: Instant) -> (Outcome, Outcome) {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let broker = |name: &str, config: String| {
+        let path = dir.path().join(format!("{name}.conf"));
+        std::fs::write(&path, config).unwrap();
+        Process(
+            Command::new("mosquitto")
+                .arg("-c")
+                .arg(&path)
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto is installed (scripts/bench installs it)"),
+        )
+    };
+    let common =
+        "allow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 100\nuser root\n";
+    let _a = broker("a", format!("listener {pa} 127.0.0.1\n{common}"));
+    wait_port(pa);
+    let _b = broker(
+        "b",
+        format!(
+            "listener {pb} 127.0.0.1\n{common}connection to-a\naddress 127.0.0.1:{pa}\ntopic bench/# in 1\n"
+        ),
+    );
+    wait_port(pb);
+    // The bridge subscribes at A in its own time: wait until it carries.
+    let (ready_tx, ready) = mpsc::channel();
+    let probe = mqtt_receiver(pb, 1, epoch, ready_tx);
+    ready.recv().unwrap();
+    while !probe.is_finished() {
+        publish(pa, "bench/level", 1, None, epoch);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let run = |count: usize, interval: Option<Duration>| {
+        let (ready_tx, ready) = mpsc::channel();
+        let receiver = mqtt_receiver(pb, count, epoch, ready_tx);
+        ready.recv().unwrap();
+        let sent = publish(pa, "bench/level", count, interval, epoch);
+        Outcome::of(&sent, &receiver.join().unwrap())
+    };
+    (run(latency, Some(PACE)), run(burst, None))
+}
+
+/// Two Zenoh peers in their own processes.
+fn zenoh_delivery(latency: usize, burst: usize) -> (Outcome, Outcome) {
+    let python = std::env::var("FOGBANK_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/zenoh_peer.py");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |count: usize, interval_us: u64| {
+        let endpoint = format!("tcp/127.0.0.1:{}", free_port());
+        let (sub_out, pub_out) = (dir.path().join("sub"), dir.path().join("pub"));
+        let mut sub = Command::new(&python)
+            .args([script, "sub", &endpoint, &count.to_string()])
+            .arg(&sub_out)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("a Python with eclipse-zenoh (scripts/bench installs it)");
+        let mut line = String::new();
+        BufReader::new(sub.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the Zenoh subscriber did not start");
+        let status = Command::new(&python)
+            .args([script, "pub", &endpoint, &count.to_string()])
+            .arg(&pub_out)
+            .arg(interval_us.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(sub.wait().unwrap().success());
+        let read = |path: &std::path::Path| -> Vec<(usize, u64)> {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .filter_map(|l| {
+                    let (seq, ns) = l.split_once(' ')?;
+                    Some((seq.parse().ok()?, ns.parse().ok()?))
+                })
+                .collect()
+        };
+        let mut sent = vec![0; count];
+        for (seq, ns) in read(&pub_out) {
+            sent[seq] = ns;
+        }
+        let mut received = vec![None; count];
+        for (seq, ns) in read(&sub_out) {
+            received[seq] = Some(ns);
+        }
+        Outcome::of(&sent, &received)
+    };
+    (run(latency, PACE.as_micros() as u64), run(burst, 0))
+}
+
+// ------------------------------------------------------------ catalog
+
+struct Convergence {
+    gateways: usize,
+    things: usize,
+    join: Duration,
+    change: Duration,
+    rss_mib: f64,
+}
+
+fn convergence(gateways: usize, things: usize) -> Convergence {
+    let dir = tempfile::tempdir().unwrap();
+    let key = cluster_key();
+    let first_port = free_port();
+    let mut others = Vec::new();
+    for i in 1..gateways {
+        let port = if i == 1 { first_port } else { free_port() };
+        let peer = (i > 1).then_some(first_port);
+        let id = format!("gw-{i}");
+        others.push(fogbank(
+            &key,
+            &p2p_args(&id, port, peer),
+            "",
+            &dir.path().join(&id),
+        ));
+    }
+    // The campus simulator makes 5 thing services per floor.
+    let floors = things / 5;
+    let (buildings, per_building) = if floors <= 200 {
+        (floors / 20, 20)
+    } else {
+        (floors / 40, 40)
+    };
+    let config = format!(
+        "[sim]\nenabled = true\ninterval_ms = 3600000\nbuildings = {buildings}\nfloors = {per_building}\n"
+    );
+    let started = Instant::now();
+    let (owner, owner_http) = fogbank(
+        &key,
+        &p2p_args("gw-a", free_port(), Some(first_port)),
+        &config,
+        &dir.path().join("gw-a"),
+    );
+    let everyone_has = |count: f64| {
+        others
+            .iter()
+            .all(|(_, http)| metric(*http, "fogbank_things{available=\"true\"}") >= count)
+    };
+    wait(
+        "every gateway lists the owner's catalog",
+        Duration::from_secs(120),
+        || everyone_has(things as f64),
+    );
+    let join = started.elapsed();
+    let token = std::fs::read_to_string(dir.path().join("gw-a/data/admin.token")).unwrap();
+    let id = "gw-a.http.new-device.temperature";
+    let changed = Instant::now();
+    ureq::post(&format!(
+        "http://127.0.0.1:{owner_http}/api/v1/things/{id}/readings"
+    ))
+    .set("Authorization", &format!("Bearer {}", token.trim()))
+    .set("Content-Type", "application/senml+json")
+    .send_string(r#"[{"u":"Cel","v":21.5}]"#)
+    .expect("the owner takes the new device");
+    wait(
+        "every gateway lists the new thing service",
+        Duration::from_secs(30),
+        || {
+            others
+                .iter()
+                .all(|(_, http)| get(*http, &format!("/api/v1/things/{id}")).is_some())
+        },
+    );
+    let change = changed.elapsed();
+    let rss_mib = status_kib(others[0].0.0.id(), "VmHWM:") as f64 / 1024.0;
+    drop(owner);
+    Convergence {
+        gateways,
+        things,
+        join,
+        change,
+        rss_mib,
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("cloud: bench");
+        return;
+    }
+    let latency = env_or("BENCH_CLOUD_LATENCY", 2000usize);
+    let burst = env_or("BENCH_CLOUD_BURST", 20_000usize);
+    let sizes: Vec<(usize, usize)> = std::env::var("BENCH_CLOUD_SIZES")
+        .unwrap_or_else(|_| "3x1000,5x1000,10x1000,3x10000,5x10000,10x10000".into())
+        .split(',')
+        .filter_map(|s| {
+            let (n, k) = s.split_once('x')?;
+            Some((n.trim().parse().ok()?, k.trim().parse().ok()?))
+        })
+        .collect();
+    let epoch = Instant::now();
+
+    let (fog_paced, fog_burst, fog_rss) = fogbank_delivery(latency, burst, epoch);
+    let (mos_paced, mos_burst) = mosquitto_delivery(latency, burst, epoch);
+    let (zen_paced, zen_burst) = zenoh_delivery(latency, burst);
+
+    println!(
+        "Cross-gateway delivery, device at A → subscriber at B, {} cores",
+        std::thread::available_parallelism()
+            .map(|c| c.get())
+            .unwrap_or(0)
+    );
+    println!("  latency at 1000 msg/s ({latency} messages)      p50 ms   p99 ms  delivered");
+    for (name, o) in [
+        ("fogbank (MQTT in, SSE out)", &fog_paced),
+        ("Mosquitto bridge", &mos_paced),
+        ("Zenoh peers (Python)", &zen_paced),
+    ] {
+        println!(
+            "    {name:<34} {:>7.2}  {:>7.2}  {}/{}",
+            o.p50_ms, o.p99_ms, o.delivered, o.sent
+        );
+    }
+    println!("  throughput, {burst} back to back                 msg/s    ratio  delivered");
+    for (name, o) in [
+        ("fogbank (MQTT in, SSE out)", &fog_burst),
+        ("Mosquitto bridge", &mos_burst),
+        ("Zenoh peers (Python)", &zen_burst),
+    ] {
+        println!(
+            "    {name:<34} {:>9.0}  {:>5.2}  {}/{}",
+            o.per_second,
+            o.per_second / fog_burst.per_second,
+            o.delivered,
+            o.sent
+        );
+    }
+    println!("  fogbank gateway A peak RSS {fog_rss:.1} MiB");
+
+    println!("Catalog convergence (one gateway owns all thing services)");
+    println!("  gateways  things   join (all listed)  one change  RSS of a member");
+    for (n, k) in sizes {
+        let c = convergence(n, k);
+        println!(
+            "  {:>8}  {:>6}   {:>14.0} ms  {:>7.0} ms  {:>8.1} MiB",
+            c.gateways,
+            c.things,
+            c.join.as_secs_f64() * 1000.0,
+            c.change.as_secs_f64() * 1000.0,
+            c.rss_mib
+        );
+    }
+}
