@@ -153,6 +153,23 @@ fn one_local_cloud_sees_reads_streams_and_actuates_every_thing() {
         .expect("coap-client-notls is installed (scripts/test installs libcoap3-bin)");
     let body = String::from_utf8_lossy(&output.stdout);
     assert!(body.contains(TEMPERATURE), "CoAP answered {body:?}");
+    // ... and observes it: gw-c follows it while observed, and every
+    // reading becomes a notification.
+    let output = std::process::Command::new("coap-client-notls")
+        .args(["-m", "get", "-A", "110", "-s", "5", "-B", "6"])
+        .arg(format!("coap://127.0.0.1:{coap_port}/things/{TEMPERATURE}"))
+        .output()
+        .unwrap();
+    let notifications = String::from_utf8_lossy(&output.stdout);
+    let times: std::collections::BTreeSet<&str> = notifications
+        .split("\"t\":")
+        .skip(1)
+        .map(|rest| rest.split(['}', ',']).next().unwrap_or(""))
+        .collect();
+    assert!(
+        times.len() >= 3,
+        "the initial state and at least two new readings: {notifications:?}"
+    );
 }
 
 #[test]

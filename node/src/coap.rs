@@ -4,6 +4,7 @@
 //! format with RFC 6690 query filtering. The device side (`/rd`) belongs
 //! to the CoAP adapter; both share the endpoint.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +13,8 @@ use fogbank_coap::endpoint::{Endpoint, Handler, Reply};
 use fogbank_coap::message::{Request, Response, format};
 use fogbank_coap::payload;
 use fogbank_taas::{
-    ActuateError, CommandState, Event, Filter, Hub, Kind, Query, ReadError, Reading, RemoteError,
-    ThingId, ThingService, senml,
+    ActuateError, CommandState, Event, Filter, Follow, Hub, Kind, Query, ReadError, Reading,
+    RemoteError, ThingId, ThingService, senml,
 };
 
 /// Serves `/.well-known/core`, `/things` and `/things/{id}`.
@@ -68,7 +69,9 @@ impl ThingsResource {
             return now(ResponseType::NotFound, "no such thing service");
         };
         let accept = request.accept;
-        if thing.gateway == self.hub.gateway() {
+        // Our own things, and others' that we follow (observed here: their
+        // readings are relayed and kept current), are answered from memory.
+        if thing.gateway == self.hub.gateway() || self.hub.is_following(id) {
             return Reply::Now(reading_response(
                 accept,
                 &thing,
@@ -269,7 +272,10 @@ fn glob(pattern: &str, value: &str) -> bool {
 
 /// Sends observers of `/things/{id}` each new reading, for the life of
 /// the process. Only readings of observed things pass the bus filter.
+/// Observed things of other gateways are followed while observed, so that
+/// their readings reach this bus.
 pub fn notify_observers(hub: Arc<Hub>, endpoint: Endpoint) {
+    follow_observed(hub.clone(), endpoint.clone());
     let runner = endpoint.clone();
     runner.spawn(async move {
         loop {
@@ -285,6 +291,34 @@ pub fn notify_observers(hub: Arc<Hub>, endpoint: Endpoint) {
             }
             // Dropped for lagging (or closed at shutdown): take up again.
             tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+/// How often the set of followed remote things catches up with the set of
+/// observed ones.
+const FOLLOW_CHECK: Duration = Duration::from_millis(500);
+
+fn follow_observed(hub: Arc<Hub>, endpoint: Endpoint) {
+    let runner = endpoint.clone();
+    runner.spawn(async move {
+        let mut followed: HashMap<ThingId, Follow> = HashMap::new();
+        let mut tick = tokio::time::interval(FOLLOW_CHECK);
+        loop {
+            tick.tick().await;
+            let observed: HashSet<ThingId> = endpoint
+                .observed_paths()
+                .iter()
+                .filter_map(|p| ThingId::parse(p.strip_prefix("things/")?).ok())
+                .collect();
+            followed.retain(|id, _| observed.contains(id));
+            for id in observed {
+                if !followed.contains_key(&id)
+                    && let Some(follow) = hub.follow(&id)
+                {
+                    followed.insert(id, follow);
+                }
+            }
         }
     });
 }

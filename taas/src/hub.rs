@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use crate::bus::{Bus, BusStats, Filter, Subscription};
 use crate::commands::{Actuator, Command, CommandId, CommandLog, CommandState, CommandStatus};
 use crate::registry::{Registry, Upsert};
-use crate::remote::{CatalogChange, CatalogSnapshot, Interest, Remote, RemoteError};
+use crate::remote::{CatalogChange, CatalogSnapshot, Follow, Followers, Remote, RemoteError};
 use crate::senml;
 use crate::store::{Store, StoreError, StoreOptions, Window};
 use crate::{
@@ -158,6 +158,7 @@ pub struct Hub {
     adapter_events: parking_lot::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     last_arrival: AtomicU64,
     remote: RwLock<Option<Arc<dyn Remote>>>,
+    followers: Followers,
     feed: parking_lot::Mutex<CatalogFeed>,
 }
 
@@ -213,6 +214,7 @@ impl Hub {
             adapter_events: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
             last_arrival: AtomicU64::new(0),
             remote: RwLock::new(None),
+            followers: Followers::default(),
             feed: parking_lot::Mutex::new(CatalogFeed {
                 incarnation: Timestamp::now().0,
                 version: 0,
@@ -681,20 +683,29 @@ impl Hub {
     /// subscription lives.
     pub fn subscribe_thing(&self, label: impl Into<String>, id: &ThingId) -> Subscription {
         let subscription = self.bus.subscribe(label, Filter::thing(id.clone()));
-        let remote = match self.registry.get(id) {
-            Some(thing) if !self.is_local(&thing) => self.remote.read().clone(),
-            _ => None,
-        };
-        match remote {
-            Some(remote) => {
-                remote.interest(id, true);
-                subscription.holding(Box::new(Interest {
-                    remote,
-                    thing: id.clone(),
-                }))
-            }
+        match self.follow(id) {
+            Some(follow) => subscription.holding(Box::new(follow)),
             None => subscription,
         }
+    }
+
+    /// Has another gateway's thing service's readings relayed here (and
+    /// published on the bus, and kept as its latest) while the returned
+    /// guard lives. `None` for this gateway's own things, unknown ones, or
+    /// without a local cloud.
+    pub fn follow(&self, id: &ThingId) -> Option<Follow> {
+        let thing = self.registry.get(id)?;
+        if self.is_local(&thing) {
+            return None;
+        }
+        let remote = self.remote.read().clone()?;
+        Some(Follow::start(remote, id.clone(), self.followers.clone()))
+    }
+
+    /// Whether readings of another gateway's thing service are being
+    /// relayed here, so that its latest reading in memory is current.
+    pub fn is_following(&self, id: &ThingId) -> bool {
+        self.followers.lock().contains_key(id)
     }
 
     /// Ends every subscription (at shutdown, so streams close promptly).

@@ -7,8 +7,12 @@
 //! attaches. The hub knows nothing of how the call travels: this module is
 //! the whole boundary between the two.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -65,14 +69,39 @@ pub struct CatalogSnapshot {
     pub things: Vec<ThingService>,
 }
 
-/// Keeps a remote thing's stream wanted while a subscription lives.
-pub(crate) struct Interest {
-    pub(crate) remote: std::sync::Arc<dyn Remote>,
+/// How many local consumers follow each remote thing service.
+pub(crate) type Followers = Arc<Mutex<HashMap<ThingId, usize>>>;
+
+/// Keeps another gateway's thing service followed (its readings relayed
+/// here) for as long as it lives. See [`Hub::follow`](crate::Hub::follow).
+pub struct Follow {
+    pub(crate) remote: Arc<dyn Remote>,
     pub(crate) thing: ThingId,
+    pub(crate) followers: Followers,
 }
 
-impl Drop for Interest {
+impl Follow {
+    pub(crate) fn start(remote: Arc<dyn Remote>, thing: ThingId, followers: Followers) -> Self {
+        *followers.lock().entry(thing.clone()).or_default() += 1;
+        remote.interest(&thing, true);
+        Follow {
+            remote,
+            thing,
+            followers,
+        }
+    }
+}
+
+impl Drop for Follow {
     fn drop(&mut self) {
+        let mut followers = self.followers.lock();
+        if let Some(count) = followers.get_mut(&self.thing) {
+            *count -= 1;
+            if *count == 0 {
+                followers.remove(&self.thing);
+            }
+        }
+        drop(followers);
         self.remote.interest(&self.thing, false);
     }
 }

@@ -534,6 +534,11 @@ impl Endpoint {
         self.inner.state.lock().observers.contains_key(path)
     }
 
+    /// Every path someone observes (as `things/x`).
+    pub fn observed_paths(&self) -> Vec<String> {
+        self.inner.state.lock().observers.keys().cloned().collect()
+    }
+
     /// Sends every observer of `path` the resource's current state, asking
     /// its handler again with the observer's request.
     pub fn notify(&self, path: &str) {
