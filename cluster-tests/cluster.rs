@@ -214,6 +214,18 @@ fn a_killed_gateway_is_noticed_within_3_s_and_back_within_3_s_of_restart() {
     }
     let latest = members[2].get_json(&format!("/api/v1/things/{TEMPERATURE}/reading"));
     assert_eq!(latest[0]["bn"], TEMPERATURE);
+
+    // A gateway stopped by its operator leaves cleanly, and at once.
+    let status = members[0].gateway.terminate(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "SIGTERM ends a cloud member with {status}"
+    );
+    within(Duration::from_secs(1), "gw-a seen leaving", || {
+        members[1]
+            .peers()
+            .contains(&("gw-a".to_owned(), "down".to_owned()))
+    });
 }
 
 #[test]

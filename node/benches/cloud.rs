@@ -12,7 +12,9 @@
 //!      blocking congestion control, carrying the same payloads.
 //!
 //!    Payloads are the sequence number as text. Latency is receive time
-//!    minus send time of each message on one host's monotonic clock.
+//!    minus send time of each message on one host's monotonic clock. The
+//!    same device and an SSE subscriber at A alone show what the hop
+//!    between gateways adds.
 //! 2. Catalog convergence: N gateways (3, 5, 10) of which one owns K thing
 //!    services (1 000, 10 000, from the campus simulator): how long after
 //!    that gateway starts every other one lists all K, and how long one new
@@ -299,7 +301,17 @@ fn p2p_args(id: &str, port: u16, peer: Option<u16>) -> Vec<String> {
 }
 
 /// Two gateways; the device at A, the SSE subscriber at B.
-fn fogbank_delivery(latency: usize, burst: usize, epoch: Instant) -> (Outcome, Outcome, f64) {
+/// What fogbank did: across the cloud, and within gateway A alone (the
+/// same device, an SSE subscriber at A) to show what the hop costs.
+struct FogbankDelivery {
+    paced: Outcome,
+    burst: Outcome,
+    local_paced: Outcome,
+    local_burst: Outcome,
+    rss_mib: f64,
+}
+
+fn fogbank_delivery(latency: usize, burst: usize, epoch: Instant) -> FogbankDelivery {
     let dir = tempfile::tempdir().unwrap();
     let key = cluster_key();
     let (pa, pb, mqtt) = (free_port(), free_port(), free_port());
@@ -321,15 +333,16 @@ fn fogbank_delivery(latency: usize, burst: usize, epoch: Instant) -> (Outcome, O
             get(b_http, &format!("/api/v1/things/{thing}")).is_some()
         },
     );
-    let url = format!("http://127.0.0.1:{b_http}/api/v1/things/{thing}/stream");
-    let run = |count: usize, interval: Option<Duration>| {
+    let run = |at: u16, count: usize, interval: Option<Duration>| {
         let (ready_tx, ready) = mpsc::channel();
-        let receiver = sse_receiver(url.clone(), count, epoch, ready_tx);
+        let url = format!("http://127.0.0.1:{at}/api/v1/things/{thing}/stream");
+        let receiver = sse_receiver(url, count, epoch, ready_tx);
         ready.recv().unwrap();
+        let across = at == b_http;
         wait(
             "A sends the thing's readings to B",
             Duration::from_secs(10),
-            || metric(a_http, "fogbank_cloud_followed") == 1.0,
+            || !across || metric(a_http, "fogbank_cloud_followed") == 1.0,
         );
         let sent = publish(mqtt, "things/bench/level", count, interval, epoch);
         let received = receiver.join().unwrap();
@@ -341,10 +354,13 @@ fn fogbank_delivery(latency: usize, burst: usize, epoch: Instant) -> (Outcome, O
         });
         Outcome::of(&sent, &received)
     };
-    let paced = run(latency, Some(PACE));
-    let burst = run(burst, None);
-    let rss = status_kib(a.0.id(), "VmHWM:") as f64 / 1024.0;
-    (paced, burst, rss)
+    FogbankDelivery {
+        local_paced: run(a_http, latency, Some(PACE)),
+        local_burst: run(a_http, burst, None),
+        paced: run(b_http, latency, Some(PACE)),
+        burst: run(b_http, burst, None),
+        rss_mib: status_kib(a.0.id(), "VmHWM:") as f64 / 1024.0,
+    }
 }
 
 /// Two Mosquitto brokers, B bridged to A.
@@ -468,13 +484,13 @@ fn convergence(gateways: usize, things: usize) -> Convergence {
             &dir.path().join(&id),
         ));
     }
-    // The campus simulator makes 5 thing services per floor.
-    let floors = things / 5;
-    let (buildings, per_building) = if floors <= 200 {
-        (floors / 20, 20)
-    } else {
-        (floors / 40, 40)
-    };
+    // The campus simulator makes 5 thing services per floor, in at most
+    // 26 buildings (a to z) of at most 255 floors.
+    let (buildings, per_building) = (10, things / 50);
+    assert!(
+        per_building > 0 && per_building <= 255 && things % 50 == 0,
+        "thing counts are multiples of 50 up to 12 750"
+    );
     let config = format!(
         "[sim]\nenabled = true\ninterval_ms = 3600000\nbuildings = {buildings}\nfloors = {per_building}\n"
     );
@@ -544,7 +560,7 @@ fn main() {
         .collect();
     let epoch = Instant::now();
 
-    let (fog_paced, fog_burst, fog_rss) = fogbank_delivery(latency, burst, epoch);
+    let fogbank = fogbank_delivery(latency, burst, epoch);
     let (mos_paced, mos_burst) = mosquitto_delivery(latency, burst, epoch);
     let (zen_paced, zen_burst) = zenoh_delivery(latency, burst);
 
@@ -556,9 +572,10 @@ fn main() {
     );
     println!("  latency at 1000 msg/s ({latency} messages)      p50 ms   p99 ms  delivered");
     for (name, o) in [
-        ("fogbank (MQTT in, SSE out)", &fog_paced),
+        ("fogbank (MQTT in, SSE out)", &fogbank.paced),
         ("Mosquitto bridge", &mos_paced),
         ("Zenoh peers (Python)", &zen_paced),
+        ("(fogbank, A alone, no hop)", &fogbank.local_paced),
     ] {
         println!(
             "    {name:<34} {:>7.2}  {:>7.2}  {}/{}",
@@ -567,19 +584,20 @@ fn main() {
     }
     println!("  throughput, {burst} back to back                 msg/s    ratio  delivered");
     for (name, o) in [
-        ("fogbank (MQTT in, SSE out)", &fog_burst),
+        ("fogbank (MQTT in, SSE out)", &fogbank.burst),
         ("Mosquitto bridge", &mos_burst),
         ("Zenoh peers (Python)", &zen_burst),
+        ("(fogbank, A alone, no hop)", &fogbank.local_burst),
     ] {
         println!(
             "    {name:<34} {:>9.0}  {:>5.2}  {}/{}",
             o.per_second,
-            o.per_second / fog_burst.per_second,
+            o.per_second / fogbank.burst.per_second,
             o.delivered,
             o.sent
         );
     }
-    println!("  fogbank gateway A peak RSS {fog_rss:.1} MiB");
+    println!("  fogbank gateway A peak RSS {:.1} MiB", fogbank.rss_mib);
 
     println!("Catalog convergence (one gateway owns all thing services)");
     println!("  gateways  things   join (all listed)  one change  RSS of a member");

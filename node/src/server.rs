@@ -188,9 +188,9 @@ async fn serve(
         let _ = adapter.send(Shutdown).await;
     }
     upkeep.abort();
-    if let Some(cloud) = cloud {
+    if let Some(cloud) = &cloud {
         // The others see the connections close and mark us down at once.
-        drop(cloud);
+        cloud.stop();
     }
     hub.store().sync_wal()?;
     tracing::info!("stopped cleanly");

@@ -132,8 +132,8 @@ enum Order {
 pub struct Cloud {
     orders: mpsc::UnboundedSender<Order>,
     peer_id: String,
-    thread: Option<std::thread::JoinHandle<()>>,
-    stop: Option<oneshot::Sender<()>>,
+    thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    stop: parking_lot::Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl Cloud {
@@ -183,8 +183,8 @@ impl Cloud {
         Ok(Cloud {
             orders,
             peer_id,
-            thread: Some(thread),
-            stop: Some(stop),
+            thread: parking_lot::Mutex::new(Some(thread)),
+            stop: parking_lot::Mutex::new(Some(stop)),
         })
     }
 
@@ -209,17 +209,15 @@ impl Cloud {
         rx.await.unwrap_or_default()
     }
 
-    /// Leaves the local cloud (the others notice at once: the connections
-    /// close).
-    pub fn stop(mut self) {
-        self.shut_down();
-    }
-
-    fn shut_down(&mut self) {
-        if let Some(stop) = self.stop.take() {
+    /// Leaves the local cloud and waits until the swarm thread has let go
+    /// of the hub (the others notice at once: the connections close).
+    /// Must happen before the hub's store closes.
+    pub fn stop(&self) {
+        if let Some(stop) = self.stop.lock().take() {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take() {
+        let thread = self.thread.lock().take();
+        if let Some(thread) = thread {
             let _ = thread.join();
         }
     }
@@ -227,7 +225,7 @@ impl Cloud {
 
 impl Drop for Cloud {
     fn drop(&mut self) {
-        self.shut_down();
+        self.stop();
     }
 }
 
