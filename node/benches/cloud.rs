@@ -488,7 +488,7 @@ fn convergence(gateways: usize, things: usize) -> Convergence {
     // 26 buildings (a to z) of at most 255 floors.
     let (buildings, per_building) = (10, things / 50);
     assert!(
-        per_building > 0 && per_building <= 255 && things % 50 == 0,
+        per_building > 0 && per_building <= 255 && things.is_multiple_of(50),
         "thing counts are multiples of 50 up to 12 750"
     );
     let config = format!(
