@@ -99,11 +99,7 @@ fn publish(
     interval: Option<Duration>,
     epoch: Instant,
 ) -> Vec<u64> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    support::block_on(async {
         let mut options = MqttOptions::new(format!("bench-pub-{port}"), "127.0.0.1", port);
         options.set_inflight(200);
         let (client, mut eventloop) = AsyncClient::new(options, 1000);
@@ -141,11 +137,7 @@ fn mqtt_receiver(
     ready: mpsc::Sender<()>,
 ) -> std::thread::JoinHandle<Vec<Option<u64>>> {
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        support::block_on(async {
             let options = MqttOptions::new(format!("bench-sub-{port}"), "127.0.0.1", port);
             let (client, mut eventloop) = AsyncClient::new(options, 1000);
             client.subscribe("bench/#", QoS::AtLeastOnce).await.unwrap();
@@ -566,35 +558,29 @@ fn main() {
 
     println!(
         "Cross-gateway delivery, device at A → subscriber at B, {} cores",
-        std::thread::available_parallelism()
-            .map(|c| c.get())
-            .unwrap_or(0)
+        support::cores()
     );
+    let names = [
+        "fogbank (MQTT in, SSE out)",
+        "Mosquitto bridge",
+        "Zenoh peers (Python)",
+        "(fogbank, A alone, no hop)",
+    ];
     println!("  latency at 1000 msg/s ({latency} messages)      p50 ms   p99 ms  delivered");
-    for (name, o) in [
-        ("fogbank (MQTT in, SSE out)", &fogbank.paced),
-        ("Mosquitto bridge", &mos_paced),
-        ("Zenoh peers (Python)", &zen_paced),
-        ("(fogbank, A alone, no hop)", &fogbank.local_paced),
-    ] {
+    let paced = [&fogbank.paced, &mos_paced, &zen_paced, &fogbank.local_paced];
+    for (name, o) in names.iter().zip(paced) {
         println!(
             "    {name:<34} {:>7.2}  {:>7.2}  {}/{}",
             o.p50_ms, o.p99_ms, o.delivered, o.sent
         );
     }
     println!("  throughput, {burst} back to back                 msg/s    ratio  delivered");
-    for (name, o) in [
-        ("fogbank (MQTT in, SSE out)", &fogbank.burst),
-        ("Mosquitto bridge", &mos_burst),
-        ("Zenoh peers (Python)", &zen_burst),
-        ("(fogbank, A alone, no hop)", &fogbank.local_burst),
-    ] {
+    let bursts = [&fogbank.burst, &mos_burst, &zen_burst, &fogbank.local_burst];
+    for (name, o) in names.iter().zip(bursts) {
+        let ratio = o.per_second / fogbank.burst.per_second;
         println!(
-            "    {name:<34} {:>9.0}  {:>5.2}  {}/{}",
-            o.per_second,
-            o.per_second / fogbank.burst.per_second,
-            o.delivered,
-            o.sent
+            "    {name:<34} {:>9.0}  {ratio:>5.2}  {}/{}",
+            o.per_second, o.delivered, o.sent
         );
     }
     println!("  fogbank gateway A peak RSS {:.1} MiB", fogbank.rss_mib);

@@ -306,9 +306,7 @@ fn main() {
     let (write50, write99) = percentiles(writes);
     println!(
         "CoAP, confirmable requests on loopback, 4 client threads, {} cores",
-        std::thread::available_parallelism()
-            .map(|c| c.get())
-            .unwrap_or(0)
+        support::cores()
     );
     println!("  coap-server-notls GET / (peer)            {peer:>9.0} req/s");
     println!(

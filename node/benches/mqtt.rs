@@ -49,11 +49,7 @@ fn payloads(n: usize) -> Vec<Vec<u8>> {
 
 /// Publishes every payload at QoS 1 as fast as the broker acknowledges.
 fn publish(port: u16, topic: &str, payloads: &[Vec<u8>]) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    support::block_on(async {
         let mut options = MqttOptions::new(format!("bench-pub-{port}"), "127.0.0.1", port);
         options
             .set_inflight(200)
@@ -88,11 +84,7 @@ fn mosquitto_pub_sub(port: u16, payloads: &[Vec<u8>]) -> f64 {
     let n = payloads.len();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let subscriber = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        support::block_on(async {
             let options = MqttOptions::new("bench-sub", "127.0.0.1", port);
             let (client, mut eventloop) = AsyncClient::new(options, 100);
             client.subscribe("bench/#", QoS::AtLeastOnce).await.unwrap();
@@ -277,9 +269,7 @@ fn main() {
 
     println!(
         "MQTT ingest, {n} QoS 1 SenML messages from one rumqttc publisher, median of {rounds} rounds, {} cores",
-        std::thread::available_parallelism()
-            .map(|c| c.get())
-            .unwrap_or(0)
+        support::cores()
     );
     println!("  Mosquitto pub→sub (peer)                 {peer:>9.0} msg/s");
     println!(

@@ -47,3 +47,20 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The cores benchmarks share with the peers they measure against.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(0)
+}
+
+/// Runs `future` on a runtime of its own, on this thread: each client of a
+/// benchmark keeps to its thread.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for a benchmark client")
+        .block_on(future)
+}

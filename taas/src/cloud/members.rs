@@ -107,6 +107,19 @@ impl Members {
         }
     }
 
+    /// A message from `peer` as `gateway`: its member, and `Up` if it just
+    /// came up; `None` for an impostor.
+    fn message(
+        &mut self,
+        gateway: &str,
+        peer: PeerId,
+        now: Instant,
+    ) -> Option<(&mut Member, Option<Transition>)> {
+        let came_up = self.heard(gateway, peer, now)?;
+        let member = self.members.get_mut(gateway)?;
+        Some((member, came_up.then(|| Transition::Up(gateway.to_owned()))))
+    }
+
     fn fetch(member: &mut Member) -> Verdict {
         if member.fetching {
             Verdict::Nothing
@@ -126,12 +139,8 @@ impl Members {
         things: usize,
         now: Instant,
     ) -> (Verdict, Option<Transition>) {
-        let Some(came_up) = self.heard(gateway, peer, now) else {
+        let Some((member, transition)) = self.message(gateway, peer, now) else {
             return (Verdict::Impostor, None);
-        };
-        let transition = came_up.then(|| Transition::Up(gateway.to_owned()));
-        let Some(member) = self.members.get_mut(gateway) else {
-            return (Verdict::Nothing, transition);
         };
         member.things = things;
         let verdict = if member.copy == Some((incarnation, version)) {
@@ -153,12 +162,8 @@ impl Members {
         to: u64,
         now: Instant,
     ) -> (Verdict, Option<Transition>) {
-        let Some(came_up) = self.heard(gateway, peer, now) else {
+        let Some((member, transition)) = self.message(gateway, peer, now) else {
             return (Verdict::Impostor, None);
-        };
-        let transition = came_up.then(|| Transition::Up(gateway.to_owned()));
-        let Some(member) = self.members.get_mut(gateway) else {
-            return (Verdict::Nothing, transition);
         };
         let verdict = match member.copy {
             _ if member.fetching => Verdict::Nothing,
@@ -182,12 +187,11 @@ impl Members {
         things: usize,
         now: Instant,
     ) -> Option<Transition> {
-        let came_up = self.heard(gateway, peer, now)?;
-        let member = self.members.get_mut(gateway)?;
+        let (member, transition) = self.message(gateway, peer, now)?;
         member.fetching = false;
         member.copy = Some((incarnation, version));
         member.things = things;
-        came_up.then(|| Transition::Up(gateway.to_owned()))
+        transition
     }
 
     /// A snapshot request failed: the next beacon asks again.
