@@ -234,13 +234,15 @@ fn a_gateway_without_the_cluster_key_cannot_join() {
     let key = cluster_key();
     let members = start_cloud(dir.path(), &key, &["gw-a", "gw-b"], plain);
     let inside = members[0].create_thing("inside", 20.0);
+    // It knows both members, as an operator's FOGBANK_PEERS list.
+    let peers = format!("{},{}", members[0].address(), members[1].address());
     let intruder = Member::start(
         dir.path(),
         "gw-x",
         &cluster_key(),
-        &[members[0].p2p_port, members[1].p2p_port],
         &[],
         &[],
+        &[("FOGBANK_PEERS", &peers)],
     );
     let outside = intruder.create_thing("outside", 30.0);
     converged(&members, 1, Duration::from_secs(10));
@@ -260,6 +262,61 @@ fn a_gateway_without_the_cluster_key_cannot_join() {
     }
     assert_eq!(intruder.peers().len(), 1, "the intruder is alone");
     assert!(intruder.things().iter().all(|(id, _)| *id != inside));
+}
+
+#[test]
+fn peers_come_from_the_environment_and_by_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = cluster_key();
+    let a = Member::start(dir.path(), "gw-a", &key, &[], &[], &[]);
+    let port = a.p2p_port.to_string();
+    // A host name resolved by the system resolver, with the peer id.
+    let peer_id = a.get_json("/api/v1/peers")[0]["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let by_name = format!("/dns4/localhost/tcp/{port}/p2p/{peer_id}");
+    let b = Member::start(dir.path(), "gw-b", &key, &[by_name], &[], &[]);
+    // A comma-separated FOGBANK_PEERS, one entry of which is wrong.
+    let list = format!("/ip4/127.0.0.1/tcp/1,{}", a.address());
+    let c = Member::start(
+        dir.path(),
+        "gw-c",
+        &key,
+        &[],
+        &[],
+        &[("FOGBANK_PEERS", &list)],
+    );
+    a.create_thing("boiler", 60.0);
+    let members = [a, b, c];
+    converged(&members, 1, Duration::from_secs(10));
+    for member in &members {
+        within(Duration::from_secs(5), "everyone sees everyone", || {
+            let peers = member.peers();
+            peers.len() == 3 && peers[1..].iter().all(|(_, state)| state == "up")
+        });
+    }
+}
+
+#[test]
+fn a_second_gateway_with_a_taken_id_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = cluster_key();
+    let members = start_cloud(dir.path(), &key, &["gw-a", "gw-b"], plain);
+    let genuine = members[0].create_thing("genuine", 20.0);
+    converged(&members, 1, Duration::from_secs(10));
+    let twin_dir = dir.path().join("twin");
+    let twin = Member::start(&twin_dir, "gw-a", &key, &[members[1].address()], &[], &[]);
+    let forged = twin.create_thing("forged", 99.0);
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = members[1].things();
+    assert!(seen.contains(&(genuine, true)), "{seen:?}");
+    assert!(!seen.iter().any(|(id, _)| *id == forged), "{seen:?}");
+    assert_eq!(
+        members[1].get_json("/api/v1/peers")[1]["peer_id"],
+        members[0].get_json("/api/v1/peers")[0]["peer_id"],
+        "gw-a is still the first gateway of that name"
+    );
 }
 
 #[test]

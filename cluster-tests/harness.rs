@@ -24,12 +24,12 @@ pub struct Member {
 
 impl Member {
     /// Starts a gateway `id` of the cloud that `key_hex` opens, bootstrapping
-    /// from `peers` (libp2p ports on loopback).
+    /// from `peers` (multiaddrs given with `--peer`).
     pub fn start(
         dir: &std::path::Path,
         id: &str,
         key_hex: &str,
-        peers: &[u16],
+        peers: &[String],
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Member {
@@ -39,9 +39,9 @@ impl Member {
             "--p2p".into(),
             format!("/ip4/127.0.0.1/tcp/{p2p_port}"),
         ];
-        for port in peers {
+        for peer in peers {
             member_args.push("--peer".into());
-            member_args.push(format!("/ip4/127.0.0.1/tcp/{port}"));
+            member_args.push(peer.clone());
         }
         member_args.extend(args.iter().map(|a| a.to_string()));
         let mut member_env = vec![
@@ -59,6 +59,11 @@ impl Member {
             args: member_args,
             env: member_env,
         }
+    }
+
+    /// This member's libp2p address.
+    pub fn address(&self) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}", self.p2p_port)
     }
 
     /// `kill -9`.
@@ -197,7 +202,7 @@ pub fn start_cloud(
 ) -> Vec<Member> {
     let mut members: Vec<Member> = Vec::new();
     for id in ids {
-        let peers: Vec<u16> = members.first().map(|m| m.p2p_port).into_iter().collect();
+        let peers: Vec<String> = members.first().map(Member::address).into_iter().collect();
         let (args, env) = extra(id);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

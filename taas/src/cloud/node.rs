@@ -231,6 +231,8 @@ struct Node {
     connected_via: HashSet<Multiaddr>,
     /// Hosts whose connections were refused (no cluster key), to warn once.
     refused: HashSet<Multiaddr>,
+    /// Peers caught using a gateway id that is not theirs, to say so once.
+    impostors: HashSet<PeerId>,
     listen_addresses: Vec<Multiaddr>,
     /// Calls awaiting an answer from a peer.
     pending: HashMap<OutboundRequestId, (String, oneshot::Sender<Result<Response, RemoteError>>)>,
@@ -287,6 +289,7 @@ pub(super) async fn run(
         bootstrap: config.peers.iter().cloned().map(Bootstrap::new).collect(),
         connected_via: HashSet::new(),
         refused: HashSet::new(),
+        impostors: HashSet::new(),
         listen_addresses: Vec::new(),
         pending: HashMap::new(),
         fetching: HashMap::new(),
@@ -740,7 +743,7 @@ impl Node {
         let now = Instant::now();
         let gateway = message.gateway().to_owned();
         if gateway == self.gateway {
-            if source != *self.swarm.local_peer_id() {
+            if source != *self.swarm.local_peer_id() && self.impostors.insert(source) {
                 tracing::error!(peer = %source, %gateway, "another gateway uses this gateway's id; its messages are ignored");
             }
             return;
@@ -781,9 +784,10 @@ impl Node {
         match verdict {
             Verdict::Apply => self.hub.apply_remote_changes(&gateway, changes),
             Verdict::Fetch(peer) => self.fetch_snapshot(peer),
-            Verdict::Impostor => {
+            Verdict::Impostor if self.impostors.insert(source) => {
                 tracing::error!(peer = %source, %gateway, "two peers claim the same gateway id; the newcomer is ignored");
             }
+            Verdict::Impostor => {}
             Verdict::Nothing => {}
         }
     }
