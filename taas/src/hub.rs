@@ -1153,4 +1153,136 @@ mod tests {
             "a reading proves the device is there"
         );
     }
+
+    /// Records what the hub asks of the local cloud.
+    #[derive(Default)]
+    struct Recorder {
+        interest: parking_lot::Mutex<Vec<(ThingId, bool)>>,
+    }
+
+    impl Remote for Recorder {
+        fn latest(&self, thing: &ThingService) -> crate::remote::RemoteFuture<Option<Reading>> {
+            let gateway = thing.gateway.clone();
+            Box::pin(async move { Err(RemoteError::Unreachable { gateway }) })
+        }
+        fn history(
+            &self,
+            thing: &ThingService,
+            _: Window,
+        ) -> crate::remote::RemoteFuture<Vec<Reading>> {
+            let gateway = thing.gateway.clone();
+            Box::pin(async move { Err(RemoteError::Unreachable { gateway }) })
+        }
+        fn actuate(&self, _: &str, _: Command) -> crate::ActuationFuture {
+            Box::pin(async { Ok(None) })
+        }
+        fn interest(&self, thing: &ThingId, wanted: bool) {
+            self.interest.lock().push((thing.clone(), wanted));
+        }
+    }
+
+    fn remote_thing(raw: &str) -> ThingService {
+        ThingService::new(id(raw), Kind::Sensor, "temperature", Some("Cel"))
+    }
+
+    #[tokio::test]
+    async fn other_gateways_things_are_listed_but_never_stored_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub_with_things(dir.path());
+        let before = hub.catalog_position().1;
+        let theirs = remote_thing("gw-b.x.d.temperature");
+        hub.replace_remote_catalog(
+            "gw-b",
+            vec![theirs.clone(), remote_thing("gw-c.x.d.forged")],
+        );
+        assert_eq!(hub.thing(&theirs.id), Some(theirs.clone()));
+        assert_eq!(
+            hub.thing(&id("gw-c.x.d.forged")),
+            None,
+            "gw-b speaks only for gw-b"
+        );
+        assert_eq!(
+            hub.catalog_position().1,
+            before,
+            "not a change of our own catalog"
+        );
+        assert_eq!(hub.own_thing_count(), 2);
+        assert!(matches!(
+            hub.ingest(vec![reading(&theirs.id, 1, Value::Number(1.0))]),
+            Err(IngestError::NotOwned { .. })
+        ));
+        // Without a local cloud, calls for them fail clearly.
+        assert!(matches!(
+            hub.read_latest(&theirs.id).await,
+            Err(ReadError::Remote(RemoteError::NoCloud(_)))
+        ));
+
+        hub.mark_gateway_down("gw-b");
+        assert!(!hub.thing(&theirs.id).unwrap().available);
+        hub.apply_remote_changes("gw-b", vec![CatalogChange::Upsert(theirs.clone())]);
+        assert!(hub.thing(&theirs.id).unwrap().available);
+        hub.apply_remote_changes("gw-b", vec![CatalogChange::Remove(theirs.id.clone())]);
+        assert_eq!(hub.thing(&theirs.id), None);
+        drop(hub);
+        let reopened = Hub::open("gw", dir.path(), HubOptions::default()).unwrap();
+        assert_eq!(
+            reopened.query(&Query::default()).len(),
+            2,
+            "only our own were stored"
+        );
+    }
+
+    #[tokio::test]
+    async fn relayed_readings_reach_subscribers_and_following_lasts_as_long_as_they_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub_with_things(dir.path());
+        let recorder = Arc::new(Recorder::default());
+        hub.attach_remote(recorder.clone());
+        let theirs = remote_thing("gw-b.x.d.temperature");
+        hub.replace_remote_catalog("gw-b", vec![theirs.clone()]);
+
+        let mut stream = hub.subscribe_thing("test", &theirs.id);
+        assert!(hub.is_following(&theirs.id));
+        let second = hub.follow(&theirs.id).unwrap();
+        hub.relay(vec![
+            reading(&theirs.id, 5, Value::Number(21.0)),
+            reading(&theirs.id, 6, Value::Bool(true)), // wrong type: dropped
+            reading(&id("gw.x.d.temperature"), 7, Value::Number(1.0)), // ours: dropped
+        ]);
+        assert_eq!(
+            stream.recv().await,
+            Some(crate::Event::Reading(Arc::new(reading(
+                &theirs.id,
+                5,
+                Value::Number(21.0)
+            ))))
+        );
+        assert!(stream.try_recv().is_none());
+        assert_eq!(
+            hub.latest(&theirs.id),
+            Some(Some(Reading {
+                time: Timestamp(5),
+                value: Value::Number(21.0)
+            }))
+        );
+        assert_eq!(hub.latest(&id("gw.x.d.temperature")), Some(None));
+
+        drop(stream);
+        assert!(hub.is_following(&theirs.id), "one follower is left");
+        drop(second);
+        assert!(!hub.is_following(&theirs.id));
+        assert_eq!(
+            *recorder.interest.lock(),
+            vec![
+                (theirs.id.clone(), true),
+                (theirs.id.clone(), true),
+                (theirs.id.clone(), false),
+                (theirs.id.clone(), false)
+            ]
+        );
+        assert!(
+            hub.follow(&id("gw.x.d.temperature")).is_none(),
+            "our own need no following"
+        );
+    }
 }
