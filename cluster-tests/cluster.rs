@@ -299,6 +299,39 @@ fn peers_come_from_the_environment_and_by_host_name() {
 }
 
 #[test]
+fn the_cluster_key_comes_from_a_file_or_the_environment_and_a_bad_one_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(common::binary())
+        .args(["run", "--no-mdns", "--data-dir"])
+        .arg(dir.path().join("bad"))
+        .env("FOGBANK_CLUSTER_KEY", "not-64-hex-digits")
+        .env("FOGBANK_MQTT", "off")
+        .env("FOGBANK_COAP", "off")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("FOGBANK_CLUSTER_KEY"), "{stderr}");
+
+    // The same key as a key file (`fogbank cluster-key` writes one) joins
+    // the cloud; a file named by flag wins over the variable.
+    let key = cluster_key();
+    let a = Member::start(dir.path(), "gw-a", &key, &[], &[], &[]);
+    let file = dir.path().join("cluster.key");
+    std::fs::write(&file, format!("/key/swarm/psk/1.0.0/\n/base16/\n{key}\n")).unwrap();
+    let b = Member::start(
+        dir.path(),
+        "gw-b",
+        "",
+        &[a.address()],
+        &["--cluster-key-file", file.to_str().unwrap()],
+        &[("FOGBANK_CLUSTER_KEY", "not-64-hex-digits")],
+    );
+    a.create_thing("boiler", 60.0);
+    converged(&[a, b], 1, Duration::from_secs(10));
+}
+
+#[test]
 fn a_second_gateway_with_a_taken_id_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let key = cluster_key();

@@ -85,6 +85,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if !args.peers.is_empty() {
         config.cloud.peers = args.peers.into_iter().filter(|p| !p.is_empty()).collect();
     }
+    // A key file named by flag (or FOGBANK_CLUSTER_KEY_FILE) beats
+    // FOGBANK_CLUSTER_KEY, which beats a key file named in the config file.
+    let key_file_given = args.cluster_key_file.is_some();
     if let Some(file) = args.cluster_key_file {
         config.cloud.cluster_key_file = Some(file);
     }
@@ -99,16 +102,20 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
         anyhow::bail!("FOGBANK_ADMIN_TOKEN is shorter than 16 characters");
     }
-    let cluster_key = cluster_key(&config)?;
+    let cluster_key = cluster_key(&config, key_file_given)?;
     server::run(config, admin_token, cluster_key)
 }
 
-/// The cluster key from FOGBANK_CLUSTER_KEY (hex) or the key file.
-fn cluster_key(config: &Config) -> anyhow::Result<Option<fogbank_taas::cloud::ClusterKey>> {
+/// The cluster key from the key file or FOGBANK_CLUSTER_KEY (hex).
+fn cluster_key(
+    config: &Config,
+    key_file_given: bool,
+) -> anyhow::Result<Option<fogbank_taas::cloud::ClusterKey>> {
     use fogbank_taas::cloud;
-    if let Some(hex) = std::env::var("FOGBANK_CLUSTER_KEY")
-        .ok()
-        .filter(|k| !k.is_empty())
+    if !key_file_given
+        && let Some(hex) = std::env::var("FOGBANK_CLUSTER_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())
     {
         return Ok(Some(
             cloud::cluster_key_from_hex(&hex)
