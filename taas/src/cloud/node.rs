@@ -487,6 +487,13 @@ impl Node {
     }
 
     fn fetch_snapshot(&mut self, peer: PeerId) {
+        if !self.swarm.is_connected(&peer) {
+            // Heard through another member: connect first (at the addresses
+            // its beacon gave); the next beacon asks again.
+            self.members.snapshot_failed(&peer);
+            self.dial_members();
+            return;
+        }
         let id = self
             .swarm
             .behaviour_mut()
