@@ -170,6 +170,16 @@ fn one_local_cloud_sees_reads_streams_and_actuates_every_thing() {
         times.len() >= 3,
         "the initial state and at least two new readings: {notifications:?}"
     );
+    // ... and switches gw-a's lamp with a CoAP PUT on gw-c.
+    let output = std::process::Command::new("coap-client-notls")
+        .args(["-m", "put", "-t", "0", "-e", "on", "-B", "10"])
+        .arg(format!("coap://127.0.0.1:{coap_port}/things/{LAMP}"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    within(Duration::from_secs(5), "the lamp is on again", || {
+        a.get_json(&format!("/api/v1/things/{LAMP}/reading"))[0]["vb"] == true
+    });
 }
 
 #[test]
