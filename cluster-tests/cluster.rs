@@ -309,7 +309,7 @@ fn peers_come_from_the_environment_and_by_host_name() {
 }
 
 #[test]
-fn the_cluster_key_comes_from_a_file_or_the_environment_and_a_bad_one_stops_the_start() {
+fn the_cluster_key_comes_from_a_file_or_the_environment_and_bad_settings_stop_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(common::binary())
         .args(["run", "--no-mdns", "--data-dir"])
@@ -338,6 +338,22 @@ fn the_cluster_key_comes_from_a_file_or_the_environment_and_a_bad_one_stops_the_
         &[("FOGBANK_CLUSTER_KEY", "not-64-hex-digits")],
     );
     a.create_thing("boiler", 60.0);
+
+    // A second gateway on a taken libp2p port is refused, not let in to
+    // share the first one's connections.
+    let output = std::process::Command::new(common::binary())
+        .args(["run", "--no-mdns", "--p2p", &a.address(), "--data-dir"])
+        .arg(dir.path().join("twin"))
+        .env("FOGBANK_CLUSTER_KEY", &key)
+        .env("FOGBANK_MQTT", "off")
+        .env("FOGBANK_COAP", "off")
+        .env("FOGBANK_HTTP", format!("127.0.0.1:{}", common::free_port()))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+
     converged(&[a, b], 1, Duration::from_secs(10));
 }
 

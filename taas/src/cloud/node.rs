@@ -163,6 +163,29 @@ async fn resolve(address: Multiaddr) -> Vec<Multiaddr> {
         .collect()
 }
 
+/// libp2p listens with SO_REUSEPORT (so that dials can leave from the
+/// listening port), which would let a second gateway on the same port
+/// share its connections without a word. A plain bind first makes a taken
+/// port the clear error it is everywhere else.
+fn port_is_free(address: &Multiaddr) -> Result<(), String> {
+    let mut ip = None;
+    let mut port = 0;
+    for protocol in address.iter() {
+        match protocol {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(p) => port = p,
+            _ => {}
+        }
+    }
+    match ip {
+        Some(ip) if port != 0 => std::net::TcpListener::bind((ip, port))
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        _ => Ok(()),
+    }
+}
+
 fn peer_of_address(address: &Multiaddr) -> Option<PeerId> {
     address.iter().find_map(|p| match p {
         Protocol::P2p(peer) => Some(peer),
@@ -266,10 +289,15 @@ pub(super) async fn run(
             return;
         }
     };
-    if let Err(error) = swarm.listen_on(config.listen.clone()) {
+    if let Err(error) = port_is_free(&config.listen).and_then(|()| {
+        swarm
+            .listen_on(config.listen.clone())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }) {
         let _ = ready.send(Err(CloudError::Listen {
             address: config.listen.clone(),
-            reason: error.to_string(),
+            reason: error,
         }));
         return;
     }
