@@ -206,12 +206,22 @@ fn a_killed_gateway_is_noticed_within_3_s_and_back_within_3_s_of_restart() {
                 .peers()
                 .contains(&("gw-a".to_owned(), "down".to_owned()))
         );
-        // An unreachable owner is a clear 502, at once.
+        // An unreachable owner is a clear 502, at once, for reads and commands.
         let started = Instant::now();
         member
             .gateway
             .get(&format!("/api/v1/things/{TEMPERATURE}/reading"))
             .assert_problem(502);
+        let problem = member
+            .gateway
+            .write(
+                "PUT",
+                &format!("/api/v1/things/{LAMP}/actuation"),
+                "application/json",
+                br#"{"value": true}"#,
+            )
+            .assert_problem(502);
+        assert_eq!(problem["type"], "urn:fogbank:problem:owner-unreachable");
         assert!(started.elapsed() < Duration::from_secs(1));
     }
 

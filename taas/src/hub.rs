@@ -742,6 +742,13 @@ impl Hub {
                 found: value.data_type(),
             });
         }
+        // An owner that is down is the reason, not the thing itself.
+        if !self.is_local(&thing) && !self.remote_for(&thing)?.is_reachable(&thing.gateway) {
+            return Err(RemoteError::Unreachable {
+                gateway: thing.gateway.clone(),
+            }
+            .into());
+        }
         if !thing.available {
             return Err(ActuateError::Unavailable(id.clone()));
         }
@@ -1175,6 +1182,9 @@ mod tests {
         }
         fn actuate(&self, _: &str, _: Command) -> crate::ActuationFuture {
             Box::pin(async { Ok(None) })
+        }
+        fn is_reachable(&self, _: &str) -> bool {
+            true
         }
         fn interest(&self, thing: &ThingId, wanted: bool) {
             self.interest.lock().push((thing.clone(), wanted));

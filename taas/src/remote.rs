@@ -46,6 +46,8 @@ pub trait Remote: Send + Sync {
     fn history(&self, thing: &ThingService, window: Window) -> RemoteFuture<Vec<Reading>>;
     /// Carries a command to the owner, whose hub runs it as its own.
     fn actuate(&self, owner: &str, command: Command) -> ActuationFuture;
+    /// Whether the gateway is up, as far as the local cloud knows.
+    fn is_reachable(&self, gateway: &str) -> bool;
     /// A local consumer started (`true`) or stopped wanting the readings
     /// of a remote thing service. Calls are balanced: one `false` for
     /// every `true`.

@@ -147,6 +147,8 @@ impl Cloud {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_hub = hub.clone();
         let loopback = orders.clone();
+        let reachable: Arc<parking_lot::RwLock<std::collections::HashSet<String>>> = Arc::default();
+        let thread_reachable = reachable.clone();
         let thread = std::thread::Builder::new()
             .name("local-cloud".into())
             .spawn(move || {
@@ -161,7 +163,14 @@ impl Cloud {
                     }
                 };
                 runtime.block_on(node::run(
-                    thread_hub, config, identity, orders_rx, loopback, stop_rx, ready_tx,
+                    thread_hub,
+                    config,
+                    identity,
+                    thread_reachable,
+                    orders_rx,
+                    loopback,
+                    stop_rx,
+                    ready_tx,
                 ));
             })
             .map_err(|e| CloudError::Start(e.to_string()))?;
@@ -178,6 +187,7 @@ impl Cloud {
         }
         hub.attach_remote(Arc::new(Handle {
             orders: orders.clone(),
+            reachable,
         }));
         tracing::info!(%peer_id, "joined the local cloud");
         Ok(Cloud {
@@ -232,6 +242,7 @@ impl Drop for Cloud {
 /// The hub's way into the swarm thread.
 struct Handle {
     orders: mpsc::UnboundedSender<Order>,
+    reachable: Arc<parking_lot::RwLock<std::collections::HashSet<String>>>,
 }
 
 impl Handle {
@@ -329,6 +340,10 @@ impl Remote for Handle {
                 Err(error) => Err(error.to_string()),
             }
         })
+    }
+
+    fn is_reachable(&self, gateway: &str) -> bool {
+        self.reachable.read().contains(gateway)
     }
 
     fn interest(&self, thing: &ThingId, wanted: bool) {

@@ -271,12 +271,16 @@ struct Node {
     orders: mpsc::UnboundedSender<Order>,
     readings_sent: u64,
     readings_received: u64,
+    /// Gateways that are up, shared with the hub's handle.
+    reachable: Arc<RwLock<HashSet<String>>>,
 }
 
+#[allow(clippy::too_many_arguments)] // the thread's whole world, handed over once
 pub(super) async fn run(
     hub: Arc<Hub>,
     config: CloudConfig,
     identity: Keypair,
+    reachable: Arc<RwLock<HashSet<String>>>,
     mut orders_rx: mpsc::UnboundedReceiver<Order>,
     orders: mpsc::UnboundedSender<Order>,
     mut stop: oneshot::Receiver<()>,
@@ -328,6 +332,7 @@ pub(super) async fn run(
         orders,
         readings_sent: 0,
         readings_received: 0,
+        reachable,
     };
     let _ = ready.send(Ok(()));
 
@@ -829,9 +834,13 @@ impl Node {
 
     fn on_transition(&mut self, transition: Transition) {
         match transition {
-            Transition::Up(gateway) => tracing::info!(%gateway, "gateway up"),
+            Transition::Up(gateway) => {
+                tracing::info!(%gateway, "gateway up");
+                self.reachable.write().insert(gateway);
+            }
             Transition::Down(gateway) => {
                 tracing::warn!(%gateway, "gateway down: its thing services are unavailable");
+                self.reachable.write().remove(&gateway);
                 self.hub.mark_gateway_down(&gateway);
             }
         }
