@@ -94,6 +94,10 @@ pub struct PeerInfo {
     pub last_seen_ms: u64,
 }
 
+/// The gateways that are up: kept by the swarm thread (a mirror of its
+/// `Members`), read by the hub's handle without a round trip.
+type Reachable = Arc<parking_lot::RwLock<std::collections::HashSet<String>>>;
+
 /// Counters for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CloudStats {
@@ -147,7 +151,7 @@ impl Cloud {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_hub = hub.clone();
         let loopback = orders.clone();
-        let reachable: Arc<parking_lot::RwLock<std::collections::HashSet<String>>> = Arc::default();
+        let reachable = Reachable::default();
         let thread_reachable = reachable.clone();
         let thread = std::thread::Builder::new()
             .name("local-cloud".into())
@@ -242,7 +246,7 @@ impl Drop for Cloud {
 /// The hub's way into the swarm thread.
 struct Handle {
     orders: mpsc::UnboundedSender<Order>,
-    reachable: Arc<parking_lot::RwLock<std::collections::HashSet<String>>>,
+    reachable: Reachable,
 }
 
 impl Handle {

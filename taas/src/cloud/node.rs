@@ -24,7 +24,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::members::{Members, Transition, Verdict};
 use super::wire::{self, CatalogMessage, Request, Response};
 use super::{
-    BEACON_PERIOD, CloudConfig, CloudError, CloudStats, Order, PeerInfo, READ_TIMEOUT, SILENCE,
+    BEACON_PERIOD, CloudConfig, CloudError, CloudStats, Order, PeerInfo, READ_TIMEOUT, Reachable,
+    SILENCE,
 };
 use crate::remote::{CatalogChange, RemoteError};
 use crate::{Event, Filter, Hub, ThingId, ThingReading};
@@ -272,7 +273,7 @@ struct Node {
     readings_sent: u64,
     readings_received: u64,
     /// Gateways that are up, shared with the hub's handle.
-    reachable: Arc<RwLock<HashSet<String>>>,
+    reachable: Reachable,
 }
 
 #[allow(clippy::too_many_arguments)] // the thread's whole world, handed over once
@@ -280,7 +281,7 @@ pub(super) async fn run(
     hub: Arc<Hub>,
     config: CloudConfig,
     identity: Keypair,
-    reachable: Arc<RwLock<HashSet<String>>>,
+    reachable: Reachable,
     mut orders_rx: mpsc::UnboundedReceiver<Order>,
     orders: mpsc::UnboundedSender<Order>,
     mut stop: oneshot::Receiver<()>,
