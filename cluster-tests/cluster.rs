@@ -12,7 +12,7 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use common::{mqtt_publish, read_events};
-use harness::{Member, cluster_key, converged, start_cloud, within};
+use harness::{Member, acquainted, cluster_key, converged, start_cloud, within};
 
 /// The campus simulator's thing services.
 const CAMPUS: usize = 40;
@@ -188,6 +188,10 @@ fn a_killed_gateway_is_noticed_within_3_s_and_back_within_3_s_of_restart() {
     let key = cluster_key();
     let mut members = start_cloud(dir.path(), &key, &["gw-a", "gw-b", "gw-c"], campus_on_a);
     converged(&members, CAMPUS, Duration::from_secs(10));
+    // gw-b and gw-c bootstrapped from gw-a only; they must know each other
+    // directly, or gw-a's death would cut them apart.
+    let took = acquainted(&members, Duration::from_secs(5));
+    eprintln!("members acquainted after {took:?}");
     let unavailable = |m: &Member| {
         m.things()
             .iter()
@@ -246,6 +250,23 @@ fn a_killed_gateway_is_noticed_within_3_s_and_back_within_3_s_of_restart() {
             .peers()
             .contains(&("gw-a".to_owned(), "down".to_owned()))
     });
+
+    // Decommissioned: an operator makes gw-b forget it (only while it is down).
+    let b = &members[1];
+    let auth = format!("Bearer {}", b.gateway.token());
+    let forget = |gateway: &str| {
+        b.gateway.request(
+            "DELETE",
+            &format!("/api/v1/peers/{gateway}"),
+            &[("Authorization", &auth)],
+            None,
+        )
+    };
+    forget("gw-c").assert_problem(409);
+    assert_eq!(forget("gw-a").status, 204);
+    assert!(b.things().iter().all(|(id, _)| !id.starts_with("gw-a.")));
+    assert!(b.peers().iter().all(|(gateway, _)| gateway != "gw-a"));
+    forget("gw-a").assert_problem(404);
 }
 
 #[test]

@@ -211,6 +211,16 @@ pub fn start_cloud(
     members
 }
 
+/// Waits until every member lists every other as up.
+pub fn acquainted(members: &[Member], limit: Duration) -> Duration {
+    within(limit, "every member sees every other up", || {
+        members.iter().all(|m| {
+            let peers = m.peers();
+            peers.len() == members.len() && peers[1..].iter().all(|(_, state)| state == "up")
+        })
+    })
+}
+
 /// Waits until every member sees the same catalog with `count` entries.
 pub fn converged(members: &[Member], count: usize, limit: Duration) -> Duration {
     within(limit, "every member sees the same catalog", || {

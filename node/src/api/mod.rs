@@ -122,7 +122,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 )
                 .service(get("/things/{id}/stream", stream::sse))
                 .service(get("/commands/{id}", things::command))
-                .service(get("/peers", peers::list)),
+                .service(get("/peers", peers::list))
+                .service(
+                    web::resource("/peers/{gateway}")
+                        .route(web::delete().to(peers::forget))
+                        .default_service(method_not_allowed("DELETE")),
+                ),
         )
         .service(ops(web::scope("")))
         .default_service(web::to(|request: HttpRequest| async move {

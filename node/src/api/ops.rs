@@ -189,7 +189,7 @@ impl utoipa::Modify for BearerScheme {
     paths(
         super::things::list, super::things::get, super::things::description, super::things::latest,
         super::things::history, super::things::ingest, super::things::actuate, super::things::command,
-        super::stream::sse, super::peers::list, health, metrics, openapi
+        super::stream::sse, super::peers::list, super::peers::forget, health, metrics, openapi
     ),
     components(schemas(ThingService, Kind, DataType, Record, CommandStatus, CommandState, Problem, ActuationRequest, CommandValue, Health, PeerInfo)),
     modifiers(&BearerScheme),

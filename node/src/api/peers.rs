@@ -1,10 +1,10 @@
 //! `GET /api/v1/peers`: the gateways of the local cloud.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use fogbank_taas::cloud::PeerInfo;
+use fogbank_taas::cloud::{ForgetError, PeerInfo};
 
 use super::AppState;
-use super::problem::ApiError;
+use super::problem::{ApiError, Problem};
 use crate::auth::Scope;
 
 #[utoipa::path(get, path = "/api/v1/peers", tag = "local cloud",
@@ -26,4 +26,30 @@ pub async fn list(
         }],
     };
     Ok(HttpResponse::Ok().json(peers))
+}
+
+#[utoipa::path(delete, path = "/api/v1/peers/{gateway}", tag = "local cloud",
+    params(("gateway" = String, Path, description = "The id of a gateway that is down")),
+    responses((status = 204, description = "Forgotten: it left the peer list, its thing services left the catalog"),
+              (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 404, description = "No such gateway, or no local cloud", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "The gateway is up", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn forget(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    gateway: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.authorize(&request, Scope::Admin)?;
+    let Some(cloud) = &state.cloud else {
+        return Err(ApiError::NotFound(
+            "this gateway stands alone: it has no local cloud".into(),
+        ));
+    };
+    match cloud.forget(&gateway).await {
+        Ok(()) => Ok(HttpResponse::NoContent().finish()),
+        Err(error @ ForgetError::Unknown(_)) => Err(ApiError::NotFound(error.to_string())),
+        Err(error @ ForgetError::StillUp(_)) => Err(ApiError::Conflict(error.to_string())),
+    }
 }

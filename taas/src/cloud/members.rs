@@ -36,6 +36,15 @@ pub struct Member {
     fetching: bool,
 }
 
+/// Why a gateway cannot be forgotten.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForgetError {
+    #[error("no gateway {0} is known to the local cloud")]
+    Unknown(String),
+    #[error("gateway {0} is up; only a gateway that is down can be forgotten")]
+    StillUp(String),
+}
+
 /// A member that came up or went down.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
@@ -207,6 +216,18 @@ impl Members {
         }
     }
 
+    /// Forgets a member that is down, for good.
+    pub fn forget(&mut self, gateway: &str) -> Result<(), ForgetError> {
+        match self.members.get(gateway) {
+            None => Err(ForgetError::Unknown(gateway.to_owned())),
+            Some(member) if member.up => Err(ForgetError::StillUp(gateway.to_owned())),
+            Some(_) => {
+                self.members.remove(gateway);
+                Ok(())
+            }
+        }
+    }
+
     /// Members not heard from for `silence` are down.
     pub fn expire(&mut self, now: Instant, silence: Duration) -> Vec<Transition> {
         let mut down = Vec::new();
@@ -325,6 +346,16 @@ mod tests {
             vec![Transition::Down("gw-b".into())]
         );
         assert!(members.disconnected(&b).is_empty());
+        assert_eq!(
+            members.forget("gw-a"),
+            Err(ForgetError::StillUp("gw-a".into()))
+        );
+        assert_eq!(members.forget("gw-b"), Ok(()));
+        assert_eq!(
+            members.forget("gw-b"),
+            Err(ForgetError::Unknown("gw-b".into()))
+        );
+        assert!(members.get("gw-b").is_none());
     }
 
     #[test]

@@ -43,6 +43,7 @@ use crate::{Command, CommandState, Hub, Reading, ThingId, ThingService};
 pub use keys::{
     IDENTITY_FILE, KeyError, cluster_key_from_file, cluster_key_from_hex, new_cluster_key,
 };
+pub use members::ForgetError;
 use wire::{Request, Response};
 
 /// How often a gateway tells the others it is alive and where its catalog is.
@@ -124,6 +125,10 @@ enum Order {
         wanted: bool,
     },
     Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Forget {
+        gateway: String,
+        reply: oneshot::Sender<Result<(), ForgetError>>,
+    },
     Stats(oneshot::Sender<CloudStats>),
     /// What a bootstrap peer's `/dns*` address resolved to, to dial.
     Dial {
@@ -213,6 +218,23 @@ impl Cloud {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// Forgets a gateway that is down for good (decommissioned): it leaves
+    /// the peer list and its thing services leave the catalog. If it ever
+    /// comes back, it is a new member like any other.
+    pub async fn forget(&self, gateway: &str) -> Result<(), ForgetError> {
+        let (reply, answer) = oneshot::channel();
+        let order = Order::Forget {
+            gateway: gateway.to_owned(),
+            reply,
+        };
+        if self.orders.send(order).is_err() {
+            return Err(ForgetError::Unknown(gateway.to_owned()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(ForgetError::Unknown(gateway.to_owned())))
     }
 
     pub async fn stats(&self) -> CloudStats {

@@ -71,6 +71,10 @@ fn build_swarm(identity: Keypair, config: &CloudConfig) -> Result<Swarm<Behaviou
             |key| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
                 let gossip = gossipsub::ConfigBuilder::default()
                     .heartbeat_interval(Duration::from_millis(500))
+                    // Meshes form at the first heartbeat: members that know each
+                    // other only through a third must hear each other's beacons
+                    // (and so dial each other) within a second, not after 5 s.
+                    .heartbeat_initial_delay(Duration::from_millis(100))
                     .validation_mode(ValidationMode::Strict)
                     .max_transmit_size(MAX_GOSSIP)
                     .build()?;
@@ -560,6 +564,14 @@ impl Node {
             Order::Interest { thing, wanted } => self.interest(thing, wanted),
             Order::Peers(reply) => {
                 let _ = reply.send(self.peers());
+            }
+            Order::Forget { gateway, reply } => {
+                let outcome = self.members.forget(&gateway);
+                if outcome.is_ok() {
+                    tracing::info!(%gateway, "gateway forgotten");
+                    self.hub.replace_remote_catalog(&gateway, Vec::new());
+                }
+                let _ = reply.send(outcome);
             }
             Order::Stats(reply) => {
                 let up = self.members.all().filter(|m| m.up).count();
