@@ -356,7 +356,7 @@ impl Remote for Handle {
         Box::pin(async move {
             match call.await {
                 Ok(Response::Actuated(CommandState::Succeeded { confirmed })) => {
-                    Ok(confirmed.map(json_value))
+                    Ok(confirmed.map(crate::Value::from_json))
                 }
                 Ok(Response::Actuated(CommandState::Failed { reason })) => Err(reason),
                 Ok(Response::Actuated(CommandState::Pending)) => {
@@ -377,18 +377,5 @@ impl Remote for Handle {
             thing: thing.clone(),
             wanted,
         });
-    }
-}
-
-/// A confirmed value as the owner reported it (JSON), back as a value.
-fn json_value(json: serde_json::Value) -> crate::Value {
-    match json {
-        serde_json::Value::Bool(b) => crate::Value::Bool(b),
-        serde_json::Value::Number(n) => n
-            .as_f64()
-            .map(crate::Value::Number)
-            .unwrap_or_else(|| crate::Value::String(n.to_string())),
-        serde_json::Value::String(s) => crate::Value::String(s),
-        other => crate::Value::String(other.to_string()),
     }
 }

@@ -24,8 +24,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::members::{Members, Transition, Verdict};
 use super::wire::{self, CatalogMessage, Request, Response};
 use super::{
-    BEACON_PERIOD, CloudConfig, CloudError, CloudStats, Order, PeerInfo, READ_TIMEOUT, Reachable,
-    SILENCE,
+    BEACON_PERIOD, CloudConfig, CloudError, CloudStats, Order, PeerInfo, Reachable, SILENCE,
 };
 use crate::remote::{CatalogChange, RemoteError};
 use crate::{Event, Filter, Hub, ThingId, ThingReading};
@@ -37,6 +36,11 @@ const DELTA_CHANGES: usize = 256;
 const READINGS_BATCH: usize = 256;
 /// Largest gossip message (a delta of `DELTA_CHANGES` rich thing services).
 const MAX_GOSSIP: usize = 1 << 20;
+/// The transport's own limit on a call: past every caller's deadline
+/// (reads and commands time out first, in the handle), it only frees
+/// what a caller gave up on.
+const CALL_TIMEOUT: Duration = Duration::from_secs(40);
+const _: () = assert!(CALL_TIMEOUT.as_secs() > super::ACTUATE_TIMEOUT.as_secs());
 /// Largest snapshot answer: 64 MiB holds well over 100 000 thing services.
 const MAX_RESPONSE: u64 = 64 << 20;
 
@@ -92,8 +96,7 @@ fn build_swarm(identity: Keypair, config: &CloudConfig) -> Result<Swarm<Behaviou
                             StreamProtocol::new(wire::CALL_PROTOCOL),
                             ProtocolSupport::Full,
                         )],
-                        request_response::Config::default()
-                            .with_request_timeout(super::ACTUATE_TIMEOUT + Duration::from_secs(5)),
+                        request_response::Config::default().with_request_timeout(CALL_TIMEOUT),
                     ),
                     identify: identify::Behaviour::new(
                         identify::Config::new(wire::IDENTIFY_PROTOCOL.into(), key.public())
@@ -915,7 +918,7 @@ impl Node {
                     let error = match error {
                         request_response::OutboundFailure::Timeout => RemoteError::Timeout {
                             gateway,
-                            seconds: READ_TIMEOUT.as_secs(),
+                            seconds: CALL_TIMEOUT.as_secs(),
                         },
                         _ => RemoteError::Unreachable { gateway },
                     };
