@@ -291,6 +291,12 @@ impl Hub {
         self.registry.get(id)
     }
 
+    /// Looks at a thing service without copying it: cheap enough for a
+    /// bus filter that runs on every reading.
+    pub fn inspect_thing<R>(&self, id: &ThingId, f: impl FnOnce(&ThingService) -> R) -> Option<R> {
+        self.registry.inspect(id, f)
+    }
+
     pub fn query(&self, query: &Query) -> Vec<ThingService> {
         self.registry.query(query)
     }

@@ -33,5 +33,7 @@ pub use hub::{
 pub use id::{IdError, ThingId};
 pub use reading::{Reading, ThingReading, Timestamp, Value};
 pub use remote::{CatalogChange, CatalogSnapshot, Follow, Remote, RemoteError};
-pub use store::{Retention, RetentionReport, Store, StoreError, StoreOptions, Window};
+pub use store::{
+    Retention, RetentionReport, Store, StoreError, StoreOptions, StoredService, Window,
+};
 pub use thing::{DataType, Kind, Location, Query, ThingService};

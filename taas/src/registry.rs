@@ -59,6 +59,11 @@ impl Registry {
         self.entries.read().get(id).map(|e| e.thing.clone())
     }
 
+    /// Looks at a thing service without copying it.
+    pub fn inspect<R>(&self, id: &ThingId, f: impl FnOnce(&ThingService) -> R) -> Option<R> {
+        self.entries.read().get(id).map(|e| f(&e.thing))
+    }
+
     pub fn contains(&self, id: &ThingId) -> bool {
         self.entries.read().contains_key(id)
     }

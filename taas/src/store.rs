@@ -34,6 +34,10 @@ const CF_THINGS: &str = "things";
 const CF_READINGS: &str = "readings";
 const CF_META: &str = "meta";
 const CF_RECEIPTS: &str = "receipts";
+/// Extended services: `{name} 0x00 record|component`, opaque to this crate.
+const CF_SERVICES: &str = "services";
+/// Each extended service's key-value store: `{name} 0x00 {key}`.
+const CF_SERVICE_DATA: &str = "service_data";
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const SCHEMA_VERSION: &[u8] = b"1";
 /// Separates the thing id from the timestamp in reading keys. Ids never
@@ -176,6 +180,20 @@ fn id_prefix_end(id: &[u8]) -> Vec<u8> {
     end
 }
 
+/// An extended service as [`Store::load_services`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredService {
+    pub name: String,
+    pub record: Vec<u8>,
+    pub component: Vec<u8>,
+}
+
+fn service_key(name: &str, key: &[u8]) -> Vec<u8> {
+    let mut full = id_prefix(name.as_bytes());
+    full.extend_from_slice(key);
+    full
+}
+
 pub struct Store {
     db: DB,
     path: PathBuf,
@@ -206,7 +224,9 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_THINGS, small.clone()),
             ColumnFamilyDescriptor::new(CF_READINGS, readings),
             ColumnFamilyDescriptor::new(CF_META, small.clone()),
-            ColumnFamilyDescriptor::new(CF_RECEIPTS, small),
+            ColumnFamilyDescriptor::new(CF_RECEIPTS, small.clone()),
+            ColumnFamilyDescriptor::new(CF_SERVICES, small.clone()),
+            ColumnFamilyDescriptor::new(CF_SERVICE_DATA, small),
         ];
         let db = DB::open_cf_descriptors(&db_options, path, descriptors).map_err(|source| {
             StoreError::Open {
@@ -510,6 +530,116 @@ impl Store {
         Ok(report)
     }
 
+    // ------------------------------------------------- extended services
+    //
+    // The Service layer keeps its services here; this crate stores their
+    // bytes without knowing what they are.
+
+    /// Writes a service's record and, when given, its component, in one
+    /// batch: an upgrade is either wholly there or not at all.
+    pub fn put_service(
+        &self,
+        name: &str,
+        record: &[u8],
+        component: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let cf = self.cf(CF_SERVICES)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf, service_key(name, b"record"), record);
+        if let Some(component) = component {
+            batch.put_cf(cf, service_key(name, b"component"), component);
+        }
+        self.db.write_opt(batch, &self.write_options)?;
+        Ok(())
+    }
+
+    /// Every stored service: name, record, component.
+    pub fn load_services(&self) -> Result<Vec<StoredService>, StoreError> {
+        let cf = self.cf(CF_SERVICES)?;
+        let mut services: Vec<StoredService> = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (key, value) = item?;
+            let Some(split) = key.iter().position(|b| *b == KEY_SEPARATOR) else {
+                continue;
+            };
+            let name = String::from_utf8_lossy(&key[..split]).into_owned();
+            if services.last().is_none_or(|s| s.name != name) {
+                services.push(StoredService {
+                    name,
+                    record: Vec::new(),
+                    component: Vec::new(),
+                });
+            }
+            if let Some(service) = services.last_mut() {
+                match &key[split + 1..] {
+                    b"record" => service.record = value.into_vec(),
+                    b"component" => service.component = value.into_vec(),
+                    _ => {}
+                }
+            }
+        }
+        Ok(services)
+    }
+
+    /// Removes a service and its key-value data.
+    pub fn delete_service(&self, name: &str) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let name = name.as_bytes();
+        batch.delete_range_cf(self.cf(CF_SERVICES)?, id_prefix(name), id_prefix_end(name));
+        batch.delete_range_cf(
+            self.cf(CF_SERVICE_DATA)?,
+            id_prefix(name),
+            id_prefix_end(name),
+        );
+        self.db.write_opt(batch, &self.write_options)?;
+        Ok(())
+    }
+
+    pub fn service_value(&self, name: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let cf = self.cf(CF_SERVICE_DATA)?;
+        Ok(self.db.get_cf(cf, service_key(name, key.as_bytes()))?)
+    }
+
+    pub fn put_service_value(&self, name: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let cf = self.cf(CF_SERVICE_DATA)?;
+        self.db.put_cf_opt(
+            cf,
+            service_key(name, key.as_bytes()),
+            value,
+            &self.write_options,
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_service_value(&self, name: &str, key: &str) -> Result<(), StoreError> {
+        let cf = self.cf(CF_SERVICE_DATA)?;
+        self.db
+            .delete_cf_opt(cf, service_key(name, key.as_bytes()), &self.write_options)?;
+        Ok(())
+    }
+
+    /// A service's keys that start with `prefix`, in byte order, with the
+    /// size of each value.
+    pub fn service_entries(
+        &self,
+        name: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, usize)>, StoreError> {
+        let cf = self.cf(CF_SERVICE_DATA)?;
+        let start = service_key(name, prefix.as_bytes());
+        let mut entries = Vec::new();
+        let mode = IteratorMode::From(&start, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(cf, mode) {
+            let (key, value) = item?;
+            if !key.starts_with(&start) {
+                break;
+            }
+            let key = &key[name.len() + 1..];
+            entries.push((String::from_utf8_lossy(key).into_owned(), value.len()));
+        }
+        Ok(entries)
+    }
+
     /// Syncs the WAL to disk (used at shutdown and periodically when
     /// `sync_writes` is off).
     pub fn sync_wal(&self) -> Result<(), StoreError> {
@@ -733,5 +863,44 @@ mod tests {
                 "newest readings stay"
             );
         }
+    }
+
+    #[test]
+    fn services_and_their_data_are_kept_apart_and_removed_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        store.put_service("avg", b"r1", Some(b"c1")).unwrap();
+        store.put_service("avg-b", b"r2", Some(b"c2")).unwrap();
+        // An upgrade of the record alone keeps the component.
+        store.put_service("avg", b"r1'", None).unwrap();
+        store.put_service_value("avg", "count", b"7").unwrap();
+        store.put_service_value("avg", "co", b"x").unwrap();
+        store.put_service_value("avg-b", "count", b"8").unwrap();
+        let all = store.load_services().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            (
+                all[0].name.as_str(),
+                &all[0].record[..],
+                &all[0].component[..]
+            ),
+            ("avg", &b"r1'"[..], &b"c1"[..])
+        );
+        assert_eq!(
+            store.service_value("avg", "count").unwrap(),
+            Some(b"7".to_vec())
+        );
+        assert_eq!(
+            store.service_entries("avg", "co").unwrap(),
+            vec![("co".to_owned(), 1), ("count".to_owned(), 1)]
+        );
+        store.delete_service_value("avg", "co").unwrap();
+        store.delete_service("avg").unwrap();
+        assert_eq!(store.load_services().unwrap().len(), 1);
+        assert_eq!(store.service_value("avg", "count").unwrap(), None);
+        assert_eq!(
+            store.service_value("avg-b", "count").unwrap(),
+            Some(b"8".to_vec())
+        );
     }
 }

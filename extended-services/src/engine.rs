@@ -1,0 +1,178 @@
+//! The wasmtime engine every service of a gateway shares: compiled once per
+//! component (and cached on disk by digest), prepared once per service,
+//! instantiated from a pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::ServiceError;
+use crate::host::{HostState, ServicePre};
+use crate::manifest::MAX_MEMORY_MIB;
+
+/// The epoch ticks this often; CPU deadlines are checked at each tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Service instances that can exist at once (a restart frees its slot
+/// before taking a new one).
+pub const INSTANCE_SLOTS: u32 = 256;
+
+pub(crate) struct Runtime {
+    pub engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    ticker: Option<JoinHandle<()>>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    /// `cache_dir` keeps compiled components across restarts; `None`
+    /// compiles every time.
+    pub fn new(cache_dir: Option<&Path>) -> Result<Self, ServiceError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(INSTANCE_SLOTS)
+            // A Rust or C component is its program plus a few adapter and
+            // shim modules.
+            .max_core_instances_per_component(32)
+            .total_core_instances(INSTANCE_SLOTS * 8)
+            .max_memories_per_component(4)
+            .total_memories(INSTANCE_SLOTS * 2)
+            .max_tables_per_component(8)
+            .total_tables(INSTANCE_SLOTS * 4)
+            .max_memory_size((MAX_MEMORY_MIB << 20) as usize)
+            // Linear memory is reset by madvise, keep a few slots warm.
+            .max_unused_warm_slots(16);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(ServiceError::engine)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(ServiceError::engine)?;
+        crate::host::Service::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(ServiceError::engine)?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("fogbank-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| ServiceError::Engine(format!("cannot start the epoch ticker: {e}")))?
+        };
+        if let Some(dir) = cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                ServiceError::Engine(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        Ok(Runtime {
+            engine,
+            linker,
+            cache_dir: cache_dir.map(Path::to_owned),
+            ticker: Some(ticker),
+            stop_ticker,
+        })
+    }
+
+    /// Compiles a component, or loads what an earlier compilation of the
+    /// same bytes left in the cache.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Component, ServiceError> {
+        let digest = digest(bytes);
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{}.cwasm", &digest[7..])));
+        if let Some(path) = &cached
+            && path.exists()
+        {
+            // SAFETY: the cache directory holds only what `serialize` below
+            // wrote, named by the digest of its source; wasmtime refuses
+            // artifacts of another engine configuration or version, and
+            // then the component is compiled again.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::info!(path = %path.display(), "recompiling a stale cached component: {e}")
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| {
+            ServiceError::Invalid(format!("not a WebAssembly component: {}", root_cause(&e)))
+        })?;
+        if let Some(path) = &cached {
+            let written = component
+                .serialize()
+                .map_err(|e| e.to_string())
+                .and_then(|artifact| {
+                    let partial = path.with_extension("partial");
+                    std::fs::write(&partial, artifact)
+                        .and_then(|()| std::fs::rename(&partial, path))
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), "cannot cache a compiled component: {e}");
+            }
+        }
+        Ok(component)
+    }
+
+    /// Links a component against the `fogbank:service` world: every import
+    /// must be one the host provides, every export must be there with its
+    /// type. Done once per service; instantiation then only fills a slot.
+    pub fn prepare(&self, component: &Component) -> Result<ServicePre<HostState>, ServiceError> {
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
+            ServiceError::Invalid(format!(
+                "the component does not fit the fogbank:service world: {}",
+                root_cause(&e)
+            ))
+        })?;
+        ServicePre::new(pre).map_err(|e| {
+            ServiceError::Invalid(format!(
+                "the component does not export the fogbank:service world: {}",
+                root_cause(&e)
+            ))
+        })
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+    }
+}
+
+/// `sha256:<hex>` of a component's bytes.
+pub fn digest(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let mut text = String::with_capacity(7 + 64);
+    text.push_str("sha256:");
+    for byte in hash {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
+/// The full chain of a wasmtime error, which keeps the useful part (the
+/// missing import's name) in its causes.
+pub(crate) fn root_cause(error: &wasmtime::Error) -> String {
+    format!("{error:#}")
+}

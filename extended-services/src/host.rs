@@ -1,0 +1,512 @@
+//! What a guest can call: the imports of `fogbank:service`, each checked
+//! against the manifest before it touches anything.
+//!
+//! A refused or failed call comes back to the guest as a `failure` it can
+//! handle; only flooding the outputs and exhausting memory end the call
+//! with a trap, because those are the service misbehaving, not asking.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use fogbank_taas::{Hub, Reading, ThingId, ThingReading, ThingService, Timestamp, Value, Window};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::manifest::Selector;
+use crate::service::{LogLevel, Shared};
+
+/// The typed bindings of `wit/service.wit`.
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "service",
+        imports: {
+            "fogbank:service/outputs.publish": trappable,
+            default: tracing,
+        },
+    });
+}
+
+pub use bindings::fogbank::service::types::{
+    Failure, Kind as WitKind, Reading as WitReading, Response,
+};
+use bindings::fogbank::service::types::{
+    Selector as WitSelector, Thing as WitThing, Value as WitValue,
+};
+use bindings::fogbank::service::{clock, log, outputs, store, things, types};
+pub use bindings::{Service, ServicePre};
+
+/// How long a host call may wait on the local cloud or the store.
+pub const HOST_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The key-value store's per-entry limits.
+pub const MAX_KEY_BYTES: usize = 256;
+pub const MAX_VALUE_BYTES: usize = 64 << 10;
+/// Readings a history call returns at most.
+pub const MAX_HISTORY: u32 = 10_000;
+
+/// The data of one instance's store.
+pub struct HostState {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) tokio: tokio::runtime::Handle,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: Limiter,
+    pub(crate) clock: CallClock,
+    bucket: TokenBucket,
+    /// Bytes the key-value store holds, keys included.
+    store_bytes: u64,
+}
+
+impl HostState {
+    pub(crate) fn new(shared: Arc<Shared>, hub: Arc<Hub>, tokio: tokio::runtime::Handle) -> Self {
+        let limits = shared.manifest.limits;
+        let store_bytes = hub
+            .store()
+            .service_entries(&shared.manifest.name, "")
+            .map(|entries| entries.iter().map(|(k, v)| (k.len() + v) as u64).sum())
+            .unwrap_or(0);
+        HostState {
+            // Nothing of the host: no environment, arguments, files,
+            // sockets or standard streams.
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limiter: Limiter::new(limits.memory_bytes(), shared.clone()),
+            clock: CallClock::default(),
+            bucket: TokenBucket::new(limits.publish_per_second),
+            store_bytes,
+            shared,
+            hub,
+            tokio,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.shared.manifest.name
+    }
+
+    /// Runs a future from a guest call on the host's runtime, bounded by
+    /// [`HOST_CALL_TIMEOUT`]; the wait does not count as the guest's time.
+    fn wait<F: Future>(&mut self, future: F) -> Option<F::Output> {
+        let started = Instant::now();
+        let out = self
+            .tokio
+            .block_on(async { tokio::time::timeout(HOST_CALL_TIMEOUT, future).await.ok() });
+        self.clock.host += started.elapsed();
+        out
+    }
+
+    /// The thing a guest names, if it exists.
+    fn thing(&self, id: &str) -> Result<ThingService, Failure> {
+        let parsed = ThingId::parse(id)
+            .map_err(|e| Failure::NotFound(format!("{id:?} is not a thing-service id: {e}")))?;
+        self.hub
+            .thing(&parsed)
+            .ok_or_else(|| Failure::NotFound(format!("no thing service {id}")))
+    }
+
+    fn is_own_output(&self, thing: &ThingService) -> bool {
+        thing.gateway == self.hub.gateway()
+            && thing.adapter == crate::OUTPUT_ADAPTER
+            && thing.id.device() == self.name()
+    }
+
+    fn readable(&self, id: &str) -> Result<ThingService, Failure> {
+        let thing = self.thing(id)?;
+        if self.is_own_output(&thing) || self.shared.manifest.grants.may_read(&thing) {
+            Ok(thing)
+        } else {
+            Err(Failure::Denied(format!(
+                "the manifest grants no read of {id}"
+            )))
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Splits a call's wall time into the guest's own and the time it waited
+/// on the host, so the CPU deadline counts only the first.
+#[derive(Debug, Default)]
+pub(crate) struct CallClock {
+    pub started: Option<Instant>,
+    pub host: Duration,
+}
+
+impl CallClock {
+    pub fn start(&mut self) {
+        self.started = Some(Instant::now());
+        self.host = Duration::ZERO;
+    }
+    pub fn guest_time(&self) -> Duration {
+        self.started
+            .map(|s| s.elapsed().saturating_sub(self.host))
+            .unwrap_or_default()
+    }
+}
+
+/// Memory accounting and the per-service memory limit.
+pub(crate) struct Limiter {
+    memory_limit: usize,
+    shared: Arc<Shared>,
+}
+
+impl Limiter {
+    fn new(memory_limit: usize, shared: Arc<Shared>) -> Self {
+        Limiter {
+            memory_limit,
+            shared,
+        }
+    }
+}
+
+/// Tables may not grow past this many elements.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self.shared.memory_bytes.load(Ordering::Relaxed) as usize;
+        let after = total.saturating_sub(current) + desired;
+        if after > self.memory_limit {
+            return Err(wasmtime::format_err!(
+                "memory limit of {} MiB reached",
+                self.memory_limit >> 20
+            ));
+        }
+        self.shared
+            .memory_bytes
+            .store(after as u64, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Readings per second over all outputs.
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl TokenBucket {
+    fn new(per_second: u32) -> Self {
+        TokenBucket {
+            rate: f64::from(per_second),
+            tokens: f64::from(per_second),
+            refilled: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(self.rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+// ------------------------------------------------------------- conversions
+
+pub(crate) fn to_wit_value(value: &Value) -> WitValue {
+    match value {
+        Value::Number(n) => WitValue::Number(*n),
+        Value::Bool(b) => WitValue::Boolean(*b),
+        Value::String(s) => WitValue::Text(s.clone()),
+        // Opaque data has no WIT shape of its own; guests see base64.
+        Value::Data(bytes) => WitValue::Text(Value::Data(bytes.clone()).to_json().to_string()),
+    }
+}
+
+fn from_wit_value(value: WitValue) -> Value {
+    match value {
+        WitValue::Number(n) => Value::Number(n),
+        WitValue::Boolean(b) => Value::Bool(b),
+        WitValue::Text(s) => Value::String(s),
+    }
+}
+
+pub(crate) fn to_wit_reading(reading: &Reading) -> WitReading {
+    WitReading {
+        value: to_wit_value(&reading.value),
+        time: reading.time.0,
+    }
+}
+
+fn to_wit_thing(thing: &ThingService) -> WitThing {
+    WitThing {
+        id: thing.id.as_str().to_owned(),
+        kind: match thing.kind {
+            fogbank_taas::Kind::Sensor => WitKind::Sensor,
+            fogbank_taas::Kind::Actuator => WitKind::Actuator,
+        },
+        type_: thing.semantic_type.clone(),
+        unit: thing.unit.clone(),
+        location: thing.location.as_str().to_owned(),
+        gateway: thing.gateway.clone(),
+        available: thing.available,
+    }
+}
+
+// ------------------------------------------------------------- interfaces
+
+impl types::Host for HostState {}
+
+impl things::Host for HostState {
+    fn find(&mut self, selector: WitSelector) -> Vec<WitThing> {
+        let selector = Selector {
+            semantic_type: selector.type_,
+            location: selector.location,
+            id: selector.id,
+        };
+        let mut found: Vec<WitThing> = self
+            .hub
+            .query(&Default::default())
+            .iter()
+            .filter(|t| selector.matches(t))
+            .map(to_wit_thing)
+            .collect();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found
+    }
+
+    fn read_latest(&mut self, id: String) -> Result<Option<WitReading>, Failure> {
+        let thing = self.readable(&id)?;
+        let hub = self.hub.clone();
+        match self.wait(async move { hub.read_latest(&thing.id).await }) {
+            Some(Ok(reading)) => Ok(reading.as_ref().map(to_wit_reading)),
+            Some(Err(e)) => Err(Failure::Unavailable(e.to_string())),
+            None => Err(Failure::Unavailable(format!(
+                "no answer within {HOST_CALL_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    fn read_history(
+        &mut self,
+        id: String,
+        since: Option<u64>,
+        until: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<WitReading>, Failure> {
+        let thing = self.readable(&id)?;
+        if limit > MAX_HISTORY {
+            return Err(Failure::Invalid(format!(
+                "at most {MAX_HISTORY} readings per call"
+            )));
+        }
+        let window = Window {
+            from: Timestamp(since.unwrap_or(0)),
+            to: Timestamp(until.unwrap_or(u64::MAX)),
+            limit: limit as usize,
+            newest_first: false,
+        };
+        let hub = self.hub.clone();
+        match self.wait(async move { hub.read_history(&thing.id, window).await }) {
+            Some(Ok(readings)) => Ok(readings.iter().map(to_wit_reading).collect()),
+            Some(Err(e)) => Err(Failure::Unavailable(e.to_string())),
+            None => Err(Failure::Unavailable(format!(
+                "no answer within {HOST_CALL_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    fn actuate(&mut self, id: String, value: WitValue) -> Result<String, Failure> {
+        let thing = self.thing(&id)?;
+        if !self.shared.manifest.grants.may_actuate(&thing) {
+            return Err(Failure::Denied(format!(
+                "the manifest grants no actuation of {id}"
+            )));
+        }
+        let hub = self.hub.clone();
+        let value = from_wit_value(value);
+        // Commands run as tasks of the host's runtime and finish on their
+        // own; the guest gets the id at once.
+        let started = Instant::now();
+        let ticket = self
+            .tokio
+            .block_on(async move { hub.actuate(&thing.id, value) });
+        self.clock.host += started.elapsed();
+        match ticket {
+            Ok(ticket) => {
+                self.shared.log(
+                    LogLevel::Debug,
+                    format!("command {} sent to {id}", ticket.id.0),
+                );
+                Ok(ticket.id.0.to_string())
+            }
+            Err(e) => Err(Failure::Invalid(e.to_string())),
+        }
+    }
+}
+
+impl outputs::Host for HostState {
+    fn publish(
+        &mut self,
+        output: String,
+        value: WitValue,
+    ) -> wasmtime::Result<Result<(), Failure>> {
+        let manifest = &self.shared.manifest;
+        let Some(declared) = manifest.output(&output) else {
+            return Ok(Err(Failure::NotFound(format!(
+                "the manifest declares no output {output:?}"
+            ))));
+        };
+        let value = from_wit_value(value);
+        if value.data_type() != declared.data_type() {
+            return Ok(Err(Failure::Invalid(format!(
+                "output {output} takes {:?} values, not {:?}",
+                declared.data_type(),
+                value.data_type()
+            ))));
+        }
+        if !self.bucket.take() {
+            let reason = format!(
+                "flooded its outputs: more than {} readings per second",
+                manifest.limits.publish_per_second
+            );
+            return Err(wasmtime::format_err!(reason));
+        }
+        let Ok(thing) = ThingId::new(
+            self.hub.gateway(),
+            crate::OUTPUT_ADAPTER,
+            &manifest.name,
+            &output,
+        ) else {
+            return Ok(Err(Failure::Invalid(format!("bad output name {output:?}"))));
+        };
+        let reading = ThingReading {
+            thing,
+            reading: Reading {
+                time: self.hub.arrival_time(),
+                value,
+            },
+        };
+        let started = Instant::now();
+        let outcome = self.hub.ingest(vec![reading]);
+        self.clock.host += started.elapsed();
+        Ok(outcome
+            .map(|()| {
+                self.shared.published.fetch_add(1, Ordering::Relaxed);
+            })
+            .map_err(|e| Failure::Invalid(e.to_string())))
+    }
+}
+
+impl store::Host for HostState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        let value = self.hub.store().service_value(self.name(), &key);
+        self.clock.host += started.elapsed();
+        value.unwrap_or_else(|e| {
+            self.shared
+                .log(LogLevel::Error, format!("store read failed: {e}"));
+            None
+        })
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Failure> {
+        if key.is_empty() || key.len() > MAX_KEY_BYTES {
+            return Err(Failure::Invalid(format!(
+                "keys are 1 to {MAX_KEY_BYTES} bytes"
+            )));
+        }
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(Failure::Limit(format!(
+                "values are at most {MAX_VALUE_BYTES} bytes"
+            )));
+        }
+        let started = Instant::now();
+        let store = self.hub.store();
+        let old = store
+            .service_value(self.name(), &key)
+            .map_err(|e| Failure::Unavailable(e.to_string()))?
+            .map_or(0, |v| (key.len() + v.len()) as u64);
+        let after = self.store_bytes - old.min(self.store_bytes) + (key.len() + value.len()) as u64;
+        let limit = self.shared.manifest.limits.store_kib << 10;
+        if after > limit {
+            self.clock.host += started.elapsed();
+            return Err(Failure::Limit(format!(
+                "the store would exceed its {} KiB",
+                self.shared.manifest.limits.store_kib
+            )));
+        }
+        let outcome = store
+            .put_service_value(self.name(), &key, &value)
+            .map_err(|e| Failure::Unavailable(e.to_string()));
+        if outcome.is_ok() {
+            self.store_bytes = after;
+        }
+        self.clock.host += started.elapsed();
+        outcome
+    }
+
+    fn delete(&mut self, key: String) {
+        let started = Instant::now();
+        let store = self.hub.store();
+        if let Ok(Some(old)) = store.service_value(self.name(), &key)
+            && store.delete_service_value(self.name(), &key).is_ok()
+        {
+            self.store_bytes = self
+                .store_bytes
+                .saturating_sub((key.len() + old.len()) as u64);
+        }
+        self.clock.host += started.elapsed();
+    }
+
+    fn keys(&mut self, prefix: String) -> Vec<String> {
+        let started = Instant::now();
+        let keys = self
+            .hub
+            .store()
+            .service_entries(self.name(), &prefix)
+            .map(|entries| entries.into_iter().map(|(k, _)| k).collect())
+            .unwrap_or_default();
+        self.clock.host += started.elapsed();
+        keys
+    }
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let level = match level {
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        };
+        self.shared.log(level, message);
+    }
+}
+
+impl clock::Host for HostState {
+    fn now(&mut self) -> u64 {
+        Timestamp::now().0
+    }
+}

@@ -1,0 +1,415 @@
+//! The host against components written in WAT: well-behaved ones for the
+//! lifecycle and the grants, hostile ones for the sandbox. No guest
+//! toolchain is needed; the examples built from Rust and C are exercised
+//! by the node's integration tests.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fogbank_taas::{Hub, HubOptions, Kind, ThingId, ThingReading, ThingService, Value};
+
+use super::*;
+
+/// A component of the `fogbank:service` world whose entry points run the
+/// given core instructions. It imports `outputs.publish` as `$publish`
+/// (params: output ptr, len, value case, payload i64, payload i32, return
+/// area) and `log.log` as `$log` (level, ptr, len). Memory from 1024 up is
+/// free for the bodies; the text "out" is at 16 and "hello" at 32.
+fn component(init: &str, on_reading: &str, on_timer: &str) -> String {
+    format!(
+        r#"(component
+  (type $value (variant (case "number" float64) (case "text" string) (case "boolean" bool)))
+  (type $failure (variant (case "denied" string) (case "not-found" string) (case "invalid" string) (case "unavailable" string) (case "limit" string)))
+  (import "fogbank:service/outputs@0.1.0" (instance $outputs
+    (export "value" (type $v (eq $value)))
+    (export "failure" (type $f (eq $failure)))
+    (export "publish" (func (param "output" string) (param "value" $v) (result (result (error $f)))))))
+  (type $level (enum "debug" "info" "warn" "error"))
+  (import "fogbank:service/log@0.1.0" (instance $log
+    (export "level" (type $level' (eq $level)))
+    (export "log" (func (param "level" $level') (param "message" string)))))
+  (alias export $outputs "publish" (func $publish))
+  (alias export $log "log" (func $log))
+  (core module $libc
+    (memory (export "memory") 1)
+    (global $bump (mut i32) (i32.const 8192))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and (i32.add (global.get $bump) (i32.const 7)) (i32.const -8)))
+      (global.set $bump (i32.add (local.get $p) (local.get 3)))
+      (local.get $p)))
+  (core instance $libc (instantiate $libc))
+  (core func $publish_lowered (canon lower (func $publish) (memory (core memory $libc "memory")) (realloc (core func $libc "realloc"))))
+  (core func $log_lowered (canon lower (func $log) (memory (core memory $libc "memory"))))
+  (core module $main
+    (import "libc" "memory" (memory 1))
+    (import "host" "publish" (func $publish (param i32 i32 i32 i64 i32 i32)))
+    (import "host" "log" (func $log (param i32 i32 i32)))
+    (data (i32.const 16) "out")
+    (data (i32.const 32) "hello")
+    (func (export "init") (param i32 i32) (result i32)
+      {init}
+      (i32.store8 (i32.const 1000) (i32.const 0))
+      (i32.const 1000))
+    (func (export "on-reading") (param i32 i32 i32 i64 i32 i64)
+      {on_reading})
+    (func (export "on-timer")
+      {on_timer})
+    (func (export "on-request") (param i32 i32 i32 i32 i32 i32) (result i32)
+      (i32.store16 (i32.const 1100) (i32.const 200))
+      (i32.store (i32.const 1104) (i32.const 32))
+      (i32.store (i32.const 1108) (i32.const 5))
+      (i32.store (i32.const 1112) (local.get 4))
+      (i32.store (i32.const 1116) (local.get 5))
+      (i32.const 1100)))
+  (core instance $main (instantiate $main
+    (with "libc" (instance $libc))
+    (with "host" (instance (export "publish" (func $publish_lowered)) (export "log" (func $log_lowered))))))
+  (export $value' "value" (type $value))
+  (type $reading (record (field "value" $value') (field "time" u64)))
+  (type $response (record (field "status" u16) (field "content-type" string) (field "body" (list u8))))
+  (export $reading' "reading" (type $reading))
+  (export $response' "response" (type $response))
+  (func (export "init") (param "config" string) (result (result (error string)))
+    (canon lift (core func $main "init") (memory (core memory $libc "memory")) (realloc (core func $libc "realloc"))))
+  (func (export "on-reading") (param "thing-id" string) (param "reading" $reading')
+    (canon lift (core func $main "on-reading") (memory (core memory $libc "memory")) (realloc (core func $libc "realloc"))))
+  (func (export "on-timer")
+    (canon lift (core func $main "on-timer")))
+  (func (export "on-request") (param "method" string) (param "path" string) (param "body" (list u8)) (result $response')
+    (canon lift (core func $main "on-request") (memory (core memory $libc "memory")) (realloc (core func $libc "realloc")))))"#
+    )
+}
+
+/// Publishes the number `n` (an f64 in a local) on output "out".
+const PUBLISH_READING_VALUE: &str = "(call $publish (i32.const 16) (i32.const 3) (i32.const 0) (local.get 3) (i32.const 0) (i32.const 2000))";
+const LOG_HELLO: &str = "(call $log (i32.const 1) (i32.const 32) (i32.const 5))";
+const SPIN: &str = "(loop $forever (br $forever))";
+const TRAP: &str = "unreachable";
+const GROW_FOREVER: &str =
+    "(loop $more (br_if $more (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable";
+const PUBLISH_FOREVER: &str = "(loop $more
+    (call $publish (i32.const 16) (i32.const 3) (i32.const 0) (i64.const 0) (i32.const 0) (i32.const 2000))
+    (br $more))";
+
+/// A manifest subscribing to temperatures in `campus/a`, with one output
+/// "out"; `extra` is TOML that goes before the tables.
+fn manifest(name: &str, extra: &str) -> String {
+    format!(
+        r#"name = "{name}"
+version = "1.0.0"
+subscriptions = [{{ type = "temperature", location = "campus/a" }}]
+{extra}
+[[outputs]]
+name = "out"
+type = "temperature"
+unit = "Cel"
+location = "campus/svc"
+"#
+    )
+}
+
+struct Gateway {
+    _dir: tempfile::TempDir,
+    hub: Arc<Hub>,
+    services: Services,
+    sensor: ThingId,
+}
+
+fn gateway() -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open("gw", dir.path(), HubOptions::default()).unwrap();
+    let sensor = ThingId::parse("gw.sim.t1.temperature").unwrap();
+    hub.announce(
+        ThingService::new(sensor.clone(), Kind::Sensor, "temperature", Some("Cel")).at("campus/a"),
+    )
+    .unwrap();
+    let services = Services::open(hub.clone(), Some(&dir.path().join("cache"))).unwrap();
+    Gateway {
+        _dir: dir,
+        hub,
+        services,
+        sensor,
+    }
+}
+
+impl Gateway {
+    fn feed(&self, value: f64) {
+        self.hub
+            .ingest(vec![ThingReading {
+                thing: self.sensor.clone(),
+                reading: fogbank_taas::Reading {
+                    time: self.hub.arrival_time(),
+                    value: Value::Number(value),
+                },
+            }])
+            .unwrap();
+    }
+
+    fn output(&self, name: &str) -> Option<Value> {
+        let id = ThingId::parse(&format!("gw.service.{name}.out")).unwrap();
+        self.hub.latest(&id).flatten().map(|r| r.value)
+    }
+}
+
+/// Polls until `check` holds; the tests wait on behaviour, not on time.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn echo() -> String {
+    component(LOG_HELLO, PUBLISH_READING_VALUE, "")
+}
+
+#[test]
+fn a_service_turns_readings_into_readings_of_its_output() {
+    let gw = gateway();
+    let published = gw
+        .services
+        .publish(&manifest("echo", ""), echo().as_bytes())
+        .unwrap();
+    assert!(published.created);
+    assert_eq!(published.info.outputs, ["gw.service.echo.out"]);
+    eventually("running", || {
+        gw.services.info("echo").unwrap().state == State::Running
+    });
+    let output = gw
+        .hub
+        .thing(&ThingId::parse("gw.service.echo.out").unwrap())
+        .unwrap();
+    assert!(output.available);
+    assert_eq!(output.location.as_str(), "campus/svc");
+    gw.feed(21.5);
+    eventually("the output", || {
+        gw.output("echo") == Some(Value::Number(21.5))
+    });
+    let info = gw.services.info("echo").unwrap();
+    assert!(info.calls >= 2, "init and one reading: {info:?}");
+    assert_eq!(info.published, 1);
+    assert!(info.memory_bytes >= 64 << 10);
+    let logs = gw.services.logs("echo").unwrap();
+    assert!(logs.iter().any(|l| l.message == "hello"), "{logs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn requests_reach_on_request() {
+    let gw = gateway();
+    gw.services
+        .publish(&manifest("echo", ""), echo().as_bytes())
+        .unwrap();
+    let response = gw
+        .services
+        .call("echo", "POST", "/x", b"ping".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.content_type, "hello");
+    assert_eq!(response.body, b"ping");
+    assert!(matches!(
+        gw.services.call("nobody", "GET", "/", vec![]).await,
+        Err(ServiceError::Unknown(_))
+    ));
+}
+
+#[test]
+fn a_component_that_does_not_fit_the_world_is_refused_whole() {
+    let gw = gateway();
+    let not_wasm = gw.services.publish(&manifest("x", ""), b"hello");
+    assert!(
+        matches!(&not_wasm, Err(ServiceError::Invalid(m)) if m.contains("not a WebAssembly component")),
+        "{not_wasm:?}"
+    );
+    let missing_exports = gw.services.publish(&manifest("x", ""), b"(component)");
+    assert!(
+        matches!(&missing_exports, Err(ServiceError::Invalid(m)) if m.contains("init")),
+        "{missing_exports:?}"
+    );
+    let foreign_import = gw.services.publish(
+        &manifest("x", ""),
+        br#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func)))))"#,
+    );
+    assert!(
+        matches!(&foreign_import, Err(ServiceError::Invalid(m)) if m.contains("wasi:http")),
+        "{foreign_import:?}"
+    );
+    let bad_manifest = gw.services.publish("name = 1", echo().as_bytes());
+    assert!(matches!(bad_manifest, Err(ServiceError::Manifest(_))));
+    assert!(gw.services.list().is_empty());
+    assert!(gw.hub.store().load_services().unwrap().is_empty());
+}
+
+/// Installs a hostile service and waits until the host has given up on it.
+fn gives_up_on(entry: (&str, &str, &str), limits: &str, expected: &str) {
+    let gw = gateway();
+    gw.services
+        .publish(&manifest("echo", ""), echo().as_bytes())
+        .unwrap();
+    let (init, on_reading, on_timer) = entry;
+    let hostile = component(init, on_reading, on_timer);
+    gw.services
+        .publish(
+            &manifest("hostile", &format!("timer = \"20ms\"\n{limits}")),
+            hostile.as_bytes(),
+        )
+        .unwrap();
+    let started = Instant::now();
+    // The well-behaved service keeps working meanwhile (fed 20 readings a
+    // second, well below its publishing limit).
+    let mut n = 0;
+    eventually("the hostile service to be given up", || {
+        n += 1;
+        if n % 10 == 0 {
+            gw.feed(f64::from(n));
+        }
+        gw.services.info("hostile").unwrap().state == State::Failed
+    });
+    let info = gw.services.info("hostile").unwrap();
+    let reason = info.reason.clone().unwrap_or_default();
+    assert!(reason.contains(expected), "{expected:?} not in {reason:?}");
+    assert_eq!(info.restarts, MAX_RESTARTS, "{info:?}");
+    assert!(
+        !gw.hub
+            .thing(&ThingId::parse("gw.service.hostile.out").unwrap())
+            .unwrap()
+            .available
+    );
+    // Backoff: 0.2 + 0.4 + 0.8 + 1.6 + 3.2 s between the six attempts.
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    gw.feed(1234.0);
+    eventually("the neighbour to carry on", || {
+        gw.output("echo") == Some(Value::Number(1234.0))
+    });
+    assert_eq!(gw.services.info("echo").unwrap().restarts, 0);
+    // An operator can try again: it starts afresh (and fails again).
+    let restarted = gw.services.start("hostile").unwrap();
+    assert_eq!(restarted.restarts, 0);
+    assert_ne!(restarted.state, State::Failed);
+}
+
+#[test]
+fn a_trapping_service_is_restarted_with_backoff_then_given_up() {
+    gives_up_on(("", TRAP, ""), "", "unreachable");
+}
+
+#[test]
+fn a_looping_service_is_stopped_at_its_cpu_deadline() {
+    gives_up_on(
+        ("", "", SPIN),
+        "[limits]\ncpu-ms = 30",
+        "CPU deadline of 30 ms",
+    );
+}
+
+#[test]
+fn a_service_that_eats_memory_is_stopped_at_its_limit() {
+    gives_up_on(
+        ("", "", GROW_FOREVER),
+        "[limits]\nmemory-mib = 4",
+        "memory limit of 4 MiB",
+    );
+}
+
+#[test]
+fn a_service_that_floods_its_outputs_is_stopped() {
+    gives_up_on(
+        ("", "", PUBLISH_FOREVER),
+        "[limits]\npublish-per-second = 10\ncpu-ms = 1000",
+        "flooded its outputs",
+    );
+}
+
+#[test]
+fn a_service_that_loops_in_init_never_runs() {
+    gives_up_on((SPIN, "", ""), "[limits]\ncpu-ms = 10", "CPU deadline");
+}
+
+#[test]
+fn services_persist_stop_start_upgrade_and_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let sensor = ThingId::parse("gw.sim.t1.temperature").unwrap();
+    {
+        let hub = Hub::open("gw", dir.path(), HubOptions::default()).unwrap();
+        hub.announce(ThingService::new(
+            sensor.clone(),
+            Kind::Sensor,
+            "temperature",
+            None,
+        ))
+        .unwrap();
+        let services = Services::open(hub.clone(), None).unwrap();
+        services
+            .publish(&manifest("echo", ""), echo().as_bytes())
+            .unwrap();
+        services
+            .publish(&manifest("idle", ""), echo().as_bytes())
+            .unwrap();
+        let stopped = services.stop("idle").unwrap();
+        assert_eq!(stopped.state, State::Stopped);
+        assert!(!stopped.enabled);
+        hub.store().put_service_value("echo", "kept", b"1").unwrap();
+    }
+    // The gateway restarts: what ran runs again, what was stopped is not.
+    let hub = Hub::open("gw", dir.path(), HubOptions::default()).unwrap();
+    let services = Services::open(hub.clone(), None).unwrap();
+    eventually("echo running again", || {
+        services.info("echo").unwrap().state == State::Running
+    });
+    assert_eq!(services.info("idle").unwrap().state, State::Stopped);
+    assert!(
+        !hub.thing(&ThingId::parse("gw.service.idle.out").unwrap())
+            .unwrap()
+            .available
+    );
+
+    // An upgrade replaces the component and the manifest, keeps the state.
+    let upgraded = services
+        .publish(
+            &format!(
+                "{}[[outputs]]\nname = \"second\"\ntype = \"count\"\n",
+                manifest("echo", "").replace("1.0.0", "2.0.0")
+            ),
+            echo().as_bytes(),
+        )
+        .unwrap();
+    assert!(!upgraded.created);
+    assert_eq!(upgraded.info.version, "2.0.0");
+    assert_eq!(upgraded.info.outputs.len(), 2);
+    assert_eq!(
+        hub.store().service_value("echo", "kept").unwrap(),
+        Some(b"1".to_vec())
+    );
+    // A bad upgrade leaves the running version alone.
+    assert!(
+        services
+            .publish(&manifest("echo", ""), b"(component)")
+            .is_err()
+    );
+    assert_eq!(services.info("echo").unwrap().version, "2.0.0");
+
+    services.start("idle").unwrap();
+    eventually("idle running", || {
+        services.info("idle").unwrap().state == State::Running
+    });
+    services.remove("echo").unwrap();
+    assert!(matches!(
+        services.info("echo"),
+        Err(ServiceError::Unknown(_))
+    ));
+    assert!(
+        hub.thing(&ThingId::parse("gw.service.echo.out").unwrap())
+            .is_none()
+    );
+    assert_eq!(hub.store().service_value("echo", "kept").unwrap(), None);
+    assert_eq!(services.list().len(), 1);
+}
