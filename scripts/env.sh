@@ -38,3 +38,26 @@ fogbank_venv() {
     done
     export FOGBANK_PYTHON=$venv/bin/python
 }
+
+# Where built example services (WebAssembly components) go.
+export FOGBANK_GUESTS_DIR=${FOGBANK_GUESTS_DIR:-$HOME/.cache/fogbank-guests}
+# Tools installed from crates.io for building guests.
+FOGBANK_TOOLS=${FOGBANK_TOOLS:-$HOME/.cache/fogbank-tools}
+
+# What building guests needs: Debian's Rust with its standard-library
+# sources (rustup's toolchain has no wasm32 target and cannot fetch one),
+# WASI libc, clang 19 for C, and from crates.io the component linker and
+# the C bindings generator. Pinned: a guest built today must build again.
+fogbank_install_guest_toolchain() {
+    fogbank_install_build_deps rustc-web cargo-web rust-web-src lld wasi-libc clang-19 lld-19 libclang-rt-19-dev-wasm32
+    local tool version
+    for tool in wasm-component-ld@0.5.31 wit-bindgen-cli@0.57.1; do
+        version=${tool##*@}
+        case $tool in
+            wit-bindgen-cli*) "$FOGBANK_TOOLS/bin/wit-bindgen" --version 2>/dev/null | grep -qx "wit-bindgen-cli $version" && continue ;;
+            *) "$FOGBANK_TOOLS/bin/${tool%@*}" --version 2>/dev/null | grep -qx "${tool%@*} $version" && continue ;;
+        esac
+        echo "== installing $tool"
+        cargo install --quiet --locked --root "$FOGBANK_TOOLS" "$tool"
+    done
+}

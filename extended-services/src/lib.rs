@@ -85,6 +85,7 @@ struct Record {
 }
 
 /// A service as operators see it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceInfo {
     pub name: String,
@@ -493,16 +494,6 @@ impl Services {
             Ok(Err(_)) => Err(CallError::NotRunning(name.to_owned()).into()),
             Err(_) => Err(CallError::Busy(name.to_owned()).into()),
         }
-    }
-
-    /// How many services are installed and how many run.
-    pub fn counts(&self) -> (usize, usize) {
-        let entries = self.entries.lock();
-        let running = entries
-            .values()
-            .filter(|e| e.shared.status().state == State::Running)
-            .count();
-        (entries.len(), running)
     }
 
     /// Stops every service's thread (they start again with the gateway).

@@ -36,6 +36,7 @@ const REMOTE_REFRESH: Duration = Duration::from_secs(2);
 /// Log lines kept per service.
 const LOG_LINES: usize = 200;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
@@ -48,6 +49,7 @@ pub enum State {
     Failed,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
@@ -57,6 +59,7 @@ pub enum LogLevel {
     Error,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct LogLine {
     /// Microseconds since the epoch.

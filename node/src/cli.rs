@@ -35,6 +35,39 @@ pub enum Command {
     ClusterKey,
     /// List the gateways of the local cloud a running gateway belongs to.
     Peers(PeersArgs),
+    /// Manage the extended services (WebAssembly) of a running gateway.
+    Service(ServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    #[command(subcommand)]
+    pub command: ServiceCommand,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Install a service, or upgrade the one of the same name in place.
+    Publish {
+        /// The service.toml manifest.
+        manifest: PathBuf,
+        /// The WebAssembly component (.wasm).
+        component: PathBuf,
+    },
+    /// List the installed services.
+    List,
+    /// Show one service: state, counters, grants, limits.
+    Show { name: String },
+    /// Print a service's recent log lines.
+    Logs { name: String },
+    /// Stop a service (it stays stopped across restarts).
+    Stop { name: String },
+    /// Start a stopped or failed service.
+    Start { name: String },
+    /// Remove a service with its outputs and its stored state.
+    Remove { name: String },
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,10 @@ use anyhow::{Context, bail};
 use serde_json::Value as Json;
 
 use crate::auth::ADMIN_TOKEN_FILE;
-use crate::cli::{ActuateArgs, ClientArgs, PeersArgs, ReadingArgs, ThingsArgs, ThingsCommand};
+use crate::cli::{
+    ActuateArgs, ClientArgs, PeersArgs, ReadingArgs, ServiceArgs, ServiceCommand, ThingsArgs,
+    ThingsCommand,
+};
 
 struct Client {
     base: String,
@@ -67,6 +70,9 @@ impl Client {
             .into_reader()
             .take(64 << 20)
             .read_to_string(&mut text)?;
+        if text.is_empty() {
+            return Ok((status, Json::Null));
+        }
         Ok((
             status,
             serde_json::from_str(&text)
@@ -182,6 +188,120 @@ pub fn peers(args: PeersArgs) -> anyhow::Result<()> {
         }
         out
     });
+    Ok(())
+}
+
+pub fn service(args: ServiceArgs) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let client = Client::new(&args.client);
+    let json = args.client.json;
+    let path = |name: &str, tail: &str| format!("/api/v1/services/{}{tail}", encode(name));
+    let show = |service: &Json| {
+        print(json, service, |s| {
+            format!(
+                "{} {} {}{}\n",
+                s["name"].as_str().unwrap_or(""),
+                s["version"].as_str().unwrap_or(""),
+                s["state"].as_str().unwrap_or(""),
+                s["reason"]
+                    .as_str()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )
+        })
+    };
+    match args.command {
+        ServiceCommand::Publish {
+            manifest,
+            component,
+        } => {
+            let manifest_text = std::fs::read_to_string(&manifest)
+                .with_context(|| format!("cannot read {}", manifest.display()))?;
+            let bytes = std::fs::read(&component)
+                .with_context(|| format!("cannot read {}", component.display()))?;
+            let body = serde_json::json!({
+                "manifest": manifest_text,
+                "component": base64::engine::general_purpose::STANDARD.encode(bytes),
+            });
+            let (status, service) =
+                client.call(client.request("POST", "/api/v1/services"), Some(&body))?;
+            if !json {
+                print!(
+                    "{} ",
+                    if status == 201 {
+                        "installed"
+                    } else {
+                        "upgraded"
+                    }
+                );
+            }
+            show(&service);
+        }
+        ServiceCommand::List => {
+            let (_, services) = client.call(client.request("GET", "/api/v1/services"), None)?;
+            print(json, &services, |services| {
+                let mut out = format!(
+                    "{:<24} {:<10} {:<10} {:>8} {:>7} {:>9}  {}\n",
+                    "NAME", "VERSION", "STATE", "CALLS", "ERRORS", "CPU(ms)", "OUTPUTS"
+                );
+                for s in services.as_array().into_iter().flatten() {
+                    let outputs: Vec<&str> = s["outputs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Json::as_str)
+                        .collect();
+                    out += &format!(
+                        "{:<24} {:<10} {:<10} {:>8} {:>7} {:>9.1}  {}\n",
+                        s["name"].as_str().unwrap_or(""),
+                        s["version"].as_str().unwrap_or(""),
+                        s["state"].as_str().unwrap_or(""),
+                        s["calls"].as_u64().unwrap_or(0),
+                        s["errors"].as_u64().unwrap_or(0),
+                        s["cpu_time_ms"].as_f64().unwrap_or(0.0),
+                        outputs.join(" "),
+                    );
+                }
+                out
+            });
+        }
+        ServiceCommand::Show { name } => {
+            let (_, service) = client.call(client.request("GET", &path(&name, "")), None)?;
+            println!("{}", serde_json::to_string_pretty(&service)?);
+        }
+        ServiceCommand::Logs { name } => {
+            let (_, lines) = client.call(client.request("GET", &path(&name, "/logs")), None)?;
+            print(json, &lines, |lines| {
+                lines
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|l| {
+                        let seconds = l["time"].as_u64().unwrap_or(0) as f64 / 1e6;
+                        format!(
+                            "{seconds:.3} {:<5} {}\n",
+                            l["level"].as_str().unwrap_or(""),
+                            l["message"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            });
+        }
+        ServiceCommand::Stop { name } => {
+            let (_, service) = client.call(client.request("POST", &path(&name, "/stop")), None)?;
+            show(&service);
+        }
+        ServiceCommand::Start { name } => {
+            let (_, service) = client.call(client.request("POST", &path(&name, "/start")), None)?;
+            show(&service);
+        }
+        ServiceCommand::Remove { name } => {
+            client.call(client.request("DELETE", &path(&name, "")), None)?;
+            if !json {
+                println!("removed {name}");
+            }
+        }
+    }
     Ok(())
 }
 

@@ -146,6 +146,7 @@ fn main() {
             .map(|key| print!("{key}"))
             .map_err(|e| anyhow::anyhow!("no randomness for a key: {e}")),
         Command::Peers(args) => client::peers(args),
+        Command::Service(args) => client::service(args),
     };
     if let Err(error) = result {
         eprintln!("fogbank: {error:#}");

@@ -87,6 +87,37 @@ impl Exposition {
         )
     }
 
+    pub fn services(&mut self, services: &[fogbank_services::ServiceInfo]) -> &mut Self {
+        let running = services
+            .iter()
+            .filter(|s| s.state == fogbank_services::State::Running)
+            .count();
+        self.metric(
+            "fogbank_services",
+            "gauge",
+            "Extended services installed, by whether they run.",
+            &[
+                ("state=\"running\"", running as f64),
+                ("state=\"other\"", (services.len() - running) as f64),
+            ],
+        )
+        .counter(
+            "fogbank_service_calls_total",
+            "Calls into extended services.",
+            services.iter().map(|s| s.calls).sum(),
+        )
+        .counter(
+            "fogbank_service_errors_total",
+            "Failed calls and starts of extended services.",
+            services.iter().map(|s| s.errors).sum(),
+        )
+        .counter(
+            "fogbank_service_restarts_total",
+            "Restarts of failed extended services.",
+            services.iter().map(|s| u64::from(s.restarts)).sum(),
+        )
+    }
+
     pub fn coap(&mut self, endpoint: &fogbank_coap::endpoint::Endpoint) -> &mut Self {
         let stats = endpoint.stats();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);

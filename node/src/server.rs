@@ -20,6 +20,9 @@ use crate::metrics::HttpMetrics;
 
 /// RocksDB lives in this subdirectory of the data dir.
 pub const DB_DIR: &str = "db";
+/// Compiled extended services, by the digest of their component; safe to
+/// delete (they are compiled again).
+pub const SERVICES_CACHE_DIR: &str = "services-cache";
 /// Without `sync_writes`, the WAL is fsynced this often, bounding what a
 /// power cut can take to this window (a crash takes nothing).
 const WAL_SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -149,6 +152,13 @@ async fn serve(
         crate::coap::notify_observers(hub.clone(), endpoint.clone());
     }
     let cloud = join_cloud(&config, &hub, cluster_key)?;
+    let services = Arc::new(
+        fogbank_services::Services::open(
+            hub.clone(),
+            Some(&config.data_dir.join(SERVICES_CACHE_DIR)),
+        )
+        .context("cannot start the extended services")?,
+    );
     let adapters: Vec<Addr<AdapterSupervisor>> = plugins(&config, coap.as_ref())?
         .into_iter()
         .map(|plugin| AdapterSupervisor::new(plugin, hub.clone(), Backoff::default()).start())
@@ -166,6 +176,7 @@ async fn serve(
         adapters: adapters.clone(),
         coap: coap.clone(),
         cloud: cloud.clone(),
+        services: services.clone(),
     });
     let listen = config.http.listen;
     let server = HttpServer::new(move || api::app(state.clone()))
@@ -188,6 +199,8 @@ async fn serve(
         let _ = adapter.send(Shutdown).await;
     }
     upkeep.abort();
+    // Services write through the hub: they stop before the store closes.
+    services.shutdown();
     if let Some(cloud) = &cloud {
         // The others see the connections close and mark us down at once.
         cloud.stop();

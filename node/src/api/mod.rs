@@ -7,6 +7,7 @@
 mod ops;
 mod peers;
 pub mod problem;
+mod services;
 mod stream;
 mod things;
 mod time;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub coap: Option<fogbank_coap::endpoint::Endpoint>,
     /// The local cloud; `None` when this gateway stands alone.
     pub cloud: Option<Arc<fogbank_taas::cloud::Cloud>>,
+    /// The extended services.
+    pub services: Arc<fogbank_services::Services>,
 }
 
 impl AppState {
@@ -127,7 +130,32 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     web::resource("/peers/{gateway}")
                         .route(web::delete().to(peers::forget))
                         .default_service(method_not_allowed("DELETE")),
-                ),
+                )
+                .service(
+                    web::resource("/services")
+                        .app_data(web::PayloadConfig::new(services::MAX_PUBLISH_BYTES))
+                        .route(web::get().to(services::list))
+                        .route(web::post().to(services::publish))
+                        .default_service(method_not_allowed("GET, POST")),
+                )
+                .service(
+                    web::resource("/services/{name}")
+                        .route(web::get().to(services::get))
+                        .route(web::delete().to(services::remove))
+                        .default_service(method_not_allowed("GET, DELETE")),
+                )
+                .service(
+                    web::resource("/services/{name}/start")
+                        .route(web::post().to(services::start))
+                        .default_service(method_not_allowed("POST")),
+                )
+                .service(
+                    web::resource("/services/{name}/stop")
+                        .route(web::post().to(services::stop))
+                        .default_service(method_not_allowed("POST")),
+                )
+                .service(get("/services/{name}/logs", services::logs))
+                .service(web::resource("/services/{name}/call/{path:.*}").to(services::call)),
         )
         .service(ops(web::scope("")))
         .default_service(web::to(|request: HttpRequest| async move {

@@ -165,6 +165,7 @@ pub async fn metrics(
     if let Some(cloud) = &state.cloud {
         out.cloud(&cloud.stats().await);
     }
+    out.services(&state.services.list());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out.finish()))
@@ -189,9 +190,14 @@ impl utoipa::Modify for BearerScheme {
     paths(
         super::things::list, super::things::get, super::things::description, super::things::latest,
         super::things::history, super::things::ingest, super::things::actuate, super::things::command,
-        super::stream::sse, super::peers::list, super::peers::forget, health, metrics, openapi
+        super::stream::sse, super::peers::list, super::peers::forget,
+        super::services::publish, super::services::list, super::services::get,
+        super::services::remove, super::services::start, super::services::stop,
+        super::services::logs, health, metrics, openapi
     ),
-    components(schemas(ThingService, Kind, DataType, Record, CommandStatus, CommandState, Problem, ActuationRequest, CommandValue, Health, PeerInfo)),
+    components(schemas(ThingService, Kind, DataType, Record, CommandStatus, CommandState, Problem, ActuationRequest, CommandValue, Health, PeerInfo,
+        fogbank_services::ServiceInfo, fogbank_services::State, fogbank_services::LogLine, fogbank_services::LogLevel,
+        fogbank_services::Selector, fogbank_services::Grants, fogbank_services::Limits, super::services::PublishRequest)),
     modifiers(&BearerScheme),
 )]
 pub struct ApiDoc;

@@ -48,6 +48,12 @@ pub enum ApiError {
     /// The gateway that owns the thing did not answer in time.
     #[error("{0}")]
     OwnerTimeout(String),
+    /// An extended service failed while answering.
+    #[error("{0}")]
+    ServiceFailed(String),
+    /// An extended service is not running or cannot take more work.
+    #[error("{0}")]
+    ServiceUnavailable(String),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -80,6 +86,10 @@ impl ApiError {
             ApiError::Storage(_) => ("storage", "Storage failure"),
             ApiError::OwnerUnreachable(_) => ("owner-unreachable", "Owning gateway unreachable"),
             ApiError::OwnerTimeout(_) => ("owner-timeout", "Owning gateway did not answer"),
+            ApiError::ServiceFailed(_) => ("service-failed", "Extended service failed"),
+            ApiError::ServiceUnavailable(_) => {
+                ("service-unavailable", "Extended service unavailable")
+            }
         }
     }
 }
@@ -102,6 +112,8 @@ impl ResponseError for ApiError {
             ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::OwnerUnreachable(_) => StatusCode::BAD_GATEWAY,
             ApiError::OwnerTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::ServiceFailed(_) => StatusCode::BAD_GATEWAY,
+            ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

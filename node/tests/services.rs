@@ -1,0 +1,379 @@
+//! Extended services end to end: the example services, built from Rust
+//! and C by `./scripts/guests`, published to a real gateway running the
+//! simulated campus, through the CLI and the REST API.
+//!
+//! Needs the built examples in `$FOGBANK_GUESTS_DIR` (`./scripts/test`
+//! builds them first).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::{Answer, Gateway, binary};
+use serde_json::{Value as Json, json};
+
+fn guests() -> PathBuf {
+    let dir = std::env::var_os("FOGBANK_GUESTS_DIR")
+        .map(PathBuf::from)
+        .expect("FOGBANK_GUESTS_DIR names the built example services: run ./scripts/guests");
+    assert!(
+        dir.join("threshold-alarm.wasm").exists(),
+        "no example services in {}: run ./scripts/guests",
+        dir.display()
+    );
+    dir
+}
+
+fn manifest(name: &str) -> String {
+    std::fs::read_to_string(guests().join(format!("{name}.toml"))).unwrap()
+}
+
+fn component(name: &str) -> Vec<u8> {
+    std::fs::read(guests().join(format!("{name}.wasm"))).unwrap()
+}
+
+/// A campus that ticks ten times a second, so motion and averages come
+/// quickly.
+fn campus() -> Gateway {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("fogbank.toml");
+    std::fs::write(&config, "[sim]\nenabled = true\ninterval_ms = 100\n").unwrap();
+    let gw = Gateway::start(
+        &["--config", config.to_str().unwrap()],
+        &[("FOGBANK_GATEWAY_ID", "gw-s")],
+    );
+    gw.wait_for_campus("gw-s");
+    drop(tmp);
+    gw
+}
+
+fn publish(gw: &Gateway, manifest: &str, component: &[u8]) -> Answer {
+    let body = json!({
+        "manifest": manifest,
+        "component": base64::engine::general_purpose::STANDARD.encode(component),
+    });
+    gw.write(
+        "POST",
+        "/api/v1/services",
+        "application/json",
+        body.to_string().as_bytes(),
+    )
+}
+
+/// `fogbank service ...` against the gateway, with its admin token.
+fn cli(gw: &Gateway, args: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .arg("service")
+        .args(args)
+        .args(["--url", &gw.url(""), "--token", &gw.token()])
+        .output()
+        .unwrap()
+}
+
+fn latest(gw: &Gateway, id: &str) -> Option<Json> {
+    let answer = gw.get(&format!("/api/v1/things/{id}/reading"));
+    (answer.status == 200).then(|| answer.json()[0].clone())
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_threshold_alarm_switches_a_lamp_and_keeps_its_state_across_upgrade_and_restart() {
+    let mut gw = campus();
+    // Below every simulated temperature: the first reading sets it off.
+    let cold = manifest("threshold-alarm").replace("threshold = 22.0", "threshold = -50.0");
+    let dir = tempfile::tempdir().unwrap();
+    let manifest_path = dir.path().join("service.toml");
+    std::fs::write(&manifest_path, &cold).unwrap();
+    let component_path = guests().join("threshold-alarm.wasm");
+
+    // One command publishes it.
+    let out = cli(
+        &gw,
+        &[
+            "publish",
+            manifest_path.to_str().unwrap(),
+            component_path.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("installed threshold-alarm 1.0.0"));
+
+    let lamp = "gw-s.sim.building-a-floor-1.lamp";
+    wait_until("the alarm output", || {
+        latest(&gw, "gw-s.service.threshold-alarm.alarm").is_some_and(|r| r["vb"] == true)
+    });
+    wait_until("the lamp to go on", || {
+        latest(&gw, lamp).is_some_and(|r| r["vb"] == true)
+    });
+    let output = gw
+        .get("/api/v1/things/gw-s.service.threshold-alarm.alarm")
+        .json();
+    assert_eq!(output["available"], true);
+    assert_eq!(output["location"], "campus/building-a/floor-1");
+    assert_eq!(output["type"], "alarm");
+
+    let state = gw.get("/api/v1/services/threshold-alarm/call/state");
+    assert_eq!(state.status, 200);
+    assert_eq!(state.content_type, "application/json");
+    assert_eq!(state.json()["alarm"], true);
+    assert_eq!(state.json()["lamp"], lamp);
+    assert_eq!(
+        gw.get("/api/v1/services/threshold-alarm/call/nothing")
+            .status,
+        404
+    );
+
+    let info = gw.get("/api/v1/services/threshold-alarm").json();
+    assert_eq!(info["state"], "running");
+    assert!(info["calls"].as_u64().unwrap() >= 2, "{info}");
+    assert!(info["cpu_time_ms"].as_f64().unwrap() > 0.0);
+    assert!(info["memory_bytes"].as_u64().unwrap() > 0);
+    assert!(info["digest"].as_str().unwrap().starts_with("sha256:"));
+
+    // Upgrade in place: same state, the lamp is not switched again.
+    let upgraded = publish(
+        &gw,
+        &cold.replace("version = \"1.0.0\"", "version = \"1.1.0\""),
+        &component("threshold-alarm"),
+    );
+    assert_eq!(
+        upgraded.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&upgraded.body)
+    );
+    assert_eq!(upgraded.json()["version"], "1.1.0");
+    wait_until("the new version", || {
+        gw.get("/api/v1/services/threshold-alarm").json()["state"] == "running"
+    });
+    assert_eq!(
+        gw.get("/api/v1/services/threshold-alarm/call/state").json()["alarm"],
+        true
+    );
+    let logs = cli(&gw, &["logs", "threshold-alarm"]);
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.contains("upgraded to version 1.1.0"), "{logs}");
+    assert_eq!(logs.matches("alarm on").count(), 1, "switched once: {logs}");
+
+    // A restart of the gateway brings it back, still running.
+    assert!(gw.terminate(Duration::from_secs(10)).success());
+    let data_dir = gw.data_dir.clone();
+    let gw = Gateway::start_in(&data_dir, &["--demo"], &[("FOGBANK_GATEWAY_ID", "gw-s")]);
+    wait_until("the service after the restart", || {
+        gw.get("/api/v1/services/threshold-alarm").json()["state"] == "running"
+    });
+    assert_eq!(
+        gw.get("/api/v1/services/threshold-alarm").json()["version"],
+        "1.1.0"
+    );
+    assert_eq!(
+        gw.get("/api/v1/services/threshold-alarm/call/state").json()["alarm"],
+        true,
+        "the key-value state survived"
+    );
+
+    // Stop, start, remove through the CLI.
+    let stopped = cli(&gw, &["stop", "threshold-alarm"]);
+    assert!(String::from_utf8_lossy(&stopped.stdout).contains("stopped"));
+    assert_eq!(
+        gw.get("/api/v1/things/gw-s.service.threshold-alarm.alarm")
+            .json()["available"],
+        false
+    );
+    assert_eq!(
+        gw.get("/api/v1/services/threshold-alarm/call/state")
+            .assert_problem(503)["type"]
+            .as_str()
+            .map(|t| t.ends_with("service-unavailable")),
+        Some(true)
+    );
+    assert!(cli(&gw, &["start", "threshold-alarm"]).status.success());
+    let list = cli(&gw, &["list"]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("threshold-alarm"));
+    assert!(cli(&gw, &["remove", "threshold-alarm"]).status.success());
+    assert_eq!(gw.get("/api/v1/services/threshold-alarm").status, 404);
+    assert_eq!(
+        gw.get("/api/v1/things/gw-s.service.threshold-alarm.alarm")
+            .status,
+        404
+    );
+}
+
+#[test]
+fn floor_averages_and_occupancy_lights_run_on_the_campus() {
+    let gw = campus();
+    assert_eq!(
+        publish(&gw, &manifest("floor-average"), &component("floor-average")).status,
+        201
+    );
+    // The C example, with a short hold so the lamps also go off again.
+    let occupancy = manifest("occupancy-light").replace("hold-seconds = 30", "hold-seconds = 1");
+    let answer = publish(&gw, &occupancy, &component("occupancy-light"));
+    assert_eq!(
+        answer.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+
+    // Each floor's average is a thing service with plausible readings.
+    for floor in 1..=4 {
+        let id = format!("gw-s.service.floor-average.floor-{floor}");
+        wait_until("a floor average", || latest(&gw, &id).is_some());
+        let v = latest(&gw, &id).unwrap()["v"].as_f64().unwrap();
+        assert!((10.0..35.0).contains(&v), "{id} = {v}");
+    }
+    let listed = gw
+        .get("/api/v1/things?type=temperature&location=campus/building-a/floor-2")
+        .json();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&"gw-s.service.floor-average.floor-2"),
+        "{ids:?}"
+    );
+    // Live over SSE like any thing service.
+    let events = common::read_events(
+        &gw.url("/api/v1/things/gw-s.service.floor-average.floor-3/stream"),
+        "reading",
+        2,
+        Duration::from_secs(10),
+    );
+    assert_eq!(events.len(), 2);
+
+    // Motion in building B lights lamps and is counted; stillness for a
+    // second switches them off again.
+    wait_until("an occupied floor", || {
+        latest(&gw, "gw-s.service.occupancy-light.occupied")
+            .is_some_and(|r| r["v"].as_f64().unwrap_or(0.0) >= 1.0)
+    });
+    let logs = gw.get("/api/v1/services/occupancy-light/logs").json();
+    let lines: Vec<&str> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert!(
+        lines.iter().any(
+            |l| l.starts_with("gw-s.sim.building-b-floor-") && l.ends_with(".lamp switched on")
+        ),
+        "{lines:?}"
+    );
+    wait_until("a lamp switched off after stillness", || {
+        gw.get("/api/v1/services/occupancy-light/logs")
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with("switched off"))
+            })
+    });
+    let status = gw.get("/api/v1/services/occupancy-light/call/").json();
+    assert!(status["floors"].as_u64().unwrap() >= 1, "{status}");
+
+    let metrics = String::from_utf8(gw.get("/metrics").body).unwrap();
+    assert!(
+        metrics.contains("fogbank_services{state=\"running\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn the_manifest_is_the_whole_of_a_services_rights() {
+    let gw = campus();
+    // The alarm without its actuate grant: the host refuses the command and
+    // the guest hears why; the lamp is untouched.
+    let ungranted = manifest("threshold-alarm")
+        .replace("threshold = 22.0", "threshold = -50.0")
+        .replace(
+            "actuate = [{ type = \"switch\", location = \"campus/building-a/floor-1\" }]",
+            "actuate = []",
+        );
+    assert_eq!(
+        publish(&gw, &ungranted, &component("threshold-alarm")).status,
+        201
+    );
+    wait_until("the refusal in the log", || {
+        gw.get("/api/v1/services/threshold-alarm/logs")
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| {
+                l["level"] == "error"
+                    && l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("the manifest grants no actuation"))
+            })
+    });
+    assert_eq!(
+        latest(&gw, "gw-s.sim.building-a-floor-1.lamp").unwrap()["vb"],
+        false
+    );
+    assert!(latest(&gw, "gw-s.service.threshold-alarm.alarm").is_none());
+    assert_eq!(
+        gw.get("/api/v1/services/threshold-alarm").json()["state"],
+        "running",
+        "a refused call is an answer, not a failure"
+    );
+}
+
+#[test]
+fn publishing_needs_an_admin_and_a_component_that_fits() {
+    let gw = Gateway::start(&[], &[("FOGBANK_GATEWAY_ID", "gw-p")]);
+    let body = json!({"manifest": manifest("floor-average"), "component": base64::engine::general_purpose::STANDARD.encode(component("floor-average"))}).to_string();
+    let anonymous = gw.request(
+        "POST",
+        "/api/v1/services",
+        &[("Content-Type", "application/json")],
+        Some(body.as_bytes()),
+    );
+    anonymous.assert_problem(401);
+
+    let not_a_component = publish(&gw, &manifest("floor-average"), b"\0asm\x01\0\0\0");
+    let problem = not_a_component.assert_problem(400);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("component"),
+        "{problem}"
+    );
+    let bad_manifest = publish(
+        &gw,
+        "name = \"Bad\"\nversion = \"1\"",
+        &component("floor-average"),
+    );
+    let problem = bad_manifest.assert_problem(400);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("lower-case"),
+        "{problem}"
+    );
+    let not_json = gw.write("POST", "/api/v1/services", "application/json", b"{");
+    not_json.assert_problem(400);
+    assert_eq!(gw.get("/api/v1/services").json(), json!([]));
+    gw.get("/api/v1/services/nobody").assert_problem(404);
+    gw.get("/api/v1/services/nobody/call/x").assert_problem(404);
+}
