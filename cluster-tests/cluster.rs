@@ -449,3 +449,68 @@ fn a_partition_heals_into_identical_catalogs() {
     eprintln!("catalogs identical {took:?} after the partition healed");
     assert!(members[0].things().contains(&(b_thing, true)));
 }
+
+/// Extended services compose across the local cloud: an output published
+/// on gw-a is a thing service on gw-b, read and streamed there, and a
+/// service on gw-b that subscribes to gw-a's things switches gw-a's lamp.
+#[test]
+fn services_compose_across_the_local_cloud() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = start_cloud(dir.path(), &cluster_key(), &["gw-a", "gw-b"], campus_on_a);
+    let (a, b) = (&members[0], &members[1]);
+    converged(&members, CAMPUS, Duration::from_secs(10));
+
+    let answer = common::publish(
+        &a.gateway,
+        &common::manifest("floor-average"),
+        &common::component("floor-average"),
+    );
+    assert_eq!(
+        answer.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let average = "gw-a.service.floor-average.floor-1";
+    let seen = converged(&members, CAMPUS + 4, Duration::from_secs(3));
+    eprintln!("the outputs reached gw-b {seen:?} after publishing");
+    within(Duration::from_secs(10), "gw-b reads gw-a's average", || {
+        b.gateway
+            .get(&format!("/api/v1/things/{average}/reading"))
+            .status
+            == 200
+    });
+    let events = read_events(
+        &b.gateway.url(&format!("/api/v1/things/{average}/stream")),
+        "reading",
+        2,
+        Duration::from_secs(10),
+    );
+    assert_eq!(events.len(), 2, "live at gw-b");
+
+    // On gw-b, an alarm over gw-a's floor: it hears gw-a's temperatures
+    // (the simulator's and the average) and commands gw-a's lamp.
+    let alarm =
+        common::manifest("threshold-alarm").replace("threshold = 22.0", "threshold = -50.0");
+    let answer = common::publish(&b.gateway, &alarm, &common::component("threshold-alarm"));
+    assert_eq!(
+        answer.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let reads_true = |member: &Member, id: &str| {
+        let answer = member.gateway.get(&format!("/api/v1/things/{id}/reading"));
+        answer.status == 200 && answer.json()[0]["vb"] == true
+    };
+    within(
+        Duration::from_secs(10),
+        "gw-b's alarm goes off, seen at gw-a",
+        || reads_true(a, "gw-b.service.threshold-alarm.alarm"),
+    );
+    within(Duration::from_secs(10), "gw-a's lamp goes on", || {
+        reads_true(a, LAMP)
+    });
+    let info = b.get_json("/api/v1/services/threshold-alarm");
+    assert_eq!(info["state"], "running", "{info}");
+}

@@ -7,33 +7,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{Answer, Gateway, binary};
+use common::{Gateway, binary, component, guests, manifest, publish};
 use serde_json::{Value as Json, json};
-
-fn guests() -> PathBuf {
-    let dir = std::env::var_os("FOGBANK_GUESTS_DIR")
-        .map(PathBuf::from)
-        .expect("FOGBANK_GUESTS_DIR names the built example services: run ./scripts/guests");
-    assert!(
-        dir.join("threshold-alarm.wasm").exists(),
-        "no example services in {}: run ./scripts/guests",
-        dir.display()
-    );
-    dir
-}
-
-fn manifest(name: &str) -> String {
-    std::fs::read_to_string(guests().join(format!("{name}.toml"))).unwrap()
-}
-
-fn component(name: &str) -> Vec<u8> {
-    std::fs::read(guests().join(format!("{name}.wasm"))).unwrap()
-}
 
 /// A campus that ticks ten times a second, so motion and averages come
 /// quickly.
@@ -48,19 +27,6 @@ fn campus() -> Gateway {
     gw.wait_for_campus("gw-s");
     drop(tmp);
     gw
-}
-
-fn publish(gw: &Gateway, manifest: &str, component: &[u8]) -> Answer {
-    let body = json!({
-        "manifest": manifest,
-        "component": base64::engine::general_purpose::STANDARD.encode(component),
-    });
-    gw.write(
-        "POST",
-        "/api/v1/services",
-        "application/json",
-        body.to_string().as_bytes(),
-    )
 }
 
 /// `fogbank service ...` against the gateway, with its admin token.
