@@ -14,6 +14,8 @@
 //! adapter, a device or a protocol.
 
 mod engine;
+#[cfg(test)]
+mod fixtures;
 mod host;
 pub mod manifest;
 mod service;
@@ -117,6 +119,16 @@ pub struct ServiceInfo {
     pub published: u64,
     /// Readings not handed to the service because its queue was full.
     pub dropped: u64,
+}
+
+/// What [`Services::probe`] measured, each per operation.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    /// A fresh instance from the pool, `init` included.
+    pub instantiate: Duration,
+    /// One `on-reading` call, the reading lowered into the guest.
+    pub dispatch: Duration,
 }
 
 /// The outcome of [`Services::publish`].
@@ -494,6 +506,41 @@ impl Services {
             Ok(Err(_)) => Err(CallError::NotRunning(name.to_owned()).into()),
             Err(_) => Err(CallError::Busy(name.to_owned()).into()),
         }
+    }
+
+    /// Measures the host's own costs on `component` with `manifest`,
+    /// outside any service's thread: `instantiations` fresh instances from
+    /// the pool, then `readings` calls of `on-reading` on one instance.
+    /// For the benchmarks; installs nothing.
+    #[doc(hidden)]
+    pub fn probe(
+        &self,
+        manifest: &str,
+        component: &[u8],
+        instantiations: u32,
+        readings: &[fogbank_taas::ThingReading],
+    ) -> Result<Probe, ServiceError> {
+        let manifest = Manifest::parse(manifest)?;
+        let pre = self.engine.prepare(&self.engine.compile(component)?)?;
+        let shared = Arc::new(Shared::new(manifest, engine::digest(component)));
+        let runner = service::Runner::new(shared, pre, self.hub.clone(), self.tokio());
+        let started = std::time::Instant::now();
+        for _ in 0..instantiations {
+            runner.instantiate().map_err(ServiceError::Invalid)?;
+        }
+        let instantiate = started.elapsed() / instantiations.max(1);
+        let mut instance = runner.instantiate().map_err(ServiceError::Invalid)?;
+        let started = std::time::Instant::now();
+        for reading in readings {
+            runner
+                .deliver(&mut instance, reading)
+                .map_err(ServiceError::Invalid)?;
+        }
+        let dispatch = started.elapsed() / u32::try_from(readings.len().max(1)).unwrap_or(u32::MAX);
+        Ok(Probe {
+            instantiate,
+            dispatch,
+        })
     }
 
     /// Stops every service's thread (they start again with the gateway).

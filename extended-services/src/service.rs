@@ -194,12 +194,7 @@ impl Worker {
         let (jobs, queue) = std::sync::mpsc::sync_channel(QUEUE);
         shared.set_state(State::Starting, None);
         let feeder = tokio.spawn(feed(shared.clone(), hub.clone(), jobs.clone()));
-        let runner = Runner {
-            shared: shared.clone(),
-            pre,
-            hub,
-            tokio,
-        };
+        let runner = Runner::new(shared.clone(), pre, hub, tokio);
         let thread = std::thread::Builder::new()
             .name(format!("svc-{}", shared.manifest.name))
             .spawn(move || runner.run(queue));
@@ -314,7 +309,7 @@ async fn feed(shared: Arc<Shared>, hub: Arc<Hub>, jobs: SyncSender<Job>) {
 }
 
 /// The service's thread.
-struct Runner {
+pub(crate) struct Runner {
     shared: Arc<Shared>,
     pre: ServicePre<HostState>,
     hub: Arc<Hub>,
@@ -322,7 +317,7 @@ struct Runner {
 }
 
 /// A live instance and its store.
-struct Instance {
+pub(crate) struct Instance {
     store: Store<HostState>,
     bindings: Service,
 }
@@ -333,6 +328,32 @@ enum Exit {
 }
 
 impl Runner {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        pre: ServicePre<HostState>,
+        hub: Arc<Hub>,
+        tokio: tokio::runtime::Handle,
+    ) -> Self {
+        Runner {
+            shared,
+            pre,
+            hub,
+            tokio,
+        }
+    }
+
+    /// Hands one reading to the guest, as the service's thread does.
+    pub(crate) fn deliver(
+        &self,
+        instance: &mut Instance,
+        reading: &ThingReading,
+    ) -> Result<(), String> {
+        let wit = host::to_wit_reading(&reading.reading);
+        self.call(instance, |store, b| {
+            b.call_on_reading(store, reading.thing.as_str(), &wit)
+        })
+    }
+
     fn run(self, queue: Receiver<Job>) {
         let name = self.shared.manifest.name.clone();
         let span = tracing::info_span!("service", %name);
@@ -378,7 +399,7 @@ impl Runner {
         self.shared.memory_bytes.store(0, Ordering::Relaxed);
     }
 
-    fn instantiate(&self) -> Result<Instance, String> {
+    pub(crate) fn instantiate(&self) -> Result<Instance, String> {
         self.shared.memory_bytes.store(0, Ordering::Relaxed);
         let state = HostState::new(self.shared.clone(), self.hub.clone(), self.tokio.clone());
         let mut store = Store::new(self.pre.engine(), state);
@@ -442,12 +463,7 @@ impl Runner {
                     }
                     self.call(&mut instance, |store, b| b.call_on_timer(store))
                 }
-                Some(Job::Reading(reading)) => {
-                    let wit = host::to_wit_reading(&reading.reading);
-                    self.call(&mut instance, |store, b| {
-                        b.call_on_reading(store, reading.thing.as_str(), &wit)
-                    })
-                }
+                Some(Job::Reading(reading)) => self.deliver(&mut instance, &reading),
                 Some(Job::Request(request)) => {
                     let Request {
                         method,
@@ -474,7 +490,7 @@ impl Runner {
     }
 
     /// One guest call under the CPU deadline, counted.
-    fn call<R>(
+    pub(crate) fn call<R>(
         &self,
         instance: &mut Instance,
         f: impl FnOnce(&mut Store<HostState>, &Service) -> wasmtime::Result<R>,
