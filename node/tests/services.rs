@@ -17,13 +17,16 @@ use serde_json::{Value as Json, json};
 /// A campus that ticks ten times a second, so motion and averages come
 /// quickly.
 fn campus() -> Gateway {
+    campus_with(&[])
+}
+
+fn campus_with(env: &[(&str, &str)]) -> Gateway {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("fogbank.toml");
     std::fs::write(&config, "[sim]\nenabled = true\ninterval_ms = 100\n").unwrap();
-    let gw = Gateway::start(
-        &["--config", config.to_str().unwrap()],
-        &[("FOGBANK_GATEWAY_ID", "gw-s")],
-    );
+    let mut env = env.to_vec();
+    env.push(("FOGBANK_GATEWAY_ID", "gw-s"));
+    let gw = Gateway::start(&["--config", config.to_str().unwrap()], &env);
     gw.wait_for_campus("gw-s");
     drop(tmp);
     gw
@@ -184,7 +187,8 @@ fn the_threshold_alarm_switches_a_lamp_and_keeps_its_state_across_upgrade_and_re
 
 #[test]
 fn floor_averages_and_occupancy_lights_run_on_the_campus() {
-    let gw = campus();
+    let coap_port = common::free_udp_port();
+    let gw = campus_with(&[("FOGBANK_COAP", &format!("127.0.0.1:{coap_port}"))]);
     assert_eq!(
         publish(&gw, &manifest("floor-average"), &component("floor-average")).status,
         201
@@ -219,7 +223,24 @@ fn floor_averages_and_occupancy_lights_run_on_the_campus() {
         ids.contains(&"gw-s.service.floor-average.floor-2"),
         "{ids:?}"
     );
-    // Live over SSE like any thing service.
+    // Over CoAP (libcoap's client) and live over SSE like any thing service.
+    let coap = Command::new("coap-client-notls")
+        .args([
+            "-m",
+            "get",
+            "-A",
+            "0",
+            &format!("coap://127.0.0.1:{coap_port}/things/gw-s.service.floor-average.floor-1"),
+        ])
+        .output()
+        .expect("coap-client-notls is installed (scripts/test installs libcoap3-bin)");
+    let text = String::from_utf8_lossy(&coap.stdout);
+    assert!(
+        text.trim()
+            .parse::<f64>()
+            .is_ok_and(|v| (10.0..35.0).contains(&v)),
+        "{text:?}"
+    );
     let events = common::read_events(
         &gw.url("/api/v1/things/gw-s.service.floor-average.floor-3/stream"),
         "reading",
