@@ -87,3 +87,9 @@ pub const GROW_FOREVER: &str =
 pub const PUBLISH_FOREVER: &str = "(loop $more
     (call $publish (i32.const 16) (i32.const 3) (i32.const 0) (i64.const 0) (i32.const 0) (i32.const 2000))
     (br $more))";
+/// Logs "hello" a thousand times in one call.
+pub const LOG_FLOOD: &str = "(i32.store (i32.const 1200) (i32.const 0))
+    (loop $more
+      (call $log (i32.const 1) (i32.const 32) (i32.const 5))
+      (i32.store (i32.const 1200) (i32.add (i32.load (i32.const 1200)) (i32.const 1)))
+      (br_if $more (i32.lt_u (i32.load (i32.const 1200)) (i32.const 1000))))";

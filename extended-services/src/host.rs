@@ -44,6 +44,11 @@ pub const MAX_KEY_BYTES: usize = 256;
 pub const MAX_VALUE_BYTES: usize = 64 << 10;
 /// Readings a history call returns at most.
 pub const MAX_HISTORY: u32 = 10_000;
+/// A guest's log line is cut after this many bytes.
+pub const MAX_LOG_BYTES: usize = 1024;
+/// Log lines per second a guest may write; more are counted, not kept, so
+/// a chatty service cannot flood the gateway's log.
+pub const LOG_LINES_PER_SECOND: u32 = 20;
 
 /// The data of one instance's store.
 pub struct HostState {
@@ -55,6 +60,10 @@ pub struct HostState {
     pub(crate) limiter: Limiter,
     pub(crate) clock: CallClock,
     bucket: TokenBucket,
+    commands: TokenBucket,
+    log_lines: TokenBucket,
+    /// Log lines dropped since the last one kept.
+    suppressed: u64,
     /// Bytes the key-value store holds, keys included.
     store_bytes: u64,
 }
@@ -75,6 +84,9 @@ impl HostState {
             limiter: Limiter::new(limits.memory_bytes(), shared.clone()),
             clock: CallClock::default(),
             bucket: TokenBucket::new(limits.publish_per_second),
+            commands: TokenBucket::new(limits.actuate_per_second),
+            log_lines: TokenBucket::new(LOG_LINES_PER_SECOND),
+            suppressed: 0,
             store_bytes,
             shared,
             hub,
@@ -344,6 +356,12 @@ impl things::Host for HostState {
                 "the manifest grants no actuation of {id}"
             )));
         }
+        if !self.commands.take() {
+            return Err(Failure::Limit(format!(
+                "more than {} commands per second",
+                self.shared.manifest.limits.actuate_per_second
+            )));
+        }
         let hub = self.hub.clone();
         let value = from_wit_value(value);
         // Commands run as tasks of the host's runtime and finish on their
@@ -494,7 +512,23 @@ impl store::Host for HostState {
 }
 
 impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, message: String) {
+    fn log(&mut self, level: log::Level, mut message: String) {
+        if !self.log_lines.take() {
+            self.suppressed += 1;
+            return;
+        }
+        if message.len() > MAX_LOG_BYTES {
+            let mut cut = MAX_LOG_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        if self.suppressed > 0 {
+            message = format!("({} lines suppressed) {message}", self.suppressed);
+            self.suppressed = 0;
+        }
         let level = match level {
             log::Level::Debug => LogLevel::Debug,
             log::Level::Info => LogLevel::Info,

@@ -146,6 +146,9 @@ pub struct Limits {
     /// Readings per second over all outputs; more is flooding, and the
     /// service is stopped.
     pub publish_per_second: u32,
+    /// Commands per second; more are refused (`failure::limit`), so a
+    /// runaway loop cannot hammer a device.
+    pub actuate_per_second: u32,
     /// Total size of the key-value store.
     pub store_kib: u64,
 }
@@ -156,6 +159,7 @@ impl Default for Limits {
             memory_mib: 16,
             cpu_ms: 100,
             publish_per_second: 100,
+            actuate_per_second: 10,
             store_kib: 1024,
         }
     }
@@ -243,6 +247,9 @@ impl Manifest {
         }
         if limits.publish_per_second == 0 {
             problems.push("limits.publish-per-second is at least 1".into());
+        }
+        if limits.actuate_per_second == 0 {
+            problems.push("limits.actuate-per-second is at least 1".into());
         }
         if problems.is_empty() {
             Ok(())

@@ -332,3 +332,28 @@ fn services_persist_stop_start_upgrade_and_remove() {
     assert_eq!(hub.store().service_value("echo", "kept").unwrap(), None);
     assert_eq!(services.list().len(), 1);
 }
+
+#[test]
+fn a_chatty_service_cannot_flood_the_log() {
+    let gw = gateway();
+    gw.services
+        .publish(
+            &manifest("chatty", "timer = \"50ms\""),
+            component("", "", LOG_FLOOD).as_bytes(),
+        )
+        .unwrap();
+    eventually("a suppression notice", || {
+        gw.services
+            .logs("chatty")
+            .unwrap()
+            .iter()
+            .any(|l| l.message.contains("lines suppressed) hello"))
+    });
+    let info = gw.services.info("chatty").unwrap();
+    assert_eq!(info.state, State::Running, "talking is not failing");
+    let kept = gw.services.logs("chatty").unwrap();
+    assert!(kept.len() <= 200);
+    // Each tick writes 1000 lines; at most 20 a second are kept.
+    let hellos = kept.iter().filter(|l| l.message.ends_with("hello")).count();
+    assert!(hellos < 100, "{hellos} lines kept");
+}
