@@ -17,6 +17,8 @@
 
 #[path = "../src/fixtures.rs"]
 mod fixtures;
+#[path = "../../node/benches/support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,14 +54,7 @@ fn reading(hub: &Hub, thing: &ThingId, value: f64) -> ThingReading {
 }
 
 fn resident_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    support::status_kib(std::process::id(), "VmRSS:")
 }
 
 fn wait(what: &str, mut done: impl FnMut() -> bool) {

@@ -13,6 +13,8 @@
 //!
 //! Settings: BENCH_SECS (default 10), BENCH_CLIENTS (4), BENCH_PACK (1000).
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -28,14 +30,7 @@ fn setting(name: &str, default: u64) -> u64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    support::status_kib(pid, "VmRSS:")
 }
 
 /// `wrk -t2 -c32` against `url` for `secs`; requests/s.

@@ -92,6 +92,16 @@ fn encode(value: &str) -> String {
     })
 }
 
+/// The strings of a JSON array (none if it is not one).
+fn strings(value: &Json) -> Vec<&str> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Json::as_str)
+        .collect()
+}
+
 fn print(json: bool, value: &Json, human: impl FnOnce(&Json) -> String) {
     if json {
         println!(
@@ -171,12 +181,7 @@ pub fn peers(args: PeersArgs) -> anyhow::Result<()> {
             "GATEWAY", "STATE", "THINGS", "SEEN(ms)", "ADDRESSES"
         );
         for p in peers.as_array().into_iter().flatten() {
-            let addresses: Vec<&str> = p["addresses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Json::as_str)
-                .collect();
+            let addresses = strings(&p["addresses"]);
             out += &format!(
                 "{:<20} {:<6} {:>7} {:>9}  {}\n",
                 p["gateway"].as_str().unwrap_or(""),
@@ -245,12 +250,7 @@ pub fn service(args: ServiceArgs) -> anyhow::Result<()> {
                     "NAME", "VERSION", "STATE", "CALLS", "ERRORS", "CPU(ms)", "OUTPUTS"
                 );
                 for s in services.as_array().into_iter().flatten() {
-                    let outputs: Vec<&str> = s["outputs"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Json::as_str)
-                        .collect();
+                    let outputs = strings(&s["outputs"]);
                     out += &format!(
                         "{:<24} {:<10} {:<10} {:>8} {:>7} {:>9.1}  {}\n",
                         s["name"].as_str().unwrap_or(""),

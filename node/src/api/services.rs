@@ -151,9 +151,7 @@ pub async fn start(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.authorize(&request, Scope::Admin)?;
-    let name = name.into_inner();
-    Ok(HttpResponse::Ok().json(change(&state, move |services| services.start(&name)).await?))
+    switch(request, state, name, Services::start).await
 }
 
 #[utoipa::path(post, path = "/api/v1/services/{name}/stop", tag = "services",
@@ -168,9 +166,19 @@ pub async fn stop(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    switch(request, state, name, Services::stop).await
+}
+
+/// Starts or stops a service, answering with its state.
+async fn switch(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    action: fn(&Services, &str) -> Result<ServiceInfo, ServiceError>,
+) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Admin)?;
     let name = name.into_inner();
-    Ok(HttpResponse::Ok().json(change(&state, move |services| services.stop(&name)).await?))
+    Ok(HttpResponse::Ok().json(change(&state, move |services| action(services, &name)).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/services/{name}/logs", tag = "services",
