@@ -6,8 +6,10 @@
 /// A component of the `fogbank:service` world whose entry points run the
 /// given core instructions. It imports `outputs.publish` as `$publish`
 /// (params: output ptr, len, value case, payload i64, payload i32, return
-/// area) and `log.log` as `$log` (level, ptr, len). Memory from 1024 up is
-/// free for the bodies; the text "out" is at 16 and "hello" at 32.
+/// area), `log.log` as `$log` (level, ptr, len) and `things.read-latest`
+/// as `$read_latest` (id ptr, len, return area). Memory from 1024 up is
+/// free for the bodies; the text "out" is at 16, "hello" at 32, "allowed"
+/// at 48, "refused" at 64 and the thing id "gw.sim.t1.temperature" at 80.
 pub fn component(init: &str, on_reading: &str, on_timer: &str) -> String {
     format!(
         r#"(component
@@ -21,8 +23,15 @@ pub fn component(init: &str, on_reading: &str, on_timer: &str) -> String {
   (import "fogbank:service/log@0.1.0" (instance $log
     (export "level" (type $level' (eq $level)))
     (export "log" (func (param "level" $level') (param "message" string)))))
+  (import "fogbank:service/things@0.1.0" (instance $things
+    (export "value" (type $tv (eq $value)))
+    (type $treading (record (field "value" $tv) (field "time" u64)))
+    (export "reading" (type $tr (eq $treading)))
+    (export "failure" (type $tf (eq $failure)))
+    (export "read-latest" (func (param "id" string) (result (result (option $tr) (error $tf)))))))
   (alias export $outputs "publish" (func $publish))
   (alias export $log "log" (func $log))
+  (alias export $things "read-latest" (func $read_latest))
   (core module $libc
     (memory (export "memory") 1)
     (global $bump (mut i32) (i32.const 8192))
@@ -37,12 +46,17 @@ pub fn component(init: &str, on_reading: &str, on_timer: &str) -> String {
   (core instance $libc (instantiate $libc))
   (core func $publish_lowered (canon lower (func $publish) (memory (core memory $libc "memory")) (realloc (core func $libc "realloc"))))
   (core func $log_lowered (canon lower (func $log) (memory (core memory $libc "memory"))))
+  (core func $read_latest_lowered (canon lower (func $read_latest) (memory (core memory $libc "memory")) (realloc (core func $libc "realloc"))))
   (core module $main
     (import "libc" "memory" (memory 1))
     (import "host" "publish" (func $publish (param i32 i32 i32 i64 i32 i32)))
     (import "host" "log" (func $log (param i32 i32 i32)))
+    (import "host" "read-latest" (func $read_latest (param i32 i32 i32)))
     (data (i32.const 16) "out")
     (data (i32.const 32) "hello")
+    (data (i32.const 48) "allowed")
+    (data (i32.const 64) "refused")
+    (data (i32.const 80) "gw.sim.t1.temperature")
     (func (export "init") (param i32 i32) (result i32)
       {init}
       (i32.store8 (i32.const 1000) (i32.const 0))
@@ -60,7 +74,7 @@ pub fn component(init: &str, on_reading: &str, on_timer: &str) -> String {
       (i32.const 1100)))
   (core instance $main (instantiate $main
     (with "libc" (instance $libc))
-    (with "host" (instance (export "publish" (func $publish_lowered)) (export "log" (func $log_lowered))))))
+    (with "host" (instance (export "publish" (func $publish_lowered)) (export "log" (func $log_lowered)) (export "read-latest" (func $read_latest_lowered))))))
   (export $value' "value" (type $value))
   (type $reading (record (field "value" $value') (field "time" u64)))
   (type $response (record (field "status" u16) (field "content-type" string) (field "body" (list u8))))
@@ -93,3 +107,14 @@ pub const LOG_FLOOD: &str = "(i32.store (i32.const 1200) (i32.const 0))
       (call $log (i32.const 1) (i32.const 32) (i32.const 5))
       (i32.store (i32.const 1200) (i32.add (i32.load (i32.const 1200)) (i32.const 1)))
       (br_if $more (i32.lt_u (i32.load (i32.const 1200)) (i32.const 1000))))";
+
+/// Reads the latest reading of "gw.sim.t1.temperature" and logs "allowed",
+/// "refused" if the host answered `failure::denied`, "hello" for any
+/// other failure. (The result's case is the byte at 3000, the failure's at
+/// 3008, after the 8-byte alignment of a reading.)
+pub const READ_SENSOR: &str = "(call $read_latest (i32.const 80) (i32.const 21) (i32.const 3000))
+    (if (i32.eqz (i32.load8_u (i32.const 3000)))
+      (then (call $log (i32.const 1) (i32.const 48) (i32.const 7)))
+      (else (if (i32.eqz (i32.load8_u (i32.const 3008)))
+        (then (call $log (i32.const 1) (i32.const 64) (i32.const 7)))
+        (else (call $log (i32.const 1) (i32.const 32) (i32.const 5))))))";

@@ -226,21 +226,42 @@ impl Services {
         let pre = self.engine.prepare(&self.engine.compile(component)?)?;
         let _change = self.changes.lock();
         let name = manifest.name.clone();
-        let previous = self.entries.lock().remove(&name);
-        let created = previous.is_none();
-        let (enabled, old_manifest, old_shared) = match previous {
-            Some(mut old) => {
-                if let Some(worker) = old.worker.take() {
-                    worker.stop();
-                }
-                (
-                    old.enabled,
-                    Some(old.shared.manifest.clone()),
-                    Some(old.shared),
-                )
+        let mut previous = self.entries.lock().remove(&name);
+        if let Some(worker) = previous.as_mut().and_then(|old| old.worker.take()) {
+            worker.stop();
+        }
+        match self.install(manifest, pre, component, previous.as_ref()) {
+            Ok(entry) => {
+                let info = self.info_of(&name, &entry);
+                self.entries.lock().insert(name, entry);
+                Ok(Published {
+                    created: previous.is_none(),
+                    info,
+                })
             }
-            None => (true, None, None),
-        };
+            Err(e) => {
+                // The version that ran goes on running.
+                if let Some(mut old) = previous {
+                    if old.enabled {
+                        old.worker = self.start_worker(&old).ok();
+                    }
+                    self.entries.lock().insert(name, old);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Stores a new or upgraded service, announces its outputs and starts
+    /// it (if the version it replaces was not stopped).
+    fn install(
+        &self,
+        manifest: Manifest,
+        pre: ServicePre<HostState>,
+        component: &[u8],
+        previous: Option<&Entry>,
+    ) -> Result<Entry, ServiceError> {
+        let enabled = previous.is_none_or(|old| old.enabled);
         let installed_at = Timestamp::now().0;
         let digest = engine::digest(component);
         let record = Record {
@@ -250,20 +271,24 @@ impl Services {
             installed_at,
         };
         self.hub.store().put_service(
-            &name,
+            &manifest.name,
             &serde_json::to_vec(&record).unwrap_or_default(),
             Some(component),
         )?;
-        self.announce_outputs(&manifest, old_manifest.as_ref(), enabled)?;
+        self.announce_outputs(&manifest, previous.map(|old| &old.shared.manifest), enabled)?;
         let shared = Arc::new(Shared::new(manifest, digest));
-        if let Some(old) = &old_shared {
-            shared.inherit_logs(old);
+        if let Some(old) = previous {
+            shared.inherit_logs(&old.shared);
         }
         shared.log(
             LogLevel::Info,
             format!(
                 "{} version {}",
-                if created { "installed" } else { "upgraded to" },
+                if previous.is_none() {
+                    "installed"
+                } else {
+                    "upgraded to"
+                },
                 shared.manifest.version
             ),
         );
@@ -277,9 +302,7 @@ impl Services {
         if enabled {
             entry.worker = Some(self.start_worker(&entry)?);
         }
-        let info = self.info_of(&name, &entry);
-        self.entries.lock().insert(name, entry);
-        Ok(Published { created, info })
+        Ok(entry)
     }
 
     fn start_worker(&self, entry: &Entry) -> Result<Worker, ServiceError> {
@@ -400,6 +423,17 @@ impl Services {
     /// start too).
     pub fn start(&self, name: &str) -> Result<ServiceInfo, ServiceError> {
         let _change = self.changes.lock();
+        {
+            // Starting what runs (or is restarting) changes nothing.
+            let entries = self.entries.lock();
+            let entry = entries
+                .get(name)
+                .ok_or_else(|| ServiceError::Unknown(name.to_owned()))?;
+            let state = entry.shared.status().state;
+            if entry.worker.is_some() && !matches!(state, State::Failed | State::Stopped) {
+                return Ok(self.info_of(name, entry));
+            }
+        }
         let old_worker = self.set_enabled(name, true)?;
         if let Some(worker) = old_worker {
             worker.stop();

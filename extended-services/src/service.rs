@@ -7,7 +7,7 @@
 //! service is a parked thread and a pool slot.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
@@ -86,6 +86,8 @@ pub(crate) struct Shared {
     pub memory_bytes: AtomicU64,
     pub published: AtomicU64,
     pub dropped: AtomicU64,
+    /// Set to make the service's thread leave at once, whatever is queued.
+    stopping: AtomicBool,
     logs: Mutex<VecDeque<LogLine>>,
 }
 
@@ -105,6 +107,7 @@ impl Shared {
             memory_bytes: AtomicU64::new(0),
             published: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
             logs: Mutex::new(VecDeque::new()),
         }
     }
@@ -178,7 +181,7 @@ enum Job {
 
 /// A started service: its thread and the task that feeds it readings.
 pub(crate) struct Worker {
-    name: String,
+    shared: Arc<Shared>,
     jobs: SyncSender<Job>,
     thread: Option<JoinHandle<()>>,
     feeder: tokio::task::JoinHandle<()>,
@@ -192,6 +195,7 @@ impl Worker {
         tokio: tokio::runtime::Handle,
     ) -> std::io::Result<Self> {
         let (jobs, queue) = std::sync::mpsc::sync_channel(QUEUE);
+        shared.stopping.store(false, Ordering::SeqCst);
         shared.set_state(State::Starting, None);
         let feeder = tokio.spawn(feed(shared.clone(), hub.clone(), jobs.clone()));
         let runner = Runner::new(shared.clone(), pre, hub, tokio);
@@ -200,7 +204,7 @@ impl Worker {
             .spawn(move || runner.run(queue));
         match thread {
             Ok(thread) => Ok(Worker {
-                name: shared.manifest.name.clone(),
+                shared,
                 jobs,
                 thread: Some(thread),
                 feeder,
@@ -216,10 +220,14 @@ impl Worker {
         match self.jobs.try_send(Job::Request(request)) {
             Ok(()) => {}
             Err(TrySendError::Full(Job::Request(r))) => {
-                let _ = r.reply.send(Err(CallError::Busy(self.name.clone())));
+                let _ = r
+                    .reply
+                    .send(Err(CallError::Busy(self.shared.manifest.name.clone())));
             }
             Err(TrySendError::Disconnected(Job::Request(r))) => {
-                let _ = r.reply.send(Err(CallError::NotRunning(self.name.clone())));
+                let _ = r.reply.send(Err(CallError::NotRunning(
+                    self.shared.manifest.name.clone(),
+                )));
             }
             Err(_) => {}
         }
@@ -229,8 +237,10 @@ impl Worker {
     /// deadline plus a host call's timeout.
     pub fn stop(mut self) {
         self.feeder.abort();
-        // The queue may be full; the thread also stops when every sender
-        // is gone, which dropping `jobs` below completes.
+        // The queue may be full: the flag makes the thread skip what is
+        // queued, and the thread also stops when every sender is gone,
+        // which dropping `jobs` below completes.
+        self.shared.stopping.store(true, Ordering::SeqCst);
         let _ = self.jobs.try_send(Job::Stop);
         let Worker { jobs, thread, .. } = &mut self;
         let (replacement, _) = std::sync::mpsc::sync_channel(1);
@@ -452,6 +462,9 @@ impl Runner {
                     Err(_) => return Exit::Stopped,
                 },
             };
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                return Exit::Stopped;
+            }
             let outcome = match job {
                 None => {
                     // Ticks missed while busy are skipped, not queued.
@@ -521,6 +534,9 @@ fn reason(error: &wasmtime::Error) -> String {
 fn wait_out(queue: &Receiver<Job>, backoff: Duration, name: &str, shared: &Shared) -> bool {
     let until = Instant::now() + backoff;
     loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return false;
+        }
         match queue.recv_timeout(until.saturating_duration_since(Instant::now())) {
             Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return false,
             Ok(Job::Reading(_)) => {

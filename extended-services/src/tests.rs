@@ -309,12 +309,23 @@ fn services_persist_stop_start_upgrade_and_remove() {
         Some(b"1".to_vec())
     );
     // A bad upgrade leaves the running version alone.
+    eventually("echo 2.0.0 running", || {
+        services.info("echo").unwrap().state == State::Running
+    });
+    let calls = services.info("echo").unwrap().calls;
     assert!(
         services
             .publish(&manifest("echo", ""), b"(component)")
             .is_err()
     );
-    assert_eq!(services.info("echo").unwrap().version, "2.0.0");
+    let still = services.info("echo").unwrap();
+    assert_eq!(
+        (still.version.as_str(), still.state),
+        ("2.0.0", State::Running)
+    );
+    // Starting what runs changes nothing (no restart, no second init).
+    let started = services.start("echo").unwrap();
+    assert_eq!((started.state, started.calls), (State::Running, calls));
 
     services.start("idle").unwrap();
     eventually("idle running", || {
@@ -356,4 +367,37 @@ fn a_chatty_service_cannot_flood_the_log() {
     // Each tick writes 1000 lines; at most 20 a second are kept.
     let hellos = kept.iter().filter(|l| l.message.ends_with("hello")).count();
     assert!(hellos < 100, "{hellos} lines kept");
+}
+
+#[test]
+fn reading_a_thing_needs_a_grant() {
+    let gw = gateway();
+    gw.feed(20.0);
+    let reader = component("", "", READ_SENSOR);
+    gw.services
+        .publish(&manifest("nosy", "timer = \"20ms\""), reader.as_bytes())
+        .unwrap();
+    gw.services
+        .publish(
+            &manifest(
+                "granted",
+                "timer = \"20ms\"\n[grants]\nread = [{ type = \"temperature\", location = \"campus/a\" }]",
+            ),
+            reader.as_bytes(),
+        )
+        .unwrap();
+    let said = |name: &str, what: &str| {
+        gw.services
+            .logs(name)
+            .unwrap()
+            .iter()
+            .any(|l| l.message == what)
+    };
+    eventually("the grant to be honoured", || said("granted", "allowed"));
+    eventually("the missing grant to be refused", || {
+        said("nosy", "refused")
+    });
+    assert!(!said("nosy", "allowed"));
+    assert!(!said("granted", "refused"));
+    assert_eq!(gw.services.info("nosy").unwrap().state, State::Running);
 }
