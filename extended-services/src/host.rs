@@ -297,15 +297,11 @@ impl things::Host for HostState {
             location: selector.location,
             id: selector.id,
         };
-        let mut found: Vec<WitThing> = self
-            .hub
-            .query(&Default::default())
+        self.hub
+            .select_things(|t| selector.matches(t))
             .iter()
-            .filter(|t| selector.matches(t))
             .map(to_wit_thing)
-            .collect();
-        found.sort_by(|a, b| a.id.cmp(&b.id));
-        found
+            .collect()
     }
 
     fn read_latest(&mut self, id: String) -> Result<Option<WitReading>, Failure> {

@@ -282,6 +282,7 @@ async fn feed(shared: Arc<Shared>, hub: Arc<Hub>, jobs: SyncSender<Job>) {
     let mut bus = hub.subscribe(format!("service {}", shared.manifest.name), filter);
     let mut followed: HashMap<ThingId, Follow> = HashMap::new();
     let mut refresh = tokio::time::interval(REMOTE_REFRESH);
+    let mut seen_generation = None;
     loop {
         tokio::select! {
             event = bus.recv() => match event {
@@ -298,11 +299,19 @@ async fn feed(shared: Arc<Shared>, hub: Arc<Hub>, jobs: SyncSender<Job>) {
                 None => return,
             },
             _ = refresh.tick() => {
-                let gateway = hub.gateway().to_owned();
+                // Only when the catalog moved: with many services and a
+                // large catalog, looking costs more than the tick.
+                let generation = hub.catalog_generation();
+                if seen_generation == Some(generation) {
+                    continue;
+                }
+                seen_generation = Some(generation);
+                let gateway = hub.gateway();
                 let wanted: Vec<ThingId> = hub
-                    .query(&Default::default())
+                    .select_things(|t| {
+                        t.gateway != gateway && subscriptions.iter().any(|s| s.matches(t))
+                    })
                     .into_iter()
-                    .filter(|t| t.gateway != gateway && subscriptions.iter().any(|s| s.matches(t)))
                     .map(|t| t.id)
                     .collect();
                 followed.retain(|id, _| wanted.contains(id));

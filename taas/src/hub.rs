@@ -297,6 +297,17 @@ impl Hub {
         self.registry.inspect(id, f)
     }
 
+    /// Thing services for which `predicate` holds, ordered by id.
+    pub fn select_things(&self, predicate: impl Fn(&ThingService) -> bool) -> Vec<ThingService> {
+        self.registry.select(predicate)
+    }
+
+    /// Moves whenever any thing service of the catalog (ours or another
+    /// gateway's) is added, changed or removed.
+    pub fn catalog_generation(&self) -> u64 {
+        self.registry.generation()
+    }
+
     pub fn query(&self, query: &Query) -> Vec<ThingService> {
         self.registry.query(query)
     }

@@ -4,6 +4,7 @@
 //! reading" requests without touching the disk.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
@@ -19,6 +20,7 @@ struct Entry {
 #[derive(Default)]
 pub struct Registry {
     entries: RwLock<HashMap<ThingId, Entry>>,
+    generation: AtomicU64,
 }
 
 /// What an upsert changed, so the caller persists only real changes.
@@ -36,9 +38,11 @@ impl Registry {
             Some(entry) if entry.thing == thing => Upsert::Unchanged,
             Some(entry) => {
                 entry.thing = thing;
+                self.changed();
                 Upsert::Updated
             }
             None => {
+                self.changed();
                 entries.insert(
                     thing.id.clone(),
                     Entry {
@@ -52,7 +56,11 @@ impl Registry {
     }
 
     pub fn remove(&self, id: &ThingId) -> Option<ThingService> {
-        self.entries.write().remove(id).map(|e| e.thing)
+        let removed = self.entries.write().remove(id).map(|e| e.thing);
+        if removed.is_some() {
+            self.changed();
+        }
+        removed
     }
 
     pub fn get(&self, id: &ThingId) -> Option<ThingService> {
@@ -78,20 +86,40 @@ impl Registry {
         let entry = entries.get_mut(id)?;
         let before = entry.thing.clone();
         change(&mut entry.thing);
-        (entry.thing != before).then(|| entry.thing.clone())
+        let changed = entry.thing != before;
+        if changed {
+            self.changed();
+        }
+        changed.then(|| entry.thing.clone())
     }
 
     /// Matching thing services, ordered by id.
     pub fn query(&self, query: &Query) -> Vec<ThingService> {
+        self.select(|thing| query.matches(thing))
+    }
+
+    /// Thing services for which `predicate` holds, ordered by id; only
+    /// those are copied.
+    pub fn select(&self, predicate: impl Fn(&ThingService) -> bool) -> Vec<ThingService> {
         let mut found: Vec<ThingService> = self
             .entries
             .read()
             .values()
-            .filter(|e| query.matches(&e.thing))
+            .filter(|e| predicate(&e.thing))
             .map(|e| e.thing.clone())
             .collect();
         found.sort_by(|a, b| a.id.cmp(&b.id));
         found
+    }
+
+    /// Changes whenever a thing service is added, changed or removed, so
+    /// that a caller can tell cheaply whether the catalog moved.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count(&self, predicate: impl Fn(&ThingService) -> bool) -> usize {
@@ -121,5 +149,40 @@ impl Registry {
         {
             entry.latest = Some(reading.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::thing::Kind;
+
+    #[test]
+    fn the_generation_moves_with_real_changes_only() {
+        let registry = Registry::default();
+        let id = ThingId::parse("gw.a.d.temperature").unwrap();
+        let thing = ThingService::new(id.clone(), Kind::Sensor, "temperature", None);
+        let start = registry.generation();
+        registry.upsert(thing.clone());
+        let added = registry.generation();
+        assert_ne!(added, start);
+        registry.upsert(thing);
+        assert_eq!(registry.generation(), added, "an identical upsert");
+        registry.modify(&id, |t| t.available = t.available);
+        assert_eq!(
+            registry.generation(),
+            added,
+            "a modification that changes nothing"
+        );
+        registry.modify(&id, |t| t.available = !t.available);
+        let modified = registry.generation();
+        assert_ne!(modified, added);
+        assert_eq!(
+            registry.select(|t| t.semantic_type == "temperature").len(),
+            1
+        );
+        registry.remove(&id);
+        assert_ne!(registry.generation(), modified);
+        assert!(registry.select(|_| true).is_empty());
     }
 }
