@@ -168,7 +168,7 @@ mod tests {
         assert_ne!(added, start);
         registry.upsert(thing);
         assert_eq!(registry.generation(), added, "an identical upsert");
-        registry.modify(&id, |t| t.available = t.available);
+        registry.modify(&id, |t| t.unit = None);
         assert_eq!(
             registry.generation(),
             added,
