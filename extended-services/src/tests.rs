@@ -401,3 +401,39 @@ fn reading_a_thing_needs_a_grant() {
     assert!(!said("granted", "refused"));
     assert_eq!(gw.services.info("nosy").unwrap().state, State::Running);
 }
+
+#[test]
+fn a_damaged_compilation_cache_is_compiled_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let hub = Hub::open("gw", &dir.path().join("db"), HubOptions::default()).unwrap();
+    {
+        let services = Services::open(hub.clone(), Some(&cache)).unwrap();
+        services
+            .publish(&manifest("echo", ""), echo().as_bytes())
+            .unwrap();
+    }
+    let artifacts: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(artifacts.len(), 1, "one compiled component, by digest");
+    assert!(
+        artifacts[0]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .ends_with(".cwasm")
+    );
+    std::fs::write(&artifacts[0], b"not a compiled component").unwrap();
+    let services = Services::open(hub, Some(&cache)).unwrap();
+    eventually("echo running again", || {
+        services.info("echo").unwrap().state == State::Running
+    });
+    assert_ne!(
+        std::fs::read(&artifacts[0]).unwrap(),
+        b"not a compiled component",
+        "the cache was rewritten"
+    );
+}
