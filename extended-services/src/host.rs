@@ -251,8 +251,9 @@ pub(crate) fn to_wit_value(value: &Value) -> WitValue {
         Value::Number(n) => WitValue::Number(*n),
         Value::Bool(b) => WitValue::Boolean(*b),
         Value::String(s) => WitValue::Text(s.clone()),
-        // Opaque data has no WIT shape of its own; guests see base64.
-        Value::Data(bytes) => WitValue::Text(Value::Data(bytes.clone()).to_json().to_string()),
+        // Opaque data has no WIT shape of its own: guests get it as text,
+        // the way SenML's `vd` carries it (URL-safe base64, no padding).
+        data @ Value::Data(_) => WitValue::Text(data.to_json().as_str().unwrap_or("").to_owned()),
     }
 }
 
@@ -538,5 +539,28 @@ impl log::Host for HostState {
 impl clock::Host for HostState {
     fn now(&mut self) -> u64 {
         Timestamp::now().0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_cross_into_the_guest_unchanged_and_data_as_base64() {
+        assert!(matches!(to_wit_value(&Value::Number(1.5)), WitValue::Number(n) if n == 1.5));
+        assert!(matches!(
+            to_wit_value(&Value::Bool(true)),
+            WitValue::Boolean(true)
+        ));
+        assert!(matches!(to_wit_value(&Value::String("a".into())), WitValue::Text(t) if t == "a"));
+        assert!(
+            matches!(to_wit_value(&Value::Data(vec![0xfb, 0xff])), WitValue::Text(t) if t == "-_8"),
+            "URL-safe base64, no quotes, no padding"
+        );
+        assert_eq!(
+            from_wit_value(WitValue::Text("x".into())),
+            Value::String("x".into())
+        );
     }
 }

@@ -532,8 +532,9 @@ impl Services {
             });
             entry.shared.manifest.limits.cpu_deadline()
         };
-        // The service's queue may hold other work first: give it time for
-        // a full queue's worth of ticks is unreasonable, so a fixed margin.
+        // The request's own call may take its deadline and a host call's
+        // timeout; readings queued before it get a fixed margin, and a
+        // service further behind than that answers "busy".
         let wait = deadline + HOST_CALL_TIMEOUT + Duration::from_secs(5);
         match tokio::time::timeout(wait, answer).await {
             Ok(Ok(outcome)) => Ok(outcome?),
