@@ -150,7 +150,10 @@ struct Entry {
 /// Every extended service of a gateway.
 pub struct Services {
     hub: Arc<Hub>,
-    engine: Runtime,
+    /// Made when the first service needs it: a gateway without services
+    /// pays for no engine, pool or epoch thread.
+    engine: std::sync::OnceLock<Runtime>,
+    cache_dir: Option<std::path::PathBuf>,
     entries: Mutex<HashMap<String, Entry>>,
     /// Serialises changes (publish, start, stop, remove), which may wait for
     /// a service's thread; calls and reads do not wait for them.
@@ -169,7 +172,8 @@ impl Services {
             .build()
             .map_err(|e| ServiceError::Engine(format!("cannot start a runtime: {e}")))?;
         let services = Services {
-            engine: Runtime::new(cache_dir)?,
+            engine: std::sync::OnceLock::new(),
+            cache_dir: cache_dir.map(Path::to_owned),
             hub,
             entries: Mutex::new(HashMap::new()),
             changes: Mutex::new(()),
@@ -183,6 +187,21 @@ impl Services {
         Ok(services)
     }
 
+    /// Compiles (or loads from the cache) and links a component.
+    fn prepare(&self, component: &[u8]) -> Result<ServicePre<HostState>, ServiceError> {
+        let engine = match self.engine.get() {
+            Some(engine) => engine,
+            None => {
+                // Two first callers at once make two; one is kept.
+                let _ = self.engine.set(Runtime::new(self.cache_dir.as_deref())?);
+                self.engine
+                    .get()
+                    .ok_or_else(|| ServiceError::Engine("the engine was not kept".into()))?
+            }
+        };
+        engine.prepare(&engine.compile(component)?)
+    }
+
     fn tokio(&self) -> tokio::runtime::Handle {
         match &self.tokio {
             Some(runtime) => runtime.handle().clone(),
@@ -194,7 +213,7 @@ impl Services {
         let record: Record = serde_json::from_slice(record)
             .map_err(|e| ServiceError::Invalid(format!("corrupt service record: {e}")))?;
         let manifest = Manifest::parse(&record.manifest)?;
-        let pre = self.engine.prepare(&self.engine.compile(component)?)?;
+        let pre = self.prepare(component)?;
         let name = manifest.name.clone();
         let shared = Arc::new(Shared::new(manifest, record.digest));
         let mut entry = Entry {
@@ -223,7 +242,7 @@ impl Services {
                 MAX_COMPONENT_BYTES >> 20
             )));
         }
-        let pre = self.engine.prepare(&self.engine.compile(component)?)?;
+        let pre = self.prepare(component)?;
         let _change = self.changes.lock();
         let name = manifest.name.clone();
         let mut previous = self.entries.lock().remove(&name);
@@ -556,7 +575,7 @@ impl Services {
         readings: &[fogbank_taas::ThingReading],
     ) -> Result<Probe, ServiceError> {
         let manifest = Manifest::parse(manifest)?;
-        let pre = self.engine.prepare(&self.engine.compile(component)?)?;
+        let pre = self.prepare(component)?;
         let shared = Arc::new(Shared::new(manifest, engine::digest(component)));
         let runner = service::Runner::new(shared, pre, self.hub.clone(), self.tokio());
         let started = std::time::Instant::now();
