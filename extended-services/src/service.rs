@@ -6,14 +6,14 @@
 //! delaying anyone else, and lets host calls wait synchronously. An idle
 //! service is a parked thread and a pool slot.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use fogbank_taas::{Event, Filter, Follow, Hub, ThingId, ThingReading};
+use fogbank_taas::{Event, Filter, FollowSet, Hub, ThingId, ThingReading};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -280,7 +280,7 @@ async fn feed(shared: Arc<Shared>, hub: Arc<Hub>, jobs: SyncSender<Job>) {
         })
     };
     let mut bus = hub.subscribe(format!("service {}", shared.manifest.name), filter);
-    let mut followed: HashMap<ThingId, Follow> = HashMap::new();
+    let mut followed = FollowSet::default();
     let mut refresh = tokio::time::interval(REMOTE_REFRESH);
     let mut seen_generation = None;
     loop {
@@ -307,21 +307,10 @@ async fn feed(shared: Arc<Shared>, hub: Arc<Hub>, jobs: SyncSender<Job>) {
                 }
                 seen_generation = Some(generation);
                 let gateway = hub.gateway();
-                let wanted: Vec<ThingId> = hub
-                    .select_things(|t| {
-                        t.gateway != gateway && subscriptions.iter().any(|s| s.matches(t))
-                    })
-                    .into_iter()
-                    .map(|t| t.id)
-                    .collect();
-                followed.retain(|id, _| wanted.contains(id));
-                for id in wanted {
-                    if !followed.contains_key(&id)
-                        && let Some(follow) = hub.follow(&id)
-                    {
-                        followed.insert(id, follow);
-                    }
-                }
+                let wanted = hub.select_things(|t| {
+                    t.gateway != gateway && subscriptions.iter().any(|s| s.matches(t))
+                });
+                followed.follow_only(&hub, wanted.into_iter().map(|t| t.id));
             }
         }
     }

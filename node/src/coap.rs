@@ -4,7 +4,6 @@
 //! format with RFC 6690 query filtering. The device side (`/rd`) belongs
 //! to the CoAP adapter; both share the endpoint.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use fogbank_coap::endpoint::{Endpoint, Handler, Reply};
 use fogbank_coap::message::{Request, Response, format};
 use fogbank_coap::payload;
 use fogbank_taas::{
-    ActuateError, CommandState, Event, Filter, Follow, Hub, Kind, Query, ReadError, Reading,
+    ActuateError, CommandState, Event, Filter, FollowSet, Hub, Kind, Query, ReadError, Reading,
     RemoteError, ThingId, ThingService, senml,
 };
 
@@ -302,23 +301,16 @@ const FOLLOW_CHECK: Duration = Duration::from_millis(500);
 fn follow_observed(hub: Arc<Hub>, endpoint: Endpoint) {
     let runner = endpoint.clone();
     runner.spawn(async move {
-        let mut followed: HashMap<ThingId, Follow> = HashMap::new();
+        let mut followed = FollowSet::default();
         let mut tick = tokio::time::interval(FOLLOW_CHECK);
         loop {
             tick.tick().await;
-            let observed: HashSet<ThingId> = endpoint
+            let observed = endpoint
                 .observed_paths()
                 .iter()
                 .filter_map(|p| ThingId::parse(p.strip_prefix("things/")?).ok())
-                .collect();
-            followed.retain(|id, _| observed.contains(id));
-            for id in observed {
-                if !followed.contains_key(&id)
-                    && let Some(follow) = hub.follow(&id)
-                {
-                    followed.insert(id, follow);
-                }
-            }
+                .collect::<Vec<_>>();
+            followed.follow_only(&hub, observed);
         }
     });
 }

@@ -32,7 +32,7 @@ pub use hub::{
 };
 pub use id::{IdError, ThingId};
 pub use reading::{Reading, ThingReading, Timestamp, Value};
-pub use remote::{CatalogChange, CatalogSnapshot, Follow, Remote, RemoteError};
+pub use remote::{CatalogChange, CatalogSnapshot, Follow, FollowSet, Remote, RemoteError};
 pub use store::{
     Retention, RetentionReport, Store, StoreError, StoreOptions, StoredService, Window,
 };

@@ -7,7 +7,7 @@
 //! attaches. The hub knows nothing of how the call travels: this module is
 //! the whole boundary between the two.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::commands::ActuationFuture;
 use crate::store::Window;
-use crate::{Command, Reading, ThingId, ThingService};
+use crate::{Command, Hub, Reading, ThingId, ThingService};
 
 /// Why a call to the owning gateway did not give an answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,5 +105,26 @@ impl Drop for Follow {
         }
         drop(followers);
         self.remote.interest(&self.thing, false);
+    }
+}
+
+/// The other gateways' thing services a consumer (CoAP observers, an
+/// extended service) wants followed, kept following exactly those.
+#[derive(Default)]
+pub struct FollowSet(HashMap<ThingId, Follow>);
+
+impl FollowSet {
+    /// Follows each of `wanted` that can be followed (see
+    /// [`Hub::follow`]) and stops following everything else.
+    pub fn follow_only(&mut self, hub: &Hub, wanted: impl IntoIterator<Item = ThingId>) {
+        let wanted: HashSet<ThingId> = wanted.into_iter().collect();
+        self.0.retain(|id, _| wanted.contains(id));
+        for id in wanted {
+            if !self.0.contains_key(&id)
+                && let Some(follow) = hub.follow(&id)
+            {
+                self.0.insert(id, follow);
+            }
+        }
     }
 }
