@@ -57,12 +57,14 @@ fn resident_kib() -> u64 {
     support::status_kib(std::process::id(), "VmRSS:")
 }
 
-fn wait(what: &str, mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(120);
-    while !done() {
-        assert!(Instant::now() < until, "timed out: {what}");
-        std::thread::sleep(Duration::from_micros(200));
-    }
+/// Waits for the services, looking often: the chain is kept fed by it.
+fn wait(what: &str, done: impl FnMut() -> bool) {
+    support::wait(
+        what,
+        Duration::from_secs(120),
+        Duration::from_micros(200),
+        done,
+    );
 }
 
 fn main() {

@@ -35,7 +35,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use support::{Process, free_port, status_kib, wait_port};
+use support::{Process, free_port, status_kib, wait, wait_port};
+
+/// How often the benchmark looks at the gateways while it waits for them.
+const POLL: Duration = Duration::from_millis(10);
 
 const PACE: Duration = Duration::from_millis(1);
 /// A receiver gives up this long after the last message it got.
@@ -257,15 +260,6 @@ fn metric(http: u16, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn wait(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    start.elapsed()
-}
-
 fn cluster_key() -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_fogbank"))
         .arg("cluster-key")
@@ -320,6 +314,7 @@ fn fogbank_delivery(latency: usize, burst: usize, epoch: Instant) -> FogbankDeli
     wait(
         "the device's thing service on B",
         Duration::from_secs(20),
+        POLL,
         || {
             publish(mqtt, "things/bench/level", 1, None, epoch);
             get(b_http, &format!("/api/v1/things/{thing}")).is_some()
@@ -334,13 +329,14 @@ fn fogbank_delivery(latency: usize, burst: usize, epoch: Instant) -> FogbankDeli
         wait(
             "A sends the thing's readings to B",
             Duration::from_secs(10),
+            POLL,
             || !across || metric(a_http, "fogbank_cloud_followed") == 1.0,
         );
         let sent = publish(mqtt, "things/bench/level", count, interval, epoch);
         let received = receiver.join().unwrap();
         // A server notices a closed stream when it next writes to it: give
         // it readings (out of the runs' range) until B has left the topic.
-        wait("B left the topic", Duration::from_secs(20), || {
+        wait("B left the topic", Duration::from_secs(20), POLL, || {
             publish(mqtt, "things/bench/level", 1, None, epoch);
             metric(a_http, "fogbank_cloud_followed") == 0.0
         });
@@ -501,6 +497,7 @@ fn convergence(gateways: usize, things: usize) -> Convergence {
     wait(
         "every gateway lists the owner's catalog",
         Duration::from_secs(120),
+        POLL,
         || everyone_has(things as f64),
     );
     let join = started.elapsed();
@@ -517,6 +514,7 @@ fn convergence(gateways: usize, things: usize) -> Convergence {
     wait(
         "every gateway lists the new thing service",
         Duration::from_secs(30),
+        POLL,
         || {
             others
                 .iter()

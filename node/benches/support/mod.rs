@@ -36,6 +36,22 @@ pub fn wait_port(port: u16) {
     }
 }
 
+/// Checks every `poll` until `check` holds; how long that took. Panics
+/// with `what` after `limit`.
+pub fn wait(
+    what: &str,
+    limit: Duration,
+    poll: Duration,
+    mut check: impl FnMut() -> bool,
+) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        std::thread::sleep(poll);
+    }
+    start.elapsed()
+}
+
 /// A `/proc/PID/status` field in KiB (`VmHWM:`, `VmRSS:`).
 pub fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
