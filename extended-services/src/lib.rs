@@ -402,12 +402,7 @@ impl Services {
         let shared = &entry.shared;
         let manifest = &shared.manifest;
         let status = shared.status();
-        let last_error = shared
-            .logs()
-            .into_iter()
-            .rev()
-            .find(|l| l.level == LogLevel::Error)
-            .map(|l| l.message);
+        let last_error = shared.last_error();
         ServiceInfo {
             name: name.to_owned(),
             version: manifest.version.clone(),

@@ -137,6 +137,17 @@ impl Shared {
         self.logs.lock().iter().cloned().collect()
     }
 
+    /// The newest error in the log, without copying the rest of it (every
+    /// `/metrics` scrape asks each service).
+    pub fn last_error(&self) -> Option<String> {
+        self.logs
+            .lock()
+            .iter()
+            .rev()
+            .find(|l| l.level == LogLevel::Error)
+            .map(|l| l.message.clone())
+    }
+
     /// An upgrade keeps the log of the version it replaces.
     pub fn inherit_logs(&self, from: &Shared) {
         *self.logs.lock() = from.logs.lock().clone();

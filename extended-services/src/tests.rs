@@ -192,6 +192,11 @@ fn gives_up_on(entry: (&str, &str, &str), limits: &str, expected: &str) {
     let info = gw.services.info("hostile").unwrap();
     let reason = info.reason.clone().unwrap_or_default();
     assert!(reason.contains(expected), "{expected:?} not in {reason:?}");
+    let last_error = info.last_error.clone().unwrap_or_default();
+    assert!(
+        last_error.contains(expected),
+        "{expected:?} not in {last_error:?}"
+    );
     assert_eq!(info.restarts, MAX_RESTARTS, "{info:?}");
     assert!(
         !gw.hub
