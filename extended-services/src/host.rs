@@ -4,6 +4,8 @@
 //! A refused or failed call comes back to the guest as a `failure` it can
 //! handle; only flooding the outputs and exhausting memory end the call
 //! with a trap, because those are the service misbehaving, not asking.
+//! Time spent in here never counts against the guest's CPU deadline (see
+//! [`CallClock`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -99,14 +101,10 @@ impl HostState {
     }
 
     /// Runs a future from a guest call on the host's runtime, bounded by
-    /// [`HOST_CALL_TIMEOUT`]; the wait does not count as the guest's time.
-    fn wait<F: Future>(&mut self, future: F) -> Option<F::Output> {
-        let started = Instant::now();
-        let out = self
-            .tokio
-            .block_on(async { tokio::time::timeout(HOST_CALL_TIMEOUT, future).await.ok() });
-        self.clock.host += started.elapsed();
-        out
+    /// [`HOST_CALL_TIMEOUT`].
+    fn wait<F: Future>(&self, future: F) -> Option<F::Output> {
+        self.tokio
+            .block_on(async { tokio::time::timeout(HOST_CALL_TIMEOUT, future).await.ok() })
     }
 
     /// The thing a guest names, if it exists.
@@ -145,19 +143,38 @@ impl WasiView for HostState {
     }
 }
 
-/// Splits a call's wall time into the guest's own and the time it waited
-/// on the host, so the CPU deadline counts only the first.
+/// Splits a call's wall time into the guest's own and the time spent in
+/// host calls, so the CPU deadline counts only the first. The store's call
+/// hook marks every crossing into and out of the host.
 #[derive(Debug, Default)]
 pub(crate) struct CallClock {
-    pub started: Option<Instant>,
-    pub host: Duration,
+    started: Option<Instant>,
+    /// Since when the guest has been waiting on a host call.
+    in_host: Option<Instant>,
+    host: Duration,
 }
 
 impl CallClock {
     pub fn start(&mut self) {
         self.started = Some(Instant::now());
+        self.in_host = None;
         self.host = Duration::ZERO;
     }
+
+    pub fn crossing(&mut self, hook: wasmtime::CallHook) {
+        match hook {
+            wasmtime::CallHook::CallingHost => self.in_host = Some(Instant::now()),
+            wasmtime::CallHook::ReturningFromHost => {
+                if let Some(since) = self.in_host.take() {
+                    self.host += since.elapsed();
+                }
+            }
+            wasmtime::CallHook::CallingWasm | wasmtime::CallHook::ReturningFromWasm => {}
+        }
+    }
+
+    /// Asked in guest code (the epoch callback) or after the call, never
+    /// during a host call.
     pub fn guest_time(&self) -> Duration {
         self.started
             .map(|s| s.elapsed().saturating_sub(self.host))
@@ -363,11 +380,9 @@ impl things::Host for HostState {
         let value = from_wit_value(value);
         // Commands run as tasks of the host's runtime and finish on their
         // own; the guest gets the id at once.
-        let started = Instant::now();
         let ticket = self
             .tokio
             .block_on(async move { hub.actuate(&thing.id, value) });
-        self.clock.host += started.elapsed();
         match ticket {
             Ok(ticket) => {
                 self.shared.log(
@@ -423,10 +438,9 @@ impl outputs::Host for HostState {
                 value,
             },
         };
-        let started = Instant::now();
-        let outcome = self.hub.ingest(vec![reading]);
-        self.clock.host += started.elapsed();
-        Ok(outcome
+        Ok(self
+            .hub
+            .ingest(vec![reading])
             .map(|()| {
                 self.shared.published.fetch_add(1, Ordering::Relaxed);
             })
@@ -436,14 +450,14 @@ impl outputs::Host for HostState {
 
 impl store::Host for HostState {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        let started = Instant::now();
-        let value = self.hub.store().service_value(self.name(), &key);
-        self.clock.host += started.elapsed();
-        value.unwrap_or_else(|e| {
-            self.shared
-                .log(LogLevel::Error, format!("store read failed: {e}"));
-            None
-        })
+        self.hub
+            .store()
+            .service_value(self.name(), &key)
+            .unwrap_or_else(|e| {
+                self.shared
+                    .log(LogLevel::Error, format!("store read failed: {e}"));
+                None
+            })
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Failure> {
@@ -457,7 +471,6 @@ impl store::Host for HostState {
                 "values are at most {MAX_VALUE_BYTES} bytes"
             )));
         }
-        let started = Instant::now();
         let store = self.hub.store();
         let old = store
             .service_value(self.name(), &key)
@@ -466,7 +479,6 @@ impl store::Host for HostState {
         let after = self.store_bytes - old.min(self.store_bytes) + (key.len() + value.len()) as u64;
         let limit = self.shared.manifest.limits.store_kib << 10;
         if after > limit {
-            self.clock.host += started.elapsed();
             return Err(Failure::Limit(format!(
                 "the store would exceed its {} KiB",
                 self.shared.manifest.limits.store_kib
@@ -478,12 +490,10 @@ impl store::Host for HostState {
         if outcome.is_ok() {
             self.store_bytes = after;
         }
-        self.clock.host += started.elapsed();
         outcome
     }
 
     fn delete(&mut self, key: String) {
-        let started = Instant::now();
         let store = self.hub.store();
         if let Ok(Some(old)) = store.service_value(self.name(), &key)
             && store.delete_service_value(self.name(), &key).is_ok()
@@ -492,19 +502,14 @@ impl store::Host for HostState {
                 .store_bytes
                 .saturating_sub((key.len() + old.len()) as u64);
         }
-        self.clock.host += started.elapsed();
     }
 
     fn keys(&mut self, prefix: String) -> Vec<String> {
-        let started = Instant::now();
-        let keys = self
-            .hub
+        self.hub
             .store()
             .service_entries(self.name(), &prefix)
             .map(|entries| entries.into_iter().map(|(k, _)| k).collect())
-            .unwrap_or_default();
-        self.clock.host += started.elapsed();
-        keys
+            .unwrap_or_default()
     }
 }
 

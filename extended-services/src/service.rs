@@ -423,6 +423,10 @@ impl Runner {
         let state = HostState::new(self.shared.clone(), self.hub.clone(), self.tokio.clone());
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
+        store.call_hook(|mut context, hook| {
+            context.data_mut().clock.crossing(hook);
+            Ok(())
+        });
         let deadline = self.shared.manifest.limits.cpu_deadline();
         store.epoch_deadline_callback(move |context| {
             if context.data().clock.guest_time() > deadline {

@@ -442,3 +442,72 @@ fn a_damaged_compilation_cache_is_compiled_again() {
         "the cache was rewritten"
     );
 }
+
+/// The owner of a thing that takes its time to answer.
+struct SlowOwner;
+
+impl fogbank_taas::Remote for SlowOwner {
+    fn latest(
+        &self,
+        _: &ThingService,
+    ) -> fogbank_taas::remote::RemoteFuture<Option<fogbank_taas::Reading>> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(None)
+        })
+    }
+    fn history(
+        &self,
+        _: &ThingService,
+        _: fogbank_taas::Window,
+    ) -> fogbank_taas::remote::RemoteFuture<Vec<fogbank_taas::Reading>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn actuate(&self, _: &str, _: fogbank_taas::Command) -> fogbank_taas::ActuationFuture {
+        Box::pin(async { Ok(None) })
+    }
+    fn is_reachable(&self, _: &str) -> bool {
+        true
+    }
+    fn interest(&self, _: &ThingId, _: bool) {}
+}
+
+#[test]
+fn waiting_on_the_host_does_not_count_against_the_cpu_deadline() {
+    // This gateway is "gx": the sensor belongs to gateway "gw", whose
+    // answers take 100 ms, five times the service's CPU deadline.
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open("gx", dir.path(), HubOptions::default()).unwrap();
+    hub.attach_remote(Arc::new(SlowOwner));
+    let sensor = ThingId::parse("gw.sim.t1.temperature").unwrap();
+    hub.replace_remote_catalog(
+        "gw",
+        vec![ThingService::new(sensor, Kind::Sensor, "temperature", None)],
+    );
+    let services = Services::open(hub, None).unwrap();
+    services
+        .publish(
+            &manifest(
+                "patient",
+                "timer = \"200ms\"\n[grants]\nread = [{ id = \"gw.sim.t1.temperature\" }]\n[limits]\ncpu-ms = 20",
+            ),
+            component("", "", READ_SENSOR).as_bytes(),
+        )
+        .unwrap();
+    let allowed = || {
+        services
+            .logs("patient")
+            .unwrap()
+            .iter()
+            .filter(|l| l.message == "allowed")
+            .count()
+    };
+    eventually("two slow reads answered", || allowed() >= 2);
+    let info = services.info("patient").unwrap();
+    assert_eq!(
+        (info.state, info.errors, info.restarts),
+        (State::Running, 0, 0),
+        "{info:?}"
+    );
+    assert!(info.cpu_time_ms < 20.0 * info.calls as f64, "{info:?}");
+}
