@@ -7,9 +7,12 @@
 //!      an application reading B's SSE stream of that thing service;
 //!    - two Mosquitto brokers joined by a bridge (`topic bench/# in 1`):
 //!      the same publisher at A, a QoS 1 subscriber at B;
-//!    - two Zenoh peers (`eclipse-zenoh`, a Python publisher and
-//!      subscriber, `node/benches/zenoh_peer.py`), with scouting off and
-//!      blocking congestion control, carrying the same payloads.
+//!    - Zenoh (`eclipse-zenoh`, `node/benches/zenoh_peer.py`) in the
+//!      topology of the gateways: two routers joined, a Python publisher
+//!      a client of one, a Python subscriber a client of the other; with
+//!      scouting off and blocking congestion control, carrying the same
+//!      payloads. For reference, the same publisher and subscriber as two
+//!      peers with nothing between them.
 //!
 //!    Payloads are the sequence number as text. Latency is receive time
 //!    minus send time of each message on one host's monotonic clock. The
@@ -396,33 +399,70 @@ fn mosquitto_delivery(latency: usize, burst: usize, epoch: Instant) -> (Outcome,
     (run(latency, Some(PACE)), run(burst, None))
 }
 
-/// Two Zenoh peers in their own processes.
-fn zenoh_delivery(latency: usize, burst: usize) -> (Outcome, Outcome) {
+/// How the Zenoh publisher and subscriber meet.
+#[derive(Clone, Copy, PartialEq)]
+enum ZenohTopology {
+    /// The topology of the gateways: two routers joined (gateways A and
+    /// B), the publisher a client of A, the subscriber a client of B.
+    ThroughRouters,
+    /// Publisher and subscriber are the two peers, nothing between them.
+    PeerToPeer,
+}
+
+/// Zenoh in its own processes (`zenoh_peer.py`).
+fn zenoh_delivery(latency: usize, burst: usize, topology: ZenohTopology) -> (Outcome, Outcome) {
     let python = std::env::var("FOGBANK_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/zenoh_peer.py");
     let dir = tempfile::tempdir().unwrap();
+    let until_ready = |child: &mut std::process::Child, what: &str| {
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the Zenoh {what} did not start");
+    };
+    let endpoint = || format!("tcp/127.0.0.1:{}", free_port());
     let run = |count: usize, interval_us: u64| {
-        let endpoint = format!("tcp/127.0.0.1:{}", free_port());
         let (sub_out, pub_out) = (dir.path().join("sub"), dir.path().join("pub"));
+        let mut routers = Vec::new();
+        let (sub_at, pub_at, client) = match topology {
+            ZenohTopology::PeerToPeer => {
+                let at = endpoint();
+                (at.clone(), at, None)
+            }
+            ZenohTopology::ThroughRouters => {
+                let (a, b) = (endpoint(), endpoint());
+                for args in [vec![a.clone()], vec![b.clone(), a.clone()]] {
+                    let mut router = Command::new(&python)
+                        .args([script, "router"])
+                        .args(args)
+                        .stdout(Stdio::piped())
+                        .spawn()
+                        .expect("a Python with eclipse-zenoh (scripts/bench installs it)");
+                    until_ready(&mut router, "router");
+                    routers.push(Process(router));
+                }
+                (b, a, Some("client"))
+            }
+        };
         let mut sub = Command::new(&python)
-            .args([script, "sub", &endpoint, &count.to_string()])
+            .args([script, "sub", &sub_at, &count.to_string()])
             .arg(&sub_out)
+            .args(client)
             .stdout(Stdio::piped())
             .spawn()
             .expect("a Python with eclipse-zenoh (scripts/bench installs it)");
-        let mut line = String::new();
-        BufReader::new(sub.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "the Zenoh subscriber did not start");
+        until_ready(&mut sub, "subscriber");
         let status = Command::new(&python)
-            .args([script, "pub", &endpoint, &count.to_string()])
+            .args([script, "pub", &pub_at, &count.to_string()])
             .arg(&pub_out)
             .arg(interval_us.to_string())
+            .args(client)
             .status()
             .unwrap();
         assert!(status.success());
         assert!(sub.wait().unwrap().success());
+        drop(routers);
         let read = |path: &std::path::Path| -> Vec<(usize, u64)> {
             std::fs::read_to_string(path)
                 .unwrap()
@@ -552,7 +592,8 @@ fn main() {
 
     let fogbank = fogbank_delivery(latency, burst, epoch);
     let (mos_paced, mos_burst) = mosquitto_delivery(latency, burst, epoch);
-    let (zen_paced, zen_burst) = zenoh_delivery(latency, burst);
+    let (zen_paced, zen_burst) = zenoh_delivery(latency, burst, ZenohTopology::ThroughRouters);
+    let (p2p_paced, p2p_burst) = zenoh_delivery(latency, burst, ZenohTopology::PeerToPeer);
 
     println!(
         "Cross-gateway delivery, device at A → subscriber at B, {} cores",
@@ -561,11 +602,18 @@ fn main() {
     let names = [
         "fogbank (MQTT in, SSE out)",
         "Mosquitto bridge",
-        "Zenoh peers (Python)",
+        "Zenoh, two routers (Python clients)",
         "(fogbank, A alone, no hop)",
+        "(Zenoh, two peers, no gateways)",
     ];
     println!("  latency at 1000 msg/s ({latency} messages)      p50 ms   p99 ms  delivered");
-    let paced = [&fogbank.paced, &mos_paced, &zen_paced, &fogbank.local_paced];
+    let paced = [
+        &fogbank.paced,
+        &mos_paced,
+        &zen_paced,
+        &fogbank.local_paced,
+        &p2p_paced,
+    ];
     for (name, o) in names.iter().zip(paced) {
         println!(
             "    {name:<34} {:>7.2}  {:>7.2}  {}/{}",
@@ -573,7 +621,13 @@ fn main() {
         );
     }
     println!("  throughput, {burst} back to back                 msg/s    ratio  delivered");
-    let bursts = [&fogbank.burst, &mos_burst, &zen_burst, &fogbank.local_burst];
+    let bursts = [
+        &fogbank.burst,
+        &mos_burst,
+        &zen_burst,
+        &fogbank.local_burst,
+        &p2p_burst,
+    ];
     for (name, o) in names.iter().zip(bursts) {
         let ratio = o.per_second / fogbank.burst.per_second;
         println!(

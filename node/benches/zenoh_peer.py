@@ -1,11 +1,18 @@
-"""One Zenoh peer of the cross-gateway benchmark (node/benches/cloud.rs).
+"""One Zenoh node of the cross-gateway benchmark (node/benches/cloud.rs).
 
-    zenoh_peer.py sub ENDPOINT COUNT OUT   listens, records (seq, ns) per sample
-    zenoh_peer.py pub ENDPOINT COUNT OUT INTERVAL_US
-                                           connects, puts COUNT payloads
-                                           (the sequence number as text), one
-                                           every INTERVAL_US (0: back to back),
+    zenoh_peer.py sub ENDPOINT COUNT OUT [client]
+                                           records (seq, ns) per sample
+    zenoh_peer.py pub ENDPOINT COUNT OUT INTERVAL_US [client]
+                                           puts COUNT payloads (the sequence
+                                           number as text), one every
+                                           INTERVAL_US (0: back to back),
                                            records (seq, ns) before each put
+    zenoh_peer.py router LISTEN [CONNECT]  a router (a gateway), until killed
+
+Two topologies. Peer to peer: the subscriber listens on ENDPOINT and the
+publisher connects to it, nothing between them. Through two routers (the
+topology of the gateways): with `client`, publisher and subscriber are
+clients of a router each, the two routers joined.
 
 Times are CLOCK_MONOTONIC nanoseconds (time.monotonic_ns), shared by both
 processes on one host. Multicast scouting is off: peers meet only at the
@@ -23,16 +30,32 @@ import zenoh
 KEY = "bench/level"
 
 
-def session(role, endpoint):
+def session(mode, listen=None, connect=None):
     config = zenoh.Config()
-    config.insert_json5("mode", '"peer"')
+    config.insert_json5("mode", json.dumps(mode))
     config.insert_json5("scouting/multicast/enabled", "false")
-    side = "listen" if role == "sub" else "connect"
-    config.insert_json5(f"{side}/endpoints", json.dumps([endpoint]))
+    if listen:
+        config.insert_json5("listen/endpoints", json.dumps([listen]))
+    if connect:
+        config.insert_json5("connect/endpoints", json.dumps([connect]))
     return zenoh.open(config)
 
 
-def subscribe(endpoint, count, out):
+def endpoint_session(role, endpoint, client):
+    if client:
+        return session("client", connect=endpoint)
+    if role == "sub":
+        return session("peer", listen=endpoint)
+    return session("peer", connect=endpoint)
+
+
+def route(listen, connect):
+    with session("router", listen=listen, connect=connect):
+        print("ready", flush=True)
+        threading.Event().wait()
+
+
+def subscribe(endpoint, count, out, client):
     received = []
     done = threading.Event()
 
@@ -41,7 +64,7 @@ def subscribe(endpoint, count, out):
         if len(received) >= count:
             done.set()
 
-    with session("sub", endpoint) as s:
+    with endpoint_session("sub", endpoint, client) as s:
         subscriber = s.declare_subscriber(KEY, on_sample)
         print("ready", flush=True)
         done.wait(timeout=120)
@@ -50,9 +73,9 @@ def subscribe(endpoint, count, out):
         f.writelines(f"{seq} {ns}\n" for seq, ns in received)
 
 
-def publish(endpoint, count, out, interval_us):
+def publish(endpoint, count, out, interval_us, client):
     sent = []
-    with session("pub", endpoint) as s:
+    with endpoint_session("pub", endpoint, client) as s:
         publisher = s.declare_publisher(
             KEY, congestion_control=zenoh.CongestionControl.BLOCK
         )
@@ -74,8 +97,12 @@ def publish(endpoint, count, out, interval_us):
 
 
 if __name__ == "__main__":
-    role, endpoint, count, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    if role == "sub":
-        subscribe(endpoint, count, out)
+    role = sys.argv[1]
+    if role == "router":
+        route(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+    elif role == "sub":
+        endpoint, count, out = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+        subscribe(endpoint, count, out, sys.argv[5:] == ["client"])
     else:
-        publish(endpoint, count, out, int(sys.argv[5]))
+        endpoint, count, out = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+        publish(endpoint, count, out, int(sys.argv[5]), sys.argv[6:] == ["client"])
