@@ -341,6 +341,73 @@ fn devices_talk_to_the_embedded_broker() {
     assert_eq!(seen, vec!["things/plug-5/relay/set off".to_owned()]);
 }
 
+/// The embedded broker acknowledges a QoS 1 publish only once it is
+/// stored: the moment `mosquitto_pub` has its PUBACK and exits, the reading
+/// is there to read, every time. MQTT 5 devices that name the topic by a
+/// topic alias after the first message (`mosquitto_pub -D publish
+/// topic-alias` does) are understood too.
+#[test]
+fn an_acknowledged_publish_is_already_stored() {
+    let (gw, port) = common::embedded_gateway("gw-k");
+    for value in 0..20 {
+        common::mqtt_publish(port, "things/meter-1/energy", value.to_string().as_bytes());
+        let answer = gw.get("/api/v1/things/gw-k.mqtt.meter-1.energy/reading");
+        assert_eq!(
+            answer.status, 200,
+            "reading {value} not stored when acknowledged"
+        );
+        assert_eq!(answer.json()[0]["v"], f64::from(value), "reading {value}");
+    }
+
+    let args = [
+        "-V",
+        "mqttv5",
+        "-t",
+        "things/alias-1/temperature",
+        "-D",
+        "publish",
+        "topic-alias",
+        "3",
+        "-l",
+    ];
+    common::mosquitto_pub(port, &args, b"1.5\n2.5\n3.5\n");
+    let values: Vec<f64> = gw
+        .get("/api/v1/things/gw-k.mqtt.alias-1.temperature/readings?from=0")
+        .json()
+        .as_array()
+        .expect("a SenML pack")
+        .iter()
+        .filter_map(|r| r["v"].as_f64())
+        .collect();
+    assert_eq!(values, vec![1.5, 2.5, 3.5]);
+}
+
+/// A packet far over `max_message_bytes` (256 KiB) closes that device's
+/// connection at the front door, before it is held whole in memory; the
+/// broker and everyone else carry on.
+#[test]
+fn an_oversized_packet_closes_only_its_connection() {
+    let (gw, port) = common::embedded_gateway("gw-o");
+    let huge = vec![b'7'; 1 << 20];
+    let sent = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", "things/big-1/level", "-s"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&huge)?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(!sent.success(), "a 1 MiB message was acknowledged");
+    assert_eq!(gw.get("/api/v1/things/gw-o.mqtt.big-1.level").status, 404);
+    common::mqtt_publish(port, "things/small-1/level", b"3");
+    let reading = gw.get("/api/v1/things/gw-o.mqtt.small-1.level/reading");
+    assert_eq!(reading.json()[0]["v"], 3.0);
+}
+
 #[test]
 fn a_taken_mqtt_port_stops_the_gateway_with_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

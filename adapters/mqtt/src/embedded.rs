@@ -1,20 +1,19 @@
 //! The embedded broker: rumqttd inside the gateway, so that devices need
-//! nothing else. It runs for the life of the process on threads of its own;
-//! the adapter is an ordinary client of it over loopback, so embedded and
-//! external mode share one receive path.
+//! nothing else. It runs for the life of the process on threads of its own.
 //!
 //! rumqttd serves MQTT 3.1.1 and MQTT 5 on separate listeners, but devices
 //! expect both on one port. So the broker's two listeners sit on loopback
 //! ports of their own, and the gateway's port is a front door
-//! ([`front_door`]) that reads the protocol level from each connection's
-//! CONNECT packet and splices the connection to the matching listener.
+//! ([`front_door`]) that reads each connection's CONNECT and joins the
+//! connection to the matching listener. The front door also hands every
+//! device's publishes to the adapter's receiver, which stores them, before
+//! it passes them to the broker; the adapter's own client session only
+//! sends commands.
 //!
-//! Guarantee, exactly: rumqttd acknowledges a device's QoS 1 publish when
-//! it has the message in memory, and the adapter stores it within
-//! milliseconds. A gateway killed inside that window loses what was in it;
-//! a broker outage cannot happen without the gateway's own. Devices that
-//! need more publish to an external broker with persistence (mode
-//! `external`), where the gateway acknowledges only after storing.
+//! Guarantee, exactly: a device's QoS 1 publish reaches rumqttd, which
+//! acknowledges it, only once its readings are in the WAL. A publish that
+//! cannot be stored closes the device's connection unacknowledged, and
+//! the device sends it again when it reconnects.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
@@ -36,10 +35,15 @@ pub enum EmbeddedError {
     Start(std::io::Error),
 }
 
-/// Starts the broker behind a front door on `listen` and returns the
-/// address the gateway's own client connects to (the broker's MQTT 3.1.1
+/// Starts the broker behind a front door on `listen` that stores devices'
+/// publishes through the receiver `intake` holds, and returns the address
+/// the gateway's own client connects to (the broker's MQTT 3.1.1
 /// listener, directly).
-pub fn start(listen: SocketAddr, max_message_bytes: usize) -> Result<SocketAddr, EmbeddedError> {
+pub fn start(
+    listen: SocketAddr,
+    max_message_bytes: usize,
+    intake: std::sync::Arc<front_door::Intake>,
+) -> Result<SocketAddr, EmbeddedError> {
     let public = TcpListener::bind(listen).map_err(|source| EmbeddedError::Listen {
         address: listen,
         source,
@@ -91,7 +95,13 @@ pub fn start(listen: SocketAddr, max_message_bytes: usize) -> Result<SocketAddr,
             }
         })
         .map_err(EmbeddedError::Start)?;
-    front_door::open(public, front_door::Backends { v4, v5 }).map_err(EmbeddedError::Start)?;
+    let backends = front_door::Backends {
+        v4,
+        v5,
+        // The payload limit plus room for the topic and MQTT 5 properties.
+        max_packet_bytes: max_message_bytes + (64 << 10),
+    };
+    front_door::open(public, backends, intake).map_err(EmbeddedError::Start)?;
     tracing::info!(listen = %bound, "embedded MQTT broker listening (MQTT 3.1.1 and 5)");
     Ok(v4)
 }
@@ -134,7 +144,8 @@ mod tests {
     #[test]
     fn a_taken_address_is_a_clear_error() {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-        let error = start(taken.local_addr().unwrap(), 1024).unwrap_err();
+        let intake = std::sync::Arc::new(front_door::Intake::new(None));
+        let error = start(taken.local_addr().unwrap(), 1024, intake).unwrap_err();
         assert!(error.to_string().contains("--mqtt"), "{error}");
     }
 }

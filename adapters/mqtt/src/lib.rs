@@ -16,6 +16,8 @@ pub mod discovery;
 pub mod embedded;
 mod limit;
 pub mod mapping;
+pub mod packet;
+pub mod receive;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -26,20 +28,13 @@ use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient, ResponseFuture, WrapFuture};
 use fogbank_adapter::{Actuate, AdapterContext, Plugin};
-use fogbank_taas::senml;
-use fogbank_taas::thing::guess_type;
-use fogbank_taas::{
-    ActuationResult, Delivery, Ingested, Kind, Reading, Receipt, ThingReading, ThingService,
-    Timestamp, Value,
-};
+use fogbank_taas::{ActuationResult, ThingId, Value};
+use parking_lot::Mutex;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use serde::Deserialize;
 
-use convention::{Inbound, Sample};
-use discovery::{Component, Discovery, Entity};
-use fogbank_adapter::AdapterError;
-use fogbank_taas::{DataType, IngestError, ThingId};
-use parking_lot::Mutex;
+use discovery::Entity;
+use receive::{Message, Receiver, Verdict};
 
 /// Settings of the MQTT adapter.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -173,15 +168,20 @@ pub struct Mqtt {
     /// external one.
     pub broker: BrokerAddress,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// With the embedded broker: where its front door finds the receiver.
+    intake: Option<Arc<embedded::front_door::Intake>>,
 }
 
 impl Mqtt {
     /// Starts the embedded broker if the mode asks for one; `None` for `off`.
     pub fn new(config: MqttConfig) -> Result<Option<Self>, StartError> {
+        let mut intake = None;
         let broker = match config.mode.as_str() {
             "off" => return Ok(None),
             "embedded" => {
-                let local = embedded::start(config.listen, config.max_message_bytes)?;
+                let front_door = Arc::new(embedded::front_door::Intake::new(None));
+                intake = Some(front_door.clone());
+                let local = embedded::start(config.listen, config.max_message_bytes, front_door)?;
                 BrokerAddress {
                     host: local.ip().to_string(),
                     port: local.port(),
@@ -209,6 +209,7 @@ impl Mqtt {
             config,
             broker,
             tls,
+            intake,
         }))
     }
 }
@@ -233,6 +234,7 @@ impl Plugin for Mqtt {
             config: self.config.clone(),
             broker: self.broker.clone(),
             tls: self.tls.clone(),
+            intake: self.intake.clone(),
             context,
             client: None,
             entities: SharedEntities::default(),
@@ -246,6 +248,7 @@ struct MqttActor {
     config: MqttConfig,
     broker: BrokerAddress,
     tls: Option<Arc<rustls::ClientConfig>>,
+    intake: Option<Arc<embedded::front_door::Intake>>,
     context: AdapterContext,
     client: Option<AsyncClient>,
     entities: SharedEntities,
@@ -287,15 +290,24 @@ impl Actor for MqttActor {
         let (client, eventloop) = AsyncClient::new(options, 256);
         self.client = Some(client.clone());
         tracing::info!(broker = %self.broker, %client_id, "MQTT adapter connecting");
+        let receiver = Arc::new(Mutex::new(Receiver::new(
+            self.context.clone(),
+            self.entities.clone(),
+            self.config.max_rate_per_device,
+            self.config.max_message_bytes,
+            self.config.mappings.clone(),
+        )));
+        if let Some(intake) = &self.intake {
+            intake.send_replace(Some(receiver.clone()));
+        }
         let session = Session {
-            context: self.context.clone(),
             client,
             client_id,
+            receiver,
+            receives: self.intake.is_none(),
             entities: self.entities.clone(),
-            limiter: limit::RateLimiter::new(self.config.max_rate_per_device),
-            max_message_bytes: self.config.max_message_bytes,
-            pending_acks: std::collections::VecDeque::new(),
             mappings: self.config.mappings.clone(),
+            pending_acks: std::collections::VecDeque::new(),
         };
         ctx.spawn(session.run(eventloop).into_actor(self));
     }
@@ -304,14 +316,14 @@ impl Actor for MqttActor {
 /// Entities learnt from Home Assistant discovery, shared by the receive
 /// side (their state and availability topics) and the command side.
 #[derive(Default)]
-struct Entities {
-    by_config_topic: HashMap<String, (ThingId, Entity)>,
+pub(crate) struct Entities {
+    pub(crate) by_config_topic: HashMap<String, (ThingId, Entity)>,
 }
 
 impl Entities {
     /// The entities whose state, and those whose availability, `topic`
     /// carries: one pass under one lock, on every message.
-    fn on_topic(&self, topic: &str) -> (Vec<(ThingId, Entity)>, Vec<Entity>) {
+    pub(crate) fn on_topic(&self, topic: &str) -> (Vec<(ThingId, Entity)>, Vec<Entity>) {
         let mut stated = Vec::new();
         let mut availability = Vec::new();
         for (id, entity) in self.by_config_topic.values() {
@@ -333,16 +345,18 @@ impl Entities {
     }
 }
 
-type SharedEntities = Arc<Mutex<Entities>>;
+pub(crate) type SharedEntities = Arc<Mutex<Entities>>;
 
-/// The receive side: polls the connection, stores, then acknowledges.
+/// The adapter's client session with the broker: sends commands and, with
+/// an external broker, receives devices' messages (with the embedded one
+/// the front door hands them to the receiver before the broker has them).
 struct Session {
-    context: AdapterContext,
     client: AsyncClient,
     client_id: String,
+    receiver: Arc<Mutex<Receiver>>,
+    /// Whether devices' messages come through this session.
+    receives: bool,
     entities: SharedEntities,
-    limiter: limit::RateLimiter,
-    max_message_bytes: usize,
     mappings: Vec<mapping::Mapping>,
     /// Stored (or dropped) messages whose acknowledgement is not sent yet,
     /// with the receipt slot to release once it is.
@@ -356,37 +370,6 @@ const INCOMING_HARD_CAP: usize = 16 << 20;
 
 /// Publishes handled together at most: one store write each burst.
 const MAX_BURST: usize = 256;
-
-/// Where a message of a burst stands before the store write.
-enum Handled {
-    /// Its readings are in the burst's write.
-    Staged,
-    /// Acted on; nothing to store.
-    Done,
-    Refused(Refusal),
-}
-
-/// Why a message was not taken: bad input is dropped (and acknowledged, or
-/// the broker would resend it forever); a storage failure is not
-/// acknowledged, so the broker resends it.
-enum Refusal {
-    BadInput(String),
-    /// Bytes in the message, over `max_message_bytes`.
-    Oversized(usize),
-    RateLimited,
-    NotStored(String),
-}
-
-impl From<AdapterError> for Refusal {
-    fn from(error: AdapterError) -> Self {
-        match error {
-            AdapterError::Store(_) | AdapterError::Ingest(IngestError::Store(_)) => {
-                Refusal::NotStored(error.to_string())
-            }
-            other => Refusal::BadInput(other.to_string()),
-        }
-    }
-}
 
 impl Session {
     async fn run(mut self, mut eventloop: EventLoop) {
@@ -419,7 +402,10 @@ impl Session {
                 }
                 Ok(_) => self.flush_acks(),
                 Err(error) => {
-                    self.context.count("mqtt_connection_errors");
+                    self.receiver
+                        .lock()
+                        .context()
+                        .count("mqtt_connection_errors");
                     tracing::warn!(%error, retry_in = ?backoff, "MQTT connection lost");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -430,7 +416,7 @@ impl Session {
 
     fn connected(&self, session_present: bool) {
         // A session the broker kept still has its subscriptions.
-        if !session_present {
+        if self.receives && !session_present {
             let mut topics = vec![
                 convention::SUBSCRIPTION.to_owned(),
                 discovery::SUBSCRIPTION.to_owned(),
@@ -440,11 +426,7 @@ impl Session {
                 topics.push(entity.state_topic.clone());
                 topics.extend(entity.availability_topic.clone());
             }
-            for topic in topics {
-                if let Err(error) = self.client.try_subscribe(topic, QoS::AtLeastOnce) {
-                    tracing::error!(%error, "cannot subscribe");
-                }
-            }
+            self.subscribe(topics);
         }
         // Home Assistant's birth message: devices announce themselves again.
         if let Err(error) =
@@ -455,92 +437,47 @@ impl Session {
         }
     }
 
-    /// Handles a burst of messages: decodes each, stores what they carry in
-    /// one write, then acknowledges each that was stored or dropped.
-    fn receive(&mut self, burst: Vec<Publish>) {
-        let mut deliveries = Vec::new();
-        let mut handled = Vec::with_capacity(burst.len());
-        for publish in burst {
-            let span = tracing::debug_span!("mqtt", topic = %publish.topic, pkid = publish.pkid);
-            let _entered = span.enter();
-            let receipt = Receipt {
-                slot: format!("mqtt/{}/{}", self.client_id, publish.pkid).into_bytes(),
-                fingerprint: fingerprint(&publish),
-                redelivered: publish.dup,
-            };
-            self.context.count("mqtt_messages");
-            let outcome = if publish.payload.len() > self.max_message_bytes {
-                Err(Refusal::Oversized(publish.payload.len()))
-            } else if publish.topic.starts_with("homeassistant/")
-                || self
-                    .limiter
-                    .allow(limit::device_key(&publish.topic), std::time::Instant::now())
-            {
-                self.handle(&publish)
-            } else {
-                Err(Refusal::RateLimited)
-            };
-            let outcome = match outcome {
-                Ok(Some(readings)) => {
-                    deliveries.push(Delivery {
-                        receipt: (publish.qos != QoS::AtMostOnce).then(|| receipt.clone()),
-                        readings,
-                    });
-                    Handled::Staged
-                }
-                Ok(None) => Handled::Done,
-                Err(refusal) => Handled::Refused(refusal),
-            };
-            handled.push((publish, receipt, outcome));
+    fn subscribe(&self, topics: Vec<String>) {
+        for topic in topics {
+            if let Err(error) = self.client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                tracing::error!(%error, %topic, "cannot subscribe");
+            }
         }
-        let mut stored = self.context.emit_deliveries(deliveries).into_iter();
-        for (publish, receipt, outcome) in handled {
-            let outcome = match outcome {
-                Handled::Staged => match stored.next() {
-                    Some(Ok(Ingested::AlreadyStored)) => {
-                        tracing::info!(topic = %publish.topic, "redelivered message was already stored");
-                        Ok(())
-                    }
-                    Some(Ok(Ingested::Stored)) => Ok(()),
-                    Some(Err(error)) => Err(Refusal::from(error)),
-                    None => Err(Refusal::NotStored("no outcome".into())),
-                },
-                Handled::Done => Ok(()),
-                Handled::Refused(refusal) => Err(refusal),
-            };
-            if self.acknowledgeable(&publish.topic, outcome) && publish.qos != QoS::AtMostOnce {
-                self.pending_acks.push_back((publish, receipt.slot));
+    }
+
+    /// Has a burst stored, then acknowledges each message that was stored
+    /// or dropped for good.
+    fn receive(&mut self, burst: Vec<Publish>) {
+        if !self.receives {
+            // Not subscribed to anything: a stray message is only acknowledged.
+            self.pending_acks
+                .extend(burst.into_iter().map(|p| (p, Vec::new())));
+            self.flush_acks();
+            return;
+        }
+        let messages: Vec<Message<'_>> = burst
+            .iter()
+            .map(|p| Message {
+                topic: &p.topic,
+                payload: &p.payload,
+                qos: p.qos as u8,
+                pkid: p.pkid,
+                dup: p.dup,
+            })
+            .collect();
+        let (verdicts, discovered) = {
+            let mut receiver = self.receiver.lock();
+            let verdicts = receiver.receive(&self.client_id, &messages);
+            (verdicts, receiver.take_discovered_topics())
+        };
+        self.subscribe(discovered);
+        for (publish, verdict) in burst.into_iter().zip(verdicts) {
+            if verdict == Verdict::Acknowledge && publish.qos != QoS::AtMostOnce {
+                let slot = receive::receipt_slot(&self.client_id, publish.pkid);
+                self.pending_acks.push_back((publish, slot));
             }
         }
         self.flush_acks();
-    }
-
-    /// Whether a message may be acknowledged: stored, or dropped for good.
-    /// A message that could not be stored is not, so the broker resends it.
-    fn acknowledgeable(&self, topic: &str, outcome: Result<(), Refusal>) -> bool {
-        match outcome {
-            Ok(()) => true,
-            Err(Refusal::RateLimited) => {
-                self.context.count("mqtt_rate_limited");
-                tracing::debug!(%topic, "dropped an MQTT message over the device's rate");
-                true
-            }
-            Err(Refusal::Oversized(bytes)) => {
-                self.context.count("mqtt_oversized");
-                tracing::warn!(%topic, bytes, limit = self.max_message_bytes, "dropped an oversized MQTT message");
-                true
-            }
-            Err(Refusal::BadInput(error)) => {
-                self.context.count("mqtt_malformed");
-                tracing::warn!(%topic, %error, "dropped an MQTT message");
-                true
-            }
-            Err(Refusal::NotStored(error)) => {
-                self.context.count("mqtt_not_stored");
-                tracing::error!(%topic, %error, "MQTT reading not stored; the broker will resend it");
-                false
-            }
-        }
     }
 
     /// Sends the acknowledgements that fit into the client's request queue,
@@ -553,222 +490,16 @@ impl Session {
             if self.client.try_ack(publish).is_err() {
                 break;
             }
-            if let Some((_, slot)) = self.pending_acks.pop_front() {
+            if let Some((_, slot)) = self.pending_acks.pop_front()
+                && !slot.is_empty()
+            {
                 released.push(slot);
             }
         }
-        if let Err(error) = self.context.release_all(released.iter().map(Vec::as_slice)) {
-            tracing::warn!(%error, "cannot release receipts");
+        if !released.is_empty() {
+            self.receiver.lock().release(&released);
         }
     }
-
-    /// What one message means: readings to store (`Some`), or nothing to
-    /// store once it has been acted on (`None`).
-    fn handle(&mut self, publish: &Publish) -> Result<Option<Vec<ThingReading>>, Refusal> {
-        let topic = publish.topic.as_str();
-        if topic.starts_with("homeassistant/") {
-            return self.discover(topic, &publish.payload).map(|()| None);
-        }
-        let (stated, availability) = self.entities.lock().on_topic(topic);
-        if !stated.is_empty() || !availability.is_empty() {
-            let now = self.context.arrival_time();
-            let readings: Vec<ThingReading> = stated
-                .iter()
-                .filter_map(|(id, entity)| {
-                    let value = entity.reading(&publish.payload)?;
-                    Some(ThingReading {
-                        thing: id.clone(),
-                        reading: Reading { time: now, value },
-                    })
-                })
-                .collect();
-            for entity in &availability {
-                let text = String::from_utf8_lossy(&publish.payload);
-                let online = text.trim() == entity.payload_available;
-                if online || text.trim() == entity.payload_not_available {
-                    self.context.set_device_available(&entity.device, online)?;
-                }
-            }
-            return Ok(Some(readings));
-        }
-        let now = self.context.arrival_time();
-        if let Some((mapping, matched)) = self
-            .mappings
-            .iter()
-            .find_map(|m| m.matches(topic).map(|found| (m, found)))
-        {
-            let samples = mapped_samples(mapping, &matched.resource, &publish.payload, now)?;
-            return self.samples(&matched.device, samples, mapping.semantic_type.as_deref());
-        }
-        match convention::decode(topic, &publish.payload, now) {
-            Ok(Inbound::Samples { device, samples }) => self.samples(&device, samples, None),
-            Ok(Inbound::Status { device, online }) => {
-                self.context.set_device_available(&device, online)?;
-                Ok(None)
-            }
-            Ok(Inbound::Ignored) => Ok(None),
-            Err(error) => Err(Refusal::BadInput(error.to_string())),
-        }
-    }
-
-    /// The readings of samples of one device, creating thing services for
-    /// resources first heard of (of `semantic_type` when a mapping says so).
-    fn samples(
-        &self,
-        device: &str,
-        samples: Vec<Sample>,
-        semantic_type: Option<&str>,
-    ) -> Result<Option<Vec<ThingReading>>, Refusal> {
-        let mut readings = Vec::with_capacity(samples.len());
-        for sample in samples {
-            let thing = self
-                .context
-                .thing_id(device, &sample.resource)
-                .map_err(|e| Refusal::BadInput(e.to_string()))?;
-            if self.context.thing(&thing).is_none() {
-                let mut service = new_thing(thing.clone(), device, &sample);
-                if let Some(semantic_type) = semantic_type {
-                    service.semantic_type = semantic_type.to_owned();
-                }
-                self.context.announce(service)?;
-            }
-            readings.push(ThingReading {
-                thing,
-                reading: Reading {
-                    time: sample.time,
-                    value: sample.value,
-                },
-            });
-        }
-        Ok(Some(readings))
-    }
-
-    fn discover(&mut self, topic: &str, payload: &[u8]) -> Result<(), Refusal> {
-        match discovery::decode(topic, payload).map_err(|e| Refusal::BadInput(e.to_string()))? {
-            Discovery::Add(entity) => {
-                let id = self
-                    .context
-                    .thing_id(&entity.device, &entity.resource)
-                    .map_err(|e| Refusal::BadInput(e.to_string()))?;
-                self.context.announce(entity_thing(id.clone(), &entity))?;
-                for topic in
-                    std::iter::once(&entity.state_topic).chain(entity.availability_topic.as_ref())
-                {
-                    if let Err(error) = self.client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
-                        tracing::error!(%error, %topic, "cannot subscribe to a discovered topic");
-                    }
-                }
-                tracing::info!(thing = %id, state_topic = %entity.state_topic, "discovered a Home Assistant entity");
-                self.entities
-                    .lock()
-                    .by_config_topic
-                    .insert(topic.to_owned(), (id, *entity));
-                Ok(())
-            }
-            Discovery::Remove { config_topic } => {
-                let removed = self.entities.lock().by_config_topic.remove(&config_topic);
-                if let Some((id, _)) = removed {
-                    self.context.withdraw(&id)?;
-                    tracing::info!(thing = %id, "a Home Assistant entity was removed");
-                }
-                Ok(())
-            }
-            Discovery::Ignored => Ok(()),
-        }
-    }
-}
-
-/// The samples a message on a mapped topic carries.
-fn mapped_samples(
-    mapping: &mapping::Mapping,
-    resource: &str,
-    payload: &[u8],
-    now: Timestamp,
-) -> Result<Vec<Sample>, Refusal> {
-    if mapping.decoder == "senml" {
-        let records = senml::parse_json(payload)
-            .and_then(|records| senml::resolve(&records, now))
-            .map_err(|e| Refusal::BadInput(e.to_string()))?;
-        return Ok(records
-            .into_iter()
-            .map(|r| Sample {
-                resource: if r.name.is_empty() {
-                    resource.to_owned()
-                } else {
-                    fogbank_taas::id::sanitize_segment(&r.name)
-                },
-                unit: r.unit.or_else(|| mapping.unit.clone()),
-                value: r.value,
-                time: r.time,
-            })
-            .collect());
-    }
-    let value = mapping
-        .value(payload)
-        .ok_or_else(|| Refusal::BadInput(format!("no value for decoder {}", mapping.decoder)))?;
-    Ok(vec![Sample {
-        resource: resource.to_owned(),
-        unit: mapping.unit.clone(),
-        value,
-        time: now,
-    }])
-}
-
-/// The thing service of a discovered entity.
-fn entity_thing(id: ThingId, entity: &Entity) -> ThingService {
-    let commandable = entity.command_topic.is_some()
-        && matches!(entity.component, Component::Switch | Component::Light);
-    let kind = if commandable {
-        Kind::Actuator
-    } else {
-        Kind::Sensor
-    };
-    let mut thing = ThingService::new(id, kind, &entity.semantic_type, entity.unit.as_deref());
-    thing.data_type = match entity.component {
-        Component::Sensor => DataType::Number,
-        Component::BinarySensor | Component::Switch | Component::Light => DataType::Boolean,
-    };
-    thing.device_address = entity.state_topic.clone();
-    thing
-        .metadata
-        .insert("ha_config_topic".into(), entity.config_topic.clone().into());
-    thing
-}
-
-/// A thing service for a resource first heard of: type and unit guessed
-/// from its name unless the message says, switches are actuators.
-fn new_thing(id: fogbank_taas::ThingId, device: &str, sample: &Sample) -> ThingService {
-    let (semantic_type, guessed_unit) = guess_type(&sample.resource);
-    let kind = if semantic_type == "switch" {
-        Kind::Actuator
-    } else {
-        Kind::Sensor
-    };
-    let mut thing = ThingService::new(
-        id,
-        kind,
-        semantic_type,
-        sample.unit.as_deref().or(guessed_unit),
-    );
-    thing.data_type = sample.value.data_type();
-    thing.device_address = format!("things/{device}");
-    thing
-}
-
-/// FNV-1a over topic and payload: stable across builds, unlike std's hasher.
-fn fingerprint(publish: &Publish) -> Vec<u8> {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in publish
-        .topic
-        .as_bytes()
-        .iter()
-        .chain([0u8].iter())
-        .chain(publish.payload.iter())
-    {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash.to_be_bytes().to_vec()
 }
 
 impl Handler<Actuate> for MqttActor {

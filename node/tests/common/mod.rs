@@ -537,7 +537,7 @@ pub fn mqtt5_publish(port: u16, topic: &str, payload: &[u8]) {
 }
 
 /// Runs `mosquitto_pub` at QoS 1 with `args`, feeding it `input`.
-fn mosquitto_pub(port: u16, args: &[&str], input: &[u8]) {
+pub fn mosquitto_pub(port: u16, args: &[&str], input: &[u8]) {
     use std::io::Write;
     let mut child = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])

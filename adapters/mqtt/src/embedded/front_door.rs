@@ -1,31 +1,62 @@
-//! The embedded broker's public port: one listener for MQTT 3.1.1 and 5.
+//! The embedded broker's public port: one listener for MQTT 3.1.1 and 5,
+//! and where devices' messages are stored.
 //!
 //! Every connection starts with a CONNECT packet whose variable header
 //! names the protocol level (4 for 3.1.1, 5 for MQTT 5). The front door
-//! reads just that far, connects to the broker listener for that level on
-//! loopback, replays the bytes it read and then splices the two sockets
-//! until either side closes. Nothing after the level is interpreted here:
-//! authentication, keep-alive and wills stay the broker's business (a
-//! device that vanishes closes its spliced connection, so its will fires).
+//! reads the CONNECT, connects to the broker listener for that level on
+//! loopback, and then stands between the two sockets until either closes:
+//! - device to broker, it frames the packets; the PUBLISHes of each burst
+//!   read off the socket go to the adapter's [`Receiver`] and are stored
+//!   in one write *before* the burst is passed on. So the broker's
+//!   acknowledgement to the device means the reading is in the WAL, and a
+//!   reading reaches the gateway's consumers without a round through the
+//!   broker. A burst that cannot be stored is not passed on: the
+//!   connection is closed, and the device sends it again when it is back.
+//! - broker to device, bytes pass as they come; an acknowledgement of a
+//!   stored publish releases its receipt (kept until then so that a repeat
+//!   after a lost acknowledgement is not stored twice).
+//!
+//! Authentication, keep-alive, subscriptions and wills stay the broker's
+//! business (a device that vanishes closes its connection, so its will
+//! fires).
 
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tracing::Instrument;
+
+use crate::packet;
+use crate::receive::{self, Message, Receiver, Verdict};
 
 /// A client that has not sent its CONNECT by then is dropped, so idle
 /// sockets cannot pile up in front of the broker.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The broker's listeners, by protocol.
+/// The broker's listeners, by protocol, and what they take.
 #[derive(Debug, Clone, Copy)]
 pub struct Backends {
     pub v4: SocketAddr,
     pub v5: SocketAddr,
+    /// The largest packet passed on (the broker would refuse a larger one
+    /// too): a device cannot make the front door hold more than this.
+    pub max_packet_bytes: usize,
 }
+
+/// Where the front door finds the adapter's receiver: empty until the
+/// adapter has started (connections wait for it), replaced when it is
+/// restarted.
+pub type Intake = watch::Sender<Option<Arc<Mutex<Receiver>>>>;
+
+/// Bytes read off a device's socket at once at most.
+const READ_CHUNK: usize = 64 << 10;
 
 /// Why a connection's first bytes are not an MQTT CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,18 +111,22 @@ pub fn protocol_level(prefix: &[u8]) -> Result<Option<u8>, SniffError> {
 }
 
 /// Serves `listener` on a thread of its own for the life of the process.
-pub fn open(listener: std::net::TcpListener, backends: Backends) -> io::Result<()> {
+pub fn open(
+    listener: std::net::TcpListener,
+    backends: Backends,
+    intake: Arc<Intake>,
+) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     std::thread::Builder::new()
         .name("mqtt-front-door".into())
-        .spawn(move || runtime.block_on(serve(listener, backends)))?;
+        .spawn(move || runtime.block_on(serve(listener, backends, intake)))?;
     Ok(())
 }
 
-async fn serve(listener: std::net::TcpListener, backends: Backends) {
+async fn serve(listener: std::net::TcpListener, backends: Backends, intake: Arc<Intake>) {
     let listener = match TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(error) => {
@@ -103,9 +138,10 @@ async fn serve(listener: std::net::TcpListener, backends: Backends) {
         match listener.accept().await {
             Ok((device, peer)) => {
                 let span = tracing::debug_span!("mqtt_connection", %peer);
+                let intake = intake.subscribe();
                 tokio::spawn(
                     async move {
-                        if let Err(error) = splice(device, backends).await {
+                        if let Err(error) = splice(device, peer, backends, intake).await {
                             tracing::debug!(%error, "MQTT connection ended");
                         }
                     }
@@ -121,34 +157,255 @@ async fn serve(listener: std::net::TcpListener, backends: Backends) {
     }
 }
 
-async fn splice(mut device: TcpStream, backends: Backends) -> io::Result<()> {
+async fn splice(
+    mut device: TcpStream,
+    peer: SocketAddr,
+    backends: Backends,
+    intake: watch::Receiver<Option<Arc<Mutex<Receiver>>>>,
+) -> io::Result<()> {
     device.set_nodelay(true)?;
-    let mut prefix = Vec::with_capacity(64);
-    let level = tokio::time::timeout(CONNECT_TIMEOUT, read_level(&mut device, &mut prefix))
+    let mut prefix = Vec::with_capacity(256);
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut device, &mut prefix))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no CONNECT in time"))??;
-    let backend = match level {
+    let backend = match connect.level {
         5 => backends.v5,
         _ => backends.v4,
     };
     let mut broker = TcpStream::connect(backend).await?;
     broker.set_nodelay(true)?;
-    broker.write_all(&prefix).await?;
-    tokio::io::copy_bidirectional(&mut device, &mut broker).await?;
-    Ok(())
+    let connect_length = packet::frame_length(&prefix)
+        .ok()
+        .flatten()
+        .unwrap_or(prefix.len());
+    broker.write_all(&prefix[..connect_length]).await?;
+    prefix.drain(..connect_length);
+    // Receipts are per session; a client that lets the broker name it has
+    // one per connection.
+    let session = match connect.client_id.as_str() {
+        "" => format!("@{peer}"),
+        id => id.to_owned(),
+    };
+    let held = Mutex::new(HashSet::new());
+    let (device_rx, device_tx) = device.into_split();
+    let (broker_rx, broker_tx) = broker.into_split();
+    let inbound = Inbound {
+        session: &session,
+        v5: connect.level == 5,
+        max_packet_bytes: backends.max_packet_bytes,
+        intake: intake.clone(),
+        held: &held,
+        aliases: HashMap::new(),
+    };
+    let outbound = Outbound {
+        session: &session,
+        intake,
+        held: &held,
+    };
+    tokio::select! {
+        result = inbound.run(device_rx, broker_tx, prefix) => result,
+        result = outbound.run(broker_rx, device_tx) => result,
+    }
 }
 
-async fn read_level(device: &mut TcpStream, prefix: &mut Vec<u8>) -> io::Result<u8> {
+/// Reads the whole CONNECT packet (and whatever came after it).
+async fn read_connect(device: &mut TcpStream, prefix: &mut Vec<u8>) -> io::Result<packet::Connect> {
+    let invalid =
+        |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
     loop {
-        match protocol_level(prefix) {
-            Ok(Some(level)) => return Ok(level),
-            Ok(None) => {}
-            Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
+        // Refuse what is not MQTT as soon as the first bytes tell.
+        protocol_level(prefix).map_err(|e| invalid(&e))?;
+        if let Some(length) = packet::frame_length(prefix).map_err(|e| invalid(&e))?
+            && prefix.len() >= length
+        {
+            return packet::connect(&prefix[..length]).map_err(|e| invalid(&e));
         }
         if device.read_buf(prefix).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
+}
+
+/// The device-to-broker half of one connection.
+struct Inbound<'a> {
+    session: &'a str,
+    v5: bool,
+    max_packet_bytes: usize,
+    intake: watch::Receiver<Option<Arc<Mutex<Receiver>>>>,
+    /// Packet ids of stored publishes whose acknowledgement has not passed.
+    held: &'a Mutex<HashSet<u16>>,
+    /// MQTT 5 topic aliases the device set on this connection.
+    aliases: HashMap<u16, String>,
+}
+
+impl Inbound<'_> {
+    async fn run(
+        mut self,
+        mut device: OwnedReadHalf,
+        mut broker: OwnedWriteHalf,
+        mut buffer: Vec<u8>,
+    ) -> io::Result<()> {
+        loop {
+            let complete = complete_packets(&buffer)?;
+            if complete > 0 {
+                self.store(&buffer[..complete]).await?;
+                broker.write_all(&buffer[..complete]).await?;
+                buffer.drain(..complete);
+            }
+            if let Some(length) = packet::frame_length(&buffer).ok().flatten()
+                && length > self.max_packet_bytes
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a packet of {length} bytes, over the broker's limit"),
+                ));
+            }
+            buffer.reserve(READ_CHUNK);
+            if device.read_buf(&mut buffer).await? == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Stores the readings of the publishes among `packets`; an error when
+    /// they could not be stored and must not reach the broker.
+    async fn store(&mut self, packets: &[u8]) -> io::Result<()> {
+        let mut publishes = Vec::new();
+        let mut at = 0;
+        while at < packets.len() {
+            let length = packet_length(&packets[at..])?;
+            let bytes = &packets[at..at + length];
+            at += length;
+            if packet::kind(bytes) != Some(packet::PUBLISH) {
+                continue;
+            }
+            match packet::publish(bytes, self.v5) {
+                Ok(publish) => {
+                    let topic = match publish.alias {
+                        Some(alias) if publish.topic.is_empty() => {
+                            self.aliases.get(&alias).cloned().unwrap_or_default()
+                        }
+                        Some(alias) => {
+                            self.aliases.insert(alias, publish.topic.to_owned());
+                            publish.topic.to_owned()
+                        }
+                        None => publish.topic.to_owned(),
+                    };
+                    publishes.push((topic, publish));
+                }
+                // The broker answers a malformed packet by closing the
+                // connection; nothing of it is stored.
+                Err(error) => tracing::warn!(%error, "an MQTT packet the front door cannot read"),
+            }
+        }
+        if publishes.is_empty() {
+            return Ok(());
+        }
+        let receiver = self.receiver().await?;
+        let messages: Vec<Message<'_>> = publishes
+            .iter()
+            .filter(|(topic, _)| !topic.is_empty())
+            .map(|(topic, p)| Message {
+                topic,
+                payload: p.payload,
+                qos: p.qos,
+                pkid: p.pkid,
+                dup: p.dup,
+            })
+            .collect();
+        let verdicts = receiver.lock().receive(self.session, &messages);
+        let mut held = self.held.lock();
+        for (message, verdict) in messages.iter().zip(verdicts) {
+            match verdict {
+                Verdict::Acknowledge if message.qos > 0 => {
+                    held.insert(message.pkid);
+                }
+                Verdict::Acknowledge => {}
+                Verdict::Withhold => {
+                    return Err(io::Error::other(
+                        "a device's message could not be stored; it will send it again",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The adapter's receiver, once the adapter has started.
+    async fn receiver(&mut self) -> io::Result<Arc<Mutex<Receiver>>> {
+        let current = self
+            .intake
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| io::Error::other("the MQTT adapter is gone"))?;
+        current
+            .clone()
+            .ok_or_else(|| io::Error::other("the MQTT adapter is gone"))
+    }
+}
+
+/// The broker-to-device half of one connection: passes bytes on as they
+/// come, and releases the receipt of each stored publish once its
+/// acknowledgement has passed.
+struct Outbound<'a> {
+    session: &'a str,
+    intake: watch::Receiver<Option<Arc<Mutex<Receiver>>>>,
+    held: &'a Mutex<HashSet<u16>>,
+}
+
+impl Outbound<'_> {
+    async fn run(self, mut broker: OwnedReadHalf, mut device: OwnedWriteHalf) -> io::Result<()> {
+        let mut pending = Vec::with_capacity(4096);
+        let mut chunk = vec![0u8; READ_CHUNK];
+        loop {
+            let read = broker.read(&mut chunk).await?;
+            if read == 0 {
+                return Ok(());
+            }
+            device.write_all(&chunk[..read]).await?;
+            pending.extend_from_slice(&chunk[..read]);
+            let complete = complete_packets(&pending)?;
+            let mut released = Vec::new();
+            let mut at = 0;
+            while at < complete {
+                let length = packet_length(&pending[at..])?;
+                if let Some(pkid) = packet::acknowledged(&pending[at..at + length])
+                    && self.held.lock().remove(&pkid)
+                {
+                    released.push(receive::receipt_slot(self.session, pkid));
+                }
+                at += length;
+            }
+            pending.drain(..complete);
+            let receiver = self.intake.borrow().clone();
+            if let Some(receiver) = receiver
+                && !released.is_empty()
+            {
+                receiver.lock().release(&released);
+            }
+        }
+    }
+}
+
+/// The length of the complete packets at the start of `buffer`.
+fn complete_packets(buffer: &[u8]) -> io::Result<usize> {
+    let mut at = 0;
+    while let Some(length) = packet::frame_length(&buffer[at..])
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+    {
+        if buffer.len() - at < length {
+            break;
+        }
+        at += length;
+    }
+    Ok(at)
+}
+
+/// The length of the complete packet at the start of `buffer`.
+fn packet_length(buffer: &[u8]) -> io::Result<usize> {
+    packet::frame_length(buffer)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "a packet ends early"))
 }
 
 #[cfg(test)]

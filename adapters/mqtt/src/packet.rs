@@ -1,0 +1,344 @@
+//! Just enough of the MQTT wire format (3.1.1 and 5) for the front door to
+//! read devices' messages as they pass: where each packet ends, what a
+//! PUBLISH carries, whose session a CONNECT opens, and which publish an
+//! acknowledgement is for. Everything else is passed on untouched.
+//!
+//! Pure functions of bytes; nothing here trusts a length it has not
+//! checked against the buffer.
+
+/// Why bytes are not the MQTT packet they claim to be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PacketError {
+    #[error("a remaining length longer than four bytes")]
+    Length,
+    #[error("a {0} packet ends early")]
+    Truncated(&'static str),
+    #[error("a topic name that is not UTF-8")]
+    Topic,
+    #[error("a PUBLISH with property {0:#04x}, which PUBLISH does not have")]
+    Property(usize),
+    #[error("a PUBLISH with QoS 3")]
+    QoS,
+    #[error("the first packet is not CONNECT")]
+    NotConnect,
+}
+
+/// Packet types (MQTT 3.1.1 §2.2.1, the same in 5).
+pub const CONNECT: u8 = 1;
+pub const PUBLISH: u8 = 3;
+pub const PUBACK: u8 = 4;
+pub const PUBREC: u8 = 5;
+
+/// The type of the packet that `packet` begins with.
+pub fn kind(packet: &[u8]) -> Option<u8> {
+    packet.first().map(|b| b >> 4)
+}
+
+/// The whole length of the packet at the start of `buffer`, header
+/// included, once its header has arrived (`None` while more is needed).
+pub fn frame_length(buffer: &[u8]) -> Result<Option<usize>, PacketError> {
+    let mut remaining = 0usize;
+    for (at, byte) in buffer.iter().enumerate().skip(1).take(4) {
+        remaining |= usize::from(byte & 0x7f) << (7 * (at - 1));
+        if byte & 0x80 == 0 {
+            return Ok(Some(1 + at + remaining));
+        }
+    }
+    if buffer.len() >= 5 {
+        return Err(PacketError::Length);
+    }
+    Ok(None)
+}
+
+/// A cursor over the variable part of one packet.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PacketError> {
+        if self.bytes.len() < n {
+            return Err(PacketError::Truncated(self.what));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, PacketError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, PacketError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn string(&mut self) -> Result<&'a [u8], PacketError> {
+        let length = usize::from(self.u16()?);
+        self.take(length)
+    }
+
+    fn varint(&mut self) -> Result<usize, PacketError> {
+        let mut value = 0usize;
+        for shift in 0..4 {
+            let byte = self.u8()?;
+            value |= usize::from(byte & 0x7f) << (7 * shift);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(PacketError::Length)
+    }
+
+    /// Skips the fixed header of a packet already framed.
+    fn body(packet: &'a [u8], what: &'static str) -> Result<Self, PacketError> {
+        let mut reader = Reader {
+            bytes: packet,
+            what,
+        };
+        reader.u8()?;
+        reader.varint()?;
+        Ok(reader)
+    }
+}
+
+/// What a PUBLISH packet carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish<'a> {
+    /// Empty when an MQTT 5 client names the topic by `alias` alone.
+    pub topic: &'a str,
+    pub alias: Option<u16>,
+    pub qos: u8,
+    pub dup: bool,
+    /// 0 for QoS 0, which has none.
+    pub pkid: u16,
+    pub payload: &'a [u8],
+}
+
+/// The MQTT 5 property that names a topic by number (§3.3.2.3.4).
+const TOPIC_ALIAS: usize = 0x23;
+
+/// Reads one whole PUBLISH packet (`v5`: with MQTT 5 properties).
+pub fn publish(packet: &[u8], v5: bool) -> Result<Publish<'_>, PacketError> {
+    let header = packet.first().copied().unwrap_or(0);
+    let qos = (header >> 1) & 0x03;
+    if qos == 3 {
+        return Err(PacketError::QoS);
+    }
+    let mut reader = Reader::body(packet, "PUBLISH")?;
+    let topic = std::str::from_utf8(reader.string()?).map_err(|_| PacketError::Topic)?;
+    let pkid = if qos > 0 { reader.u16()? } else { 0 };
+    let mut alias = None;
+    if v5 {
+        let length = reader.varint()?;
+        let mut properties = Reader {
+            bytes: reader.take(length)?,
+            what: "PUBLISH property",
+        };
+        while !properties.bytes.is_empty() {
+            let id = properties.varint()?;
+            match id {
+                TOPIC_ALIAS => alias = Some(properties.u16()?),
+                // Byte: payload format indicator.
+                0x01 => drop(properties.u8()?),
+                // Four-byte integer: message expiry interval.
+                0x02 => drop(properties.take(4)?),
+                // Strings or binary data: content type, response topic,
+                // correlation data.
+                0x03 | 0x08 | 0x09 => drop(properties.string()?),
+                // Variable byte integer: subscription identifier.
+                0x0b => drop(properties.varint()?),
+                // String pair: user property.
+                0x26 => {
+                    properties.string()?;
+                    properties.string()?;
+                }
+                other => return Err(PacketError::Property(other)),
+            }
+        }
+    }
+    Ok(Publish {
+        topic,
+        alias,
+        qos,
+        dup: header & 0x08 != 0,
+        pkid,
+        payload: reader.bytes,
+    })
+}
+
+/// What the front door needs of a CONNECT: the protocol level and the
+/// client identifier (whose session the publishes belong to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connect {
+    pub level: u8,
+    pub client_id: String,
+}
+
+/// Reads one whole CONNECT packet.
+pub fn connect(packet: &[u8]) -> Result<Connect, PacketError> {
+    if kind(packet) != Some(CONNECT) {
+        return Err(PacketError::NotConnect);
+    }
+    let mut reader = Reader::body(packet, "CONNECT")?;
+    reader.string()?; // protocol name
+    let level = reader.u8()?;
+    reader.u8()?; // flags
+    reader.u16()?; // keep alive
+    if level == 5 {
+        let length = reader.varint()?;
+        reader.take(length)?;
+    }
+    let client_id = String::from_utf8_lossy(reader.string()?).into_owned();
+    Ok(Connect { level, client_id })
+}
+
+/// The packet id a PUBACK (QoS 1) or PUBREC (QoS 2) acknowledges: after
+/// it the client does not send that PUBLISH again.
+pub fn acknowledged(packet: &[u8]) -> Option<u16> {
+    match kind(packet)? {
+        PUBACK | PUBREC => Reader::body(packet, "PUBACK").ok()?.u16().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn packet(header: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![header];
+        let mut length = body.len();
+        loop {
+            let byte = (length % 128) as u8;
+            length /= 128;
+            out.push(if length > 0 { byte | 0x80 } else { byte });
+            if length == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn string(s: &[u8]) -> Vec<u8> {
+        let mut out = (s.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(s);
+        out
+    }
+
+    #[test]
+    fn a_qos1_publish_as_a_311_client_sends_it() {
+        // mosquitto_pub -q 1 -t things/bench/level -m 42, as captured.
+        let bytes = b"\x32\x18\x00\x12things/bench/level\x00\x0742";
+        assert_eq!(frame_length(bytes), Ok(Some(bytes.len())));
+        assert_eq!(
+            publish(bytes, false),
+            Ok(Publish {
+                topic: "things/bench/level",
+                alias: None,
+                qos: 1,
+                dup: false,
+                pkid: 7,
+                payload: b"42",
+            })
+        );
+    }
+
+    #[test]
+    fn mqtt5_properties_are_skipped_and_the_alias_kept() {
+        let mut body = string(b"");
+        body.extend_from_slice(&[0x00, 0x09]);
+        let properties = [
+            &[0x01, 0x01][..],
+            &[0x23, 0x00, 0x05],
+            &[0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v'],
+        ]
+        .concat();
+        body.push(properties.len() as u8);
+        body.extend_from_slice(&properties);
+        body.extend_from_slice(b"21.5");
+        let bytes = packet(0x3a, &body);
+        let read = publish(&bytes, true).unwrap();
+        assert_eq!(read.alias, Some(5));
+        assert_eq!(read.topic, "");
+        assert_eq!((read.qos, read.dup, read.pkid), (1, true, 9));
+        assert_eq!(read.payload, b"21.5");
+    }
+
+    #[test]
+    fn connects_of_both_levels_name_their_client() {
+        let mut v4 = string(b"MQTT");
+        v4.extend_from_slice(&[4, 0x00, 0x00, 0x3c]);
+        v4.extend(string(b"sensor-1"));
+        assert_eq!(
+            connect(&packet(0x10, &v4)),
+            Ok(Connect {
+                level: 4,
+                client_id: "sensor-1".into()
+            })
+        );
+        let mut v5 = string(b"MQTT");
+        v5.extend_from_slice(&[5, 0x02, 0x00, 0x3c, 0x03, 0x21, 0x00, 0x0a]);
+        v5.extend(string(b"sensor-2"));
+        assert_eq!(connect(&packet(0x10, &v5)).unwrap().client_id, "sensor-2");
+        assert_eq!(connect(b"\x30\x00"), Err(PacketError::NotConnect));
+    }
+
+    #[test]
+    fn acknowledgements_name_their_publish() {
+        assert_eq!(acknowledged(b"\x40\x02\x00\x07"), Some(7));
+        assert_eq!(acknowledged(b"\x50\x02\x01\x00"), Some(256));
+        assert_eq!(acknowledged(b"\x90\x03\x00\x01\x00"), None);
+        assert_eq!(acknowledged(b"\x40\x01\x00"), None);
+    }
+
+    #[test]
+    fn lengths_need_their_whole_header() {
+        assert_eq!(frame_length(b""), Ok(None));
+        assert_eq!(frame_length(b"\x30"), Ok(None));
+        assert_eq!(frame_length(b"\x30\x80"), Ok(None));
+        assert_eq!(frame_length(b"\x30\x80\x01"), Ok(Some(3 + 128)));
+        assert_eq!(frame_length(b"\xc0\x00"), Ok(Some(2)));
+        assert_eq!(
+            frame_length(b"\x30\xff\xff\xff\xff\x01"),
+            Err(PacketError::Length)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_answered_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = frame_length(&bytes);
+            let _ = publish(&bytes, false);
+            let _ = publish(&bytes, true);
+            let _ = connect(&bytes);
+            let _ = acknowledged(&bytes);
+        }
+
+        #[test]
+        fn publishes_read_back(
+            topic in "[a-z/]{1,40}",
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+            qos in 0u8..3,
+            pkid in 1u16..,
+            dup in any::<bool>(),
+        ) {
+            let mut body = string(topic.as_bytes());
+            if qos > 0 {
+                body.extend_from_slice(&pkid.to_be_bytes());
+            }
+            body.extend_from_slice(&payload);
+            let bytes = packet(0x30 | (qos << 1) | if dup { 0x08 } else { 0 }, &body);
+            prop_assert_eq!(frame_length(&bytes), Ok(Some(bytes.len())));
+            let read = publish(&bytes, false).unwrap();
+            prop_assert_eq!(read.topic, topic.as_str());
+            prop_assert_eq!(read.payload, &payload[..]);
+            prop_assert_eq!(read.pkid, if qos > 0 { pkid } else { 0 });
+            prop_assert_eq!(read.dup, dup);
+        }
+    }
+}
