@@ -68,8 +68,8 @@ enum Handled {
 }
 
 /// Why a message was not taken: bad input is dropped (and acknowledged, or
-/// the broker would resend it forever); a storage failure is not
-/// acknowledged, so the broker resends it.
+/// its sender would send it again forever); a storage failure is not
+/// acknowledged, so that it is sent again.
 enum Refusal {
     BadInput(String),
     /// Bytes in the message, over `max_message_bytes`.

@@ -87,11 +87,11 @@ fn build_swarm(identity: Keypair, config: &CloudConfig) -> Result<Swarm<Behaviou
                     .validation_mode(ValidationMode::Strict)
                     .max_transmit_size(MAX_GOSSIP)
                     .build()?;
-                // Signing and checking every batch of readings cost more than
-                // the rest of the hop together (an Ed25519 signature and its
-                // verification, ~0.1 ms here). The connection is already
-                // authenticated (cluster key, Noise): a reading is taken only
-                // from the owner itself, never relayed, so nothing is lost.
+                // Signing and checking every batch of readings (an Ed25519
+                // signature and its verification) took ~0.1 ms of a ~0.25 ms
+                // hop here. The connection is already authenticated (cluster
+                // key, Noise): a reading is taken only from the owner itself,
+                // never relayed, so the signature adds nothing.
                 let readings = gossipsub::ConfigBuilder::default()
                     .protocol_id_prefix(wire::READINGS_PROTOCOL)
                     .heartbeat_interval(Duration::from_millis(500))

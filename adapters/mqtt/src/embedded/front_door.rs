@@ -313,7 +313,13 @@ impl Inbound<'_> {
                 dup: p.dup,
             })
             .collect();
-        let verdicts = receiver.lock().receive(self.session, &messages);
+        let verdicts = {
+            let mut receiver = receiver.lock();
+            let verdicts = receiver.receive(self.session, &messages);
+            // Every topic passes the front door: nothing to subscribe to.
+            receiver.take_discovered_topics();
+            verdicts
+        };
         let mut held = self.held.lock();
         for (message, verdict) in messages.iter().zip(verdicts) {
             match verdict {
