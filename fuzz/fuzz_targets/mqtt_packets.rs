@@ -2,7 +2,7 @@
 //! A device's byte stream as the embedded broker's front door reads it:
 //! any bytes frame, parse as PUBLISH (3.1.1 and 5), CONNECT or an
 //! acknowledgement, or fail cleanly; a framed packet never claims more
-//! bytes than the header said.
+//! bytes than the header said; a PUBLISH with its alias resolved reads back.
 
 use fogbank_mqtt::packet;
 use libfuzzer_sys::fuzz_target;
@@ -16,6 +16,8 @@ fuzz_target!(|data: &[u8]| {
         };
         if let Ok(publish) = packet::publish(bytes, true) {
             assert!(publish.payload.len() < length);
+            let resolved = publish.without_alias("things/device/resource");
+            assert!(packet::publish(&resolved, true).is_ok_and(|p| p.alias.is_none()));
         }
         let _ = packet::publish(bytes, false);
         let _ = packet::connect(bytes);

@@ -345,7 +345,8 @@ fn devices_talk_to_the_embedded_broker() {
 /// stored: the moment `mosquitto_pub` has its PUBACK and exits, the reading
 /// is there to read, every time. MQTT 5 devices that name the topic by a
 /// topic alias after the first message (`mosquitto_pub -D publish
-/// topic-alias` does) are understood too.
+/// topic-alias` does) are understood too, and an MQTT 3.1.1 subscriber
+/// gets their messages with the topic in full.
 #[test]
 fn an_acknowledged_publish_is_already_stored() {
     let (gw, port) = common::embedded_gateway("gw-k");
@@ -370,7 +371,15 @@ fn an_acknowledged_publish_is_already_stored() {
         "3",
         "-l",
     ];
+    let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
+    let subscriber =
+        std::thread::spawn(move || v4_subscriber(port, "things/alias-1/#", 3, subscribed_tx));
+    subscribed.recv().unwrap();
     common::mosquitto_pub(port, &args, b"1.5\n2.5\n3.5\n");
+    assert_eq!(
+        subscriber.join().unwrap(),
+        ["1.5", "2.5", "3.5"].map(|v| ("things/alias-1/temperature".to_owned(), v.to_owned()))
+    );
     let values: Vec<f64> = gw
         .get("/api/v1/things/gw-k.mqtt.alias-1.temperature/readings?from=0")
         .json()
@@ -380,6 +389,45 @@ fn an_acknowledged_publish_is_already_stored() {
         .filter_map(|r| r["v"].as_f64())
         .collect();
     assert_eq!(values, vec![1.5, 2.5, 3.5]);
+}
+
+/// An MQTT 3.1.1 subscriber (rumqttc) that says when it is subscribed and
+/// returns the first `count` messages (topic, payload) it gets.
+fn v4_subscriber(
+    port: u16,
+    filter: &str,
+    count: usize,
+    subscribed: std::sync::mpsc::Sender<()>,
+) -> Vec<(String, String)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let options = rumqttc::MqttOptions::new("v4-subscriber", "127.0.0.1", port);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
+        client
+            .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < count {
+            let event = tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await;
+            match event {
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)))) => {
+                    let _ = subscribed.send(());
+                }
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) => got.push((
+                    p.topic.clone(),
+                    String::from_utf8_lossy(&p.payload).into_owned(),
+                )),
+                Ok(Ok(_)) => {}
+                // The broker dropped the subscriber, or nothing came.
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        got
+    })
 }
 
 /// A packet far over `max_message_bytes` (256 KiB) closes that device's

@@ -15,7 +15,7 @@ pub enum PacketError {
     Truncated(&'static str),
     #[error("a topic name that is not UTF-8")]
     Topic,
-    #[error("a PUBLISH with property {0:#04x}, which PUBLISH does not have")]
+    #[error("a PUBLISH with property {0:#04x}, which PUBLISH does not have (or not twice)")]
     Property(usize),
     #[error("a PUBLISH with QoS 3")]
     QoS,
@@ -115,6 +115,55 @@ pub struct Publish<'a> {
     /// 0 for QoS 0, which has none.
     pub pkid: u16,
     pub payload: &'a [u8],
+    /// The first byte (type and flags).
+    header: u8,
+    /// MQTT 5 properties as sent (none before 5), and where the topic
+    /// alias is among them.
+    v5: bool,
+    properties: &'a [u8],
+    alias_at: Option<std::ops::Range<usize>>,
+}
+
+impl Publish<'_> {
+    /// The same packet naming `topic` in full, without a topic alias.
+    /// Aliases belong to one connection (a broker never passes them on),
+    /// and rumqttd 0.20 fails passing any MQTT 5 property to an MQTT 3.1.1
+    /// subscriber: resolved here, an aliased message reaches everyone.
+    pub fn without_alias(&self, topic: &str) -> Vec<u8> {
+        let mut properties = self.properties.to_vec();
+        if let Some(at) = self.alias_at.clone() {
+            properties.drain(at);
+        }
+        let mut body =
+            Vec::with_capacity(2 + topic.len() + 2 + 4 + properties.len() + self.payload.len());
+        body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        body.extend_from_slice(topic.as_bytes());
+        if self.qos > 0 {
+            body.extend_from_slice(&self.pkid.to_be_bytes());
+        }
+        if self.v5 {
+            write_varint(&mut body, properties.len());
+            body.extend_from_slice(&properties);
+        }
+        body.extend_from_slice(self.payload);
+        let mut packet = Vec::with_capacity(body.len() + 5);
+        packet.push(self.header);
+        write_varint(&mut packet, body.len());
+        packet.extend_from_slice(&body);
+        packet
+    }
+}
+
+/// MQTT's variable byte integer (§1.5.5).
+fn write_varint(out: &mut Vec<u8>, mut value: usize) {
+    loop {
+        let byte = (value % 128) as u8;
+        value /= 128;
+        out.push(if value > 0 { byte | 0x80 } else { byte });
+        if value == 0 {
+            return;
+        }
+    }
 }
 
 /// The MQTT 5 property that names a topic by number (§3.3.2.3.4).
@@ -131,16 +180,25 @@ pub fn publish(packet: &[u8], v5: bool) -> Result<Publish<'_>, PacketError> {
     let topic = std::str::from_utf8(reader.string()?).map_err(|_| PacketError::Topic)?;
     let pkid = if qos > 0 { reader.u16()? } else { 0 };
     let mut alias = None;
+    let mut alias_at = None;
+    let mut raw_properties: &[u8] = &[];
     if v5 {
         let length = reader.varint()?;
+        raw_properties = reader.take(length)?;
         let mut properties = Reader {
-            bytes: reader.take(length)?,
+            bytes: raw_properties,
             what: "PUBLISH property",
         };
         while !properties.bytes.is_empty() {
+            let start = raw_properties.len() - properties.bytes.len();
             let id = properties.varint()?;
             match id {
-                TOPIC_ALIAS => alias = Some(properties.u16()?),
+                // Twice is a protocol error (MQTT 5 §3.3.2.3.4).
+                TOPIC_ALIAS if alias.is_some() => return Err(PacketError::Property(id)),
+                TOPIC_ALIAS => {
+                    alias = Some(properties.u16()?);
+                    alias_at = Some(start..raw_properties.len() - properties.bytes.len());
+                }
                 // Byte: payload format indicator.
                 0x01 => drop(properties.u8()?),
                 // Four-byte integer: message expiry interval.
@@ -166,6 +224,10 @@ pub fn publish(packet: &[u8], v5: bool) -> Result<Publish<'_>, PacketError> {
         dup: header & 0x08 != 0,
         pkid,
         payload: reader.bytes,
+        header,
+        v5,
+        properties: raw_properties,
+        alias_at,
     })
 }
 
@@ -235,17 +297,14 @@ mod tests {
         // mosquitto_pub -q 1 -t things/bench/level -m 42, as captured.
         let bytes = b"\x32\x18\x00\x12things/bench/level\x00\x0742";
         assert_eq!(frame_length(bytes), Ok(Some(bytes.len())));
+        let read = publish(bytes, false).unwrap();
         assert_eq!(
-            publish(bytes, false),
-            Ok(Publish {
-                topic: "things/bench/level",
-                alias: None,
-                qos: 1,
-                dup: false,
-                pkid: 7,
-                payload: b"42",
-            })
+            (read.topic, read.alias, read.qos, read.dup, read.pkid),
+            ("things/bench/level", None, 1, false, 7)
         );
+        assert_eq!(read.payload, b"42");
+        // Nothing to resolve: the same bytes come back.
+        assert_eq!(read.without_alias(read.topic), bytes);
     }
 
     #[test]
@@ -267,6 +326,19 @@ mod tests {
         assert_eq!(read.topic, "");
         assert_eq!((read.qos, read.dup, read.pkid), (1, true, 9));
         assert_eq!(read.payload, b"21.5");
+
+        let resolved = read.without_alias("things/t-1/temperature");
+        assert_eq!(frame_length(&resolved), Ok(Some(resolved.len())));
+        let again = publish(&resolved, true).unwrap();
+        assert_eq!(again.topic, "things/t-1/temperature");
+        assert_eq!(again.alias, None);
+        assert_eq!((again.qos, again.dup, again.pkid), (1, true, 9));
+        assert_eq!(again.payload, b"21.5");
+        // The other properties stay.
+        assert_eq!(
+            again.properties,
+            [0x01, 0x01, 0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v']
+        );
     }
 
     #[test]
@@ -317,6 +389,42 @@ mod tests {
             let _ = publish(&bytes, true);
             let _ = connect(&bytes);
             let _ = acknowledged(&bytes);
+        }
+
+        #[test]
+        fn resolving_an_alias_keeps_everything_else(
+            topic in "[a-z/]{1,40}",
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+            qos in 0u8..3,
+            pkid in 1u16..,
+            alias in 1u16..,
+            user in proptest::option::of("[a-z]{0,8}"),
+        ) {
+            let mut body = string(b"");
+            if qos > 0 {
+                body.extend_from_slice(&pkid.to_be_bytes());
+            }
+            let mut properties = vec![0x23];
+            properties.extend_from_slice(&alias.to_be_bytes());
+            if let Some(user) = &user {
+                properties.push(0x26);
+                properties.extend(string(user.as_bytes()));
+                properties.extend(string(b"v"));
+            }
+            write_varint(&mut body, properties.len());
+            body.extend_from_slice(&properties);
+            body.extend_from_slice(&payload);
+            let bytes = packet(0x30 | (qos << 1), &body);
+            let read = publish(&bytes, true).unwrap();
+            prop_assert_eq!(read.alias, Some(alias));
+            let resolved = read.without_alias(&topic);
+            prop_assert_eq!(frame_length(&resolved), Ok(Some(resolved.len())));
+            let again = publish(&resolved, true).unwrap();
+            prop_assert_eq!(again.topic, topic.as_str());
+            prop_assert_eq!(again.alias, None);
+            prop_assert_eq!(again.payload, &payload[..]);
+            prop_assert_eq!((again.qos, again.pkid), (qos, if qos > 0 { pkid } else { 0 }));
+            prop_assert_eq!(again.properties.len(), properties.len() - 3);
         }
 
         #[test]

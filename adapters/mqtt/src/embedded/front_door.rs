@@ -12,6 +12,9 @@
 //!   reading reaches the gateway's consumers without a round through the
 //!   broker. A burst that cannot be stored is not passed on: the
 //!   connection is closed, and the device sends it again when it is back.
+//!   MQTT 5 topic aliases are resolved here and taken out of the packet
+//!   (they belong to this connection; and rumqttd cannot pass a property
+//!   on to an MQTT 3.1.1 subscriber).
 //! - broker to device, bytes pass as they come; an acknowledgement of a
 //!   stored publish releases its receipt (kept until then so that a repeat
 //!   after a lost acknowledgement is not stored twice).
@@ -248,8 +251,9 @@ impl Inbound<'_> {
         loop {
             let complete = complete_packets(&buffer)?;
             if complete > 0 {
-                self.store(&buffer[..complete]).await?;
-                broker.write_all(&buffer[..complete]).await?;
+                let rewritten = self.store(&buffer[..complete]).await?;
+                let forward = rewritten.as_deref().unwrap_or(&buffer[..complete]);
+                broker.write_all(forward).await?;
                 buffer.drain(..complete);
             }
             if let Some(length) = packet::frame_length(&buffer).ok().flatten()
@@ -268,18 +272,27 @@ impl Inbound<'_> {
     }
 
     /// Stores the readings of the publishes among `packets`; an error when
-    /// they could not be stored and must not reach the broker.
-    async fn store(&mut self, packets: &[u8]) -> io::Result<()> {
+    /// they could not be stored and must not reach the broker. Returns the
+    /// packets to pass on instead when topic aliases had to be resolved.
+    async fn store(&mut self, packets: &[u8]) -> io::Result<Option<Vec<u8>>> {
         let mut publishes = Vec::new();
+        let mut rewritten: Option<Vec<u8>> = None;
         let mut at = 0;
         while at < packets.len() {
             let length = packet_length(&packets[at..])?;
             let bytes = &packets[at..at + length];
+            let start = at;
             at += length;
-            if packet::kind(bytes) != Some(packet::PUBLISH) {
-                continue;
-            }
-            match packet::publish(bytes, self.v5) {
+            let read = match packet::kind(bytes) {
+                Some(packet::PUBLISH) => packet::publish(bytes, self.v5),
+                _ => {
+                    if let Some(out) = &mut rewritten {
+                        out.extend_from_slice(bytes);
+                    }
+                    continue;
+                }
+            };
+            match read {
                 Ok(publish) => {
                     let topic = match publish.alias {
                         Some(alias) if publish.topic.is_empty() => {
@@ -291,15 +304,27 @@ impl Inbound<'_> {
                         }
                         None => publish.topic.to_owned(),
                     };
+                    if publish.alias.is_some() && !topic.is_empty() {
+                        rewritten
+                            .get_or_insert_with(|| packets[..start].to_vec())
+                            .extend_from_slice(&publish.without_alias(&topic));
+                    } else if let Some(out) = &mut rewritten {
+                        out.extend_from_slice(bytes);
+                    }
                     publishes.push((topic, publish));
                 }
                 // The broker answers a malformed packet by closing the
                 // connection; nothing of it is stored.
-                Err(error) => tracing::warn!(%error, "an MQTT packet the front door cannot read"),
+                Err(error) => {
+                    tracing::warn!(%error, "an MQTT packet the front door cannot read");
+                    if let Some(out) = &mut rewritten {
+                        out.extend_from_slice(bytes);
+                    }
+                }
             }
         }
         if publishes.is_empty() {
-            return Ok(());
+            return Ok(rewritten);
         }
         let receiver = self.receiver().await?;
         let messages: Vec<Message<'_>> = publishes
@@ -334,7 +359,7 @@ impl Inbound<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(rewritten)
     }
 
     /// The adapter's receiver, once the adapter has started.
