@@ -24,6 +24,7 @@
 mod keys;
 pub mod members;
 mod node;
+mod streams;
 pub mod wire;
 
 use std::path::PathBuf;

@@ -22,6 +22,7 @@ use parking_lot::RwLock;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::members::{Members, Transition, Verdict};
+use super::streams;
 use super::wire::{self, CatalogMessage, Request, Response};
 use super::{
     BEACON_PERIOD, CloudConfig, CloudError, CloudStats, Order, PeerInfo, Reachable, SILENCE,
@@ -49,9 +50,11 @@ struct Behaviour {
     /// Catalog deltas and beacons: signed, because they are relayed and
     /// liveness is judged on them.
     gossipsub: gossipsub::Behaviour,
-    /// Readings of followed things: unsigned, taken only straight from
-    /// the owner (see [`Node::on_readings`]).
+    /// Who follows which thing: a topic per thing, subscribed to while a
+    /// gateway has consumers. Nothing is published on it; the readings go
+    /// over [`streams`](super::streams).
     readings: gossipsub::Behaviour,
+    streams: libp2p_stream::Behaviour,
     calls: request_response::json::Behaviour<Request, Response>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -87,30 +90,14 @@ fn build_swarm(identity: Keypair, config: &CloudConfig) -> Result<Swarm<Behaviou
                     .validation_mode(ValidationMode::Strict)
                     .max_transmit_size(MAX_GOSSIP)
                     .build()?;
-                // Signing and checking every batch of readings (an Ed25519
-                // signature and its verification) took ~0.1 ms of a ~0.25 ms
-                // hop here. The connection is already authenticated (cluster
-                // key, Noise): a reading is taken only from the owner itself,
-                // never relayed, so the signature adds nothing.
+                // Subscriptions only: it never publishes, so it signs
+                // nothing, and a message on it is refused, never passed on.
                 let readings = gossipsub::ConfigBuilder::default()
                     .protocol_id_prefix(wire::READINGS_PROTOCOL)
                     .heartbeat_interval(Duration::from_millis(500))
                     .heartbeat_initial_delay(Duration::from_millis(100))
                     .validation_mode(ValidationMode::None)
-                    // Unsigned messages arrive without author or sequence
-                    // number, gossipsub's default identity: name a message
-                    // by what it says (the same batch twice is a duplicate).
-                    .message_id_fn(|message: &gossipsub::Message| {
-                        let mut hasher = std::hash::DefaultHasher::new();
-                        std::hash::Hash::hash(&message.topic, &mut hasher);
-                        std::hash::Hash::hash(&message.data, &mut hasher);
-                        gossipsub::MessageId::from(
-                            std::hash::Hasher::finish(&hasher).to_be_bytes().to_vec(),
-                        )
-                    })
                     .validate_messages()
-                    .flood_publish(true)
-                    .max_transmit_size(MAX_GOSSIP)
                     .build()?;
                 let codec = request_response::json::codec::Codec::default()
                     .set_response_size_maximum(MAX_RESPONSE);
@@ -124,6 +111,7 @@ fn build_swarm(identity: Keypair, config: &CloudConfig) -> Result<Swarm<Behaviou
                         MessageAuthenticity::Author(peer),
                         readings,
                     )?,
+                    streams: libp2p_stream::Behaviour::new(),
                     calls: request_response::Behaviour::with_codec(
                         codec,
                         [(
@@ -311,6 +299,8 @@ struct Node {
     exported: Arc<RwLock<HashSet<ThingId>>>,
     answers: mpsc::UnboundedSender<(ResponseChannel<Response>, Response)>,
     orders: mpsc::UnboundedSender<Order>,
+    /// Readings to the gateways that follow our things.
+    outbound: streams::Outbound,
     readings_sent: u64,
     readings_received: u64,
     /// Gateways that are up, shared with the hub's handle.
@@ -353,6 +343,12 @@ pub(super) async fn run(
         return;
     }
     let (answers, mut answers_rx) = mpsc::unbounded_channel();
+    let mut control = swarm.behaviour().streams.new_control();
+    let (batches, mut batches_rx) = mpsc::channel(1024);
+    if let Err(error) = streams::accept(&mut control, batches) {
+        let _ = ready.send(Err(CloudError::Start(error.to_string())));
+        return;
+    }
     let exported: Arc<RwLock<HashSet<ThingId>>> = Arc::default();
     let mut node = Node {
         gateway: hub.gateway().to_owned(),
@@ -372,6 +368,7 @@ pub(super) async fn run(
         exported: exported.clone(),
         answers,
         orders,
+        outbound: streams::Outbound::new(control),
         readings_sent: 0,
         readings_received: 0,
         reachable,
@@ -393,6 +390,10 @@ pub(super) async fn run(
             _ = &mut stop => break,
             event = node.swarm.select_next_some() => node.on_swarm(event),
             Some(order) = orders_rx.recv() => node.on_order(order),
+            Some((peer, batch)) = batches_rx.recv() => match wire::decode_readings(&batch) {
+                Ok(readings) => node.on_readings(peer, readings),
+                Err(error) => tracing::warn!(%peer, %error, "dropped undecodable readings"),
+            },
             Some((channel, response)) = answers_rx.recv() => {
                 if node.swarm.behaviour_mut().calls.send_response(channel, response).is_err() {
                     tracing::debug!("a caller left before its answer was ready");
@@ -502,11 +503,16 @@ impl Node {
             }
         }
         for (thing, readings) in by_thing {
-            if thing.gateway() == self.gateway {
-                self.readings_sent += readings.len() as u64;
-                let topic = IdentTopic::new(wire::readings_topic(&thing));
-                let bytes = wire::encode(&readings);
-                published(self.swarm.behaviour_mut().readings.publish(topic, bytes));
+            let Some(followers) = self.watchers.get(&thing) else {
+                continue;
+            };
+            let frame = Arc::new(streams::frame(&wire::encode(&readings)));
+            for peer in followers {
+                if self.outbound.send(*peer, frame.clone()) {
+                    self.readings_sent += readings.len() as u64;
+                } else {
+                    tracing::warn!(%peer, %thing, count = readings.len(), "readings for a slow follower were dropped");
+                }
             }
         }
     }
@@ -749,6 +755,7 @@ impl Node {
                         self.on_transition(transition);
                     }
                     self.forget_watcher(&peer_id);
+                    self.outbound.forget(&peer_id);
                 }
             }
             SwarmEvent::IncomingConnectionError {
@@ -794,25 +801,16 @@ impl Node {
             gossipsub::Event::Message {
                 propagation_source,
                 message_id,
-                message,
+                ..
             } => {
-                // Delivered, never forwarded: every follower hears the owner.
                 self.swarm
                     .behaviour_mut()
                     .readings
                     .report_message_validation_result(
                         &message_id,
                         &propagation_source,
-                        gossipsub::MessageAcceptance::Ignore,
+                        gossipsub::MessageAcceptance::Reject,
                     );
-                if wire::thing_of_topic(message.topic.as_str()).is_some() {
-                    match wire::decode_readings(&message.data) {
-                        Ok(readings) => self.on_readings(propagation_source, readings),
-                        Err(error) => {
-                            tracing::warn!(peer = %propagation_source, %error, "dropped undecodable readings")
-                        }
-                    }
-                }
             }
             gossipsub::Event::Subscribed { peer_id, topic } => {
                 if let Some(thing) = wire::thing_of_topic(topic.as_str())
@@ -924,8 +922,7 @@ impl Node {
     }
 
     /// Readings as `source`, the peer at the other end of the connection
-    /// (proven by Noise), sent them. Only the owner speaks for its things:
-    /// a relay, which could have altered the unsigned message, is not heard.
+    /// (proven by Noise), sent them. Only the owner speaks for its things.
     fn on_readings(&mut self, source: PeerId, readings: Vec<ThingReading>) {
         let Some(owner) = self.members.gateway_of(&source) else {
             return;

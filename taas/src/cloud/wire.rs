@@ -1,10 +1,11 @@
 //! What gateways of a local cloud say to each other.
 //!
 //! Gossipsub topics carry broadcasts: [`CATALOG_TOPIC`] (beacons and
-//! catalog deltas, signed, every gateway listens) and, on a second gossipsub
-//! ([`READINGS_PROTOCOL`], unsigned, heard only from the owner), one topic
-//! per thing service for its readings ([`readings_topic`], only gateways
-//! with a local consumer listen). Everything else is a [`Request`] answered by a
+//! catalog deltas, signed, every gateway listens); on a second gossipsub
+//! ([`READINGS_PROTOCOL`]) one topic per thing service
+//! ([`readings_topic`]) is subscribed to by the gateways with a local
+//! consumer, which tells its owner where to send the readings (over
+//! [`super::streams`], as JSON batches). Everything else is a [`Request`] answered by a
 //! [`Response`] over the request-response protocol [`CALL_PROTOCOL`].
 //! All of it is JSON; the decoders are pure functions of bytes.
 
@@ -17,7 +18,8 @@ use crate::{CommandState, Reading, ThingId, ThingReading, Value};
 /// Versioned: a gateway speaking another version is simply not heard.
 pub const CATALOG_TOPIC: &str = "/fogbank/catalog/1";
 pub const READINGS_TOPIC_PREFIX: &str = "/fogbank/readings/1/";
-/// Readings travel on a gossipsub of their own, unsigned (see the node).
+/// The gossipsub whose topics say who follows which thing (the readings
+/// themselves go over [`super::streams`]).
 pub const READINGS_PROTOCOL: &str = "/fogbank/readings";
 pub const CALL_PROTOCOL: &str = "/fogbank/call/1";
 pub const IDENTIFY_PROTOCOL: &str = "/fogbank/1";

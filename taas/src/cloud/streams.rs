@@ -1,0 +1,167 @@
+//! Readings to followers over a direct stream per pair of gateways.
+//!
+//! The owner of a followed thing writes each batch of its readings straight
+//! onto a long-lived libp2p stream ([`PROTOCOL`]) to every gateway that
+//! follows it, in frames of a 4-byte big-endian length and the batch. Who
+//! follows what is still learnt from the readings gossipsub's
+//! subscriptions; only delivery is here, because gossipsub's per-message
+//! bookkeeping (message ids, caches, a `futures-timer` delay per message
+//! whose thread is woken twice) was most of the hop between gateways.
+//!
+//! The stream runs over the connection between the two gateways, so the
+//! sender is the peer that connection authenticated: the node takes a
+//! frame's readings only for things that peer owns.
+
+use std::collections::HashMap;
+
+use futures_util::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p_stream::Control;
+use tokio::sync::mpsc;
+
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/fogbank/readings/1");
+
+/// Frames waiting for one follower; more are dropped (and counted) rather
+/// than let a slow follower hold up the swarm loop.
+const QUEUE: usize = 1024;
+
+/// Largest frame taken: a batch of readings is far smaller.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// A batch of readings (its wire encoding) as a frame.
+pub fn frame(batch: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(4 + batch.len());
+    frame.extend_from_slice(&(batch.len() as u32).to_be_bytes());
+    frame.extend_from_slice(batch);
+    frame
+}
+
+/// The sending side: one writer task per follower, fed frames in order.
+pub struct Outbound {
+    control: Control,
+    writers: HashMap<PeerId, mpsc::Sender<std::sync::Arc<Vec<u8>>>>,
+}
+
+impl Outbound {
+    pub fn new(control: Control) -> Self {
+        Outbound {
+            control,
+            writers: HashMap::new(),
+        }
+    }
+
+    /// Queues `frame` for `peer`; false when it had to be dropped.
+    pub fn send(&mut self, peer: PeerId, frame: std::sync::Arc<Vec<u8>>) -> bool {
+        for _ in 0..2 {
+            let control = &self.control;
+            let writer = self.writers.entry(peer).or_insert_with(|| {
+                let (sender, frames) = mpsc::channel(QUEUE);
+                tokio::spawn(write(control.clone(), peer, frames));
+                sender
+            });
+            match writer.try_send(frame.clone()) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Full(_)) => return false,
+                // The writer gave up (the stream broke): start another.
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.writers.remove(&peer);
+                }
+            }
+        }
+        false
+    }
+
+    /// Stops writing to a peer that left.
+    pub fn forget(&mut self, peer: &PeerId) {
+        self.writers.remove(peer);
+    }
+}
+
+/// Writes frames to `peer` until the queue closes or the stream breaks.
+async fn write(
+    mut control: Control,
+    peer: PeerId,
+    mut frames: mpsc::Receiver<std::sync::Arc<Vec<u8>>>,
+) {
+    let mut stream = match control.open_stream(peer, PROTOCOL).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "cannot open a readings stream");
+            return;
+        }
+    };
+    while let Some(frame) = frames.recv().await {
+        let written = async {
+            stream.write_all(&frame).await?;
+            stream.flush().await
+        };
+        if let Err(error) = written.await {
+            tracing::debug!(%peer, %error, "a readings stream broke");
+            return;
+        }
+    }
+}
+
+/// Accepts followed gateways' streams for the life of the node and passes
+/// each frame's batch on, with the peer it came from.
+pub fn accept(
+    control: &mut Control,
+    batches: mpsc::Sender<(PeerId, Vec<u8>)>,
+) -> Result<(), libp2p_stream::AlreadyRegistered> {
+    let mut incoming = control.accept(PROTOCOL)?;
+    tokio::spawn(async move {
+        while let Some((peer, stream)) = incoming.next().await {
+            tokio::spawn(read(peer, stream, batches.clone()));
+        }
+    });
+    Ok(())
+}
+
+/// Reads frames off one stream until it ends, breaks or lies about a
+/// length.
+async fn read(peer: PeerId, mut stream: Stream, batches: mpsc::Sender<(PeerId, Vec<u8>)>) {
+    loop {
+        let mut length = [0u8; 4];
+        if stream.read_exact(&mut length).await.is_err() {
+            return;
+        }
+        let length = u32::from_be_bytes(length) as usize;
+        if length > MAX_FRAME {
+            tracing::warn!(%peer, length, "a readings frame over the limit; the stream is dropped");
+            return;
+        }
+        let mut batch = vec![0u8; length];
+        if stream.read_exact(&mut batch).await.is_err()
+            || batches.send((peer, batch)).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_frame_is_its_length_then_its_batch() {
+        assert_eq!(frame(b"[]"), vec![0, 0, 0, 2, b'[', b']']);
+        assert_eq!(frame(b"").len(), 4);
+    }
+
+    proptest! {
+        #[test]
+        fn frames_read_back(batches in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..8)) {
+            let wire: Vec<u8> = batches.iter().flat_map(|b| frame(b)).collect();
+            let mut at = 0;
+            let mut read = Vec::new();
+            while at < wire.len() {
+                let length = u32::from_be_bytes(wire[at..at + 4].try_into().unwrap()) as usize;
+                read.push(wire[at + 4..at + 4 + length].to_vec());
+                at += 4 + length;
+            }
+            prop_assert_eq!(read, batches);
+        }
+    }
+}
