@@ -85,6 +85,11 @@ impl Exposition {
             "Readings received from other gateways.",
             stats.readings_received,
         )
+        .counter(
+            "fogbank_cloud_readings_dropped_total",
+            "Readings for another gateway that did not keep up, dropped.",
+            stats.readings_dropped,
+        )
     }
 
     pub fn services(&mut self, services: &[fogbank_services::ServiceInfo]) -> &mut Self {

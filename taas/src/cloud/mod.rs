@@ -112,6 +112,8 @@ pub struct CloudStats {
     /// Readings sent to other gateways / received from them.
     pub readings_sent: u64,
     pub readings_received: u64,
+    /// Readings for a follower that did not keep up, dropped.
+    pub readings_dropped: u64,
 }
 
 /// What the rest of the gateway asks of the swarm thread.

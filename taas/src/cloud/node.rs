@@ -303,6 +303,7 @@ struct Node {
     outbound: streams::Outbound,
     readings_sent: u64,
     readings_received: u64,
+    readings_dropped: u64,
     /// Gateways that are up, shared with the hub's handle.
     reachable: Reachable,
 }
@@ -371,6 +372,7 @@ pub(super) async fn run(
         outbound: streams::Outbound::new(control),
         readings_sent: 0,
         readings_received: 0,
+        readings_dropped: 0,
         reachable,
     };
     let _ = ready.send(Ok(()));
@@ -511,7 +513,7 @@ impl Node {
                 if self.outbound.send(*peer, frame.clone()) {
                     self.readings_sent += readings.len() as u64;
                 } else {
-                    tracing::warn!(%peer, %thing, count = readings.len(), "readings for a slow follower were dropped");
+                    self.readings_dropped += readings.len() as u64;
                 }
             }
         }
@@ -632,6 +634,7 @@ impl Node {
                     followed: self.watchers.len(),
                     readings_sent: self.readings_sent,
                     readings_received: self.readings_received,
+                    readings_dropped: self.readings_dropped,
                 });
             }
             Order::Dial { origin, resolved } => {

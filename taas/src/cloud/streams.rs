@@ -12,7 +12,7 @@
 //! sender is the peer that connection authenticated: the node takes a
 //! frame's readings only for things that peer owns.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures_util::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
@@ -40,6 +40,8 @@ pub fn frame(batch: &[u8]) -> Vec<u8> {
 pub struct Outbound {
     control: Control,
     writers: HashMap<PeerId, mpsc::Sender<std::sync::Arc<Vec<u8>>>>,
+    /// Followers whose queue is full, so that it is said once, not per batch.
+    overflowing: HashSet<PeerId>,
 }
 
 impl Outbound {
@@ -47,6 +49,7 @@ impl Outbound {
         Outbound {
             control,
             writers: HashMap::new(),
+            overflowing: HashSet::new(),
         }
     }
 
@@ -60,8 +63,18 @@ impl Outbound {
                 sender
             });
             match writer.try_send(frame.clone()) {
-                Ok(()) => return true,
-                Err(mpsc::error::TrySendError::Full(_)) => return false,
+                Ok(()) => {
+                    if self.overflowing.remove(&peer) {
+                        tracing::info!(%peer, "a slow follower keeps up again");
+                    }
+                    return true;
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if self.overflowing.insert(peer) {
+                        tracing::warn!(%peer, "a follower does not keep up: its readings are dropped");
+                    }
+                    return false;
+                }
                 // The writer gave up (the stream broke): start another.
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     self.writers.remove(&peer);
@@ -74,6 +87,7 @@ impl Outbound {
     /// Stops writing to a peer that left.
     pub fn forget(&mut self, peer: &PeerId) {
         self.writers.remove(peer);
+        self.overflowing.remove(peer);
     }
 }
 
