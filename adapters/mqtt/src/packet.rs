@@ -273,15 +273,7 @@ mod tests {
 
     fn packet(header: u8, body: &[u8]) -> Vec<u8> {
         let mut out = vec![header];
-        let mut length = body.len();
-        loop {
-            let byte = (length % 128) as u8;
-            length /= 128;
-            out.push(if length > 0 { byte | 0x80 } else { byte });
-            if length == 0 {
-                break;
-            }
-        }
+        write_varint(&mut out, body.len());
         out.extend_from_slice(body);
         out
     }
