@@ -843,6 +843,10 @@ impl Node {
                 self.exported.write().remove(thing);
             }
         }
+        // A gateway that follows nothing of ours any more needs no stream.
+        if !self.watchers.values().any(|peers| peers.contains(peer)) {
+            self.outbound.forget(peer);
+        }
     }
 
     fn forget_watcher(&mut self, peer: &PeerId) {

@@ -84,7 +84,8 @@ impl Outbound {
         false
     }
 
-    /// Stops writing to a peer that left.
+    /// Stops writing to a peer that left or follows nothing any more (its
+    /// writer ends, closing the stream, once the queued frames are out).
     pub fn forget(&mut self, peer: &PeerId) {
         self.writers.remove(peer);
         self.overflowing.remove(peer);
