@@ -422,20 +422,14 @@ pub(super) async fn run(
     tracing::info!("left the local cloud");
 }
 
-/// Publishing to nobody is not an error: followers come and go.
-fn published(outcome: Result<gossipsub::MessageId, gossipsub::PublishError>) {
-    match outcome {
-        Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
-        Err(error) => tracing::warn!(%error, "cannot publish to the local cloud"),
-    }
-}
-
 impl Node {
     // ------------------------------------------------------------ outgoing
 
     fn publish(&mut self, topic: IdentTopic, bytes: Vec<u8>) {
-        let outcome = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes);
-        published(outcome);
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+            Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+            Err(error) => tracing::warn!(%error, "cannot publish to the local cloud"),
+        }
     }
 
     fn tick(&mut self) {

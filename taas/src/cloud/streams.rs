@@ -26,7 +26,7 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/fogbank/readings/1");
 const QUEUE: usize = 1024;
 
 /// Largest frame taken: a batch of readings is far smaller.
-pub const MAX_FRAME: usize = 1 << 20;
+const MAX_FRAME: usize = 1 << 20;
 
 /// A batch of readings (its wire encoding) as a frame.
 pub fn frame(batch: &[u8]) -> Vec<u8> {
