@@ -50,6 +50,21 @@ pub fn frame_length(buffer: &[u8]) -> Result<Option<usize>, PacketError> {
     Ok(None)
 }
 
+/// The complete packets at the start of `buffer`, in order; a packet
+/// still arriving is left out.
+pub fn complete(buffer: &[u8]) -> Result<Vec<&[u8]>, PacketError> {
+    let mut packets = Vec::new();
+    let mut rest = buffer;
+    while let Some(length) = frame_length(rest)? {
+        let Some(packet) = rest.get(..length) else {
+            break;
+        };
+        packets.push(packet);
+        rest = &rest[length..];
+    }
+    Ok(packets)
+}
+
 /// A cursor over the variable part of one packet.
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -358,6 +373,20 @@ mod tests {
         assert_eq!(acknowledged(b"\x50\x02\x01\x00"), Some(256));
         assert_eq!(acknowledged(b"\x90\x03\x00\x01\x00"), None);
         assert_eq!(acknowledged(b"\x40\x01\x00"), None);
+    }
+
+    #[test]
+    fn only_whole_packets_are_complete() {
+        let stream = b"\x40\x02\x00\x07\xc0\x00\x30\x05\x00";
+        assert_eq!(
+            complete(stream),
+            Ok(vec![&b"\x40\x02\x00\x07"[..], &b"\xc0\x00"[..]])
+        );
+        assert_eq!(complete(b""), Ok(vec![]));
+        assert_eq!(
+            complete(b"\xc0\x00\x30\xff\xff\xff\xff\x01"),
+            Err(PacketError::Length)
+        );
     }
 
     #[test]

@@ -168,19 +168,16 @@ async fn splice(
 ) -> io::Result<()> {
     device.set_nodelay(true)?;
     let mut prefix = Vec::with_capacity(256);
-    let connect = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut device, &mut prefix))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no CONNECT in time"))??;
+    let (connect, connect_length) =
+        tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut device, &mut prefix))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no CONNECT in time"))??;
     let backend = match connect.level {
         5 => backends.v5,
         _ => backends.v4,
     };
     let mut broker = TcpStream::connect(backend).await?;
     broker.set_nodelay(true)?;
-    let connect_length = packet::frame_length(&prefix)
-        .ok()
-        .flatten()
-        .unwrap_or(prefix.len());
     broker.write_all(&prefix[..connect_length]).await?;
     prefix.drain(..connect_length);
     // Receipts are per session; a client that lets the broker name it has
@@ -211,17 +208,17 @@ async fn splice(
     }
 }
 
-/// Reads the whole CONNECT packet (and whatever came after it).
-async fn read_connect(device: &mut TcpStream, prefix: &mut Vec<u8>) -> io::Result<packet::Connect> {
-    let invalid =
-        |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+/// Reads the whole CONNECT packet (and whatever came after it into
+/// `prefix`); returns it and its length.
+async fn read_connect(
+    device: &mut TcpStream,
+    prefix: &mut Vec<u8>,
+) -> io::Result<(packet::Connect, usize)> {
     loop {
         // Refuse what is not MQTT as soon as the first bytes tell.
-        protocol_level(prefix).map_err(|e| invalid(&e))?;
-        if let Some(length) = packet::frame_length(prefix).map_err(|e| invalid(&e))?
-            && prefix.len() >= length
-        {
-            return packet::connect(&prefix[..length]).map_err(|e| invalid(&e));
+        protocol_level(prefix).map_err(invalid)?;
+        if let Some(connect) = packet::complete(prefix).map_err(invalid)?.first() {
+            return Ok((packet::connect(connect).map_err(invalid)?, connect.len()));
         }
         if device.read_buf(prefix).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
@@ -249,9 +246,10 @@ impl Inbound<'_> {
         mut buffer: Vec<u8>,
     ) -> io::Result<()> {
         loop {
-            let complete = complete_packets(&buffer)?;
+            let packets = packet::complete(&buffer).map_err(invalid)?;
+            let complete = packets.iter().map(|p| p.len()).sum();
             if complete > 0 {
-                let rewritten = self.store(&buffer[..complete]).await?;
+                let rewritten = self.store(&packets).await?;
                 let forward = rewritten.as_deref().unwrap_or(&buffer[..complete]);
                 broker.write_all(forward).await?;
                 buffer.drain(..complete);
@@ -274,15 +272,10 @@ impl Inbound<'_> {
     /// Stores the readings of the publishes among `packets`; an error when
     /// they could not be stored and must not reach the broker. Returns the
     /// packets to pass on instead when topic aliases had to be resolved.
-    async fn store(&mut self, packets: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    async fn store(&mut self, packets: &[&[u8]]) -> io::Result<Option<Vec<u8>>> {
         let mut publishes = Vec::new();
         let mut rewritten: Option<Vec<u8>> = None;
-        let mut at = 0;
-        while at < packets.len() {
-            let length = packet_length(&packets[at..])?;
-            let bytes = &packets[at..at + length];
-            let start = at;
-            at += length;
+        for (index, &bytes) in packets.iter().enumerate() {
             let read = match packet::kind(bytes) {
                 Some(packet::PUBLISH) => packet::publish(bytes, self.v5),
                 _ => {
@@ -306,7 +299,7 @@ impl Inbound<'_> {
                     };
                     if publish.alias.is_some() && !topic.is_empty() {
                         rewritten
-                            .get_or_insert_with(|| packets[..start].to_vec())
+                            .get_or_insert_with(|| packets[..index].concat())
                             .extend_from_slice(&publish.without_alias(&topic));
                     } else if let Some(out) = &mut rewritten {
                         out.extend_from_slice(bytes);
@@ -395,18 +388,14 @@ impl Outbound<'_> {
             }
             device.write_all(&chunk[..read]).await?;
             pending.extend_from_slice(&chunk[..read]);
-            let complete = complete_packets(&pending)?;
-            let mut released = Vec::new();
-            let mut at = 0;
-            while at < complete {
-                let length = packet_length(&pending[at..])?;
-                if let Some(pkid) = packet::acknowledged(&pending[at..at + length])
-                    && self.held.lock().remove(&pkid)
-                {
-                    released.push(receive::receipt_slot(self.session, pkid));
-                }
-                at += length;
-            }
+            let packets = packet::complete(&pending).map_err(invalid)?;
+            let complete: usize = packets.iter().map(|p| p.len()).sum();
+            let released: Vec<Vec<u8>> = packets
+                .into_iter()
+                .filter_map(packet::acknowledged)
+                .filter(|pkid| self.held.lock().remove(pkid))
+                .map(|pkid| receive::receipt_slot(self.session, pkid))
+                .collect();
             pending.drain(..complete);
             let receiver = self.intake.borrow().clone();
             if let Some(receiver) = receiver
@@ -418,25 +407,9 @@ impl Outbound<'_> {
     }
 }
 
-/// The length of the complete packets at the start of `buffer`.
-fn complete_packets(buffer: &[u8]) -> io::Result<usize> {
-    let mut at = 0;
-    while let Some(length) = packet::frame_length(&buffer[at..])
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-    {
-        if buffer.len() - at < length {
-            break;
-        }
-        at += length;
-    }
-    Ok(at)
-}
-
-/// The length of the complete packet at the start of `buffer`.
-fn packet_length(buffer: &[u8]) -> io::Result<usize> {
-    packet::frame_length(buffer)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "a packet ends early"))
+/// Bytes that are not the MQTT they claim to be end the connection.
+fn invalid(error: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
 }
 
 #[cfg(test)]
