@@ -430,6 +430,107 @@ fn v4_subscriber(
     })
 }
 
+/// An MQTT 5 message with properties (a user property, a content type)
+/// reaches a persistent MQTT 5 subscriber with them and a persistent MQTT
+/// 3.1.1 subscriber without them, which 3.1.1 cannot carry. Neither that
+/// message nor a client reconnecting under the same id afterwards stops
+/// the broker from taking 3.1.1 connections. (Unpatched, rumqttd 0.20
+/// panics writing the properties to the 3.1.1 subscriber, and again when it
+/// reconnects, which poisons a lock and refuses every later 3.1.1 client.)
+#[test]
+fn mqtt5_properties_reach_both_protocols_and_break_nothing() {
+    let (gw, port) = common::embedded_gateway("gw-p");
+    let filter = "things/props-1/#";
+    let v4 = ["-V", "mqttv311", "-c", "-i", "keeper-4"];
+    let v5 = ["-V", "mqttv5", "-c", "-x", "600", "-i", "keeper-5"];
+    // Subscribed, then away: the broker keeps what comes for them.
+    for session in [&v4[..], &v5[..]] {
+        let subscribed = std::process::Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+            .args(session)
+            .args(["-t", filter, "-E"])
+            .status()
+            .unwrap();
+        assert!(subscribed.success(), "{session:?} could not subscribe");
+    }
+    let properties = [
+        "-V",
+        "mqttv5",
+        "-t",
+        "things/props-1/level",
+        "-D",
+        "publish",
+        "user-property",
+        "site",
+        "north",
+        "-D",
+        "publish",
+        "content-type",
+        "text/plain",
+        "-s",
+    ];
+    common::mosquitto_pub(port, &properties, b"4.5");
+    let first = common::mqtt_subscribe_with(port, filter, 1, &v4)
+        .join()
+        .unwrap();
+    assert_eq!(first, ["things/props-1/level 4.5"]);
+
+    common::mqtt_publish(port, "things/props-1/level", b"5.5");
+    let reading = gw.get("/api/v1/things/gw-p.mqtt.props-1.level/reading");
+    assert_eq!(
+        reading.json()[0]["v"],
+        5.5,
+        "a 3.1.1 device after the properties"
+    );
+    let v4_later = common::mqtt_subscribe_with(port, filter, 1, &v4)
+        .join()
+        .unwrap();
+    assert_eq!(v4_later, ["things/props-1/level 5.5"]);
+    let with_format = [&v5[..], &["-F", "%t %p %P"]].concat();
+    let v5_all = common::mqtt_subscribe_with(port, filter, 2, &with_format)
+        .join()
+        .unwrap();
+    assert_eq!(
+        v5_all,
+        [
+            "things/props-1/level 4.5 site:north",
+            "things/props-1/level 5.5 "
+        ]
+    );
+}
+
+/// A client that sends what only a server may send (CONNACK) is
+/// disconnected, and the broker still serves the next client under that
+/// id and everyone after. (Unpatched, rumqttd 0.20's MQTT 5 listener panics
+/// on it and then refuses every connection.)
+#[test]
+fn a_server_packet_from_a_client_only_closes_its_connection() {
+    use std::io::{Read, Write};
+    let (gw, port) = common::embedded_gateway("gw-q");
+    // MQTT 5 CONNECT (§3.1): protocol name, level 5, clean start, keep
+    // alive 60 s, no properties, client id "rogue".
+    let mut connect = vec![0x10, 18, 0, 4];
+    connect.extend_from_slice(b"MQTT");
+    connect.extend_from_slice(&[5, 0x02, 0, 60, 0, 0, 5]);
+    connect.extend_from_slice(b"rogue");
+    let connack = [0x20, 3, 0, 0, 0];
+    for _ in 0..2 {
+        let mut rogue = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        rogue
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        rogue.write_all(&connect).unwrap();
+        rogue.write_all(&connack).unwrap();
+        let mut answer = Vec::new();
+        // Ends when the broker closes the connection (or the timeout does).
+        let _ = rogue.read_to_end(&mut answer);
+        assert_eq!(answer.first(), Some(&0x20), "the CONNECT was answered");
+    }
+    common::mqtt5_publish(port, "things/after-rogue/level", b"8");
+    let reading = gw.get("/api/v1/things/gw-q.mqtt.after-rogue.level/reading");
+    assert_eq!(reading.json()[0]["v"], 8.0);
+}
+
 /// A packet far over `max_message_bytes` (256 KiB) closes that device's
 /// connection at the front door, before it is held whole in memory; the
 /// broker and everyone else carry on.

@@ -141,9 +141,8 @@ pub struct Publish<'a> {
 
 impl Publish<'_> {
     /// The same packet naming `topic` in full, without a topic alias.
-    /// Aliases belong to one connection (a broker never passes them on),
-    /// and rumqttd 0.20 fails passing any MQTT 5 property to an MQTT 3.1.1
-    /// subscriber: resolved here, an aliased message reaches everyone.
+    /// Aliases belong to one connection (a broker never passes them on):
+    /// resolved here, an aliased message reaches every subscriber whole.
     pub fn without_alias(&self, topic: &str) -> Vec<u8> {
         let mut properties = self.properties.to_vec();
         if let Some(at) = self.alias_at.clone() {

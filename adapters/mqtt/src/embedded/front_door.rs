@@ -13,8 +13,7 @@
 //!   broker. A burst that cannot be stored is not passed on: the
 //!   connection is closed, and the device sends it again when it is back.
 //!   MQTT 5 topic aliases are resolved here and taken out of the packet
-//!   (they belong to this connection; and rumqttd cannot pass a property
-//!   on to an MQTT 3.1.1 subscriber).
+//!   (they belong to this connection).
 //! - broker to device, bytes pass as they come; an acknowledgement of a
 //!   stored publish releases its receipt (kept until then so that a repeat
 //!   after a lost acknowledgement is not stored twice).
