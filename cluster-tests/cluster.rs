@@ -305,6 +305,41 @@ fn a_gateway_without_the_cluster_key_cannot_join() {
     assert!(intruder.things().iter().all(|(id, _)| *id != inside));
 }
 
+/// The README's LAN set-up: gateways started with the cluster key and
+/// nothing else find each other by mDNS and form one cloud; a gateway with
+/// another key is found too, and kept out.
+#[test]
+fn gateways_with_the_key_find_each_other_by_mdns() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = cluster_key();
+    let members: Vec<Member> = ["gw-a", "gw-b", "gw-c"]
+        .into_iter()
+        .map(|id| Member::start_discovering(dir.path(), id, &key))
+        .collect();
+    let stranger = Member::start_discovering(dir.path(), "gw-x", &cluster_key());
+    stranger.create_thing("outside", 30.0);
+    let boiler = members[0].create_thing("boiler", 60.0);
+    converged(&members, 1, Duration::from_secs(15));
+    for member in &members {
+        within(Duration::from_secs(10), "everyone sees everyone", || {
+            let peers = member.peers();
+            peers.len() == 3 && peers[1..].iter().all(|(_, state)| state == "up")
+        });
+    }
+    let reading = members[2]
+        .gateway
+        .get(&format!("/api/v1/things/{boiler}/reading"));
+    assert_eq!(reading.json()[0]["v"], 60.0);
+    for member in &members {
+        assert!(
+            member.peers().iter().all(|(gateway, _)| gateway != "gw-x"),
+            "{}",
+            member.id
+        );
+    }
+    assert_eq!(stranger.peers().len(), 1, "the stranger is alone");
+}
+
 #[test]
 fn peers_come_from_the_environment_and_by_host_name() {
     let dir = tempfile::tempdir().unwrap();

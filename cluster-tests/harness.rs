@@ -1,7 +1,8 @@
 //! Starts a local cloud of real `fogbank` processes on 127.0.0.1: each with
 //! its own data dir, HTTP port and libp2p port, mDNS off, every member but
 //! the first bootstrapping from the first (the others find each other
-//! through its beacons). Built on the single-gateway harness of the node's
+//! through its beacons); or, to test discovery itself, with mDNS on and
+//! no bootstrap peer. Built on the single-gateway harness of the node's
 //! tests.
 
 use std::path::PathBuf;
@@ -44,6 +45,26 @@ impl Member {
             member_args.push(peer.clone());
         }
         member_args.extend(args.iter().map(|a| a.to_string()));
+        Member::launch_member(dir, id, key_hex, p2p_port, member_args, env)
+    }
+
+    /// Starts a gateway `id` as the README's LAN instructions do: mDNS on,
+    /// no bootstrap peer, listening on every interface (on a port of its
+    /// own, so that several share one host).
+    pub fn start_discovering(dir: &std::path::Path, id: &str, key_hex: &str) -> Member {
+        let p2p_port = free_port();
+        let args = vec!["--p2p".into(), format!("/ip4/0.0.0.0/tcp/{p2p_port}")];
+        Member::launch_member(dir, id, key_hex, p2p_port, args, &[])
+    }
+
+    fn launch_member(
+        dir: &std::path::Path,
+        id: &str,
+        key_hex: &str,
+        p2p_port: u16,
+        member_args: Vec<String>,
+        env: &[(&str, &str)],
+    ) -> Member {
         let mut member_env = vec![
             ("FOGBANK_GATEWAY_ID".to_owned(), id.to_owned()),
             ("FOGBANK_CLUSTER_KEY".to_owned(), key_hex.to_owned()),

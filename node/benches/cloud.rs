@@ -187,8 +187,12 @@ fn sse_receiver(
     ready: mpsc::Sender<()>,
 ) -> std::thread::JoinHandle<Vec<Option<u64>>> {
     std::thread::spawn(move || {
-        let response = ureq::get(&url)
-            .timeout(IDLE)
+        // A read timeout, not a deadline for the whole stream: a run of
+        // more than IDLE's worth of paced messages must not be cut short.
+        let response = ureq::AgentBuilder::new()
+            .timeout_read(IDLE)
+            .build()
+            .get(&url)
             .call()
             .expect("the stream opens");
         let _ = ready.send(());
