@@ -199,6 +199,20 @@ fn a_killed_gateway_is_noticed_within_3_s_and_back_within_3_s_of_restart() {
             .count()
     };
 
+    // An application follows a gw-a thing on gw-c through all of it.
+    let stream = common::follow_events(
+        &members[2]
+            .gateway
+            .url(&format!("/api/v1/things/{TEMPERATURE}/stream")),
+        "reading",
+        Duration::from_secs(10),
+    );
+    stream
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the stream's first reading");
+    let identity = |m: &Member| m.get_json("/api/v1/peers")[0]["peer_id"].clone();
+    let peer_id = identity(&members[0]);
+
     members[0].kill();
     for member in &members[1..] {
         let took = within(Duration::from_secs(3), "gw-a's things unavailable", || {
@@ -230,12 +244,27 @@ fn a_killed_gateway_is_noticed_within_3_s_and_back_within_3_s_of_restart() {
     }
 
     members[0].restart();
+    let restarted_at = common::now_secs();
+    assert_eq!(
+        identity(&members[0]),
+        peer_id,
+        "the same identity after a restart"
+    );
     for member in &members[1..] {
         let took = within(Duration::from_secs(3), "gw-a's things back", || {
             unavailable(member) == 0 && member.things().len() == CAMPUS
         });
         eprintln!("{} saw gw-a back after {took:?}", member.id);
     }
+    // The stream opened before the crash carries on with the new readings.
+    let resumed = stream
+        .iter()
+        .map(|data| serde_json::from_str::<serde_json::Value>(&data).unwrap())
+        .find(|pack| pack[0]["t"].as_f64().is_some_and(|t| t > restarted_at));
+    assert!(
+        resumed.is_some(),
+        "the stream on gw-c ended with gw-a's crash"
+    );
     let latest = members[2].get_json(&format!("/api/v1/things/{TEMPERATURE}/reading"));
     assert_eq!(latest[0]["bn"], TEMPERATURE);
 
