@@ -505,30 +505,85 @@ fn mqtt5_properties_reach_both_protocols_and_break_nothing() {
 /// on it and then refuses every connection.)
 #[test]
 fn a_server_packet_from_a_client_only_closes_its_connection() {
-    use std::io::{Read, Write};
     let (gw, port) = common::embedded_gateway("gw-q");
-    // MQTT 5 CONNECT (§3.1): protocol name, level 5, clean start, keep
-    // alive 60 s, no properties, client id "rogue".
-    let mut connect = vec![0x10, 18, 0, 4];
-    connect.extend_from_slice(b"MQTT");
-    connect.extend_from_slice(&[5, 0x02, 0, 60, 0, 0, 5]);
-    connect.extend_from_slice(b"rogue");
-    let connack = [0x20, 3, 0, 0, 0];
     for _ in 0..2 {
-        let mut rogue = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        rogue
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        rogue.write_all(&connect).unwrap();
-        rogue.write_all(&connack).unwrap();
-        let mut answer = Vec::new();
-        // Ends when the broker closes the connection (or the timeout does).
-        let _ = rogue.read_to_end(&mut answer);
-        assert_eq!(answer.first(), Some(&0x20), "the CONNECT was answered");
+        let answer = raw_client(port, 5, "rogue", &[0x20, 3, 0, 0, 0]);
+        assert!(answer.is_empty(), "the CONNACK was answered: {answer:?}");
     }
     common::mqtt5_publish(port, "things/after-rogue/level", b"8");
     let reading = gw.get("/api/v1/things/gw-q.mqtt.after-rogue.level/reading");
     assert_eq!(reading.json()[0]["v"], 8.0);
+}
+
+/// A PUBLISH to what is not a topic name — a wildcard, nothing, U+0000, an
+/// MQTT 5 alias never set — or with a subscription identifier, which only
+/// a server sends, is a protocol error: it closes the client's
+/// connection unacknowledged. Subscribers never see it. (rumqttd passes
+/// wildcard and empty topics on, and an empty one makes subscribers'
+/// clients drop their connections.)
+#[test]
+fn a_publish_to_no_topic_closes_only_its_connection() {
+    let (gw, port) = common::embedded_gateway("gw-r");
+    let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
+    let subscriber = std::thread::spawn(move || v4_subscriber(port, "#", 1, subscribed_tx));
+    subscribed.recv().unwrap();
+    let qos1 = |topic: &[u8], properties: &[u8]| {
+        let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+        body.extend_from_slice(topic);
+        body.extend_from_slice(&[0, 1]);
+        body.extend_from_slice(properties);
+        body.extend_from_slice(b"1");
+        [&[0x32, body.len() as u8][..], &body].concat()
+    };
+    for (level, publish) in [
+        (4, qos1(b"things/#", b"")),
+        (4, qos1(b"things/+/level", b"")),
+        (4, qos1(b"", b"")),
+        (4, qos1(b"things/a\0b/level", b"")),
+        (5, qos1(b"things/c/level", &[2, 0x0b, 1])),
+        (5, qos1(b"", &[3, 0x23, 0, 9])),
+    ] {
+        let answer = raw_client(port, level, "sloppy", &publish);
+        assert!(answer.is_empty(), "{publish:?} was answered: {answer:?}");
+    }
+    common::mqtt_publish(port, "things/ok-1/level", b"6");
+    assert_eq!(
+        subscriber.join().unwrap(),
+        [("things/ok-1/level".to_owned(), "6".to_owned())]
+    );
+    let reading = gw.get("/api/v1/things/gw-r.mqtt.ok-1.level/reading");
+    assert_eq!(reading.json()[0]["v"], 6.0);
+}
+
+/// Connects to the broker on `port` as MQTT `level` (4 or 5) by hand,
+/// sends `packets`, and returns what came back after the CONNACK until the
+/// connection closed.
+fn raw_client(port: u16, level: u8, client_id: &str, packets: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    // CONNECT (§3.1): protocol name, level, clean session, keep alive 60 s,
+    // (MQTT 5: no properties,) client id.
+    let mut body = [&[0, 4][..], b"MQTT", &[level, 0x02, 0, 60]].concat();
+    if level == 5 {
+        body.push(0);
+    }
+    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    let connect = [&[0x10, body.len() as u8][..], &body].concat();
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    client.write_all(&connect).unwrap();
+    let mut connack = [0u8; 2];
+    client.read_exact(&mut connack).unwrap();
+    assert_eq!(connack[0], 0x20, "the CONNECT was answered");
+    let mut rest = vec![0u8; usize::from(connack[1])];
+    client.read_exact(&mut rest).unwrap();
+    client.write_all(packets).unwrap();
+    let mut answer = Vec::new();
+    // Ends when the broker closes the connection (or the timeout does).
+    let _ = client.read_to_end(&mut answer);
+    answer
 }
 
 /// A packet far over `max_message_bytes` (256 KiB) closes that device's

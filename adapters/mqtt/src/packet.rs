@@ -15,7 +15,13 @@ pub enum PacketError {
     Truncated(&'static str),
     #[error("a topic name that is not UTF-8")]
     Topic,
-    #[error("a PUBLISH with property {0:#04x}, which PUBLISH does not have (or not twice)")]
+    /// MQTT 3.1.1 §4.7, MQTT 5 §4.7: a PUBLISH names one topic, never
+    /// empty (an MQTT 5 alias may stand in), without wildcards or U+0000.
+    #[error("a PUBLISH to {0:?}, which is not a topic name")]
+    TopicName(String),
+    #[error(
+        "a PUBLISH with property {0:#04x}, which a client's PUBLISH does not carry (or not twice)"
+    )]
     Property(usize),
     #[error("a PUBLISH with QoS 3")]
     QoS,
@@ -220,8 +226,8 @@ pub fn publish(packet: &[u8], v5: bool) -> Result<Publish<'_>, PacketError> {
                 // Strings or binary data: content type, response topic,
                 // correlation data.
                 0x03 | 0x08 | 0x09 => drop(properties.string()?),
-                // Variable byte integer: subscription identifier.
-                0x0b => drop(properties.varint()?),
+                // A subscription identifier is the server's to send
+                // (MQTT 5 §3.3.4): any other is a protocol error.
                 // String pair: user property.
                 0x26 => {
                     properties.string()?;
@@ -230,6 +236,9 @@ pub fn publish(packet: &[u8], v5: bool) -> Result<Publish<'_>, PacketError> {
                 other => return Err(PacketError::Property(other)),
             }
         }
+    }
+    if topic.contains(['+', '#', '\0']) || (topic.is_empty() && alias.is_none()) {
+        return Err(PacketError::TopicName(topic.to_owned()));
     }
     Ok(Publish {
         topic,
@@ -345,6 +354,26 @@ mod tests {
             again.properties,
             [0x01, 0x01, 0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v']
         );
+    }
+
+    #[test]
+    fn a_publish_names_one_topic() {
+        for (topic, v5) in [
+            (&b""[..], false),
+            (b"", true),
+            (b"things/#", false),
+            (b"things/+/level", true),
+            (b"things/a\0b", false),
+        ] {
+            let bytes = packet(
+                0x30,
+                &[&string(topic)[..], if v5 { &[0] } else { &[] }, b"1"].concat(),
+            );
+            assert!(
+                matches!(publish(&bytes, v5), Err(PacketError::TopicName(_))),
+                "{topic:?}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //!   reading reaches the gateway's consumers without a round through the
 //!   broker. A burst that cannot be stored is not passed on: the
 //!   connection is closed, and the device sends it again when it is back.
+//!   The same for a burst with a PUBLISH the client may not send: the
+//!   broker would close the connection for most, and a wildcard or empty
+//!   topic it would pass on to subscribers, whose clients choke on it.
 //!   MQTT 5 topic aliases are resolved here and taken out of the packet
 //!   (they belong to this connection).
 //! - broker to device, bytes pass as they come; an acknowledgement of a
@@ -288,7 +291,9 @@ impl Inbound<'_> {
                 Ok(publish) => {
                     let topic = match publish.alias {
                         Some(alias) if publish.topic.is_empty() => {
-                            self.aliases.get(&alias).cloned().unwrap_or_default()
+                            self.aliases.get(&alias).cloned().ok_or_else(|| {
+                                invalid(format!("a PUBLISH naming unknown topic alias {alias}"))
+                            })?
                         }
                         Some(alias) => {
                             self.aliases.insert(alias, publish.topic.to_owned());
@@ -296,7 +301,7 @@ impl Inbound<'_> {
                         }
                         None => publish.topic.to_owned(),
                     };
-                    if publish.alias.is_some() && !topic.is_empty() {
+                    if publish.alias.is_some() {
                         rewritten
                             .get_or_insert_with(|| packets[..index].concat())
                             .extend_from_slice(&publish.without_alias(&topic));
@@ -305,13 +310,16 @@ impl Inbound<'_> {
                     }
                     publishes.push((topic, publish));
                 }
-                // The broker answers a malformed packet by closing the
-                // connection; nothing of it is stored.
+                // A malformed PUBLISH or a protocol error closes the
+                // connection (MQTT 5 §4.13), as the broker would, but also
+                // for what rumqttd lets through (a wildcard or an empty
+                // topic, which would make subscribers drop their
+                // connections). Nothing of the burst is stored or passed
+                // on: none of it was acknowledged, and the client sends
+                // the good part again when it reconnects.
                 Err(error) => {
-                    tracing::warn!(%error, "an MQTT packet the front door cannot read");
-                    if let Some(out) = &mut rewritten {
-                        out.extend_from_slice(bytes);
-                    }
+                    tracing::warn!(%error, "an MQTT client sent a PUBLISH it may not: closing its connection");
+                    return Err(invalid(error));
                 }
             }
         }
@@ -321,7 +329,6 @@ impl Inbound<'_> {
         let receiver = self.receiver().await?;
         let messages: Vec<Message<'_>> = publishes
             .iter()
-            .filter(|(topic, _)| !topic.is_empty())
             .map(|(topic, p)| Message {
                 topic,
                 payload: p.payload,
@@ -407,7 +414,7 @@ impl Outbound<'_> {
 }
 
 /// Bytes that are not the MQTT they claim to be end the connection.
-fn invalid(error: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+fn invalid(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
 }
 
