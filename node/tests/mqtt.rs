@@ -555,6 +555,101 @@ fn a_publish_to_no_topic_closes_only_its_connection() {
     assert_eq!(reading.json()[0]["v"], 6.0);
 }
 
+/// Two thousand hostile clients (`node/tests/peers/mqtt_hostile.py`: after
+/// a good CONNECT, random packets of every kind, odd topics and MQTT 5
+/// properties, taking over each other's sessions) neither stop the
+/// embedded broker nor drop its `#` subscribers of either protocol, and
+/// devices carry on.
+#[test]
+fn hostile_clients_stop_no_one() {
+    let (gw, port) = common::embedded_gateway("gw-h");
+    common::mosquitto_pub(port, &["-r", "-t", "ready/probe", "-s"], b"1");
+    let watchers = ["mqttv311", "mqttv5"].map(|version| Watcher::start(port, version));
+    for watcher in &watchers {
+        assert!(
+            watcher.saw("ready/probe 1"),
+            "{} never subscribed",
+            watcher.version
+        );
+    }
+    let hostile = std::process::Command::new(common::python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/mqtt_hostile.py"
+        ))
+        .args([&port.to_string(), "2000", "7"])
+        .output()
+        .unwrap();
+    assert!(hostile.status.success(), "{hostile:?}");
+
+    common::mqtt_publish(port, "things/after-hostile/level", b"3");
+    for watcher in &watchers {
+        assert!(
+            watcher.saw("things/after-hostile/level 3"),
+            "the {} subscriber was dropped",
+            watcher.version
+        );
+    }
+    let reading = gw.get("/api/v1/things/gw-h.mqtt.after-hostile.level/reading");
+    assert_eq!(reading.json()[0]["v"], 3.0);
+}
+
+/// `mosquitto_sub -t '#'` speaking `version`, read as it prints.
+struct Watcher {
+    version: &'static str,
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Watcher {
+    fn start(port: u16, version: &'static str) -> Watcher {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+            .args(["-V", version, "-t", "#", "-v"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Watcher {
+            version,
+            child,
+            lines,
+        }
+    }
+
+    /// Whether `line` comes within 10 s (and the subscriber is still on).
+    fn saw(&self, line: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(seen) if seen == line => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Connects to the broker on `port` as MQTT `level` (4 or 5) by hand,
 /// sends `packets`, and returns what came back after the CONNACK until the
 /// connection closed.
