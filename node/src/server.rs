@@ -151,6 +151,12 @@ async fn serve(
         endpoint.route(".well-known", things);
         crate::coap::notify_observers(hub.clone(), endpoint.clone());
     }
+    // Bound before any actor starts: a start-up that fails after would
+    // leave actors for the runtime's teardown to start, outside it (a panic
+    // instead of the error).
+    let listen = config.http.listen;
+    let http_listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen for HTTP on {listen}"))?;
     let cloud = join_cloud(&config, &hub, cluster_key)?;
     let services = Arc::new(
         fogbank_services::Services::open(
@@ -178,12 +184,11 @@ async fn serve(
         cloud: cloud.clone(),
         services: services.clone(),
     });
-    let listen = config.http.listen;
     let server = HttpServer::new(move || api::app(state.clone()))
         .workers(config.http_workers())
         .disable_signals()
         .shutdown_timeout(5)
-        .bind(listen)
+        .listen(http_listener)
         .with_context(|| format!("cannot listen for HTTP on {listen}"))?
         .run();
     let server_handle = server.handle();

@@ -227,6 +227,26 @@ fn bad_configuration_is_a_clear_error_not_a_panic() {
         String::from_utf8_lossy(&out.stderr).contains("another fogbank"),
         "a locked data dir is explained"
     );
+
+    // A taken HTTP port, with adapters configured that would otherwise
+    // have started already.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .args(["run", "--demo", "--http", &address, "--data-dir"])
+        .arg(tmp.path())
+        .env("FOGBANK_MQTT", "off")
+        .env("FOGBANK_COAP", "off")
+        .env("FOGBANK_P2P", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot listen for HTTP") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 }
 
 #[test]
