@@ -203,6 +203,16 @@ impl Members {
         transition
     }
 
+    /// A connection to `peer` is up. A member heard of through others, of
+    /// which we hold no copy, is fetched now rather than at its next
+    /// beacon: the beacon that named it found it unconnected.
+    pub fn connected(&mut self, peer: &PeerId) -> Verdict {
+        match self.members.values_mut().find(|m| m.peer == *peer) {
+            Some(member) if member.copy.is_none() => Self::fetch(member),
+            _ => Verdict::Nothing,
+        }
+    }
+
     /// A snapshot request failed: the next beacon asks again.
     pub fn snapshot_failed(&mut self, peer: &PeerId) {
         for member in self.members.values_mut().filter(|m| m.peer == *peer) {
@@ -317,6 +327,29 @@ mod tests {
             members.on_beacon("gw-a", a, 2, 1, 3, now).0,
             Verdict::Fetch(a)
         );
+    }
+
+    #[test]
+    fn a_member_without_a_copy_is_fetched_once_connected() {
+        let mut members = Members::default();
+        let (a, stranger) = (peer(), peer());
+        let now = Instant::now();
+        // Heard through another member: the fetch fails for want of a
+        // connection, and the connection fetches.
+        assert_eq!(
+            members.on_beacon("gw-a", a, 1, 5, 3, now).0,
+            Verdict::Fetch(a)
+        );
+        members.snapshot_failed(&a);
+        assert_eq!(members.connected(&a), Verdict::Fetch(a));
+        assert_eq!(
+            members.connected(&a),
+            Verdict::Nothing,
+            "already on its way"
+        );
+        members.on_snapshot("gw-a", a, 1, 5, 3, now);
+        assert_eq!(members.connected(&a), Verdict::Nothing, "a copy is held");
+        assert_eq!(members.connected(&stranger), Verdict::Nothing);
     }
 
     #[test]

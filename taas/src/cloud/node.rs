@@ -726,6 +726,9 @@ impl Node {
                 peer_id, endpoint, ..
             } => {
                 tracing::debug!(peer = %peer_id, "connected");
+                if let Verdict::Fetch(peer) = self.members.connected(&peer_id) {
+                    self.fetch_snapshot(peer);
+                }
                 if let ConnectedPoint::Dialer { address, .. } = endpoint {
                     let address = bare(&address);
                     for entry in &mut self.bootstrap {
