@@ -610,7 +610,12 @@ fn main() {
         "(fogbank, A alone, no hop)",
         "(Zenoh, two peers, no gateways)",
     ];
-    println!("  latency at 1000 msg/s ({latency} messages)      p50 ms   p99 ms  delivered");
+    // Ratios are each system's figure over fogbank's, in the same run:
+    // below 1 the other is faster at the median, above 1 it has more
+    // throughput.
+    println!(
+        "  latency at 1000 msg/s ({latency} messages)      p50 ms   p99 ms  p50 ratio  delivered"
+    );
     let paced = [
         &fogbank.paced,
         &mos_paced,
@@ -619,8 +624,9 @@ fn main() {
         &p2p_paced,
     ];
     for (name, o) in names.iter().zip(paced) {
+        let ratio = o.p50_ms / fogbank.paced.p50_ms;
         println!(
-            "    {name:<34} {:>7.2}  {:>7.2}  {}/{}",
+            "    {name:<34} {:>7.2}  {:>7.2}  {ratio:>9.2}  {}/{}",
             o.p50_ms, o.p99_ms, o.delivered, o.sent
         );
     }
