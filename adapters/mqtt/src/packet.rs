@@ -25,6 +25,8 @@ pub enum PacketError {
     Property(usize),
     #[error("a PUBLISH with QoS 3")]
     QoS,
+    #[error("a PUBLISH that says its payload is UTF-8, and it is not")]
+    PayloadFormat,
     #[error("the first packet is not CONNECT")]
     NotConnect,
 }
@@ -188,6 +190,8 @@ fn write_varint(out: &mut Vec<u8>, mut value: usize) {
 
 /// The MQTT 5 property that names a topic by number (§3.3.2.3.4).
 const TOPIC_ALIAS: usize = 0x23;
+/// The one MQTT 5 property a packet may carry more than once.
+const USER_PROPERTY: usize = 0x26;
 
 /// Reads one whole PUBLISH packet (`v5`: with MQTT 5 properties).
 pub fn publish(packet: &[u8], v5: bool) -> Result<Publish<'_>, PacketError> {
@@ -202,6 +206,7 @@ pub fn publish(packet: &[u8], v5: bool) -> Result<Publish<'_>, PacketError> {
     let mut alias = None;
     let mut alias_at = None;
     let mut raw_properties: &[u8] = &[];
+    let mut utf8_payload = false;
     if v5 {
         let length = reader.varint()?;
         raw_properties = reader.take(length)?;
@@ -209,27 +214,39 @@ pub fn publish(packet: &[u8], v5: bool) -> Result<Publish<'_>, PacketError> {
             bytes: raw_properties,
             what: "PUBLISH property",
         };
+        let mut seen = Vec::new();
         while !properties.bytes.is_empty() {
             let start = raw_properties.len() - properties.bytes.len();
             let id = properties.varint()?;
+            // Every property but the user property at most once (MQTT 5
+            // §2.2.2.2).
+            if id != USER_PROPERTY && seen.contains(&id) {
+                return Err(PacketError::Property(id));
+            }
+            seen.push(id);
             match id {
-                // Twice is a protocol error (MQTT 5 §3.3.2.3.4).
-                TOPIC_ALIAS if alias.is_some() => return Err(PacketError::Property(id)),
                 TOPIC_ALIAS => {
                     alias = Some(properties.u16()?);
                     alias_at = Some(start..raw_properties.len() - properties.bytes.len());
                 }
-                // Byte: payload format indicator.
-                0x01 => drop(properties.u8()?),
+                // Byte: payload format indicator (1: UTF-8).
+                0x01 => utf8_payload = properties.u8()? == 1,
                 // Four-byte integer: message expiry interval.
                 0x02 => drop(properties.take(4)?),
-                // Strings or binary data: content type, response topic,
-                // correlation data.
-                0x03 | 0x08 | 0x09 => drop(properties.string()?),
+                // A topic a responder publishes to: a topic name (§3.3.2.3.5).
+                0x08 => {
+                    let response = properties.string()?;
+                    if response.is_empty() || response.iter().any(|b| b"+#\0".contains(b)) {
+                        let response = String::from_utf8_lossy(response).into_owned();
+                        return Err(PacketError::TopicName(response));
+                    }
+                }
+                // Strings or binary data: content type, correlation data.
+                0x03 | 0x09 => drop(properties.string()?),
                 // A subscription identifier is the server's to send
                 // (MQTT 5 §3.3.4): any other is a protocol error.
                 // String pair: user property.
-                0x26 => {
+                USER_PROPERTY => {
                     properties.string()?;
                     properties.string()?;
                 }
@@ -239,6 +256,9 @@ pub fn publish(packet: &[u8], v5: bool) -> Result<Publish<'_>, PacketError> {
     }
     if topic.contains(['+', '#', '\0']) || (topic.is_empty() && alias.is_none()) {
         return Err(PacketError::TopicName(topic.to_owned()));
+    }
+    if utf8_payload && std::str::from_utf8(reader.bytes).is_err() {
+        return Err(PacketError::PayloadFormat);
     }
     Ok(Publish {
         topic,
@@ -374,6 +394,42 @@ mod tests {
                 "{topic:?}"
             );
         }
+    }
+
+    #[test]
+    fn mqtt5_properties_follow_their_rules() {
+        let with = |properties: &[u8], payload: &[u8]| {
+            let mut body = string(b"things/t-1/level");
+            write_varint(&mut body, properties.len());
+            body.extend_from_slice(properties);
+            body.extend_from_slice(payload);
+            publish(&packet(0x30, &body), true).map(|p| p.payload.to_vec())
+        };
+        let user = [&[0x26][..], &string(b"k"), &string(b"v")].concat();
+        let response = |topic: &[u8]| [&[0x08][..], &string(topic)].concat();
+        // User properties may repeat; nothing else may.
+        assert!(with(&[&user[..], &user].concat(), b"1").is_ok());
+        assert_eq!(
+            with(&[0x01, 0x00, 0x01, 0x00], b"1"),
+            Err(PacketError::Property(0x01))
+        );
+        assert_eq!(
+            with(&[&response(b"a/b")[..], &response(b"c")].concat(), b"1"),
+            Err(PacketError::Property(0x08))
+        );
+        // A response topic is a topic name.
+        assert!(with(&response(b"replies/gw-1"), b"1").is_ok());
+        assert!(matches!(
+            with(&response(b"replies/#"), b"1"),
+            Err(PacketError::TopicName(_))
+        ));
+        // A payload said to be UTF-8 must be.
+        assert!(with(&[0x01, 0x01], "21.5 °C".as_bytes()).is_ok());
+        assert_eq!(
+            with(&[0x01, 0x01], b"\xff\xfe"),
+            Err(PacketError::PayloadFormat)
+        );
+        assert!(with(&[0x01, 0x00], b"\xff\xfe").is_ok());
     }
 
     #[test]
