@@ -156,24 +156,49 @@ impl Publish<'_> {
         if let Some(at) = self.alias_at.clone() {
             properties.drain(at);
         }
-        let mut body =
-            Vec::with_capacity(2 + topic.len() + 2 + 4 + properties.len() + self.payload.len());
-        body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-        body.extend_from_slice(topic.as_bytes());
-        if self.qos > 0 {
-            body.extend_from_slice(&self.pkid.to_be_bytes());
-        }
-        if self.v5 {
-            write_varint(&mut body, properties.len());
-            body.extend_from_slice(&properties);
-        }
-        body.extend_from_slice(self.payload);
-        let mut packet = Vec::with_capacity(body.len() + 5);
-        packet.push(self.header);
-        write_varint(&mut packet, body.len());
-        packet.extend_from_slice(&body);
-        packet
+        let properties = self.v5.then_some(&properties[..]);
+        write_publish(
+            self.header,
+            topic.as_bytes(),
+            self.pkid,
+            properties,
+            self.payload,
+        )
     }
+}
+
+/// A PUBLISH packet: `header` (type and flags; the packet id is written
+/// when its QoS is above 0), then the topic, the MQTT 5 `properties`
+/// (`None` for 3.1.1) and the payload.
+fn write_publish(
+    header: u8,
+    topic: &[u8],
+    pkid: u16,
+    properties: Option<&[u8]>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let properties_length = properties.map_or(0, |p| 4 + p.len());
+    let mut body = Vec::with_capacity(2 + topic.len() + 2 + properties_length + payload.len());
+    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    body.extend_from_slice(topic);
+    if (header >> 1) & 0x03 > 0 {
+        body.extend_from_slice(&pkid.to_be_bytes());
+    }
+    if let Some(properties) = properties {
+        write_varint(&mut body, properties.len());
+        body.extend_from_slice(properties);
+    }
+    body.extend_from_slice(payload);
+    frame(header, &body)
+}
+
+/// A packet of `body` behind its fixed header (§2.2).
+fn frame(header: u8, body: &[u8]) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(body.len() + 5);
+    packet.push(header);
+    write_varint(&mut packet, body.len());
+    packet.extend_from_slice(body);
+    packet
 }
 
 /// MQTT's variable byte integer (§1.5.5).
@@ -186,6 +211,12 @@ fn write_varint(out: &mut Vec<u8>, mut value: usize) {
             return;
         }
     }
+}
+
+/// Whether `topic` is a topic name (§4.7): not empty, without wildcards
+/// or U+0000.
+fn names_a_topic(topic: &[u8]) -> bool {
+    !topic.is_empty() && !topic.iter().any(|b| b"+#\0".contains(b))
 }
 
 /// The MQTT 5 property that names a topic by number (§3.3.2.3.4).
@@ -236,7 +267,7 @@ pub fn publish(packet: &[u8], v5: bool) -> Result<Publish<'_>, PacketError> {
                 // A topic a responder publishes to: a topic name (§3.3.2.3.5).
                 0x08 => {
                     let response = properties.string()?;
-                    if response.is_empty() || response.iter().any(|b| b"+#\0".contains(b)) {
+                    if !names_a_topic(response) {
                         let response = String::from_utf8_lossy(response).into_owned();
                         return Err(PacketError::TopicName(response));
                     }
@@ -254,7 +285,8 @@ pub fn publish(packet: &[u8], v5: bool) -> Result<Publish<'_>, PacketError> {
             }
         }
     }
-    if topic.contains(['+', '#', '\0']) || (topic.is_empty() && alias.is_none()) {
+    // An MQTT 5 alias may stand in for an empty topic.
+    if !(names_a_topic(topic.as_bytes()) || topic.is_empty() && alias.is_some()) {
         return Err(PacketError::TopicName(topic.to_owned()));
     }
     if utf8_payload && std::str::from_utf8(reader.bytes).is_err() {
@@ -314,13 +346,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn packet(header: u8, body: &[u8]) -> Vec<u8> {
-        let mut out = vec![header];
-        write_varint(&mut out, body.len());
-        out.extend_from_slice(body);
-        out
-    }
-
     fn string(s: &[u8]) -> Vec<u8> {
         let mut out = (s.len() as u16).to_be_bytes().to_vec();
         out.extend_from_slice(s);
@@ -344,18 +369,13 @@ mod tests {
 
     #[test]
     fn mqtt5_properties_are_skipped_and_the_alias_kept() {
-        let mut body = string(b"");
-        body.extend_from_slice(&[0x00, 0x09]);
         let properties = [
             &[0x01, 0x01][..],
             &[0x23, 0x00, 0x05],
             &[0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v'],
         ]
         .concat();
-        body.push(properties.len() as u8);
-        body.extend_from_slice(&properties);
-        body.extend_from_slice(b"21.5");
-        let bytes = packet(0x3a, &body);
+        let bytes = write_publish(0x3a, b"", 9, Some(&properties), b"21.5");
         let read = publish(&bytes, true).unwrap();
         assert_eq!(read.alias, Some(5));
         assert_eq!(read.topic, "");
@@ -385,10 +405,7 @@ mod tests {
             (b"things/+/level", true),
             (b"things/a\0b", false),
         ] {
-            let bytes = packet(
-                0x30,
-                &[&string(topic)[..], if v5 { &[0] } else { &[] }, b"1"].concat(),
-            );
+            let bytes = write_publish(0x30, topic, 0, v5.then_some(&[][..]), b"1");
             assert!(
                 matches!(publish(&bytes, v5), Err(PacketError::TopicName(_))),
                 "{topic:?}"
@@ -399,11 +416,8 @@ mod tests {
     #[test]
     fn mqtt5_properties_follow_their_rules() {
         let with = |properties: &[u8], payload: &[u8]| {
-            let mut body = string(b"things/t-1/level");
-            write_varint(&mut body, properties.len());
-            body.extend_from_slice(properties);
-            body.extend_from_slice(payload);
-            publish(&packet(0x30, &body), true).map(|p| p.payload.to_vec())
+            let bytes = write_publish(0x30, b"things/t-1/level", 0, Some(properties), payload);
+            publish(&bytes, true).map(|p| p.payload.to_vec())
         };
         let user = [&[0x26][..], &string(b"k"), &string(b"v")].concat();
         let response = |topic: &[u8]| [&[0x08][..], &string(topic)].concat();
@@ -438,7 +452,7 @@ mod tests {
         v4.extend_from_slice(&[4, 0x00, 0x00, 0x3c]);
         v4.extend(string(b"sensor-1"));
         assert_eq!(
-            connect(&packet(0x10, &v4)),
+            connect(&frame(0x10, &v4)),
             Ok(Connect {
                 level: 4,
                 client_id: "sensor-1".into()
@@ -447,7 +461,7 @@ mod tests {
         let mut v5 = string(b"MQTT");
         v5.extend_from_slice(&[5, 0x02, 0x00, 0x3c, 0x03, 0x21, 0x00, 0x0a]);
         v5.extend(string(b"sensor-2"));
-        assert_eq!(connect(&packet(0x10, &v5)).unwrap().client_id, "sensor-2");
+        assert_eq!(connect(&frame(0x10, &v5)).unwrap().client_id, "sensor-2");
         assert_eq!(connect(b"\x30\x00"), Err(PacketError::NotConnect));
     }
 
@@ -505,10 +519,6 @@ mod tests {
             alias in 1u16..,
             user in proptest::option::of("[a-z]{0,8}"),
         ) {
-            let mut body = string(b"");
-            if qos > 0 {
-                body.extend_from_slice(&pkid.to_be_bytes());
-            }
             let mut properties = vec![0x23];
             properties.extend_from_slice(&alias.to_be_bytes());
             if let Some(user) = &user {
@@ -516,10 +526,7 @@ mod tests {
                 properties.extend(string(user.as_bytes()));
                 properties.extend(string(b"v"));
             }
-            write_varint(&mut body, properties.len());
-            body.extend_from_slice(&properties);
-            body.extend_from_slice(&payload);
-            let bytes = packet(0x30 | (qos << 1), &body);
+            let bytes = write_publish(0x30 | (qos << 1), b"", pkid, Some(&properties), &payload);
             let read = publish(&bytes, true).unwrap();
             prop_assert_eq!(read.alias, Some(alias));
             let resolved = read.without_alias(&topic);
@@ -540,12 +547,8 @@ mod tests {
             pkid in 1u16..,
             dup in any::<bool>(),
         ) {
-            let mut body = string(topic.as_bytes());
-            if qos > 0 {
-                body.extend_from_slice(&pkid.to_be_bytes());
-            }
-            body.extend_from_slice(&payload);
-            let bytes = packet(0x30 | (qos << 1) | if dup { 0x08 } else { 0 }, &body);
+            let header = 0x30 | (qos << 1) | if dup { 0x08 } else { 0 };
+            let bytes = write_publish(header, topic.as_bytes(), pkid, None, &payload);
             prop_assert_eq!(frame_length(&bytes), Ok(Some(bytes.len())));
             let read = publish(&bytes, false).unwrap();
             prop_assert_eq!(read.topic, topic.as_str());
