@@ -6,7 +6,10 @@
 //!    - fogbank: an MQTT device (rumqttc, QoS 1) at A's embedded broker;
 //!      an application reading B's SSE stream of that thing service;
 //!    - two Mosquitto brokers joined by a bridge (`topic bench/# in 1`):
-//!      the same publisher at A, a QoS 1 subscriber at B;
+//!      the same publisher at A, a QoS 1 subscriber at B; the bridge in
+//!      the clear, and over TLS with a pre-shared key — what the cluster
+//!      key gives the local cloud: only a holder of the key gets in, and
+//!      what passes between the gateways is encrypted;
 //!    - Zenoh (`eclipse-zenoh`, `node/benches/zenoh_peer.py`) in the
 //!      topology of the gateways: two routers joined, a Python publisher
 //!      a client of one, a Python subscriber a client of the other; with
@@ -358,8 +361,21 @@ fn fogbank_delivery(latency: usize, burst: usize, epoch: Instant) -> FogbankDeli
     }
 }
 
+/// How the Mosquitto bridge between the two brokers runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Bridge {
+    Clear,
+    /// TLS with a pre-shared key (TLS-PSK): the cluster key's guarantees.
+    TlsPsk,
+}
+
 /// Two Mosquitto brokers, B bridged to A.
-fn mosquitto_delivery(latency: usize, burst: usize, epoch: Instant) -> (Outcome, Outcome) {
+fn mosquitto_delivery(
+    latency: usize,
+    burst: usize,
+    epoch: Instant,
+    bridge: Bridge,
+) -> (Outcome, Outcome) {
     let dir = tempfile::tempdir().unwrap();
     let (pa, pb) = (free_port(), free_port());
     let broker = |name: &str, config: String| {
@@ -376,12 +392,32 @@ fn mosquitto_delivery(latency: usize, burst: usize, epoch: Instant) -> (Outcome,
     };
     let common =
         "allow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 100\nuser root\n";
-    let _a = broker("a", format!("listener {pa} 127.0.0.1\n{common}"));
+    // Devices and applications connect in the clear on loopback, as to
+    // the gateways; only the link between the brokers changes.
+    let (a_extra, link_port, link_secret) = match bridge {
+        Bridge::Clear => (String::new(), pa, String::new()),
+        Bridge::TlsPsk => {
+            let port = free_port();
+            let key = cluster_key();
+            let psk_file = dir.path().join("psk");
+            std::fs::write(&psk_file, format!("gw-b:{key}\n")).unwrap();
+            (
+                format!(
+                    "listener {port} 127.0.0.1\npsk_hint fogbank-bench\npsk_file {}\n",
+                    psk_file.display()
+                ),
+                port,
+                format!("bridge_identity gw-b\nbridge_psk {key}\n"),
+            )
+        }
+    };
+    let _a = broker("a", format!("{common}listener {pa} 127.0.0.1\n{a_extra}"));
     wait_port(pa);
+    wait_port(link_port);
     let _b = broker(
         "b",
         format!(
-            "listener {pb} 127.0.0.1\n{common}connection to-a\naddress 127.0.0.1:{pa}\ntopic bench/# in 1\n"
+            "{common}listener {pb} 127.0.0.1\nconnection to-a\naddress 127.0.0.1:{link_port}\n{link_secret}topic bench/# in 1\n"
         ),
     );
     wait_port(pb);
@@ -595,7 +631,8 @@ fn main() {
     let epoch = Instant::now();
 
     let fogbank = fogbank_delivery(latency, burst, epoch);
-    let (mos_paced, mos_burst) = mosquitto_delivery(latency, burst, epoch);
+    let (mos_paced, mos_burst) = mosquitto_delivery(latency, burst, epoch, Bridge::Clear);
+    let (psk_paced, psk_burst) = mosquitto_delivery(latency, burst, epoch, Bridge::TlsPsk);
     let (zen_paced, zen_burst) = zenoh_delivery(latency, burst, ZenohTopology::ThroughRouters);
     let (p2p_paced, p2p_burst) = zenoh_delivery(latency, burst, ZenohTopology::PeerToPeer);
 
@@ -606,6 +643,7 @@ fn main() {
     let names = [
         "fogbank (MQTT in, SSE out)",
         "Mosquitto bridge",
+        "Mosquitto bridge, TLS-PSK",
         "Zenoh, two routers (Python clients)",
         "(fogbank, A alone, no hop)",
         "(Zenoh, two peers, no gateways)",
@@ -619,6 +657,7 @@ fn main() {
     let paced = [
         &fogbank.paced,
         &mos_paced,
+        &psk_paced,
         &zen_paced,
         &fogbank.local_paced,
         &p2p_paced,
@@ -634,6 +673,7 @@ fn main() {
     let bursts = [
         &fogbank.burst,
         &mos_burst,
+        &psk_burst,
         &zen_burst,
         &fogbank.local_burst,
         &p2p_burst,
