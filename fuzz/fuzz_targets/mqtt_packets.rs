@@ -1,7 +1,7 @@
 #![no_main]
 //! A device's byte stream as the embedded broker's front door reads it:
-//! any bytes frame, parse as PUBLISH (3.1.1 and 5), CONNECT or an
-//! acknowledgement, or fail cleanly; the complete packets are the stream's
+//! any bytes frame, parse as PUBLISH (3.1.1 and 5), CONNECT, CONNACK,
+//! SUBSCRIBE (3.1.1 and 5) or an acknowledgement, or fail cleanly; the complete packets are the stream's
 //! first bytes, each at least a header; a PUBLISH with its alias resolved
 //! reads back.
 
@@ -24,5 +24,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = packet::publish(bytes, false);
         let _ = packet::connect(bytes);
         let _ = packet::acknowledged(bytes);
+        let _ = packet::connack_accepts(bytes);
+        for v5 in [false, true] {
+            if let Ok(filters) = packet::subscription_filters(bytes, v5) {
+                assert!(!filters.is_empty());
+            }
+        }
     }
 });

@@ -391,6 +391,159 @@ fn an_acknowledged_publish_is_already_stored() {
     assert_eq!(values, vec![1.5, 2.5, 3.5]);
 }
 
+/// The front door passes to the broker only what some client may want,
+/// and acknowledges the rest itself once stored. Whatever a subscriber
+/// asks for, whenever it asks, still reaches it: a device connected before
+/// anyone subscribed, a persistent session that was away when the message
+/// came, a retained message published to nobody, an MQTT 5 shared
+/// subscription; and QoS 2 publishes to nobody are stored and completed.
+#[test]
+fn subscribers_get_what_they_ask_for_whenever_they_ask() {
+    use std::io::Write;
+    let (gw, port) = common::embedded_gateway("gw-w");
+    let stored = |device: &str| {
+        gw.get(&format!(
+            "/api/v1/things/gw-w.mqtt.{device}.temperature/readings?from=0"
+        ))
+        .json()
+        .as_array()
+        .map_or(0, Vec::len)
+    };
+
+    // A device connected while nobody listens; a subscriber comes.
+    let mut device = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", "things/early/temperature", "-l"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = device.stdin.take().unwrap();
+    lines.write_all(b"1\n").unwrap();
+    gw.wait_for(
+        "/api/v1/things/gw-w.mqtt.early.temperature/reading",
+        "the reading sent before anyone subscribed",
+        |a| a.status == 200,
+    );
+    let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
+    let subscriber =
+        std::thread::spawn(move || v4_subscriber(port, "things/early/#", 1, subscribed_tx));
+    subscribed.recv().unwrap();
+    lines.write_all(b"2\n").unwrap();
+    assert_eq!(
+        subscriber.join().unwrap(),
+        [("things/early/temperature".to_owned(), "2".to_owned())]
+    );
+    drop(lines);
+    assert!(device.wait().unwrap().success());
+    assert_eq!(stored("early"), 2);
+
+    // A persistent session that went away gets what came meanwhile.
+    let keeper = |count: &str| {
+        std::process::Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+            .args(["-c", "-i", "keeper", "-t", "things/away/#", "-v"])
+            .args(["-C", count, "-W", "2"])
+            .output()
+            .unwrap()
+    };
+    let first = keeper("1");
+    assert!(first.stdout.is_empty(), "nothing was published yet");
+    common::mqtt_publish(port, "things/away/temperature", b"3.5");
+    assert_eq!(
+        String::from_utf8_lossy(&keeper("1").stdout),
+        "things/away/temperature 3.5\n"
+    );
+
+    // Retained, published to nobody: a later subscriber gets it.
+    common::mosquitto_pub(port, &["-t", "things/kept/temperature", "-r", "-s"], b"4.5");
+    let retained = common::mqtt_subscribe(port, "things/kept/#", 1)
+        .join()
+        .unwrap();
+    assert_eq!(retained, ["things/kept/temperature 4.5"]);
+
+    // QoS 2 to nobody: stored, and the exchange completes.
+    common::mosquitto_pub(
+        port,
+        &["-q", "2", "-t", "things/q2/temperature", "-s"],
+        b"5.5",
+    );
+    assert_eq!(stored("q2"), 1);
+
+    // An MQTT 5 shared subscription.
+    let shared =
+        common::mqtt_subscribe_with(port, "$share/apps/things/shared/#", 1, &["-V", "mqttv5"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !shared.is_finished() && std::time::Instant::now() < deadline {
+        common::mqtt5_publish(port, "things/shared/temperature", b"6.5");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(shared.join().unwrap(), ["things/shared/temperature 6.5"]);
+}
+
+/// Acknowledgements reach a device in the order of its publishes (MQTT
+/// 3.1.1 §4.6), whether the front door gives them (nobody wants the topic)
+/// or the broker does (someone subscribed): one burst of a SUBSCRIBE to
+/// `wanted/#` and QoS 1 publishes to unwanted, wanted and unwanted topics.
+#[test]
+fn acknowledgements_keep_the_order_of_the_publishes() {
+    let (gw, port) = common::embedded_gateway("gw-o");
+    for level in [4u8, 5] {
+        let v5 = level == 5;
+        let publish = |pkid: u16, topic: &str| {
+            let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+            body.extend_from_slice(topic.as_bytes());
+            body.extend_from_slice(&pkid.to_be_bytes());
+            if v5 {
+                body.push(0); // no properties
+            }
+            body.extend_from_slice(b"1");
+            [&[0x32, body.len() as u8][..], &body].concat()
+        };
+        let filter = format!("things/wanted{level}/#");
+        let mut subscribe = 1u16.to_be_bytes().to_vec();
+        if v5 {
+            subscribe.push(0);
+        }
+        subscribe.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+        subscribe.extend_from_slice(filter.as_bytes());
+        subscribe.push(1);
+        let mut burst = [&[0x82, subscribe.len() as u8][..], &subscribe].concat();
+        for (pkid, topic) in [
+            (2, "things/unwanted/a"),
+            (3, "things/wanted/b"),
+            (4, "things/unwanted/c"),
+            (5, "things/unwanted/d"),
+        ] {
+            let topic = topic.replace("wanted/", &format!("wanted{level}/"));
+            burst.extend(publish(pkid, &topic));
+        }
+        let acknowledged = |answer: &[u8]| -> Vec<u16> {
+            fogbank_mqtt::packet::complete(answer)
+                .expect("whole packets")
+                .into_iter()
+                .filter(|p| fogbank_mqtt::packet::kind(p) == Some(fogbank_mqtt::packet::PUBACK))
+                .filter_map(fogbank_mqtt::packet::acknowledged)
+                .collect()
+        };
+        let answer = raw_session(port, level, &format!("orderly-{level}"), &burst, |a| {
+            acknowledged(a).len() >= 4
+        });
+        assert_eq!(
+            acknowledged(&answer),
+            [2, 3, 4, 5],
+            "MQTT {level}: {answer:x?}"
+        );
+        for device in ["a", "c", "d"] {
+            let id = format!("gw-o.mqtt.unwanted{level}.{device}");
+            assert_eq!(
+                gw.get(&format!("/api/v1/things/{id}/reading")).status,
+                200,
+                "{id}"
+            );
+        }
+    }
+}
+
 /// An MQTT 3.1.1 subscriber (rumqttc) that says when it is subscribed and
 /// returns the first `count` messages (topic, payload) it gets.
 fn v4_subscriber(
@@ -654,6 +807,17 @@ impl Drop for Watcher {
 /// sends `packets`, and returns what came back after the CONNACK until the
 /// connection closed.
 fn raw_client(port: u16, level: u8, client_id: &str, packets: &[u8]) -> Vec<u8> {
+    raw_session(port, level, client_id, packets, |_| false)
+}
+
+/// [`raw_client`], reading only until what came back is `enough`.
+fn raw_session(
+    port: u16,
+    level: u8,
+    client_id: &str,
+    packets: &[u8],
+    enough: impl Fn(&[u8]) -> bool,
+) -> Vec<u8> {
     use std::io::{Read, Write};
     // CONNECT (§3.1): protocol name, level, clean session, keep alive 60 s,
     // (MQTT 5: no properties,) client id.
@@ -676,8 +840,14 @@ fn raw_client(port: u16, level: u8, client_id: &str, packets: &[u8]) -> Vec<u8> 
     client.read_exact(&mut rest).unwrap();
     client.write_all(packets).unwrap();
     let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
     // Ends when the broker closes the connection (or the timeout does).
-    let _ = client.read_to_end(&mut answer);
+    while !enough(&answer) {
+        match client.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => answer.extend_from_slice(&chunk[..read]),
+        }
+    }
     answer
 }
 

@@ -21,6 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
 pub mod front_door;
+mod interest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {

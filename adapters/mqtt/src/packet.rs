@@ -1,7 +1,8 @@
 //! Just enough of the MQTT wire format (3.1.1 and 5) for the front door to
 //! read devices' messages as they pass: where each packet ends, what a
-//! PUBLISH carries, whose session a CONNECT opens, and which publish an
-//! acknowledgement is for. Everything else is passed on untouched.
+//! PUBLISH carries, whose session a CONNECT opens and whether the broker
+//! accepted it, which topic filters a SUBSCRIBE asks for, and which publish
+//! an acknowledgement is for. Everything else is passed on untouched.
 //!
 //! Pure functions of bytes; nothing here trusts a length it has not
 //! checked against the buffer.
@@ -29,13 +30,17 @@ pub enum PacketError {
     PayloadFormat,
     #[error("the first packet is not CONNECT")]
     NotConnect,
+    #[error("a SUBSCRIBE without a topic filter, or with one that is not UTF-8")]
+    Filter,
 }
 
 /// Packet types (MQTT 3.1.1 §2.2.1, the same in 5).
 pub const CONNECT: u8 = 1;
+pub const CONNACK: u8 = 2;
 pub const PUBLISH: u8 = 3;
 pub const PUBACK: u8 = 4;
 pub const PUBREC: u8 = 5;
+pub const SUBSCRIBE: u8 = 8;
 
 /// The type of the packet that `packet` begins with.
 pub fn kind(packet: &[u8]) -> Option<u8> {
@@ -148,6 +153,11 @@ pub struct Publish<'a> {
 }
 
 impl Publish<'_> {
+    /// Whether the broker is to keep it for later subscribers.
+    pub fn retain(&self) -> bool {
+        self.header & 0x01 != 0
+    }
+
     /// The same packet naming `topic` in full, without a topic alias.
     /// Aliases belong to one connection (a broker never passes them on):
     /// resolved here, an aliased message reaches every subscriber whole.
@@ -332,6 +342,48 @@ pub fn connect(packet: &[u8]) -> Result<Connect, PacketError> {
     Ok(Connect { level, client_id })
 }
 
+/// Whether `packet` is a CONNACK accepting the connection (return code or
+/// reason code 0, the same byte in 3.1.1 and 5).
+pub fn connack_accepts(packet: &[u8]) -> bool {
+    kind(packet) == Some(CONNACK)
+        && Reader::body(packet, "CONNACK")
+            .and_then(|mut r| {
+                r.u8()?; // acknowledge flags
+                r.u8()
+            })
+            .is_ok_and(|code| code == 0)
+}
+
+/// The topic filters a SUBSCRIBE packet asks for (`v5`: with MQTT 5
+/// properties and subscription options), as sent: a shared subscription
+/// keeps its `$share/{group}/` prefix.
+pub fn subscription_filters(packet: &[u8], v5: bool) -> Result<Vec<&str>, PacketError> {
+    let mut reader = Reader::body(packet, "SUBSCRIBE")?;
+    reader.u16()?; // packet id
+    if v5 {
+        let length = reader.varint()?;
+        reader.take(length)?;
+    }
+    let mut filters = Vec::new();
+    while !reader.bytes.is_empty() {
+        let filter = std::str::from_utf8(reader.string()?).map_err(|_| PacketError::Filter)?;
+        reader.u8()?; // requested QoS (3.1.1) or subscription options (5)
+        filters.push(filter);
+    }
+    if filters.is_empty() {
+        return Err(PacketError::Filter);
+    }
+    Ok(filters)
+}
+
+/// The PUBACK of the QoS 1 publish `pkid`, success: the same four bytes
+/// in 3.1.1 and 5 (MQTT 5 §3.4.2.1 lets a success leave out its reason
+/// code and properties).
+pub fn puback(pkid: u16) -> [u8; 4] {
+    let [high, low] = pkid.to_be_bytes();
+    [PUBACK << 4, 2, high, low]
+}
+
 /// The packet id a PUBACK (QoS 1) or PUBREC (QoS 2) acknowledges: after
 /// it the client does not send that PUBLISH again.
 pub fn acknowledged(packet: &[u8]) -> Option<u16> {
@@ -488,6 +540,40 @@ mod tests {
     }
 
     #[test]
+    fn subscribe_connack_and_puback_as_clients_and_brokers_send_them() {
+        // SUBSCRIBE as MQTT 3.1.1 §3.8 and MQTT 5 §3.8 lay it out: packet
+        // id, (5: properties,) then each filter and its options byte.
+        let v4 = b"\x82\x1a\x00\x01\x00\x08things/#\x00\x00\x0a$share/g/x\x00";
+        assert_eq!(
+            subscription_filters(v4, false),
+            Ok(vec!["things/#", "$share/g/x"])
+        );
+        let v5 = b"\x82\x0e\x00\x01\x00\x00\x08things/#\x00";
+        assert_eq!(subscription_filters(v5, true), Ok(vec!["things/#"]));
+        assert_eq!(
+            subscription_filters(b"\x82\x02\x00\x01", false),
+            Err(PacketError::Filter)
+        );
+        assert_eq!(
+            subscription_filters(b"\x82\x06\x00\x01\x00\x02\xff\xfe", false),
+            Err(PacketError::Filter)
+        );
+        assert!(matches!(
+            subscription_filters(b"\x82\x05\x00\x01\x00\x08t", false),
+            Err(PacketError::Truncated(_))
+        ));
+
+        assert!(connack_accepts(b"\x20\x02\x00\x00"));
+        assert!(connack_accepts(b"\x20\x03\x00\x00\x00")); // MQTT 5, no properties
+        assert!(!connack_accepts(b"\x20\x02\x00\x05")); // not authorised
+        assert!(!connack_accepts(b"\x20\x03\x00\x87\x00"));
+        assert!(!connack_accepts(b"\x40\x02\x00\x00"));
+
+        assert_eq!(puback(0x1234), *b"\x40\x02\x12\x34");
+        assert_eq!(acknowledged(&puback(7)), Some(7));
+    }
+
+    #[test]
     fn lengths_need_their_whole_header() {
         assert_eq!(frame_length(b""), Ok(None));
         assert_eq!(frame_length(b"\x30"), Ok(None));
@@ -508,6 +594,28 @@ mod tests {
             let _ = publish(&bytes, true);
             let _ = connect(&bytes);
             let _ = acknowledged(&bytes);
+            let _ = connack_accepts(&bytes);
+            let _ = subscription_filters(&bytes, false);
+            let _ = subscription_filters(&bytes, true);
+        }
+
+        #[test]
+        fn subscriptions_read_back(
+            filters in proptest::collection::vec("[a-z/+#$]{0,20}", 1..5),
+            pkid in any::<u16>(),
+            v5 in any::<bool>(),
+        ) {
+            let mut body = pkid.to_be_bytes().to_vec();
+            if v5 {
+                body.extend([2, 0x0b, 7]); // a subscription identifier
+            }
+            for filter in &filters {
+                body.extend(string(filter.as_bytes()));
+                body.push(1);
+            }
+            let bytes = frame(0x82, &body);
+            let read = subscription_filters(&bytes, v5).unwrap();
+            prop_assert_eq!(read, filters.iter().map(String::as_str).collect::<Vec<_>>());
         }
 
         #[test]

@@ -7,17 +7,24 @@
 //! loopback, and then stands between the two sockets until either closes:
 //! - device to broker, it frames the packets; the PUBLISHes of each burst
 //!   read off the socket go to the adapter's [`Receiver`] and are stored
-//!   in one write *before* the burst is passed on. So the broker's
-//!   acknowledgement to the device means the reading is in the WAL, and a
-//!   reading reaches the gateway's consumers without a round through the
-//!   broker. A burst that cannot be stored is not passed on: the
-//!   connection is closed, and the device sends it again when it is back.
+//!   in one write *before* the burst is passed on. So an acknowledgement
+//!   to the device means the reading is in the WAL, and a reading reaches
+//!   the gateway's consumers without a round through the broker. A burst
+//!   that cannot be stored is not passed on: the connection is closed,
+//!   and the device sends it again when it is back.
+//! - only what some MQTT client may want goes on to the broker (see
+//!   [`Interest`]): a publish whose topic no subscription matches, not
+//!   retained and not QoS 2, is acknowledged by the front door itself once
+//!   stored — unless an acknowledgement the broker owes this device is
+//!   still on its way, so that acknowledgements keep the publishes' order
+//!   (MQTT 3.1.1 §4.6).
 //!   The same for a burst with a PUBLISH the client may not send: the
 //!   broker would close the connection for most, and a wildcard or empty
 //!   topic it would pass on to subscribers, whose clients choke on it.
 //!   MQTT 5 topic aliases are resolved here and taken out of the packet
 //!   (they belong to this connection).
-//! - broker to device, bytes pass as they come; an acknowledgement of a
+//! - broker to device, whole packets pass as they come, with the front
+//!   door's own acknowledgements between them; an acknowledgement of a
 //!   stored publish releases its receipt (kept until then so that a repeat
 //!   after a lost acknowledgement is not stored twice).
 //!
@@ -29,14 +36,17 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
+
+use super::interest::Interest;
 
 use crate::packet;
 use crate::receive::{self, Message, Receiver, Verdict};
@@ -62,6 +72,10 @@ pub type Intake = watch::Sender<Option<Arc<Mutex<Receiver>>>>;
 
 /// Bytes read off a device's socket at once at most.
 const READ_CHUNK: usize = 64 << 10;
+
+/// The front door's own acknowledgements waiting to be written to one
+/// device; a device that reads none holds its own publishes back.
+const OWN_ACKS: usize = 1024;
 
 /// Why a connection's first bytes are not an MQTT CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,6 +146,7 @@ pub fn open(
 }
 
 async fn serve(listener: std::net::TcpListener, backends: Backends, intake: Arc<Intake>) {
+    let interest = Arc::new(Interest::default());
     let listener = match TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(error) => {
@@ -144,9 +159,11 @@ async fn serve(listener: std::net::TcpListener, backends: Backends, intake: Arc<
             Ok((device, peer)) => {
                 let span = tracing::debug_span!("mqtt_connection", %peer);
                 let intake = intake.subscribe();
+                let interest = interest.clone();
                 tokio::spawn(
                     async move {
-                        if let Err(error) = splice(device, peer, backends, intake).await {
+                        if let Err(error) = splice(device, peer, backends, intake, &interest).await
+                        {
                             tracing::debug!(%error, "MQTT connection ended");
                         }
                     }
@@ -167,6 +184,7 @@ async fn splice(
     peer: SocketAddr,
     backends: Backends,
     intake: watch::Receiver<Option<Arc<Mutex<Receiver>>>>,
+    interest: &Interest,
 ) -> io::Result<()> {
     device.set_nodelay(true)?;
     let mut prefix = Vec::with_capacity(256);
@@ -189,6 +207,8 @@ async fn splice(
         id => id.to_owned(),
     };
     let held = Mutex::new(HashSet::new());
+    let accepted = AtomicBool::new(false);
+    let (own_acks, own_acks_rx) = mpsc::channel(OWN_ACKS);
     let (device_rx, device_tx) = device.into_split();
     let (broker_rx, broker_tx) = broker.into_split();
     let inbound = Inbound {
@@ -198,15 +218,19 @@ async fn splice(
         intake: intake.clone(),
         held: &held,
         aliases: HashMap::new(),
+        interest,
+        accepted: &accepted,
+        own_acks,
     };
     let outbound = Outbound {
         session: &session,
         intake,
         held: &held,
+        accepted: &accepted,
     };
     tokio::select! {
         result = inbound.run(device_rx, broker_tx, prefix) => result,
-        result = outbound.run(broker_rx, device_tx) => result,
+        result = outbound.run(broker_rx, device_tx, own_acks_rx) => result,
     }
 }
 
@@ -238,6 +262,12 @@ struct Inbound<'a> {
     held: &'a Mutex<HashSet<u16>>,
     /// MQTT 5 topic aliases the device set on this connection.
     aliases: HashMap<u16, String>,
+    interest: &'a Interest,
+    /// Whether the broker accepted the connection: until it has, every
+    /// packet goes to it (the device must hear the CONNACK first).
+    accepted: &'a AtomicBool,
+    /// Packet ids of stored QoS 1 publishes the front door acknowledges.
+    own_acks: mpsc::Sender<u16>,
 }
 
 impl Inbound<'_> {
@@ -251,7 +281,15 @@ impl Inbound<'_> {
             let packets = packet::complete(&buffer).map_err(invalid)?;
             let complete = packets.iter().map(|p| p.len()).sum();
             if complete > 0 {
-                let rewritten = self.store(&packets).await?;
+                let (rewritten, acknowledge) = self.store(&packets).await?;
+                // Queued before the rest goes to the broker, whose
+                // acknowledgements of it must come after these.
+                for pkid in acknowledge {
+                    self.own_acks
+                        .send(pkid)
+                        .await
+                        .map_err(|_| io::Error::other("the connection is closing"))?;
+                }
                 let forward = rewritten.as_deref().unwrap_or(&buffer[..complete]);
                 broker.write_all(forward).await?;
                 buffer.drain(..complete);
@@ -273,14 +311,23 @@ impl Inbound<'_> {
 
     /// Stores the readings of the publishes among `packets`; an error when
     /// they could not be stored and must not reach the broker. Returns the
-    /// packets to pass on instead when topic aliases had to be resolved.
-    async fn store(&mut self, packets: &[&[u8]]) -> io::Result<Option<Vec<u8>>> {
+    /// packets to pass on instead when some are not for the broker or
+    /// topic aliases had to be resolved, and the packet ids of the QoS 1
+    /// publishes the front door acknowledges itself.
+    async fn store(&mut self, packets: &[&[u8]]) -> io::Result<(Option<Vec<u8>>, Vec<u16>)> {
         let mut publishes = Vec::new();
         let mut rewritten: Option<Vec<u8>> = None;
+        // Once the broker owes this device an acknowledgement, later
+        // publishes go to it too, so that the acknowledgements keep order.
+        let mut broker_acknowledges =
+            !self.accepted.load(Ordering::Acquire) || !self.held.lock().is_empty();
         for (index, &bytes) in packets.iter().enumerate() {
             let read = match packet::kind(bytes) {
                 Some(packet::PUBLISH) => packet::publish(bytes, self.v5),
-                _ => {
+                kind => {
+                    if kind == Some(packet::SUBSCRIBE) {
+                        self.learn_filters(bytes);
+                    }
                     if let Some(out) = &mut rewritten {
                         out.extend_from_slice(bytes);
                     }
@@ -301,14 +348,21 @@ impl Inbound<'_> {
                         }
                         None => publish.topic.to_owned(),
                     };
-                    if publish.alias.is_some() {
+                    let to_broker = broker_acknowledges && publish.qos > 0
+                        || publish.qos == 2
+                        || publish.retain()
+                        || self.interest.wants(&topic);
+                    broker_acknowledges |= to_broker && publish.qos > 0;
+                    if !to_broker {
+                        rewritten.get_or_insert_with(|| packets[..index].concat());
+                    } else if publish.alias.is_some() {
                         rewritten
                             .get_or_insert_with(|| packets[..index].concat())
                             .extend_from_slice(&publish.without_alias(&topic));
                     } else if let Some(out) = &mut rewritten {
                         out.extend_from_slice(bytes);
                     }
-                    publishes.push((topic, publish));
+                    publishes.push((topic, publish, to_broker));
                 }
                 // A malformed PUBLISH or a protocol error closes the
                 // connection (MQTT 5 §4.13), as the broker would, but also
@@ -324,12 +378,12 @@ impl Inbound<'_> {
             }
         }
         if publishes.is_empty() {
-            return Ok(rewritten);
+            return Ok((rewritten, Vec::new()));
         }
         let receiver = self.receiver().await?;
         let messages: Vec<Message<'_>> = publishes
             .iter()
-            .map(|(topic, p)| Message {
+            .map(|(topic, p, _)| Message {
                 topic,
                 payload: p.payload,
                 qos: p.qos,
@@ -345,12 +399,15 @@ impl Inbound<'_> {
             verdicts
         };
         let mut held = self.held.lock();
-        for (message, verdict) in messages.iter().zip(verdicts) {
+        let mut acknowledge = Vec::new();
+        for ((message, verdict), (_, _, to_broker)) in messages.iter().zip(verdicts).zip(&publishes)
+        {
             match verdict {
-                Verdict::Acknowledge if message.qos > 0 => {
+                Verdict::Acknowledge if message.qos == 0 => {}
+                Verdict::Acknowledge if *to_broker => {
                     held.insert(message.pkid);
                 }
-                Verdict::Acknowledge => {}
+                Verdict::Acknowledge => acknowledge.push(message.pkid),
                 Verdict::Withhold => {
                     return Err(io::Error::other(
                         "a device's message could not be stored; it will send it again",
@@ -358,7 +415,16 @@ impl Inbound<'_> {
                 }
             }
         }
-        Ok(rewritten)
+        Ok((rewritten, acknowledge))
+    }
+
+    /// Learns what a SUBSCRIBE asks for before the broker sees it; the
+    /// broker answers a malformed one itself.
+    fn learn_filters(&self, subscribe: &[u8]) {
+        match packet::subscription_filters(subscribe, self.v5) {
+            Ok(filters) => filters.into_iter().for_each(|f| self.interest.learn(f)),
+            Err(_) => self.interest.learn_everything(),
+        }
     }
 
     /// The adapter's receiver, once the adapter has started.
@@ -374,41 +440,97 @@ impl Inbound<'_> {
     }
 }
 
-/// The broker-to-device half of one connection: passes bytes on as they
-/// come, and releases the receipt of each stored publish once its
+/// The broker-to-device half of one connection: passes whole packets on
+/// as they come and the front door's own acknowledgements between them,
+/// and releases the receipt of each stored publish once its
 /// acknowledgement has passed.
+///
+/// Order: the front door acknowledges a publish only when every
+/// acknowledgement the broker owed before it has been written, so its own
+/// waiting ones always go before whatever the broker sends next.
 struct Outbound<'a> {
     session: &'a str,
     intake: watch::Receiver<Option<Arc<Mutex<Receiver>>>>,
     held: &'a Mutex<HashSet<u16>>,
+    accepted: &'a AtomicBool,
 }
 
 impl Outbound<'_> {
-    async fn run(self, mut broker: OwnedReadHalf, mut device: OwnedWriteHalf) -> io::Result<()> {
+    async fn run(
+        self,
+        mut broker: OwnedReadHalf,
+        mut device: OwnedWriteHalf,
+        mut own_acks: mpsc::Receiver<u16>,
+    ) -> io::Result<()> {
         let mut pending = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
-            let read = broker.read(&mut chunk).await?;
-            if read == 0 {
-                return Ok(());
+            tokio::select! {
+                read = broker.read(&mut chunk) => {
+                    let read = read?;
+                    if read == 0 {
+                        return Ok(());
+                    }
+                    pending.extend_from_slice(&chunk[..read]);
+                    let packets = packet::complete(&pending).map_err(invalid)?;
+                    let complete: usize = packets.iter().map(|p| p.len()).sum();
+                    if packets.first().is_some_and(|p| packet::connack_accepts(p)) {
+                        self.accepted.store(true, Ordering::Release);
+                    }
+                    let acknowledged: Vec<u16> =
+                        packets.into_iter().filter_map(packet::acknowledged).collect();
+                    self.write_own_acks(&mut device, Vec::new(), &mut own_acks).await?;
+                    // Only whole packets: the device's stream is always
+                    // between two, where the front door's own may go.
+                    device.write_all(&pending[..complete]).await?;
+                    pending.drain(..complete);
+                    // Out of `held` only now that they are written: until
+                    // then the front door acknowledges nothing itself.
+                    let ours: Vec<u16> = acknowledged
+                        .into_iter()
+                        .filter(|pkid| self.held.lock().remove(pkid))
+                        .collect();
+                    self.release(&ours);
+                }
+                Some(first) = own_acks.recv() => {
+                    self.write_own_acks(&mut device, vec![first], &mut own_acks).await?;
+                }
             }
-            device.write_all(&chunk[..read]).await?;
-            pending.extend_from_slice(&chunk[..read]);
-            let packets = packet::complete(&pending).map_err(invalid)?;
-            let complete: usize = packets.iter().map(|p| p.len()).sum();
-            let released: Vec<Vec<u8>> = packets
-                .into_iter()
-                .filter_map(packet::acknowledged)
-                .filter(|pkid| self.held.lock().remove(pkid))
-                .map(|pkid| receive::receipt_slot(self.session, pkid))
+        }
+    }
+
+    /// Writes `pkids` and every acknowledgement of the front door's
+    /// waiting behind them.
+    async fn write_own_acks(
+        &self,
+        device: &mut OwnedWriteHalf,
+        mut pkids: Vec<u16>,
+        own_acks: &mut mpsc::Receiver<u16>,
+    ) -> io::Result<()> {
+        while let Ok(pkid) = own_acks.try_recv() {
+            pkids.push(pkid);
+        }
+        if pkids.is_empty() {
+            return Ok(());
+        }
+        let acks: Vec<u8> = pkids.iter().flat_map(|&p| packet::puback(p)).collect();
+        device.write_all(&acks).await?;
+        self.release(&pkids);
+        Ok(())
+    }
+
+    /// The device has the acknowledgements of `pkids`: their receipts go.
+    fn release(&self, pkids: &[u16]) {
+        if pkids.is_empty() {
+            return;
+        }
+        let receiver = self.intake.borrow().clone();
+        if let Some(receiver) = receiver {
+            let slots: Vec<Vec<u8>> = pkids
+                .iter()
+                .map(|&pkid| receive::receipt_slot(self.session, pkid))
                 .collect();
-            pending.drain(..complete);
-            let receiver = self.intake.borrow().clone();
-            if let Some(receiver) = receiver
-                && !released.is_empty()
-            {
-                receiver.lock().release(&released);
-            }
+            receiver.lock().release(&slots);
         }
     }
 }
