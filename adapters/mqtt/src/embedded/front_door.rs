@@ -12,17 +12,17 @@
 //!   the gateway's consumers without a round through the broker. A burst
 //!   that cannot be stored is not passed on: the connection is closed,
 //!   and the device sends it again when it is back.
-//! - only what some MQTT client may want goes on to the broker (see
-//!   [`Interest`]): a publish whose topic no subscription matches, not
-//!   retained and not QoS 2, is acknowledged by the front door itself once
-//!   stored — unless an acknowledgement the broker owes this device is
-//!   still on its way, so that acknowledgements keep the publishes' order
-//!   (MQTT 3.1.1 §4.6).
 //!   The same for a burst with a PUBLISH the client may not send: the
 //!   broker would close the connection for most, and a wildcard or empty
 //!   topic it would pass on to subscribers, whose clients choke on it.
 //!   MQTT 5 topic aliases are resolved here and taken out of the packet
 //!   (they belong to this connection).
+//! - only what some MQTT client may want goes on to the broker (see
+//!   `interest.rs`): a publish whose topic no subscription matches, not
+//!   retained and not QoS 2, is acknowledged by the front door itself once
+//!   stored — unless an acknowledgement the broker owes this device is
+//!   still on its way, so that acknowledgements keep the publishes' order
+//!   (MQTT 3.1.1 §4.6).
 //! - broker to device, whole packets pass as they come, with the front
 //!   door's own acknowledgements between them; an acknowledgement of a
 //!   stored publish releases its receipt (kept until then so that a repeat
