@@ -489,16 +489,8 @@ fn acknowledgements_keep_the_order_of_the_publishes() {
     let (gw, port) = common::embedded_gateway("gw-o");
     for level in [4u8, 5] {
         let v5 = level == 5;
-        let publish = |pkid: u16, topic: &str| {
-            let mut body = (topic.len() as u16).to_be_bytes().to_vec();
-            body.extend_from_slice(topic.as_bytes());
-            body.extend_from_slice(&pkid.to_be_bytes());
-            if v5 {
-                body.push(0); // no properties
-            }
-            body.extend_from_slice(b"1");
-            [&[0x32, body.len() as u8][..], &body].concat()
-        };
+        // MQTT 5: an empty property list.
+        let properties: &[u8] = if v5 { &[0] } else { &[] };
         let filter = format!("things/wanted{level}/#");
         let mut subscribe = 1u16.to_be_bytes().to_vec();
         if v5 {
@@ -515,7 +507,7 @@ fn acknowledgements_keep_the_order_of_the_publishes() {
             (5, "things/unwanted/d"),
         ] {
             let topic = topic.replace("wanted/", &format!("wanted{level}/"));
-            burst.extend(publish(pkid, &topic));
+            burst.extend(qos1_publish(topic.as_bytes(), pkid, properties));
         }
         let acknowledged = |answer: &[u8]| -> Vec<u16> {
             fogbank_mqtt::packet::complete(answer)
@@ -680,14 +672,7 @@ fn a_publish_to_no_topic_closes_only_its_connection() {
     let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
     let subscriber = std::thread::spawn(move || v4_subscriber(port, "#", 1, subscribed_tx));
     subscribed.recv().unwrap();
-    let qos1 = |topic: &[u8], properties: &[u8]| {
-        let mut body = (topic.len() as u16).to_be_bytes().to_vec();
-        body.extend_from_slice(topic);
-        body.extend_from_slice(&[0, 1]);
-        body.extend_from_slice(properties);
-        body.extend_from_slice(b"1");
-        [&[0x32, body.len() as u8][..], &body].concat()
-    };
+    let qos1 = |topic: &[u8], properties: &[u8]| qos1_publish(topic, 1, properties);
     for (level, publish) in [
         (4, qos1(b"things/#", b"")),
         (4, qos1(b"things/+/level", b"")),
@@ -801,6 +786,18 @@ impl Drop for Watcher {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A QoS 1 PUBLISH of the payload `1` to `topic`, written by hand as MQTT
+/// 3.1.1 §3.3 and MQTT 5 §3.3 lay it out; `properties` with its length
+/// (MQTT 5) or empty (3.1.1).
+fn qos1_publish(topic: &[u8], pkid: u16, properties: &[u8]) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic);
+    body.extend_from_slice(&pkid.to_be_bytes());
+    body.extend_from_slice(properties);
+    body.extend_from_slice(b"1");
+    [&[0x32, body.len() as u8][..], &body].concat()
 }
 
 /// Connects to the broker on `port` as MQTT `level` (4 or 5) by hand,
