@@ -305,6 +305,27 @@ struct FogbankDelivery {
     local_paced: Outcome,
     local_burst: Outcome,
     rss_mib: f64,
+    /// Readings the gateways dropped for a subscriber that fell behind,
+    /// over all runs (the bounded queues: they never hold up ingest).
+    dropped: Dropped,
+}
+
+/// Where readings were dropped, from the gateways' own counters.
+#[derive(Default)]
+struct Dropped {
+    a_bus: f64,
+    a_to_b: f64,
+    b_bus: f64,
+}
+
+impl Dropped {
+    fn count(a_http: u16, b_http: u16) -> Dropped {
+        Dropped {
+            a_bus: metric(a_http, "fogbank_bus_missed_total"),
+            a_to_b: metric(a_http, "fogbank_cloud_readings_dropped_total"),
+            b_bus: metric(b_http, "fogbank_bus_missed_total"),
+        }
+    }
 }
 
 fn fogbank_delivery(latency: usize, burst: usize, epoch: Instant) -> FogbankDelivery {
@@ -358,6 +379,7 @@ fn fogbank_delivery(latency: usize, burst: usize, epoch: Instant) -> FogbankDeli
         paced: run(b_http, latency, Some(PACE)),
         burst: run(b_http, burst, None),
         rss_mib: status_kib(a.0.id(), "VmHWM:") as f64 / 1024.0,
+        dropped: Dropped::count(a_http, b_http),
     }
 }
 
@@ -685,6 +707,14 @@ fn main() {
             o.per_second, o.delivered, o.sent
         );
     }
+    let Dropped {
+        a_bus,
+        a_to_b,
+        b_bus,
+    } = fogbank.dropped;
+    println!(
+        "  fogbank dropped for subscribers behind: A's bus {a_bus}, A to B {a_to_b}, B's bus {b_bus}"
+    );
     println!("  fogbank gateway A peak RSS {:.1} MiB", fogbank.rss_mib);
 
     println!("Catalog convergence (one gateway owns all thing services)");

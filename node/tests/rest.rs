@@ -236,6 +236,70 @@ fn live_readings_stream_as_server_sent_events() {
 }
 
 #[test]
+fn a_pack_of_readings_streams_as_one_event_per_reading_in_order() {
+    use std::io::{BufRead, BufReader};
+    let gw = Gateway::start(&[], &[("FOGBANK_GATEWAY_ID", "gw-p")]);
+    let path = "/api/v1/things/gw-p.http.pack.level/readings";
+    let now = common::now_secs() - 60.0;
+    assert_eq!(
+        gw.post_senml(path, &json!([{"t": now, "v": -1.0}])).status,
+        200
+    );
+    let stream = ureq::AgentBuilder::new()
+        .timeout_read(Duration::from_secs(10))
+        .build()
+        .get(&gw.url("/api/v1/things/gw-p.http.pack.level/stream"))
+        .call()
+        .unwrap();
+    // Events as the SSE specification frames them: fields up to a blank
+    // line, which dispatches the event.
+    let mut lines = BufReader::new(stream.into_reader()).lines();
+    let mut next_event = move || {
+        let mut fields = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.expect("the stream goes on");
+            if line.is_empty() {
+                return fields;
+            }
+            let (name, value) = line.split_once(": ").unwrap_or((&line, ""));
+            fields.push((name.to_owned(), value.to_owned()));
+        }
+        panic!("the stream ended");
+    };
+    let value_of = |fields: &[(String, String)]| -> f64 {
+        let [(event, kind), (id, time), (data, pack)] = fields else {
+            panic!("an event of three fields, not {fields:?}");
+        };
+        assert_eq!((event.as_str(), kind.as_str()), ("event", "reading"));
+        assert_eq!((id.as_str(), data.as_str()), ("id", "data"));
+        let pack: Value = serde_json::from_str(pack).unwrap();
+        assert_eq!(pack[0]["bn"], "gw-p.http.pack.level");
+        let micros = (pack[0]["t"].as_f64().unwrap() * 1e6).round();
+        assert!(
+            (time.parse::<f64>().unwrap() - micros).abs() <= 1.0,
+            "{time} {pack}"
+        );
+        pack[0]["v"].as_f64().unwrap()
+    };
+    assert_eq!(
+        value_of(&next_event()),
+        -1.0,
+        "the stream opens with the latest reading"
+    );
+
+    // One ingest puts all of them on the bus at once: the stream sends
+    // them in chunks of several events, each of which must stand alone.
+    const COUNT: usize = 600;
+    let pack: Vec<Value> = (0..COUNT)
+        .map(|i| json!({"t": now + 1.0 + i as f64 * 1e-3, "v": i as f64}))
+        .collect();
+    assert_eq!(gw.post_senml(path, &json!(pack)).status, 200);
+    let values: Vec<f64> = (0..COUNT).map(|_| value_of(&next_event())).collect();
+    let expected: Vec<f64> = (0..COUNT).map(|i| i as f64).collect();
+    assert_eq!(values, expected);
+}
+
+#[test]
 fn switching_a_lamp_needs_a_token_and_takes_effect() {
     let gw = Gateway::demo();
     let path = format!("/api/v1/things/{LAMP}/actuation");

@@ -89,8 +89,9 @@ pub struct Bus {
 
 impl Bus {
     /// A subscriber that misses this many queue-lengths of readings
-    /// in a row is disconnected.
-    pub const DROP_AFTER_FACTOR: u64 = 8;
+    /// in a row is disconnected: with the hub's queues of 8192, one that
+    /// took nothing while 16 384 readings went by.
+    pub const DROP_AFTER_FACTOR: u64 = 2;
 
     pub fn new(queue_capacity: usize) -> Self {
         Bus {

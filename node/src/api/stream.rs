@@ -3,7 +3,9 @@
 //! The stream opens with the latest reading (so a client sees the state at
 //! once), then sends one `reading` event per new reading, a `lagged` event
 //! when the client fell behind and readings were skipped, and a comment
-//! every 15 s so proxies keep the connection open.
+//! every 15 s so proxies keep the connection open. Readings already queued
+//! behind the one that woke the stream go out in the same chunk, so that a
+//! burst costs one write, not one per reading.
 
 use std::time::Duration;
 
@@ -18,17 +20,23 @@ use crate::auth::Scope;
 
 const KEEPALIVE: Duration = Duration::from_secs(15);
 const FIRST_READING_WAIT: Duration = Duration::from_secs(1);
+/// Most events in one chunk: bounds the chunk, and lets the keep-alive and
+/// other streams on the worker have their turn in a long burst.
+const EVENTS_PER_CHUNK: usize = 256;
 
 fn reading_event(id: &ThingId, unit: Option<&str>, reading: &Reading) -> Bytes {
-    let records = senml::pack_for(id.as_str(), unit, [(reading.time, reading.value.clone())]);
-    let json = senml::to_json(&records);
-    let mut event = Vec::with_capacity(json.len() + 48);
-    event.extend_from_slice(b"event: reading\nid: ");
-    event.extend_from_slice(reading.time.0.to_string().as_bytes());
-    event.extend_from_slice(b"\ndata: ");
-    event.extend_from_slice(&json);
-    event.extend_from_slice(b"\n\n");
+    let mut event = Vec::new();
+    push_reading_event(&mut event, id, unit, reading);
     Bytes::from(event)
+}
+
+fn push_reading_event(out: &mut Vec<u8>, id: &ThingId, unit: Option<&str>, reading: &Reading) {
+    let records = senml::pack_for(id.as_str(), unit, [(reading.time, reading.value.clone())]);
+    out.extend_from_slice(b"event: reading\nid: ");
+    out.extend_from_slice(reading.time.0.to_string().as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(&senml::to_json(&records));
+    out.extend_from_slice(b"\n\n");
 }
 
 struct StreamState {
@@ -37,6 +45,19 @@ struct StreamState {
     first: Option<Bytes>,
     subscription: Subscription,
     keepalive: tokio::time::Interval,
+}
+
+impl StreamState {
+    fn push_event(&self, out: &mut Vec<u8>, event: Event) {
+        match event {
+            Event::Reading(r) => {
+                push_reading_event(out, &self.id, self.unit.as_deref(), &r.reading)
+            }
+            Event::Lagged(missed) => out.extend_from_slice(
+                format!("event: lagged\ndata: {{\"missed\":{missed}}}\n\n").as_bytes(),
+            ),
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/things/{id}/stream", tag = "readings", params(("id" = String, Path, description = "Thing-service id")),
@@ -80,14 +101,18 @@ pub async fn sse(
         if let Some(first) = s.first.take() {
             return Some((Ok::<_, actix_web::Error>(first), s));
         }
-        let bytes = tokio::select! {
-            event = s.subscription.recv() => match event? {
-                Event::Reading(r) => reading_event(&s.id, s.unit.as_deref(), &r.reading),
-                Event::Lagged(missed) => Bytes::from(format!("event: lagged\ndata: {{\"missed\":{missed}}}\n\n")),
-            },
-            _ = s.keepalive.tick() => Bytes::from_static(b": keep-alive\n\n"),
-        };
-        Some((Ok(bytes), s))
+        let mut chunk = Vec::new();
+        tokio::select! {
+            event = s.subscription.recv() => s.push_event(&mut chunk, event?),
+            _ = s.keepalive.tick() => return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), s)),
+        }
+        for _ in 1..EVENTS_PER_CHUNK {
+            let Some(event) = s.subscription.try_recv() else {
+                break;
+            };
+            s.push_event(&mut chunk, event);
+        }
+        Some((Ok(Bytes::from(chunk)), s))
     });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
