@@ -4,9 +4,11 @@
 //! tested on their own.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
+use parking_lot::RwLock;
 
 /// What to do with a catalog message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +54,15 @@ pub enum Transition {
     Down(String),
 }
 
+/// The gateway each known peer speaks for: a mirror of the members, kept by
+/// [`Members`], shared with the tasks that read other gateways' readings
+/// streams outside the swarm loop.
+pub type Speakers = Arc<RwLock<HashMap<PeerId, String>>>;
+
 #[derive(Debug, Default)]
 pub struct Members {
     members: HashMap<String, Member>,
+    speakers: Speakers,
 }
 
 impl Members {
@@ -71,11 +79,10 @@ impl Members {
         self.members.get(gateway).filter(|m| m.up).map(|m| m.peer)
     }
 
-    pub fn gateway_of(&self, peer: &PeerId) -> Option<&str> {
-        self.members
-            .values()
-            .find(|m| m.peer == *peer)
-            .map(|m| m.gateway.as_str())
+    /// Who speaks for which gateway, kept current as members come, change
+    /// identity and are forgotten.
+    pub fn speakers(&self) -> Speakers {
+        self.speakers.clone()
     }
 
     /// Notes that `peer`, speaking as `gateway`, was heard now. Returns
@@ -88,6 +95,9 @@ impl Members {
                 if member.peer != peer {
                     // The gateway came back with a new identity (its data
                     // dir was replaced): what we knew is from another life.
+                    let mut speakers = self.speakers.write();
+                    speakers.remove(&member.peer);
+                    speakers.insert(peer, gateway.to_owned());
                     member.peer = peer;
                     member.copy = None;
                     member.addresses.clear();
@@ -98,6 +108,7 @@ impl Members {
                 Some(came_up)
             }
             None => {
+                self.speakers.write().insert(peer, gateway.to_owned());
                 self.members.insert(
                     gateway.to_owned(),
                     Member {
@@ -232,7 +243,9 @@ impl Members {
             None => Err(ForgetError::Unknown(gateway.to_owned())),
             Some(member) if member.up => Err(ForgetError::StillUp(gateway.to_owned())),
             Some(_) => {
-                self.members.remove(gateway);
+                if let Some(member) = self.members.remove(gateway) {
+                    self.speakers.write().remove(&member.peer);
+                }
                 Ok(())
             }
         }
@@ -409,5 +422,31 @@ mod tests {
             Verdict::Fetch(mallory)
         );
         assert_eq!(members.peer_of("gw-a"), Some(mallory));
+    }
+
+    #[test]
+    fn speakers_mirror_who_speaks_for_which_gateway() {
+        let mut members = Members::default();
+        let speakers = members.speakers();
+        let (a, b, a_again) = (peer(), peer(), peer());
+        let now = Instant::now();
+        members.on_beacon("gw-a", a, 1, 0, 0, now);
+        members.on_beacon("gw-b", b, 1, 0, 0, now);
+        let speaker = |peer: &PeerId| speakers.read().get(peer).cloned();
+        assert_eq!(speaker(&a).as_deref(), Some("gw-a"));
+        assert_eq!(speaker(&b).as_deref(), Some("gw-b"));
+        // An impostor speaks for no one.
+        members.on_beacon("gw-a", a_again, 1, 0, 0, now);
+        assert_eq!(speaker(&a_again), None);
+        // A new identity after the old one went down takes its place.
+        members.disconnected(&a);
+        members.on_beacon("gw-a", a_again, 2, 0, 0, now);
+        assert_eq!(speaker(&a), None);
+        assert_eq!(speaker(&a_again).as_deref(), Some("gw-a"));
+        // A forgotten gateway's peer speaks for no one either.
+        members.disconnected(&b);
+        assert_eq!(members.forget("gw-b"), Ok(()));
+        assert_eq!(speaker(&b), None);
+        assert_eq!(speakers.read().len(), 1);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -302,7 +303,8 @@ struct Node {
     /// Readings to the gateways that follow our things.
     outbound: streams::Outbound,
     readings_sent: u64,
-    readings_received: u64,
+    /// Counted by the streams' tasks, which take the readings.
+    readings_received: Arc<AtomicU64>,
     readings_dropped: u64,
     /// Gateways that are up, shared with the hub's handle.
     reachable: Reachable,
@@ -345,8 +347,14 @@ pub(super) async fn run(
     }
     let (answers, mut answers_rx) = mpsc::unbounded_channel();
     let mut control = swarm.behaviour().streams.new_control();
-    let (batches, mut batches_rx) = mpsc::channel(1024);
-    if let Err(error) = streams::accept(&mut control, batches) {
+    let members = Members::default();
+    let readings_received = Arc::new(AtomicU64::new(0));
+    let inbound = streams::Inbound {
+        hub: hub.clone(),
+        speakers: members.speakers(),
+        received: readings_received.clone(),
+    };
+    if let Err(error) = streams::accept(&mut control, inbound) {
         let _ = ready.send(Err(CloudError::Start(error.to_string())));
         return;
     }
@@ -355,7 +363,7 @@ pub(super) async fn run(
         gateway: hub.gateway().to_owned(),
         hub: hub.clone(),
         swarm,
-        members: Members::default(),
+        members,
         catalog_topic,
         bootstrap: config.peers.iter().cloned().map(Bootstrap::new).collect(),
         connected_via: HashSet::new(),
@@ -371,7 +379,7 @@ pub(super) async fn run(
         orders,
         outbound: streams::Outbound::new(control),
         readings_sent: 0,
-        readings_received: 0,
+        readings_received,
         readings_dropped: 0,
         reachable,
     };
@@ -392,10 +400,6 @@ pub(super) async fn run(
             _ = &mut stop => break,
             event = node.swarm.select_next_some() => node.on_swarm(event),
             Some(order) = orders_rx.recv() => node.on_order(order),
-            Some((peer, batch)) = batches_rx.recv() => match wire::decode_readings(&batch) {
-                Ok(readings) => node.on_readings(peer, readings),
-                Err(error) => tracing::warn!(%peer, %error, "dropped undecodable readings"),
-            },
             Some((channel, response)) = answers_rx.recv() => {
                 if node.swarm.behaviour_mut().calls.send_response(channel, response).is_err() {
                     tracing::debug!("a caller left before its answer was ready");
@@ -627,7 +631,7 @@ impl Node {
                     following: self.wanted.len(),
                     followed: self.watchers.len(),
                     readings_sent: self.readings_sent,
-                    readings_received: self.readings_received,
+                    readings_received: self.readings_received.load(Ordering::Relaxed),
                     readings_dropped: self.readings_dropped,
                 });
             }
@@ -923,22 +927,6 @@ impl Node {
                 self.hub.mark_gateway_down(&gateway);
             }
         }
-    }
-
-    /// Readings as `source`, the peer at the other end of the connection
-    /// (proven by Noise), sent them. Only the owner speaks for its things.
-    fn on_readings(&mut self, source: PeerId, readings: Vec<ThingReading>) {
-        let Some(owner) = self.members.gateway_of(&source) else {
-            return;
-        };
-        let (genuine, forged): (Vec<_>, Vec<_>) = readings
-            .into_iter()
-            .partition(|r| r.thing.gateway() == owner);
-        if !forged.is_empty() {
-            tracing::warn!(peer = %source, count = forged.len(), "dropped readings sent for another gateway's things");
-        }
-        self.readings_received += genuine.len() as u64;
-        self.hub.relay(genuine);
     }
 
     fn on_call(&mut self, event: request_response::Event<Request, Response>) {

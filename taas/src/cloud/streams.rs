@@ -9,15 +9,25 @@
 //! whose thread is woken twice) was most of the hop between gateways.
 //!
 //! The stream runs over the connection between the two gateways, so the
-//! sender is the peer that connection authenticated: the node takes a
-//! frame's readings only for things that peer owns.
+//! sender is the peer that connection authenticated: a frame's readings are
+//! taken only for things that peer owns. Each stream's task takes them to
+//! the hub itself, not through the swarm loop: a reading does not wait
+//! behind catalog work, and the loop does not wake for every batch.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::Control;
 use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::members::Speakers;
+use super::wire;
+use crate::Hub;
+use crate::reading::ThingReading;
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/fogbank/readings/1");
 
@@ -117,16 +127,46 @@ async fn write(
     }
 }
 
-/// Accepts followed gateways' streams for the life of the node and passes
-/// each frame's batch on, with the peer it came from.
+/// Where the readings of other gateways' streams go.
+#[derive(Clone)]
+pub struct Inbound {
+    pub hub: Arc<Hub>,
+    pub speakers: Speakers,
+    /// Readings taken, for the node's statistics.
+    pub received: Arc<AtomicU64>,
+}
+
+impl Inbound {
+    /// Readings as `source`, the peer at the other end of the connection
+    /// (proven by Noise), sent them. Only the owner speaks for its things.
+    fn take(&self, source: PeerId, readings: Vec<ThingReading>) {
+        let Some(owner) = self.speakers.read().get(&source).cloned() else {
+            tracing::debug!(peer = %source, "dropped readings from a peer not yet known as a gateway");
+            return;
+        };
+        let (genuine, forged): (Vec<_>, Vec<_>) = readings
+            .into_iter()
+            .partition(|r| r.thing.gateway() == owner);
+        if !forged.is_empty() {
+            tracing::warn!(peer = %source, count = forged.len(), "dropped readings sent for another gateway's things");
+        }
+        self.received
+            .fetch_add(genuine.len() as u64, Ordering::Relaxed);
+        self.hub.relay(genuine);
+    }
+}
+
+/// Accepts followed gateways' streams for the life of the node and takes
+/// each frame's readings.
 pub fn accept(
     control: &mut Control,
-    batches: mpsc::Sender<(PeerId, Vec<u8>)>,
+    inbound: Inbound,
 ) -> Result<(), libp2p_stream::AlreadyRegistered> {
     let mut incoming = control.accept(PROTOCOL)?;
     tokio::spawn(async move {
         while let Some((peer, stream)) = incoming.next().await {
-            tokio::spawn(read(peer, stream, batches.clone()));
+            let span = tracing::debug_span!("readings stream", %peer);
+            tokio::spawn(read(peer, stream, inbound.clone()).instrument(span));
         }
     });
     Ok(())
@@ -134,7 +174,7 @@ pub fn accept(
 
 /// Reads frames off one stream until it ends, breaks or lies about a
 /// length.
-async fn read(peer: PeerId, mut stream: Stream, batches: mpsc::Sender<(PeerId, Vec<u8>)>) {
+async fn read(peer: PeerId, mut stream: Stream, inbound: Inbound) {
     loop {
         let mut length = [0u8; 4];
         if stream.read_exact(&mut length).await.is_err() {
@@ -142,14 +182,19 @@ async fn read(peer: PeerId, mut stream: Stream, batches: mpsc::Sender<(PeerId, V
         }
         let length = u32::from_be_bytes(length) as usize;
         if length > MAX_FRAME {
-            tracing::warn!(%peer, length, "a readings frame over the limit; the stream is dropped");
+            tracing::warn!(
+                length,
+                "a readings frame over the limit; the stream is dropped"
+            );
             return;
         }
         let mut batch = vec![0u8; length];
-        if stream.read_exact(&mut batch).await.is_err()
-            || batches.send((peer, batch)).await.is_err()
-        {
+        if stream.read_exact(&mut batch).await.is_err() {
             return;
+        }
+        match wire::decode_readings(&batch) {
+            Ok(readings) => inbound.take(peer, readings),
+            Err(error) => tracing::warn!(%error, "dropped undecodable readings"),
         }
     }
 }
