@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -19,7 +19,6 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, mdns, noise, ping, tcp, yamux};
-use parking_lot::RwLock;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::members::{Members, Transition, Verdict};
@@ -29,13 +28,11 @@ use super::{
     BEACON_PERIOD, CloudConfig, CloudError, CloudStats, Order, PeerInfo, Reachable, SILENCE,
 };
 use crate::remote::{CatalogChange, RemoteError};
-use crate::{Event, Filter, Hub, ThingId, ThingReading};
+use crate::{Hub, ThingId};
 
 /// Changes per catalog delta: keeps every gossip message well under the
 /// transmit limit however large a burst of announcements is.
 const DELTA_CHANGES: usize = 256;
-/// Readings gathered into one gossip message per thing.
-const READINGS_BATCH: usize = 256;
 /// Largest gossip message (a delta of `DELTA_CHANGES` rich thing services).
 const MAX_GOSSIP: usize = 1 << 20;
 /// The transport's own limit on a call: past every caller's deadline
@@ -294,18 +291,15 @@ struct Node {
     fetching: HashMap<OutboundRequestId, PeerId>,
     /// Local consumers per remote thing (we are subscribed to its topic).
     wanted: HashMap<ThingId, usize>,
-    /// Our own things some peer subscribed to, and who.
-    watchers: HashMap<ThingId, HashSet<PeerId>>,
-    /// The same set, shared with the bus filter that picks the readings to send.
-    exported: Arc<RwLock<HashSet<ThingId>>>,
+    /// Our own things some peer subscribed to, and who; shared with the
+    /// task that sends them their readings.
+    watchers: streams::Watchers,
+    /// Tells that task to close its stream to a peer that follows nothing.
+    forget_follower: mpsc::UnboundedSender<PeerId>,
     answers: mpsc::UnboundedSender<(ResponseChannel<Response>, Response)>,
     orders: mpsc::UnboundedSender<Order>,
-    /// Readings to the gateways that follow our things.
-    outbound: streams::Outbound,
-    readings_sent: u64,
-    /// Counted by the streams' tasks, which take the readings.
-    readings_received: Arc<AtomicU64>,
-    readings_dropped: u64,
+    /// Counted by the streams' tasks, which send and take the readings.
+    readings: streams::Counters,
     /// Gateways that are up, shared with the hub's handle.
     reachable: Reachable,
 }
@@ -348,17 +342,24 @@ pub(super) async fn run(
     let (answers, mut answers_rx) = mpsc::unbounded_channel();
     let mut control = swarm.behaviour().streams.new_control();
     let members = Members::default();
-    let readings_received = Arc::new(AtomicU64::new(0));
+    let counters = streams::Counters::default();
     let inbound = streams::Inbound {
         hub: hub.clone(),
         speakers: members.speakers(),
-        received: readings_received.clone(),
+        counters: counters.clone(),
     };
     if let Err(error) = streams::accept(&mut control, inbound) {
         let _ = ready.send(Err(CloudError::Start(error.to_string())));
         return;
     }
-    let exported: Arc<RwLock<HashSet<ThingId>>> = Arc::default();
+    let watchers = streams::Watchers::default();
+    let (forget_follower, forgotten) = mpsc::unbounded_channel();
+    tokio::spawn(streams::export(
+        hub.clone(),
+        watchers.clone(),
+        streams::Outbound::new(control, counters.clone()),
+        forgotten,
+    ));
     let mut node = Node {
         gateway: hub.gateway().to_owned(),
         hub: hub.clone(),
@@ -373,24 +374,16 @@ pub(super) async fn run(
         pending: HashMap::new(),
         fetching: HashMap::new(),
         wanted: HashMap::new(),
-        watchers: HashMap::new(),
-        exported: exported.clone(),
+        watchers,
+        forget_follower,
         answers,
         orders,
-        outbound: streams::Outbound::new(control),
-        readings_sent: 0,
-        readings_received,
-        readings_dropped: 0,
+        readings: counters,
         reachable,
     };
     let _ = ready.send(Ok(()));
 
     let mut changes = hub.catalog_changes();
-    let export_filter = || {
-        let exported = exported.clone();
-        Filter::matching(move |id| exported.read().contains(id))
-    };
-    let mut readings = hub.subscribe("local cloud", export_filter());
     let mut beacon = tokio::time::interval(BEACON_PERIOD);
     beacon.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     node.dial_bootstrap();
@@ -412,13 +405,6 @@ pub(super) async fn run(
                     tracing::warn!(missed, "catalog changes outran the local cloud; peers will resynchronise");
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
-            },
-            event = readings.recv() => match event {
-                Some(Event::Reading(first)) => node.export_readings(first, &mut readings),
-                Some(Event::Lagged(missed)) => {
-                    tracing::warn!(missed, "readings for other gateways were dropped: the local cloud fell behind");
-                }
-                None => readings = hub.subscribe("local cloud", export_filter()),
             },
             _ = beacon.tick() => node.tick(),
         }
@@ -480,40 +466,6 @@ impl Node {
                 changes: chunk.iter().map(|(_, change)| change.clone()).collect(),
             };
             self.publish(self.catalog_topic.clone(), wire::encode(&delta));
-        }
-    }
-
-    /// Sends readings of our own things to the peers that watch them.
-    fn export_readings(&mut self, first: Arc<ThingReading>, queue: &mut crate::Subscription) {
-        let mut by_thing: HashMap<ThingId, Vec<ThingReading>> = HashMap::new();
-        by_thing
-            .entry(first.thing.clone())
-            .or_default()
-            .push((*first).clone());
-        for _ in 0..READINGS_BATCH {
-            match queue.try_recv() {
-                Some(Event::Reading(reading)) => by_thing
-                    .entry(reading.thing.clone())
-                    .or_default()
-                    .push((*reading).clone()),
-                Some(Event::Lagged(missed)) => {
-                    tracing::warn!(missed, "readings for other gateways were dropped");
-                }
-                None => break,
-            }
-        }
-        for (thing, readings) in by_thing {
-            let Some(followers) = self.watchers.get(&thing) else {
-                continue;
-            };
-            let frame = Arc::new(streams::frame(&wire::encode(&readings)));
-            for peer in followers {
-                if self.outbound.send(*peer, frame.clone()) {
-                    self.readings_sent += readings.len() as u64;
-                } else {
-                    self.readings_dropped += readings.len() as u64;
-                }
-            }
         }
     }
 
@@ -629,10 +581,10 @@ impl Node {
                     gateways_up: up,
                     gateways_down: self.members.all().count() - up,
                     following: self.wanted.len(),
-                    followed: self.watchers.len(),
-                    readings_sent: self.readings_sent,
-                    readings_received: self.readings_received.load(Ordering::Relaxed),
-                    readings_dropped: self.readings_dropped,
+                    followed: self.watchers.read().len(),
+                    readings_sent: self.readings.sent.load(Ordering::Relaxed),
+                    readings_received: self.readings.received.load(Ordering::Relaxed),
+                    readings_dropped: self.readings.dropped.load(Ordering::Relaxed),
                 });
             }
             Order::Dial { origin, resolved } => {
@@ -759,7 +711,7 @@ impl Node {
                         self.on_transition(transition);
                     }
                     self.forget_watcher(&peer_id);
-                    self.outbound.forget(&peer_id);
+                    let _ = self.forget_follower.send(peer_id);
                 }
             }
             SwarmEvent::IncomingConnectionError {
@@ -821,10 +773,10 @@ impl Node {
                     && thing.gateway() == self.gateway
                 {
                     self.watchers
-                        .entry(thing.clone())
+                        .write()
+                        .entry(thing)
                         .or_default()
                         .insert(peer_id);
-                    self.exported.write().insert(thing);
                 }
             }
             gossipsub::Event::Unsubscribed { peer_id, topic } => {
@@ -837,22 +789,23 @@ impl Node {
     }
 
     fn unwatch(&mut self, thing: &ThingId, peer: &PeerId) {
-        if let Some(peers) = self.watchers.get_mut(thing) {
+        let mut watchers = self.watchers.write();
+        if let Some(peers) = watchers.get_mut(thing) {
             peers.remove(peer);
             if peers.is_empty() {
-                self.watchers.remove(thing);
-                self.exported.write().remove(thing);
+                watchers.remove(thing);
             }
         }
         // A gateway that follows nothing of ours any more needs no stream.
-        if !self.watchers.values().any(|peers| peers.contains(peer)) {
-            self.outbound.forget(peer);
+        if !watchers.values().any(|peers| peers.contains(peer)) {
+            let _ = self.forget_follower.send(*peer);
         }
     }
 
     fn forget_watcher(&mut self, peer: &PeerId) {
         let things: Vec<ThingId> = self
             .watchers
+            .read()
             .iter()
             .filter(|(_, peers)| peers.contains(peer))
             .map(|(thing, _)| thing.clone())

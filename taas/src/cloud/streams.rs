@@ -10,9 +10,13 @@
 //!
 //! The stream runs over the connection between the two gateways, so the
 //! sender is the peer that connection authenticated: a frame's readings are
-//! taken only for things that peer owns. Each stream's task takes them to
-//! the hub itself, not through the swarm loop: a reading does not wait
-//! behind catalog work, and the loop does not wake for every batch.
+//! taken only for things that peer owns.
+//!
+//! Neither side goes through the swarm loop: on the owner, one task takes
+//! the followed things' readings off the bus and writes them; on the
+//! follower, each stream's task takes them to the hub. A reading does not
+//! wait behind catalog work, and the loop, which polls every behaviour
+//! whenever it wakes, does not wake for readings at all.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -26,8 +30,8 @@ use tracing::Instrument;
 
 use super::members::Speakers;
 use super::wire;
-use crate::Hub;
 use crate::reading::ThingReading;
+use crate::{Event, Filter, Hub, Subscription, ThingId};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/fogbank/readings/1");
 
@@ -37,6 +41,22 @@ const QUEUE: usize = 1024;
 
 /// Largest frame taken: a batch of readings is far smaller.
 const MAX_FRAME: usize = 1 << 20;
+
+/// Readings taken off the bus at once, then sent as one frame per thing.
+const READINGS_BATCH: usize = 256;
+
+/// Our own things some peer follows, and who: kept by the swarm loop from
+/// the readings gossipsub's subscriptions, read by [`export`].
+pub type Watchers = Arc<parking_lot::RwLock<HashMap<ThingId, HashSet<PeerId>>>>;
+
+/// Readings counted by the streams' tasks, for the node's statistics.
+#[derive(Clone, Default)]
+pub struct Counters {
+    pub sent: Arc<AtomicU64>,
+    pub received: Arc<AtomicU64>,
+    /// For a follower that did not keep up.
+    pub dropped: Arc<AtomicU64>,
+}
 
 /// A batch of readings (its wire encoding) as a frame.
 pub fn frame(batch: &[u8]) -> Vec<u8> {
@@ -52,14 +72,16 @@ pub struct Outbound {
     writers: HashMap<PeerId, mpsc::Sender<std::sync::Arc<Vec<u8>>>>,
     /// Followers whose queue is full, so that it is said once, not per batch.
     overflowing: HashSet<PeerId>,
+    counters: Counters,
 }
 
 impl Outbound {
-    pub fn new(control: Control) -> Self {
+    pub fn new(control: Control, counters: Counters) -> Self {
         Outbound {
             control,
             writers: HashMap::new(),
             overflowing: HashSet::new(),
+            counters,
         }
     }
 
@@ -100,6 +122,82 @@ impl Outbound {
         self.writers.remove(peer);
         self.overflowing.remove(peer);
     }
+
+    /// Sends `first` and the readings queued behind it to the peers that
+    /// follow their things, a frame per thing.
+    fn send_batch(
+        &mut self,
+        first: Arc<ThingReading>,
+        queue: &mut Subscription,
+        watchers: &Watchers,
+    ) {
+        let mut by_thing: HashMap<ThingId, Vec<ThingReading>> = HashMap::new();
+        by_thing
+            .entry(first.thing.clone())
+            .or_default()
+            .push((*first).clone());
+        for _ in 0..READINGS_BATCH {
+            match queue.try_recv() {
+                Some(Event::Reading(reading)) => by_thing
+                    .entry(reading.thing.clone())
+                    .or_default()
+                    .push((*reading).clone()),
+                Some(Event::Lagged(missed)) => {
+                    tracing::warn!(missed, "readings for other gateways were dropped");
+                }
+                None => break,
+            }
+        }
+        for (thing, readings) in by_thing {
+            let followers: Vec<PeerId> = match watchers.read().get(&thing) {
+                Some(peers) => peers.iter().copied().collect(),
+                None => continue,
+            };
+            let frame = Arc::new(frame(&wire::encode(&readings)));
+            let count = readings.len() as u64;
+            for peer in followers {
+                let counter = if self.send(peer, frame.clone()) {
+                    &self.counters.sent
+                } else {
+                    &self.counters.dropped
+                };
+                counter.fetch_add(count, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Sends the readings of our followed things to their followers until the
+/// node goes (`forget` closes), closing the stream to each peer the node
+/// names on `forget`.
+pub async fn export(
+    hub: Arc<Hub>,
+    watchers: Watchers,
+    mut outbound: Outbound,
+    mut forget: mpsc::UnboundedReceiver<PeerId>,
+) {
+    let followed = || {
+        let watchers = watchers.clone();
+        Filter::matching(move |id| watchers.read().contains_key(id))
+    };
+    let mut readings = hub.subscribe("local cloud", followed());
+    loop {
+        tokio::select! {
+            peer = forget.recv() => match peer {
+                Some(peer) => outbound.forget(&peer),
+                None => return,
+            },
+            event = readings.recv() => match event {
+                Some(Event::Reading(first)) => outbound.send_batch(first, &mut readings, &watchers),
+                Some(Event::Lagged(missed)) => {
+                    tracing::warn!(missed, "readings for other gateways were dropped: the local cloud fell behind");
+                }
+                // The bus let go of a subscriber that took nothing for
+                // too long: take up again.
+                None => readings = hub.subscribe("local cloud", followed()),
+            },
+        }
+    }
 }
 
 /// Writes frames to `peer` until the queue closes or the stream breaks.
@@ -132,8 +230,7 @@ async fn write(
 pub struct Inbound {
     pub hub: Arc<Hub>,
     pub speakers: Speakers,
-    /// Readings taken, for the node's statistics.
-    pub received: Arc<AtomicU64>,
+    pub counters: Counters,
 }
 
 impl Inbound {
@@ -150,7 +247,8 @@ impl Inbound {
         if !forged.is_empty() {
             tracing::warn!(peer = %source, count = forged.len(), "dropped readings sent for another gateway's things");
         }
-        self.received
+        self.counters
+            .received
             .fetch_add(genuine.len() as u64, Ordering::Relaxed);
         self.hub.relay(genuine);
     }
