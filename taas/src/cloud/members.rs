@@ -59,6 +59,14 @@ pub enum Transition {
 /// streams outside the swarm loop.
 pub type Speakers = Arc<RwLock<HashMap<PeerId, String>>>;
 
+/// `peer` no longer speaks for `gateway` — unless it has since taken
+/// another id, which it keeps.
+fn no_longer_speaks(speakers: &mut HashMap<PeerId, String>, peer: &PeerId, gateway: &str) {
+    if speakers.get(peer).is_some_and(|g| g == gateway) {
+        speakers.remove(peer);
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Members {
     members: HashMap<String, Member>,
@@ -96,7 +104,7 @@ impl Members {
                     // The gateway came back with a new identity (its data
                     // dir was replaced): what we knew is from another life.
                     let mut speakers = self.speakers.write();
-                    speakers.remove(&member.peer);
+                    no_longer_speaks(&mut speakers, &member.peer, gateway);
                     speakers.insert(peer, gateway.to_owned());
                     member.peer = peer;
                     member.copy = None;
@@ -244,7 +252,7 @@ impl Members {
             Some(member) if member.up => Err(ForgetError::StillUp(gateway.to_owned())),
             Some(_) => {
                 if let Some(member) = self.members.remove(gateway) {
-                    self.speakers.write().remove(&member.peer);
+                    no_longer_speaks(&mut self.speakers.write(), &member.peer, gateway);
                 }
                 Ok(())
             }
@@ -448,5 +456,11 @@ mod tests {
         assert_eq!(members.forget("gw-b"), Ok(()));
         assert_eq!(speaker(&b), None);
         assert_eq!(speakers.read().len(), 1);
+        // A peer that came back under another id speaks for that one, even
+        // once its old id is forgotten.
+        members.disconnected(&a_again);
+        members.on_beacon("gw-c", a_again, 1, 0, 0, now);
+        assert_eq!(members.forget("gw-a"), Ok(()));
+        assert_eq!(speaker(&a_again).as_deref(), Some("gw-c"));
     }
 }

@@ -69,7 +69,7 @@ pub fn frame(batch: &[u8]) -> Vec<u8> {
 /// The sending side: one writer task per follower, fed frames in order.
 pub struct Outbound {
     control: Control,
-    writers: HashMap<PeerId, mpsc::Sender<std::sync::Arc<Vec<u8>>>>,
+    writers: HashMap<PeerId, mpsc::Sender<Arc<Vec<u8>>>>,
     /// Followers whose queue is full, so that it is said once, not per batch.
     overflowing: HashSet<PeerId>,
     counters: Counters,
@@ -86,7 +86,7 @@ impl Outbound {
     }
 
     /// Queues `frame` for `peer`; false when it had to be dropped.
-    pub fn send(&mut self, peer: PeerId, frame: std::sync::Arc<Vec<u8>>) -> bool {
+    pub fn send(&mut self, peer: PeerId, frame: Arc<Vec<u8>>) -> bool {
         for _ in 0..2 {
             let control = &self.control;
             let writer = self.writers.entry(peer).or_insert_with(|| {
@@ -201,11 +201,7 @@ pub async fn export(
 }
 
 /// Writes frames to `peer` until the queue closes or the stream breaks.
-async fn write(
-    mut control: Control,
-    peer: PeerId,
-    mut frames: mpsc::Receiver<std::sync::Arc<Vec<u8>>>,
-) {
+async fn write(mut control: Control, peer: PeerId, mut frames: mpsc::Receiver<Arc<Vec<u8>>>) {
     let mut stream = match control.open_stream(peer, PROTOCOL).await {
         Ok(stream) => stream,
         Err(error) => {
