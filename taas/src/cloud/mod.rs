@@ -15,7 +15,9 @@
 //! - **Calls**: latest reading, history and actuation of a remote thing go
 //!   to its owner by request-response ([`wire::Request`]).
 //! - **Streams**: a gateway joins a thing's readings topic only while a
-//!   local consumer holds a subscription to it ([`Hub::subscribe_thing`]).
+//!   local consumer holds a subscription to it ([`Hub::subscribe_thing`]);
+//!   the owner then writes that thing's readings onto a direct stream to
+//!   it (`streams`).
 //!
 //! The hub sees none of this: it calls the [`Remote`] this module attaches.
 //! The swarm runs on its own thread so that HTTP load cannot delay

@@ -1,6 +1,8 @@
 //! The swarm thread: one loop that owns the libp2p swarm and turns its
-//! events, the hub's catalog changes, local readings others want, and the
-//! orders of the rest of the gateway into each other.
+//! events, the hub's catalog changes and the orders of the rest of the
+//! gateway into each other. The readings themselves travel beside it, in
+//! [`super::streams`]' tasks on the same thread; the loop only keeps who
+//! follows what.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -50,7 +52,7 @@ struct Behaviour {
     gossipsub: gossipsub::Behaviour,
     /// Who follows which thing: a topic per thing, subscribed to while a
     /// gateway has consumers. Nothing is published on it; the readings go
-    /// over [`streams`](super::streams).
+    /// over [`streams`].
     readings: gossipsub::Behaviour,
     streams: libp2p_stream::Behaviour,
     calls: request_response::json::Behaviour<Request, Response>,

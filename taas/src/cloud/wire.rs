@@ -4,9 +4,10 @@
 //! catalog deltas, signed, every gateway listens); on a second gossipsub
 //! ([`READINGS_PROTOCOL`]) one topic per thing service
 //! ([`readings_topic`]) is subscribed to by the gateways with a local
-//! consumer, which tells its owner where to send the readings (over
-//! [`super::streams`], as JSON batches). Everything else is a [`Request`] answered by a
-//! [`Response`] over the request-response protocol [`CALL_PROTOCOL`].
+//! consumer, which tells its owner where to send the readings (over the
+//! direct readings streams, as JSON batches). Everything else is a
+//! [`Request`] answered by a [`Response`] over the request-response
+//! protocol [`CALL_PROTOCOL`].
 //! All of it is JSON; the decoders are pure functions of bytes.
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,7 @@ use crate::{CommandState, Reading, ThingId, ThingReading, Value};
 pub const CATALOG_TOPIC: &str = "/fogbank/catalog/1";
 pub const READINGS_TOPIC_PREFIX: &str = "/fogbank/readings/1/";
 /// The gossipsub whose topics say who follows which thing (the readings
-/// themselves go over [`super::streams`]).
+/// themselves go over the direct readings streams).
 pub const READINGS_PROTOCOL: &str = "/fogbank/readings";
 pub const CALL_PROTOCOL: &str = "/fogbank/call/1";
 pub const IDENTIFY_PROTOCOL: &str = "/fogbank/1";
