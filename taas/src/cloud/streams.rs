@@ -296,7 +296,54 @@ async fn read(peer: PeerId, mut stream: Stream, inbound: Inbound) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{HubOptions, Kind, Reading, Timestamp, Value};
     use proptest::prelude::*;
+
+    fn reading(thing: &str, micros: u64) -> ThingReading {
+        ThingReading {
+            thing: ThingId::parse(thing).unwrap(),
+            reading: Reading {
+                time: Timestamp(micros),
+                value: Value::Number(micros as f64),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_speaks_only_for_its_own_gateways_things() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::open("gw-a", dir.path(), HubOptions::default()).unwrap();
+        for (gateway, thing) in [("gw-b", "gw-b.x.d.level"), ("gw-c", "gw-c.x.d.level")] {
+            let id = ThingId::parse(thing).unwrap();
+            hub.replace_remote_catalog(
+                gateway,
+                vec![crate::ThingService::new(id, Kind::Sensor, "level", None)],
+            );
+        }
+        let mut bus = hub.subscribe("test", Filter::all());
+        let (b, stranger) = (PeerId::random(), PeerId::random());
+        let inbound = Inbound {
+            hub: hub.clone(),
+            speakers: Speakers::default(),
+            counters: Counters::default(),
+        };
+        inbound.speakers.write().insert(b, "gw-b".into());
+
+        inbound.take(
+            b,
+            vec![reading("gw-b.x.d.level", 1), reading("gw-c.x.d.level", 2)],
+        );
+        inbound.take(stranger, vec![reading("gw-b.x.d.level", 3)]);
+        assert_eq!(
+            bus.recv().await,
+            Some(Event::Reading(Arc::new(reading("gw-b.x.d.level", 1))))
+        );
+        assert!(
+            bus.try_recv().is_none(),
+            "nothing forged, nothing from a stranger"
+        );
+        assert_eq!(inbound.counters.received.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn a_frame_is_its_length_then_its_batch() {
