@@ -311,7 +311,6 @@ struct FogbankDelivery {
 }
 
 /// Where readings were dropped, from the gateways' own counters.
-#[derive(Default)]
 struct Dropped {
     a_bus: f64,
     a_to_b: f64,

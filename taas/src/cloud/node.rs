@@ -712,8 +712,8 @@ impl Node {
                     for transition in self.members.disconnected(&peer_id) {
                         self.on_transition(transition);
                     }
+                    // Its stream goes with the last thing it followed.
                     self.forget_watcher(&peer_id);
-                    let _ = self.forget_follower.send(peer_id);
                 }
             }
             SwarmEvent::IncomingConnectionError {
