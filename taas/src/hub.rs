@@ -3,7 +3,7 @@
 //! and actuation together so that their order is always the same: validate,
 //! persist, remember, publish.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -158,7 +158,9 @@ pub struct Hub {
     ingested: AtomicU64,
     rejected: AtomicU64,
     commands_issued: AtomicU64,
-    adapter_events: parking_lot::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
+    /// By adapter, then event: counting looks the adapter up by `&str`,
+    /// so a message costs no allocation.
+    adapter_events: parking_lot::Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     last_arrival: AtomicU64,
     remote: RwLock<Option<Arc<dyn Remote>>>,
     followers: Followers,
@@ -214,7 +216,7 @@ impl Hub {
             ingested: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             commands_issued: AtomicU64::new(0),
-            adapter_events: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
+            adapter_events: parking_lot::Mutex::new(BTreeMap::new()),
             last_arrival: AtomicU64::new(0),
             remote: RwLock::new(None),
             followers: Followers::default(),
@@ -599,25 +601,29 @@ impl Hub {
         }
         let mut waking = Vec::new();
         for r in &delivery.readings {
-            let thing = self
+            // Looked at in place: a copy of the thing service per reading
+            // was a good part of ingest's allocations.
+            let asleep = self
                 .registry
-                .get(&r.thing)
-                .ok_or_else(|| IngestError::UnknownThing(r.thing.clone()))?;
-            if !self.is_local(&thing) {
-                return Err(IngestError::NotOwned {
-                    thing: r.thing.clone(),
-                    owner: thing.gateway,
-                });
-            }
-            let found = r.reading.value.data_type();
-            if found != thing.data_type {
-                return Err(IngestError::WrongType {
-                    thing: r.thing.clone(),
-                    expected: thing.data_type,
-                    found,
-                });
-            }
-            if !thing.available && !woke.contains(&r.thing) && !waking.contains(&r.thing) {
+                .inspect(&r.thing, |thing| {
+                    if !self.is_local(thing) {
+                        return Err(IngestError::NotOwned {
+                            thing: r.thing.clone(),
+                            owner: thing.gateway.clone(),
+                        });
+                    }
+                    let found = r.reading.value.data_type();
+                    if found != thing.data_type {
+                        return Err(IngestError::WrongType {
+                            thing: r.thing.clone(),
+                            expected: thing.data_type,
+                            found,
+                        });
+                    }
+                    Ok(!thing.available)
+                })
+                .ok_or_else(|| IngestError::UnknownThing(r.thing.clone()))??;
+            if asleep && !woke.contains(&r.thing) && !waking.contains(&r.thing) {
                 waking.push(r.thing.clone());
             }
         }
@@ -848,11 +854,12 @@ impl Hub {
     /// Counts something an adapter wants operators to see in `/metrics`
     /// (messages dropped as malformed, rate-limited, …).
     pub fn count_adapter_event(&self, adapter: &str, event: &'static str) {
-        *self
-            .adapter_events
-            .lock()
-            .entry((adapter.to_owned(), event))
-            .or_insert(0) += 1;
+        let mut adapters = self.adapter_events.lock();
+        let events = match adapters.get_mut(adapter) {
+            Some(events) => events,
+            None => adapters.entry(adapter.to_owned()).or_default(),
+        };
+        *events.entry(event).or_insert(0) += 1;
     }
 
     /// Adapter events so far: ((adapter, event), count), sorted.
@@ -860,7 +867,11 @@ impl Hub {
         self.adapter_events
             .lock()
             .iter()
-            .map(|(k, v)| (k.clone(), *v))
+            .flat_map(|(adapter, events)| {
+                events
+                    .iter()
+                    .map(move |(event, count)| ((adapter.clone(), *event), *count))
+            })
             .collect()
     }
 

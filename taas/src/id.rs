@@ -34,12 +34,12 @@ pub enum IdError {
 /// other character outside `[a-z0-9_-]` becomes `-`. Idempotent. An empty
 /// name stays empty (callers reject it).
 pub fn sanitize_segment(raw: &str) -> String {
-    raw.chars()
-        .map(|c| {
-            let c = c.to_ascii_lowercase();
-            if is_segment_char(c) { c } else { '-' }
-        })
-        .collect()
+    raw.chars().map(sanitize_char).collect()
+}
+
+fn sanitize_char(c: char) -> char {
+    let c = c.to_ascii_lowercase();
+    if is_segment_char(c) { c } else { '-' }
 }
 
 fn is_segment_char(c: char) -> bool {
@@ -58,11 +58,16 @@ impl ThingId {
         device: &str,
         resource: &str,
     ) -> Result<Self, IdError> {
-        let joined = [gateway, adapter, device, resource]
-            .iter()
-            .map(|part| sanitize_segment(part))
-            .collect::<Vec<_>>()
-            .join(".");
+        // Built in one string: ids are made for every message a device
+        // sends.
+        let parts = [gateway, adapter, device, resource];
+        let mut joined = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+        for (index, part) in parts.iter().enumerate() {
+            if index > 0 {
+                joined.push('.');
+            }
+            joined.extend(part.chars().map(sanitize_char));
+        }
         Self::parse(&joined)
     }
 
@@ -71,11 +76,11 @@ impl ThingId {
         if s.len() > MAX_ID_LEN {
             return Err(IdError::TooLong(s.len()));
         }
-        let segments: Vec<&str> = s.split('.').collect();
-        if segments.len() != 4 {
-            return Err(IdError::SegmentCount(segments.len()));
+        let count = s.split('.').count();
+        if count != 4 {
+            return Err(IdError::SegmentCount(count));
         }
-        for (index, segment) in segments.iter().enumerate() {
+        for (index, segment) in s.split('.').enumerate() {
             if segment.is_empty() {
                 return Err(IdError::EmptySegment(index));
             }

@@ -198,6 +198,12 @@ impl AdapterContext {
         self.hub.thing(id)
     }
 
+    /// Looks at a thing service without copying it: for the checks a
+    /// plugin makes on every message.
+    pub fn inspect_thing<R>(&self, id: &ThingId, f: impl FnOnce(&ThingService) -> R) -> Option<R> {
+        self.hub.inspect_thing(id, f)
+    }
+
     pub fn latest(&self, id: &ThingId) -> Option<Reading> {
         self.hub.latest(id).flatten()
     }

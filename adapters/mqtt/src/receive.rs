@@ -280,7 +280,7 @@ impl Receiver {
                 .context
                 .thing_id(device, &sample.resource)
                 .map_err(|e| Refusal::BadInput(e.to_string()))?;
-            if self.context.thing(&thing).is_none() {
+            if self.context.inspect_thing(&thing, |_| ()).is_none() {
                 let mut service = new_thing(thing.clone(), device, &sample);
                 if let Some(semantic_type) = semantic_type {
                     service.semantic_type = semantic_type.to_owned();

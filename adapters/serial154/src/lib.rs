@@ -355,13 +355,14 @@ impl Serial154Actor {
                     continue;
                 }
             };
-            let known = self.context.thing(&thing);
-            if known
-                .as_ref()
-                .is_none_or(|t| !t.available || t.data_type != sample.value.data_type())
-            {
-                let service =
-                    known.unwrap_or_else(|| new_thing(thing.clone(), &uplink.device, &sample));
+            let current = self.context.inspect_thing(&thing, |t| {
+                t.available && t.data_type == sample.value.data_type()
+            });
+            if current != Some(true) {
+                let service = self
+                    .context
+                    .thing(&thing)
+                    .unwrap_or_else(|| new_thing(thing.clone(), &uplink.device, &sample));
                 let service = ThingService {
                     available: true,
                     data_type: sample.value.data_type(),
