@@ -7,15 +7,27 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(message) = wire::decode_catalog(data) {
-        assert_eq!(wire::decode_catalog(&wire::encode(&message)).ok(), Some(message));
+        assert_eq!(
+            wire::decode_catalog(&wire::encode(&message)).ok(),
+            Some(message)
+        );
     }
     if let Ok(readings) = wire::decode_readings(data) {
-        assert_eq!(wire::decode_readings(&wire::encode(&readings)).ok(), Some(readings));
+        assert_eq!(
+            wire::decode_readings(&wire::encode(&readings)).ok(),
+            Some(readings)
+        );
     }
     if let Ok(request) = wire::decode_request(data) {
-        assert_eq!(wire::decode_request(&wire::encode(&request)).ok(), Some(request));
+        assert_eq!(
+            wire::decode_request(&wire::encode(&request)).ok(),
+            Some(request)
+        );
     }
     if let Ok(response) = wire::decode_response(data) {
-        assert_eq!(wire::decode_response(&wire::encode(&response)).ok(), Some(response));
+        assert_eq!(
+            wire::decode_response(&wire::encode(&response)).ok(),
+            Some(response)
+        );
     }
 });

@@ -23,6 +23,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = lwm2m::decode_tlv(data);
     for format in [0, 60, 110, 112, 11542] {
-        let _ = payload::decode(Some(format), data, Some(5700), Timestamp(1_800_000_000_000_000));
+        let _ = payload::decode(
+            Some(format),
+            data,
+            Some(5700),
+            Timestamp(1_800_000_000_000_000),
+        );
     }
 });

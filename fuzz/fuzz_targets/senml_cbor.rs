@@ -1,8 +1,8 @@
 #![no_main]
 //! SenML CBOR from the network: decode, resolve, and re-encode what resolves.
 
-use fogbank_taas::senml;
 use fogbank_taas::Timestamp;
+use fogbank_taas::senml;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
     let mut reassembly = Reassembly::default();
     let now = Instant::now();
     // The bytes as a serial line, and as one frame.
-    let frames = slip.decode(data).into_iter().flatten().chain(std::iter::once(data.to_vec()));
+    let frames = slip
+        .decode(data)
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(data.to_vec()));
     for frame in frames {
         for with_fcs in [false, true] {
             if let Ok(parsed) = mac::parse(&frame, with_fcs) {
