@@ -433,9 +433,11 @@ impl Hub {
         let shared: Vec<Arc<ThingReading>> = readings
             .into_iter()
             .filter(|r| {
-                self.registry.get(&r.thing).is_some_and(|t| {
-                    !self.is_local(&t) && t.data_type == r.reading.value.data_type()
-                })
+                self.registry
+                    .inspect(&r.thing, |t| {
+                        !self.is_local(t) && t.data_type == r.reading.value.data_type()
+                    })
+                    .unwrap_or(false)
             })
             .map(|r| {
                 self.registry.offer_latest(&r.thing, &r.reading);
