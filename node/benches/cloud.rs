@@ -28,8 +28,13 @@
 //!
 //!   cargo bench -p fogbank --bench cloud        (or ./scripts/bench)
 //!
-//! Settings: BENCH_CLOUD_LATENCY (messages, default 2000),
-//! BENCH_CLOUD_BURST (default 20000), BENCH_CLOUD_SIZES (default
+//! Each system runs once per round, round after round, and the median of
+//! each figure is reported (ratios are of medians), so that a noisy moment
+//! on a small machine does not decide a ratio.
+//!
+//! Settings: BENCH_CLOUD_ROUNDS (default 3), BENCH_CLOUD_LATENCY
+//! (messages, default 2000), BENCH_CLOUD_BURST (default 20000),
+//! BENCH_CLOUD_SIZES (default
 //! "3x1000,5x1000,10x1000,3x10000,5x10000,10x10000"), FOGBANK_PYTHON (a
 //! Python with eclipse-zenoh; scripts/bench sets it up).
 
@@ -90,6 +95,21 @@ impl Outcome {
             delivered: latencies.len(),
             sent: sent.len(),
             per_second: latencies.len() as f64 / ((last - first) as f64 / 1e9),
+        }
+    }
+}
+
+impl Outcome {
+    /// Each figure's median over rounds; what was sent and delivered,
+    /// summed.
+    fn median(rounds: &[Outcome]) -> Outcome {
+        let of = |figure: fn(&Outcome) -> f64| support::median(rounds.iter().map(figure).collect());
+        Outcome {
+            p50_ms: of(|o| o.p50_ms),
+            p99_ms: of(|o| o.p99_ms),
+            per_second: of(|o| o.per_second),
+            delivered: rounds.iter().map(|o| o.delivered).sum(),
+            sent: rounds.iter().map(|o| o.sent).sum(),
         }
     }
 }
@@ -311,6 +331,7 @@ struct FogbankDelivery {
 }
 
 /// Where readings were dropped, from the gateways' own counters.
+#[derive(Default)]
 struct Dropped {
     a_bus: f64,
     a_to_b: f64,
@@ -324,6 +345,12 @@ impl Dropped {
             a_to_b: metric(a_http, "fogbank_cloud_readings_dropped_total"),
             b_bus: metric(b_http, "fogbank_bus_missed_total"),
         }
+    }
+
+    fn add(&mut self, other: &Dropped) {
+        self.a_bus += other.a_bus;
+        self.a_to_b += other.a_to_b;
+        self.b_bus += other.b_bus;
     }
 }
 
@@ -649,16 +676,37 @@ fn main() {
             Some((n.trim().parse().ok()?, k.trim().parse().ok()?))
         })
         .collect();
+    let rounds = env_or("BENCH_CLOUD_ROUNDS", 3usize).max(1);
     let epoch = Instant::now();
 
-    let fogbank = fogbank_delivery(latency, burst, epoch);
-    let (mos_paced, mos_burst) = mosquitto_delivery(latency, burst, epoch, Bridge::Clear);
-    let (psk_paced, psk_burst) = mosquitto_delivery(latency, burst, epoch, Bridge::TlsPsk);
-    let (zen_paced, zen_burst) = zenoh_delivery(latency, burst, ZenohTopology::ThroughRouters);
-    let (p2p_paced, p2p_burst) = zenoh_delivery(latency, burst, ZenohTopology::PeerToPeer);
+    // By system, in the order of `names` below; each round runs every
+    // system in turn, so that a slow moment of the machine is shared.
+    let mut paced: [Vec<Outcome>; 6] = Default::default();
+    let mut bursts: [Vec<Outcome>; 6] = Default::default();
+    let mut rss_mib = 0f64;
+    let mut dropped = Dropped::default();
+    for _ in 0..rounds {
+        let fogbank = fogbank_delivery(latency, burst, epoch);
+        rss_mib = rss_mib.max(fogbank.rss_mib);
+        dropped.add(&fogbank.dropped);
+        let round = [
+            (fogbank.paced, fogbank.burst),
+            mosquitto_delivery(latency, burst, epoch, Bridge::Clear),
+            mosquitto_delivery(latency, burst, epoch, Bridge::TlsPsk),
+            zenoh_delivery(latency, burst, ZenohTopology::ThroughRouters),
+            (fogbank.local_paced, fogbank.local_burst),
+            zenoh_delivery(latency, burst, ZenohTopology::PeerToPeer),
+        ];
+        for (system, (p, b)) in round.into_iter().enumerate() {
+            paced[system].push(p);
+            bursts[system].push(b);
+        }
+    }
+    let paced = paced.map(|runs| Outcome::median(&runs));
+    let bursts = bursts.map(|runs| Outcome::median(&runs));
 
     println!(
-        "Cross-gateway delivery, device at A → subscriber at B, {} cores",
+        "Cross-gateway delivery, device at A → subscriber at B, median of {rounds} rounds, {} cores",
         support::cores()
     );
     let names = [
@@ -675,32 +723,16 @@ fn main() {
     println!(
         "  latency at 1000 msg/s ({latency} messages)      p50 ms   p99 ms  p50 ratio  delivered"
     );
-    let paced = [
-        &fogbank.paced,
-        &mos_paced,
-        &psk_paced,
-        &zen_paced,
-        &fogbank.local_paced,
-        &p2p_paced,
-    ];
-    for (name, o) in names.iter().zip(paced) {
-        let ratio = o.p50_ms / fogbank.paced.p50_ms;
+    for (name, o) in names.iter().zip(&paced) {
+        let ratio = o.p50_ms / paced[0].p50_ms;
         println!(
             "    {name:<34} {:>7.2}  {:>7.2}  {ratio:>9.2}  {}/{}",
             o.p50_ms, o.p99_ms, o.delivered, o.sent
         );
     }
     println!("  throughput, {burst} back to back                 msg/s    ratio  delivered");
-    let bursts = [
-        &fogbank.burst,
-        &mos_burst,
-        &psk_burst,
-        &zen_burst,
-        &fogbank.local_burst,
-        &p2p_burst,
-    ];
-    for (name, o) in names.iter().zip(bursts) {
-        let ratio = o.per_second / fogbank.burst.per_second;
+    for (name, o) in names.iter().zip(&bursts) {
+        let ratio = o.per_second / bursts[0].per_second;
         println!(
             "    {name:<34} {:>9.0}  {ratio:>5.2}  {}/{}",
             o.per_second, o.delivered, o.sent
@@ -710,11 +742,11 @@ fn main() {
         a_bus,
         a_to_b,
         b_bus,
-    } = fogbank.dropped;
+    } = dropped;
     println!(
         "  fogbank dropped for subscribers behind: A's bus {a_bus}, A to B {a_to_b}, B's bus {b_bus}"
     );
-    println!("  fogbank gateway A peak RSS {:.1} MiB", fogbank.rss_mib);
+    println!("  fogbank gateway A peak RSS {rss_mib:.1} MiB");
 
     println!("Catalog convergence (one gateway owns all thing services)");
     println!("  gateways  things   join (all listed)  one change  RSS of a member");

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 mod support;
-use support::{free_port, status_kib, wait_port};
+use support::{free_port, median, status_kib, wait_port};
 
 fn payloads(n: usize) -> Vec<Vec<u8>> {
     let base = SystemTime::now()
@@ -202,11 +202,6 @@ impl Drop for Gateway {
             .status();
         let _ = self.child.wait();
     }
-}
-
-fn median(mut rates: Vec<f64>) -> f64 {
-    rates.sort_by(f64::total_cmp);
-    rates[rates.len() / 2]
 }
 
 fn main() {

@@ -80,3 +80,10 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .expect("a runtime for a benchmark client")
         .block_on(future)
 }
+
+/// The middle value of a benchmark's rounds (the upper one of an even
+/// count): a noisy moment on a small machine does not decide a figure.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
