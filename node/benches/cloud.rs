@@ -97,9 +97,7 @@ impl Outcome {
             per_second: latencies.len() as f64 / ((last - first) as f64 / 1e9),
         }
     }
-}
 
-impl Outcome {
     /// Each figure's median over rounds; what was sent and delivered,
     /// summed.
     fn median(rounds: &[Outcome]) -> Outcome {
