@@ -12,7 +12,7 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use common::{mqtt_publish, read_events};
-use harness::{Member, acquainted, cluster_key, converged, start_cloud, within};
+use harness::{Member, acquainted, cluster_key, converged, mdns_lan, start_cloud, within};
 
 /// The campus simulator's thing services.
 const CAMPUS: usize = 40;
@@ -343,6 +343,7 @@ fn a_gateway_without_the_cluster_key_cannot_join() {
 /// another key is found too, and kept out.
 #[test]
 fn gateways_with_the_key_find_each_other_by_mdns() {
+    let _lan = mdns_lan();
     let dir = tempfile::tempdir().unwrap();
     let key = cluster_key();
     let members: Vec<Member> = ["gw-a", "gw-b", "gw-c"]
@@ -371,6 +372,27 @@ fn gateways_with_the_key_find_each_other_by_mdns() {
         );
     }
     assert_eq!(stranger.peers().len(), 1, "the stranger is alone");
+}
+
+/// mDNS tells of a gateway once, then only every few minutes: one that
+/// could not be joined when found (here: started with another key, then
+/// restarted with the right one, on the same port and without mDNS of its
+/// own, so that nobody hears of it again) is dialed again until it is.
+#[test]
+fn a_gateway_found_by_mdns_is_dialed_until_it_is_joined() {
+    let _lan = mdns_lan();
+    let dir = tempfile::tempdir().unwrap();
+    let key = cluster_key();
+    let early = Member::start_discovering(dir.path(), "gw-early", &key);
+    let mut late = Member::start_discovering(dir.path(), "gw-late", &cluster_key());
+    within(
+        Duration::from_secs(10),
+        "gw-early found gw-late and was refused",
+        || late.metric("fogbank_cloud_connections_refused_total") >= 1.0,
+    );
+    late.kill();
+    late.restart_with(&key, &["--no-mdns"]);
+    acquainted(&[early, late], Duration::from_secs(15));
 }
 
 #[test]

@@ -50,7 +50,7 @@ impl Member {
 
     /// Starts a gateway `id` as the README's LAN instructions do: mDNS on,
     /// no bootstrap peer, listening on every interface (on a port of its
-    /// own, so that several share one host).
+    /// own, so that several share one host). Hold [`mdns_lan`] meanwhile.
     pub fn start_discovering(dir: &std::path::Path, id: &str, key_hex: &str) -> Member {
         let p2p_port = free_port();
         let args = vec!["--p2p".into(), format!("/ip4/0.0.0.0/tcp/{p2p_port}")];
@@ -95,6 +95,18 @@ impl Member {
     /// Starts again on the same data dir and libp2p port.
     pub fn restart(&mut self) {
         self.gateway = launch(&self.data_dir, &self.args, &self.env);
+    }
+
+    /// Starts again on the same data dir and libp2p port, with the cluster
+    /// key `key_hex` and `args` added to its flags.
+    pub fn restart_with(&mut self, key_hex: &str, args: &[&str]) {
+        for (name, value) in &mut self.env {
+            if name == "FOGBANK_CLUSTER_KEY" {
+                *value = key_hex.to_owned();
+            }
+        }
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self.restart();
     }
 
     /// SIGSTOP (`true`) or SIGCONT (`false`): a partition as the others see it.
@@ -199,6 +211,15 @@ pub fn cluster_key() -> String {
     assert!(output.status.success());
     let file = String::from_utf8(output.stdout).unwrap();
     file.lines().nth(2).expect("a key-file line").to_owned()
+}
+
+/// The host's LAN, for tests whose gateways use mDNS: they would find each
+/// other's gateways too, so they take turns.
+pub fn mdns_lan() -> std::sync::MutexGuard<'static, ()> {
+    static LAN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding it leaves nothing behind to guard.
+    LAN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Waits until `check` holds, polling every 50 ms; returns how long it took.

@@ -90,6 +90,11 @@ impl Exposition {
             "Readings for another gateway that did not keep up, dropped.",
             stats.readings_dropped,
         )
+        .counter(
+            "fogbank_cloud_connections_refused_total",
+            "Incoming local-cloud connections that failed the handshake (no cluster key?).",
+            stats.connections_refused,
+        )
     }
 
     pub fn services(&mut self, services: &[fogbank_services::ServiceInfo]) -> &mut Self {

@@ -116,6 +116,9 @@ pub struct CloudStats {
     pub readings_received: u64,
     /// Readings for a follower that did not keep up, dropped.
     pub readings_dropped: u64,
+    /// Incoming connections that failed the handshake: most often a
+    /// gateway without the cluster key (logged once per host; counted all).
+    pub connections_refused: u64,
 }
 
 /// What the rest of the gateway asks of the swarm thread.

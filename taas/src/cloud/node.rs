@@ -193,7 +193,7 @@ async fn resolve(address: Multiaddr) -> Vec<Multiaddr> {
         .collect()
 }
 
-/// libp2p listens with SO_REUSEPORT (so that dials can leave from the
+/// libp2p listens with SO_REUSEPORT (so that dials could leave from the
 /// listening port), which would let a second gateway on the same port
 /// share its connections without a word. A plain bind first makes a taken
 /// port the clear error it is everywhere else.
@@ -223,25 +223,38 @@ fn peer_of_address(address: &Multiaddr) -> Option<PeerId> {
     })
 }
 
-/// A configured peer address, dialed until a connection through it is
-/// open, with a growing pause between failed attempts.
-struct Bootstrap {
+/// An address to keep dialing until a connection through it is open, with
+/// a growing pause between failed attempts: a configured peer, or one mDNS
+/// found. mDNS announces a peer once and then only every few minutes, so a
+/// first dial that fails (the peer still starting, a busy host) must not
+/// leave the two gateways strangers until then.
+struct DialTarget {
     address: Multiaddr,
     /// What a `/dns*` address resolved to at the last attempt.
     resolved: Vec<Multiaddr>,
+    /// Found by mDNS, and so dropped when mDNS says the peer has gone.
+    discovered: bool,
     next_attempt: Instant,
     pause: Duration,
 }
 
-impl Bootstrap {
+impl DialTarget {
     const LONGEST_PAUSE: Duration = Duration::from_secs(8);
 
-    fn new(address: Multiaddr) -> Self {
-        Bootstrap {
-            resolved: vec![address.clone()],
+    fn configured(address: Multiaddr) -> Self {
+        DialTarget {
+            resolved: vec![bare(&address)],
             address,
+            discovered: false,
             next_attempt: Instant::now(),
             pause: BEACON_PERIOD,
+        }
+    }
+
+    fn discovered(address: Multiaddr) -> Self {
+        DialTarget {
+            discovered: true,
+            ..Self::configured(address)
         }
     }
 
@@ -264,6 +277,21 @@ impl Bootstrap {
     }
 }
 
+/// How a known peer is dialed: unless connected or being dialed already,
+/// and from a fresh port.
+///
+/// libp2p would dial from the listening port. Two gateways that find each
+/// other at the same moment (both hear the same mDNS exchange) then dial
+/// the same pair of ports from both ends, and TCP makes the two attempts
+/// one connection with two dialers, whose handshake fails on both sides.
+fn dial_peer(peer: PeerId, addresses: Vec<Multiaddr>) -> DialOpts {
+    DialOpts::peer_id(peer)
+        .addresses(addresses)
+        .condition(PeerCondition::DisconnectedAndNotDialing)
+        .allocate_new_port()
+        .build()
+}
+
 /// An address without its `/p2p/` part, as connections report it.
 fn bare(address: &Multiaddr) -> Multiaddr {
     address
@@ -279,11 +307,13 @@ struct Node {
     swarm: Swarm<Behaviour>,
     members: Members,
     catalog_topic: IdentTopic,
-    bootstrap: Vec<Bootstrap>,
+    targets: Vec<DialTarget>,
     /// Addresses we dialed that a connection is open through.
     connected_via: HashSet<Multiaddr>,
     /// Hosts whose connections were refused (no cluster key), to warn once.
     refused: HashSet<Multiaddr>,
+    /// Every refused connection, for `/metrics`.
+    connections_refused: u64,
     /// Peers caught using a gateway id that is not theirs, to say so once.
     impostors: HashSet<PeerId>,
     listen_addresses: Vec<Multiaddr>,
@@ -368,9 +398,15 @@ pub(super) async fn run(
         swarm,
         members,
         catalog_topic,
-        bootstrap: config.peers.iter().cloned().map(Bootstrap::new).collect(),
+        targets: config
+            .peers
+            .iter()
+            .cloned()
+            .map(DialTarget::configured)
+            .collect(),
         connected_via: HashSet::new(),
         refused: HashSet::new(),
+        connections_refused: 0,
         impostors: HashSet::new(),
         listen_addresses: Vec::new(),
         pending: HashMap::new(),
@@ -388,7 +424,7 @@ pub(super) async fn run(
     let mut changes = hub.catalog_changes();
     let mut beacon = tokio::time::interval(BEACON_PERIOD);
     beacon.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    node.dial_bootstrap();
+    node.dial_targets();
 
     loop {
         tokio::select! {
@@ -441,7 +477,7 @@ impl Node {
         for transition in self.members.expire(Instant::now(), SILENCE) {
             self.on_transition(transition);
         }
-        self.dial_bootstrap();
+        self.dial_targets();
         self.dial_members();
     }
 
@@ -471,10 +507,10 @@ impl Node {
         }
     }
 
-    fn dial_bootstrap(&mut self) {
+    fn dial_targets(&mut self) {
         let now = Instant::now();
         let mut dial = Vec::new();
-        for entry in &mut self.bootstrap {
+        for entry in &mut self.targets {
             if entry.is_connected(&self.connected_via)
                 || peer_of_address(&entry.address).is_some_and(|p| self.swarm.is_connected(&p))
                 || !entry.due(now)
@@ -499,11 +535,11 @@ impl Node {
 
     fn dial(&mut self, address: Multiaddr) {
         let opts = match peer_of_address(&address) {
-            Some(peer) => DialOpts::peer_id(peer)
-                .addresses(vec![address.clone()])
-                .condition(PeerCondition::DisconnectedAndNotDialing)
+            Some(peer) => dial_peer(peer, vec![address.clone()]),
+            None => DialOpts::unknown_peer_id()
+                .address(address.clone())
+                .allocate_new_port()
                 .build(),
-            None => DialOpts::unknown_peer_id().address(address.clone()).build(),
         };
         if let Err(error) = self.swarm.dial(opts) {
             tracing::debug!(%address, %error, "cannot dial");
@@ -520,11 +556,7 @@ impl Node {
             .map(|m| (m.peer, m.addresses.clone()))
             .collect();
         for (peer, addresses) in unconnected {
-            let opts = DialOpts::peer_id(peer)
-                .addresses(addresses)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            let _ = self.swarm.dial(opts);
+            let _ = self.swarm.dial(dial_peer(peer, addresses));
         }
     }
 
@@ -587,10 +619,11 @@ impl Node {
                     readings_sent: self.readings.sent.load(Ordering::Relaxed),
                     readings_received: self.readings.received.load(Ordering::Relaxed),
                     readings_dropped: self.readings.dropped.load(Ordering::Relaxed),
+                    connections_refused: self.connections_refused,
                 });
             }
             Order::Dial { origin, resolved } => {
-                if let Some(entry) = self.bootstrap.iter_mut().find(|b| b.address == origin) {
+                if let Some(entry) = self.targets.iter_mut().find(|t| t.address == origin) {
                     entry.resolved = resolved.iter().map(bare).collect();
                 }
                 for address in resolved {
@@ -668,9 +701,18 @@ impl Node {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, address) in found {
-                    if !self.swarm.is_connected(&peer) {
-                        self.dial(address.with_p2p(peer).unwrap_or_else(|a| a));
+                    let address = address.with_p2p(peer).unwrap_or_else(|a| a);
+                    if !self.targets.iter().any(|t| t.address == address) {
+                        self.targets.push(DialTarget::discovered(address));
                     }
+                }
+                self.dial_targets();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
+                for (peer, address) in gone {
+                    let address = address.with_p2p(peer).unwrap_or_else(|a| a);
+                    self.targets
+                        .retain(|t| !(t.discovered && t.address == address));
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -689,7 +731,7 @@ impl Node {
                 }
                 if let ConnectedPoint::Dialer { address, .. } = endpoint {
                     let address = bare(&address);
-                    for entry in &mut self.bootstrap {
+                    for entry in &mut self.targets {
                         if entry.resolved.iter().any(|a| bare(a) == address) {
                             entry.connected();
                         }
@@ -722,7 +764,8 @@ impl Node {
                 ..
             } => {
                 // Most often a gateway without the cluster key, which keeps
-                // trying: say so once per host.
+                // trying: say so once per host, count every one.
+                self.connections_refused += 1;
                 let host: Multiaddr = send_back_addr
                     .iter()
                     .filter(|p| matches!(p, Protocol::Ip4(_) | Protocol::Ip6(_)))
