@@ -19,7 +19,7 @@ use libp2p::pnet::PnetConfig;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{DialError, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, mdns, noise, ping, tcp, yamux};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -236,11 +236,10 @@ struct DialTarget {
     discovered: bool,
     next_attempt: Instant,
     pause: Duration,
+    longest_pause: Duration,
 }
 
 impl DialTarget {
-    const LONGEST_PAUSE: Duration = Duration::from_secs(8);
-
     fn configured(address: Multiaddr) -> Self {
         DialTarget {
             resolved: vec![bare(&address)],
@@ -248,12 +247,17 @@ impl DialTarget {
             discovered: false,
             next_attempt: Instant::now(),
             pause: BEACON_PERIOD,
+            longest_pause: Duration::from_secs(8),
         }
     }
 
+    /// A peer mDNS found may be a gateway of another cloud on the same LAN,
+    /// which refuses every attempt: it is tried less often than a peer the
+    /// operator named.
     fn discovered(address: Multiaddr) -> Self {
         DialTarget {
             discovered: true,
+            longest_pause: Duration::from_secs(60),
             ..Self::configured(address)
         }
     }
@@ -262,14 +266,14 @@ impl DialTarget {
         self.resolved.iter().any(|a| connected_via.contains(a))
     }
 
-    /// Whether to dial now; if so, the next attempt waits longer.
-    fn due(&mut self, now: Instant) -> bool {
-        if now < self.next_attempt {
-            return false;
-        }
+    fn due(&self, now: Instant) -> bool {
+        now >= self.next_attempt
+    }
+
+    /// A dial left: the next one waits longer.
+    fn attempted(&mut self, now: Instant) {
         self.next_attempt = now + self.pause;
-        self.pause = (self.pause * 2).min(Self::LONGEST_PAUSE);
-        true
+        self.pause = (self.pause * 2).min(self.longest_pause);
     }
 
     fn connected(&mut self) {
@@ -509,31 +513,38 @@ impl Node {
 
     fn dial_targets(&mut self) {
         let now = Instant::now();
-        let mut dial = Vec::new();
-        for entry in &mut self.targets {
-            if entry.is_connected(&self.connected_via)
-                || peer_of_address(&entry.address).is_some_and(|p| self.swarm.is_connected(&p))
-                || !entry.due(now)
+        for index in 0..self.targets.len() {
+            let target = &self.targets[index];
+            if target.is_connected(&self.connected_via)
+                || peer_of_address(&target.address).is_some_and(|p| self.swarm.is_connected(&p))
+                || !target.due(now)
             {
                 continue;
             }
-            if needs_resolving(&entry.address) {
+            let address = target.address.clone();
+            let attempted = if needs_resolving(&address) {
                 let orders = self.orders.clone();
-                let origin = entry.address.clone();
                 tokio::spawn(async move {
-                    let resolved = resolve(origin.clone()).await;
-                    let _ = orders.send(Order::Dial { origin, resolved });
+                    let resolved = resolve(address.clone()).await;
+                    let _ = orders.send(Order::Dial {
+                        origin: address,
+                        resolved,
+                    });
                 });
+                true
             } else {
-                dial.push(entry.address.clone());
+                self.dial(address)
+            };
+            if attempted {
+                self.targets[index].attempted(now);
             }
-        }
-        for address in dial {
-            self.dial(address);
         }
     }
 
-    fn dial(&mut self, address: Multiaddr) {
+    /// Dials `address`; false if a dial to its peer is still under way (a
+    /// gateway without the key may take the whole handshake timeout to
+    /// refuse), which is no new attempt.
+    fn dial(&mut self, address: Multiaddr) -> bool {
         let opts = match peer_of_address(&address) {
             Some(peer) => dial_peer(peer, vec![address.clone()]),
             None => DialOpts::unknown_peer_id()
@@ -541,8 +552,13 @@ impl Node {
                 .allocate_new_port()
                 .build(),
         };
-        if let Err(error) = self.swarm.dial(opts) {
-            tracing::debug!(%address, %error, "cannot dial");
+        match self.swarm.dial(opts) {
+            Ok(()) => true,
+            Err(DialError::DialPeerConditionFalse(_)) => false,
+            Err(error) => {
+                tracing::debug!(%address, %error, "cannot dial");
+                true
+            }
         }
     }
 
@@ -627,7 +643,7 @@ impl Node {
                     entry.resolved = resolved.iter().map(bare).collect();
                 }
                 for address in resolved {
-                    self.dial(address);
+                    let _ = self.dial(address);
                 }
             }
         }
