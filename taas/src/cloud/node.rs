@@ -304,6 +304,29 @@ fn bare(address: &Multiaddr) -> Multiaddr {
         .collect()
 }
 
+/// What has been reported, so that each is reported once, in bounded
+/// memory: a port open to more than the LAN meets strangers without end,
+/// so past a thousand it forgets them all and starts again.
+struct ReportedOnce<T>(HashSet<T>);
+
+impl<T> Default for ReportedOnce<T> {
+    fn default() -> Self {
+        ReportedOnce(HashSet::new())
+    }
+}
+
+impl<T: std::hash::Hash + Eq> ReportedOnce<T> {
+    const REMEMBERED: usize = 1024;
+
+    /// Whether `item` is new, that is, to be reported.
+    fn first(&mut self, item: T) -> bool {
+        if self.0.len() >= Self::REMEMBERED && !self.0.contains(&item) {
+            self.0.clear();
+        }
+        self.0.insert(item)
+    }
+}
+
 /// Everything the loop keeps between events.
 struct Node {
     hub: Arc<Hub>,
@@ -315,11 +338,11 @@ struct Node {
     /// Addresses we dialed that a connection is open through.
     connected_via: HashSet<Multiaddr>,
     /// Hosts whose connections were refused (no cluster key), to warn once.
-    refused: HashSet<Multiaddr>,
+    refused: ReportedOnce<Multiaddr>,
     /// Every refused connection, for `/metrics`.
     connections_refused: u64,
     /// Peers caught using a gateway id that is not theirs, to say so once.
-    impostors: HashSet<PeerId>,
+    impostors: ReportedOnce<PeerId>,
     listen_addresses: Vec<Multiaddr>,
     /// Calls awaiting an answer from a peer.
     pending: HashMap<OutboundRequestId, (String, oneshot::Sender<Result<Response, RemoteError>>)>,
@@ -409,9 +432,9 @@ pub(super) async fn run(
             .map(DialTarget::configured)
             .collect(),
         connected_via: HashSet::new(),
-        refused: HashSet::new(),
+        refused: ReportedOnce::default(),
         connections_refused: 0,
-        impostors: HashSet::new(),
+        impostors: ReportedOnce::default(),
         listen_addresses: Vec::new(),
         pending: HashMap::new(),
         fetching: HashMap::new(),
@@ -786,7 +809,7 @@ impl Node {
                     .iter()
                     .filter(|p| matches!(p, Protocol::Ip4(_) | Protocol::Ip6(_)))
                     .collect();
-                if self.refused.insert(host) {
+                if self.refused.first(host) {
                     tracing::warn!(peer = %send_back_addr, %error, "refused a connection (a gateway without the cluster key?); further refusals from this host are logged at debug");
                 } else {
                     tracing::debug!(peer = %send_back_addr, %error, "refused a connection");
@@ -880,7 +903,7 @@ impl Node {
         let now = Instant::now();
         let gateway = message.gateway().to_owned();
         if gateway == self.gateway {
-            if source != *self.swarm.local_peer_id() && self.impostors.insert(source) {
+            if source != *self.swarm.local_peer_id() && self.impostors.first(source) {
                 tracing::error!(peer = %source, %gateway, "another gateway uses this gateway's id; its messages are ignored");
             }
             return;
@@ -921,7 +944,7 @@ impl Node {
         match verdict {
             Verdict::Apply => self.hub.apply_remote_changes(&gateway, changes),
             Verdict::Fetch(peer) => self.fetch_snapshot(peer),
-            Verdict::Impostor if self.impostors.insert(source) => {
+            Verdict::Impostor if self.impostors.first(source) => {
                 tracing::error!(peer = %source, %gateway, "two peers claim the same gateway id; the newcomer is ignored");
             }
             Verdict::Impostor => {}
@@ -1093,5 +1116,22 @@ impl Node {
         {
             tracing::debug!(%peer, "a caller left before its answer");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_is_reported_once_in_bounded_memory() {
+        let mut reported = ReportedOnce::default();
+        assert!(reported.first(1));
+        assert!(!reported.first(1));
+        for n in 2..=5000 {
+            assert!(reported.first(n), "{n} is new");
+            assert!(reported.0.len() <= ReportedOnce::<u32>::REMEMBERED);
+        }
+        assert!(!reported.first(5000), "the newest is still remembered");
     }
 }
