@@ -236,7 +236,6 @@ struct DialTarget {
     discovered: bool,
     next_attempt: Instant,
     pause: Duration,
-    longest_pause: Duration,
 }
 
 impl DialTarget {
@@ -247,19 +246,21 @@ impl DialTarget {
             discovered: false,
             next_attempt: Instant::now(),
             pause: BEACON_PERIOD,
-            longest_pause: Duration::from_secs(8),
+        }
+    }
+
+    fn discovered(address: Multiaddr) -> Self {
+        DialTarget {
+            discovered: true,
+            ..Self::configured(address)
         }
     }
 
     /// A peer mDNS found may be a gateway of another cloud on the same LAN,
     /// which refuses every attempt: it is tried less often than a peer the
     /// operator named.
-    fn discovered(address: Multiaddr) -> Self {
-        DialTarget {
-            discovered: true,
-            longest_pause: Duration::from_secs(60),
-            ..Self::configured(address)
-        }
+    fn longest_pause(&self) -> Duration {
+        Duration::from_secs(if self.discovered { 60 } else { 8 })
     }
 
     fn is_connected(&self, connected_via: &HashSet<Multiaddr>) -> bool {
@@ -273,7 +274,7 @@ impl DialTarget {
     /// A dial left: the next one waits longer.
     fn attempted(&mut self, now: Instant) {
         self.next_attempt = now + self.pause;
-        self.pause = (self.pause * 2).min(self.longest_pause);
+        self.pause = (self.pause * 2).min(self.longest_pause());
     }
 
     fn connected(&mut self) {
