@@ -135,11 +135,18 @@ impl Gateway {
             }
             let mut child = command.spawn().expect("fogbank starts");
             let stderr = child.stderr.take().unwrap();
-            // Forward the gateway's log to the test output, and notice a bind failure.
+            // Forward the gateway's log to the test output, named after the
+            // gateway when the test names it (the logs of several are
+            // interleaved), and notice a bind failure.
+            let name = env
+                .iter()
+                .find(|(k, _)| *k == "FOGBANK_GATEWAY_ID")
+                .map_or("gateway", |(_, v)| v)
+                .to_owned();
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    eprintln!("[gateway] {line}");
+                    eprintln!("[{name}] {line}");
                     if line.contains("cannot listen") {
                         let _ = tx.send(());
                     }
