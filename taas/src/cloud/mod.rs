@@ -23,6 +23,7 @@
 //! The swarm runs on its own thread so that HTTP load cannot delay
 //! beacons (and make healthy gateways look dead).
 
+mod key_check;
 mod keys;
 pub mod members;
 mod node;

@@ -23,6 +23,7 @@ use libp2p::swarm::{DialError, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, mdns, noise, ping, tcp, yamux};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::key_check::KeyCheck;
 use super::members::{Members, Transition, Verdict};
 use super::streams;
 use super::wire::{self, CatalogMessage, Request, Response};
@@ -72,6 +73,7 @@ fn build_swarm(identity: Keypair, config: &CloudConfig) -> Result<Swarm<Behaviou
                 let noise = noise::Config::new(key)?;
                 Ok(tcp::tokio::Transport::new(tcp::Config::new().nodelay(true))
                     .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                    .map(|socket, _| KeyCheck::new(socket))
                     .upgrade(Version::V1Lazy)
                     .authenticate(noise)
                     .multiplex(yamux::Config::default())
