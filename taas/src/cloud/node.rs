@@ -568,8 +568,8 @@ impl Node {
     }
 
     /// Dials `address`; false if a dial to its peer is still under way (a
-    /// gateway without the key may take the whole handshake timeout to
-    /// refuse), which is no new attempt.
+    /// host that accepts and then stalls holds it for the whole handshake
+    /// timeout), which is no new attempt.
     fn dial(&mut self, address: Multiaddr) -> bool {
         let opts = match peer_of_address(&address) {
             Some(peer) => dial_peer(peer, vec![address.clone()]),
