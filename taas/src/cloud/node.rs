@@ -299,6 +299,12 @@ fn dial_peer(peer: PeerId, addresses: Vec<Multiaddr>) -> DialOpts {
         .build()
 }
 
+/// An address with its peer's `/p2p/` part, as mDNS targets are kept (an
+/// address that already names another peer stays as it is).
+fn with_peer(address: Multiaddr, peer: PeerId) -> Multiaddr {
+    address.with_p2p(peer).unwrap_or_else(|a| a)
+}
+
 /// An address without its `/p2p/` part, as connections report it.
 fn bare(address: &Multiaddr) -> Multiaddr {
     address
@@ -743,7 +749,7 @@ impl Node {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, address) in found {
-                    let address = address.with_p2p(peer).unwrap_or_else(|a| a);
+                    let address = with_peer(address, peer);
                     if !self.targets.iter().any(|t| t.address == address) {
                         self.targets.push(DialTarget::discovered(address));
                     }
@@ -752,7 +758,7 @@ impl Node {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
                 for (peer, address) in gone {
-                    let address = address.with_p2p(peer).unwrap_or_else(|a| a);
+                    let address = with_peer(address, peer);
                     self.targets
                         .retain(|t| !(t.discovered && t.address == address));
                 }
