@@ -170,6 +170,28 @@ impl Exposition {
             "fogbank_coap_retransmissions_total",
             "Confirmable messages sent again for want of an ACK.",
             load(&stats.retransmissions),
+        );
+        let (uploads, upload_bytes) = endpoint.uploads_held();
+        self.gauge(
+            "fogbank_coap_uploads",
+            "Unfinished block-wise (Block1) uploads held.",
+            uploads as f64,
+        )
+        .gauge(
+            "fogbank_coap_upload_bytes",
+            "Bytes of unfinished block-wise (Block1) uploads held.",
+            upload_bytes as f64,
+        );
+        let labels: Vec<(String, f64)> = stats
+            .refusals()
+            .map(|(reason, n)| (format!("reason=\"{reason}\""), n as f64))
+            .collect();
+        let samples: Vec<(&str, f64)> = labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        self.metric(
+            "fogbank_coap_refused_total",
+            "counter",
+            "CoAP uploads and observations refused to keep the endpoint's state bounded, by reason.",
+            &samples,
         )
     }
 

@@ -26,6 +26,12 @@ pub const SERVICES_CACHE_DIR: &str = "services-cache";
 /// Without `sync_writes`, the WAL is fsynced this often, bounding what a
 /// power cut can take to this window (a crash takes nothing).
 const WAL_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Open HTTP connections per worker thread, at most; past it the server
+/// stops accepting until one closes (each holds at most a 32 KiB head and
+/// `http.max_body_bytes` of body while a request is read).
+pub const HTTP_CONNECTIONS_PER_WORKER: usize = 1024;
+/// A client must have sent its request's head by then, or gets 408.
+pub const HTTP_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn run(
     config: Config,
@@ -186,6 +192,8 @@ async fn serve(
     });
     let server = HttpServer::new(move || api::app(state.clone()))
         .workers(config.http_workers())
+        .max_connections(HTTP_CONNECTIONS_PER_WORKER)
+        .client_request_timeout(HTTP_HEAD_TIMEOUT)
         .disable_signals()
         .shutdown_timeout(5)
         .listen(http_listener)

@@ -31,6 +31,13 @@ use crate::rd::{self, DeviceResource};
 const OBSERVATION_SLACK: Duration = Duration::from_secs(2);
 /// Wait before retrying a device that did not answer.
 const RETRY: Duration = Duration::from_secs(5);
+/// Live registrations at the resource directory, at most. Anyone who can
+/// reach the port may register (CoAP has no credentials here), and each
+/// registration is thing services in the catalog and observations to
+/// keep: past this, a new endpoint gets 5.03 until one lapses.
+pub const MAX_REGISTRATIONS: usize = 1024;
+/// Links one registration may name; more get 4.13.
+pub const MAX_RESOURCES: usize = 128;
 
 /// One device the gateway follows.
 struct Device {
@@ -189,6 +196,13 @@ impl Directory {
         for device in lapsed {
             tracing::info!(device = %device.name, "CoAP registration lapsed");
             self.set_available(&device.name, false);
+        }
+    }
+
+    /// Counts an event for `/metrics`, once the adapter has started.
+    fn count(&self, event: &'static str) {
+        if let Some(context) = self.context() {
+            context.count(event);
         }
     }
 
@@ -458,16 +472,33 @@ impl ResourceDirectory {
                 };
                 let name = sanitize_segment(&endpoint_name);
                 let resources = rd::device_resources(&links, parameters.lwm2m.is_some());
+                if resources.len() > MAX_RESOURCES {
+                    directory.count("coap_registration_too_large");
+                    return Response::error(
+                        ResponseType::RequestEntityTooLarge,
+                        format!("a registration names at most {MAX_RESOURCES} resources"),
+                    );
+                }
                 // The same endpoint (and sector) registering again replaces
                 // its registration, at the same location.
-                let id = {
+                let (known, registered) = {
                     let devices = directory.devices.lock();
-                    devices
-                        .iter()
-                        .find(|(k, d)| !k.starts_with("static-") && d.name == name)
-                        .map(|(k, _)| k.clone())
+                    let mut registrations =
+                        devices.iter().filter(|(k, _)| !k.starts_with("static-"));
+                    let count = registrations.clone().count();
+                    let known = registrations
+                        .find(|(_, d)| d.name == name)
+                        .map(|(k, _)| k.clone());
+                    (known, count)
+                };
+                if known.is_none() && registered >= MAX_REGISTRATIONS {
+                    directory.count("coap_directory_full");
+                    return Response::error(
+                        ResponseType::ServiceUnavailable,
+                        format!("the directory holds {MAX_REGISTRATIONS} registrations; try again when one lapses"),
+                    );
                 }
-                .unwrap_or_else(|| {
+                let id = known.unwrap_or_else(|| {
                     directory
                         .next_id
                         .fetch_add(1, Ordering::Relaxed)

@@ -23,19 +23,29 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use fogbank_adapter::untrusted;
 use parking_lot::{Mutex, RwLock};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
 use crate::message::{self, Block, Request, Response};
+use crate::uploads::{Refused, Uploads};
 
 /// RFC 7252 §4.8 transmission parameters.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_RETRANSMIT: u32 = 4;
 /// How long a repeated request is recognised (EXCHANGE_LIFETIME).
 const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
-/// How many answered requests are remembered for deduplication at most.
+/// How many answered requests are remembered for deduplication at most,
+/// and how many bytes of answers: requests from forged addresses fill it
+/// too, so the oldest go first past either bound.
 const DEDUP_CAPACITY: usize = 65_536;
+const DEDUP_BYTES: usize = 8 << 20;
+/// Applications observing resources here at once, from one host (IP
+/// address) and in all. A registration past either is answered without
+/// Observe (RFC 7641 §4.1: the client is then not notified).
+pub const MAX_OBSERVERS_PER_HOST: usize = 64;
+pub const MAX_OBSERVERS: usize = 4096;
 /// A separate response later than this after the empty ACK is given up.
 const SEPARATE_RESPONSE_WAIT: Duration = Duration::from_secs(30);
 /// Largest block this endpoint sends (szx 6: 1024 bytes).
@@ -111,6 +121,35 @@ pub struct Stats {
     pub notifications_sent: AtomicU64,
     pub notifications_received: AtomicU64,
     pub retransmissions: AtomicU64,
+    /// Requests and registrations refused to keep the endpoint's state
+    /// bounded, by reason (see [`Stats::refusals`]).
+    refused: [AtomicU64; REFUSAL_REASONS.len()],
+}
+
+/// Why the endpoint refused to hold state for a peer, as counted.
+const REFUSAL_REASONS: [&str; 6] = [
+    "block1_out_of_order",
+    "block1_size",
+    "block1_too_large",
+    "block1_host_busy",
+    "block1_full",
+    "observers_full",
+];
+
+impl Stats {
+    fn refuse(&self, reason: &str) {
+        if let Some(at) = REFUSAL_REASONS.iter().position(|r| *r == reason) {
+            self.refused[at].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// What was refused and why, for `/metrics`.
+    pub fn refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        REFUSAL_REASONS
+            .iter()
+            .zip(&self.refused)
+            .map(|(reason, count)| (*reason, count.load(Ordering::Relaxed)))
+    }
 }
 
 #[derive(Clone)]
@@ -147,8 +186,37 @@ struct State {
     /// RST to one ends that observation.
     notified: HashMap<u16, (String, SocketAddr, Vec<u8>)>,
     notified_order: VecDeque<u16>,
-    /// Block1 uploads being reassembled, by peer and path.
-    uploads: HashMap<(SocketAddr, String), Vec<u8>>,
+    /// Block1 uploads being reassembled.
+    uploads: Uploads,
+    /// Observers of all paths together.
+    observer_total: usize,
+}
+
+impl State {
+    /// Ends `peer`'s observation of `path` with `token`, if there is one.
+    fn remove_observer(&mut self, path: &str, peer: SocketAddr, token: &[u8]) {
+        let Some(observers) = self.observers.get_mut(path) else {
+            return;
+        };
+        let before = observers.len();
+        observers.retain(|o| !(o.peer == peer && o.token == token));
+        self.observer_total -= before - observers.len();
+        if observers.is_empty() {
+            self.observers.remove(path);
+        }
+    }
+
+    /// Whether one more observation from `peer` stays within the bounds.
+    fn may_observe(&self, peer: SocketAddr) -> bool {
+        self.observer_total < MAX_OBSERVERS
+            && self
+                .observers
+                .values()
+                .flatten()
+                .filter(|o| o.peer.ip() == peer.ip())
+                .count()
+                < MAX_OBSERVERS_PER_HOST
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +233,8 @@ struct Observer {
 struct Dedup {
     replies: HashMap<(SocketAddr, u16), Option<Vec<u8>>>,
     order: VecDeque<(Instant, (SocketAddr, u16))>,
+    /// Bytes of the answers in `replies`.
+    bytes: usize,
 }
 
 impl Dedup {
@@ -174,19 +244,32 @@ impl Dedup {
 
     fn forget(&mut self, key: &(SocketAddr, u16)) {
         // Its place in `order` goes when it expires; a missing key is fine.
-        self.replies.remove(key);
+        self.remove(key);
+    }
+
+    fn remove(&mut self, key: &(SocketAddr, u16)) {
+        if let Some(Some(reply)) = self.replies.remove(key) {
+            self.bytes -= reply.len();
+        }
     }
 
     fn insert(&mut self, key: (SocketAddr, u16), reply: Option<Vec<u8>>, now: Instant) {
-        while let Some((at, old)) = self.order.front() {
-            if now.duration_since(*at) < EXCHANGE_LIFETIME && self.order.len() < DEDUP_CAPACITY {
+        let adding = reply.as_ref().map_or(0, Vec::len);
+        while let Some(&(at, old)) = self.order.front() {
+            if now.duration_since(at) < EXCHANGE_LIFETIME
+                && self.order.len() < DEDUP_CAPACITY
+                && self.bytes + adding <= DEDUP_BYTES
+            {
                 break;
             }
-            self.replies.remove(old);
+            self.remove(&old);
             self.order.pop_front();
         }
-        if self.replies.insert(key, reply).is_none() {
-            self.order.push_back((now, key));
+        self.bytes += adding;
+        match self.replies.insert(key, reply) {
+            None => self.order.push_back((now, key)),
+            Some(Some(earlier)) => self.bytes -= earlier.len(),
+            Some(None) => {}
         }
     }
 }
@@ -407,37 +490,39 @@ impl Endpoint {
             return Ok(Some(request));
         };
         let block = block.map_err(|()| Response::error(ResponseType::BadOption, "bad Block1"))?;
-        let key = (request.peer, request.path_string());
-        let mut state = self.inner.state.lock();
-        let body = state.uploads.entry(key.clone()).or_default();
-        if block.num == 0 {
-            body.clear();
+        let received = self.inner.state.lock().uploads.block(
+            request.peer,
+            request.path_string(),
+            block,
+            &request.payload,
+            Instant::now(),
+        );
+        match received {
+            Ok(Some(body)) => {
+                request.payload = body;
+                Ok(Some(request))
+            }
+            Ok(None) => {
+                let mut reply = reply_to(packet, self.next_mid());
+                reply.header.code = MessageClass::Response(ResponseType::Continue);
+                reply.add_option(CoapOption::Block1, block.encode());
+                self.remember_and_send(packet, request.peer, &reply);
+                Ok(None)
+            }
+            Err(refused) => {
+                self.inner.stats.refuse(refused.reason());
+                if let Some(held_back) = untrusted::may_warn(&request.peer.ip().to_string()) {
+                    tracing::warn!(peer = %request.peer, held_back, %refused, "refused a CoAP block-wise upload");
+                }
+                let code = match refused {
+                    Refused::OutOfOrder { .. } => ResponseType::RequestEntityIncomplete,
+                    Refused::BlockSize { .. } => ResponseType::BadRequest,
+                    Refused::TooLarge => ResponseType::RequestEntityTooLarge,
+                    Refused::HostBusy | Refused::Full => ResponseType::TooManyRequests,
+                };
+                Err(Response::error(code, refused.to_string()))
+            }
         }
-        if body.len() != block.num as usize * block.size() {
-            state.uploads.remove(&key);
-            return Err(Response::error(
-                ResponseType::RequestEntityIncomplete,
-                "blocks out of order",
-            ));
-        }
-        body.extend_from_slice(&request.payload);
-        if body.len() > 1 << 20 {
-            state.uploads.remove(&key);
-            return Err(Response::error(
-                ResponseType::RequestEntityTooLarge,
-                "over 1 MiB",
-            ));
-        }
-        if block.more {
-            drop(state);
-            let mut reply = reply_to(packet, self.next_mid());
-            reply.header.code = MessageClass::Response(ResponseType::Continue);
-            reply.add_option(CoapOption::Block1, block.encode());
-            self.remember_and_send(packet, request.peer, &reply);
-            return Ok(None);
-        }
-        request.payload = state.uploads.remove(&key).unwrap_or_default();
-        Ok(Some(request))
     }
 
     /// Sends `response` to `packet`: piggybacked on the ACK of a
@@ -466,20 +551,24 @@ impl Endpoint {
                 drop(state);
                 return self.answer_plain(packet, peer, reply, response);
             }
-            let observers = state.observers.entry(path.clone()).or_default();
             // A new GET on the same token replaces (or ends) the old interest.
-            observers.retain(|o| !(o.peer == peer && o.token == token));
+            state.remove_observer(&path, peer, &token);
             if registering {
-                observers.push(Observer {
-                    peer,
-                    token,
-                    request: request.clone(),
-                    sequence: 1,
-                });
-                reply.set_observe_value(0);
-            }
-            if observers.is_empty() {
-                state.observers.remove(&path);
+                if state.may_observe(peer) {
+                    state.observers.entry(path).or_default().push(Observer {
+                        peer,
+                        token,
+                        request: request.clone(),
+                        sequence: 1,
+                    });
+                    state.observer_total += 1;
+                    reply.set_observe_value(0);
+                } else {
+                    self.inner.stats.refuse("observers_full");
+                    if let Some(held_back) = untrusted::may_warn(&peer.ip().to_string()) {
+                        tracing::warn!(%peer, held_back, "refused a CoAP observation: too many observers");
+                    }
+                }
             }
             self.inner
                 .any_observers
@@ -609,12 +698,7 @@ impl Endpoint {
 
     fn forget_observer(&self, path: &str, peer: SocketAddr, token: &[u8]) {
         let mut state = self.inner.state.lock();
-        if let Some(observers) = state.observers.get_mut(path) {
-            observers.retain(|o| !(o.peer == peer && o.token == token));
-            if observers.is_empty() {
-                state.observers.remove(path);
-            }
-        }
+        state.remove_observer(path, peer, token);
         self.inner
             .any_observers
             .store(!state.observers.is_empty(), Ordering::Relaxed);
@@ -623,13 +707,13 @@ impl Endpoint {
 
     /// Observers of all paths, for tests and `/metrics`.
     pub fn observer_count(&self) -> usize {
-        self.inner
-            .state
-            .lock()
-            .observers
-            .values()
-            .map(Vec::len)
-            .sum()
+        self.inner.state.lock().observer_total
+    }
+
+    /// Unfinished Block1 uploads and their bytes, for `/metrics`.
+    pub fn uploads_held(&self) -> (usize, usize) {
+        let state = self.inner.state.lock();
+        (state.uploads.len(), state.uploads.bytes())
     }
 
     // ---------------------------------------------------------- client side

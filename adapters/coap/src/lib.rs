@@ -14,6 +14,7 @@ pub mod lwm2m;
 pub mod message;
 pub mod payload;
 pub mod rd;
+pub mod uploads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -12,6 +12,7 @@
 //! or HTTP, and never call each other.
 
 mod supervisor;
+pub mod untrusted;
 
 use std::sync::Arc;
 

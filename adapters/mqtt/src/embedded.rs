@@ -43,6 +43,7 @@ pub enum EmbeddedError {
 pub fn start(
     listen: SocketAddr,
     max_message_bytes: usize,
+    max_connect_bytes: usize,
     intake: std::sync::Arc<front_door::Intake>,
 ) -> Result<SocketAddr, EmbeddedError> {
     let public = TcpListener::bind(listen).map_err(|source| EmbeddedError::Listen {
@@ -101,6 +102,7 @@ pub fn start(
         v5,
         // The payload limit plus room for the topic and MQTT 5 properties.
         max_packet_bytes: max_message_bytes + (64 << 10),
+        max_connect_bytes,
     };
     front_door::open(public, backends, intake).map_err(EmbeddedError::Start)?;
     tracing::info!(listen = %bound, "embedded MQTT broker listening (MQTT 3.1.1 and 5)");
@@ -146,7 +148,7 @@ mod tests {
     fn a_taken_address_is_a_clear_error() {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let intake = std::sync::Arc::new(front_door::Intake::new(None));
-        let error = start(taken.local_addr().unwrap(), 1024, intake).unwrap_err();
+        let error = start(taken.local_addr().unwrap(), 1024, 1024, intake).unwrap_err();
         assert!(error.to_string().contains("--mqtt"), "{error}");
     }
 }

@@ -63,6 +63,10 @@ pub struct MqttConfig {
     /// Larger messages are dropped, logged and counted (and acknowledged,
     /// so that the broker does not resend them).
     pub max_message_bytes: usize,
+    /// The embedded broker's largest CONNECT (client id, will, user name
+    /// and password): a larger one is refused, and its connection closed,
+    /// as soon as its first bytes say how large it is.
+    pub max_connect_bytes: usize,
     /// Messages per second one device may send (bursts of twice that);
     /// more are dropped and counted. 0 (the default) means no limit: a
     /// limit also drops a legitimate backlog that a broker delivers at once
@@ -86,6 +90,7 @@ impl Default for MqttConfig {
             password: None,
             keep_alive_secs: 30,
             max_message_bytes: 256 * 1024,
+            max_connect_bytes: 16 * 1024,
             max_rate_per_device: 0.0,
             mappings: Vec::new(),
         }
@@ -181,7 +186,12 @@ impl Mqtt {
             "embedded" => {
                 let front_door = Arc::new(embedded::front_door::Intake::new(None));
                 intake = Some(front_door.clone());
-                let local = embedded::start(config.listen, config.max_message_bytes, front_door)?;
+                let local = embedded::start(
+                    config.listen,
+                    config.max_message_bytes,
+                    config.max_connect_bytes,
+                    front_door,
+                )?;
                 BrokerAddress {
                     host: local.ip().to_string(),
                     port: local.port(),

@@ -7,6 +7,8 @@
 //! Pure functions of bytes; nothing here trusts a length it has not
 //! checked against the buffer.
 
+use fogbank_adapter::untrusted::excerpt;
+
 /// Why bytes are not the MQTT packet they claim to be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PacketError {
@@ -18,7 +20,8 @@ pub enum PacketError {
     Topic,
     /// MQTT 3.1.1 §4.7, MQTT 5 §4.7: a PUBLISH names one topic, never
     /// empty (an MQTT 5 alias may stand in), without wildcards or U+0000.
-    #[error("a PUBLISH to {0:?}, which is not a topic name")]
+    /// The topic as an excerpt: the error goes into log lines.
+    #[error("a PUBLISH to \"{0}\", which is not a topic name")]
     TopicName(String),
     #[error(
         "a PUBLISH with property {0:#04x}, which a client's PUBLISH does not carry (or not twice)"
@@ -41,6 +44,22 @@ pub const PUBLISH: u8 = 3;
 pub const PUBACK: u8 = 4;
 pub const PUBREC: u8 = 5;
 pub const SUBSCRIBE: u8 = 8;
+pub const SUBACK: u8 = 9;
+pub const UNSUBACK: u8 = 11;
+pub const PINGRESP: u8 = 13;
+/// MQTT 5's AUTH; reserved in 3.1.1.
+pub const AUTH: u8 = 15;
+
+/// Whether a client may send a packet of type `kind` once connected:
+/// not a second CONNECT (MQTT 3.1.1 §3.1.0-2, MQTT 5 §3.1), nothing only
+/// a server sends, nothing reserved (type 0, and 15 before MQTT 5).
+pub fn client_may_send(kind: u8, v5: bool) -> bool {
+    match kind {
+        0 | CONNECT | CONNACK | SUBACK | UNSUBACK | PINGRESP => false,
+        AUTH => v5,
+        _ => true,
+    }
+}
 
 /// The type of the packet that `packet` begins with.
 pub fn kind(packet: &[u8]) -> Option<u8> {
@@ -278,8 +297,8 @@ pub fn publish(packet: &[u8], v5: bool) -> Result<Publish<'_>, PacketError> {
                 0x08 => {
                     let response = properties.string()?;
                     if !names_a_topic(response) {
-                        let response = String::from_utf8_lossy(response).into_owned();
-                        return Err(PacketError::TopicName(response));
+                        let response = String::from_utf8_lossy(response);
+                        return Err(PacketError::TopicName(excerpt(&response)));
                     }
                 }
                 // Strings or binary data: content type, correlation data.
@@ -297,7 +316,7 @@ pub fn publish(packet: &[u8], v5: bool) -> Result<Publish<'_>, PacketError> {
     }
     // An MQTT 5 alias may stand in for an empty topic.
     if !(names_a_topic(topic.as_bytes()) || topic.is_empty() && alias.is_some()) {
-        return Err(PacketError::TopicName(topic.to_owned()));
+        return Err(PacketError::TopicName(excerpt(topic)));
     }
     if utf8_payload && std::str::from_utf8(reader.bytes).is_err() {
         return Err(PacketError::PayloadFormat);

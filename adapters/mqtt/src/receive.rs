@@ -5,6 +5,7 @@
 //! session for an external broker, the embedded broker's front door for
 //! devices on the gateway's own port.
 
+use fogbank_adapter::untrusted::{self, Excerpt};
 use fogbank_adapter::{AdapterContext, AdapterError};
 use fogbank_taas::senml;
 use fogbank_taas::thing::guess_type;
@@ -124,7 +125,8 @@ impl Receiver {
         let mut deliveries = Vec::new();
         let mut handled = Vec::with_capacity(burst.len());
         for publish in burst {
-            let span = tracing::debug_span!("mqtt", topic = %publish.topic, pkid = publish.pkid);
+            let span =
+                tracing::debug_span!("mqtt", topic = %Excerpt(publish.topic), pkid = publish.pkid);
             let _entered = span.enter();
             self.context.count("mqtt_messages");
             let outcome = if publish.payload.len() > self.max_message_bytes {
@@ -163,7 +165,7 @@ impl Receiver {
                 let outcome = match outcome {
                     Handled::Staged => match stored.next() {
                         Some(Ok(Ingested::AlreadyStored)) => {
-                            tracing::info!(topic = %publish.topic, "redelivered message was already stored");
+                            tracing::info!(topic = %Excerpt(publish.topic), "redelivered message was already stored");
                             Ok(())
                         }
                         Some(Ok(Ingested::Stored)) => Ok(()),
@@ -173,7 +175,7 @@ impl Receiver {
                     Handled::Done => Ok(()),
                     Handled::Refused(refusal) => Err(refusal),
                 };
-                match self.acknowledgeable(publish.topic, outcome) {
+                match self.acknowledgeable(client_id, publish.topic, outcome) {
                     true => Verdict::Acknowledge,
                     false => Verdict::Withhold,
                 }
@@ -191,7 +193,12 @@ impl Receiver {
 
     /// Whether a message may be acknowledged: stored, or dropped for good.
     /// A message that could not be stored is not, so its sender resends it.
-    fn acknowledgeable(&self, topic: &str, outcome: Result<(), Refusal>) -> bool {
+    /// What a device sent reaches the log as an excerpt, and warnings about
+    /// one session are rate-limited: a device decides neither how much the
+    /// gateway logs nor what the lines say.
+    fn acknowledgeable(&self, session: &str, topic: &str, outcome: Result<(), Refusal>) -> bool {
+        let topic = Excerpt(topic);
+        let warn = || untrusted::may_warn(session);
         match outcome {
             Ok(()) => true,
             Err(Refusal::RateLimited) => {
@@ -201,12 +208,16 @@ impl Receiver {
             }
             Err(Refusal::Oversized(bytes)) => {
                 self.context.count("mqtt_oversized");
-                tracing::warn!(%topic, bytes, limit = self.max_message_bytes, "dropped an oversized MQTT message");
+                if let Some(held_back) = warn() {
+                    tracing::warn!(%topic, bytes, limit = self.max_message_bytes, held_back, "dropped an oversized MQTT message");
+                }
                 true
             }
             Err(Refusal::BadInput(error)) => {
                 self.context.count("mqtt_malformed");
-                tracing::warn!(%topic, %error, "dropped an MQTT message");
+                if let Some(held_back) = warn() {
+                    tracing::warn!(%topic, error = %Excerpt(&error), held_back, "dropped an MQTT message");
+                }
                 true
             }
             Err(Refusal::NotStored(error)) => {

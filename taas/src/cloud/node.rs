@@ -20,7 +20,10 @@ use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, Respons
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, mdns, noise, ping, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, mdns, noise, ping, tcp,
+    yamux,
+};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::key_check::KeyCheck;
@@ -45,6 +48,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(40);
 const _: () = assert!(CALL_TIMEOUT.as_secs() > super::ACTUATE_TIMEOUT.as_secs());
 /// Largest snapshot answer: 64 MiB holds well over 100 000 thing services.
 const MAX_RESPONSE: u64 = 64 << 20;
+/// Incoming connections still in their handshake (pnet, the key check,
+/// Noise, Yamux; each at most the upgrade's 10 s), at most. Before the
+/// key check a connection is anyone's; past this bound more are refused
+/// at once.
+pub const MAX_PENDING_INCOMING: u32 = 64;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -60,6 +68,7 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    limits: connection_limits::Behaviour,
 }
 
 fn build_swarm(identity: Keypair, config: &CloudConfig) -> Result<Swarm<Behaviour>, CloudError> {
@@ -134,6 +143,10 @@ fn build_swarm(identity: Keypair, config: &CloudConfig) -> Result<Swarm<Behaviou
                     } else {
                         None
                     }),
+                    limits: connection_limits::Behaviour::new(
+                        connection_limits::ConnectionLimits::default()
+                            .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
+                    ),
                 })
             },
         )

@@ -39,11 +39,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use fogbank_adapter::untrusted::{self, Excerpt};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::interest::Interest;
@@ -55,6 +57,20 @@ use crate::receive::{self, Message, Receiver, Verdict};
 /// sockets cannot pile up in front of the broker.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections that have not finished their CONNECT yet, at most: each
+/// holds up to `max_connect_bytes`. More are closed as they come.
+pub const MAX_HANDSHAKES: usize = 256;
+
+/// A packet that has begun must have arrived whole by then: a client that
+/// trickles one holds its buffer, and the broker's keep-alive, which a
+/// client chooses, does not see it.
+pub const PARTIAL_PACKET_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bytes all connections together may hold of packets still arriving
+/// beyond one read's worth each ([`READ_CHUNK`]). A connection whose
+/// packet finds the budget spent is closed; the device sends again.
+pub const LARGE_PACKET_BUDGET: usize = 64 << 20;
+
 /// The broker's listeners, by protocol, and what they take.
 #[derive(Debug, Clone, Copy)]
 pub struct Backends {
@@ -63,6 +79,9 @@ pub struct Backends {
     /// The largest packet passed on (the broker would refuse a larger one
     /// too): a device cannot make the front door hold more than this.
     pub max_packet_bytes: usize,
+    /// The largest CONNECT read: client id, will and credentials. A larger
+    /// one is refused as soon as its fixed header says so.
+    pub max_connect_bytes: usize,
 }
 
 /// Where the front door finds the adapter's receiver: empty until the
@@ -86,6 +105,8 @@ pub enum SniffError {
     Length,
     #[error("the CONNECT packet names no MQTT protocol")]
     ProtocolName,
+    #[error("a CONNECT of {length} bytes, over the {limit} allowed")]
+    TooLarge { length: usize, limit: usize },
 }
 
 /// The protocol level of the CONNECT packet that `prefix` begins with, or
@@ -145,8 +166,24 @@ pub fn open(
     Ok(())
 }
 
+/// What every connection of the front door shares.
+struct Shared {
+    backends: Backends,
+    intake: Arc<Intake>,
+    interest: Interest,
+    /// Permits for connections still reading their CONNECT.
+    handshakes: Arc<Semaphore>,
+    budget: Budget,
+}
+
 async fn serve(listener: std::net::TcpListener, backends: Backends, intake: Arc<Intake>) {
-    let interest = Arc::new(Interest::default());
+    let shared = Arc::new(Shared {
+        backends,
+        intake,
+        interest: Interest::default(),
+        handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+        budget: Budget::new(LARGE_PACKET_BUDGET),
+    });
     let listener = match TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(error) => {
@@ -157,13 +194,19 @@ async fn serve(listener: std::net::TcpListener, backends: Backends, intake: Arc<
     loop {
         match listener.accept().await {
             Ok((device, peer)) => {
+                let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
+                    // Dropping the socket closes it: the peer learns at once.
+                    count(&shared.intake.subscribe(), "mqtt_handshakes_refused");
+                    if let Some(held_back) = untrusted::may_warn("mqtt-handshakes") {
+                        tracing::warn!(%peer, held_back, limit = MAX_HANDSHAKES, "too many MQTT connections without a CONNECT yet: closing a new one");
+                    }
+                    continue;
+                };
                 let span = tracing::debug_span!("mqtt_connection", %peer);
-                let intake = intake.subscribe();
-                let interest = interest.clone();
+                let shared = shared.clone();
                 tokio::spawn(
                     async move {
-                        if let Err(error) = splice(device, peer, backends, intake, &interest).await
-                        {
+                        if let Err(error) = splice(device, peer, &shared, handshake).await {
                             tracing::debug!(%error, "MQTT connection ended");
                         }
                     }
@@ -179,22 +222,46 @@ async fn serve(listener: std::net::TcpListener, backends: Backends, intake: Arc<
     }
 }
 
+/// Reads the CONNECT while `handshake` is held, then stands between the
+/// device and the broker.
 async fn splice(
     mut device: TcpStream,
     peer: SocketAddr,
-    backends: Backends,
-    intake: watch::Receiver<Option<Arc<Mutex<Receiver>>>>,
-    interest: &Interest,
+    shared: &Shared,
+    handshake: OwnedSemaphorePermit,
 ) -> io::Result<()> {
+    let intake = shared.intake.subscribe();
     device.set_nodelay(true)?;
     let mut prefix = Vec::with_capacity(256);
-    let (connect, connect_length) =
-        tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut device, &mut prefix))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no CONNECT in time"))??;
+    let limit = shared.backends.max_connect_bytes;
+    let read = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        read_connect(&mut device, &mut prefix, limit),
+    )
+    .await;
+    drop(handshake);
+    let (connect, connect_length) = match read {
+        Ok(Ok(connect)) => connect,
+        Ok(Err(error)) => {
+            if let Some(SniffError::TooLarge { .. }) = sniff_error(&error) {
+                count(&intake, "mqtt_connect_oversized");
+                if let Some(held_back) = untrusted::may_warn(&peer.ip().to_string()) {
+                    tracing::warn!(%peer, held_back, %error, "refused an MQTT CONNECT");
+                }
+            }
+            return Err(error);
+        }
+        Err(_) => {
+            count(&intake, "mqtt_connect_timeouts");
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no CONNECT in time",
+            ));
+        }
+    };
     let backend = match connect.level {
-        5 => backends.v5,
-        _ => backends.v4,
+        5 => shared.backends.v5,
+        _ => shared.backends.v4,
     };
     let mut broker = TcpStream::connect(backend).await?;
     broker.set_nodelay(true)?;
@@ -212,13 +279,15 @@ async fn splice(
     let (device_rx, device_tx) = device.into_split();
     let (broker_rx, broker_tx) = broker.into_split();
     let inbound = Inbound {
+        peer,
         session: &session,
         v5: connect.level == 5,
-        max_packet_bytes: backends.max_packet_bytes,
+        max_packet_bytes: shared.backends.max_packet_bytes,
+        budget: &shared.budget,
         intake: intake.clone(),
         held: &held,
         aliases: HashMap::new(),
-        interest,
+        interest: &shared.interest,
         accepted: &accepted,
         own_acks,
     };
@@ -234,15 +303,71 @@ async fn splice(
     }
 }
 
+/// The sniffing error that `error` carries, if it is one.
+fn sniff_error(error: &io::Error) -> Option<&SniffError> {
+    error.get_ref()?.downcast_ref::<SniffError>()
+}
+
+/// Counts an event for `/metrics` once the adapter has started.
+fn count(intake: &watch::Receiver<Option<Arc<Mutex<Receiver>>>>, event: &'static str) {
+    let receiver = intake.borrow().clone();
+    if let Some(receiver) = receiver {
+        receiver.lock().context().count(event);
+    }
+}
+
+/// A byte budget shared by all connections, for packets larger than one
+/// read: what a crowd of devices sending large packets slowly can hold.
+pub struct Budget {
+    left: Mutex<usize>,
+}
+
+/// Bytes taken from a [`Budget`], given back when dropped.
+pub struct Lease<'a> {
+    budget: &'a Budget,
+    bytes: usize,
+}
+
+impl Budget {
+    pub fn new(bytes: usize) -> Self {
+        Budget {
+            left: Mutex::new(bytes),
+        }
+    }
+
+    /// `bytes` of the budget, if that much is left.
+    pub fn take(&self, bytes: usize) -> Option<Lease<'_>> {
+        let mut left = self.left.lock();
+        *left = left.checked_sub(bytes)?;
+        Some(Lease {
+            budget: self,
+            bytes,
+        })
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        *self.budget.left.lock() += self.bytes;
+    }
+}
+
 /// Reads the whole CONNECT packet (and whatever came after it into
-/// `prefix`); returns it and its length.
+/// `prefix`); returns it and its length. One over `limit` bytes is refused
+/// as soon as its fixed header tells, before its body is read.
 async fn read_connect(
     device: &mut TcpStream,
     prefix: &mut Vec<u8>,
+    limit: usize,
 ) -> io::Result<(packet::Connect, usize)> {
     loop {
         // Refuse what is not MQTT as soon as the first bytes tell.
         protocol_level(prefix).map_err(invalid)?;
+        if let Some(length) = packet::frame_length(prefix).map_err(invalid)?
+            && length > limit
+        {
+            return Err(invalid(SniffError::TooLarge { length, limit }));
+        }
         if let Some(connect) = packet::complete(prefix).map_err(invalid)?.first() {
             return Ok((packet::connect(connect).map_err(invalid)?, connect.len()));
         }
@@ -254,9 +379,11 @@ async fn read_connect(
 
 /// The device-to-broker half of one connection.
 struct Inbound<'a> {
+    peer: SocketAddr,
     session: &'a str,
     v5: bool,
     max_packet_bytes: usize,
+    budget: &'a Budget,
     intake: watch::Receiver<Option<Arc<Mutex<Receiver>>>>,
     /// Packet ids of stored publishes whose acknowledgement has not passed.
     held: &'a Mutex<HashSet<u16>>,
@@ -277,6 +404,10 @@ impl Inbound<'_> {
         mut broker: OwnedWriteHalf,
         mut buffer: Vec<u8>,
     ) -> io::Result<()> {
+        // The packet whose start is in `buffer`: its deadline, and its
+        // share of the budget if it is larger than one read.
+        let budget = self.budget;
+        let mut arriving: Option<(Instant, Option<Lease<'_>>)> = None;
         loop {
             let packets = packet::complete(&buffer).map_err(invalid)?;
             let complete = packets.iter().map(|p| p.len()).sum();
@@ -293,20 +424,59 @@ impl Inbound<'_> {
                 let forward = rewritten.as_deref().unwrap_or(&buffer[..complete]);
                 broker.write_all(forward).await?;
                 buffer.drain(..complete);
+                arriving = None;
             }
-            if let Some(length) = packet::frame_length(&buffer).ok().flatten()
-                && length > self.max_packet_bytes
-            {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("a packet of {length} bytes, over the broker's limit"),
-                ));
+            if buffer.is_empty() {
+                arriving = None;
+            } else {
+                let (_, lease) =
+                    arriving.get_or_insert_with(|| (Instant::now() + PARTIAL_PACKET_TIMEOUT, None));
+                if lease.is_none()
+                    && let Some(length) = packet::frame_length(&buffer).map_err(invalid)?
+                {
+                    if length > self.max_packet_bytes {
+                        return Err(self.refuse(
+                            "mqtt_packet_oversized",
+                            format!("a packet of {length} bytes, over the broker's limit"),
+                        ));
+                    }
+                    if length > READ_CHUNK {
+                        *lease = Some(budget.take(length).ok_or_else(|| {
+                            self.refuse(
+                                "mqtt_memory_budget",
+                                format!("a packet of {length} bytes while every connection together holds the most allowed"),
+                            )
+                        })?);
+                    }
+                }
             }
             buffer.reserve(READ_CHUNK);
-            if device.read_buf(&mut buffer).await? == 0 {
+            let read = match &arriving {
+                None => device.read_buf(&mut buffer).await?,
+                Some((deadline, _)) => {
+                    let read = tokio::time::timeout_at(*deadline, device.read_buf(&mut buffer));
+                    read.await.map_err(|_| {
+                        self.refuse(
+                            "mqtt_packet_timeouts",
+                            format!("a packet not whole after {PARTIAL_PACKET_TIMEOUT:?}"),
+                        )
+                    })??
+                }
+            };
+            if read == 0 {
                 return Ok(());
             }
         }
+    }
+
+    /// Counts and logs (rate-limited) why this connection is being closed,
+    /// and returns the error that closes it.
+    fn refuse(&self, event: &'static str, why: String) -> io::Error {
+        count(&self.intake, event);
+        if let Some(held_back) = untrusted::may_warn(&self.peer.ip().to_string()) {
+            tracing::warn!(peer = %self.peer, held_back, session = %Excerpt(self.session), "closing an MQTT connection: {why}");
+        }
+        invalid(why)
     }
 
     /// Stores the readings of the publishes among `packets`; an error when
@@ -322,6 +492,13 @@ impl Inbound<'_> {
         let mut broker_acknowledges =
             !self.accepted.load(Ordering::Acquire) || !self.held.lock().is_empty();
         for (index, &bytes) in packets.iter().enumerate() {
+            let kind = packet::kind(bytes).unwrap_or(0);
+            if !packet::client_may_send(kind, self.v5) {
+                return Err(self.refuse(
+                    "mqtt_protocol_violations",
+                    format!("a packet of type {kind}, which a connected client may not send"),
+                ));
+            }
             let read = match packet::kind(bytes) {
                 Some(packet::PUBLISH) => packet::publish(bytes, self.v5),
                 kind => {
@@ -372,8 +549,10 @@ impl Inbound<'_> {
                 // on: none of it was acknowledged, and the client sends
                 // the good part again when it reconnects.
                 Err(error) => {
-                    tracing::warn!(%error, "an MQTT client sent a PUBLISH it may not: closing its connection");
-                    return Err(invalid(error));
+                    return Err(self.refuse(
+                        "mqtt_protocol_violations",
+                        format!("a PUBLISH it may not send: {error}"),
+                    ));
                 }
             }
         }
