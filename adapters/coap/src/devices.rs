@@ -495,7 +495,9 @@ impl ResourceDirectory {
                     directory.count("coap_directory_full");
                     return Response::error(
                         ResponseType::ServiceUnavailable,
-                        format!("the directory holds {MAX_REGISTRATIONS} registrations; try again when one lapses"),
+                        format!(
+                            "the directory holds {MAX_REGISTRATIONS} registrations; try again when one lapses"
+                        ),
                     );
                 }
                 let id = known.unwrap_or_else(|| {

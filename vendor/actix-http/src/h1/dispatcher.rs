@@ -1076,6 +1076,9 @@ where
 
                 let (res, body) = problem(Response::with_body(StatusCode::REQUEST_TIMEOUT, ()));
                 let _ = self.as_mut().send_error_response(res, body);
+                // Encode the body too before shutting down, which only
+                // flushes what is in the write buffer.
+                let _ = self.as_mut().poll_response(cx);
 
                 self.project().flags.insert(Flags::SHUTDOWN);
             }
