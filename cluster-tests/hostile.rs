@@ -160,6 +160,19 @@ fn closed_within(stream: &TcpStream, limit: Duration) -> bool {
     false
 }
 
+/// Opens `crowd` connections to `port` that send nothing, and tells how
+/// many of the last `excess` the gateway closes at once.
+fn silent_crowd(port: u16, crowd: usize, excess: usize) -> usize {
+    let idle: Vec<TcpStream> = (0..crowd)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    idle.iter()
+        .rev()
+        .take(excess)
+        .filter(|s| closed_within(s, Duration::from_millis(300)))
+        .count()
+}
+
 // ------------------------------------------------------------------ MQTT
 
 /// CONNECT (MQTT 3.1.1 §3.1 / 5 §3.1): protocol name "MQTT", `level`,
@@ -228,18 +241,9 @@ fn attack_mqtt(site: &Site) {
 
     // More connections than may wait for their CONNECT: the excess is
     // closed at once.
-    let idle: Vec<TcpStream> = (0..320)
-        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
-        .collect();
-    let closed = idle
-        .iter()
-        .rev()
-        .take(64)
-        .filter(|s| closed_within(s, Duration::from_millis(200)))
-        .count();
+    let closed = silent_crowd(port, 320, 64);
     assert!(closed >= 32, "only {closed} of the excess closed");
     assert!(site.mqtt_event("mqtt_handshakes_refused") >= 32.0);
-    drop(idle);
 
     // A second CONNECT, and a CONNACK, from a connected 3.1.1 client close
     // its connection (3.1.1 §3.1.0-2; a packet only a server sends).
@@ -634,15 +638,7 @@ fn attack_p2p(site: &Site) {
     }
     // Connections that send nothing: past the bound on handshakes under
     // way, refused at once.
-    let idle: Vec<TcpStream> = (0..200)
-        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
-        .collect();
-    let closed = idle
-        .iter()
-        .rev()
-        .take(40)
-        .filter(|s| closed_within(s, Duration::from_millis(300)))
-        .count();
+    let closed = silent_crowd(port, 200, 40);
     assert!(closed >= 20, "only {closed} of the excess closed");
     assert!(site.metric("fogbank_cloud_connections_refused_total", "") >= refused_before + 100.0);
     site.checkpoint("libp2p handshakes held");

@@ -559,6 +559,43 @@ mod tests {
     }
 
     #[test]
+    fn what_a_connected_client_may_send() {
+        // MQTT 3.1.1 §2.2.1: 1 CONNECT .. 14 DISCONNECT; 0 and 15 reserved.
+        let client = [3, 4, 5, 6, 7, 8, 10, 12, 14];
+        let server_only_or_reserved = [0, 1, 2, 9, 11, 13];
+        for v5 in [false, true] {
+            for kind in client {
+                assert!(client_may_send(kind, v5), "{kind}");
+            }
+            for kind in server_only_or_reserved {
+                assert!(!client_may_send(kind, v5), "{kind}");
+            }
+        }
+        // AUTH is MQTT 5's, in both directions.
+        assert!(client_may_send(AUTH, true));
+        assert!(!client_may_send(AUTH, false));
+    }
+
+    #[test]
+    fn a_topic_in_an_error_is_an_excerpt() {
+        // A wildcard at the end of a 60 000-byte topic: the error names
+        // its start, not all of it (it goes into a log line).
+        let topic = format!("things/{}/#", "t".repeat(60_000));
+        let body = [&(topic.len() as u16).to_be_bytes()[..], topic.as_bytes()].concat();
+        let mut packet = vec![0x30];
+        let mut length = body.len();
+        while length > 0x7f {
+            packet.push((length & 0x7f) as u8 | 0x80);
+            length >>= 7;
+        }
+        packet.push(length as u8);
+        packet.extend_from_slice(&body);
+        let error = publish(&packet, false).unwrap_err();
+        assert!(matches!(error, PacketError::TopicName(_)));
+        assert!(error.to_string().len() < 200, "{error}");
+    }
+
+    #[test]
     fn subscribe_connack_and_puback_as_clients_and_brokers_send_them() {
         // SUBSCRIBE as MQTT 3.1.1 §3.8 and MQTT 5 §3.8 lay it out: packet
         // id, (5: properties,) then each filter and its options byte.

@@ -776,6 +776,52 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_budget_is_shared_and_given_back() {
+        let budget = Budget::new(1000);
+        let first = budget.take(600).unwrap();
+        assert!(budget.take(500).is_none(), "over what is left");
+        let second = budget.take(400).unwrap();
+        assert!(budget.take(1).is_none());
+        drop(first);
+        assert!(budget.take(600).is_some());
+        drop(second);
+        assert!(budget.take(1000).is_some());
+    }
+
+    /// A CONNECT declaring 256 MiB is refused from its first five bytes,
+    /// without waiting for its body.
+    #[tokio::test]
+    async fn a_connect_over_the_limit_is_refused_at_its_fixed_header() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            stream
+                .write_all(&[0x10, 0xff, 0xff, 0xff, 0x7f, 0, 4])
+                .await
+                .unwrap();
+            stream
+        });
+        let (mut device, _) = listener.accept().await.unwrap();
+        let _client = client.await.unwrap();
+        let mut prefix = Vec::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            read_connect(&mut device, &mut prefix, 16 << 10),
+        )
+        .await
+        .expect("refused without waiting for the body");
+        let error = read.unwrap_err();
+        assert_eq!(
+            sniff_error(&error),
+            Some(&SniffError::TooLarge {
+                length: 1 + 4 + 268_435_455,
+                limit: 16 << 10
+            })
+        );
+    }
+
     proptest! {
         #[test]
         fn any_bytes_are_answered_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..32)) {
