@@ -619,6 +619,18 @@ fn attack_http(site: &Site) {
     let answer = read_http_answer(&mut slow[0]);
     assert_eq!(answer.0, 408);
     assert_client_problem(&answer, "an unfinished head");
+    // Answered before the API saw them, and counted all the same.
+    for (reason, at_least) in [
+        ("head_too_large", 1.0),
+        ("unparsable", 2.0),
+        ("head_timeout", 1.0),
+    ] {
+        let refused = site.metric(
+            "fogbank_http_refused_total",
+            &format!("reason=\"{reason}\""),
+        );
+        assert!(refused >= at_least, "{reason}: {refused}");
+    }
 }
 
 // ---------------------------------------------------------------- libp2p

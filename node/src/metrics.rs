@@ -214,6 +214,25 @@ impl Exposition {
             "HTTP responses by status class.",
             &samples,
         );
+        let refused: Vec<(String, f64)> = actix_http::h1::server_error_answers()
+            .iter()
+            .map(|(status, count)| {
+                let reason = match status.as_u16() {
+                    400 => "unparsable",
+                    408 => "head_timeout",
+                    431 => "head_too_large",
+                    _ => "server_error",
+                };
+                (format!("reason=\"{reason}\""), *count as f64)
+            })
+            .collect();
+        let samples: Vec<(&str, f64)> = refused.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        self.metric(
+            "fogbank_http_refused_total",
+            "counter",
+            "Requests the HTTP server answered with an error on its own, before the API saw them, by reason.",
+            &samples,
+        );
         self.metric(
             "fogbank_http_request_seconds_total",
             "counter",

@@ -1538,12 +1538,44 @@ fn trace_timer_states(
     }
 }
 
+/// The statuses the server answers on its own, before any service sees a
+/// request, and how many of each it has given in this process.
+const SERVER_ERROR_STATUSES: [StatusCode; 4] = [
+    StatusCode::BAD_REQUEST,
+    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+    StatusCode::REQUEST_TIMEOUT,
+    StatusCode::INTERNAL_SERVER_ERROR,
+];
+static SERVER_ERROR_ANSWERS: [std::sync::atomic::AtomicU64; 4] = [
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+];
+
+/// How many error answers the HTTP/1.1 server gave on its own, before any
+/// service saw the request, by status: an application counting its own
+/// answers does not see these.
+pub fn server_error_answers() -> [(StatusCode, u64); 4] {
+    let mut out = [(StatusCode::OK, 0); 4];
+    for (at, status) in SERVER_ERROR_STATUSES.iter().enumerate() {
+        out[at] = (
+            *status,
+            SERVER_ERROR_ANSWERS[at].load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
+    out
+}
+
 /// The server's own error answers — a request it cannot parse, a head too
 /// large, a client too slow — as RFC 9457 problem details
 /// (`application/problem+json`), so that a client gets the same shape of
 /// error from the server as from the application behind it.
 fn problem(mut res: Response<()>) -> (Response<()>, BoxBody) {
     let status = res.status();
+    if let Some(at) = SERVER_ERROR_STATUSES.iter().position(|s| *s == status) {
+        SERVER_ERROR_ANSWERS[at].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let detail = match status {
         StatusCode::BAD_REQUEST => "the request could not be parsed as HTTP/1.1",
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
