@@ -1,7 +1,7 @@
 //! Every port of a real gateway under the input an outsider on the site
 //! network can send: malformed, truncated, oversized and never-finished
-//! messages, and floods, on MQTT, CoAP, HTTP and libp2p — while a device
-//! keeps writing readings over HTTP.
+//! messages, and floods, on MQTT, CoAP, HTTP, libp2p and the serial line
+//! of an 802.15.4 radio — while a device keeps writing readings over HTTP.
 //!
 //! After each group of attacks the gateway must answer `/health` within a
 //! second and hold less than [`RSS_BOUND_MIB`] of memory; at the end every
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Gateway, free_port, free_udp_port};
+use common::{Gateway, PtyPair, free_port, free_udp_port};
 
 /// The memory a demo gateway may hold at any point of the attacks.
 const RSS_BOUND_MIB: u64 = 150;
@@ -35,14 +35,21 @@ struct Site {
     mqtt: u16,
     coap: u16,
     p2p: u16,
+    /// The radio's serial line: the gateway holds one end, the test
+    /// writes to the other.
+    serial: PtyPair,
+    _dir: tempfile::TempDir,
 }
 
 impl Site {
     fn start() -> Site {
         let (mqtt, coap, p2p) = (free_port(), free_udp_port(), free_port());
         let key = "5a".repeat(32);
+        let dir = tempfile::tempdir().unwrap();
+        let serial = PtyPair::start(dir.path());
+        let radio = serial.radio.to_str().unwrap().to_owned();
         let gateway = Gateway::start(
-            &["--demo", "--no-mdns"],
+            &["--demo", "--no-mdns", "--serial154", &radio],
             &[
                 ("FOGBANK_GATEWAY_ID", GATEWAY),
                 ("FOGBANK_MQTT", &format!("127.0.0.1:{mqtt}")),
@@ -57,6 +64,8 @@ impl Site {
             mqtt,
             coap,
             p2p,
+            serial,
+            _dir: dir,
         }
     }
 
@@ -79,13 +88,7 @@ impl Site {
     /// The value of a counter or gauge in `/metrics` (summed over the
     /// series whose labels contain `labels`).
     fn metric(&self, name: &str, labels: &str) -> f64 {
-        let text = String::from_utf8(self.gateway.get("/metrics").body).unwrap();
-        text.lines()
-            .filter(|line| line.starts_with(name) && !line.starts_with('#'))
-            .filter(|line| line[name.len()..].starts_with([' ', '{']))
-            .filter(|line| line.contains(labels))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_in(&self.gateway.get("/metrics").body, name, labels)
     }
 
     fn mqtt_event(&self, event: &str) -> f64 {
@@ -94,6 +97,18 @@ impl Site {
             &format!("event=\"{event}\""),
         )
     }
+}
+
+/// The sum of the series of `name` whose labels contain `labels`, in a
+/// Prometheus text exposition.
+fn metric_in(exposition: &[u8], name: &str, labels: &str) -> f64 {
+    String::from_utf8_lossy(exposition)
+        .lines()
+        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .filter(|line| line[name.len()..].starts_with([' ', '{']))
+        .filter(|line| line.contains(labels))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 fn resident_mib(pid: u32) -> u64 {
@@ -656,6 +671,47 @@ fn attack_p2p(site: &Site) {
     site.checkpoint("libp2p handshakes held");
 }
 
+// ----------------------------------------------------------- serial line
+
+/// SLIP (RFC 1055) bytes no radio sends: a frame that never ends, frames
+/// of noise, bad escapes, and 802.15.4 fragments of more datagrams than
+/// are reassembled at once.
+fn attack_serial(site: &Site) {
+    const END: u8 = 0xc0;
+    let serial154 = "adapter=\"serial154\"";
+    let broken_before = site.metric("fogbank_adapter_events_total", serial154);
+    let mut line = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&site.serial.sim)
+        .unwrap();
+    // One frame of 1 MiB: cut at 2 KiB and skipped to the next END.
+    let mut endless = vec![0x41; 1 << 20];
+    endless.push(END);
+    line.write_all(&endless).unwrap();
+    // Noise, and escapes that escape nothing.
+    for i in 0..2000u32 {
+        let frame: Vec<u8> = (0..(i % 120 + 1)).map(|b| (b * 13 + i) as u8).collect();
+        line.write_all(&frame).unwrap();
+        line.write_all(&[0xdb, 0x00, END]).unwrap();
+    }
+    // RFC 4944 first fragments (dispatch 11000, size 1280, a new tag each)
+    // inside 802.15.4 data frames (short addresses, PAN id compression):
+    // past 16 datagrams under way, dropped.
+    for tag in 0..200u16 {
+        let mut mac = vec![0x41, 0x88, tag as u8, 0xcd, 0xab, 0x01, 0x00, 0x02, 0x00];
+        mac.extend_from_slice(&[0xc5, 0x00]);
+        mac.extend_from_slice(&tag.to_be_bytes());
+        mac.extend_from_slice(&[0x7a; 40]);
+        mac.push(END);
+        line.write_all(&mac).unwrap();
+    }
+    line.flush().unwrap();
+    site.gateway
+        .wait_for("/metrics", "the broken frames counted", |a| {
+            metric_in(&a.body, "fogbank_adapter_events_total", serial154) >= broken_before + 2000.0
+        });
+}
+
 #[test]
 fn every_port_stays_bounded_under_hostile_input() {
     let site = Site::start();
@@ -671,6 +727,8 @@ fn every_port_stays_bounded_under_hostile_input() {
     site.checkpoint("HTTP");
     attack_p2p(&site);
     site.checkpoint("libp2p");
+    attack_serial(&site);
+    site.checkpoint("serial line");
 
     stop.store(true, Ordering::Relaxed);
     let (acknowledged, server_errors) = writing.join().unwrap();

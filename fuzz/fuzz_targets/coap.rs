@@ -1,10 +1,12 @@
 #![no_main]
 //! CoAP bytes from the network: datagrams (the codec and our option
 //! decoders), registration bodies (link format), and device payloads in
-//! every content format decode or fail cleanly.
+//! every content format decode or fail cleanly; a datagram's Block1 and
+//! payload, taken as an upload, keep the uploads within their bounds.
 
 use coap_lite::{CoapOption, Packet};
 use fogbank_coap::message::{self, Block};
+use fogbank_coap::uploads::{self, Uploads};
 use fogbank_coap::{lwm2m, payload, rd};
 use fogbank_taas::Timestamp;
 use libfuzzer_sys::fuzz_target;
@@ -15,6 +17,15 @@ fuzz_target!(|data: &[u8]| {
         let _ = message::uint_option(&packet, CoapOption::Observe);
         let _ = Block::of(&packet, CoapOption::Block1);
         let _ = Block::of(&packet, CoapOption::Block2);
+        if let Some(Ok(block)) = Block::of(&packet, CoapOption::Block1) {
+            let mut held = Uploads::default();
+            let peer = std::net::SocketAddr::from(([10, 0, 0, 1], 5683));
+            let now = std::time::Instant::now();
+            for path in ["a", "b"] {
+                let _ = held.block(peer, path.into(), block, &packet.payload, now);
+            }
+            assert!(held.bytes() <= uploads::MAX_BYTES && held.len() <= uploads::MAX_UPLOADS);
+        }
         let _ = packet.to_bytes_unlimited();
     }
     if let Ok(links) = rd::links(data) {
