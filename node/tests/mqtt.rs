@@ -644,6 +644,30 @@ fn mqtt5_properties_reach_both_protocols_and_break_nothing() {
     );
 }
 
+/// Keep Alive 0 turns keep-alive off (MQTT 3.1.1 §3.1.2.10, MQTT 5
+/// §3.1.2.10), and small device libraries (MicroPython's umqtt.simple)
+/// connect with it by default: an independent client (paho-mqtt) so
+/// connected is accepted and its QoS 1 publish stored, in both protocols.
+/// (rumqttd 0.20 closes such a connection without a CONNACK.)
+#[test]
+fn a_client_with_keep_alive_off_is_served() {
+    let (gw, port) = common::embedded_gateway("gw-ka");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/peers/mqtt_keepalive0.py"
+    );
+    for (level, device) in [("4", "ka-311"), ("5", "ka-5")] {
+        let topic = format!("things/{device}/level");
+        let status = std::process::Command::new(common::python())
+            .args([script, &port.to_string(), level, &topic, "9.5"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "MQTT level {level} with Keep Alive 0");
+        let reading = gw.get(&format!("/api/v1/things/gw-ka.mqtt.{device}.level/reading"));
+        assert_eq!(reading.json()[0]["v"], 9.5);
+    }
+}
+
 /// A client that sends what only a server may send (CONNACK) is
 /// disconnected, and the broker still serves the next client under that
 /// id and everyone after. (Unpatched, rumqttd 0.20's MQTT 5 listener panics

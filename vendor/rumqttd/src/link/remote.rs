@@ -197,11 +197,8 @@ where
 
     handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
 
-    // When keep_alive feature is disabled client can live forever, which is not good in
-    // distributed broker context so currenlty we don't allow it.
-    if connect.keep_alive == 0 {
-        return Err(Error::ZeroKeepAlive);
-    }
+    // Keep Alive 0 turns keep-alive off (MQTT 3.1.1 §3.1.2.10, MQTT 5
+    // §3.1.2.10): such a client is not timed out (see `set_keepalive`).
 
     let empty_client_id = connect.client_id.is_empty();
     let clean_session = connect.clean_session;
