@@ -721,21 +721,28 @@ fn every_port_stays_bounded_under_hostile_input() {
         "the writer got {} readings in",
         acknowledged.len()
     );
+    // Every value acknowledged is stored, once. (A request whose answer was
+    // lost on the way may be stored too: that is no loss.)
     let history = site.gateway.get(&format!(
         "/api/v1/things/{WRITER}/readings?limit={}",
-        acknowledged.len() + 10
+        acknowledged.len() + server_errors.len() + 1000
     ));
-    let mut stored: Vec<u64> = history
+    let stored: Vec<u64> = history
         .json()
         .as_array()
         .unwrap()
         .iter()
         .map(|r| r["v"].as_f64().unwrap() as u64)
         .collect();
-    stored.sort_unstable();
-    assert_eq!(
-        stored, acknowledged,
-        "every acknowledged reading is in the history"
+    let distinct: std::collections::BTreeSet<u64> = stored.iter().copied().collect();
+    assert_eq!(distinct.len(), stored.len(), "a reading stored twice");
+    let missing: Vec<&u64> = acknowledged
+        .iter()
+        .filter(|v| !distinct.contains(v))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not stored: {missing:?}"
     );
     assert_eq!(
         site.metric("fogbank_http_responses_total", "code=\"5xx\""),
