@@ -404,9 +404,9 @@ impl Inbound<'_> {
         mut broker: OwnedWriteHalf,
         mut buffer: Vec<u8>,
     ) -> io::Result<()> {
+        let budget = self.budget;
         // The packet whose start is in `buffer`: its deadline, and its
         // share of the budget if it is larger than one read.
-        let budget = self.budget;
         let mut arriving: Option<(Instant, Option<Lease<'_>>)> = None;
         loop {
             let packets = packet::complete(&buffer).map_err(invalid)?;
