@@ -29,7 +29,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
 use crate::message::{self, Block, Request, Response};
-use crate::uploads::{Refused, Uploads};
+use crate::uploads::{self, Refused, Uploads};
 
 /// RFC 7252 §4.8 transmission parameters.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -121,34 +121,21 @@ pub struct Stats {
     pub notifications_sent: AtomicU64,
     pub notifications_received: AtomicU64,
     pub retransmissions: AtomicU64,
-    /// Requests and registrations refused to keep the endpoint's state
-    /// bounded, by reason (see [`Stats::refusals`]).
-    refused: [AtomicU64; REFUSAL_REASONS.len()],
+    /// Block1 uploads refused to keep the endpoint's state bounded, by
+    /// [`Refused::index`].
+    uploads_refused: [AtomicU64; uploads::REASONS.len()],
+    /// Observations not registered, past the observer bounds.
+    observers_refused: AtomicU64,
 }
 
-/// Why the endpoint refused to hold state for a peer, as counted.
-const REFUSAL_REASONS: [&str; 6] = [
-    "block1_out_of_order",
-    "block1_size",
-    "block1_too_large",
-    "block1_host_busy",
-    "block1_full",
-    "observers_full",
-];
-
 impl Stats {
-    fn refuse(&self, reason: &str) {
-        if let Some(at) = REFUSAL_REASONS.iter().position(|r| *r == reason) {
-            self.refused[at].fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     /// What was refused and why, for `/metrics`.
     pub fn refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        REFUSAL_REASONS
-            .iter()
-            .zip(&self.refused)
-            .map(|(reason, count)| (*reason, count.load(Ordering::Relaxed)))
+        let load = |count: &AtomicU64| count.load(Ordering::Relaxed);
+        let uploads = uploads::REASONS
+            .into_iter()
+            .zip(self.uploads_refused.iter().map(load));
+        uploads.chain([("observers_full", load(&self.observers_refused))])
     }
 }
 
@@ -510,7 +497,7 @@ impl Endpoint {
                 Ok(None)
             }
             Err(refused) => {
-                self.inner.stats.refuse(refused.reason());
+                self.inner.stats.uploads_refused[refused.index()].fetch_add(1, Ordering::Relaxed);
                 if let Some(held_back) = untrusted::may_warn(&request.peer.ip().to_string()) {
                     tracing::warn!(peer = %request.peer, held_back, %refused, "refused a CoAP block-wise upload");
                 }
@@ -564,7 +551,10 @@ impl Endpoint {
                     state.observer_total += 1;
                     reply.set_observe_value(0);
                 } else {
-                    self.inner.stats.refuse("observers_full");
+                    self.inner
+                        .stats
+                        .observers_refused
+                        .fetch_add(1, Ordering::Relaxed);
                     if let Some(held_back) = untrusted::may_warn(&peer.ip().to_string()) {
                         tracing::warn!(%peer, held_back, "refused a CoAP observation: too many observers");
                     }

@@ -52,15 +52,24 @@ pub enum Refused {
     Full,
 }
 
+/// The names `/metrics` counts refusals under, in [`Refused::index`] order.
+pub const REASONS: [&str; 5] = [
+    "block1_out_of_order",
+    "block1_size",
+    "block1_too_large",
+    "block1_host_busy",
+    "block1_full",
+];
+
 impl Refused {
-    /// The name `/metrics` counts it under.
-    pub fn reason(&self) -> &'static str {
+    /// Its place in [`REASONS`].
+    pub fn index(&self) -> usize {
         match self {
-            Refused::OutOfOrder { .. } => "block1_out_of_order",
-            Refused::BlockSize { .. } => "block1_size",
-            Refused::TooLarge => "block1_too_large",
-            Refused::HostBusy => "block1_host_busy",
-            Refused::Full => "block1_full",
+            Refused::OutOfOrder { .. } => 0,
+            Refused::BlockSize { .. } => 1,
+            Refused::TooLarge => 2,
+            Refused::HostBusy => 3,
+            Refused::Full => 4,
         }
     }
 }
@@ -92,7 +101,7 @@ impl Uploads {
         self.expire(now);
         let declared = block.size();
         if payload.len() > declared || block.more && payload.len() < declared {
-            self.forget(&(peer, path));
+            self.remove(&(peer, path));
             return Err(Refused::BlockSize {
                 num: block.num,
                 carried: payload.len(),
@@ -101,19 +110,14 @@ impl Uploads {
         }
         let key = (peer, path);
         if block.num == 0 {
-            self.forget(&key);
+            self.remove(&key);
             if !block.more {
                 return Ok(Some(payload.to_vec()));
             }
             if self.by_key.len() >= MAX_UPLOADS {
                 return Err(Refused::Full);
             }
-            let from_host = self
-                .by_key
-                .keys()
-                .filter(|(p, _)| p.ip() == peer.ip())
-                .count();
-            if from_host >= MAX_UPLOADS_PER_HOST {
+            if self.from_host(peer.ip()) >= MAX_UPLOADS_PER_HOST {
                 return Err(Refused::HostBusy);
             }
             self.by_key.insert(
@@ -137,18 +141,18 @@ impl Uploads {
             .and_then(|num| num.checked_mul(declared));
         if at != Some(upload.body.len()) {
             let expected = u32::try_from(upload.body.len() / declared).unwrap_or(u32::MAX);
-            self.forget(&key);
+            self.remove(&key);
             return Err(Refused::OutOfOrder {
                 expected,
                 got: block.num,
             });
         }
         if upload.body.len() + payload.len() > MAX_BODY_BYTES {
-            self.forget(&key);
+            self.remove(&key);
             return Err(Refused::TooLarge);
         }
         if self.bytes + payload.len() > MAX_BYTES {
-            self.forget(&key);
+            self.remove(&key);
             return Err(Refused::Full);
         }
         upload.body.extend_from_slice(payload);
@@ -180,7 +184,6 @@ impl Uploads {
     }
 
     fn expire(&mut self, now: Instant) {
-        let before = self.by_key.len();
         let mut freed = 0;
         self.by_key.retain(|_, upload| {
             let alive = now.duration_since(upload.last_block) < UPLOAD_LIFETIME;
@@ -189,19 +192,14 @@ impl Uploads {
             }
             alive
         });
-        if self.by_key.len() != before {
-            self.bytes -= freed;
-        }
+        self.bytes -= freed;
     }
 
+    /// Takes an upload out, whole or not.
     fn remove(&mut self, key: &(SocketAddr, String)) -> Option<Vec<u8>> {
         let upload = self.by_key.remove(key)?;
         self.bytes -= upload.body.len();
         Some(upload.body)
-    }
-
-    fn forget(&mut self, key: &(SocketAddr, String)) {
-        self.remove(key);
     }
 }
 
