@@ -55,6 +55,22 @@ impl Exposition {
         self.metric(name, "counter", help, &[("", value as f64)])
     }
 
+    /// A counter with one sample per value of the label `label`.
+    pub fn counter_by<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: impl IntoIterator<Item = (&'a str, u64)>,
+    ) -> &mut Self {
+        let labels: Vec<(String, f64)> = values
+            .into_iter()
+            .map(|(value, n)| (format!("{label}=\"{value}\""), n as f64))
+            .collect();
+        let samples: Vec<(&str, f64)> = labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        self.metric(name, "counter", help, &samples)
+    }
+
     pub fn cloud(&mut self, stats: &fogbank_taas::cloud::CloudStats) -> &mut Self {
         self.metric(
             "fogbank_cloud_gateways",
@@ -182,16 +198,11 @@ impl Exposition {
             "Bytes of unfinished block-wise (Block1) uploads held.",
             upload_bytes as f64,
         );
-        let labels: Vec<(String, f64)> = stats
-            .refusals()
-            .map(|(reason, n)| (format!("reason=\"{reason}\""), n as f64))
-            .collect();
-        let samples: Vec<(&str, f64)> = labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
-        self.metric(
+        self.counter_by(
             "fogbank_coap_refused_total",
-            "counter",
             "CoAP uploads and observations refused to keep the endpoint's state bounded, by reason.",
-            &samples,
+            "reason",
+            stats.refusals(),
         )
     }
 
@@ -214,24 +225,20 @@ impl Exposition {
             "HTTP responses by status class.",
             &samples,
         );
-        let refused: Vec<(String, f64)> = actix_http::h1::server_error_answers()
-            .iter()
-            .map(|(status, count)| {
-                let reason = match status.as_u16() {
-                    400 => "unparsable",
-                    408 => "head_timeout",
-                    431 => "head_too_large",
-                    _ => "server_error",
-                };
-                (format!("reason=\"{reason}\""), *count as f64)
-            })
-            .collect();
-        let samples: Vec<(&str, f64)> = refused.iter().map(|(l, n)| (l.as_str(), *n)).collect();
-        self.metric(
+        let refused = actix_http::h1::server_error_answers().map(|(status, count)| {
+            let reason = match status.as_u16() {
+                400 => "unparsable",
+                408 => "head_timeout",
+                431 => "head_too_large",
+                _ => "server_error",
+            };
+            (reason, count)
+        });
+        self.counter_by(
             "fogbank_http_refused_total",
-            "counter",
             "Requests the HTTP server answered with an error on its own, before the API saw them, by reason.",
-            &samples,
+            "reason",
+            refused,
         );
         self.metric(
             "fogbank_http_request_seconds_total",
