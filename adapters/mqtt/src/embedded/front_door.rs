@@ -196,7 +196,7 @@ async fn serve(listener: std::net::TcpListener, backends: Backends, intake: Arc<
             Ok((device, peer)) => {
                 let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
                     // Dropping the socket closes it: the peer learns at once.
-                    count(&shared.intake.subscribe(), "mqtt_handshakes_refused");
+                    count(shared.intake.borrow().clone(), "mqtt_handshakes_refused");
                     if let Some(held_back) = untrusted::may_warn("mqtt-handshakes") {
                         tracing::warn!(%peer, held_back, limit = MAX_HANDSHAKES, "too many MQTT connections without a CONNECT yet: closing a new one");
                     }
@@ -244,7 +244,7 @@ async fn splice(
         Ok(Ok(connect)) => connect,
         Ok(Err(error)) => {
             if let Some(SniffError::TooLarge { .. }) = sniff_error(&error) {
-                count(&intake, "mqtt_connect_oversized");
+                count(intake.borrow().clone(), "mqtt_connect_oversized");
                 if let Some(held_back) = untrusted::may_warn(&peer.ip().to_string()) {
                     tracing::warn!(%peer, held_back, %error, "refused an MQTT CONNECT");
                 }
@@ -252,7 +252,7 @@ async fn splice(
             return Err(error);
         }
         Err(_) => {
-            count(&intake, "mqtt_connect_timeouts");
+            count(intake.borrow().clone(), "mqtt_connect_timeouts");
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "no CONNECT in time",
@@ -308,9 +308,9 @@ fn sniff_error(error: &io::Error) -> Option<&SniffError> {
     error.get_ref()?.downcast_ref::<SniffError>()
 }
 
-/// Counts an event for `/metrics` once the adapter has started.
-fn count(intake: &watch::Receiver<Option<Arc<Mutex<Receiver>>>>, event: &'static str) {
-    let receiver = intake.borrow().clone();
+/// Counts an event for `/metrics` through the adapter's current receiver
+/// (none before the adapter has started).
+fn count(receiver: Option<Arc<Mutex<Receiver>>>, event: &'static str) {
     if let Some(receiver) = receiver {
         receiver.lock().context().count(event);
     }
@@ -472,7 +472,7 @@ impl Inbound<'_> {
     /// Counts and logs (rate-limited) why this connection is being closed,
     /// and returns the error that closes it.
     fn refuse(&self, event: &'static str, why: String) -> io::Error {
-        count(&self.intake, event);
+        count(self.intake.borrow().clone(), event);
         if let Some(held_back) = untrusted::may_warn(&self.peer.ip().to_string()) {
             tracing::warn!(peer = %self.peer, held_back, session = %Excerpt(self.session), "closing an MQTT connection: {why}");
         }
