@@ -190,18 +190,6 @@ fn silent_crowd(port: u16, crowd: usize, excess: usize) -> usize {
 
 // ------------------------------------------------------------------ MQTT
 
-/// CONNECT (MQTT 3.1.1 §3.1 / 5 §3.1): protocol name "MQTT", `level`,
-/// clean session, keep alive 60 s, (MQTT 5: no properties,) `client`.
-fn mqtt_connect(level: u8, client: &str) -> Vec<u8> {
-    let mut body = [&[0, 4][..], b"MQTT", &[level, 0x02, 0, 60]].concat();
-    if level == 5 {
-        body.push(0);
-    }
-    body.extend_from_slice(&(client.len() as u16).to_be_bytes());
-    body.extend_from_slice(client.as_bytes());
-    [&[0x10, body.len() as u8][..], &body].concat()
-}
-
 /// A fixed header's remaining length (§2.2.3): seven bits a byte.
 fn remaining_length(mut length: usize) -> Vec<u8> {
     let mut out = Vec::new();
@@ -216,21 +204,6 @@ fn remaining_length(mut length: usize) -> Vec<u8> {
             return out;
         }
     }
-}
-
-/// A connected MQTT client, its CONNACK read.
-fn mqtt_session(port: u16, level: u8, client: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.write_all(&mqtt_connect(level, client)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut head = [0u8; 2];
-    stream.read_exact(&mut head).unwrap();
-    assert_eq!(head[0], 0x20, "CONNACK");
-    let mut rest = vec![0u8; usize::from(head[1])];
-    stream.read_exact(&mut rest).unwrap();
-    stream
 }
 
 fn attack_mqtt(site: &Site) {
@@ -263,11 +236,11 @@ fn attack_mqtt(site: &Site) {
     // A second CONNECT, and a CONNACK, from a connected 3.1.1 client close
     // its connection (3.1.1 §3.1.0-2; a packet only a server sends).
     for (name, packet) in [
-        ("second-connect", mqtt_connect(4, "second-connect")),
+        ("second-connect", common::mqtt_connect(4, "second-connect")),
         ("connack", vec![0x20, 0x02, 0x00, 0x00]),
         ("suback", vec![0x90, 0x03, 0x00, 0x01, 0x00]),
     ] {
-        let mut session = mqtt_session(port, 4, name);
+        let mut session = common::mqtt_session(port, 4, name);
         session.write_all(&packet).unwrap();
         assert!(
             closed_within(&session, Duration::from_secs(2)),
@@ -277,7 +250,7 @@ fn attack_mqtt(site: &Site) {
     assert!(site.mqtt_event("mqtt_protocol_violations") >= 3.0);
 
     // A topic of 65 535 bytes, many times: dropped, logged in excerpt.
-    let mut session = mqtt_session(port, 4, "long-topic");
+    let mut session = common::mqtt_session(port, 4, "long-topic");
     let topic = format!("things/{}", "t".repeat(65_535 - 7));
     for pkid in 1..=20u16 {
         let body = [
@@ -297,7 +270,7 @@ fn attack_mqtt(site: &Site) {
     let claimed = 300_000;
     let mut trickles: Vec<TcpStream> = (0..260)
         .map(|i| {
-            let mut s = mqtt_session(port, 4, &format!("trickle-{i}"));
+            let mut s = common::mqtt_session(port, 4, &format!("trickle-{i}"));
             let head = [
                 &[0x32][..],
                 &remaining_length(claimed),

@@ -840,25 +840,7 @@ fn raw_session(
     enough: impl Fn(&[u8]) -> bool,
 ) -> Vec<u8> {
     use std::io::{Read, Write};
-    // CONNECT (§3.1): protocol name, level, clean session, keep alive 60 s,
-    // (MQTT 5: no properties,) client id.
-    let mut body = [&[0, 4][..], b"MQTT", &[level, 0x02, 0, 60]].concat();
-    if level == 5 {
-        body.push(0);
-    }
-    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-    body.extend_from_slice(client_id.as_bytes());
-    let connect = [&[0x10, body.len() as u8][..], &body].concat();
-    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    client.write_all(&connect).unwrap();
-    let mut connack = [0u8; 2];
-    client.read_exact(&mut connack).unwrap();
-    assert_eq!(connack[0], 0x20, "the CONNECT was answered");
-    let mut rest = vec![0u8; usize::from(connack[1])];
-    client.read_exact(&mut rest).unwrap();
+    let mut client = common::mqtt_session(port, level, client_id);
     client.write_all(packets).unwrap();
     let mut answer = Vec::new();
     let mut chunk = [0u8; 4096];

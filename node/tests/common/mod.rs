@@ -564,6 +564,35 @@ pub fn mqtt5_publish(port: u16, topic: &str, payload: &[u8]) {
     mosquitto_pub(port, &["-V", "mqttv5", "-t", topic, "-s"], payload);
 }
 
+/// CONNECT (MQTT 3.1.1 §3.1 / 5 §3.1): protocol name "MQTT", `level`,
+/// clean session, keep alive 60 s, (MQTT 5: no properties,) `client`.
+pub fn mqtt_connect(level: u8, client: &str) -> Vec<u8> {
+    let mut body = [&[0, 4][..], b"MQTT", &[level, 0x02, 0, 60]].concat();
+    if level == 5 {
+        body.push(0);
+    }
+    body.extend_from_slice(&(client.len() as u16).to_be_bytes());
+    body.extend_from_slice(client.as_bytes());
+    [&[0x10, body.len() as u8][..], &body].concat()
+}
+
+/// A raw MQTT client connected to `port` at protocol `level`, its CONNACK
+/// read; reads time out after 10 s.
+pub fn mqtt_session(port: u16, level: u8, client: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(&mqtt_connect(level, client)).unwrap();
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 0x20, "the CONNECT was answered with a CONNACK");
+    let mut rest = vec![0u8; usize::from(head[1])];
+    stream.read_exact(&mut rest).unwrap();
+    stream
+}
+
 /// Runs `mosquitto_pub` at QoS 1 with `args`, feeding it `input`.
 pub fn mosquitto_pub(port: u16, args: &[&str], input: &[u8]) {
     use std::io::Write;
