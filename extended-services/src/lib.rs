@@ -87,7 +87,6 @@ struct Record {
 }
 
 /// A service as operators see it.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceInfo {
     pub name: String,

@@ -36,7 +36,6 @@ const REMOTE_REFRESH: Duration = Duration::from_secs(2);
 /// Log lines kept per service.
 const LOG_LINES: usize = 200;
 
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
@@ -49,7 +48,6 @@ pub enum State {
     Failed,
 }
 
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
@@ -59,7 +57,6 @@ pub enum LogLevel {
     Error,
 }
 
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct LogLine {
     /// Microseconds since the epoch.

@@ -2,7 +2,7 @@
 //! What another gateway of the local cloud sends: catalog messages, relayed
 //! readings, calls and answers. Whatever decodes must re-encode to itself.
 
-use fogbank_taas::cloud::wire;
+use fogbank_cloud::wire;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -276,14 +276,14 @@ impl Config {
         if self.cloud.listen != "off" {
             self.cloud
                 .listen
-                .parse::<fogbank_taas::cloud::Multiaddr>()
+                .parse::<fogbank_cloud::Multiaddr>()
                 .map_err(|e| ConfigError::Invalid {
                     key: "cloud.listen",
                     reason: format!("{:?} is not a multiaddr or off: {e}", self.cloud.listen),
                 })?;
         }
         for peer in &self.cloud.peers {
-            peer.parse::<fogbank_taas::cloud::Multiaddr>()
+            peer.parse::<fogbank_cloud::Multiaddr>()
                 .map_err(|e| ConfigError::Invalid {
                     key: "cloud.peers",
                     reason: format!(

@@ -110,8 +110,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 fn cluster_key(
     config: &Config,
     key_file_given: bool,
-) -> anyhow::Result<Option<fogbank_taas::cloud::ClusterKey>> {
-    use fogbank_taas::cloud;
+) -> anyhow::Result<Option<fogbank_cloud::ClusterKey>> {
+    use fogbank_cloud as cloud;
     if !key_file_given
         && let Some(hex) = std::env::var("FOGBANK_CLUSTER_KEY")
             .ok()
@@ -142,7 +142,7 @@ fn main() {
         Command::NewToken => auth::new_secret()
             .map(|t| println!("{t}"))
             .map_err(Into::into),
-        Command::ClusterKey => fogbank_taas::cloud::new_cluster_key()
+        Command::ClusterKey => fogbank_cloud::new_cluster_key()
             .map(|key| print!("{key}"))
             .map_err(|e| anyhow::anyhow!("no randomness for a key: {e}")),
         Command::Peers(args) => client::peers(args),

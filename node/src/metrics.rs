@@ -71,7 +71,7 @@ impl Exposition {
         self.metric(name, "counter", help, &samples)
     }
 
-    pub fn cloud(&mut self, stats: &fogbank_taas::cloud::CloudStats) -> &mut Self {
+    pub fn cloud(&mut self, stats: &fogbank_cloud::CloudStats) -> &mut Self {
         self.metric(
             "fogbank_cloud_gateways",
             "gauge",

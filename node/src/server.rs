@@ -9,8 +9,8 @@ use actix::{Actor, Addr};
 use actix_web::{HttpServer, web};
 use anyhow::Context;
 use fogbank_adapter::{AdapterSupervisor, Backoff, Plugin, Shutdown};
+use fogbank_cloud::{Cloud, CloudConfig, ClusterKey, Multiaddr};
 use fogbank_sim::{SimConfig, Simulator};
-use fogbank_taas::cloud::{Cloud, CloudConfig, ClusterKey, Multiaddr};
 use fogbank_taas::{Hub, HubOptions, StoreOptions, Timestamp};
 
 use crate::api::{self, AppState};

@@ -40,7 +40,6 @@ pub trait Actuator: Send + Sync {
 /// Where a command stands.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CommandState {
     Pending,
     Succeeded {
@@ -54,11 +53,8 @@ pub enum CommandState {
 
 /// A command's record, as polling clients see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandStatus {
-    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub id: CommandId,
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub thing: ThingId,
     pub value: serde_json::Value,
     pub issued: f64,

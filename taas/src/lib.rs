@@ -10,7 +10,6 @@
 //! it. Callers bring bytes in SenML form or typed values.
 
 pub mod bus;
-pub mod cloud;
 pub mod commands;
 mod hub;
 pub mod id;

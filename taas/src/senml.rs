@@ -45,7 +45,6 @@ pub enum SenmlError {
 
 /// One SenML record as it appears on the wire, before resolution.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bn: Option<String>,
@@ -73,7 +72,6 @@ pub struct Record {
         skip_serializing_if = "Option::is_none",
         serialize_with = "serialize_data"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub vd: Option<Vec<u8>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s: Option<f64>,

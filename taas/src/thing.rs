@@ -9,7 +9,6 @@ use crate::id::ThingId;
 /// Whether applications read it or command it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Kind {
     Sensor,
     Actuator,
@@ -30,7 +29,6 @@ impl std::str::FromStr for Kind {
 /// against it so that a store never holds a value of the wrong kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DataType {
     Number,
     Boolean,
@@ -92,9 +90,7 @@ impl Location {
 
 /// One capability of one device, as applications see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ThingService {
-    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "gw-a.sim.building-a-floor-1.temperature"))]
     pub id: ThingId,
     pub kind: Kind,
     /// A short semantic word: `temperature`, `humidity`, `light`, `switch`, …
@@ -105,7 +101,6 @@ pub struct ThingService {
     pub unit: Option<String>,
     pub data_type: DataType,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "campus/building-a/floor-1"))]
     pub location: Location,
     /// The gateway that owns the device (the single writer of this entry).
     pub gateway: String,
@@ -114,7 +109,6 @@ pub struct ThingService {
     pub device_address: String,
     pub available: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: BTreeMap<String, serde_json::Value>,
 }
 

@@ -7,6 +7,7 @@
 mod ops;
 mod peers;
 pub mod problem;
+mod schema;
 mod services;
 mod stream;
 mod things;
@@ -38,7 +39,7 @@ pub struct AppState {
     /// The CoAP endpoint, for its counters; `None` with CoAP off.
     pub coap: Option<fogbank_coap::endpoint::Endpoint>,
     /// The local cloud; `None` when this gateway stands alone.
-    pub cloud: Option<Arc<fogbank_taas::cloud::Cloud>>,
+    pub cloud: Option<Arc<fogbank_cloud::Cloud>>,
     /// The extended services.
     pub services: Arc<fogbank_services::Services>,
 }

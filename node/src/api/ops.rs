@@ -2,15 +2,13 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use fogbank_adapter::GetStatus;
-use fogbank_taas::ThingService;
-use fogbank_taas::cloud::PeerInfo;
-use fogbank_taas::{CommandState, CommandStatus, DataType, Kind, senml::Record};
 use serde::Serialize;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::AppState;
 use super::problem::{ApiError, Problem};
+use super::schema::*;
 use super::things::{ActuationRequest, CommandValue};
 use crate::auth::Scope;
 use crate::metrics::{Exposition, resident_bytes};
@@ -195,9 +193,9 @@ impl utoipa::Modify for BearerScheme {
         super::services::remove, super::services::start, super::services::stop,
         super::services::logs, health, metrics, openapi
     ),
-    components(schemas(ThingService, Kind, DataType, Record, CommandStatus, CommandState, Problem, ActuationRequest, CommandValue, Health, PeerInfo,
-        fogbank_services::ServiceInfo, fogbank_services::State, fogbank_services::LogLine, fogbank_services::LogLevel,
-        fogbank_services::Selector, fogbank_services::Grants, fogbank_services::Limits, super::services::PublishRequest)),
+    components(schemas(ThingServiceSchema, KindSchema, DataTypeSchema, RecordSchema, CommandStatusSchema, CommandStateSchema, Problem, ActuationRequest, CommandValue, Health, PeerInfoSchema,
+        ServiceInfoSchema, ServiceStateSchema, LogLineSchema, LogLevelSchema,
+        SelectorSchema, GrantsSchema, LimitsSchema, super::services::PublishRequest)),
     modifiers(&BearerScheme),
 )]
 pub struct ApiDoc;

@@ -1,14 +1,15 @@
 //! `GET /api/v1/peers`: the gateways of the local cloud.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use fogbank_taas::cloud::{ForgetError, PeerInfo};
+use fogbank_cloud::{ForgetError, PeerInfo};
 
 use super::AppState;
 use super::problem::{ApiError, Problem};
+use super::schema::*;
 use crate::auth::Scope;
 
 #[utoipa::path(get, path = "/api/v1/peers", tag = "local cloud",
-    responses((status = 200, description = "This gateway (state `local`) and every other gateway of its local cloud (`up` or `down`); only this gateway when it stands alone", body = [PeerInfo])))]
+    responses((status = 200, description = "This gateway (state `local`) and every other gateway of its local cloud (`up` or `down`); only this gateway when it stands alone", body = [PeerInfoSchema])))]
 pub async fn list(
     request: HttpRequest,
     state: web::Data<AppState>,

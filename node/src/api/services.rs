@@ -11,11 +11,12 @@ use std::sync::Arc;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
-use fogbank_services::{CallError, LogLine, ServiceError, ServiceInfo, Services};
+use fogbank_services::{CallError, ServiceError, ServiceInfo, Services};
 use serde::Deserialize;
 
 use super::AppState;
 use super::problem::{ApiError, Problem};
+use super::schema::*;
 use crate::auth::Scope;
 
 /// The largest publish request: a component of
@@ -65,8 +66,8 @@ async fn change<T: Send + 'static>(
 
 #[utoipa::path(post, path = "/api/v1/services", tag = "services",
     request_body(content = PublishRequest, description = "A manifest and a component of the fogbank:service@0.1.0 world. A service of the same name is upgraded in place: the new version replaces it only if it is valid, and its key-value state is kept."),
-    responses((status = 201, description = "Installed and started", body = ServiceInfo),
-              (status = 200, description = "Upgraded", body = ServiceInfo),
+    responses((status = 201, description = "Installed and started", body = ServiceInfoSchema),
+              (status = 200, description = "Upgraded", body = ServiceInfoSchema),
               (status = 400, description = "The manifest or the component is invalid; nothing changed", body = Problem, content_type = "application/problem+json"),
               (status = 401, body = Problem, content_type = "application/problem+json"),
               (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -99,7 +100,7 @@ pub async fn publish(
 }
 
 #[utoipa::path(get, path = "/api/v1/services", tag = "services",
-    responses((status = 200, description = "Every installed service", body = [ServiceInfo])))]
+    responses((status = 200, description = "Every installed service", body = [ServiceInfoSchema])))]
 pub async fn list(
     request: HttpRequest,
     state: web::Data<AppState>,
@@ -110,7 +111,7 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/api/v1/services/{name}", tag = "services",
     params(("name" = String, Path, description = "The service's name")),
-    responses((status = 200, body = ServiceInfo),
+    responses((status = 200, body = ServiceInfoSchema),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn get(
     request: HttpRequest,
@@ -141,7 +142,7 @@ pub async fn remove(
 
 #[utoipa::path(post, path = "/api/v1/services/{name}/start", tag = "services",
     params(("name" = String, Path, description = "The service's name")),
-    responses((status = 200, description = "Started (again, if it had failed); it also runs when the gateway starts", body = ServiceInfo),
+    responses((status = 200, description = "Started (again, if it had failed); it also runs when the gateway starts", body = ServiceInfoSchema),
               (status = 401, body = Problem, content_type = "application/problem+json"),
               (status = 403, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json")),
@@ -156,7 +157,7 @@ pub async fn start(
 
 #[utoipa::path(post, path = "/api/v1/services/{name}/stop", tag = "services",
     params(("name" = String, Path, description = "The service's name")),
-    responses((status = 200, description = "Stopped until started again, across gateway restarts too", body = ServiceInfo),
+    responses((status = 200, description = "Stopped until started again, across gateway restarts too", body = ServiceInfoSchema),
               (status = 401, body = Problem, content_type = "application/problem+json"),
               (status = 403, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json")),
@@ -183,7 +184,7 @@ async fn switch(
 
 #[utoipa::path(get, path = "/api/v1/services/{name}/logs", tag = "services",
     params(("name" = String, Path, description = "The service's name")),
-    responses((status = 200, description = "The service's recent log lines, oldest first", body = [LogLine]),
+    responses((status = 200, description = "The service's recent log lines, oldest first", body = [LogLineSchema]),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn logs(
     request: HttpRequest,

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::problem::{ApiError, Problem};
+use super::schema::*;
 use super::{AppState, thing_id, time};
 use crate::auth::Scope;
 
@@ -40,7 +41,7 @@ pub struct ThingsQuery {
     gateway: Option<String>,
     /// `sensor` or `actuator`.
     #[serde(default, deserialize_with = "empty_as_none")]
-    #[param(value_type = Option<Kind>)]
+    #[param(value_type = Option<KindSchema>)]
     kind: Option<String>,
     /// `true` or `false`.
     #[serde(default, deserialize_with = "empty_as_none")]
@@ -66,7 +67,7 @@ fn parse_bool(name: &str, raw: &str) -> Result<bool, ApiError> {
 }
 
 #[utoipa::path(get, path = "/api/v1/things", tag = "things", params(ThingsQuery),
-    responses((status = 200, description = "Matching thing services, ordered by id", body = [ThingService]),
+    responses((status = 200, description = "Matching thing services, ordered by id", body = [ThingServiceSchema]),
                (status = 400, body = Problem, content_type = "application/problem+json")))]
 pub async fn list(
     request: HttpRequest,
@@ -103,7 +104,7 @@ fn known(state: &AppState, raw: &str) -> Result<ThingService, ApiError> {
 }
 
 #[utoipa::path(get, path = "/api/v1/things/{id}", tag = "things", params(("id" = String, Path, description = "Thing-service id")),
-    responses((status = 200, body = ThingService), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ThingServiceSchema), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn get(
     request: HttpRequest,
     state: web::Data<AppState>,
@@ -190,7 +191,7 @@ fn senml_response(format: &'static str, records: &[Record]) -> HttpResponse {
 }
 
 #[utoipa::path(get, path = "/api/v1/things/{id}/reading", tag = "readings", params(("id" = String, Path, description = "Thing-service id")),
-    responses((status = 200, description = "The latest reading as a one-record SenML pack", content(([Record] = "application/senml+json"), ([Record] = "application/senml+cbor"))),
+    responses((status = 200, description = "The latest reading as a one-record SenML pack", content(([RecordSchema] = "application/senml+json"), ([RecordSchema] = "application/senml+cbor"))),
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 406, body = Problem, content_type = "application/problem+json"),
               (status = 502, description = "The owning gateway is unreachable", body = Problem, content_type = "application/problem+json"),
@@ -244,7 +245,7 @@ const MAX_LIMIT: usize = 100_000;
 
 #[utoipa::path(get, path = "/api/v1/things/{id}/readings", tag = "readings",
     params(("id" = String, Path, description = "Thing-service id"), HistoryQuery),
-    responses((status = 200, description = "Readings as a SenML pack, oldest first", content(([Record] = "application/senml+json"), ([Record] = "application/senml+cbor"))),
+    responses((status = 200, description = "Readings as a SenML pack, oldest first", content(([RecordSchema] = "application/senml+json"), ([RecordSchema] = "application/senml+cbor"))),
               (status = 400, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 502, description = "The owning gateway is unreachable", body = Problem, content_type = "application/problem+json"),
@@ -337,7 +338,7 @@ pub const HTTP_ADAPTER: &str = "http";
 
 #[utoipa::path(post, path = "/api/v1/things/{id}/readings", tag = "readings",
     params(("id" = String, Path, description = "Thing-service id. Posting to an unknown `{this-gateway}.http.{device}.{resource}` creates that thing service.")),
-    request_body(content = [Record], content_type = "application/senml+json", description = "A SenML pack (JSON or CBOR) of readings for this thing; records may omit the name"),
+    request_body(content = [RecordSchema], content_type = "application/senml+json", description = "A SenML pack (JSON or CBOR) of readings for this thing; records may omit the name"),
     responses((status = 200, description = "Stored durably", body = Object),
               (status = 400, body = Problem, content_type = "application/problem+json"),
               (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -492,8 +493,8 @@ fn command_response(status: CommandStatus, issued_now: bool) -> Result<HttpRespo
 #[utoipa::path(put, path = "/api/v1/things/{id}/actuation", tag = "actuation",
     params(("id" = String, Path, description = "Thing-service id of an actuator"), ActuationQuery),
     request_body(content = ActuationRequest, content_type = "application/json"),
-    responses((status = 200, description = "The device carried out the command", body = CommandStatus),
-              (status = 202, description = "Still running: poll the Location", body = CommandStatus),
+    responses((status = 200, description = "The device carried out the command", body = CommandStatusSchema),
+              (status = 202, description = "Still running: poll the Location", body = CommandStatusSchema),
               (status = 400, body = Problem, content_type = "application/problem+json"),
               (status = 401, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -538,7 +539,7 @@ pub async fn actuate(
 }
 
 #[utoipa::path(get, path = "/api/v1/commands/{id}", tag = "actuation", params(("id" = u64, Path, description = "Command id")),
-    responses((status = 200, body = CommandStatus), (status = 202, body = CommandStatus),
+    responses((status = 200, body = CommandStatusSchema), (status = 202, body = CommandStatusSchema),
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 502, body = Problem, content_type = "application/problem+json")))]
 pub async fn command(

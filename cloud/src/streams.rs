@@ -30,8 +30,8 @@ use tracing::Instrument;
 
 use super::members::Speakers;
 use super::wire;
-use crate::reading::ThingReading;
-use crate::{Event, Filter, Hub, Subscription, ThingId};
+use fogbank_taas::reading::ThingReading;
+use fogbank_taas::{Event, Filter, Hub, Subscription, ThingId};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/fogbank/readings/1");
 
@@ -296,7 +296,7 @@ async fn read(peer: PeerId, mut stream: Stream, inbound: Inbound) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{HubOptions, Kind, Reading, Timestamp, Value};
+    use fogbank_taas::{HubOptions, Kind, Reading, Timestamp, Value};
     use proptest::prelude::*;
 
     fn reading(thing: &str, micros: u64) -> ThingReading {
@@ -317,7 +317,12 @@ mod tests {
             let id = ThingId::parse(thing).unwrap();
             hub.replace_remote_catalog(
                 gateway,
-                vec![crate::ThingService::new(id, Kind::Sensor, "level", None)],
+                vec![fogbank_taas::ThingService::new(
+                    id,
+                    Kind::Sensor,
+                    "level",
+                    None,
+                )],
             );
         }
         let mut bus = hub.subscribe("test", Filter::all());

@@ -40,10 +40,10 @@ pub use libp2p::pnet::PreSharedKey as ClusterKey;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::commands::ActuationFuture;
-use crate::remote::{Remote, RemoteError, RemoteFuture};
-use crate::store::Window;
-use crate::{Command, CommandState, Hub, Reading, ThingId, ThingService};
+use fogbank_taas::commands::ActuationFuture;
+use fogbank_taas::remote::{Remote, RemoteError, RemoteFuture};
+use fogbank_taas::store::Window;
+use fogbank_taas::{Command, CommandState, Hub, Reading, ThingId, ThingService};
 pub use keys::{
     IDENTITY_FILE, KeyError, cluster_key_from_file, cluster_key_from_hex, new_cluster_key,
 };
@@ -86,7 +86,6 @@ pub enum CloudError {
 
 /// A gateway of the local cloud, as `GET /api/v1/peers` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PeerInfo {
     pub gateway: String,
     pub peer_id: String,
@@ -365,7 +364,7 @@ impl Remote for Handle {
         Box::pin(async move {
             match call.await {
                 Ok(Response::Actuated(CommandState::Succeeded { confirmed })) => {
-                    Ok(confirmed.map(crate::Value::from_json))
+                    Ok(confirmed.map(fogbank_taas::Value::from_json))
                 }
                 Ok(Response::Actuated(CommandState::Failed { reason })) => Err(reason),
                 Ok(Response::Actuated(CommandState::Pending)) => {

@@ -33,8 +33,8 @@ use super::wire::{self, CatalogMessage, Request, Response};
 use super::{
     BEACON_PERIOD, CloudConfig, CloudError, CloudStats, Order, PeerInfo, Reachable, SILENCE,
 };
-use crate::remote::{CatalogChange, RemoteError};
-use crate::{Hub, ThingId};
+use fogbank_taas::remote::{CatalogChange, RemoteError};
+use fogbank_taas::{Hub, ThingId};
 
 /// Changes per catalog delta: keeps every gossip message well under the
 /// transmit limit however large a burst of announcements is.
@@ -1115,7 +1115,7 @@ impl Node {
                             let answers = self.answers.clone();
                             tokio::spawn(async move {
                                 let state = ticket.outcome.await.unwrap_or_else(|_| {
-                                    crate::CommandState::Failed {
+                                    fogbank_taas::CommandState::Failed {
                                         reason: "the command was dropped".into(),
                                     }
                                 });

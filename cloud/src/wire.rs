@@ -12,9 +12,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::remote::{CatalogChange, CatalogSnapshot};
-use crate::store::Window;
-use crate::{CommandState, Reading, ThingId, ThingReading, Value};
+use fogbank_taas::remote::{CatalogChange, CatalogSnapshot};
+use fogbank_taas::store::Window;
+use fogbank_taas::{CommandState, Reading, ThingId, ThingReading, Value};
 
 /// Versioned: a gateway speaking another version is simply not heard.
 pub const CATALOG_TOPIC: &str = "/fogbank/catalog/1";
@@ -132,7 +132,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Kind, ThingService, Timestamp};
+    use fogbank_taas::{Kind, ThingService, Timestamp};
     use proptest::prelude::*;
 
     #[test]
