@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coap_lite::{RequestType, ResponseType};
-use fogbank_coap::endpoint::{Endpoint, Handler, Reply};
-use fogbank_coap::message::{Request, Response, format};
-use fogbank_coap::payload;
+use fogbank_coap_protocol::endpoint::{Endpoint, Handler, Reply};
+use fogbank_coap_protocol::message::{Request, Response, format};
+use fogbank_coap_protocol::payload;
 use fogbank_taas::{
     ActuateError, CommandState, Event, Filter, FollowSet, Hub, Kind, Query, ReadError, Reading,
     RemoteError, ThingId, ThingService, senml,

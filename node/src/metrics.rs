@@ -144,7 +144,7 @@ impl Exposition {
         )
     }
 
-    pub fn coap(&mut self, endpoint: &fogbank_coap::endpoint::Endpoint) -> &mut Self {
+    pub fn coap(&mut self, endpoint: &fogbank_coap_protocol::endpoint::Endpoint) -> &mut Self {
         let stats = endpoint.stats();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         self.gauge(

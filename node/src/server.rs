@@ -80,7 +80,7 @@ fn join_cloud(
 
 fn plugins(
     config: &Config,
-    coap: Option<&fogbank_coap::endpoint::Endpoint>,
+    coap: Option<&fogbank_coap_protocol::endpoint::Endpoint>,
 ) -> anyhow::Result<Vec<Box<dyn Plugin>>> {
     let mut plugins: Vec<Box<dyn Plugin>> = Vec::new();
     if config.sim.enabled {

@@ -20,6 +20,7 @@ pub mod senml;
 pub mod store;
 pub mod td;
 pub mod thing;
+pub mod untrusted;
 
 pub use bus::{Bus, BusStats, Event, Filter, Subscription};
 pub use commands::{

@@ -21,10 +21,10 @@ use fogbank_taas::{ThingId, ThingReading, ThingService, Value};
 use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 
-use crate::endpoint::{self, Endpoint, Handler, Reply, Taken};
-use crate::message::{self, Request, Response, format};
-use crate::payload;
 use crate::rd::{self, DeviceResource};
+use fogbank_coap_protocol::endpoint::{self, Endpoint, Handler, Reply, Taken};
+use fogbank_coap_protocol::message::{self, Request, Response, format};
+use fogbank_coap_protocol::payload;
 
 /// A notification later than Max-Age plus this means the observation is
 /// gone (the device restarted, a NAT forgot us): observe again.

@@ -9,12 +9,7 @@
 //! to whoever the node routes there.
 
 pub mod devices;
-pub mod endpoint;
-pub mod lwm2m;
-pub mod message;
-pub mod payload;
 pub mod rd;
-pub mod uploads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +22,7 @@ use fogbank_taas::{ActuationResult, Value};
 use serde::Deserialize;
 
 use devices::Directory;
-use endpoint::Endpoint;
+use fogbank_coap_protocol::endpoint::Endpoint;
 
 /// The resource directory's link, for the gateway's `/.well-known/core`.
 pub const RD_LINK: &str = "</rd>;rt=\"core.rd\";ct=40";

@@ -2,7 +2,7 @@
 //! gateway: the registration parameters, the links in CoRE link format
 //! (RFC 6690), and the device resources that become thing services —
 //! plain links by `rt`, LWM2M-style object links by the IPSO registry
-//! ([`crate::lwm2m`]). Pure: no I/O.
+//! ([`fogbank_coap_protocol::lwm2m`]). Pure: no I/O.
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use fogbank_taas::Kind;
 use fogbank_taas::id::sanitize_segment;
 use fogbank_taas::thing::guess_type;
 
-use crate::lwm2m;
+use fogbank_coap_protocol::lwm2m;
 
 /// RFC 9176's default registration lifetime.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(90_000);

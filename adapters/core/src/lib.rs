@@ -12,7 +12,7 @@
 //! or HTTP, and never call each other.
 
 mod supervisor;
-pub mod untrusted;
+pub use fogbank_taas::untrusted;
 
 use std::sync::Arc;
 

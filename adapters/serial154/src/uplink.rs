@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
-use fogbank_coap::message::{format, uint_option};
+use fogbank_coap_protocol::message::{format, uint_option};
 use fogbank_taas::id::sanitize_segment;
 use fogbank_taas::{Timestamp, Value, senml};
 
@@ -165,7 +165,7 @@ pub type Samples = Vec<(Sample, Dialect)>;
 /// A CoAP message from a device: its samples, and the ACK it is owed.
 fn coap(bytes: &[u8], now: Timestamp) -> Result<(Samples, Option<Vec<u8>>), UplinkError> {
     let packet = Packet::from_bytes(bytes).map_err(|e| UplinkError::Coap(e.to_string()))?;
-    let path: Vec<String> = fogbank_coap::message::uri_path(&packet);
+    let path: Vec<String> = fogbank_coap_protocol::message::uri_path(&packet);
     let uri = format!("/{}", path.join("/"));
     let resource = (!path.is_empty()).then(|| sanitize_segment(&path.join("-")));
     let carries_values = matches!(
@@ -196,8 +196,9 @@ fn coap(bytes: &[u8], now: Timestamp) -> Result<(Samples, Option<Vec<u8>>), Upli
             )?
         }
         _ => {
-            let sample = fogbank_coap::payload::decode(content_format, &packet.payload, None, now)
-                .map_err(|e| UplinkError::Coap(e.to_string()))?;
+            let sample =
+                fogbank_coap_protocol::payload::decode(content_format, &packet.payload, None, now)
+                    .map_err(|e| UplinkError::Coap(e.to_string()))?;
             vec![Sample {
                 resource: resource.clone().ok_or(UplinkError::Unnamed)?,
                 value: sample.value,
@@ -244,12 +245,12 @@ pub fn compact_command(resource: &str, value: &Value, now: Timestamp) -> Vec<u8>
 
 /// A confirmable CoAP PUT of `value` as text to `path`.
 pub fn coap_put(path: &str, value: &Value, message_id: u16) -> Vec<u8> {
-    let packet = fogbank_coap::endpoint::request_packet(
+    let packet = fogbank_coap_protocol::endpoint::request_packet(
         RequestType::Put,
         path,
         &[],
         Some(format::TEXT),
-        fogbank_coap::payload::plain_text(value),
+        fogbank_coap_protocol::payload::plain_text(value),
         None,
     );
     let mut packet = packet;
@@ -300,7 +301,7 @@ mod tests {
     #[test]
     fn a_confirmable_coap_post_over_6lowpan_is_acknowledged() {
         let source = Address::Short(0x0042);
-        let mut post = fogbank_coap::endpoint::request_packet(
+        let mut post = fogbank_coap_protocol::endpoint::request_packet(
             RequestType::Post,
             "/sensors/humidity",
             &[],

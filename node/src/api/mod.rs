@@ -37,7 +37,7 @@ pub struct AppState {
     pub actuation_wait: Duration,
     pub adapters: Vec<Addr<AdapterSupervisor>>,
     /// The CoAP endpoint, for its counters; `None` with CoAP off.
-    pub coap: Option<fogbank_coap::endpoint::Endpoint>,
+    pub coap: Option<fogbank_coap_protocol::endpoint::Endpoint>,
     /// The local cloud; `None` when this gateway stands alone.
     pub cloud: Option<Arc<fogbank_cloud::Cloud>>,
     /// The extended services.

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
-use fogbank_adapter::untrusted;
+use fogbank_taas::untrusted;
 use parking_lot::{Mutex, RwLock};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
