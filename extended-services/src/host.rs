@@ -16,7 +16,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::manifest::Selector;
-use crate::service::{LogLevel, Shared};
+use crate::shared::{LogLevel, Shared};
 
 /// The typed bindings of `wit/service.wit`.
 mod bindings {

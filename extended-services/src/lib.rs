@@ -19,6 +19,7 @@ mod fixtures;
 mod host;
 pub mod manifest;
 mod service;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -36,11 +37,13 @@ use tokio::sync::oneshot;
 pub use engine::{EPOCH_TICK, INSTANCE_SLOTS, digest};
 pub use host::{HOST_CALL_TIMEOUT, Response};
 pub use manifest::{Grants, Limits, Manifest, ManifestError, Output, Selector};
-pub use service::{CallError, LogLevel, LogLine, MAX_RESTARTS, State};
+pub use service::{CallError, MAX_RESTARTS};
+pub use shared::{LogLevel, LogLine, State};
 
 use engine::Runtime;
 use host::{HostState, ServicePre};
-use service::{Request, Shared, Worker};
+use service::{Request, Worker};
+use shared::Shared;
 
 /// The adapter segment of every output's id.
 pub const OUTPUT_ADAPTER: &str = "service";

@@ -6,21 +6,18 @@
 //! delaying anyone else, and lets host calls wait synchronously. An idle
 //! service is a parked thread and a pool slot.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use fogbank_taas::{Event, Filter, FollowSet, Hub, ThingId, ThingReading};
-use parking_lot::Mutex;
-use serde::Serialize;
 use tokio::sync::oneshot;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::host::{self, HostState, Response, Service, ServicePre};
-use crate::manifest::Manifest;
+use crate::shared::{LogLevel, Shared, State};
 
 /// Jobs waiting for a busy service; readings beyond this are dropped (and
 /// counted) rather than held up in the bus.
@@ -33,135 +30,6 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 /// How often matching remote thing services are looked for.
 const REMOTE_REFRESH: Duration = Duration::from_secs(2);
-/// Log lines kept per service.
-const LOG_LINES: usize = 200;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Starting,
-    Running,
-    /// Failed, waiting to be started again.
-    Restarting,
-    Stopped,
-    /// Failed more often than it may; an operator starts it again.
-    Failed,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LogLine {
-    /// Microseconds since the epoch.
-    pub time: u64,
-    pub level: LogLevel,
-    pub message: String,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Status {
-    pub state: State,
-    pub reason: Option<String>,
-    pub restarts: u32,
-}
-
-/// What the manager and the service's thread both see.
-pub(crate) struct Shared {
-    pub manifest: Manifest,
-    pub digest: String,
-    pub status: Mutex<Status>,
-    pub calls: AtomicU64,
-    pub errors: AtomicU64,
-    pub cpu_nanos: AtomicU64,
-    pub memory_bytes: AtomicU64,
-    pub published: AtomicU64,
-    pub dropped: AtomicU64,
-    /// Set to make the service's thread leave at once, whatever is queued.
-    stopping: AtomicBool,
-    logs: Mutex<VecDeque<LogLine>>,
-}
-
-impl Shared {
-    pub fn new(manifest: Manifest, digest: String) -> Self {
-        Shared {
-            manifest,
-            digest,
-            status: Mutex::new(Status {
-                state: State::Stopped,
-                reason: None,
-                restarts: 0,
-            }),
-            calls: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            cpu_nanos: AtomicU64::new(0),
-            memory_bytes: AtomicU64::new(0),
-            published: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            stopping: AtomicBool::new(false),
-            logs: Mutex::new(VecDeque::new()),
-        }
-    }
-
-    pub fn log(&self, level: LogLevel, message: String) {
-        let name = &self.manifest.name;
-        match level {
-            LogLevel::Debug => tracing::debug!(service = %name, "{message}"),
-            LogLevel::Info => tracing::info!(service = %name, "{message}"),
-            LogLevel::Warn => tracing::warn!(service = %name, "{message}"),
-            LogLevel::Error => tracing::error!(service = %name, "{message}"),
-        }
-        let mut logs = self.logs.lock();
-        if logs.len() == LOG_LINES {
-            logs.pop_front();
-        }
-        logs.push_back(LogLine {
-            time: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as u64),
-            level,
-            message,
-        });
-    }
-
-    pub fn logs(&self) -> Vec<LogLine> {
-        self.logs.lock().iter().cloned().collect()
-    }
-
-    /// The newest error in the log, without copying the rest of it (every
-    /// `/metrics` scrape asks each service).
-    pub fn last_error(&self) -> Option<String> {
-        self.logs
-            .lock()
-            .iter()
-            .rev()
-            .find(|l| l.level == LogLevel::Error)
-            .map(|l| l.message.clone())
-    }
-
-    /// An upgrade keeps the log of the version it replaces.
-    pub fn inherit_logs(&self, from: &Shared) {
-        *self.logs.lock() = from.logs.lock().clone();
-    }
-
-    pub fn status(&self) -> Status {
-        self.status.lock().clone()
-    }
-
-    fn set_state(&self, state: State, reason: Option<String>) {
-        let mut status = self.status.lock();
-        status.state = state;
-        if reason.is_some() || state == State::Running {
-            status.reason = reason;
-        }
-    }
-}
 
 /// Why a request to a service got no answer from it.
 #[derive(Debug, thiserror::Error)]
