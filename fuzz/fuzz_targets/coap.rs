@@ -5,9 +5,9 @@
 //! payload, taken as an upload, keep the uploads within their bounds.
 
 use coap_lite::{CoapOption, Packet};
+use fogbank_coap::rd;
 use fogbank_coap_protocol::message::{self, Block};
 use fogbank_coap_protocol::uploads::{self, Uploads};
-use fogbank_coap::rd;
 use fogbank_coap_protocol::{lwm2m, payload};
 use fogbank_taas::Timestamp;
 use libfuzzer_sys::fuzz_target;
