@@ -2,17 +2,15 @@
 //! on loopback forming one cloud by themselves, serving every thing from
 //! every gateway, and surviving `kill -9`, partitions and intruders.
 //!
-//! Run with the node's tests (`cargo test -p fogbank --test cluster`); each
+//! Run with the node's tests (`cargo test -p fogbank-cluster-tests --test cluster`); each
 //! test starts its own cloud on free ports.
 
-#[path = "../node/tests/common/mod.rs"]
-mod common;
-mod harness;
+use fogbank_testkit as testkit;
 
 use std::time::{Duration, Instant};
 
-use common::{mqtt_publish, read_events};
-use harness::{Member, acquainted, cluster_key, converged, mdns_lan, start_cloud, within};
+use testkit::{Member, acquainted, cluster_key, converged, mdns_lan, start_cloud, within};
+use testkit::{mqtt_publish, read_events};
 
 /// The campus simulator's thing services.
 const CAMPUS: usize = 40;
@@ -34,8 +32,8 @@ fn campus_on_a(id: &str) -> (Vec<String>, Vec<(String, String)>) {
 fn one_local_cloud_sees_reads_streams_and_actuates_every_thing() {
     let dir = tempfile::tempdir().unwrap();
     let key = cluster_key();
-    let mqtt_port = common::free_port();
-    let coap_port = common::free_udp_port();
+    let mqtt_port = testkit::free_port();
+    let coap_port = testkit::free_udp_port();
     let members = start_cloud(dir.path(), &key, &["gw-a", "gw-b", "gw-c"], |id| match id {
         "gw-a" => (vec!["--demo".into()], Vec::new()),
         "gw-b" => (
@@ -204,7 +202,7 @@ fn a_killed_gateway_is_noticed_within_3_s_and_back_within_3_s_of_restart() {
     };
 
     // An application follows a gw-a thing on gw-c through all of it.
-    let stream = common::follow_events(
+    let stream = testkit::follow_events(
         &members[2]
             .gateway
             .url(&format!("/api/v1/things/{TEMPERATURE}/stream")),
@@ -248,7 +246,7 @@ fn a_killed_gateway_is_noticed_within_3_s_and_back_within_3_s_of_restart() {
     }
 
     members[0].restart();
-    let restarted_at = common::now_secs();
+    let restarted_at = testkit::now_secs();
     assert_eq!(
         identity(&members[0]),
         peer_id,
@@ -441,7 +439,7 @@ fn peers_come_from_the_environment_and_by_host_name() {
 #[test]
 fn the_cluster_key_comes_from_a_file_or_the_environment_and_bad_settings_stop_the_start() {
     let dir = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(common::binary())
+    let output = std::process::Command::new(testkit::binary())
         .args(["run", "--no-mdns", "--data-dir"])
         .arg(dir.path().join("bad"))
         .env("FOGBANK_CLUSTER_KEY", "not-64-hex-digits")
@@ -471,13 +469,16 @@ fn the_cluster_key_comes_from_a_file_or_the_environment_and_bad_settings_stop_th
 
     // A second gateway on a taken libp2p port is refused, not let in to
     // share the first one's connections.
-    let output = std::process::Command::new(common::binary())
+    let output = std::process::Command::new(testkit::binary())
         .args(["run", "--no-mdns", "--p2p", &a.address(), "--data-dir"])
         .arg(dir.path().join("twin"))
         .env("FOGBANK_CLUSTER_KEY", &key)
         .env("FOGBANK_MQTT", "off")
         .env("FOGBANK_COAP", "off")
-        .env("FOGBANK_HTTP", format!("127.0.0.1:{}", common::free_port()))
+        .env(
+            "FOGBANK_HTTP",
+            format!("127.0.0.1:{}", testkit::free_port()),
+        )
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -559,10 +560,10 @@ fn services_compose_across_the_local_cloud() {
     let (a, b) = (&members[0], &members[1]);
     converged(&members, CAMPUS, Duration::from_secs(10));
 
-    let answer = common::publish(
+    let answer = testkit::publish(
         &a.gateway,
-        &common::manifest("floor-average"),
-        &common::component("floor-average"),
+        &testkit::manifest("floor-average"),
+        &testkit::component("floor-average"),
     );
     assert_eq!(
         answer.status,
@@ -590,8 +591,8 @@ fn services_compose_across_the_local_cloud() {
     // On gw-b, an alarm over gw-a's floor: it hears gw-a's temperatures
     // (the simulator's and the average) and commands gw-a's lamp.
     let alarm =
-        common::manifest("threshold-alarm").replace("threshold = 22.0", "threshold = -50.0");
-    let answer = common::publish(&b.gateway, &alarm, &common::component("threshold-alarm"));
+        testkit::manifest("threshold-alarm").replace("threshold = 22.0", "threshold = -50.0");
+    let answer = testkit::publish(&b.gateway, &alarm, &testkit::component("threshold-alarm"));
     assert_eq!(
         answer.status,
         201,

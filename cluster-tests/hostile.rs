@@ -10,10 +10,9 @@
 //! from the protocols' specifications, over raw sockets: no well-behaved
 //! client sends them. The bounds themselves are in `docs/bounds.md`.
 //!
-//! Run with `cargo test -p fogbank --test hostile`.
+//! Run with `cargo test -p fogbank-cluster-tests --test hostile`.
 
-#[path = "../node/tests/common/mod.rs"]
-mod common;
+use fogbank_testkit as testkit;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -22,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Gateway, PtyPair, free_port, free_udp_port};
+use testkit::{Gateway, PtyPair, free_port, free_udp_port};
 
 /// The memory a demo gateway may hold at any point of the attacks.
 const RSS_BOUND_MIB: u64 = 150;
@@ -236,11 +235,11 @@ fn attack_mqtt(site: &Site) {
     // A second CONNECT, and a CONNACK, from a connected 3.1.1 client close
     // its connection (3.1.1 §3.1.0-2; a packet only a server sends).
     for (name, packet) in [
-        ("second-connect", common::mqtt_connect(4, "second-connect")),
+        ("second-connect", testkit::mqtt_connect(4, "second-connect")),
         ("connack", vec![0x20, 0x02, 0x00, 0x00]),
         ("suback", vec![0x90, 0x03, 0x00, 0x01, 0x00]),
     ] {
-        let mut session = common::mqtt_session(port, 4, name);
+        let mut session = testkit::mqtt_session(port, 4, name);
         session.write_all(&packet).unwrap();
         assert!(
             closed_within(&session, Duration::from_secs(2)),
@@ -250,7 +249,7 @@ fn attack_mqtt(site: &Site) {
     assert!(site.mqtt_event("mqtt_protocol_violations") >= 3.0);
 
     // A topic of 65 535 bytes, many times: dropped, logged in excerpt.
-    let mut session = common::mqtt_session(port, 4, "long-topic");
+    let mut session = testkit::mqtt_session(port, 4, "long-topic");
     let topic = format!("things/{}", "t".repeat(65_535 - 7));
     for pkid in 1..=20u16 {
         let body = [
@@ -270,7 +269,7 @@ fn attack_mqtt(site: &Site) {
     let claimed = 300_000;
     let mut trickles: Vec<TcpStream> = (0..260)
         .map(|i| {
-            let mut s = common::mqtt_session(port, 4, &format!("trickle-{i}"));
+            let mut s = testkit::mqtt_session(port, 4, &format!("trickle-{i}"));
             let head = [
                 &[0x32][..],
                 &remaining_length(claimed),
@@ -305,7 +304,7 @@ fn attack_mqtt(site: &Site) {
         let _ = s.write_all(junk);
         assert!(closed_within(&s, Duration::from_secs(2)));
     }
-    common::mqtt_publish(port, "things/after-mqtt/level", b"7");
+    testkit::mqtt_publish(port, "things/after-mqtt/level", b"7");
     site.gateway.wait_for(
         "/api/v1/things/gw-h.mqtt.after-mqtt.level/reading",
         "a device after the MQTT attacks",

@@ -40,7 +40,7 @@ pub use libp2p::pnet::PreSharedKey as ClusterKey;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use fogbank_taas::commands::ActuationFuture;
+use fogbank_taas::commands::{ActuationError, ActuationFuture};
 use fogbank_taas::remote::{Remote, RemoteError, RemoteFuture};
 use fogbank_taas::store::Window;
 use fogbank_taas::{Command, CommandState, Hub, Reading, ThingId, ThingService};
@@ -366,12 +366,17 @@ impl Remote for Handle {
                 Ok(Response::Actuated(CommandState::Succeeded { confirmed })) => {
                     Ok(confirmed.map(fogbank_taas::Value::from_json))
                 }
-                Ok(Response::Actuated(CommandState::Failed { reason })) => Err(reason),
-                Ok(Response::Actuated(CommandState::Pending)) => {
-                    Err(format!("gateway {gateway} gave no outcome"))
+                Ok(Response::Actuated(CommandState::Failed { reason })) => {
+                    Err(ActuationError::Owner { gateway, reason })
                 }
-                Ok(other) => Err(unexpected(&gateway, other).to_string()),
-                Err(error) => Err(error.to_string()),
+                Ok(Response::Actuated(CommandState::Pending)) => Err(ActuationError::Owner {
+                    gateway,
+                    reason: "no outcome".into(),
+                }),
+                Ok(other) => Err(ActuationError::Send(
+                    unexpected(&gateway, other).to_string(),
+                )),
+                Err(error) => Err(ActuationError::Send(error.to_string())),
             }
         })
     }

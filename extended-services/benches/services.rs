@@ -17,14 +17,13 @@
 
 #[path = "../src/fixtures.rs"]
 mod fixtures;
-#[path = "../../node/benches/support/mod.rs"]
-mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fogbank_services::Services;
 use fogbank_taas::{Hub, HubOptions, Kind, Reading, ThingId, ThingReading, ThingService, Value};
+use fogbank_testkit as testkit;
 
 const READINGS: usize = 200_000;
 const CHAIN: usize = 50_000;
@@ -54,12 +53,12 @@ fn reading(hub: &Hub, thing: &ThingId, value: f64) -> ThingReading {
 }
 
 fn resident_kib() -> u64 {
-    support::status_kib(std::process::id(), "VmRSS:")
+    testkit::bench::status_kib(std::process::id(), "VmRSS:")
 }
 
 /// Waits for the services, looking often: the chain is kept fed by it.
 fn wait(what: &str, done: impl FnMut() -> bool) {
-    support::wait(
+    testkit::wait(
         what,
         Duration::from_secs(120),
         Duration::from_micros(200),

@@ -38,7 +38,7 @@
 //! "3x1000,5x1000,10x1000,3x10000,5x10000,10x10000"), FOGBANK_PYTHON (a
 //! Python with eclipse-zenoh; scripts/bench sets it up).
 
-mod support;
+use fogbank_testkit as testkit;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -46,7 +46,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use support::{Process, free_port, status_kib, wait, wait_port};
+use testkit::bench::{Process, status_kib};
+use testkit::{free_port, wait, wait_port};
 
 /// How often the benchmark looks at the gateways while it waits for them.
 const POLL: Duration = Duration::from_millis(10);
@@ -101,7 +102,9 @@ impl Outcome {
     /// Each figure's median over rounds; what was sent and delivered,
     /// summed.
     fn median(rounds: &[Outcome]) -> Outcome {
-        let of = |figure: fn(&Outcome) -> f64| support::median(rounds.iter().map(figure).collect());
+        let of = |figure: fn(&Outcome) -> f64| {
+            testkit::bench::median(rounds.iter().map(figure).collect())
+        };
         Outcome {
             p50_ms: of(|o| o.p50_ms),
             p99_ms: of(|o| o.p99_ms),
@@ -126,7 +129,7 @@ fn publish(
     interval: Option<Duration>,
     epoch: Instant,
 ) -> Vec<u64> {
-    support::block_on(async {
+    testkit::bench::block_on(async {
         let mut options = MqttOptions::new(format!("bench-pub-{port}"), "127.0.0.1", port);
         options.set_inflight(200);
         let (client, mut eventloop) = AsyncClient::new(options, 1000);
@@ -164,7 +167,7 @@ fn mqtt_receiver(
     ready: mpsc::Sender<()>,
 ) -> std::thread::JoinHandle<Vec<Option<u64>>> {
     std::thread::spawn(move || {
-        support::block_on(async {
+        testkit::bench::block_on(async {
             let options = MqttOptions::new(format!("bench-sub-{port}"), "127.0.0.1", port);
             let (client, mut eventloop) = AsyncClient::new(options, 1000);
             client.subscribe("bench/#", QoS::AtLeastOnce).await.unwrap();
@@ -253,7 +256,7 @@ fn fogbank(key: &str, args: &[String], config: &str, dir: &std::path::Path) -> (
     let http = free_port();
     let config_path = dir.join("fogbank.toml");
     std::fs::write(&config_path, config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_fogbank"))
+    let child = Command::new(testkit::binary())
         .args(["run", "--no-mdns", "--http", &format!("127.0.0.1:{http}")])
         .arg("--data-dir")
         .arg(dir.join("data"))
@@ -289,7 +292,7 @@ fn metric(http: u16, name: &str) -> f64 {
 }
 
 fn cluster_key() -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_fogbank"))
+    let out = Command::new(testkit::binary())
         .arg("cluster-key")
         .output()
         .unwrap();
@@ -705,7 +708,7 @@ fn main() {
 
     println!(
         "Cross-gateway delivery, device at A → subscriber at B, median of {rounds} rounds, {} cores",
-        support::cores()
+        testkit::bench::cores()
     );
     let names = [
         "fogbank (MQTT in, SSE out)",

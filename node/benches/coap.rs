@@ -11,7 +11,7 @@
 //!
 //!   cargo bench -p fogbank --bench coap        (or ./scripts/bench)
 
-mod support;
+use fogbank_testkit as testkit;
 
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use support::Process;
+use testkit::bench::Process;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 
@@ -182,7 +182,7 @@ fn main() {
     let coap_port = free_udp_port();
     let http_port = free_tcp_port();
     let gateway = Process(
-        Command::new(env!("CARGO_BIN_EXE_fogbank"))
+        Command::new(testkit::binary())
             .args(["run", "--gateway-id", "bench", "--mqtt", "off"])
             .args(["--http", &format!("127.0.0.1:{http_port}")])
             .args(["--coap", &format!("127.0.0.1:{coap_port}")])
@@ -306,7 +306,7 @@ fn main() {
     let (write50, write99) = percentiles(writes);
     println!(
         "CoAP, confirmable requests on loopback, 4 client threads, {} cores",
-        support::cores()
+        testkit::bench::cores()
     );
     println!("  coap-server-notls GET / (peer)            {peer:>9.0} req/s");
     println!(

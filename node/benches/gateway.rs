@@ -13,7 +13,7 @@
 //!
 //! Settings: BENCH_SECS (default 10), BENCH_CLIENTS (4), BENCH_PACK (1000).
 
-mod support;
+use fogbank_testkit as testkit;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -30,7 +30,7 @@ fn setting(name: &str, default: u64) -> u64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    support::status_kib(pid, "VmRSS:")
+    testkit::bench::status_kib(pid, "VmRSS:")
 }
 
 /// `wrk -t2 -c32` against `url` for `secs`; requests/s.
@@ -114,7 +114,7 @@ fn main() {
         .port();
     let base = format!("http://127.0.0.1:{port}");
     let token = "bench-token-0123456789abcdef";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fogbank"))
+    let mut child = Command::new(testkit::binary())
         .args([
             "run",
             "--gateway-id",

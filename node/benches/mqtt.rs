@@ -26,8 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-mod support;
-use support::{free_port, median, status_kib, wait_port};
+use fogbank_testkit as testkit;
+use testkit::bench::{median, status_kib};
+use testkit::{free_port, wait_port};
 
 fn payloads(n: usize) -> Vec<Vec<u8>> {
     let base = SystemTime::now()
@@ -49,7 +50,7 @@ fn payloads(n: usize) -> Vec<Vec<u8>> {
 
 /// Publishes every payload at QoS 1 as fast as the broker acknowledges.
 fn publish(port: u16, topic: &str, payloads: &[Vec<u8>]) {
-    support::block_on(async {
+    testkit::bench::block_on(async {
         let mut options = MqttOptions::new(format!("bench-pub-{port}"), "127.0.0.1", port);
         options
             .set_inflight(200)
@@ -84,7 +85,7 @@ fn mosquitto_pub_sub(port: u16, payloads: &[Vec<u8>]) -> f64 {
     let n = payloads.len();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let subscriber = std::thread::spawn(move || {
-        support::block_on(async {
+        testkit::bench::block_on(async {
             let options = MqttOptions::new("bench-sub", "127.0.0.1", port);
             let (client, mut eventloop) = AsyncClient::new(options, 100);
             client.subscribe("bench/#", QoS::AtLeastOnce).await.unwrap();
@@ -122,7 +123,7 @@ impl Gateway {
         let http = free_port();
         let config_path = dir.path().join("fogbank.toml");
         std::fs::write(&config_path, config).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_fogbank"))
+        let child = Command::new(testkit::binary())
             .args([
                 "run",
                 "--gateway-id",
@@ -264,7 +265,7 @@ fn main() {
 
     println!(
         "MQTT ingest, {n} QoS 1 SenML messages from one rumqttc publisher, median of {rounds} rounds, {} cores",
-        support::cores()
+        testkit::bench::cores()
     );
     println!("  Mosquitto pub→sub (peer)                 {peer:>9.0} msg/s");
     println!(

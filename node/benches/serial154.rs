@@ -9,14 +9,14 @@
 //! Settings: BENCH_FRAMES (default 100000). The frames are built with the
 //! gateway's own encoders: this measures speed, the tests check meaning.
 
-mod support;
+use fogbank_testkit as testkit;
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use std::time::{Duration, Instant};
-use support::Process;
+use testkit::bench::Process;
 
 use fogbank_serial154::mac::{self, Address};
 use fogbank_serial154::slip::{Framing, Slip};
@@ -72,7 +72,7 @@ fn main() {
         .unwrap()
         .port();
     let gateway = Process(
-        Command::new(env!("CARGO_BIN_EXE_fogbank"))
+        Command::new(testkit::binary())
             .args([
                 "run",
                 "--gateway-id",

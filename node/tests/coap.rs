@@ -3,7 +3,7 @@
 //! a configured device, and libcoap's `coap-client-notls` as the
 //! application.
 
-mod common;
+use fogbank_testkit as testkit;
 
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Gateway, free_udp_port, python};
 use serde_json::json;
+use testkit::{Gateway, free_udp_port, python};
 
 /// A gateway `gw-c` with its CoAP endpoint on a free port, configured by
 /// `extra` TOML; and that port.

@@ -1,13 +1,13 @@
 //! Durability, restarts, shutdown, configuration and the CLI, each against
 //! the real binary.
 
-mod common;
+use fogbank_testkit as testkit;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Gateway, binary};
 use serde_json::json;
+use testkit::{Gateway, binary};
 
 /// N readings acknowledged over HTTP, `kill -9`, restart: all N are there.
 #[test]
@@ -20,7 +20,7 @@ fn acknowledged_readings_survive_kill_9() {
     let mut gw = Gateway::start_in(&data_dir, &[], &env);
     let path = "/api/v1/things/gw-d.http.meter-1.energy/readings";
     // Recent times: the default retention keeps 30 days.
-    let base = (common::now_secs() - 3600.0).floor();
+    let base = (testkit::now_secs() - 3600.0).floor();
     for batch in 0..BATCHES {
         let pack: Vec<_> = (0..PER_BATCH)
             .map(|i| {
@@ -122,7 +122,7 @@ fn sigterm_stops_promptly_even_with_open_streams() {
     let mut gw = Gateway::demo();
     let url = gw.url("/api/v1/things/gw-t.sim.building-a-floor-1.motion/stream");
     let reader = std::thread::spawn(move || {
-        common::read_events(&url, "reading", 1_000_000, Duration::from_secs(30)).len()
+        testkit::read_events(&url, "reading", 1_000_000, Duration::from_secs(30)).len()
     });
     std::thread::sleep(Duration::from_millis(1500));
     let started = Instant::now();

@@ -1,11 +1,11 @@
 //! The MQTT adapter against a real Mosquitto broker and its clients.
 
-mod common;
+use fogbank_testkit as testkit;
 
 use std::time::Duration;
 
-use common::{Gateway, Mosquitto};
 use serde_json::json;
+use testkit::{Gateway, Mosquitto};
 
 /// A gateway `gw-m` that is a client of `broker`, on `data_dir`.
 fn gateway(broker: &Mosquitto, data_dir: &std::path::Path) -> Gateway {
@@ -56,7 +56,7 @@ fn publish_until(
     payload: &[u8],
     gw: &Gateway,
     path: &str,
-    check: impl Fn(&common::Answer) -> bool,
+    check: impl Fn(&testkit::Answer) -> bool,
 ) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -229,7 +229,7 @@ fn nothing_is_lost_or_doubled_across_gateway_and_broker_restarts() {
     let mut broker = Mosquitto::start();
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");
-    let base = (common::now_secs() - 600.0).floor();
+    let base = (testkit::now_secs() - 600.0).floor();
     let packs = |from: usize, to: usize| -> Vec<String> {
         (from..to)
             .map(|n| json!([{"u": "J", "v": n as f64, "t": base + n as f64 * 0.01}]).to_string())
@@ -289,9 +289,9 @@ fn nothing_is_lost_or_doubled_across_gateway_and_broker_restarts() {
 /// gateway directly, with nothing else installed on the site.
 #[test]
 fn devices_talk_to_the_embedded_broker() {
-    let (gw, port) = common::embedded_gateway("gw-e");
-    common::mqtt_publish(port, "things/plug-2/relay", b"off");
-    common::mqtt_publish(port, "things/plug-2/power", b"12.5");
+    let (gw, port) = testkit::embedded_gateway("gw-e");
+    testkit::mqtt_publish(port, "things/plug-2/relay", b"off");
+    testkit::mqtt_publish(port, "things/plug-2/power", b"12.5");
     gw.wait_for(
         "/api/v1/things/gw-e.mqtt.plug-2.relay/reading",
         "the relay state",
@@ -307,7 +307,7 @@ fn devices_talk_to_the_embedded_broker() {
         "W"
     );
 
-    let commands = common::mqtt_subscribe(port, "things/plug-2/relay/set", 1);
+    let commands = testkit::mqtt_subscribe(port, "things/plug-2/relay/set", 1);
     let seen = actuate_until_seen(
         &gw,
         "/api/v1/things/gw-e.mqtt.plug-2.relay/actuation",
@@ -317,21 +317,21 @@ fn devices_talk_to_the_embedded_broker() {
     assert_eq!(seen, vec!["things/plug-2/relay/set on".to_owned()]);
 
     // MQTT 5 devices use the same port.
-    common::mqtt5_publish(port, "things/plug-5/power", b"7.5");
+    testkit::mqtt5_publish(port, "things/plug-5/power", b"7.5");
     let reading = gw.wait_for(
         "/api/v1/things/gw-e.mqtt.plug-5.power/reading",
         "the MQTT 5 reading",
         |a| a.status == 200,
     );
     assert_eq!(reading.json()[0]["v"], 7.5);
-    common::mqtt5_publish(port, "things/plug-5/relay", b"on");
+    testkit::mqtt5_publish(port, "things/plug-5/relay", b"on");
     gw.wait_for(
         "/api/v1/things/gw-e.mqtt.plug-5.relay/reading",
         "the MQTT 5 relay state",
         |a| a.status == 200,
     );
     let commands =
-        common::mqtt_subscribe_with(port, "things/plug-5/relay/set", 1, &["-V", "mqttv5"]);
+        testkit::mqtt_subscribe_with(port, "things/plug-5/relay/set", 1, &["-V", "mqttv5"]);
     let seen = actuate_until_seen(
         &gw,
         "/api/v1/things/gw-e.mqtt.plug-5.relay/actuation",
@@ -349,9 +349,9 @@ fn devices_talk_to_the_embedded_broker() {
 /// gets their messages with the topic in full.
 #[test]
 fn an_acknowledged_publish_is_already_stored() {
-    let (gw, port) = common::embedded_gateway("gw-k");
+    let (gw, port) = testkit::embedded_gateway("gw-k");
     for value in 0..20 {
-        common::mqtt_publish(port, "things/meter-1/energy", value.to_string().as_bytes());
+        testkit::mqtt_publish(port, "things/meter-1/energy", value.to_string().as_bytes());
         let answer = gw.get("/api/v1/things/gw-k.mqtt.meter-1.energy/reading");
         assert_eq!(
             answer.status, 200,
@@ -375,7 +375,7 @@ fn an_acknowledged_publish_is_already_stored() {
     let subscriber =
         std::thread::spawn(move || v4_subscriber(port, "things/alias-1/#", 3, subscribed_tx));
     subscribed.recv().unwrap();
-    common::mosquitto_pub(port, &args, b"1.5\n2.5\n3.5\n");
+    testkit::mosquitto_pub(port, &args, b"1.5\n2.5\n3.5\n");
     assert_eq!(
         subscriber.join().unwrap(),
         ["1.5", "2.5", "3.5"].map(|v| ("things/alias-1/temperature".to_owned(), v.to_owned()))
@@ -400,7 +400,7 @@ fn an_acknowledged_publish_is_already_stored() {
 #[test]
 fn subscribers_get_what_they_ask_for_whenever_they_ask() {
     use std::io::Write;
-    let (gw, port) = common::embedded_gateway("gw-w");
+    let (gw, port) = testkit::embedded_gateway("gw-w");
     let stored = |device: &str| {
         gw.get(&format!(
             "/api/v1/things/gw-w.mqtt.{device}.temperature/readings?from=0"
@@ -448,21 +448,21 @@ fn subscribers_get_what_they_ask_for_whenever_they_ask() {
     };
     let first = keeper();
     assert!(first.stdout.is_empty(), "nothing was published yet");
-    common::mqtt_publish(port, "things/away/temperature", b"3.5");
+    testkit::mqtt_publish(port, "things/away/temperature", b"3.5");
     assert_eq!(
         String::from_utf8_lossy(&keeper().stdout),
         "things/away/temperature 3.5\n"
     );
 
     // Retained, published to nobody: a later subscriber gets it.
-    common::mosquitto_pub(port, &["-t", "things/kept/temperature", "-r", "-s"], b"4.5");
-    let retained = common::mqtt_subscribe(port, "things/kept/#", 1)
+    testkit::mosquitto_pub(port, &["-t", "things/kept/temperature", "-r", "-s"], b"4.5");
+    let retained = testkit::mqtt_subscribe(port, "things/kept/#", 1)
         .join()
         .unwrap();
     assert_eq!(retained, ["things/kept/temperature 4.5"]);
 
     // QoS 2 to nobody: stored, and the exchange completes.
-    common::mosquitto_pub(
+    testkit::mosquitto_pub(
         port,
         &["-q", "2", "-t", "things/q2/temperature", "-s"],
         b"5.5",
@@ -471,10 +471,10 @@ fn subscribers_get_what_they_ask_for_whenever_they_ask() {
 
     // An MQTT 5 shared subscription.
     let shared =
-        common::mqtt_subscribe_with(port, "$share/apps/things/shared/#", 1, &["-V", "mqttv5"]);
+        testkit::mqtt_subscribe_with(port, "$share/apps/things/shared/#", 1, &["-V", "mqttv5"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !shared.is_finished() && std::time::Instant::now() < deadline {
-        common::mqtt5_publish(port, "things/shared/temperature", b"6.5");
+        testkit::mqtt5_publish(port, "things/shared/temperature", b"6.5");
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(shared.join().unwrap(), ["things/shared/temperature 6.5"]);
@@ -486,7 +486,7 @@ fn subscribers_get_what_they_ask_for_whenever_they_ask() {
 /// `wanted/#` and QoS 1 publishes to unwanted, wanted and unwanted topics.
 #[test]
 fn acknowledgements_keep_the_order_of_the_publishes() {
-    let (gw, port) = common::embedded_gateway("gw-o");
+    let (gw, port) = testkit::embedded_gateway("gw-o");
     for level in [4u8, 5] {
         let v5 = level == 5;
         // MQTT 5: an empty property list.
@@ -584,7 +584,7 @@ fn v4_subscriber(
 /// reconnects, which poisons a lock and refuses every later 3.1.1 client.)
 #[test]
 fn mqtt5_properties_reach_both_protocols_and_break_nothing() {
-    let (gw, port) = common::embedded_gateway("gw-p");
+    let (gw, port) = testkit::embedded_gateway("gw-p");
     let filter = "things/props-1/#";
     let v4 = ["-V", "mqttv311", "-c", "-i", "keeper-4"];
     let v5 = ["-V", "mqttv5", "-c", "-x", "600", "-i", "keeper-5"];
@@ -614,25 +614,25 @@ fn mqtt5_properties_reach_both_protocols_and_break_nothing() {
         "text/plain",
         "-s",
     ];
-    common::mosquitto_pub(port, &properties, b"4.5");
-    let first = common::mqtt_subscribe_with(port, filter, 1, &v4)
+    testkit::mosquitto_pub(port, &properties, b"4.5");
+    let first = testkit::mqtt_subscribe_with(port, filter, 1, &v4)
         .join()
         .unwrap();
     assert_eq!(first, ["things/props-1/level 4.5"]);
 
-    common::mqtt_publish(port, "things/props-1/level", b"5.5");
+    testkit::mqtt_publish(port, "things/props-1/level", b"5.5");
     let reading = gw.get("/api/v1/things/gw-p.mqtt.props-1.level/reading");
     assert_eq!(
         reading.json()[0]["v"],
         5.5,
         "a 3.1.1 device after the properties"
     );
-    let v4_later = common::mqtt_subscribe_with(port, filter, 1, &v4)
+    let v4_later = testkit::mqtt_subscribe_with(port, filter, 1, &v4)
         .join()
         .unwrap();
     assert_eq!(v4_later, ["things/props-1/level 5.5"]);
     let with_format = [&v5[..], &["-F", "%t %p %P"]].concat();
-    let v5_all = common::mqtt_subscribe_with(port, filter, 2, &with_format)
+    let v5_all = testkit::mqtt_subscribe_with(port, filter, 2, &with_format)
         .join()
         .unwrap();
     assert_eq!(
@@ -651,14 +651,14 @@ fn mqtt5_properties_reach_both_protocols_and_break_nothing() {
 /// (rumqttd 0.20 closes such a connection without a CONNACK.)
 #[test]
 fn a_client_with_keep_alive_off_is_served() {
-    let (gw, port) = common::embedded_gateway("gw-ka");
+    let (gw, port) = testkit::embedded_gateway("gw-ka");
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/peers/mqtt_keepalive0.py"
     );
     for (level, device) in [("4", "ka-311"), ("5", "ka-5")] {
         let topic = format!("things/{device}/level");
-        let status = std::process::Command::new(common::python())
+        let status = std::process::Command::new(testkit::python())
             .args([script, &port.to_string(), level, &topic, "9.5"])
             .status()
             .unwrap();
@@ -674,12 +674,12 @@ fn a_client_with_keep_alive_off_is_served() {
 /// on it and then refuses every connection.)
 #[test]
 fn a_server_packet_from_a_client_only_closes_its_connection() {
-    let (gw, port) = common::embedded_gateway("gw-q");
+    let (gw, port) = testkit::embedded_gateway("gw-q");
     for _ in 0..2 {
         let answer = raw_client(port, 5, "rogue", &[0x20, 3, 0, 0, 0]);
         assert!(answer.is_empty(), "the CONNACK was answered: {answer:?}");
     }
-    common::mqtt5_publish(port, "things/after-rogue/level", b"8");
+    testkit::mqtt5_publish(port, "things/after-rogue/level", b"8");
     let reading = gw.get("/api/v1/things/gw-q.mqtt.after-rogue.level/reading");
     assert_eq!(reading.json()[0]["v"], 8.0);
 }
@@ -692,7 +692,7 @@ fn a_server_packet_from_a_client_only_closes_its_connection() {
 /// clients drop their connections.)
 #[test]
 fn a_publish_to_no_topic_closes_only_its_connection() {
-    let (gw, port) = common::embedded_gateway("gw-r");
+    let (gw, port) = testkit::embedded_gateway("gw-r");
     let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
     let subscriber = std::thread::spawn(move || v4_subscriber(port, "#", 1, subscribed_tx));
     subscribed.recv().unwrap();
@@ -708,7 +708,7 @@ fn a_publish_to_no_topic_closes_only_its_connection() {
         let answer = raw_client(port, level, "sloppy", &publish);
         assert!(answer.is_empty(), "{publish:?} was answered: {answer:?}");
     }
-    common::mqtt_publish(port, "things/ok-1/level", b"6");
+    testkit::mqtt_publish(port, "things/ok-1/level", b"6");
     assert_eq!(
         subscriber.join().unwrap(),
         [("things/ok-1/level".to_owned(), "6".to_owned())]
@@ -724,8 +724,8 @@ fn a_publish_to_no_topic_closes_only_its_connection() {
 /// devices carry on.
 #[test]
 fn hostile_clients_stop_no_one() {
-    let (gw, port) = common::embedded_gateway("gw-h");
-    common::mosquitto_pub(port, &["-r", "-t", "ready/probe", "-s"], b"1");
+    let (gw, port) = testkit::embedded_gateway("gw-h");
+    testkit::mosquitto_pub(port, &["-r", "-t", "ready/probe", "-s"], b"1");
     let watchers = ["mqttv311", "mqttv5"].map(|version| Watcher::start(port, version));
     for watcher in &watchers {
         assert!(
@@ -734,7 +734,7 @@ fn hostile_clients_stop_no_one() {
             watcher.version
         );
     }
-    let hostile = std::process::Command::new(common::python())
+    let hostile = std::process::Command::new(testkit::python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/peers/mqtt_hostile.py"
@@ -744,7 +744,7 @@ fn hostile_clients_stop_no_one() {
         .unwrap();
     assert!(hostile.status.success(), "{hostile:?}");
 
-    common::mqtt_publish(port, "things/after-hostile/level", b"3");
+    testkit::mqtt_publish(port, "things/after-hostile/level", b"3");
     for watcher in &watchers {
         assert!(
             watcher.saw("things/after-hostile/level 3"),
@@ -840,7 +840,7 @@ fn raw_session(
     enough: impl Fn(&[u8]) -> bool,
 ) -> Vec<u8> {
     use std::io::{Read, Write};
-    let mut client = common::mqtt_session(port, level, client_id);
+    let mut client = testkit::mqtt_session(port, level, client_id);
     client.write_all(packets).unwrap();
     let mut answer = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -859,7 +859,7 @@ fn raw_session(
 /// broker and everyone else carry on.
 #[test]
 fn an_oversized_packet_closes_only_its_connection() {
-    let (gw, port) = common::embedded_gateway("gw-o");
+    let (gw, port) = testkit::embedded_gateway("gw-o");
     let huge = vec![b'7'; 1 << 20];
     let sent = std::process::Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
@@ -875,7 +875,7 @@ fn an_oversized_packet_closes_only_its_connection() {
         .unwrap();
     assert!(!sent.success(), "a 1 MiB message was acknowledged");
     assert_eq!(gw.get("/api/v1/things/gw-o.mqtt.big-1.level").status, 404);
-    common::mqtt_publish(port, "things/small-1/level", b"3");
+    testkit::mqtt_publish(port, "things/small-1/level", b"3");
     let reading = gw.get("/api/v1/things/gw-o.mqtt.small-1.level/reading");
     assert_eq!(reading.json()[0]["v"], 3.0);
 }
@@ -885,7 +885,7 @@ fn a_taken_mqtt_port_stops_the_gateway_with_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
     let tmp = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(common::binary())
+    let out = std::process::Command::new(testkit::binary())
         .args([
             "run",
             "--http",
@@ -1034,7 +1034,7 @@ fn a_flooding_device_is_rate_limited_and_counted() {
         &tmp.path().join("data"),
         "max_rate_per_device = 5.0",
     );
-    let base = (common::now_secs() - 60.0).floor();
+    let base = (testkit::now_secs() - 60.0).floor();
     let flood: Vec<String> = (0..300)
         .map(|n| json!([{"v": n as f64, "t": base + n as f64 * 0.001}]).to_string())
         .collect();
@@ -1075,8 +1075,8 @@ fn a_flooding_device_is_rate_limited_and_counted() {
 /// not mosquitto_pub, which paces itself): every message is stored once.
 #[test]
 fn a_burst_through_the_embedded_broker_is_stored_whole() {
-    let (gw, port) = common::embedded_gateway("gw-b");
-    let base = (common::now_secs() - 600.0).floor();
+    let (gw, port) = testkit::embedded_gateway("gw-b");
+    let base = (testkit::now_secs() - 600.0).floor();
     let lines: Vec<String> = (0..5000)
         .map(|n| json!([{"v": n as f64, "t": base + n as f64 * 0.001}]).to_string())
         .collect();
@@ -1203,7 +1203,7 @@ fn external_mode_speaks_tls_and_checks_the_broker_certificate() {
 
     // A gateway trusting another CA refuses the broker and says so.
     let other_ca = tempfile::tempdir().unwrap();
-    common::issue_certificates(other_ca.path());
+    testkit::issue_certificates(other_ca.path());
     let impostor = start_external(
         &tmp.path().join("data-2"),
         &format!(
@@ -1220,7 +1220,7 @@ fn external_mode_speaks_tls_and_checks_the_broker_certificate() {
     });
 
     // A missing CA file stops start-up with a clear error.
-    let output = std::process::Command::new(common::binary())
+    let output = std::process::Command::new(testkit::binary())
         .args(["run", "--data-dir", tmp.path().join("data-3").to_str().unwrap()])
         .args(["--http", "127.0.0.1:0"])
         .env_remove("FOGBANK_MQTT")

@@ -1,11 +1,11 @@
 //! The REST API of a real gateway process, through a real HTTP client.
 
-mod common;
+use fogbank_testkit as testkit;
 
 use std::time::Duration;
 
-use common::{Gateway, read_events};
 use serde_json::{Value, json};
+use testkit::{Gateway, read_events};
 
 const LAMP: &str = "gw-t.sim.building-a-floor-2.lamp";
 const LIGHT: &str = "gw-t.sim.building-a-floor-2.light";
@@ -240,7 +240,7 @@ fn a_pack_of_readings_streams_as_one_event_per_reading_in_order() {
     use std::io::{BufRead, BufReader};
     let gw = Gateway::start(&[], &[("FOGBANK_GATEWAY_ID", "gw-p")]);
     let path = "/api/v1/things/gw-p.http.pack.level/readings";
-    let now = common::now_secs() - 60.0;
+    let now = testkit::now_secs() - 60.0;
     assert_eq!(
         gw.post_senml(path, &json!([{"t": now, "v": -1.0}])).status,
         200
@@ -414,7 +414,7 @@ fn switching_a_lamp_needs_a_token_and_takes_effect() {
 fn http_devices_post_senml_and_bad_bodies_are_refused() {
     let gw = Gateway::demo();
     let path = "/api/v1/things/gw-t.http.boiler-1.water_temp/readings";
-    let now = common::now_secs();
+    let now = testkit::now_secs();
     let pack = json!([{"bu": "Cel", "bt": now - 10.0, "v": 55.5}, {"t": 1, "v": 56.0}, {"t": 2, "v": 56.25}]);
     let anonymous = gw.request(
         "POST",
@@ -623,7 +623,7 @@ fn a_stalled_stream_never_slows_ingest() {
 
     const BATCHES: usize = 100;
     const PER_BATCH: usize = 1000;
-    let now = common::now_secs() - 600.0;
+    let now = testkit::now_secs() - 600.0;
     for batch in 0..BATCHES {
         let pack: Vec<Value> = (0..PER_BATCH)
             .map(|i| json!({"t": now + (batch * PER_BATCH + i) as f64 * 1e-4, "v": i as f64}))

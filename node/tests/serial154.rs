@@ -2,7 +2,7 @@
 //! a radio simulator (node/tests/peers/radio_sim.py) that builds its frames
 //! from the RFCs and the IEEE layout, sharing no code with the gateway.
 
-mod common;
+use fogbank_testkit as testkit;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -10,8 +10,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Gateway, PtyPair};
 use serde_json::json;
+use testkit::{Gateway, PtyPair};
 
 /// The radio simulator, driven line by line.
 struct Sim {
@@ -23,7 +23,7 @@ struct Sim {
 impl Sim {
     fn start(port: &Path) -> Sim {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/radio_sim.py");
-        let mut child = Command::new(common::python())
+        let mut child = Command::new(testkit::python())
             .arg(script)
             .arg("--port")
             .arg(port)
@@ -194,7 +194,7 @@ fn frames_with_an_fcs_are_checked() {
         &[("FOGBANK_GATEWAY_ID", "gw-s")],
     );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/radio_sim.py");
-    let mut child = Command::new(common::python())
+    let mut child = Command::new(testkit::python())
         .arg(script)
         .arg("--port")
         .arg(&ptys.sim)

@@ -5,14 +5,14 @@
 //! Needs the built examples in `$FOGBANK_GUESTS_DIR` (`./scripts/test`
 //! builds them first).
 
-mod common;
+use fogbank_testkit as testkit;
 
 use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{Gateway, binary, component, guests, manifest, publish};
 use serde_json::{Value as Json, json};
+use testkit::{Gateway, binary, component, guests, manifest, publish};
 
 /// A campus that ticks ten times a second, so motion and averages come
 /// quickly.
@@ -198,7 +198,7 @@ fn the_threshold_alarm_switches_a_lamp_and_keeps_its_state_across_upgrade_and_re
 
 #[test]
 fn floor_averages_and_occupancy_lights_run_on_the_campus() {
-    let coap_port = common::free_udp_port();
+    let coap_port = testkit::free_udp_port();
     let gw = campus_with(&[("FOGBANK_COAP", &format!("127.0.0.1:{coap_port}"))]);
     assert_eq!(
         publish(&gw, &manifest("floor-average"), &component("floor-average")).status,
@@ -253,7 +253,7 @@ fn floor_averages_and_occupancy_lights_run_on_the_campus() {
             .is_ok_and(|v| (10.0..35.0).contains(&v)),
         "{text:?}"
     );
-    let events = common::read_events(
+    let events = testkit::read_events(
         &gw.url("/api/v1/things/gw-s.service.floor-average.floor-3/stream"),
         "reading",
         2,

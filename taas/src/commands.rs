@@ -28,7 +28,42 @@ pub struct Command {
 
 /// The result of an actuation as the adapter reports it: the value the
 /// device confirmed (if it reports one), or why it failed.
-pub type ActuationResult = Result<Option<Value>, String>;
+pub type ActuationResult = Result<Option<Value>, ActuationError>;
+
+/// Why a command did not reach its device, or the device refused it. The
+/// text of a variant is for people (it becomes the command's `reason`);
+/// the variant is what a caller matches on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActuationError {
+    /// The adapter has no device behind this thing service to send a
+    /// command to (never heard of, registration lapsed, not an actuator).
+    #[error("{thing} {why}")]
+    NoDevice { thing: ThingId, why: &'static str },
+    /// The value is not one the device takes.
+    #[error("{thing} takes {takes}")]
+    BadValue { thing: ThingId, takes: &'static str },
+    /// The adapter's own link (broker connection, radio) is not there.
+    #[error("{0}")]
+    Disconnected(&'static str),
+    /// The command could not be sent on its way.
+    #[error("cannot send the command: {0}")]
+    Send(String),
+    /// The device, or the radio in front of it, answered with a failure.
+    #[error("{0}")]
+    Refused(String),
+    /// Nothing came back within the time the adapter waits.
+    #[error("{0}")]
+    NoAnswer(String),
+    /// The command's outcome is a reading that could not be stored.
+    #[error("the new state could not be stored: {0}")]
+    Store(String),
+    /// The thing belongs to another gateway, which reported this.
+    #[error("gateway {gateway}: {reason}")]
+    Owner { gateway: String, reason: String },
+    /// The adapter is stopping or restarting.
+    #[error("the adapter is restarting; try again shortly")]
+    Restarting,
+}
 
 pub type ActuationFuture = Pin<Box<dyn Future<Output = ActuationResult> + Send>>;
 

@@ -45,6 +45,18 @@ pub enum IngestError {
     NotOwned { thing: ThingId, owner: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The hub gave no outcome for a delivery: treated as not stored.
+    #[error("no outcome for a delivery; it was not stored")]
+    NoOutcome,
+}
+
+impl IngestError {
+    /// Whether the readings may be good and only the gateway failed to
+    /// keep them: the sender should try again, and must not be told they
+    /// are stored.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(self, IngestError::Store(_) | IngestError::NoOutcome)
+    }
 }
 
 /// Why an actuation was refused before reaching the device.
@@ -77,6 +89,9 @@ pub enum ReadError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    /// The blocking task scanning the history did not finish.
+    #[error("the history scan stopped: {0}")]
+    Interrupted(#[from] tokio::task::JoinError),
 }
 
 /// A delivery its sender may repeat until acknowledged (an MQTT QoS 1
@@ -478,8 +493,7 @@ impl Hub {
         let hub = self.clone();
         let id = id.clone();
         tokio::task::spawn_blocking(move || hub.history(&id, window))
-            .await
-            .map_err(|e| StoreError::Batch(format!("history scan stopped: {e}")))?
+            .await?
             .map_err(ReadError::Store)
     }
 
@@ -514,11 +528,7 @@ impl Hub {
 
     fn single(&self, delivery: Delivery) -> Result<Ingested, IngestError> {
         let mut outcomes = self.ingest_deliveries(vec![delivery]);
-        outcomes.pop().unwrap_or_else(|| {
-            Err(IngestError::Store(StoreError::Batch(
-                "no outcome for a delivery".into(),
-            )))
-        })
+        outcomes.pop().unwrap_or(Err(IngestError::NoOutcome))
     }
 
     /// Ingests deliveries that arrived back to back, each all or nothing
@@ -560,13 +570,13 @@ impl Hub {
         }));
         if let Err(error) = written {
             // Nothing of the batch is stored: every accepted delivery fails.
-            let message = error.to_string();
+            let error = Arc::new(error);
             for outcome in outcomes
                 .iter_mut()
                 .filter(|o| matches!(o, Ok(Ingested::Stored)))
             {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
-                *outcome = Err(IngestError::Store(StoreError::Batch(message.clone())));
+                *outcome = Err(IngestError::Store(StoreError::Shared(error.clone())));
             }
             return outcomes;
         }
@@ -818,7 +828,9 @@ impl Hub {
                 Ok(Ok(confirmed)) => CommandState::Succeeded {
                     confirmed: confirmed.map(|v| v.to_json()),
                 },
-                Ok(Err(reason)) => CommandState::Failed { reason },
+                Ok(Err(error)) => CommandState::Failed {
+                    reason: error.to_string(),
+                },
                 Err(_) => CommandState::Failed {
                     reason: format!("no answer within {:?}", CommandLog::DEADLINE),
                 },

@@ -24,7 +24,8 @@ pub mod untrusted;
 
 pub use bus::{Bus, BusStats, Event, Filter, Subscription};
 pub use commands::{
-    ActuationFuture, ActuationResult, Actuator, Command, CommandId, CommandState, CommandStatus,
+    ActuationError, ActuationFuture, ActuationResult, Actuator, Command, CommandId, CommandState,
+    CommandStatus,
 };
 pub use hub::{
     ActuateError, CommandTicket, Delivery, Hub, HubOptions, HubStats, IngestError, Ingested,

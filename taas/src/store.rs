@@ -62,9 +62,10 @@ pub enum StoreError {
     Io(#[from] rocksdb::Error),
     #[error("column family {0} is missing")]
     MissingColumnFamily(&'static str),
-    /// A write shared by several deliveries failed; each is told why.
+    /// The one write of a burst failed: every delivery of it holds the
+    /// same error.
     #[error("{0}")]
-    Batch(String),
+    Shared(std::sync::Arc<StoreError>),
     #[error("stored thing service {key} is unreadable: {source}")]
     CorruptThing {
         key: String,

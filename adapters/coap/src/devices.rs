@@ -17,12 +17,13 @@ use std::time::{Duration, Instant};
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use fogbank_adapter::AdapterContext;
 use fogbank_taas::id::sanitize_segment;
-use fogbank_taas::{ThingId, ThingReading, ThingService, Value};
+use fogbank_taas::untrusted::Excerpt;
+use fogbank_taas::{ActuationError, ThingId, ThingReading, ThingService, Value};
 use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 
 use crate::rd::{self, DeviceResource};
-use fogbank_coap_protocol::endpoint::{self, Endpoint, Handler, Reply, Taken};
+use fogbank_coap_protocol::endpoint::{self, Endpoint, Handler, Reply, RequestError, Taken};
 use fogbank_coap_protocol::message::{self, Request, Response, format};
 use fogbank_coap_protocol::payload;
 
@@ -282,9 +283,7 @@ impl Directory {
         };
         match context.emit(vec![reading]) {
             Ok(()) => Taken::Yes,
-            Err(
-                error @ fogbank_adapter::AdapterError::Ingest(fogbank_taas::IngestError::Store(_)),
-            ) => {
+            Err(fogbank_adapter::AdapterError::Ingest(error)) if error.is_storage_failure() => {
                 context.count("coap_not_stored");
                 tracing::error!(%thing, %error, "CoAP reading not stored; not acknowledged");
                 Taken::NotNow
@@ -596,7 +595,7 @@ pub async fn write(
     address: SocketAddr,
     resource: &DeviceResource,
     value: &Value,
-) -> Result<(), String> {
+) -> Result<(), ActuationError> {
     let body = match (value, resource.lwm2m_resource.is_some()) {
         (Value::Bool(b), true) => {
             if *b {
@@ -618,12 +617,16 @@ pub async fn write(
     let response = endpoint
         .request(address, request)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|error| match error {
+            RequestError::Timeout(_) => ActuationError::NoAnswer(error.to_string()),
+            RequestError::Reset(_) => ActuationError::Refused(error.to_string()),
+            _ => ActuationError::Send(error.to_string()),
+        })?;
     match response.header.code {
         MessageClass::Response(code) if !code.is_error() => Ok(()),
-        code => Err(format!(
+        code => Err(ActuationError::Refused(format!(
             "the device answered {code:?}: {}",
-            String::from_utf8_lossy(&response.payload)
-        )),
+            Excerpt(&String::from_utf8_lossy(&response.payload))
+        ))),
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient, ResponseFuture};
 use fogbank_adapter::{Actuate, AdapterContext, Plugin};
-use fogbank_taas::{ActuationResult, Value};
+use fogbank_taas::{ActuationError, ActuationResult, Value};
 use serde::Deserialize;
 
 use devices::Directory;
@@ -157,15 +157,17 @@ impl Handler<Actuate> for CoapActor {
         let target = self.directory.command_target(&command.thing);
         let endpoint = self.directory.endpoint().clone();
         Box::pin(async move {
-            let (address, resource) = target
-                .ok_or_else(|| format!("{} is not a registered CoAP resource", command.thing))?;
+            let (address, resource) = target.ok_or_else(|| ActuationError::NoDevice {
+                thing: command.thing.clone(),
+                why: "is not a registered CoAP resource",
+            })?;
             let value = command.value;
             // The exchange runs on the endpoint's runtime, beside its socket.
             let writer = endpoint.clone();
             let written = endpoint
                 .spawn(async move { devices::write(&writer, address, &resource, &value).await })
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| ActuationError::Send(e.to_string()))?;
             written.map(|()| None::<Value>)
         })
     }

@@ -146,7 +146,7 @@ impl AdapterContext {
                 // The hub answers every delivery; were one missing, it
                 // must not be acknowledged as stored.
                 None => stored.next().map_or_else(
-                    || Err(StoreError::Batch("no outcome for a delivery".into()).into()),
+                    || Err(IngestError::NoOutcome.into()),
                     |outcome| outcome.map_err(AdapterError::from),
                 ),
             })

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message, Recipient, SpawnHandle};
-use fogbank_taas::{ActuationFuture, Actuator, Command, Hub};
+use fogbank_taas::{ActuationError, ActuationFuture, Actuator, Command, Hub};
 use parking_lot::Mutex;
 
 use crate::{Actuate, AdapterContext, Plugin};
@@ -49,11 +49,13 @@ impl Actuator for Forwarder {
         let target = self.0.lock().clone();
         Box::pin(async move {
             let Some(target) = target else {
-                return Err("the adapter is restarting; try again shortly".to_owned());
+                return Err(ActuationError::Restarting);
             };
             match target.send(Actuate(command)).await {
                 Ok(result) => result,
-                Err(error) => Err(format!("the adapter did not take the command: {error}")),
+                Err(error) => Err(ActuationError::Send(format!(
+                    "the adapter did not take it: {error}"
+                ))),
             }
         })
     }

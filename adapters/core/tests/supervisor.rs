@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use actix::{Actor, ActorContext, Context, Handler, Recipient};
 use fogbank_adapter::{Actuate, AdapterContext, AdapterSupervisor, Backoff, GetStatus, Plugin};
 use fogbank_taas::{
-    ActuationResult, CommandState, Hub, HubOptions, Kind, ThingId, ThingService, Value,
+    ActuationError, ActuationResult, CommandState, Hub, HubOptions, Kind, ThingId, ThingService,
+    Value,
 };
 use parking_lot::Mutex;
 
@@ -36,7 +37,7 @@ impl Handler<Actuate> for FlakyActor {
             Value::String(ref s) if s == "panic" => panic!("the plugin crashed on purpose"),
             Value::String(ref s) if s == "stop" => {
                 ctx.stop();
-                Err("stopping".into())
+                Err(ActuationError::Restarting)
             }
             value => Ok(Some(value)),
         }

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient, ResponseFuture, WrapFuture};
 use fogbank_adapter::{Actuate, AdapterContext, Plugin};
-use fogbank_taas::{ActuationResult, ThingId, Value};
+use fogbank_taas::{ActuationError, ActuationResult, ThingId, Value};
 use parking_lot::Mutex;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use serde::Deserialize;
@@ -524,7 +524,10 @@ impl Handler<Actuate> for MqttActor {
             .map(|e| e.command(&command.value));
         let target = match discovered {
             Some(command_for_entity) => {
-                command_for_entity.ok_or_else(|| format!("{} takes on/off commands", command.thing))
+                command_for_entity.ok_or_else(|| ActuationError::BadValue {
+                    thing: command.thing.clone(),
+                    takes: "on/off commands",
+                })
             }
             None => Ok(convention::command(
                 command.thing.device(),
@@ -533,12 +536,14 @@ impl Handler<Actuate> for MqttActor {
             )),
         };
         Box::pin(async move {
-            let client = client.ok_or("the MQTT adapter is not connected")?;
+            let client = client.ok_or(ActuationError::Disconnected(
+                "the MQTT adapter is not connected",
+            ))?;
             let (topic, payload) = target?;
             client
                 .publish(topic, QoS::AtLeastOnce, false, payload)
                 .await
-                .map_err(|e| format!("cannot publish the command: {e}"))?;
+                .map_err(|e| ActuationError::Send(e.to_string()))?;
             // Published; the device reports its new state on its own topic.
             Ok(None::<Value>)
         })

@@ -10,8 +10,8 @@ use fogbank_adapter::{AdapterContext, AdapterError};
 use fogbank_taas::senml;
 use fogbank_taas::thing::guess_type;
 use fogbank_taas::{
-    DataType, Delivery, IngestError, Ingested, Kind, Reading, Receipt, ThingId, ThingReading,
-    ThingService, Timestamp,
+    DataType, Delivery, Ingested, Kind, Reading, Receipt, ThingId, ThingReading, ThingService,
+    Timestamp,
 };
 
 use crate::convention::{self, Inbound, Sample};
@@ -82,7 +82,8 @@ enum Refusal {
 impl From<AdapterError> for Refusal {
     fn from(error: AdapterError) -> Self {
         match error {
-            AdapterError::Store(_) | AdapterError::Ingest(IngestError::Store(_)) => {
+            AdapterError::Store(_) => Refusal::NotStored(error.to_string()),
+            AdapterError::Ingest(ref ingest) if ingest.is_storage_failure() => {
                 Refusal::NotStored(error.to_string())
             }
             other => Refusal::BadInput(other.to_string()),

@@ -22,7 +22,9 @@ use actix::{
 };
 use fogbank_adapter::{Actuate, AdapterContext, Plugin};
 use fogbank_taas::thing::guess_type;
-use fogbank_taas::{ActuationResult, Kind, Reading, ThingReading, ThingService, Timestamp};
+use fogbank_taas::{
+    ActuationError, ActuationResult, Kind, Reading, ThingReading, ThingService, Timestamp,
+};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
@@ -158,11 +160,14 @@ impl RadioState {
 
     /// Sends `payload` to `device` in a data frame through `!S`; returns
     /// the session id and MAC sequence number.
-    fn transmit(&mut self, device: Address, payload: &[u8]) -> Result<Transmission, String> {
-        let writer = self
-            .writer
-            .clone()
-            .ok_or("the radio's serial port is not open")?;
+    fn transmit(
+        &mut self,
+        device: Address,
+        payload: &[u8],
+    ) -> Result<Transmission, ActuationError> {
+        let writer = self.writer.clone().ok_or(ActuationError::Disconnected(
+            "the radio's serial port is not open",
+        ))?;
         self.next_session = self.next_session.wrapping_add(1);
         self.next_sequence = self.next_sequence.wrapping_add(1);
         let (session, sequence) = (self.next_session, self.next_sequence);
@@ -173,7 +178,7 @@ impl RadioState {
         self.pending.insert(session, tx);
         writer
             .send(&message)
-            .map_err(|e| format!("cannot write to the radio: {e}"))?;
+            .map_err(|e| ActuationError::Send(format!("cannot write to the radio: {e}")))?;
         Ok(Transmission {
             session,
             sequence,
@@ -423,7 +428,10 @@ impl Handler<Actuate> for Serial154Actor {
             Some((radio, address, dialect))
         });
         let sent = match target {
-            None => Err(format!("{device} has not been heard on any radio")),
+            None => Err(ActuationError::NoDevice {
+                thing: command.thing.clone(),
+                why: "has not been heard on any radio",
+            }),
             Some((radio, address, dialect)) => {
                 let payload = match dialect {
                     Some(Dialect::Coap { path }) => {
@@ -452,13 +460,15 @@ impl Handler<Actuate> for Serial154Actor {
                     tracing::info!(session, sequence, attempts, "command sent over the air");
                     Ok(None)
                 }
-                Ok(Ok((status, attempts))) => Err(format!(
+                Ok(Ok((status, attempts))) => Err(ActuationError::Refused(format!(
                     "the radio reported transmit status {status} after {attempts} attempts (MAC sequence {sequence})"
+                ))),
+                Ok(Err(_)) => Err(ActuationError::Disconnected(
+                    "the radio went away before reporting",
                 )),
-                Ok(Err(_)) => Err("the radio went away before reporting".into()),
-                Err(_) => Err(format!(
+                Err(_) => Err(ActuationError::NoAnswer(format!(
                     "no transmit status from the radio (MAC sequence {sequence})"
-                )),
+                ))),
             }
         })
     }

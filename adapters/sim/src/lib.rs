@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient};
 use fogbank_adapter::{Actuate, AdapterContext, Plugin};
-use fogbank_taas::{ActuationResult, Kind, ThingReading, ThingService, Timestamp, Value};
+use fogbank_taas::{
+    ActuationError, ActuationResult, Kind, ThingReading, ThingService, Timestamp, Value,
+};
 
 pub use model::Floor;
 
@@ -150,16 +152,22 @@ impl Handler<Actuate> for SimActor {
             .floors
             .iter_mut()
             .find(|f| command.thing.device() == f.device && command.thing.resource() == "lamp")
-            .ok_or_else(|| format!("{} cannot be actuated", command.thing))?;
+            .ok_or_else(|| ActuationError::NoDevice {
+                thing: command.thing.clone(),
+                why: "cannot be actuated",
+            })?;
         let Value::Bool(on) = command.value else {
-            return Err("the lamp takes true or false".to_owned());
+            return Err(ActuationError::BadValue {
+                thing: command.thing,
+                takes: "true or false",
+            });
         };
         floor.lamp = on;
         // The new state is a reading like any other, stored before the
         // command is confirmed.
         self.context
             .emit_value(&command.thing, Value::Bool(on), Timestamp::now())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ActuationError::Store(e.to_string()))?;
         tracing::info!(thing = %command.thing, on, "lamp switched");
         Ok(Some(Value::Bool(on)))
     }

@@ -165,6 +165,10 @@ impl From<ReadError> for ApiError {
             }
             ReadError::Store(e) => e.into(),
             ReadError::Remote(e) => e.into(),
+            ReadError::Interrupted(e) => {
+                tracing::error!(error = %e, "a history scan stopped while serving a request");
+                ApiError::Storage(e.to_string())
+            }
         }
     }
 }
@@ -176,6 +180,7 @@ impl From<IngestError> for ApiError {
                 ApiError::UnknownThing(format!("unknown thing service {id}"))
             }
             IngestError::Store(e) => e.into(),
+            IngestError::NoOutcome => ApiError::Storage(error.to_string()),
             IngestError::NotOwned { .. } => ApiError::Conflict(error.to_string()),
             other => ApiError::BadRequest(other.to_string()),
         }

@@ -1,10 +1,6 @@
-//! Pieces the benchmarks share.
+//! Pieces the benchmarks measure with.
 
-#![allow(dead_code)] // each benchmark uses some of these
-
-use std::net::TcpListener;
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
 /// A peer or gateway process, stopped with SIGTERM (so that it can clean
 /// up) when the benchmark is done with it.
@@ -17,39 +13,6 @@ impl Drop for Process {
             .status();
         let _ = self.0.wait();
     }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits until something accepts TCP connections on `port`.
-pub fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Checks every `poll` until `check` holds; how long that took. Panics
-/// with `what` after `limit`.
-pub fn wait(
-    what: &str,
-    limit: Duration,
-    poll: Duration,
-    mut check: impl FnMut() -> bool,
-) -> Duration {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        std::thread::sleep(poll);
-    }
-    start.elapsed()
 }
 
 /// A `/proc/PID/status` field in KiB (`VmHWM:`, `VmRSS:`).

@@ -2,16 +2,15 @@
 //! its own data dir, HTTP port and libp2p port, mDNS off, every member but
 //! the first bootstrapping from the first (the others find each other
 //! through its beacons); or, to test discovery itself, with mDNS on and
-//! no bootstrap peer. Built on the single-gateway harness of the node's
-//! tests.
+//! no bootstrap peer. Built on [`Gateway`].
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value as Json;
 
-use crate::common::{Gateway, free_port};
+use crate::{Gateway, free_port, within};
 
 /// One gateway of a test cloud.
 pub struct Member {
@@ -204,7 +203,7 @@ fn launch(data_dir: &std::path::Path, args: &[String], env: &[(String, String)])
 
 /// A fresh cluster key as 64 hex digits, from `fogbank cluster-key`.
 pub fn cluster_key() -> String {
-    let output = Command::new(crate::common::binary())
+    let output = Command::new(crate::binary())
         .arg("cluster-key")
         .output()
         .unwrap();
@@ -220,18 +219,6 @@ pub fn mdns_lan() -> std::sync::MutexGuard<'static, ()> {
     // A test that failed while holding it leaves nothing behind to guard.
     LAN.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Waits until `check` holds, polling every 50 ms; returns how long it took.
-pub fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    loop {
-        if check() {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Starts `ids` as one local cloud (the first is everyone's bootstrap

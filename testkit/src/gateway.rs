@@ -1,0 +1,285 @@
+//! One real gateway: the `fogbank` binary in a fresh data dir on a free
+//! HTTP port, its log forwarded to the test's output, and an HTTP client's
+//! view of its answers.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::free_port;
+
+pub struct Gateway {
+    pub child: Child,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub location: Option<String>,
+    pub www_authenticate: Option<String>,
+    pub allow: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    /// Asserts an RFC 9457 problem with this status.
+    pub fn assert_problem(&self, status: u16) -> serde_json::Value {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.content_type, "application/problem+json");
+        let problem = self.json();
+        assert_eq!(problem["status"], status);
+        assert!(
+            problem["type"]
+                .as_str()
+                .unwrap()
+                .starts_with("urn:fogbank:problem:")
+        );
+        assert!(!problem["detail"].as_str().unwrap().is_empty());
+        problem
+    }
+}
+
+impl Gateway {
+    /// A demo gateway `gw-t` in a fresh data dir.
+    pub fn demo() -> Self {
+        let gateway = Self::start(&["--demo"], &[("FOGBANK_GATEWAY_ID", "gw-t")]);
+        gateway.wait_for_campus("gw-t");
+        gateway
+    }
+
+    /// The simulator announces its 40 thing services and first readings
+    /// (one batch) right after start-up; HTTP may answer before that.
+    pub fn wait_for_campus(&self, gateway: &str) {
+        self.wait_for(
+            "/api/v1/things?available=true",
+            "the simulated campus",
+            |a| a.status == 200 && a.json().as_array().is_some_and(|t| t.len() == 40),
+        );
+        let lamp = format!("/api/v1/things/{gateway}.sim.building-b-floor-4.lamp/reading");
+        self.wait_for(&lamp, "the first readings", |a| a.status == 200);
+    }
+
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        let mut gateway = Self::start_in(&data_dir, args, env);
+        gateway._tmp = Some(tmp);
+        gateway
+    }
+
+    /// Starts on `data_dir`, retrying if the chosen port was taken meanwhile.
+    pub fn start_in(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        for _ in 0..5 {
+            let port = free_port();
+            let listen = format!("127.0.0.1:{port}");
+            let mut command = Command::new(crate::binary());
+            command
+                .arg("run")
+                .args(["--data-dir", data_dir.to_str().unwrap(), "--http", &listen])
+                .args(args)
+                .env_remove("FOGBANK_ADMIN_TOKEN")
+                .env("FOGBANK_LOG", "info,rumqttd=warn")
+                // No embedded broker on 1883 and no CoAP on 5683 unless a
+                // test asks for them.
+                .env("FOGBANK_MQTT", "off")
+                .env("FOGBANK_COAP", "off")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            // An empty value removes the variable (e.g. the default FOGBANK_MQTT=off).
+            for (k, v) in env {
+                if v.is_empty() {
+                    command.env_remove(k);
+                } else {
+                    command.env(k, v);
+                }
+            }
+            let mut child = command.spawn().expect("fogbank starts");
+            let stderr = child.stderr.take().unwrap();
+            // Forward the gateway's log to the test output, named after the
+            // gateway when the test names it (the logs of several are
+            // interleaved), and notice a bind failure.
+            let name = env
+                .iter()
+                .find(|(k, _)| *k == "FOGBANK_GATEWAY_ID")
+                .map_or("gateway", |(_, v)| v)
+                .to_owned();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("[{name}] {line}");
+                    if line.contains("cannot listen") {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+            let mut gateway = Gateway {
+                child,
+                port,
+                data_dir: data_dir.to_owned(),
+                _tmp: None,
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if rx.try_recv().is_ok() {
+                    break;
+                }
+                if let Ok(Some(status)) = gateway.child.try_wait() {
+                    panic!("fogbank exited early: {status}");
+                }
+                if gateway.get("/health").status == 200 {
+                    return gateway;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = gateway.child.kill();
+            let _ = gateway.child.wait();
+        }
+        panic!("fogbank did not come up");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Answer {
+        let mut request = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(30));
+        for (k, v) in headers {
+            request = request.set(k, v);
+        }
+        let result = match body {
+            Some(body) => request.send_bytes(body),
+            None => request.call(),
+        };
+        let response = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(ureq::Error::Transport(t)) => {
+                return Answer {
+                    status: 0,
+                    content_type: String::new(),
+                    location: None,
+                    www_authenticate: None,
+                    allow: None,
+                    body: t.to_string().into_bytes(),
+                };
+            }
+        };
+        let status = response.status();
+        let content_type = response.header("content-type").unwrap_or("").to_owned();
+        let location = response.header("location").map(str::to_owned);
+        let www_authenticate = response.header("www-authenticate").map(str::to_owned);
+        let allow = response.header("allow").map(str::to_owned);
+        let mut body = Vec::new();
+        // An event stream never ends: take the headers only.
+        if content_type != "text/event-stream" {
+            response.into_reader().read_to_end(&mut body).unwrap();
+        }
+        Answer {
+            status,
+            content_type,
+            location,
+            www_authenticate,
+            allow,
+            body,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, &[], None)
+    }
+
+    /// An authorised write with a JSON or SenML body.
+    pub fn write(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Answer {
+        let auth = format!("Bearer {}", self.token());
+        self.request(
+            method,
+            path,
+            &[("Authorization", &auth), ("Content-Type", content_type)],
+            Some(body),
+        )
+    }
+
+    /// Posts a SenML JSON pack with the admin token.
+    pub fn post_senml(&self, path: &str, pack: &serde_json::Value) -> Answer {
+        self.write(
+            "POST",
+            path,
+            "application/senml+json",
+            pack.to_string().as_bytes(),
+        )
+    }
+
+    /// Waits until `check` passes on a GET of `path`.
+    pub fn wait_for(&self, path: &str, what: &str, check: impl Fn(&Answer) -> bool) -> Answer {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = self.get(path);
+            if check(&answer) {
+                return answer;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {} {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit status (within `limit`).
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fogbank did not stop within {limit:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,127 @@
+//! The harness every test and benchmark that runs real processes shares:
+//! the `fogbank` binary started on free loopback ports and spoken to over
+//! HTTP with an independent client (ureq), the real peers beside it
+//! (Mosquitto, socat's pseudo-terminals, the example extended services),
+//! several gateways as one local cloud, and the pieces the benchmarks
+//! measure with.
+//!
+//! It knows the gateway only from the outside — flags, variables, HTTP,
+//! the wire — and depends on no fogbank crate: a test written with it
+//! passes or fails on what a user of the binary would see.
+
+pub mod bench;
+pub mod cluster;
+pub mod gateway;
+pub mod mqtt;
+pub mod radio;
+pub mod services;
+pub mod sse;
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use cluster::{Member, acquainted, cluster_key, converged, mdns_lan, start_cloud};
+pub use gateway::{Answer, Gateway};
+pub use mqtt::{
+    Mosquitto, embedded_gateway, issue_certificates, mosquitto_pub, mqtt_connect, mqtt_publish,
+    mqtt_session, mqtt_subscribe, mqtt_subscribe_with, mqtt5_publish,
+};
+pub use radio::PtyPair;
+pub use services::{component, guests, manifest, publish};
+pub use sse::{follow_events, read_events};
+
+/// The `fogbank` binary under test: `FOGBANK_BIN` if set, else the one in
+/// the target directory of the running test or benchmark (its profile),
+/// brought up to date by `cargo build` once per process, so that `cargo
+/// test -p fogbank-cluster-tests` alone tests the code as it is.
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(path) = std::env::var_os("FOGBANK_BIN") {
+            return PathBuf::from(path);
+        }
+        let exe = std::env::current_exe().expect("the test knows its own path");
+        // target/<profile>/deps/<test>-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("a test binary lives in target/<profile>/deps");
+        let release = profile_dir
+            .file_name()
+            .is_some_and(|name| name == "release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "--quiet", "-p", "fogbank", "--bin", "fogbank"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "cargo could not build fogbank");
+        profile_dir.join("fogbank")
+    })
+}
+
+/// A TCP port nobody holds at the moment, on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free TCP port on loopback")
+        .port()
+}
+
+/// A UDP port nobody holds at the moment, on loopback.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port on loopback")
+        .port()
+}
+
+/// Waits until something accepts TCP connections on `port` (10 s).
+pub fn wait_port(port: u16) {
+    wait(
+        &format!("something listening on {port}"),
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+}
+
+/// Checks every `poll` until `check` holds; how long that took. Panics
+/// with `what` after `limit`.
+pub fn wait(
+    what: &str,
+    limit: Duration,
+    poll: Duration,
+    mut check: impl FnMut() -> bool,
+) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        std::thread::sleep(poll);
+    }
+    start.elapsed()
+}
+
+/// [`wait`], polling every 50 ms.
+pub fn within(limit: Duration, what: &str, check: impl FnMut() -> bool) -> Duration {
+    wait(what, limit, Duration::from_millis(50), check)
+}
+
+/// The Python with the test peers' packages (`scripts/test` sets it up).
+pub fn python() -> String {
+    std::env::var("FOGBANK_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Now, in Unix seconds.
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_secs_f64()
+}

@@ -1,0 +1,43 @@
+//! The example extended services that `scripts/guests` builds, and
+//! publishing one to a gateway.
+
+use std::path::PathBuf;
+
+use crate::{Answer, Gateway};
+
+/// The example extended services that `./scripts/guests` built.
+pub fn guests() -> PathBuf {
+    let dir = std::env::var_os("FOGBANK_GUESTS_DIR")
+        .map(PathBuf::from)
+        .expect("FOGBANK_GUESTS_DIR names the built example services: run ./scripts/guests");
+    assert!(
+        dir.join("threshold-alarm.wasm").exists(),
+        "no example services in {}: run ./scripts/guests",
+        dir.display()
+    );
+    dir
+}
+
+/// An example service's manifest text.
+pub fn manifest(name: &str) -> String {
+    std::fs::read_to_string(guests().join(format!("{name}.toml"))).unwrap()
+}
+
+/// An example service's component.
+pub fn component(name: &str) -> Vec<u8> {
+    std::fs::read(guests().join(format!("{name}.wasm"))).unwrap()
+}
+
+/// Publishes a service with the admin token.
+pub fn publish(gw: &Gateway, manifest: &str, component: &[u8]) -> Answer {
+    let body = serde_json::json!({
+        "manifest": manifest,
+        "component": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, component),
+    });
+    gw.write(
+        "POST",
+        "/api/v1/services",
+        "application/json",
+        body.to_string().as_bytes(),
+    )
+}
