@@ -2,7 +2,7 @@
 //! on loopback forming one cloud by themselves, serving every thing from
 //! every gateway, and surviving `kill -9`, partitions and intruders.
 //!
-//! Run with the node's tests (`cargo test -p fogbank-cluster-tests --test cluster`); each
+//! Run with `cargo test -p fogbank-cluster-tests --test cluster`; each
 //! test starts its own cloud on free ports.
 
 use fogbank_testkit as testkit;

@@ -88,11 +88,42 @@ fn a_thing_its_description_reading_and_history() {
     assert_eq!(td.content_type, "application/td+json");
     let td = td.json();
     assert_eq!(td["id"], format!("urn:fogbank:{LAMP}"));
-    assert_eq!(td["properties"]["value"]["type"], "boolean");
     assert_eq!(
         td["actions"]["actuate"]["forms"][0]["href"],
         format!("/api/v1/things/{LAMP}/actuation")
     );
+    // A Host header is not where the forms point.
+    let spoofed = gw.request(
+        "GET",
+        &format!("/api/v1/things/{LAMP}/td"),
+        &[("Host", "attacker.example")],
+        None,
+    );
+    assert!(
+        !String::from_utf8_lossy(&spoofed.body).contains("attacker.example"),
+        "{}",
+        String::from_utf8_lossy(&spoofed.body)
+    );
+    // An independent WoT consumer validates the TDs against the W3C TD 1.1
+    // schema, their terms against their @context, and what each read form
+    // returns against its property's schema.
+    for thing in [LAMP, TEMPERATURE] {
+        let consumer = std::process::Command::new(testkit::python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/peers/wot_consumer.py"
+            ))
+            .arg(gw.url(&format!("/api/v1/things/{thing}/td")))
+            .arg(gw.token())
+            .output()
+            .expect("the WoT consumer runs");
+        assert!(
+            consumer.status.success(),
+            "{thing}: {}{}",
+            String::from_utf8_lossy(&consumer.stdout),
+            String::from_utf8_lossy(&consumer.stderr)
+        );
+    }
 
     let reading = gw.get(&format!("/api/v1/things/{TEMPERATURE}/reading"));
     assert_eq!(reading.content_type, "application/senml+json");

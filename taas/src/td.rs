@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value as Json, json};
 
-use crate::thing::{Kind, ThingService};
+use crate::thing::{DataType, Kind, ThingService};
 
 /// One way to perform an operation on the thing service.
 #[derive(Debug, Clone)]
@@ -48,24 +48,71 @@ fn forms_json(forms: &[Form]) -> Json {
     )
 }
 
+/// The vocabulary of fogbank's own terms: the `fogbank` member and the
+/// semantic types in `@type` (`fb:temperature`), defined in every TD's
+/// `@context` so that a JSON-LD processor can expand them.
+pub const VOCABULARY: &str = "urn:fogbank:vocabulary#";
+
+/// SAREF, the ETSI smart-appliance ontology: the published classes a
+/// thing service is an instance of (`saref:Sensor`, `saref:Actuator`).
+const SAREF: &str = "https://saref.etsi.org/core/";
+
 /// The Thing Description of one thing service.
+///
+/// Its `value` property describes what the read and observe forms return
+/// — a SenML pack of one record (RFC 8428), the value in the member its
+/// data type names (`v`, `vb`, `vs`, `vd`) — so that a consumer checking
+/// payloads against the schema is not misled. There is no `base`: the
+/// forms' hrefs are relative, resolved against the address the TD was
+/// fetched from, which a client cannot inject.
 pub fn thing_description(thing: &ThingService, bindings: &Bindings) -> Json {
-    let mut value_schema = json!({
-        "type": thing.data_type.schema_type(),
+    let mut value = json!({ "type": thing.data_type.schema_type() });
+    if let Some(unit) = &thing.unit {
+        value["unit"] = json!(unit);
+    }
+    let member = senml_value_member(thing.data_type);
+    let value_schema = json!({
+        "title": "latest reading",
+        "description": "A SenML pack (RFC 8428) of one record: the thing service's id, its unit, the time and the value",
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 1,
+        "items": {
+            "type": "object",
+            "properties": {
+                "bn": { "type": "string", "const": thing.id.as_str() },
+                "bu": { "type": "string" },
+                "t": { "type": "number" },
+                member: value,
+            },
+            "required": ["bn", "t", member],
+        },
         "readOnly": true,
         "observable": true,
         "forms": forms_json(&bindings.property),
     });
-    if let Some(unit) = &thing.unit {
-        value_schema["unit"] = json!(unit);
-    }
 
     let mut td = json!({
-        "@context": ["https://www.w3.org/2022/wot/td/v1.1", {"htv": "http://www.w3.org/2011/http#"}],
+        "@context": [
+            "https://www.w3.org/2022/wot/td/v1.1",
+            {
+                "htv": "http://www.w3.org/2011/http#",
+                "saref": SAREF,
+                "fb": VOCABULARY,
+                // The TD 1.1 schema allows only term → IRI entries here.
+                "fogbank": "fb:thingService",
+                "kind": "fb:kind",
+                "location": "fb:location",
+                "gateway": "fb:gateway",
+                "adapter": "fb:adapter",
+                "deviceAddress": "fb:deviceAddress",
+                "available": "fb:available",
+            },
+        ],
         "id": format!("urn:fogbank:{}", thing.id),
         "title": thing.id.as_str(),
         "description": format!("{} {} on gateway {} ({} adapter)", thing.semantic_type, kind_word(thing.kind), thing.gateway, thing.adapter),
-        "@type": thing.semantic_type,
+        "@type": [saref_class(thing.kind), format!("fb:{}", thing.semantic_type)],
         "properties": { "value": value_schema },
         "securityDefinitions": { "nosec_sc": { "scheme": "nosec" } },
         "security": ["nosec_sc"],
@@ -102,6 +149,23 @@ pub fn thing_description(thing: &ThingService, bindings: &Bindings) -> Json {
         });
     }
     td
+}
+
+/// The SenML record member that carries a value of this type (RFC 8428 §4.2).
+fn senml_value_member(data_type: DataType) -> &'static str {
+    match data_type {
+        DataType::Number => "v",
+        DataType::Boolean => "vb",
+        DataType::String => "vs",
+        DataType::Data => "vd",
+    }
+}
+
+fn saref_class(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Sensor => "saref:Sensor",
+        Kind::Actuator => "saref:Actuator",
+    }
 }
 
 fn kind_word(kind: Kind) -> &'static str {
@@ -142,7 +206,10 @@ mod tests {
         };
         let td = thing_description(&thing, &bindings);
         assert_eq!(td["id"], "urn:fogbank:gw.sim.f1.lamp");
-        assert_eq!(td["properties"]["value"]["type"], "boolean");
+        let record = &td["properties"]["value"]["items"];
+        assert_eq!(record["properties"]["vb"]["type"], "boolean");
+        assert_eq!(record["required"], json!(["bn", "t", "vb"]));
+        assert_eq!(td["@type"], json!(["saref:Actuator", "fb:switch"]));
         assert_eq!(td["properties"]["value"]["forms"][0]["href"], "/r");
         assert_eq!(
             td["actions"]["actuate"]["forms"][0]["htv:methodName"],
@@ -164,7 +231,9 @@ mod tests {
             Some("Cel"),
         );
         let td = thing_description(&thing, &Bindings::default());
-        assert_eq!(td["properties"]["value"]["unit"], "Cel");
+        let record = &td["properties"]["value"]["items"];
+        assert_eq!(record["properties"]["v"]["unit"], "Cel");
+        assert_eq!(record["properties"]["bn"]["const"], "gw.sim.f1.temperature");
         assert!(td.get("actions").is_none());
     }
 }

@@ -33,14 +33,19 @@ pub use radio::PtyPair;
 pub use services::{component, guests, manifest, publish};
 pub use sse::{follow_events, read_events};
 
-/// The `fogbank` binary under test: `FOGBANK_BIN` if set, else the one in
-/// the target directory of the running test or benchmark (its profile),
-/// brought up to date by `cargo build` once per process, so that `cargo
-/// test -p fogbank-cluster-tests` alone tests the code as it is.
+/// The `fogbank` binary under test: `FOGBANK_BIN` if set; else the one
+/// cargo built for this very run of the node's tests or benches (it names
+/// it in `CARGO_BIN_EXE_fogbank`); else — a test of another package, such
+/// as the cluster tests — the one in the running test's target directory
+/// and profile, brought up to date by `cargo build` once per process, so
+/// that `cargo test -p fogbank-cluster-tests` alone tests the code as it
+/// is.
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os("FOGBANK_BIN") {
+        if let Some(path) =
+            std::env::var_os("FOGBANK_BIN").or_else(|| std::env::var_os("CARGO_BIN_EXE_fogbank"))
+        {
             return PathBuf::from(path);
         }
         let exe = std::env::current_exe().expect("the test knows its own path");
@@ -56,7 +61,9 @@ pub fn binary() -> &'static Path {
         let mut build = Command::new(cargo);
         build
             .args(["build", "--quiet", "-p", "fogbank", "--bin", "fogbank"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
+            // The running test's package directory, read at run time: a path
+            // baked in at compile time can name a checkout that is gone.
+            .current_dir(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| ".".into()));
         if release {
             build.arg("--release");
         }

@@ -148,13 +148,11 @@ pub async fn description(
         }],
         bearer_for_writes: true,
     };
-    let mut document = td::thing_description(&thing, &bindings);
-    document["base"] = serde_json::json!(
-        request.connection_info().scheme().to_owned() + "://" + request.connection_info().host()
-    );
+    // No `base`: the hrefs are relative to where the TD was fetched from,
+    // not to a Host header a client chose.
     Ok(HttpResponse::Ok()
         .content_type("application/td+json")
-        .json(document))
+        .json(td::thing_description(&thing, &bindings)))
 }
 
 /// Which SenML encoding the client accepts (JSON unless it prefers CBOR).
