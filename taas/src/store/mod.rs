@@ -1,0 +1,196 @@
+//! Durable state in RocksDB: the catalog of thing services and the history
+//! of their readings.
+//!
+//! Column families:
+//! - `things`: thing id → the thing service as JSON (few, small, rarely written);
+//! - `readings`: [`reading_key`](keys::reading_key) (thing id, 0x00, big-endian µs timestamp)
+//!   → the value in [`crate::reading::codec`] form. All readings of one thing
+//!   are contiguous and time-ordered, so a history query is one range scan
+//!   and a retention cut is one range delete per thing. A reading written
+//!   twice with the same time overwrites itself: redeliveries never
+//!   duplicate history;
+//! - `meta`: schema version and other small facts;
+//! - `receipts`: delivery slot → content fingerprint of deliveries stored
+//!   but not yet acknowledged to their sender, so that a redelivery after a
+//!   crash is recognised (see [`crate::Hub::ingest_once`]).
+//!
+//! Every write goes through the WAL before it returns, so a reading the
+//! gateway acknowledged survives a killed process (and, with `sync_writes`,
+//! a power cut).
+//!
+//! One module per column family's job — [`things`], [`readings`] (with the
+//! delivery receipts), [`retention`], [`services`] — and [`keys`], the key
+//! layouts they share.
+
+mod keys;
+mod readings;
+mod retention;
+mod services;
+#[cfg(test)]
+mod tests;
+mod things;
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Options, WriteOptions,
+};
+
+pub use keys::{parse_reading_key, reading_key};
+pub use readings::Window;
+pub use retention::{Retention, RetentionReport};
+pub use services::StoredService;
+
+pub(crate) const CF_THINGS: &str = "things";
+pub(crate) const CF_READINGS: &str = "readings";
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_RECEIPTS: &str = "receipts";
+/// Extended services: `{name} 0x00 record|component`, opaque to this crate.
+pub(crate) const CF_SERVICES: &str = "services";
+/// Each extended service's key-value store: `{name} 0x00 {key}`.
+pub(crate) const CF_SERVICE_DATA: &str = "service_data";
+const SCHEMA_KEY: &[u8] = b"schema_version";
+const SCHEMA_VERSION: &[u8] = b"1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {source}{}", lock_hint(.source))]
+    Open {
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
+    #[error("the store at {path} has schema version {found}, this build understands {expected}")]
+    Schema {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("store operation failed: {0}")]
+    Io(#[from] rocksdb::Error),
+    #[error("column family {0} is missing")]
+    MissingColumnFamily(&'static str),
+    /// The one write of a burst failed: every delivery of it holds the
+    /// same error.
+    #[error("{0}")]
+    Shared(std::sync::Arc<StoreError>),
+    #[error("stored thing service {key} is unreadable: {source}")]
+    CorruptThing {
+        key: String,
+        source: serde_json::Error,
+    },
+}
+
+/// RocksDB reports a second opener as a lock failure; say what it means.
+fn lock_hint(error: &rocksdb::Error) -> &'static str {
+    if error.to_string().contains("lock") {
+        " (is another fogbank using this data directory?)"
+    } else {
+        ""
+    }
+}
+
+/// How the store uses the disk.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// fsync the WAL on every write: survives power cuts, costs throughput.
+    pub sync_writes: bool,
+    /// RocksDB block cache size.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sync_writes: false,
+            cache_bytes: 8 << 20,
+        }
+    }
+}
+
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+    write_options: WriteOptions,
+}
+
+impl Store {
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.increase_parallelism(2);
+        db_options.set_max_background_jobs(2);
+        db_options.set_keep_log_file_num(3);
+        db_options.set_max_total_wal_size(64 << 20);
+        db_options.set_max_open_files(256);
+
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&Cache::new_lru_cache(options.cache_bytes)?);
+        let mut readings = Options::default();
+        readings.set_block_based_table_factory(&table);
+        readings.set_write_buffer_size(16 << 20);
+        readings.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let mut small = Options::default();
+        small.set_write_buffer_size(1 << 20);
+
+        let descriptors = vec![
+            ColumnFamilyDescriptor::new(CF_THINGS, small.clone()),
+            ColumnFamilyDescriptor::new(CF_READINGS, readings),
+            ColumnFamilyDescriptor::new(CF_META, small.clone()),
+            ColumnFamilyDescriptor::new(CF_RECEIPTS, small.clone()),
+            ColumnFamilyDescriptor::new(CF_SERVICES, small.clone()),
+            ColumnFamilyDescriptor::new(CF_SERVICE_DATA, small),
+        ];
+        let db = DB::open_cf_descriptors(&db_options, path, descriptors).map_err(|source| {
+            StoreError::Open {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(options.sync_writes);
+        let store = Store {
+            db,
+            path: path.to_owned(),
+            write_options,
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        let meta = self.cf(CF_META)?;
+        match self.db.get_cf(meta, SCHEMA_KEY)? {
+            None => self
+                .db
+                .put_cf_opt(meta, SCHEMA_KEY, SCHEMA_VERSION, &self.write_options)?,
+            Some(found) if found == SCHEMA_VERSION => {}
+            Some(found) => {
+                return Err(StoreError::Schema {
+                    path: self.path.clone(),
+                    found: String::from_utf8_lossy(&found).into_owned(),
+                    expected: String::from_utf8_lossy(SCHEMA_VERSION).into_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or(StoreError::MissingColumnFamily(name))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Syncs the WAL to disk (used at shutdown and periodically when
+    /// `sync_writes` is off).
+    pub fn sync_wal(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! The `readings` column family — the history — and `receipts`, which
+//! make a repeated delivery recognisable: both written in one batch per
+//! burst, so a reading and the receipt of its delivery reach the WAL
+//! together or not at all.
+
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
+
+use super::keys::{id_prefix_end, parse_reading_key, reading_key};
+use super::{CF_READINGS, CF_RECEIPTS, Store, StoreError};
+use crate::id::ThingId;
+use crate::reading::{Reading, ThingReading, Timestamp, codec};
+
+/// Which readings of one thing a history query returns: those with
+/// `from <= time <= to`, in time order, at most `limit` — the oldest ones,
+/// or the newest if `newest_first`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Window {
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub limit: usize,
+    pub newest_first: bool,
+}
+
+impl Window {
+    /// Everything, oldest first.
+    pub const ALL: Window = Window {
+        from: Timestamp::MIN,
+        to: Timestamp::MAX,
+        limit: usize::MAX,
+        newest_first: false,
+    };
+
+    /// The newest `limit` readings.
+    pub fn newest(limit: usize) -> Self {
+        Window {
+            limit,
+            newest_first: true,
+            ..Window::ALL
+        }
+    }
+}
+
+impl Store {
+    /// Writes readings atomically: all or none reach the WAL.
+    pub fn append(&self, readings: &[ThingReading]) -> Result<(), StoreError> {
+        self.append_deliveries([(readings, None)])
+    }
+
+    /// Writes the readings of several deliveries, each with its delivery
+    /// receipt (slot key → content fingerprint) if it has one, in one
+    /// atomic batch: one WAL append for all of them.
+    pub fn append_deliveries<'a>(
+        &self,
+        deliveries: impl IntoIterator<Item = (&'a [ThingReading], Option<(&'a [u8], &'a [u8])>)>,
+    ) -> Result<(), StoreError> {
+        let readings_cf = self.cf(CF_READINGS)?;
+        let receipts_cf = self.cf(CF_RECEIPTS)?;
+        let mut batch = WriteBatch::default();
+        let mut value = Vec::with_capacity(16);
+        for (readings, receipt) in deliveries {
+            for r in readings {
+                value.clear();
+                codec::encode(&r.reading.value, &mut value);
+                batch.put_cf(readings_cf, reading_key(&r.thing, r.reading.time), &value);
+            }
+            if let Some((key, fingerprint)) = receipt {
+                batch.put_cf(receipts_cf, key, fingerprint);
+            }
+        }
+        self.db.write_opt(batch, &self.write_options)?;
+        Ok(())
+    }
+
+    /// The fingerprint recorded for a delivery slot, if any.
+    pub fn receipt(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_RECEIPTS)?, key)?)
+    }
+
+    /// Forgets delivery slots once their senders have the acknowledgement.
+    pub fn clear_receipts<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), StoreError> {
+        let cf = self.cf(CF_RECEIPTS)?;
+        let mut batch = WriteBatch::default();
+        for key in keys {
+            batch.delete_cf(cf, key);
+        }
+        if !batch.is_empty() {
+            self.db.write_opt(batch, &self.write_options)?;
+        }
+        Ok(())
+    }
+
+    /// Readings of one thing within `window`, in time order.
+    pub fn history(&self, id: &ThingId, window: Window) -> Result<Vec<Reading>, StoreError> {
+        let Window {
+            from,
+            to,
+            limit,
+            newest_first,
+        } = window;
+        let cf = self.cf(CF_READINGS)?;
+        let lower = reading_key(id, from);
+        let upper = match to.0.checked_add(1) {
+            Some(end) => reading_key(id, Timestamp(end)),
+            None => id_prefix_end(id.as_str().as_bytes()),
+        };
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_lower_bound(lower.clone());
+        read_options.set_iterate_upper_bound(upper.clone());
+        let mode = if newest_first {
+            IteratorMode::From(&upper, Direction::Reverse)
+        } else {
+            IteratorMode::From(&lower, Direction::Forward)
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in self.db.iterator_cf_opt(cf, read_options, mode) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item?;
+            let Some((_, time)) = parse_reading_key(&key) else {
+                continue;
+            };
+            match codec::decode(&value) {
+                Ok(value) => out.push(Reading { time, value }),
+                Err(error) => {
+                    tracing::warn!(thing = %id, %time, %error, "skipping an unreadable stored reading")
+                }
+            }
+        }
+        if newest_first {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
+    /// The newest reading of a thing.
+    pub fn latest(&self, id: &ThingId) -> Result<Option<Reading>, StoreError> {
+        Ok(self.history(id, Window::newest(1))?.pop())
+    }
+}
