@@ -254,6 +254,39 @@ impl Gateway {
         }
     }
 
+    /// How many readings of `id` the gateway holds (0 while it is unknown).
+    pub fn history_len(&self, id: &str) -> usize {
+        let answer = self.get(&format!("/api/v1/things/{id}/readings?from=0&limit=100000"));
+        if answer.status != 200 {
+            return 0;
+        }
+        answer.json().as_array().map_or(0, Vec::len)
+    }
+
+    /// Sends an actuation (a JSON `body` PUT to `path`) until `seen` — a
+    /// watcher such as `mosquitto_sub`, just started and maybe not yet
+    /// subscribed — has seen one command; returns what it saw.
+    pub fn actuate_until_seen(
+        &self,
+        path: &str,
+        body: &[u8],
+        seen: std::thread::JoinHandle<Vec<String>>,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !seen.is_finished() {
+            let answer = self.write("PUT", path, "application/json", body);
+            assert_eq!(
+                answer.status,
+                200,
+                "{}",
+                String::from_utf8_lossy(&answer.body)
+            );
+            assert!(Instant::now() < deadline, "no command reached the device");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        seen.join().expect("the watcher thread finishes")
+    }
+
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
