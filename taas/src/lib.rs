@@ -19,6 +19,8 @@ pub mod remote;
 pub mod senml;
 pub mod store;
 pub mod td;
+#[cfg(test)]
+mod testing;
 pub mod thing;
 pub mod untrusted;
 

@@ -7,21 +7,8 @@ use crate::commands::{Actuator, Command, CommandState};
 use crate::remote::{CatalogChange, Remote, RemoteError};
 use crate::senml;
 use crate::store::Window;
-use crate::{Kind, Query, Reading, ThingId, ThingReading, Timestamp, Value};
-
-fn id(s: &str) -> ThingId {
-    ThingId::parse(s).unwrap()
-}
-
-fn reading(thing: &ThingId, t: u64, value: Value) -> ThingReading {
-    ThingReading {
-        thing: thing.clone(),
-        reading: Reading {
-            time: Timestamp(t),
-            value,
-        },
-    }
-}
+use crate::testing::{id, reading};
+use crate::{Kind, Query, Reading, ThingId, Timestamp, Value};
 
 fn hub_with_things(dir: &std::path::Path) -> Arc<Hub> {
     let hub = Hub::open("gw", dir, HubOptions::default()).unwrap();

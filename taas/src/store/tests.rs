@@ -7,21 +7,13 @@ use proptest::prelude::*;
 use super::keys::{id_prefix, id_prefix_end};
 use super::*;
 use crate::id::ThingId;
-use crate::reading::{Reading, ThingReading, Timestamp, Value};
+use crate::reading::{ThingReading, Timestamp, Value};
+use crate::testing::{id, reading};
 use crate::thing::{Kind, ThingService};
 
-fn id(s: &str) -> ThingId {
-    ThingId::parse(s).unwrap()
-}
-
+/// A numeric reading.
 fn tr(thing: &ThingId, t: u64, v: f64) -> ThingReading {
-    ThingReading {
-        thing: thing.clone(),
-        reading: Reading {
-            time: Timestamp(t),
-            value: Value::Number(v),
-        },
-    }
+    reading(thing, t, Value::Number(v))
 }
 
 proptest! {
