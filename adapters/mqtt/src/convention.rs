@@ -1,5 +1,6 @@
-//! The MQTT conventions of DESIGN.md, as a pure decoder from a topic and
-//! payload to what they mean:
+//! The MQTT topic conventions devices follow (the README documents them
+//! for device makers), as a pure decoder from a topic and payload to what
+//! they mean:
 //!
 //! - `things/{device}/{resource}`: a plain value (`21.5`, `true`, `on`) or a
 //!   SenML JSON pack about that resource;
