@@ -37,9 +37,13 @@ pub use sse::{follow_events, read_events};
 /// cargo built for this very run of the node's tests or benches (it names
 /// it in `CARGO_BIN_EXE_fogbank`); else — a test of another package, such
 /// as the cluster tests — the one in the running test's target directory
-/// and profile, brought up to date by `cargo build` once per process, so
-/// that `cargo test -p fogbank-cluster-tests` alone tests the code as it
-/// is.
+/// and profile, brought up to date once per process.
+///
+/// That update is `cargo test --workspace --no-run`, the build that
+/// `cargo test --workspace` has just done, so within the test command it
+/// finds everything fresh. A `cargo build -p fogbank` instead resolves
+/// features for the node alone, unlike the workspace's test build, and
+/// rebuilt part of the dependency graph and the binary (~30 s) every time.
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
@@ -60,7 +64,7 @@ pub fn binary() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = Command::new(cargo);
         build
-            .args(["build", "--quiet", "-p", "fogbank", "--bin", "fogbank"])
+            .args(["test", "--workspace", "--no-run", "--quiet"])
             // The running test's package directory, read at run time: a path
             // baked in at compile time can name a checkout that is gone.
             .current_dir(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| ".".into()));
