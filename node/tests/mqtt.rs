@@ -457,10 +457,11 @@ unit = "W"
         (thing["type"].as_str(), thing["unit"].as_str()),
         (Some("power"), Some("W"))
     );
-    assert_eq!(
-        gw.get("/api/v1/things/gw-m.mqtt.plug9.power/reading")
-            .json()[0]["v"],
-        42.0
+    // The thing service is announced before its first reading is stored.
+    gw.wait_for(
+        "/api/v1/things/gw-m.mqtt.plug9.power/reading",
+        "the first power reading",
+        |a| a.status == 200 && a.json()[0]["v"] == 42.0,
     );
     // A payload without the pointed-to value is dropped; the next one is taken.
     broker.publish("tele/plug9/SENSOR", br#"{"ENERGY":{}}"#);

@@ -40,10 +40,11 @@ pub use sse::{follow_events, read_events};
 /// and profile, brought up to date once per process.
 ///
 /// That update is `cargo test --workspace --no-run`, the build that
-/// `cargo test --workspace` has just done, so within the test command it
-/// finds everything fresh. A `cargo build -p fogbank` instead resolves
-/// features for the node alone, unlike the workspace's test build, and
-/// rebuilt part of the dependency graph and the binary (~30 s) every time.
+/// `cargo test --workspace` does, rather than `cargo build -p fogbank`,
+/// which resolves features for the node alone and rebuilt part of the
+/// graph each time. Run from inside a test, cargo still finds part of it
+/// stale (~30 s), so `scripts/test` names the binary it has built in
+/// `FOGBANK_BIN` instead.
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
