@@ -195,7 +195,7 @@ fn config_action(byte: u8) -> Result<ConfigAction, DecodeError> {
 
 impl ForwardingEntry {
     /// Decodes exactly [`FORWARDING_ENTRY_LEN`] bytes.
-    pub(crate) fn decode(bytes: &[u8; FORWARDING_ENTRY_LEN]) -> Result<Self, DecodeError> {
+    pub fn decode(bytes: &[u8; FORWARDING_ENTRY_LEN]) -> Result<Self, DecodeError> {
         Ok(ForwardingEntry {
             window: bytes[0],
             field: field_name(bytes[1])?,
@@ -223,7 +223,7 @@ impl ForwardingEntry {
 impl ConfiguringEntry {
     /// Decodes exactly [`CONFIGURING_ENTRY_LEN`] bytes. Service 0 is
     /// impossible: sensor services are numbered from 1.
-    pub(crate) fn decode(bytes: &[u8; CONFIGURING_ENTRY_LEN]) -> Result<Self, DecodeError> {
+    pub fn decode(bytes: &[u8; CONFIGURING_ENTRY_LEN]) -> Result<Self, DecodeError> {
         if bytes[2] == 0 {
             return Err(DecodeError::ImpossibleEntry {
                 what: "sensor service",

@@ -27,7 +27,8 @@ pub mod packet;
 pub mod value;
 
 pub use entry::{
-    ConfigAction, ConfiguringEntry, FieldName, ForwardAction, ForwardingEntry, Operator,
+    CONFIGURING_ENTRY_LEN, ConfigAction, ConfiguringEntry, FORWARDING_ENTRY_LEN, FieldName,
+    ForwardAction, ForwardingEntry, Operator,
 };
 pub use error::{DecodeError, EncodeError};
 pub use header::{Address, Datagram, HEADER_LEN, Header, MAX_PACKET_LEN, PacketType};
