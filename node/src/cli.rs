@@ -127,6 +127,16 @@ pub struct RunArgs {
     /// Do not look for peers on the LAN by mDNS.
     #[arg(long, env = "FOGBANK_NO_MDNS")]
     pub no_mdns: bool,
+    /// The S-MANAGE SD-IoT controller, `host[:port]` (port 7601), or `off`
+    /// [default: off].
+    #[arg(long, env = "FOGBANK_SMANAGE_CONTROLLER", value_name = "HOST:PORT|off")]
+    pub smanage_controller: Option<String>,
+    /// The UDP socket this gateway's SDVSs share [default: 0.0.0.0:7602].
+    #[arg(long, env = "FOGBANK_SMANAGE_LISTEN")]
+    pub smanage_listen: Option<SocketAddr>,
+    /// This gateway's S-MANAGE address block [default: 0x0100-0x01ff].
+    #[arg(long, env = "FOGBANK_SMANAGE_ADDRESSES", value_name = "FIRST-LAST")]
+    pub smanage_addresses: Option<String>,
 }
 
 /// The `--mqtt` and `--coap` values.

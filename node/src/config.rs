@@ -42,7 +42,90 @@ pub struct Config {
     pub coap: fogbank_coap::CoapConfig,
     pub serial154: fogbank_serial154::Serial154Config,
     pub cloud: CloudSection,
+    pub smanage: SmanageSection,
     pub log: LogConfig,
+}
+
+/// Federation to an SD-IoT controller over S-MANAGE: one SDVS per device.
+/// Off until a controller is named.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmanageSection {
+    /// The controller, `host[:port]` (port 7601 by default), or `off`.
+    pub controller: String,
+    /// The UDP socket every SDVS of this gateway shares.
+    pub listen: SocketAddr,
+    /// This gateway's address block, `0x0100-0x01ff`.
+    pub addresses: String,
+    pub hello_interval_secs: u64,
+    pub low_battery_percent: u8,
+    /// Configuring instructions one SDVS holds at most.
+    pub max_instructions: usize,
+}
+
+/// The controller's S-MANAGE port, when `controller` names none.
+pub const SMANAGE_CONTROLLER_PORT: u16 = 7601;
+
+impl Default for SmanageSection {
+    fn default() -> Self {
+        SmanageSection {
+            controller: "off".into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 7602)),
+            addresses: "0x0100-0x01ff".into(),
+            hello_interval_secs: 10,
+            low_battery_percent: 20,
+            max_instructions: 32,
+        }
+    }
+}
+
+impl SmanageSection {
+    /// The agent's settings, or `None` when federation is off.
+    pub fn agent(&self) -> Result<Option<fogbank_sdvs::AgentConfig>, ConfigError> {
+        if self.controller == "off" || self.controller.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
+        let addresses = self
+            .addresses
+            .parse()
+            .map_err(|reason| invalid("smanage.addresses", reason))?;
+        // `host:port`, `[v6]:port`, or a bare host that gets the default port.
+        let has_port = self
+            .controller
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| {
+                port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
+            });
+        let controller = if has_port {
+            self.controller.clone()
+        } else {
+            format!("{}:{SMANAGE_CONTROLLER_PORT}", self.controller)
+        };
+        if self.hello_interval_secs == 0 {
+            return Err(invalid(
+                "smanage.hello_interval_secs",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.low_battery_percent > 100 {
+            return Err(invalid(
+                "smanage.low_battery_percent",
+                "is a percentage, 0-100".into(),
+            ));
+        }
+        if !(1..=255).contains(&self.max_instructions) {
+            return Err(invalid("smanage.max_instructions", "must be 1-255".into()));
+        }
+        Ok(Some(fogbank_sdvs::AgentConfig {
+            controller,
+            listen: self.listen,
+            addresses,
+            hello_interval: Duration::from_secs(self.hello_interval_secs),
+            low_battery_percent: self.low_battery_percent,
+            max_instructions: self.max_instructions,
+        }))
+    }
 }
 
 /// The local cloud (libp2p). It runs only with a cluster key: without one
@@ -151,6 +234,7 @@ impl Default for Config {
             coap: fogbank_coap::CoapConfig::default(),
             serial154: fogbank_serial154::Serial154Config::default(),
             cloud: CloudSection::default(),
+            smanage: SmanageSection::default(),
             log: LogConfig::default(),
         }
     }
@@ -291,6 +375,7 @@ impl Config {
                     ),
                 })?;
         }
+        self.smanage.agent()?;
         if self.http.max_body_bytes == 0 {
             return Err(ConfigError::Invalid {
                 key: "http.max_body_bytes",
@@ -335,6 +420,23 @@ mod tests {
             parsed, defaults,
             "deploy/fogbank.example.toml must show every default"
         );
+    }
+
+    #[test]
+    fn smanage_is_off_by_default_and_checks_its_settings() {
+        let mut section = SmanageSection::default();
+        assert!(section.agent().unwrap().is_none());
+        section.controller = "controller.local".into();
+        let agent = section.agent().unwrap().unwrap();
+        assert_eq!(agent.controller, "controller.local:7601");
+        assert_eq!(agent.addresses.to_string(), "0x0100-0x01ff");
+        section.controller = "[::1]:9000".into();
+        assert_eq!(section.agent().unwrap().unwrap().controller, "[::1]:9000");
+        section.addresses = "0x0000-0x00ff".into();
+        assert!(section.agent().is_err());
+        section.addresses = "0x0200-0x02ff".into();
+        section.max_instructions = 0;
+        assert!(section.agent().is_err());
     }
 
     #[test]

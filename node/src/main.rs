@@ -94,6 +94,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.no_mdns {
         config.cloud.mdns = false;
     }
+    if let Some(controller) = args.smanage_controller {
+        config.smanage.controller = controller;
+    }
+    if let Some(listen) = args.smanage_listen {
+        config.smanage.listen = listen;
+    }
+    if let Some(addresses) = args.smanage_addresses {
+        config.smanage.addresses = addresses;
+    }
     init_logging(&config.log.filter, config.log.format == "json");
     config.validate()?;
     let admin_token = std::env::var("FOGBANK_ADMIN_TOKEN")

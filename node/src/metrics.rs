@@ -71,6 +71,46 @@ impl Exposition {
         self.metric(name, "counter", help, &samples)
     }
 
+    /// The S-MANAGE agent: SDVSs, packets by type, drops by reason.
+    pub fn smanage(&mut self, agent: &fogbank_sdvs::Agent) -> &mut Self {
+        let counters = agent.counters();
+        let mut malformed: std::collections::BTreeMap<&str, u64> =
+            fogbank_smanage::DecodeError::REASONS
+                .iter()
+                .map(|r| (*r, 0))
+                .collect();
+        malformed.extend(counters.malformed);
+        self.gauge(
+            "fogbank_smanage_sdvs",
+            "Software-defined virtual sensors this gateway runs (one per device).",
+            agent.sdvs_count() as f64,
+        )
+        .counter_by(
+            "fogbank_smanage_received_total",
+            "S-MANAGE packets taken from the controller, by type.",
+            "type",
+            counters.received,
+        )
+        .counter_by(
+            "fogbank_smanage_sent_total",
+            "S-MANAGE packets the SDVSs sent, by type.",
+            "type",
+            counters.sent,
+        )
+        .counter_by(
+            "fogbank_smanage_malformed_total",
+            "S-MANAGE datagrams dropped as malformed, by reason.",
+            "reason",
+            malformed,
+        )
+        .counter_by(
+            "fogbank_smanage_dropped_total",
+            "S-MANAGE packets dropped, by reason (ttl, entry, loop, stranger, table_full, address_block_full, …).",
+            "reason",
+            counters.dropped,
+        )
+    }
+
     pub fn cloud(&mut self, stats: &fogbank_cloud::CloudStats) -> &mut Self {
         self.metric(
             "fogbank_cloud_gateways",

@@ -171,6 +171,13 @@ async fn serve(
         )
         .context("cannot start the extended services")?,
     );
+    let smanage = match config.smanage.agent()? {
+        Some(agent) => Some(Arc::new(
+            fogbank_sdvs::Agent::start(hub.clone(), agent)
+                .context("cannot start the S-MANAGE agent")?,
+        )),
+        None => None,
+    };
     let adapters: Vec<Addr<AdapterSupervisor>> = plugins(&config, coap.as_ref())?
         .into_iter()
         .map(|plugin| AdapterSupervisor::new(plugin, hub.clone(), Backoff::default()).start())
@@ -189,6 +196,7 @@ async fn serve(
         coap: coap.clone(),
         cloud: cloud.clone(),
         services: services.clone(),
+        smanage: smanage.clone(),
     });
     let server = HttpServer::new(move || api::app(state.clone()))
         .workers(config.http_workers())
@@ -212,6 +220,9 @@ async fn serve(
         let _ = adapter.send(Shutdown).await;
     }
     upkeep.abort();
+    if let Some(agent) = &smanage {
+        agent.stop();
+    }
     // Services write through the hub: they stop before the store closes.
     services.shutdown();
     if let Some(cloud) = &cloud {

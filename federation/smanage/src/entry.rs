@@ -21,6 +21,20 @@ pub enum FieldName {
     MessageId = 6,
 }
 
+impl FieldName {
+    pub fn name(self) -> &'static str {
+        [
+            "source",
+            "destination",
+            "next_hop",
+            "type",
+            "length",
+            "ttl",
+            "message_id",
+        ][self as usize]
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operator {
     Equal = 0,

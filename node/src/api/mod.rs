@@ -4,6 +4,7 @@
 //! This module owns the JSON shapes and HTTP rules; it translates between
 //! them and the TaaS [`Hub`], and holds no logic of its own about things.
 
+mod federation;
 mod ops;
 mod peers;
 pub mod problem;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub cloud: Option<Arc<fogbank_cloud::Cloud>>,
     /// The extended services.
     pub services: Arc<fogbank_services::Services>,
+    /// The S-MANAGE agent; `None` when federation is off.
+    pub smanage: Option<Arc<fogbank_sdvs::Agent>>,
 }
 
 impl AppState {
@@ -127,6 +130,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(get("/things/{id}/stream", stream::sse))
                 .service(get("/commands/{id}", things::command))
                 .service(get("/peers", peers::list))
+                .service(get("/federation/smanage", federation::smanage))
                 .service(
                     web::resource("/peers/{gateway}")
                         .route(web::delete().to(peers::forget))

@@ -163,6 +163,9 @@ pub async fn metrics(
     if let Some(cloud) = &state.cloud {
         out.cloud(&cloud.stats().await);
     }
+    if let Some(agent) = &state.smanage {
+        out.smanage(agent);
+    }
     out.services(&state.services.list());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -191,11 +194,13 @@ impl utoipa::Modify for BearerScheme {
         super::stream::sse, super::peers::list, super::peers::forget,
         super::services::publish, super::services::list, super::services::get,
         super::services::remove, super::services::start, super::services::stop,
-        super::services::logs, health, metrics, openapi
+        super::services::logs, super::federation::smanage, health, metrics, openapi
     ),
     components(schemas(ThingServiceSchema, KindSchema, DataTypeSchema, RecordSchema, CommandStatusSchema, CommandStateSchema, Problem, ActuationRequest, CommandValue, Health, PeerInfoSchema,
         ServiceInfoSchema, ServiceStateSchema, LogLineSchema, LogLevelSchema,
-        SelectorSchema, GrantsSchema, LimitsSchema, super::services::PublishRequest)),
+        SelectorSchema, GrantsSchema, LimitsSchema, super::services::PublishRequest,
+        super::federation::SmanageStatus, super::federation::SdvsJson, super::federation::SensorServiceJson,
+        super::federation::ForwardingJson, super::federation::ConfiguringJson, super::federation::CountersJson)),
     modifiers(&BearerScheme),
 )]
 pub struct ApiDoc;

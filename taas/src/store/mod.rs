@@ -18,14 +18,18 @@
 //! gateway acknowledged survives a killed process (and, with `sync_writes`,
 //! a power cut).
 //!
+//! - `layer_state`: `{space} 0x00 {key}` → bytes the layers above keep
+//!   (federation's addresses, registries and requests), opaque here.
+//!
 //! One module per column family's job — [`things`], [`readings`] (with the
-//! delivery receipts), [`retention`], [`services`] — and [`keys`], the key
-//! layouts they share.
+//! delivery receipts), [`retention`], [`services`], [`state`] — and
+//! [`keys`], the key layouts they share.
 
 mod keys;
 mod readings;
 mod retention;
 mod services;
+mod state;
 #[cfg(test)]
 mod tests;
 mod things;
@@ -49,6 +53,8 @@ pub(crate) const CF_RECEIPTS: &str = "receipts";
 pub(crate) const CF_SERVICES: &str = "services";
 /// Each extended service's key-value store: `{name} 0x00 {key}`.
 pub(crate) const CF_SERVICE_DATA: &str = "service_data";
+/// The layers above taas: `{space} 0x00 {key}`.
+pub(crate) const CF_LAYER_STATE: &str = "layer_state";
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const SCHEMA_VERSION: &[u8] = b"1";
 
@@ -139,7 +145,8 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_META, small.clone()),
             ColumnFamilyDescriptor::new(CF_RECEIPTS, small.clone()),
             ColumnFamilyDescriptor::new(CF_SERVICES, small.clone()),
-            ColumnFamilyDescriptor::new(CF_SERVICE_DATA, small),
+            ColumnFamilyDescriptor::new(CF_SERVICE_DATA, small.clone()),
+            ColumnFamilyDescriptor::new(CF_LAYER_STATE, small),
         ];
         let db = DB::open_cf_descriptors(&db_options, path, descriptors).map_err(|source| {
             StoreError::Open {

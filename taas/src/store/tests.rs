@@ -250,3 +250,27 @@ fn services_and_their_data_are_kept_apart_and_removed_together() {
         Some(b"8".to_vec())
     );
 }
+
+#[test]
+fn layer_state_keeps_spaces_apart_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        store.put_state("smanage", "sdvs/g.sim.d", &[1, 2]).unwrap();
+        store
+            .put_state("smanage", "service/g.sim.d.t", &[3])
+            .unwrap();
+        store.put_state("smanagex", "other", &[9]).unwrap();
+        store.put_state("smanage", "gone", &[0]).unwrap();
+        store.delete_state("smanage", "gone").unwrap();
+    }
+    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    assert_eq!(
+        store.state("smanage").unwrap(),
+        vec![
+            ("sdvs/g.sim.d".to_owned(), vec![1, 2]),
+            ("service/g.sim.d.t".to_owned(), vec![3]),
+        ]
+    );
+    assert_eq!(store.state("smanagex").unwrap().len(), 1);
+}

@@ -1,0 +1,46 @@
+//! The `layer_state` column family: small records the layers above keep
+//! beside the things — the S-MANAGE agent's SDVS addresses, the controller's
+//! registry and requests. This crate stores their bytes under a space and
+//! a key without knowing what they are.
+
+use rocksdb::IteratorMode;
+
+use super::keys::service_key;
+use super::{CF_LAYER_STATE, Store, StoreError};
+
+impl Store {
+    pub fn put_state(&self, space: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let cf = self.cf(CF_LAYER_STATE)?;
+        self.db.put_cf_opt(
+            cf,
+            service_key(space, key.as_bytes()),
+            value,
+            &self.write_options,
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_state(&self, space: &str, key: &str) -> Result<(), StoreError> {
+        let cf = self.cf(CF_LAYER_STATE)?;
+        self.db
+            .delete_cf_opt(cf, service_key(space, key.as_bytes()), &self.write_options)?;
+        Ok(())
+    }
+
+    /// Every key of a space with its value, in byte order of the keys.
+    pub fn state(&self, space: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let cf = self.cf(CF_LAYER_STATE)?;
+        let start = service_key(space, b"");
+        let mut entries = Vec::new();
+        let mode = IteratorMode::From(&start, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(cf, mode) {
+            let (key, value) = item?;
+            if !key.starts_with(&start) {
+                break;
+            }
+            let key = String::from_utf8_lossy(&key[start.len()..]).into_owned();
+            entries.push((key, value.into_vec()));
+        }
+        Ok(entries)
+    }
+}
