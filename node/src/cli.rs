@@ -37,6 +37,113 @@ pub enum Command {
     Peers(PeersArgs),
     /// Manage the extended services (WebAssembly) of a running gateway.
     Service(ServiceArgs),
+    /// Run the SD-IoT controller (S-MANAGE): the gateways' SDVSs, and a
+    /// REST interface for applications' requests.
+    Controller(ControllerArgs),
+    /// Talk to a running SD-IoT controller: place requests, list them and
+    /// the SDVSs.
+    Sd(SdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// TOML configuration file (see deploy/controller.example.toml).
+    #[arg(long, env = "FOGBANK_CONTROLLER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: ./fogbank-controller-data].
+    #[arg(long, env = "FOGBANK_CONTROLLER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// S-MANAGE (UDP) listen address [default: 0.0.0.0:7601].
+    #[arg(long, env = "FOGBANK_CONTROLLER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// REST listen address [default: 127.0.0.1:8090].
+    #[arg(long, env = "FOGBANK_CONTROLLER_HTTP")]
+    pub http: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct SdArgs {
+    #[command(subcommand)]
+    pub command: SdCommand,
+    /// Base URL of the controller's REST API.
+    #[arg(
+        long,
+        env = "FOGBANK_CONTROLLER_URL",
+        default_value = "http://127.0.0.1:8090",
+        global = true
+    )]
+    pub url: String,
+    /// Bearer token [default: DATA_DIR/admin.token when readable].
+    #[arg(long, env = "FOGBANK_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// The controller's data directory, to find admin.token in.
+    #[arg(
+        long,
+        env = "FOGBANK_CONTROLLER_DATA_DIR",
+        default_value = "./fogbank-controller-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl SdArgs {
+    pub fn client(&self) -> ClientArgs {
+        ClientArgs {
+            url: self.url.clone(),
+            token: self.token.clone(),
+            data_dir: self.data_dir.clone(),
+            json: self.json,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SdCommand {
+    /// Place a request on the sensor services of a type under a location.
+    Request {
+        /// The sensor services' type (temperature, switch, ...).
+        #[arg(long = "type")]
+        semantic_type: String,
+        /// A location prefix (campus/building-a).
+        #[arg(long)]
+        location: String,
+        /// Seconds between two samples (0 = once).
+        #[arg(long, default_value_t = 0)]
+        frequency: u16,
+        /// Seconds the request runs.
+        #[arg(long)]
+        period: u16,
+        /// read, on, off or set.
+        #[arg(long, default_value = "read")]
+        action: String,
+        /// The value of a set.
+        #[arg(long)]
+        value: Option<i16>,
+        /// How many sensor services [default: all that match].
+        #[arg(long)]
+        count: Option<usize>,
+        /// An SDVS address for the data [default: the controller].
+        #[arg(long)]
+        destination: Option<String>,
+        /// Do not take a partial offer: leave it offered.
+        #[arg(long)]
+        no_partial: bool,
+    },
+    /// List the requests (or show one).
+    Requests {
+        /// One request's id.
+        id: Option<u16>,
+    },
+    /// List the SDVSs the controller knows (or show one).
+    Sdvs {
+        /// One SDVS's address (0x0100).
+        address: Option<String>,
+    },
+    /// Cancel a request.
+    Cancel { id: u16 },
 }
 
 #[derive(Debug, Args)]

@@ -8,8 +8,8 @@ use serde_json::Value as Json;
 
 use crate::auth::ADMIN_TOKEN_FILE;
 use crate::cli::{
-    ActuateArgs, ClientArgs, PeersArgs, ReadingArgs, ServiceArgs, ServiceCommand, ThingsArgs,
-    ThingsCommand,
+    ActuateArgs, ClientArgs, PeersArgs, ReadingArgs, SdArgs, SdCommand, ServiceArgs,
+    ServiceCommand, ThingsArgs, ThingsCommand,
 };
 
 struct Client {
@@ -371,5 +371,119 @@ pub fn actuate(args: ActuateArgs) -> anyhow::Result<()> {
             o["state"].as_str().unwrap_or("?")
         ),
     });
+    Ok(())
+}
+
+fn requests_table(requests: &Json) -> String {
+    let mut out = format!(
+        "{:>5} {:<10} {:<8} {:<14} {:<28} {:<5} {:>8} {:>5}\n",
+        "ID", "STATE", "OUTCOME", "TYPE", "LOCATION", "ACT", "READINGS", "SVCS"
+    );
+    let one = [requests.clone()];
+    let all = match requests.as_array() {
+        Some(all) => all.as_slice(),
+        None => &one,
+    };
+    for r in all {
+        out += &format!(
+            "{:>5} {:<10} {:<8} {:<14} {:<28} {:<5} {:>8} {:>5}\n",
+            r["id"].as_u64().unwrap_or(0),
+            r["state"].as_str().unwrap_or(""),
+            r["outcome"].as_str().unwrap_or(""),
+            r["type"].as_str().unwrap_or(""),
+            r["location"].as_str().unwrap_or(""),
+            r["action"].as_str().unwrap_or(""),
+            r["readings"].as_u64().unwrap_or(0),
+            r["assignments"].as_array().map_or(0, Vec::len),
+        );
+    }
+    out
+}
+
+/// `fogbank sd ...`: a client of the SD-IoT controller.
+pub fn sd(args: SdArgs) -> anyhow::Result<()> {
+    let client_args = args.client();
+    let client = Client::new(&client_args);
+    let json = client_args.json;
+    match args.command {
+        SdCommand::Request {
+            semantic_type,
+            location,
+            frequency,
+            period,
+            action,
+            value,
+            count,
+            destination,
+            no_partial,
+        } => {
+            let body = serde_json::json!({
+                "type": semantic_type, "location": location, "frequency_s": frequency,
+                "period_s": period, "action": action, "value": value, "count": count,
+                "destination": destination, "accept_partial": !no_partial,
+            });
+            let (_, placed) =
+                client.call(client.request("POST", "/api/v1/requests"), Some(&body))?;
+            print(json, &placed, |p| {
+                let waiting = p["waiting_s"]
+                    .as_u64()
+                    .map_or(String::new(), |w| format!(", the rest in about {w} s"));
+                format!(
+                    "request {}: {} ({}), {} assigned, {} pending{waiting}\n",
+                    p["id"],
+                    p["outcome"].as_str().unwrap_or(""),
+                    p["state"].as_str().unwrap_or(""),
+                    p["assigned"].as_array().map_or(0, Vec::len),
+                    p["pending"].as_array().map_or(0, Vec::len),
+                )
+            });
+        }
+        SdCommand::Requests { id } => {
+            let path = match id {
+                Some(id) => format!("/api/v1/requests/{id}"),
+                None => "/api/v1/requests".into(),
+            };
+            let (_, requests) = client.call(client.request("GET", &path), None)?;
+            print(json, &requests, requests_table);
+        }
+        SdCommand::Cancel { id } => {
+            let path = format!("/api/v1/requests/{id}");
+            let (_, request) = client.call(client.request("DELETE", &path), None)?;
+            print(json, &request, requests_table);
+        }
+        SdCommand::Sdvs { address } => {
+            let path = match &address {
+                Some(address) => format!("/api/v1/sdvs/{}", encode(address)),
+                None => "/api/v1/sdvs".into(),
+            };
+            let (_, sdvs) = client.call(client.request("GET", &path), None)?;
+            print(json, &sdvs, |sdvs| {
+                let mut out = format!(
+                    "{:<7} {:<5} {:<22} {:<28} {:>4} {:>7} {:>5}\n",
+                    "SDVS", "UP", "GATEWAY", "LOCATION", "BUSY", "BATTERY", "SVCS"
+                );
+                let one = [sdvs.clone()];
+                let all = match sdvs.as_array() {
+                    Some(all) => all.as_slice(),
+                    None => &one,
+                };
+                for s in all {
+                    out += &format!(
+                        "{:<7} {:<5} {:<22} {:<28} {:>4} {:>7} {:>5}\n",
+                        s["address"].as_str().unwrap_or(""),
+                        s["up"].as_bool().unwrap_or(false),
+                        s["gateway"].as_str().unwrap_or(""),
+                        s["location"].as_str().unwrap_or(""),
+                        s["busy"].as_u64().unwrap_or(0),
+                        s["battery_percent"]
+                            .as_u64()
+                            .map_or("mains".to_owned(), |b| format!("{b}%")),
+                        s["services"].as_array().map_or(0, Vec::len),
+                    );
+                }
+                out
+            });
+        }
+    }
     Ok(())
 }

@@ -10,13 +10,14 @@ mod cli;
 mod client;
 mod coap;
 mod config;
+mod controller;
 mod metrics;
 mod server;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, RunArgs};
+use cli::{Cli, Command, ControllerArgs, RunArgs};
 use config::Config;
 
 fn init_logging(filter: &str, json: bool) {
@@ -115,6 +116,28 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     server::run(config, admin_token, cluster_key)
 }
 
+fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let mut config = controller::ControllerFile::load(args.config.as_deref())?;
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(http) = args.http {
+        config.http = http;
+    }
+    init_logging(&config.log.filter, config.log.format == "json");
+    config.validate()?;
+    let admin_token = std::env::var("FOGBANK_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+        anyhow::bail!("FOGBANK_ADMIN_TOKEN is shorter than 16 characters");
+    }
+    controller::run(config, admin_token)
+}
+
 /// The cluster key from the key file or FOGBANK_CLUSTER_KEY (hex).
 fn cluster_key(
     config: &Config,
@@ -156,6 +179,8 @@ fn main() {
             .map_err(|e| anyhow::anyhow!("no randomness for a key: {e}")),
         Command::Peers(args) => client::peers(args),
         Command::Service(args) => client::service(args),
+        Command::Controller(args) => controller(args),
+        Command::Sd(args) => client::sd(args),
     };
     if let Err(error) = result {
         eprintln!("fogbank: {error:#}");

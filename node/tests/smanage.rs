@@ -100,8 +100,11 @@ impl Controller {
     }
 }
 
-/// A features body: location, then (id, on, type, driver) per service.
-fn parse_features(body: &[u8]) -> (String, Vec<(u8, bool, String, String)>) {
+/// One sensor service of a features list: id, on, type, driver.
+type Service = (u8, bool, String, String);
+
+/// A features body: location, then each service.
+fn parse_features(body: &[u8]) -> (String, Vec<Service>) {
     let mut at = 0;
     let text = |at: &mut usize| {
         let len = usize::from(body[*at]);
@@ -165,8 +168,7 @@ fn the_agent_answers_the_controller_byte_by_byte() {
 
     // ReportFeatures (type 0x02, kind 0x01) from each of the 8 campus
     // devices, each from an address of the block, towards the controller.
-    let mut devices: BTreeMap<String, (u16, Vec<(u8, bool, String, String)>, Vec<u8>)> =
-        BTreeMap::new();
+    let mut devices: BTreeMap<String, (u16, Vec<Service>, Vec<u8>)> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     while devices.len() < 8 && Instant::now() < deadline {
         let report = controller.expect(Duration::from_secs(15), "ReportFeatures", |p| {

@@ -49,24 +49,27 @@ pub struct AppState {
 
 impl AppState {
     fn authorize(&self, request: &HttpRequest, scope: Scope) -> Result<(), ApiError> {
-        let header = request
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        self.tokens
-            .check(header, scope)
-            .map_err(|denied| match denied {
-                Denied::Unauthenticated => ApiError::Unauthenticated,
-                Denied::Forbidden { token, needed } => ApiError::Forbidden {
-                    token,
-                    scope: match needed {
-                        Scope::Read => "read",
-                        Scope::Write => "write",
-                        Scope::Admin => "admin",
-                    },
-                },
-            })
+        authorize(&self.tokens, request, scope)
     }
+}
+
+/// The bearer-token check every REST server of the binary shares.
+pub fn authorize(tokens: &Tokens, request: &HttpRequest, scope: Scope) -> Result<(), ApiError> {
+    let header = request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    tokens.check(header, scope).map_err(|denied| match denied {
+        Denied::Unauthenticated => ApiError::Unauthenticated,
+        Denied::Forbidden { token, needed } => ApiError::Forbidden {
+            token,
+            scope: match needed {
+                Scope::Read => "read",
+                Scope::Write => "write",
+                Scope::Admin => "admin",
+            },
+        },
+    })
 }
 
 /// Parses a thing id from a URL; a malformed id names no thing: 404.
@@ -76,13 +79,13 @@ fn thing_id(raw: &str) -> Result<ThingId, ApiError> {
 }
 
 /// 405 with the `Allow` header RFC 9110 asks for.
-fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+pub(crate) fn method_not_allowed(allow: &'static str) -> actix_web::Route {
     web::route()
         .to(move || async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow }) })
 }
 
 /// A resource answering GET only (and 405 to anything else).
-fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+pub(crate) fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,

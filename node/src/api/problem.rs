@@ -54,6 +54,9 @@ pub enum ApiError {
     /// An extended service is not running or cannot take more work.
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// The SD-IoT controller cannot serve a request at all.
+    #[error("{0}")]
+    Unable(String),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -64,6 +67,9 @@ pub struct Problem {
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
+    /// `unable`, on the controller's 422.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
 }
 
 impl ApiError {
@@ -90,6 +96,7 @@ impl ApiError {
             ApiError::ServiceUnavailable(_) => {
                 ("service-unavailable", "Extended service unavailable")
             }
+            ApiError::Unable(_) => ("unable", "The request cannot be served"),
         }
     }
 }
@@ -114,6 +121,7 @@ impl ResponseError for ApiError {
             ApiError::OwnerTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ServiceFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unable(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -125,6 +133,7 @@ impl ResponseError for ApiError {
             title,
             status: status.as_u16(),
             detail: self.to_string(),
+            outcome: matches!(self, ApiError::Unable(_)).then_some("unable"),
         };
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");

@@ -1,0 +1,134 @@
+//! `fogbank controller`: the SD-IoT controller, served by the same binary
+//! as the gateway so one package installs both. Its own data dir (RocksDB:
+//! the SDVS registry, requests and their data), S-MANAGE on UDP, and a
+//! REST northbound interface with the gateway's token rules.
+
+mod api;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{HttpServer, web};
+use anyhow::Context;
+use fogbank_controller::{Controller, ControllerConfig};
+use fogbank_taas::{Store, StoreOptions};
+use serde::Deserialize;
+
+use crate::auth::{AdminTokenSource, Tokens};
+use crate::config::{AuthConfig, ConfigError, LogConfig};
+
+/// The controller's configuration file (`deploy/controller.example.toml`
+/// documents every key).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControllerFile {
+    pub data_dir: PathBuf,
+    /// S-MANAGE (UDP).
+    pub listen: SocketAddr,
+    /// The REST northbound interface.
+    pub http: SocketAddr,
+    /// Seconds between the controller's Hellos and stats polls to each SDVS.
+    pub hello_interval_secs: u64,
+    /// Seconds an instruction is kept after its period.
+    pub instruction_margin_secs: u16,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+}
+
+impl Default for ControllerFile {
+    fn default() -> Self {
+        ControllerFile {
+            data_dir: PathBuf::from("./fogbank-controller-data"),
+            listen: SocketAddr::from(([0, 0, 0, 0], 7601)),
+            http: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            hello_interval_secs: 10,
+            instruction_margin_secs: 60,
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl ControllerFile {
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.hello_interval_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "hello_interval_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+pub fn run(config: ControllerFile, env_admin_token: Option<String>) -> anyhow::Result<()> {
+    actix_rt::System::new().block_on(serve(config, env_admin_token))
+}
+
+async fn serve(config: ControllerFile, env_admin_token: Option<String>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let store = Arc::new(Store::open(
+        &config.data_dir.join(crate::server::DB_DIR),
+        &StoreOptions::default(),
+    )?);
+    let (tokens, source) = Tokens::load(&config.auth, env_admin_token, &config.data_dir)?;
+    if let AdminTokenSource::Created(path) = source {
+        tracing::warn!(path = %path.display(), "no token configured: created an admin token for writes; read it from this file");
+    }
+    let http_listener = std::net::TcpListener::bind(config.http)
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http))?;
+    let controller = Arc::new(
+        Controller::start(
+            store.clone(),
+            ControllerConfig {
+                listen: config.listen,
+                hello_interval: Duration::from_secs(config.hello_interval_secs),
+                instruction_margin_s: config.instruction_margin_secs,
+            },
+        )
+        .context("cannot start the controller")?,
+    );
+    let state = web::Data::new(api::ControllerState {
+        controller: controller.clone(),
+        tokens,
+    });
+    let server = HttpServer::new(move || api::app(state.clone()))
+        .workers(2)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(http_listener)
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http))?
+        .run();
+    let handle = server.handle();
+    let task = actix_rt::spawn(server);
+    tracing::info!(http = %config.http, smanage = %controller.local_addr(), data_dir = %config.data_dir.display(), "fogbank controller is running");
+    let signal = crate::server::shutdown_signal().await;
+    tracing::info!(signal, "shutting down");
+    handle.stop(true).await;
+    let _ = task.await;
+    controller.stop();
+    store.sync_wal()?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
