@@ -109,23 +109,11 @@ impl Gateway {
             }
             let mut child = command.spawn().expect("fogbank starts");
             let stderr = child.stderr.take().unwrap();
-            // Forward the gateway's log to the test output, named after the
-            // gateway when the test names it (the logs of several are
-            // interleaved), and notice a bind failure.
             let name = env
                 .iter()
                 .find(|(k, _)| *k == "FOGBANK_GATEWAY_ID")
-                .map_or("gateway", |(_, v)| v)
-                .to_owned();
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    eprintln!("[{name}] {line}");
-                    if line.contains("cannot listen") {
-                        let _ = tx.send(());
-                    }
-                }
-            });
+                .map_or("gateway", |(_, v)| v);
+            let rx = forward_log(stderr, name);
             let mut gateway = Gateway {
                 child,
                 port,
@@ -169,46 +157,7 @@ impl Gateway {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Answer {
-        let mut request = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(30));
-        for (k, v) in headers {
-            request = request.set(k, v);
-        }
-        let result = match body {
-            Some(body) => request.send_bytes(body),
-            None => request.call(),
-        };
-        let response = match result {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(ureq::Error::Transport(t)) => {
-                return Answer {
-                    status: 0,
-                    content_type: String::new(),
-                    location: None,
-                    www_authenticate: None,
-                    allow: None,
-                    body: t.to_string().into_bytes(),
-                };
-            }
-        };
-        let status = response.status();
-        let content_type = response.header("content-type").unwrap_or("").to_owned();
-        let location = response.header("location").map(str::to_owned);
-        let www_authenticate = response.header("www-authenticate").map(str::to_owned);
-        let allow = response.header("allow").map(str::to_owned);
-        let mut body = Vec::new();
-        // An event stream never ends: take the headers only.
-        if content_type != "text/event-stream" {
-            response.into_reader().read_to_end(&mut body).unwrap();
-        }
-        Answer {
-            status,
-            content_type,
-            location,
-            www_authenticate,
-            allow,
-            body,
-        }
+        http(method, &self.url(path), headers, body)
     }
 
     pub fn get(&self, path: &str) -> Answer {
@@ -238,20 +187,7 @@ impl Gateway {
 
     /// Waits until `check` passes on a GET of `path`.
     pub fn wait_for(&self, path: &str, what: &str, check: impl Fn(&Answer) -> bool) -> Answer {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let answer = self.get(path);
-            if check(&answer) {
-                return answer;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {} {}",
-                answer.status,
-                String::from_utf8_lossy(&answer.body)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_answer(|| self.get(path), Duration::from_secs(10), what, check)
     }
 
     /// How many readings of `id` the gateway holds (0 while it is unknown).
@@ -315,4 +251,88 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One HTTP exchange, whatever the status; a transport failure is status 0.
+pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Answer {
+    let mut request = ureq::request(method, url).timeout(Duration::from_secs(30));
+    for (k, v) in headers {
+        request = request.set(k, v);
+    }
+    let result = match body {
+        Some(body) => request.send_bytes(body),
+        None => request.call(),
+    };
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(ureq::Error::Transport(t)) => {
+            return Answer {
+                status: 0,
+                content_type: String::new(),
+                location: None,
+                www_authenticate: None,
+                allow: None,
+                body: t.to_string().into_bytes(),
+            };
+        }
+    };
+    let status = response.status();
+    let content_type = response.header("content-type").unwrap_or("").to_owned();
+    let location = response.header("location").map(str::to_owned);
+    let www_authenticate = response.header("www-authenticate").map(str::to_owned);
+    let allow = response.header("allow").map(str::to_owned);
+    let mut body = Vec::new();
+    // An event stream never ends: take the headers only.
+    if content_type != "text/event-stream" {
+        response.into_reader().read_to_end(&mut body).unwrap();
+    }
+    Answer {
+        status,
+        content_type,
+        location,
+        www_authenticate,
+        allow,
+        body,
+    }
+}
+
+/// Asks again until `check` passes, for at most `limit`.
+pub fn wait_for_answer(
+    mut ask: impl FnMut() -> Answer,
+    limit: Duration,
+    what: &str,
+    check: impl Fn(&Answer) -> bool,
+) -> Answer {
+    let deadline = Instant::now() + limit;
+    loop {
+        let answer = ask();
+        if check(&answer) {
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {} {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Forwards a process's log to the test output, each line named after
+/// the process (the logs of several are interleaved); the receiver hears
+/// of a failure to listen.
+pub fn forward_log(stderr: std::process::ChildStderr, name: &str) -> std::sync::mpsc::Receiver<()> {
+    let name = name.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[{name}] {line}");
+            if line.contains("cannot listen") || line.contains("cannot bind") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx
 }

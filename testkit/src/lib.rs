@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod controller;
 pub mod gateway;
 pub mod mqtt;
 pub mod radio;
@@ -24,6 +25,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub use cluster::{Member, acquainted, cluster_key, converged, mdns_lan, start_cloud};
+pub use controller::{CONTROLLER_TOKEN, Controller};
 pub use gateway::{Answer, Gateway};
 pub use mqtt::{
     Mosquitto, embedded_gateway, issue_certificates, mosquitto_pub, mqtt_connect, mqtt_publish,

@@ -829,7 +829,9 @@ fn settle(shared: &Shared, state: &mut State, id: u16, now: u64) {
             request.state = RequestState::Completed;
         } else {
             request.state = RequestState::Failed;
-            request.reason = Some("every assignment was lost".into());
+            request
+                .reason
+                .get_or_insert_with(|| "every assignment was lost".into());
         }
         request.finished = Some(now);
         let detail = format!("{:?}", request.state).to_lowercase();
