@@ -209,6 +209,32 @@ fn requests_run_on_two_gateways_through_conflicts_failures_and_restarts() {
     let after = wait_state(&controller, long_id, "completed", Duration::from_secs(15));
     assert!(after["readings"].as_u64().unwrap() > before["readings"].as_u64().unwrap());
 
+    // Data for an SDVS of the other gateway goes through the controller,
+    // which relays it to that gateway's endpoint.
+    let relayed = request(
+        &controller,
+        json!({"type": "temperature", "location": "campus/building-a/floor-1", "frequency_s": 1, "period_s": 2, "action": "read", "count": 1, "destination": "0x0200"}),
+    );
+    assert_eq!(relayed["assigned"][0]["sdvs"], "0x0100");
+    gw_b.wait_for(
+        "/api/v1/federation/smanage",
+        "a Response relayed to gw-b",
+        |a| {
+            a.json()["counters"]["received"]["Response"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 1
+        },
+    );
+    let metrics = controller.get("/metrics");
+    let text = String::from_utf8_lossy(&metrics.body);
+    let relayed_total = text
+        .lines()
+        .find_map(|l| l.strip_prefix("fogbank_controller_relayed_total "))
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(relayed_total >= 1.0, "{text}");
+
     // A gateway killed: its SDVSs go down, and a request on two of its
     // services moves to the other gateway's.
     controller.wait_for(
