@@ -132,3 +132,19 @@ async fn serve(config: ControllerFile, env_admin_token: Option<String>) -> anyho
     tracing::info!("stopped cleanly");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_documents_the_defaults() {
+        let example = include_str!("../../../deploy/controller.example.toml");
+        let parsed: ControllerFile = toml::from_str(example).expect("the example parses");
+        assert_eq!(
+            parsed,
+            ControllerFile::default(),
+            "deploy/controller.example.toml must show every default"
+        );
+    }
+}
