@@ -285,6 +285,23 @@ impl Default for LogConfig {
     }
 }
 
+/// A TOML file over the defaults, or the defaults without a file.
+pub fn load_toml<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&Path>,
+) -> Result<T, ConfigError> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
 /// The host name in id form, or `gateway` if there is none.
 pub fn default_gateway_id() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -296,17 +313,7 @@ pub fn default_gateway_id() -> String {
 
 impl Config {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let Some(path) = path else {
-            return Ok(Config::default());
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })
+        load_toml(path)
     }
 
     /// Checks what serde cannot.

@@ -106,14 +106,20 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     init_logging(&config.log.filter, config.log.format == "json");
     config.validate()?;
-    let admin_token = std::env::var("FOGBANK_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
-    if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
-        anyhow::bail!("FOGBANK_ADMIN_TOKEN is shorter than 16 characters");
-    }
+    let admin_token = env_admin_token()?;
     let cluster_key = cluster_key(&config, key_file_given)?;
     server::run(config, admin_token, cluster_key)
+}
+
+/// `FOGBANK_ADMIN_TOKEN`, for the gateway and the controller alike.
+fn env_admin_token() -> anyhow::Result<Option<String>> {
+    let token = std::env::var("FOGBANK_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    if token.as_ref().is_some_and(|t| t.len() < 16) {
+        anyhow::bail!("FOGBANK_ADMIN_TOKEN is shorter than 16 characters");
+    }
+    Ok(token)
 }
 
 fn controller(args: ControllerArgs) -> anyhow::Result<()> {
@@ -129,12 +135,7 @@ fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     }
     init_logging(&config.log.filter, config.log.format == "json");
     config.validate()?;
-    let admin_token = std::env::var("FOGBANK_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
-    if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
-        anyhow::bail!("FOGBANK_ADMIN_TOKEN is shorter than 16 characters");
-    }
+    let admin_token = env_admin_token()?;
     controller::run(config, admin_token)
 }
 

@@ -335,11 +335,7 @@ impl Controller {
     pub fn accept(&self, id: u16) -> Result<Request, RequestError> {
         let now = now_ms() / 1000;
         let mut state = self.shared.state.lock();
-        let mut request = state
-            .requests
-            .get(&id)
-            .cloned()
-            .ok_or(RequestError::Unknown(id))?;
+        let mut request = copy_of(&state, id)?;
         if request.state != RequestState::Offered {
             return Err(RequestError::NotOffered(id, request.state));
         }
@@ -353,11 +349,7 @@ impl Controller {
     pub fn cancel(&self, id: u16) -> Result<Request, RequestError> {
         let now = now_ms() / 1000;
         let mut state = self.shared.state.lock();
-        let mut request = state
-            .requests
-            .get(&id)
-            .cloned()
-            .ok_or(RequestError::Unknown(id))?;
+        let mut request = copy_of(&state, id)?;
         if request.state.is_over() {
             return Err(RequestError::Over(id, request.state));
         }
@@ -409,6 +401,14 @@ impl Shared {
             time_ms: now_ms(),
         });
     }
+}
+
+fn copy_of(state: &State, id: u16) -> Result<Request, RequestError> {
+    state
+        .requests
+        .get(&id)
+        .cloned()
+        .ok_or(RequestError::Unknown(id))
 }
 
 fn allocate_id(state: &mut State) -> u16 {

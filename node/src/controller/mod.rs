@@ -53,17 +53,7 @@ impl Default for ControllerFile {
 
 impl ControllerFile {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let Some(path) = path else {
-            return Ok(Self::default());
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })
+        crate::config::load_toml(path)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
