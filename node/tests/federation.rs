@@ -450,6 +450,7 @@ fn wireshark_reads_a_capture_of_gateway_and_controller() {
         "completed",
         Duration::from_secs(10),
     );
+    let service = &placed["assigned"][0]["service"];
     std::thread::sleep(Duration::from_millis(1500)); // a stats poll
     let capture = tmp.path().join("smanage.pcap");
     std::fs::write(&capture, pcap(&frames.lock().unwrap())).unwrap();
@@ -490,7 +491,6 @@ fn wireshark_reads_a_capture_of_gateway_and_controller() {
         "Driver: sim",
         "Source address: 0x0000",
         "S-MANAGE, SetConfiguringInstruction",
-        "Configuring entry: request 1, service 5, read every 1 s for 2 s",
         "S-MANAGE, Response",
         "Decimal exponent:",
         "Report kind: ReportCompletion (0x05)",
@@ -501,6 +501,8 @@ fn wireshark_reads_a_capture_of_gateway_and_controller() {
     ] {
         assert!(text.contains(expected), "no {expected:?} in the dissection");
     }
+    let entry = format!("Configuring entry: request 1, service {service}, read every 1 s for 2 s");
+    assert!(text.contains(&entry), "no {entry:?} in the dissection");
     assert!(
         !text.contains("Malformed"),
         "a malformed packet in the capture"

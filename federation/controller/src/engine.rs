@@ -20,7 +20,7 @@ use fogbank_smanage::{
 use fogbank_taas::Store;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::registry::{Registry, SdvsRecord};
 use crate::requests::{
@@ -115,7 +115,9 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     store: Arc<Store>,
-    socket: StdUdpSocket,
+    /// Datagrams for the loop to send: any thread may queue, and a burst
+    /// waits for the socket instead of failing.
+    outbox: mpsc::UnboundedSender<(Vec<u8>, SocketAddr)>,
     config: ControllerConfig,
     events: broadcast::Sender<Event>,
     data: broadcast::Sender<DataPoint>,
@@ -148,8 +150,8 @@ impl Controller {
         };
         let socket = StdUdpSocket::bind(config.listen).map_err(bind_error)?;
         let local_addr = socket.local_addr().map_err(bind_error)?;
-        let receiver = socket.try_clone().map_err(bind_error)?;
-        receiver.set_nonblocking(true).map_err(bind_error)?;
+        socket.set_nonblocking(true).map_err(bind_error)?;
+        let (outbox, outgoing) = mpsc::unbounded_channel();
         let now = now_ms();
         let mut state = State {
             registry: Registry::default(),
@@ -185,7 +187,7 @@ impl Controller {
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             store,
-            socket,
+            outbox,
             config,
             events,
             data,
@@ -206,8 +208,8 @@ impl Controller {
                     }
                 };
                 runtime.block_on(async move {
-                    match tokio::net::UdpSocket::from_std(receiver) {
-                        Ok(socket) => run(loop_shared, socket, stopped).await,
+                    match tokio::net::UdpSocket::from_std(socket) {
+                        Ok(socket) => run(loop_shared, socket, outgoing, stopped).await,
                         Err(error) => tracing::error!(%error, "cannot use the S-MANAGE socket"),
                     }
                 });
@@ -291,8 +293,7 @@ impl Controller {
     pub fn submit(&self, spec: RequestSpec) -> Result<Submitted, Unable> {
         let now = now_ms() / 1000;
         let mut state = self.shared.state.lock();
-        let active: Vec<Request> = state.requests.values().cloned().collect();
-        let plan = plan(&state.registry, &active, &spec, now)?;
+        let plan = plan(&state.registry, &state.requests, &spec, now)?;
         let id = allocate_id(&mut state);
         let outcome = plan.outcome();
         let mut request = Request {
@@ -479,48 +480,51 @@ fn send_to_sdvs(shared: &Shared, state: &mut State, sdvs: u16, body: Body) {
 
 fn send(shared: &Shared, state: &mut State, packet: &Packet, endpoint: SocketAddr) {
     match packet.encode() {
-        Ok(bytes) => match shared.socket.send_to(&bytes, endpoint) {
-            Ok(_) => count(
+        Ok(bytes) => {
+            count(
                 &mut state.counters.sent,
                 PacketType::name(packet.body.packet_type()),
-            ),
-            Err(error) => {
-                tracing::debug!(%error, %endpoint, "S-MANAGE send failed");
-                count(&mut state.counters.dropped, "send_failed");
-            }
-        },
+            );
+            let _ = shared.outbox.send((bytes, endpoint));
+        }
         Err(error) => tracing::warn!(%error, "an S-MANAGE packet could not be encoded"),
     }
 }
 
 /// Programs what is free of a request now; the rest waits.
 fn start_request(shared: &Shared, state: &mut State, request: &mut Request, now: u64) {
-    let others: Vec<Request> = state.requests.values().cloned().collect();
-    for assignment in &mut request.assignments {
-        if assignment.state != AssignmentState::Pending {
-            continue;
-        }
-        let free = availability(
-            &state.registry,
-            &others,
-            request.spec.action,
-            assignment.sdvs,
-            assignment.service,
-            request.id,
-        );
-        match free {
-            Ok(()) => {
-                let ttl = request
-                    .spec
-                    .period_s
-                    .saturating_add(shared.config.instruction_margin_s);
+    let decisions: Vec<Option<Result<(), &'static str>>> = request
+        .assignments
+        .iter()
+        .map(|a| {
+            (a.state == AssignmentState::Pending).then(|| {
+                availability(
+                    &state.registry,
+                    &state.requests,
+                    request.spec.action,
+                    a.sdvs,
+                    a.service,
+                    request.id,
+                )
+                .map_err(|(why, _)| why)
+            })
+        })
+        .collect();
+    let ttl = request
+        .spec
+        .period_s
+        .saturating_add(shared.config.instruction_margin_s);
+    for (assignment, decision) in request.assignments.iter_mut().zip(decisions) {
+        match decision {
+            None => {}
+            Some(Ok(())) => {
                 let entry = configuring_entry(&request.spec, request.id, assignment.service, ttl);
                 send_to_sdvs(shared, state, assignment.sdvs, Body::SetConfiguring(entry));
                 assignment.state = AssignmentState::Programmed;
                 assignment.programmed_at = Some(now);
                 assignment.waiting_for = None;
             }
-            Err((why, _)) => assignment.waiting_for = Some(why.to_owned()),
+            Some(Err(why)) => assignment.waiting_for = Some(why.to_owned()),
         }
     }
     let programmed = request
@@ -537,6 +541,7 @@ fn start_request(shared: &Shared, state: &mut State, request: &mut Request, now:
 async fn run(
     shared: Arc<Shared>,
     socket: tokio::net::UdpSocket,
+    mut outgoing: mpsc::UnboundedReceiver<(Vec<u8>, SocketAddr)>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(TICK);
@@ -557,6 +562,12 @@ async fn run(
                 Ok((len, from)) => on_datagram(&shared, &buf[..len], from),
                 Err(error) => tracing::debug!(%error, "S-MANAGE socket"),
             },
+            Some((bytes, endpoint)) = outgoing.recv() => {
+                if let Err(error) = socket.send_to(&bytes, endpoint).await {
+                    tracing::debug!(%error, %endpoint, "S-MANAGE send failed");
+                    count(&mut shared.state.lock().counters.dropped, "send_failed");
+                }
+            }
         }
     }
     tracing::info!("controller stopped");
@@ -798,9 +809,8 @@ fn relay(shared: &Shared, state: &mut State, mut datagram: Datagram) {
     };
     if let Ok(bytes) = datagram.encode() {
         for endpoint in endpoints {
-            if shared.socket.send_to(&bytes, endpoint).is_ok() {
-                state.counters.relayed += 1;
-            }
+            state.counters.relayed += 1;
+            let _ = shared.outbox.send((bytes.clone(), endpoint));
         }
     }
 }
@@ -953,8 +963,7 @@ fn replan(shared: &Shared, state: &mut State, down: &[u16], now: u64) {
             }
         }
         // Replacements: matching services this request does not use yet.
-        let others: Vec<Request> = state.requests.values().cloned().collect();
-        if let Ok(candidates) = plan(&state.registry, &others, &request.spec, now) {
+        if let Ok(candidates) = plan(&state.registry, &state.requests, &request.spec, now) {
             for candidate in candidates.assignments {
                 if lost == 0 {
                     break;

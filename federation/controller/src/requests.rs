@@ -7,6 +7,8 @@
 //! read and a switch, or two actuations, never run on one service at once.
 //! The later one waits for the earlier to end.
 
+use std::collections::BTreeMap;
+
 use fogbank_smanage::ConfigAction;
 use fogbank_taas::Location;
 use serde::{Deserialize, Serialize};
@@ -164,6 +166,9 @@ impl Request {
     }
 }
 
+/// Every request the controller holds, by id.
+pub type Requests = BTreeMap<u16, Request>;
+
 /// Why nothing can serve a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unable {
@@ -198,14 +203,14 @@ impl Plan {
 
 /// What holds a service, and until when.
 fn blocker(
-    requests: &[Request],
+    requests: &Requests,
     action: Action,
     sdvs: u16,
     service: u8,
     exclude: u16,
 ) -> Option<Option<u64>> {
     requests
-        .iter()
+        .values()
         .filter(|r| r.id != exclude && r.state.is_active())
         .filter(|r| r.spec.action.conflicts_with(action))
         .find(|r| {
@@ -220,7 +225,7 @@ fn blocker(
 /// expected end of the wait.
 pub fn availability(
     registry: &Registry,
-    requests: &[Request],
+    requests: &Requests,
     action: Action,
     sdvs: u16,
     service: u8,
@@ -237,7 +242,7 @@ pub fn availability(
     }
     if record.full {
         let until = requests
-            .iter()
+            .values()
             .filter(|r| r.state.is_active())
             .filter(|r| r.assignments.iter().any(|a| a.holds() && a.sdvs == sdvs))
             .filter_map(Request::ends_at)
@@ -254,7 +259,7 @@ pub fn availability(
 /// first), then the busy ones as pending, up to `count`.
 pub fn plan(
     registry: &Registry,
-    requests: &[Request],
+    requests: &Requests,
     spec: &RequestSpec,
     now: u64,
 ) -> Result<Plan, Unable> {
@@ -375,11 +380,12 @@ mod tests {
     #[test]
     fn every_match_is_full_and_an_unknown_type_is_unable() {
         let registry = registry();
-        let plan = plan(&registry, &[], &spec("temperature", Action::Read), 0).unwrap();
+        let none = Requests::new();
+        let plan = plan(&registry, &none, &spec("temperature", Action::Read), 0).unwrap();
         assert_eq!(plan.outcome(), Outcome::Full);
         assert_eq!(plan.assignments.len(), 3);
         assert!(matches!(
-            super::plan(&registry, &[], &spec("co2", Action::Read), 0),
+            super::plan(&registry, &none, &spec("co2", Action::Read), 0),
             Err(Unable::NoMatch { .. })
         ));
     }
@@ -389,7 +395,7 @@ mod tests {
         let registry = registry();
         let mut wanted = spec("temperature", Action::Read);
         wanted.count = Some(5);
-        let plan = plan(&registry, &[], &wanted, 0).unwrap();
+        let plan = plan(&registry, &Requests::new(), &wanted, 0).unwrap();
         assert_eq!((plan.assignments.len(), plan.missing), (3, 2));
         assert_eq!(plan.outcome(), Outcome::Partial);
     }
@@ -398,8 +404,8 @@ mod tests {
     fn a_switch_off_waits_for_the_reads_of_its_services() {
         let registry = registry();
         let reads = spec("switch", Action::Read);
-        let first = plan(&registry, &[], &reads, 100).unwrap();
-        let requests = vec![running(1, first, reads.clone(), 100)];
+        let first = plan(&registry, &Requests::new(), &reads, 100).unwrap();
+        let requests = Requests::from([(1, running(1, first, reads.clone(), 100))]);
         let off = plan(&registry, &requests, &spec("switch", Action::Off), 103).unwrap();
         assert_eq!(off.outcome(), Outcome::Partial);
         assert!(
