@@ -73,7 +73,8 @@ pub struct SdArgs {
         global = true
     )]
     pub url: String,
-    /// Bearer token [default: DATA_DIR/admin.token when readable].
+    /// Bearer token [default: FOGBANK_ADMIN_TOKEN, else DATA_DIR/admin.token
+    /// when readable].
     #[arg(long, env = "FOGBANK_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
     /// The controller's data directory, to find admin.token in.
@@ -274,7 +275,8 @@ pub struct ClientArgs {
         global = true
     )]
     pub url: String,
-    /// Bearer token [default: DATA_DIR/admin.token when readable].
+    /// Bearer token [default: FOGBANK_ADMIN_TOKEN, else DATA_DIR/admin.token
+    /// when readable].
     #[arg(long, env = "FOGBANK_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
     /// Data directory to find admin.token in.

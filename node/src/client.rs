@@ -20,11 +20,21 @@ struct Client {
 
 impl Client {
     fn new(args: &ClientArgs) -> Self {
-        let token = args.token.clone().or_else(|| {
-            std::fs::read_to_string(args.data_dir.join(ADMIN_TOKEN_FILE))
-                .ok()
-                .map(|t| t.trim().to_owned())
-        });
+        // --token (FOGBANK_TOKEN), else the admin token the server was
+        // given (FOGBANK_ADMIN_TOKEN), else the one it created.
+        let token = args
+            .token
+            .clone()
+            .or_else(|| {
+                std::env::var("FOGBANK_ADMIN_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty())
+            })
+            .or_else(|| {
+                std::fs::read_to_string(args.data_dir.join(ADMIN_TOKEN_FILE))
+                    .ok()
+                    .map(|t| t.trim().to_owned())
+            });
         Client {
             base: args.url.trim_end_matches('/').to_owned(),
             token,

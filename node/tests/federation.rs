@@ -174,6 +174,57 @@ fn requests_run_on_two_gateways_through_conflicts_failures_and_restarts() {
     );
     assert_eq!(too_many["outcome"], "partial");
     assert_eq!(too_many["missing"], 4);
+    // The CLI speaks to the controller like any application.
+    let sd = |args: &[&str]| {
+        std::process::Command::new(testkit::binary())
+            .arg("sd")
+            .args(args)
+            .args(["--url", &controller.url("")])
+            .env("FOGBANK_ADMIN_TOKEN", testkit::CONTROLLER_TOKEN)
+            .output()
+            .unwrap()
+    };
+    let placed = sd(&[
+        "request",
+        "--type",
+        "motion",
+        "--location",
+        "campus/building-b",
+        "--period",
+        "2",
+        "--frequency",
+        "1",
+    ]);
+    assert!(
+        placed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&placed.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&placed.stdout).contains("full (running), 8 assigned"),
+        "{}",
+        String::from_utf8_lossy(&placed.stdout)
+    );
+    let refused = sd(&[
+        "request",
+        "--type",
+        "co2",
+        "--location",
+        "campus",
+        "--period",
+        "2",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("422"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let listed = sd(&["requests"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("motion"));
+    let sdvs: Value = serde_json::from_slice(&sd(&["sdvs", "--json"]).stdout).unwrap();
+    assert_eq!(sdvs.as_array().unwrap().len(), 16);
+
     let cancelled = controller.write(
         "DELETE",
         &format!("/api/v1/requests/{}", too_many["id"]),
