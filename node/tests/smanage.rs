@@ -395,6 +395,17 @@ fn the_agent_answers_the_controller_byte_by_byte() {
     assert_eq!(view["forwarding"][0]["counter"], 1);
     assert_eq!(view["services"].as_array().unwrap().len(), 5);
 
+    // An instruction running when the gateway is killed runs on after
+    // its restart: request 0x0111 reads temperature every second for 60 s.
+    let mut long = entry.clone();
+    long[0..2].copy_from_slice(&0x0111u16.to_be_bytes());
+    long[5..7].copy_from_slice(&60u16.to_be_bytes());
+    long[12..14].copy_from_slice(&90u16.to_be_bytes());
+    controller.send(&packet(0, a, a, 0x11, 17, &long));
+    controller.expect(Duration::from_secs(3), "a Response of 0x0111", |p| {
+        p.kind() == 0x04 && p.body()[0..2] == [0x01, 0x11]
+    });
+
     // Restarted, every device keeps its address and services their ids.
     gw.kill9();
     drop(controller.collect(Duration::from_millis(300)));
@@ -413,4 +424,8 @@ fn the_agent_answers_the_controller_byte_by_byte() {
     );
     assert_eq!(report.source(), a);
     assert_eq!(&report.body()[1..], features_body);
+    let response = controller.expect(Duration::from_secs(5), "0x0111 after the restart", |p| {
+        p.kind() == 0x04 && p.body()[0..2] == [0x01, 0x11]
+    });
+    assert_eq!(response.source(), a);
 }

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fogbank_smanage::configuring::{Due, Instruction};
+use fogbank_smanage::configuring::{ConfiguringTable, Due, Instruction};
 use fogbank_smanage::forwarding::{DropReason, ForwardingRow, Verdict};
 use fogbank_smanage::packet::{CONFIG_STATS_PER_PACKET, FWD_STATS_PER_PACKET};
 use fogbank_smanage::value::to_decimal;
@@ -530,6 +530,7 @@ impl Worker {
         if acted {
             // The first sample or actuation goes now, not at the next tick.
             datagrams.extend(self.run_instructions(target, now));
+            self.save_table(target);
         }
         datagrams
     }
@@ -598,6 +599,7 @@ impl Worker {
             Some(sdvs) => sdvs.configuring.tick(now),
             None => return Vec::new(),
         };
+        let changed = !dues.is_empty();
         let mut out = Vec::new();
         for due in dues {
             let packet = match due {
@@ -620,7 +622,25 @@ impl Worker {
             };
             out.extend(packet);
         }
+        if changed {
+            self.save_table(target);
+        }
         encode_all(out)
+    }
+
+    /// Writes an SDVS's configuring table to the store.
+    fn save_table(&self, target: Address) {
+        let saved = self
+            .state
+            .lock()
+            .sdvs
+            .get(&target)
+            .map(|s| (s.device.clone(), s.configuring.to_bytes()));
+        if let Some((device, bytes)) = saved
+            && let Err(error) = Directory::save_table(self.hub.store(), &device, &bytes)
+        {
+            tracing::error!(%error, %device, "cannot keep an SDVS's instructions");
+        }
     }
 
     /// One sample or actuation; a Response for a sample.
@@ -727,9 +747,17 @@ impl Worker {
                 tracing::warn!(%device, listed = features.services.len(), "not every sensor service fits ReportFeatures");
             }
             present.insert(address);
+            // Instructions the SDVS held before a restart run on.
+            let stored = self.directory.take_table(&device);
             let mut state = self.state.lock();
             let sdvs = state.sdvs.entry(address).or_insert_with(|| {
-                Sdvs::new(address, device.clone(), self.config.max_instructions)
+                let mut sdvs = Sdvs::new(address, device.clone(), self.config.max_instructions);
+                if let Some(table) = stored.as_deref().and_then(|bytes| {
+                    ConfiguringTable::from_bytes(self.config.max_instructions, bytes)
+                }) {
+                    sdvs.configuring = table;
+                }
+                sdvs
             });
             sdvs.services = services.iter().map(|(id, t)| (*id, t.id.clone())).collect();
             sdvs.battery_thing = things

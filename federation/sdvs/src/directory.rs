@@ -34,6 +34,8 @@ pub struct Directory {
     addresses: BTreeMap<String, Address>,
     /// Per device: thing id → service id.
     services: BTreeMap<String, BTreeMap<String, u8>>,
+    /// Per device: its configuring table as the store last had it.
+    tables: BTreeMap<String, Vec<u8>>,
 }
 
 impl Directory {
@@ -46,6 +48,8 @@ impl Directory {
                 directory
                     .addresses
                     .insert(device.to_owned(), Address(u16::from_be_bytes([*hi, *lo])));
+            } else if let Some(device) = key.strip_prefix("table/") {
+                directory.tables.insert(device.to_owned(), value);
             } else if let (Some((device, thing)), [id]) = (
                 key.strip_prefix("service/").and_then(|k| k.split_once('/')),
                 &value[..],
@@ -58,6 +62,17 @@ impl Directory {
             }
         }
         Ok(directory)
+    }
+
+    /// The configuring table a device's SDVS had when the gateway stopped.
+    pub fn take_table(&mut self, device: &str) -> Option<Vec<u8>> {
+        self.tables.remove(device)
+    }
+
+    /// Keeps a device's configuring table, so its instructions outlive a
+    /// restart.
+    pub fn save_table(store: &Store, device: &str, table: &[u8]) -> Result<(), StoreError> {
+        store.put_state(SPACE, &format!("table/{device}"), table)
     }
 
     pub fn address(&self, device: &str) -> Option<Address> {

@@ -10,7 +10,7 @@
 //! every instruction of a request id has executed, the request is
 //! complete. A TTL that runs out removes the instruction, executed or not.
 
-use crate::entry::ConfiguringEntry;
+use crate::entry::{CONFIGURING_ENTRY_LEN, ConfiguringEntry};
 use crate::packet::ConfigStat;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +223,70 @@ impl ConfiguringTable {
         due
     }
 
+    /// The table as bytes, so that an SDVS's instructions outlive a restart
+    /// of its gateway: a version byte, the rows (entry, counter, start,
+    /// next action, executed, expiry), the request ids already reported
+    /// complete.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let time = |t: Option<u64>| t.unwrap_or(u64::MAX).to_be_bytes();
+        let mut out = vec![1];
+        out.extend_from_slice(&(self.rows.len() as u16).to_be_bytes());
+        for row in &self.rows {
+            row.entry.write(&mut out);
+            out.extend_from_slice(&row.counter.to_be_bytes());
+            out.extend_from_slice(&row.start_time.to_be_bytes());
+            out.extend_from_slice(&time(row.next_at));
+            out.push(u8::from(row.executed));
+            out.extend_from_slice(&time(row.expires_at));
+        }
+        out.extend_from_slice(&(self.completed.len() as u16).to_be_bytes());
+        for id in &self.completed {
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        out
+    }
+
+    /// The table [`ConfiguringTable::to_bytes`] wrote, or `None` for bytes
+    /// it did not write.
+    pub fn from_bytes(capacity: usize, bytes: &[u8]) -> Option<Self> {
+        let mut at = 0;
+        let mut take = |n: usize| {
+            let slice = bytes.get(at..at + n)?;
+            at += n;
+            Some(slice)
+        };
+        if take(1)? != [1] {
+            return None;
+        }
+        let u16_at = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+        let u64_at = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+        let time = |t: u64| (t != u64::MAX).then_some(t);
+        let rows = u16_at(take(2)?);
+        let mut table = ConfiguringTable::new(capacity);
+        for _ in 0..rows {
+            let entry =
+                ConfiguringEntry::decode(take(CONFIGURING_ENTRY_LEN)?.try_into().ok()?).ok()?;
+            let counter = u32::from_be_bytes(take(4)?.try_into().ok()?);
+            let start_time = u64_at(take(8)?);
+            let next_at = time(u64_at(take(8)?));
+            let executed = take(1)? == [1];
+            let expires_at = time(u64_at(take(8)?));
+            table.rows.push(Instruction {
+                entry,
+                counter,
+                start_time,
+                next_at,
+                executed,
+                expires_at,
+            });
+        }
+        let completed = u16_at(take(2)?);
+        for _ in 0..completed {
+            table.completed.push(u16_at(take(2)?));
+        }
+        (at == bytes.len()).then_some(table)
+    }
+
     /// RequestConfigStats: one request id's instructions, or all for 0xFFFF.
     pub fn stats(&self, request_id: u16, now: u64) -> Vec<ConfigStat> {
         self.rows
@@ -356,6 +420,22 @@ mod tests {
         assert_eq!(acts(&table.tick(30)), 1);
         assert_eq!(acts(&table.tick(30)), 0);
         assert_eq!(acts(&table.tick(31)), 1);
+    }
+
+    #[test]
+    fn a_table_survives_its_bytes() {
+        let mut table = ConfiguringTable::new(8);
+        table.install(read(1, 1, 1, 10, 60), 100).unwrap();
+        table.install(read(2, 3, 0, 0, 0), 100).unwrap();
+        table.tick(100);
+        table.record(1, 1);
+        let bytes = table.to_bytes();
+        assert_eq!(ConfiguringTable::from_bytes(8, &bytes), Some(table.clone()));
+        assert_eq!(
+            ConfiguringTable::from_bytes(8, &bytes[..bytes.len() - 1]),
+            None
+        );
+        assert_eq!(ConfiguringTable::from_bytes(8, b"garbage"), None);
     }
 
     proptest! {

@@ -256,7 +256,7 @@ impl ConfiguringEntry {
         })
     }
 
-    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+    pub fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.request_id.to_be_bytes());
         out.push(self.service);
         out.extend_from_slice(&self.frequency.to_be_bytes());
