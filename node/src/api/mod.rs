@@ -5,7 +5,7 @@
 //! them and the TaaS [`Hub`], and holds no logic of its own about things.
 
 mod federation;
-mod ops;
+pub(crate) mod ops;
 mod peers;
 pub mod problem;
 mod schema;

@@ -172,7 +172,7 @@ pub async fn metrics(
         .body(out.finish()))
 }
 
-struct BearerScheme;
+pub(crate) struct BearerScheme;
 
 impl utoipa::Modify for BearerScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {

@@ -43,8 +43,7 @@ pub struct NewRequest {
     frequency_s: u16,
     /// Seconds the request runs.
     period_s: u16,
-    /// `read`, `on`, `off` or `set`.
-    #[schema(value_type = String)]
+    #[schema(value_type = ActionSchema)]
     action: Action,
     /// For `set`.
     value: Option<i16>,
@@ -55,6 +54,18 @@ pub struct NewRequest {
     /// Take a partial offer at once (default); with false the request
     /// waits in state `offered` for `POST …/accept`.
     accept_partial: Option<bool>,
+}
+
+/// What the request does with each sensor service (the OpenAPI twin of
+/// `fogbank_controller::Action`, which serialises the same names).
+#[allow(dead_code)]
+#[derive(ToSchema)]
+#[schema(as = Action, rename_all = "lowercase")]
+pub enum ActionSchema {
+    Read,
+    On,
+    Off,
+    Set,
 }
 
 #[derive(Serialize, ToSchema)]
