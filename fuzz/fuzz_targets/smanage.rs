@@ -2,8 +2,10 @@
 //! S-MANAGE datagrams, as an SDVS or the controller receives them: what
 //! decodes must re-encode to the same bytes; and any forwarding table made
 //! of the input's leading entries decides any packet without looping or
-//! touching its body.
+//! touching its body. A stored configuring table (read back after a
+//! restart) is the table it was, or nothing.
 
+use fogbank_smanage::configuring::ConfiguringTable;
 use fogbank_smanage::forwarding::ForwardingTable;
 use fogbank_smanage::{Datagram, FORWARDING_ENTRY_LEN, ForwardingEntry, decode};
 use libfuzzer_sys::fuzz_target;
@@ -11,6 +13,10 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(packet) = decode(data) {
         assert_eq!(packet.encode().ok().as_deref(), Some(data));
+    }
+    if let Some(mut table) = ConfiguringTable::from_bytes(32, data) {
+        assert_eq!(table.to_bytes(), data);
+        table.tick(u64::from(u32::MAX));
     }
     let Some((&count, rest)) = data.split_first() else {
         return;
