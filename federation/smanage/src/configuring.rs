@@ -269,7 +269,11 @@ impl ConfiguringTable {
             let counter = u32::from_be_bytes(take(4)?.try_into().ok()?);
             let start_time = u64_at(take(8)?);
             let next_at = time(u64_at(take(8)?));
-            let executed = take(1)? == [1];
+            let executed = match take(1)? {
+                [0] => false,
+                [1] => true,
+                _ => return None,
+            };
             let expires_at = time(u64_at(take(8)?));
             table.rows.push(Instruction {
                 entry,
