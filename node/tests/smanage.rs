@@ -379,6 +379,66 @@ fn the_agent_answers_the_controller_byte_by_byte() {
     });
     assert!(String::from_utf8_lossy(&metrics.body).contains("fogbank_smanage_sdvs 8"));
 
+    // A packet whose TTL would reach 0 is dropped, not forwarded.
+    let mut dying = packet(0x0300, 0x0777, a, 0x80, 18, b"late");
+    dying[8] = 1;
+    controller.send(&dying);
+    gw.wait_for("/metrics", "the TTL drop counted", |r| {
+        String::from_utf8_lossy(&r.body).contains("fogbank_smanage_dropped_total{reason=\"ttl\"} 1")
+    });
+
+    // A device with a battery thing service: its SDVS reports the level in
+    // Hello, and ReportLowBatt once when it falls under 20 %, again only
+    // after it has risen above.
+    let battery = "/api/v1/things/gw-s.http.node-1.battery/readings";
+    assert_eq!(
+        gw.post_senml(battery, &serde_json::json!([{"v": 15.0}]))
+            .status,
+        200
+    );
+    // First its features (a new SDVS), then the low battery.
+    let features = controller.expect(Duration::from_secs(5), "the node's features", |p| {
+        p.kind() == 0x02
+            && p.body()[0] == 0x01
+            && parse_features(&p.body()[1..])
+                .1
+                .first()
+                .is_some_and(|s| s.3 == "http")
+    });
+    let node = features.source();
+    assert!((0x0200..=0x02ff).contains(&node) && node != a);
+    assert_eq!(parse_features(&features.body()[1..]).1[0].2, "battery");
+    let low = controller.expect(Duration::from_secs(3), "ReportLowBatt", |p| {
+        p.kind() == 0x02 && p.body()[0] == 0x03
+    });
+    assert_eq!((low.source(), low.body()), (node, &[0x03, 15][..]));
+    let hello = controller.expect(Duration::from_secs(3), "the node's Hello", |p| {
+        p.kind() == 0x01 && p.source() == node
+    });
+    assert_eq!(hello.body(), [0, 15]);
+    assert_eq!(
+        gw.post_senml(battery, &serde_json::json!([{"v": 12.0}]))
+            .status,
+        200
+    );
+    assert_eq!(
+        gw.post_senml(battery, &serde_json::json!([{"v": 80.0}]))
+            .status,
+        200
+    );
+    controller.expect(Duration::from_secs(3), "Hello at 80 %", |p| {
+        p.kind() == 0x01 && p.source() == node && p.body() == [0, 80]
+    });
+    assert_eq!(
+        gw.post_senml(battery, &serde_json::json!([{"v": 10.0}]))
+            .status,
+        200
+    );
+    let again = controller.expect(Duration::from_secs(5), "ReportLowBatt again", |p| {
+        p.kind() == 0x02 && p.body()[0] == 0x03
+    });
+    assert_eq!((again.source(), again.body()), (node, &[0x03, 10][..]));
+
     // The REST view shows A's tables with their counters.
     let status = gw.get("/api/v1/federation/smanage").json();
     assert_eq!(status["enabled"], true);
@@ -428,4 +488,44 @@ fn the_agent_answers_the_controller_byte_by_byte() {
         p.kind() == 0x04 && p.body()[0..2] == [0x01, 0x11]
     });
     assert_eq!(response.source(), a);
+}
+
+/// More devices than addresses: the ones without an address are an error
+/// in the log and a metric; the others carry on, and nothing crashes.
+#[test]
+fn a_full_address_block_is_counted_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let config = tmp.path().join("fogbank.toml");
+    std::fs::write(&config, "[smanage]\nhello_interval_secs = 1\n").unwrap();
+    let gw = Gateway::start_in(
+        &tmp.path().join("data"),
+        &["--demo", "--config", config.to_str().unwrap()],
+        &[
+            ("FOGBANK_GATEWAY_ID", "gw-f"),
+            (
+                "FOGBANK_SMANAGE_CONTROLLER",
+                &socket.local_addr().unwrap().to_string(),
+            ),
+            (
+                "FOGBANK_SMANAGE_LISTEN",
+                &format!("127.0.0.1:{}", testkit::free_udp_port()),
+            ),
+            ("FOGBANK_SMANAGE_ADDRESSES", "0x0300-0x0303"),
+        ],
+    );
+    gw.wait_for("/metrics", "4 SDVSs and the rest counted", |r| {
+        let text = String::from_utf8_lossy(&r.body);
+        text.contains("fogbank_smanage_sdvs 4")
+            && text.contains("fogbank_smanage_dropped_total{reason=\"address_block_full\"}")
+    });
+    let status = gw.get("/api/v1/federation/smanage").json();
+    let addresses: Vec<&str> = status["sdvs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addresses, ["0x0300", "0x0301", "0x0302", "0x0303"]);
+    assert_eq!(gw.get("/health").status, 200);
 }
