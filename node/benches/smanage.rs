@@ -41,13 +41,18 @@ fn get(url: &str) -> Option<serde_json::Value> {
     ureq::get(url).call().ok()?.into_json().ok()
 }
 
-fn post(url: &str, body: &serde_json::Value) -> Option<serde_json::Value> {
-    ureq::post(url)
+fn post(url: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
+    match ureq::post(url)
         .set("Authorization", &format!("Bearer {TOKEN}"))
         .send_json(body.clone())
-        .ok()?
-        .into_json()
-        .ok()
+    {
+        Ok(response) => response.into_json().map_err(|e| e.to_string()),
+        Err(ureq::Error::Status(status, response)) => Err(format!(
+            "{status}: {}",
+            response.into_string().unwrap_or_default()
+        )),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 fn location(i: u64) -> String {
@@ -182,7 +187,8 @@ fn main() {
     for i in 0..requests {
         let begin = Instant::now();
         let body = serde_json::json!({"type": "temperature", "location": location(i), "frequency_s": 0, "period_s": 1, "action": "read"});
-        let placed = post(&format!("{controller_url}/api/v1/requests"), &body).expect("placed");
+        let placed = post(&format!("{controller_url}/api/v1/requests"), &body)
+            .unwrap_or_else(|e| panic!("request {body} not placed: {e}"));
         let id = placed["id"].as_u64().unwrap();
         loop {
             let r = get(&format!("{controller_url}/api/v1/requests/{id}")).unwrap_or_default();
@@ -212,7 +218,7 @@ fn main() {
     let url = controller_url.clone();
     let placed = rate(clients, secs, move |i| {
         let body = serde_json::json!({"type": "humidity", "location": location(i), "frequency_s": 0, "period_s": 1, "action": "read"});
-        post(&format!("{url}/api/v1/requests"), &body).is_some()
+        post(&format!("{url}/api/v1/requests"), &body).is_ok()
     });
     let url = gateway_url.clone();
     let read = rate(clients, secs, move |i| {

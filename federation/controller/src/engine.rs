@@ -546,17 +546,14 @@ async fn run(
 ) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut next_hello = tokio::time::Instant::now();
+    let mut ticks: u64 = 0;
     let mut buf = vec![0u8; 2048];
     loop {
         tokio::select! {
             _ = stopped.changed() => break,
             _ = tick.tick() => {
-                let hello = tokio::time::Instant::now() >= next_hello;
-                if hello {
-                    next_hello += shared.config.hello_interval;
-                }
-                on_tick(&shared, hello);
+                on_tick(&shared, ticks);
+                ticks += 1;
             }
             received = socket.recv_from(&mut buf) => match received {
                 Ok((len, from)) => on_datagram(&shared, &buf[..len], from),
@@ -852,7 +849,7 @@ fn settle(shared: &Shared, state: &mut State, id: u16, now: u64) {
     persist(shared, request);
 }
 
-fn on_tick(shared: &Shared, hello: bool) {
+fn on_tick(shared: &Shared, ticks: u64) {
     let now = now_ms();
     let mut guard = shared.state.lock();
     let state = &mut *guard;
@@ -902,36 +899,37 @@ fn on_tick(shared: &Shared, hello: bool) {
             }
         }
     }
-    if hello {
-        let up: Vec<u16> = state
-            .registry
-            .sdvs
-            .values()
-            .filter(|s| s.up)
-            .map(|s| s.address)
-            .collect();
-        let busy: std::collections::BTreeSet<u16> = state
-            .requests
-            .values()
-            .filter(|r| r.state.is_active())
-            .flat_map(|r| r.assignments.iter().map(|a| a.sdvs))
-            .collect();
-        for address in up {
-            send_to_sdvs(shared, state, address, Body::Hello(None));
-            if busy.contains(&address) {
-                send_to_sdvs(
-                    shared,
-                    state,
-                    address,
-                    Body::RequestConfigStats { request_id: 0xFFFF },
-                );
-                send_to_sdvs(
-                    shared,
-                    state,
-                    address,
-                    Body::RequestFwdStats { index: 0xFF },
-                );
-            }
+    // Each SDVS has its tick of the interval: a thousand of them are not
+    // all spoken to at once.
+    let interval = (shared.config.hello_interval.as_millis() / TICK.as_millis()).max(1) as u64;
+    let due: Vec<u16> = state
+        .registry
+        .sdvs
+        .values()
+        .filter(|s| s.up && (ticks + u64::from(s.address)) % interval == 0)
+        .map(|s| s.address)
+        .collect();
+    let busy: std::collections::BTreeSet<u16> = state
+        .requests
+        .values()
+        .filter(|r| r.state.is_active())
+        .flat_map(|r| r.assignments.iter().map(|a| a.sdvs))
+        .collect();
+    for address in due {
+        send_to_sdvs(shared, state, address, Body::Hello(None));
+        if busy.contains(&address) {
+            send_to_sdvs(
+                shared,
+                state,
+                address,
+                Body::RequestConfigStats { request_id: 0xFFFF },
+            );
+            send_to_sdvs(
+                shared,
+                state,
+                address,
+                Body::RequestFwdStats { index: 0xFF },
+            );
         }
     }
 }

@@ -37,6 +37,39 @@ const TICK: Duration = Duration::from_millis(250);
 /// Packets delivered from one SDVS to another of this gateway in answer to
 /// one event, at most; TTLs bound it too.
 const MAX_LOCAL_HOPS: usize = 64;
+/// Datagrams sent to the controller at once, at most, and per second after:
+/// a thousand SDVSs starting together must not overflow the controller's
+/// socket buffer (a few hundred small datagrams on Linux's defaults).
+const BURST: f64 = 512.0;
+const PER_SECOND: f64 = 4096.0;
+
+/// A token bucket for the datagrams to the controller.
+struct Pacer {
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Pacer {
+    fn new() -> Self {
+        Pacer {
+            tokens: BURST,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * PER_SECOND;
+        self.tokens = (self.tokens + refill).min(BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -155,7 +188,9 @@ impl Agent {
             generation: None,
             full_block_logged: BTreeSet::new(),
             cut_features_logged: BTreeSet::new(),
-            outbox: Vec::new(),
+            outbox: VecDeque::new(),
+            pacer: Pacer::new(),
+            ticks: 0,
         };
         let thread = std::thread::Builder::new()
             .name("smanage".into())
@@ -262,15 +297,19 @@ struct Worker {
     generation: Option<u64>,
     full_block_logged: BTreeSet<String>,
     cut_features_logged: BTreeSet<String>,
-    /// Packets to put on the socket once the current event is handled.
-    outbox: Vec<Vec<u8>>,
+    /// Packets to put on the socket once the current event is handled, as
+    /// fast as the pacer lets them go.
+    outbox: VecDeque<Vec<u8>>,
+    pacer: Pacer,
+    /// Ticks since start: each SDVS says Hello at its own tick of the
+    /// interval, so that a thousand of them do not all speak at once.
+    ticks: u64,
 }
 
 impl Worker {
     async fn run(mut self, socket: UdpSocket, mut stopped: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut next_hello = tokio::time::Instant::now();
         let mut buf = vec![0u8; 2048];
         loop {
             tokio::select! {
@@ -279,11 +318,8 @@ impl Worker {
                     if self.endpoint().is_none() {
                         self.resolve_controller().await;
                     }
-                    let hello = tokio::time::Instant::now() >= next_hello;
-                    if hello {
-                        next_hello += self.config.hello_interval;
-                    }
-                    self.on_tick(unix_now(), hello);
+                    self.on_tick(unix_now());
+                    self.ticks += 1;
                 }
                 received = socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => self.on_datagram(&buf[..len], from),
@@ -318,7 +354,10 @@ impl Worker {
             self.outbox.clear();
             return;
         };
-        for bytes in self.outbox.drain(..) {
+        while !self.outbox.is_empty() && self.pacer.take() {
+            let Some(bytes) = self.outbox.pop_front() else {
+                break;
+            };
             if let Err(error) = socket.send_to(&bytes, endpoint).await {
                 tracing::debug!(%error, %endpoint, "cannot send to the S-MANAGE controller");
             }
@@ -401,7 +440,7 @@ impl Worker {
         match local {
             Some(_) => queue.push_back(datagram),
             None => match datagram.encode() {
-                Ok(bytes) => self.outbox.push(bytes),
+                Ok(bytes) => self.outbox.push_back(bytes),
                 Err(_) => Counters::count(&mut state.counters.dropped, "unwrappable"),
             },
         }
@@ -535,10 +574,12 @@ impl Worker {
         datagrams
     }
 
-    fn on_tick(&mut self, now: u64, hello: bool) {
+    fn on_tick(&mut self, now: u64) {
         self.refresh_devices(now);
         let targets: Vec<Address> = self.state.lock().sdvs.keys().copied().collect();
+        let interval = (self.config.hello_interval.as_millis() / TICK.as_millis()).max(1) as u64;
         for target in targets {
+            let hello = (self.ticks + u64::from(target.0)) % interval == 0;
             let mut out = self.run_instructions(target, now);
             out.extend(self.battery_and_hello(target, hello));
             if let Some(sdvs) = self.state.lock().sdvs.get_mut(&target) {
