@@ -287,7 +287,9 @@ fn requests_run_on_two_gateways_through_conflicts_failures_and_restarts() {
     assert!(relayed_total >= 1.0, "{text}");
 
     // A gateway killed: its SDVSs go down, and a request on two of its
-    // services moves to the other gateway's.
+    // services moves to the other gateway's. (Its SDVSs fall silent one by
+    // one, each at its own tick: the request may pass through another of
+    // them first.)
     controller.wait_for(
         "/api/v1/sdvs",
         Duration::from_secs(10),
@@ -328,7 +330,7 @@ fn requests_run_on_two_gateways_through_conflicts_failures_and_restarts() {
         |a| {
             let r = a.json();
             let assignments = r["assignments"].as_array().cloned().unwrap_or_default();
-            assignments.iter().filter(|a| a["state"] == "lost").count() == 2
+            assignments.iter().filter(|a| a["state"] == "lost").count() >= 2
                 && assignments
                     .iter()
                     .filter(|a| {
@@ -337,6 +339,9 @@ fn requests_run_on_two_gateways_through_conflicts_failures_and_restarts() {
                     })
                     .count()
                     == 2
+                && assignments.iter().all(|a| {
+                    a["state"] != "programmed" || a["sdvs"].as_str().unwrap().starts_with("0x02")
+                })
         },
     );
     assert_eq!(moved.json()["state"], "running");

@@ -600,6 +600,7 @@ fn on_datagram(shared: &Shared, bytes: &[u8], from: SocketAddr) {
     let sdvs = packet.source.0;
     let _span = tracing::debug_span!("sdvs", address = %packet.source).entered();
     let now = now_ms();
+    let interval_ms = shared.config.hello_interval.as_millis() as u64;
     let known = state.registry.sdvs.contains_key(&sdvs);
     if !packet.source.is_sdvs() {
         count(&mut state.counters.dropped, "bad_source");
@@ -610,7 +611,7 @@ fn on_datagram(shared: &Shared, bytes: &[u8], from: SocketAddr) {
         .registry
         .sdvs
         .entry(sdvs)
-        .or_insert_with(|| SdvsRecord::new(sdvs, from, now));
+        .or_insert_with(|| SdvsRecord::new(sdvs, from, now, interval_ms));
     let moved = record.endpoint != from;
     record.endpoint = from;
     let came_back = !record.up;
@@ -628,7 +629,7 @@ fn on_datagram(shared: &Shared, bytes: &[u8], from: SocketAddr) {
     match packet.body {
         Body::Hello(Some(status)) => {
             if let Some(record) = state.registry.sdvs.get_mut(&sdvs) {
-                record.hello(now, status.state, status.battery);
+                record.hello(now, status.state, status.battery, interval_ms);
             }
             if !known
                 || state
@@ -906,7 +907,7 @@ fn on_tick(shared: &Shared, ticks: u64) {
         .registry
         .sdvs
         .values()
-        .filter(|s| s.up && (ticks + u64::from(s.address)) % interval == 0)
+        .filter(|s| s.up && (ticks + u64::from(s.address)).is_multiple_of(interval))
         .map(|s| s.address)
         .collect();
     let busy: std::collections::BTreeSet<u16> = state

@@ -10,9 +10,6 @@ use fogbank_smanage::{ConfigStat, Features, FwdStat};
 use fogbank_taas::Location;
 use serde::{Deserialize, Serialize};
 
-/// Before two Hellos have shown an SDVS's interval, this one is assumed
-/// (the gateways' default).
-pub const DEFAULT_HELLO_INTERVAL_MS: u64 = 10_000;
 /// Silent for this many intervals: down.
 pub const MISSED_HELLOS: u64 = 3;
 
@@ -33,7 +30,16 @@ pub struct SdvsRecord {
     pub up: bool,
     /// Unix milliseconds.
     pub last_hello_ms: u64,
+    /// The SDVS's Hello interval as far as the controller can tell: the
+    /// controller's own interval at first, then following the gaps between
+    /// two Hellos, halving at most per Hello and never above the
+    /// controller's (so one odd gap cannot make a live SDVS look dead,
+    /// nor a dead one look alive for long).
     pub hello_interval_ms: u64,
+    /// Whether a Hello was heard since the record was made or loaded: the
+    /// gap to the first one says nothing of the interval.
+    #[serde(skip)]
+    pub heard_hello: bool,
     #[serde(skip)]
     pub forwarding: Vec<FwdStat>,
     #[serde(skip)]
@@ -41,7 +47,7 @@ pub struct SdvsRecord {
 }
 
 impl SdvsRecord {
-    pub fn new(address: u16, endpoint: SocketAddr, now_ms: u64) -> Self {
+    pub fn new(address: u16, endpoint: SocketAddr, now_ms: u64, interval_ms: u64) -> Self {
         SdvsRecord {
             address,
             endpoint,
@@ -53,7 +59,8 @@ impl SdvsRecord {
             full: false,
             up: true,
             last_hello_ms: now_ms,
-            hello_interval_ms: DEFAULT_HELLO_INTERVAL_MS,
+            hello_interval_ms: interval_ms,
+            heard_hello: false,
             forwarding: Vec::new(),
             configuring: Vec::new(),
         }
@@ -81,14 +88,15 @@ impl SdvsRecord {
             .map(|s| s.0)
     }
 
-    /// A Hello at `now_ms`: the interval is learnt from the gap since the
-    /// last one (a gap of more than three intervals is an outage, not an
-    /// interval).
-    pub fn hello(&mut self, now_ms: u64, busy: u8, battery: u8) {
+    /// A Hello at `now_ms`, when the controller's own interval is
+    /// `configured_ms`.
+    pub fn hello(&mut self, now_ms: u64, busy: u8, battery: u8, configured_ms: u64) {
         let gap = now_ms.saturating_sub(self.last_hello_ms);
-        if self.up && gap >= 200 && gap <= self.hello_interval_ms * MISSED_HELLOS {
-            self.hello_interval_ms = gap;
+        if self.heard_hello && gap >= 200 {
+            let floor = self.hello_interval_ms / 2;
+            self.hello_interval_ms = gap.clamp(floor, configured_ms.max(floor));
         }
+        self.heard_hello = true;
         self.last_hello_ms = now_ms;
         if busy < self.busy {
             self.full = false;
@@ -130,17 +138,30 @@ mod tests {
 
     #[test]
     fn the_hello_interval_is_learnt_and_silence_is_down() {
-        let mut sdvs = SdvsRecord::new(0x100, "127.0.0.1:7602".parse().unwrap(), 0);
-        sdvs.hello(1_000, 0, 255);
+        let mut sdvs = SdvsRecord::new(0x100, "127.0.0.1:7602".parse().unwrap(), 0, 10_000);
+        // The gap from the record's making to the first Hello is no interval.
+        sdvs.hello(300, 0, 255, 10_000);
+        assert_eq!(sdvs.hello_interval_ms, 10_000);
+        // Hellos a second apart: halving towards it.
+        for (i, want) in [(1, 5_000), (2, 2_500), (3, 1_250), (4, 1_000), (5, 1_000)] {
+            sdvs.hello(300 + i * 1_000, 0, 255, 10_000);
+            assert_eq!(sdvs.hello_interval_ms, want);
+        }
+        assert!(!sdvs.silent_too_long(5_300 + 3_000));
+        assert!(sdvs.silent_too_long(5_300 + 3_600));
+        // One odd short gap halves it once; the next normal one restores it.
+        sdvs.hello(5_600, 0, 255, 10_000);
+        assert_eq!(sdvs.hello_interval_ms, 500);
+        sdvs.hello(6_600, 0, 255, 10_000);
         assert_eq!(sdvs.hello_interval_ms, 1_000);
-        sdvs.hello(2_000, 0, 255);
-        assert!(!sdvs.silent_too_long(4_000));
-        assert!(sdvs.silent_too_long(5_600));
+        // Never above the controller's own.
+        sdvs.hello(60_000, 0, 255, 10_000);
+        assert_eq!(sdvs.hello_interval_ms, 10_000);
     }
 
     #[test]
     fn matching_is_by_type_location_segments_and_on() {
-        let mut sdvs = SdvsRecord::new(0x100, "127.0.0.1:7602".parse().unwrap(), 0);
+        let mut sdvs = SdvsRecord::new(0x100, "127.0.0.1:7602".parse().unwrap(), 0, 10_000);
         sdvs.location = "campus/building-a/floor-1".into();
         sdvs.services = vec![
             (1, true, "temperature".into(), "sim".into()),

@@ -329,7 +329,7 @@ mod tests {
     fn registry() -> Registry {
         let mut registry = Registry::default();
         for (address, floor) in [(0x100, 1), (0x101, 2), (0x200, 1)] {
-            let mut sdvs = SdvsRecord::new(address, "127.0.0.1:7602".parse().unwrap(), 0);
+            let mut sdvs = SdvsRecord::new(address, "127.0.0.1:7602".parse().unwrap(), 0, 10_000);
             sdvs.location = format!("campus/building-a/floor-{floor}");
             sdvs.services = vec![
                 (1, true, "temperature".into(), "sim".into()),

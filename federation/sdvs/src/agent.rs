@@ -579,7 +579,7 @@ impl Worker {
         let targets: Vec<Address> = self.state.lock().sdvs.keys().copied().collect();
         let interval = (self.config.hello_interval.as_millis() / TICK.as_millis()).max(1) as u64;
         for target in targets {
-            let hello = (self.ticks + u64::from(target.0)) % interval == 0;
+            let hello = (self.ticks + u64::from(target.0)).is_multiple_of(interval);
             let mut out = self.run_instructions(target, now);
             out.extend(self.battery_and_hello(target, hello));
             if let Some(sdvs) = self.state.lock().sdvs.get_mut(&target) {
