@@ -40,8 +40,10 @@ const MAX_LOCAL_HOPS: usize = 64;
 /// Datagrams sent to the controller at once, at most, and per second after:
 /// a thousand SDVSs starting together must not overflow the controller's
 /// socket buffer (a few hundred small datagrams on Linux's defaults).
-const BURST: f64 = 512.0;
+const BURST: f64 = 128.0;
 const PER_SECOND: f64 = 4096.0;
+/// While datagrams wait for the pacer, it is asked again this often.
+const PACE_STEP: Duration = Duration::from_millis(5);
 
 /// A token bucket for the datagrams to the controller.
 struct Pacer {
@@ -325,6 +327,7 @@ impl Worker {
                     Ok((len, from)) => self.on_datagram(&buf[..len], from),
                     Err(error) => tracing::debug!(%error, "S-MANAGE socket"),
                 },
+                _ = tokio::time::sleep(PACE_STEP), if !self.outbox.is_empty() => {}
             }
             self.flush(&socket).await;
         }
