@@ -77,6 +77,29 @@ fn requests_run_on_two_gateways_through_conflicts_failures_and_restarts() {
                     .all(|s| s["up"] == true && s["services"].as_array().map_or(0, Vec::len) == 5)
         })
     });
+    // A forged Hello for a live SDVS, from elsewhere, does not move it.
+    let endpoint = controller.get("/api/v1/sdvs/0x0100").json()["gateway"].clone();
+    let forger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    forger
+        .send_to(
+            &[0x01, 0x00, 0, 0, 0, 0, 0x01, 12, 16, 0, 0, 255],
+            controller.smanage(),
+        )
+        .unwrap();
+    controller.wait_for(
+        "/metrics",
+        Duration::from_secs(5),
+        "the forged Hello refused",
+        |a| {
+            String::from_utf8_lossy(&a.body)
+                .contains("fogbank_controller_dropped_total{reason=\"endpoint_pinned\"} 1")
+        },
+    );
+    assert_eq!(
+        controller.get("/api/v1/sdvs/0x0100").json()["gateway"],
+        endpoint
+    );
+
     let events = testkit::follow_events(
         &controller.url("/api/v1/events"),
         "completion",
@@ -563,4 +586,25 @@ fn wireshark_reads_a_capture_of_gateway_and_controller() {
         !text.contains("Malformed"),
         "a malformed packet in the capture"
     );
+}
+
+/// With `gateways` listed, the controller takes datagrams from those only.
+#[test]
+fn a_controller_takes_only_the_gateways_it_lists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let controller = Controller::start_in(
+        &tmp.path().join("controller"),
+        &format!("{FAST}gateways = [\"127.0.0.1:1\"]\n"),
+    );
+    let _gw = gateway(tmp.path(), "gw-x", &controller, "0x0100-0x01ff");
+    controller.wait_for(
+        "/metrics",
+        Duration::from_secs(10),
+        "strangers counted",
+        |a| {
+            String::from_utf8_lossy(&a.body)
+                .contains("fogbank_controller_dropped_total{reason=\"stranger\"}")
+        },
+    );
+    assert_eq!(controller.get("/api/v1/sdvs").json(), serde_json::json!([]));
 }

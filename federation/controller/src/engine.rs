@@ -43,6 +43,39 @@ pub struct ControllerConfig {
     /// An instruction is kept this long after its period, so its stats can
     /// still be read.
     pub instruction_margin_s: u16,
+    /// The gateways whose datagrams are taken (an address, or an address
+    /// and port); empty takes every one. S-MANAGE carries no credentials,
+    /// so on a shared network this is what keeps strangers out.
+    pub gateways: Vec<GatewayFilter>,
+}
+
+/// One allowed gateway: any port of an address, or one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayFilter {
+    Host(std::net::IpAddr),
+    Endpoint(SocketAddr),
+}
+
+impl GatewayFilter {
+    pub fn admits(&self, from: SocketAddr) -> bool {
+        match self {
+            GatewayFilter::Host(ip) => from.ip() == *ip,
+            GatewayFilter::Endpoint(endpoint) => from == *endpoint,
+        }
+    }
+}
+
+impl std::str::FromStr for GatewayFilter {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        raw.parse()
+            .map(GatewayFilter::Endpoint)
+            .or_else(|_| raw.parse().map(GatewayFilter::Host))
+            .map_err(|_| {
+                format!("{raw:?} is neither an address (10.0.0.5) nor an endpoint (10.0.0.5:7602)")
+            })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -573,6 +606,11 @@ async fn run(
 fn on_datagram(shared: &Shared, bytes: &[u8], from: SocketAddr) {
     let mut guard = shared.state.lock();
     let state = &mut *guard;
+    let gateways = &shared.config.gateways;
+    if !gateways.is_empty() && !gateways.iter().any(|g| g.admits(from)) {
+        count(&mut state.counters.dropped, "stranger");
+        return;
+    }
     let datagram = match Datagram::decode(bytes) {
         Ok(datagram) => datagram,
         Err(error) => {
@@ -606,15 +644,24 @@ fn on_datagram(shared: &Shared, bytes: &[u8], from: SocketAddr) {
         count(&mut state.counters.dropped, "bad_source");
         return;
     }
-    // Whatever it sends, an SDVS is heard from at `from`.
+    // An SDVS is where it was first heard from. Only its own Hello moves
+    // it (a packet forwarded by another gateway's SDVS keeps its source),
+    // and only once it is down: a forged Hello cannot take a live SDVS.
     let record = state
         .registry
         .sdvs
         .entry(sdvs)
         .or_insert_with(|| SdvsRecord::new(sdvs, from, now, interval_ms));
-    let moved = record.endpoint != from;
-    record.endpoint = from;
-    let came_back = !record.up;
+    let is_hello = matches!(packet.body, Body::Hello(Some(_)));
+    if is_hello && record.endpoint != from && record.up {
+        count(&mut state.counters.dropped, "endpoint_pinned");
+        return;
+    }
+    let moved = is_hello && record.endpoint != from;
+    if moved {
+        record.endpoint = from;
+    }
+    let came_back = !record.up && is_hello;
     record.up = true;
     if came_back || moved || !known {
         let record = record.clone();
@@ -998,5 +1045,21 @@ fn replan(shared: &Shared, state: &mut State, down: &[u16], now: u64) {
         }
         state.requests.insert(id, request);
         settle(shared, state, id, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_filters_take_an_address_or_an_endpoint() {
+        let host: GatewayFilter = "10.0.0.5".parse().unwrap();
+        let endpoint: GatewayFilter = "10.0.0.5:7602".parse().unwrap();
+        assert!(host.admits("10.0.0.5:9999".parse().unwrap()));
+        assert!(endpoint.admits("10.0.0.5:7602".parse().unwrap()));
+        assert!(!endpoint.admits("10.0.0.5:7603".parse().unwrap()));
+        assert!(!host.admits("10.0.0.6:7602".parse().unwrap()));
+        assert!("gateway.local".parse::<GatewayFilter>().is_err());
     }
 }

@@ -16,7 +16,9 @@ pub mod engine;
 pub mod registry;
 pub mod requests;
 
-pub use engine::{Controller, ControllerConfig, ControllerError, Counters, DataPoint, Event};
+pub use engine::{
+    Controller, ControllerConfig, ControllerError, Counters, DataPoint, Event, GatewayFilter,
+};
 pub use registry::SdvsRecord;
 pub use requests::{
     Action, Assignment, AssignmentState, Outcome, Request, RequestSpec, RequestState, Unable,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use actix_web::{HttpServer, web};
 use anyhow::Context;
-use fogbank_controller::{Controller, ControllerConfig};
+use fogbank_controller::{Controller, ControllerConfig, GatewayFilter};
 use fogbank_taas::{Store, StoreOptions};
 use serde::Deserialize;
 
@@ -33,6 +33,9 @@ pub struct ControllerFile {
     pub hello_interval_secs: u64,
     /// Seconds an instruction is kept after its period.
     pub instruction_margin_secs: u16,
+    /// Gateways whose datagrams are taken: addresses or endpoints; empty
+    /// takes all.
+    pub gateways: Vec<String>,
     pub auth: AuthConfig,
     pub log: LogConfig,
 }
@@ -45,6 +48,7 @@ impl Default for ControllerFile {
             http: SocketAddr::from(([127, 0, 0, 1], 8090)),
             hello_interval_secs: 10,
             instruction_margin_secs: 60,
+            gateways: Vec::new(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
         }
@@ -57,6 +61,7 @@ impl ControllerFile {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.gateway_filters()?;
         if self.hello_interval_secs == 0 {
             return Err(ConfigError::Invalid {
                 key: "hello_interval_secs",
@@ -64,6 +69,20 @@ impl ControllerFile {
             });
         }
         Ok(())
+    }
+}
+
+impl ControllerFile {
+    fn gateway_filters(&self) -> Result<Vec<GatewayFilter>, ConfigError> {
+        self.gateways
+            .iter()
+            .map(|g| {
+                g.parse().map_err(|reason| ConfigError::Invalid {
+                    key: "gateways",
+                    reason,
+                })
+            })
+            .collect()
     }
 }
 
@@ -95,6 +114,7 @@ async fn serve(config: ControllerFile, env_admin_token: Option<String>) -> anyho
                 listen: config.listen,
                 hello_interval: Duration::from_secs(config.hello_interval_secs),
                 instruction_margin_s: config.instruction_margin_secs,
+                gateways: config.gateway_filters()?,
             },
         )
         .context("cannot start the controller")?,
