@@ -43,7 +43,140 @@ pub struct Config {
     pub serial154: fogbank_serial154::Serial154Config,
     pub cloud: CloudSection,
     pub smanage: SmanageSection,
+    pub sip: SipSection,
     pub log: LogConfig,
+}
+
+/// The gateway as a SIP user agent of an IMS core. Off until a registrar
+/// is named.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipSection {
+    /// The registrar (`sip:host[:port]`), or `off`.
+    pub registrar: String,
+    /// The domain of the addresses of record, `sip:{user}@{domain}`.
+    pub domain: String,
+    /// The digest username [default: the gateway id].
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// A file holding the password (its first line).
+    pub password_file: Option<PathBuf>,
+    /// The UDP socket of the gateway's SIP endpoint.
+    pub listen: SocketAddr,
+    /// Seconds a binding is asked for.
+    pub expires: u64,
+    /// `own`: every thing service this gateway owns gets its address of
+    /// record; `none`: only the gateway's.
+    pub register_things: String,
+}
+
+impl Default for SipSection {
+    fn default() -> Self {
+        SipSection {
+            registrar: "off".into(),
+            domain: String::new(),
+            username: None,
+            password: None,
+            password_file: None,
+            listen: SocketAddr::from(([0, 0, 0, 0], 5070)),
+            expires: 600,
+            register_things: "own".into(),
+        }
+    }
+}
+
+impl SipSection {
+    /// The `FOGBANK_SIP_{KEY}` variables over the file.
+    pub fn apply_env(&mut self) -> Result<(), ConfigError> {
+        let var = |key: &str| {
+            std::env::var(format!("FOGBANK_SIP_{key}"))
+                .ok()
+                .filter(|v| !v.is_empty())
+        };
+        if let Some(v) = var("REGISTRAR") {
+            self.registrar = v;
+        }
+        if let Some(v) = var("DOMAIN") {
+            self.domain = v;
+        }
+        if let Some(v) = var("USERNAME") {
+            self.username = Some(v);
+        }
+        if let Some(v) = var("PASSWORD") {
+            self.password = Some(v);
+        }
+        if let Some(v) = var("PASSWORD_FILE") {
+            self.password_file = Some(v.into());
+        }
+        if let Some(v) = var("LISTEN") {
+            self.listen = v.parse().map_err(|_| ConfigError::Invalid {
+                key: "FOGBANK_SIP_LISTEN",
+                reason: format!("{v:?} is not an address such as 0.0.0.0:5070"),
+            })?;
+        }
+        if let Some(v) = var("EXPIRES") {
+            self.expires = v.parse().map_err(|_| ConfigError::Invalid {
+                key: "FOGBANK_SIP_EXPIRES",
+                reason: format!("{v:?} is not a number of seconds"),
+            })?;
+        }
+        if let Some(v) = var("REGISTER_THINGS") {
+            self.register_things = v;
+        }
+        Ok(())
+    }
+
+    /// The agent's settings, or `None` when SIP is off.
+    pub fn agent(&self, gateway: &str) -> Result<Option<fogbank_sip::SipConfig>, ConfigError> {
+        if self.registrar == "off" || self.registrar.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.into(),
+        };
+        if self.domain.is_empty() {
+            return Err(invalid(
+                "sip.domain",
+                "is needed with a registrar (e.g. iot.local)",
+            ));
+        }
+        let register_things = match self.register_things.as_str() {
+            "own" => true,
+            "none" => false,
+            _ => return Err(invalid("sip.register_things", "is own or none")),
+        };
+        let password = match (&self.password, &self.password_file) {
+            (Some(password), _) => password.clone(),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map_err(|source| ConfigError::Read {
+                    path: file.clone(),
+                    source,
+                })?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            (None, None) => {
+                return Err(invalid(
+                    "sip.password",
+                    "or sip.password_file is needed with a registrar",
+                ));
+            }
+        };
+        if self.expires < 60 {
+            return Err(invalid("sip.expires", "must be at least 60 seconds"));
+        }
+        Ok(Some(fogbank_sip::SipConfig {
+            registrar: self.registrar.clone(),
+            domain: self.domain.clone(),
+            username: self.username.clone().unwrap_or_else(|| gateway.to_owned()),
+            password,
+            listen: self.listen,
+            expires: Duration::from_secs(self.expires),
+            register_things,
+        }))
+    }
 }
 
 /// Federation to an SD-IoT controller over S-MANAGE: one SDVS per device.
@@ -235,6 +368,7 @@ impl Default for Config {
             serial154: fogbank_serial154::Serial154Config::default(),
             cloud: CloudSection::default(),
             smanage: SmanageSection::default(),
+            sip: SipSection::default(),
             log: LogConfig::default(),
         }
     }
@@ -383,6 +517,7 @@ impl Config {
                 })?;
         }
         self.smanage.agent()?;
+        self.sip.agent(&self.gateway_id)?;
         if self.http.max_body_bytes == 0 {
             return Err(ConfigError::Invalid {
                 key: "http.max_body_bytes",

@@ -104,6 +104,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(addresses) = args.smanage_addresses {
         config.smanage.addresses = addresses;
     }
+    config.sip.apply_env()?;
     init_logging(&config.log.filter, config.log.format == "json");
     config.validate()?;
     let admin_token = env_admin_token()?;

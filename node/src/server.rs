@@ -178,6 +178,13 @@ async fn serve(
         )),
         None => None,
     };
+    let sip = match config.sip.agent(&config.gateway_id)? {
+        Some(agent) => Some(Arc::new(
+            fogbank_sip::Registrations::start(hub.clone(), agent)
+                .context("cannot start the SIP agent")?,
+        )),
+        None => None,
+    };
     let adapters: Vec<Addr<AdapterSupervisor>> = plugins(&config, coap.as_ref())?
         .into_iter()
         .map(|plugin| AdapterSupervisor::new(plugin, hub.clone(), Backoff::default()).start())
@@ -197,6 +204,7 @@ async fn serve(
         cloud: cloud.clone(),
         services: services.clone(),
         smanage: smanage.clone(),
+        sip: sip.clone(),
     });
     let server = HttpServer::new(move || api::app(state.clone()))
         .workers(config.http_workers())
@@ -222,6 +230,10 @@ async fn serve(
     upkeep.abort();
     if let Some(agent) = &smanage {
         agent.stop();
+    }
+    if let Some(sip) = &sip {
+        // Every binding removed from the registrar.
+        sip.stop();
     }
     // Services write through the hub: they stop before the store closes.
     services.shutdown();

@@ -13,6 +13,7 @@ pub mod bench;
 pub mod cluster;
 pub mod controller;
 pub mod gateway;
+pub mod kamailio;
 pub mod mqtt;
 pub mod radio;
 pub mod services;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 pub use cluster::{Member, acquainted, cluster_key, converged, mdns_lan, start_cloud};
 pub use controller::{CONTROLLER_TOKEN, Controller};
 pub use gateway::{Answer, Gateway};
+pub use kamailio::Kamailio;
 pub use mqtt::{
     Mosquitto, embedded_gateway, issue_certificates, mosquitto_pub, mqtt_connect, mqtt_publish,
     mqtt_session, mqtt_subscribe, mqtt_subscribe_with, mqtt5_publish,

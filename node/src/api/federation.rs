@@ -1,6 +1,8 @@
-//! `GET /api/v1/federation/smanage`: this gateway's SDVSs as the S-MANAGE
-//! agent runs them — addresses, sensor services, both tables with their
-//! counters and TTLs, and the agent's packet counters.
+//! Federation's state on the gateway: `GET /api/v1/federation/smanage`,
+//! this gateway's SDVSs as the S-MANAGE agent runs them — addresses,
+//! sensor services, both tables with their counters and TTLs, and the
+//! agent's packet counters; `GET /api/v1/federation/sip`, its SIP
+//! registrations.
 
 use std::collections::BTreeMap;
 
@@ -196,4 +198,59 @@ pub async fn smanage(
         },
     };
     Ok(HttpResponse::Ok().json(body))
+}
+
+/// One address of record.
+#[derive(Serialize, ToSchema)]
+pub struct SipRegistrationJson {
+    /// The user part: the gateway id or a thing-service id.
+    aor: String,
+    /// registering, registered or failed.
+    state: &'static str,
+    /// Why the last attempt failed.
+    reason: Option<String>,
+    /// Seconds since the binding was made.
+    registered_for_s: Option<u64>,
+    attempts: u32,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SipStatus {
+    /// False when `[sip] registrar` is `off`.
+    enabled: bool,
+    registrations: Vec<SipRegistrationJson>,
+}
+
+#[utoipa::path(get, path = "/api/v1/federation/sip", tag = "federation",
+    responses((status = 200, description = "Every address of record this gateway registers, with its state; `enabled: false` when SIP is off", body = SipStatus)))]
+pub async fn sip(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.authorize(&request, Scope::Read)?;
+    let registrations = state
+        .sip
+        .as_ref()
+        .map(|sip| sip.view())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| {
+            let (state, reason) = match r.state {
+                fogbank_sip::RegistrationState::Registering => ("registering", None),
+                fogbank_sip::RegistrationState::Registered => ("registered", None),
+                fogbank_sip::RegistrationState::Failed { reason } => ("failed", Some(reason)),
+            };
+            SipRegistrationJson {
+                aor: r.aor,
+                state,
+                reason,
+                registered_for_s: r.registered_for,
+                attempts: r.attempts,
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(SipStatus {
+        enabled: state.sip.is_some(),
+        registrations,
+    }))
 }

@@ -45,6 +45,8 @@ pub struct AppState {
     pub services: Arc<fogbank_services::Services>,
     /// The S-MANAGE agent; `None` when federation is off.
     pub smanage: Option<Arc<fogbank_sdvs::Agent>>,
+    /// The SIP registrations; `None` when SIP is off.
+    pub sip: Option<Arc<fogbank_sip::Registrations>>,
 }
 
 impl AppState {
@@ -134,6 +136,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(get("/commands/{id}", things::command))
                 .service(get("/peers", peers::list))
                 .service(get("/federation/smanage", federation::smanage))
+                .service(get("/federation/sip", federation::sip))
                 .service(
                     web::resource("/peers/{gateway}")
                         .route(web::delete().to(peers::forget))

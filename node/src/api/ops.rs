@@ -166,6 +166,28 @@ pub async fn metrics(
     if let Some(agent) = &state.smanage {
         out.smanage(agent);
     }
+    if let Some(sip) = &state.sip {
+        let mut by_state = [("registering", 0.0), ("registered", 0.0), ("failed", 0.0)];
+        for r in sip.view() {
+            let i = match r.state {
+                fogbank_sip::RegistrationState::Registering => 0,
+                fogbank_sip::RegistrationState::Registered => 1,
+                fogbank_sip::RegistrationState::Failed { .. } => 2,
+            };
+            by_state[i].1 += 1.0;
+        }
+        let labels: Vec<(String, f64)> = by_state
+            .iter()
+            .map(|(s, n)| (format!("state=\"{s}\""), *n))
+            .collect();
+        let samples: Vec<(&str, f64)> = labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        out.metric(
+            "fogbank_sip_registrations",
+            "gauge",
+            "SIP addresses of record, by state.",
+            &samples,
+        );
+    }
     out.services(&state.services.list());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -194,13 +216,14 @@ impl utoipa::Modify for BearerScheme {
         super::stream::sse, super::peers::list, super::peers::forget,
         super::services::publish, super::services::list, super::services::get,
         super::services::remove, super::services::start, super::services::stop,
-        super::services::logs, super::federation::smanage, health, metrics, openapi
+        super::services::logs, super::federation::smanage, super::federation::sip, health, metrics, openapi
     ),
     components(schemas(ThingServiceSchema, KindSchema, DataTypeSchema, RecordSchema, CommandStatusSchema, CommandStateSchema, Problem, ActuationRequest, CommandValue, Health, PeerInfoSchema,
         ServiceInfoSchema, ServiceStateSchema, LogLineSchema, LogLevelSchema,
         SelectorSchema, GrantsSchema, LimitsSchema, super::services::PublishRequest,
         super::federation::SmanageStatus, super::federation::SdvsJson, super::federation::SensorServiceJson,
-        super::federation::ForwardingJson, super::federation::ConfiguringJson, super::federation::CountersJson)),
+        super::federation::ForwardingJson, super::federation::ConfiguringJson, super::federation::CountersJson,
+        super::federation::SipStatus, super::federation::SipRegistrationJson)),
     modifiers(&BearerScheme),
 )]
 pub struct ApiDoc;
