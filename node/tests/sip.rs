@@ -49,6 +49,13 @@ fn a_gateway_registers_itself_and_its_things_and_unregisters_on_shutdown() {
         let aors = kamailio.aors();
         assert!(aors.contains(&"gw-s".to_owned()));
         assert!(aors.contains(&"gw-s.sim.building-a-floor-1.lamp".to_owned()));
+        // The expiry asked for is the configured one (600 s by default).
+        let expires = kamailio.expires();
+        assert_eq!(expires.len(), 41, "{expires:?}");
+        assert!(
+            expires.iter().all(|(_, s)| (500..=600).contains(s)),
+            "{expires:?}"
+        );
         let status = gw.get("/api/v1/federation/sip").json();
         assert_eq!(status["enabled"], true);
         let registrations = status["registrations"].as_array().unwrap();

@@ -105,6 +105,23 @@ impl Kamailio {
             .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// The seconds left of each binding, by address of record.
+    pub fn expires(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        let mut aor = String::new();
+        for line in self.ctl(&["ul.dump"]).unwrap_or_default().lines() {
+            let line = line.trim();
+            if let Some(a) = line.strip_prefix("AoR: ") {
+                aor = a.to_owned();
+            } else if let Some(e) = line.strip_prefix("Expires: ")
+                && let Ok(secs) = e.parse()
+            {
+                out.push((aor.clone(), secs));
+            }
+        }
+        out
+    }
+
     /// The addresses of record it holds bindings for.
     pub fn aors(&self) -> Vec<String> {
         let mut aors: Vec<String> = self

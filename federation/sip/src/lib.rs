@@ -8,7 +8,10 @@
 //!   or is down, all removed on shutdown.
 //!
 //! The SIP stack is ezk's (`sip-core` transactions, `sip-auth` digest MD5
-//! and SHA-256 with qop, `sip-ua` registrations); nothing here parses SIP.
+//! and SHA-256 with qop, `sip-ua`'s REGISTER builder); nothing here parses
+//! SIP. The exchange around it is ours: ezk's own registration loop
+//! panics when a registrar does not answer, and asks for 300 s whatever
+//! it is told.
 //! Like every client of the hub, this crate knows thing services, not
 //! devices or adapters.
 

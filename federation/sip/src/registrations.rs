@@ -12,12 +12,16 @@ use std::time::{Duration, Instant};
 
 use fogbank_taas::Hub;
 use parking_lot::Mutex;
-use sip_auth::{DigestAuthenticator, DigestCredentials, DigestUser};
+use sip_auth::{
+    ClientAuthenticator, DigestAuthenticator, DigestCredentials, DigestUser, RequestParts,
+    ResponseParts,
+};
 use sip_core::Endpoint;
+use sip_core::transport::TargetTransportInfo;
 use sip_types::Method;
-use sip_types::header::typed::Contact;
+use sip_types::header::typed::{Contact, Expires};
 use sip_types::uri::{NameAddr, SipUri};
-use sip_ua::{RegistrarConfig, Registration};
+use sip_ua::register::Registration as RegistrationProto;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -25,8 +29,10 @@ use tracing::Instrument;
 const REGISTER_RATE: u32 = 100;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(60);
-/// How long a stopping gateway waits for its un-REGISTERs to go out.
-const UNREGISTER_WAIT: Duration = Duration::from_secs(2);
+/// How long a stopping gateway waits for its un-REGISTERs to be answered.
+const UNREGISTER_WAIT: Duration = Duration::from_secs(3);
+/// Digest challenges answered for one REGISTER, at most.
+const MAX_CHALLENGES: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct SipConfig {
@@ -79,9 +85,6 @@ struct Binding {
     state: RegistrationState,
     since: Option<Instant>,
     attempts: u32,
-    next_try: Instant,
-    backoff: Duration,
-    registration: Option<Registration>,
 }
 
 #[derive(Default)]
@@ -174,6 +177,16 @@ fn wanted(hub: &Hub, register_things: bool) -> Vec<String> {
     users
 }
 
+/// What every binding's task shares.
+struct Context {
+    endpoint: Endpoint,
+    config: SipConfig,
+    contact_addr: SocketAddr,
+    registrar: SipUri,
+    credentials: DigestCredentials,
+    shared: Arc<Mutex<Shared>>,
+}
+
 async fn run(
     hub: Arc<Hub>,
     config: SipConfig,
@@ -182,6 +195,7 @@ async fn run(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut builder = Endpoint::builder();
+    // ezk prints the Allow header from this list and cannot print it empty.
     for method in [
         Method::OPTIONS,
         Method::SUBSCRIBE,
@@ -201,9 +215,6 @@ async fn run(
         config.username.clone(),
         config.password.clone(),
     ));
-    tracing::info!(registrar = %config.registrar, domain = %config.domain, listen = %config.listen, "SIP agent started");
-
-    let mut tick = tokio::time::interval(Duration::from_millis(1000 / u64::from(REGISTER_RATE)));
     // The Contact: the listen address, or with an unspecified one, the
     // local address that reaches the registrar.
     let contact_addr = match config.listen.ip().is_unspecified() {
@@ -219,6 +230,22 @@ async fn run(
             }
         },
     };
+    tracing::info!(registrar = %config.registrar, domain = %config.domain, contact = %contact_addr, "SIP agent started");
+    let register_things = config.register_things;
+    let context = Arc::new(Context {
+        endpoint,
+        config,
+        contact_addr,
+        registrar,
+        credentials,
+        shared: shared.clone(),
+    });
+
+    // One task per binding; started at most REGISTER_RATE a second.
+    let mut tasks: BTreeMap<String, (watch::Sender<bool>, tokio::task::JoinHandle<()>)> =
+        BTreeMap::new();
+    let mut waiting: Vec<String> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / u64::from(REGISTER_RATE)));
     let mut generation = None;
     loop {
         tokio::select! {
@@ -228,126 +255,212 @@ async fn run(
         let now_generation = hub.catalog_generation();
         if generation != Some(now_generation) {
             generation = Some(now_generation);
-            let wanted_users = wanted(&hub, config.register_things);
-            let mut shared = shared.lock();
-            // Things that are gone: dropping a registration removes its binding.
-            shared
-                .bindings
-                .retain(|user, _| wanted_users.contains(user));
-            for user in &wanted_users {
-                shared
-                    .bindings
-                    .entry(user.clone())
-                    .or_insert_with(|| Binding {
-                        state: RegistrationState::Registering,
-                        since: None,
-                        attempts: 0,
-                        next_try: Instant::now(),
-                        backoff: FIRST_RETRY,
-                        registration: None,
-                    });
+            let users = wanted(&hub, register_things);
+            // Bindings of things that are gone are removed.
+            let gone: Vec<String> = tasks
+                .keys()
+                .filter(|user| !users.contains(user))
+                .cloned()
+                .collect();
+            for user in gone {
+                if let Some((stop, _)) = tasks.remove(&user) {
+                    let _ = stop.send(true);
+                }
+                shared.lock().bindings.remove(&user);
             }
+            waiting = users
+                .into_iter()
+                .filter(|user| !tasks.contains_key(user))
+                .collect();
+            waiting.reverse();
         }
-        // One registration per tick: the rate bound.
-        let due = {
-            let mut shared = shared.lock();
-            let now = Instant::now();
-            // A binding ezk reports lost is retried.
-            for binding in shared.bindings.values_mut() {
-                if let Some(registration) = binding.registration.as_mut()
-                    && !registration.is_registered()
-                {
-                    binding.registration = None;
-                    binding.state = RegistrationState::Failed {
-                        reason: "the binding could not be refreshed".into(),
-                    };
-                    binding.next_try = now;
-                }
-            }
-            shared
-                .bindings
-                .iter()
-                .find(|(_, b)| b.registration.is_none() && b.next_try <= now)
-                .map(|(user, _)| user.clone())
-        };
-        let Some(user) = due else { continue };
-        let span = tracing::debug_span!("register", aor = %user);
-        let result = register(
-            &endpoint,
-            &config,
-            contact_addr,
-            &registrar,
-            &credentials,
-            &user,
-        )
-        .instrument(span)
-        .await;
-        let mut shared = shared.lock();
-        let Some(binding) = shared.bindings.get_mut(&user) else {
-            continue;
-        };
-        binding.attempts += 1;
-        match result {
-            Ok(registration) => {
-                binding.registration = Some(registration);
-                binding.state = RegistrationState::Registered;
-                binding.since = Some(Instant::now());
-                binding.backoff = FIRST_RETRY;
-            }
-            Err(reason) => {
-                if binding.backoff == FIRST_RETRY {
-                    tracing::warn!(aor = %user, %reason, "SIP registration failed; retrying with backoff");
-                }
-                binding.state = RegistrationState::Failed { reason };
-                binding.next_try = Instant::now() + binding.backoff;
-                binding.backoff = (binding.backoff * 2).min(LAST_RETRY);
-            }
+        if let Some(user) = waiting.pop() {
+            shared.lock().bindings.insert(
+                user.clone(),
+                Binding {
+                    state: RegistrationState::Registering,
+                    since: None,
+                    attempts: 0,
+                },
+            );
+            let (stop, stopping) = watch::channel(false);
+            let span = tracing::debug_span!("register", aor = %user);
+            let task =
+                tokio::spawn(keep_bound(context.clone(), user.clone(), stopping).instrument(span));
+            tasks.insert(user, (stop, task));
         }
     }
-    // Dropping the registrations sends their un-REGISTERs; give them time
-    // to go out before the runtime ends.
-    let count = {
-        let mut shared = shared.lock();
-        let count = shared
-            .bindings
-            .values()
-            .filter(|b| b.registration.is_some())
-            .count();
-        for binding in shared.bindings.values_mut() {
-            binding.registration = None;
-        }
-        count
-    };
-    if count > 0 {
-        tokio::time::sleep(UNREGISTER_WAIT.min(Duration::from_millis(200 + 5 * count as u64)))
-            .await;
+    // Every binding removed before the runtime ends.
+    let count = tasks.len();
+    let mut handles = Vec::new();
+    for (_, (stop, task)) in tasks {
+        let _ = stop.send(true);
+        handles.push(task);
     }
-    tracing::info!(unregistered = count, "SIP agent stopped");
+    let _ = tokio::time::timeout(UNREGISTER_WAIT, async {
+        for handle in handles {
+            let _ = handle.await;
+        }
+    })
+    .await;
+    tracing::info!(bindings = count, "SIP agent stopped");
 }
 
-async fn register(
+fn set_state(context: &Context, user: &str, state: RegistrationState) {
+    if let Some(binding) = context.shared.lock().bindings.get_mut(user) {
+        binding.attempts += 1;
+        if state == RegistrationState::Registered && binding.state != RegistrationState::Registered
+        {
+            binding.since = Some(Instant::now());
+        }
+        if state != RegistrationState::Registered {
+            binding.since = None;
+        }
+        binding.state = state;
+    }
+}
+
+/// Keeps one address of record bound: registers, refreshes at 75 % of the
+/// granted expiry, retries failures with doubling backoff, and removes
+/// the binding when told to stop.
+async fn keep_bound(context: Arc<Context>, user: String, mut stop: watch::Receiver<bool>) {
+    let (aor, contact) = match (
+        format!("sip:{user}@{}", context.config.domain).parse::<SipUri>(),
+        format!("sip:{user}@{}", context.contact_addr).parse::<SipUri>(),
+    ) {
+        (Ok(aor), Ok(contact)) => (aor, contact),
+        _ => {
+            set_state(
+                &context,
+                &user,
+                RegistrationState::Failed {
+                    reason: format!("sip:{user}@{} is not a SIP URI", context.config.domain),
+                },
+            );
+            return;
+        }
+    };
+    let mut binding = RegistrationProto::new(
+        NameAddr::uri(aor),
+        Contact::new(NameAddr::uri(contact)),
+        context.registrar.clone(),
+        context.config.expires,
+    );
+    let mut target = TargetTransportInfo::default();
+    let mut authenticator = DigestAuthenticator::new(context.credentials.clone());
+    let mut backoff = FIRST_RETRY;
+    let mut bound;
+    loop {
+        let wait = match exchange(
+            &context.endpoint,
+            &mut binding,
+            &mut authenticator,
+            &mut target,
+            false,
+        )
+        .await
+        {
+            Ok(granted) => {
+                set_state(&context, &user, RegistrationState::Registered);
+                bound = true;
+                backoff = FIRST_RETRY;
+                granted.mul_f64(0.75)
+            }
+            Err(reason) => {
+                if backoff == FIRST_RETRY {
+                    tracing::warn!(aor = %user, %reason, "SIP registration failed; retrying with backoff");
+                }
+                set_state(&context, &user, RegistrationState::Failed { reason });
+                bound = false;
+                let wait = backoff;
+                backoff = (backoff * 2).min(LAST_RETRY);
+                wait
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    if bound
+        && let Err(reason) = exchange(
+            &context.endpoint,
+            &mut binding,
+            &mut authenticator,
+            &mut target,
+            true,
+        )
+        .await
+    {
+        tracing::warn!(aor = %user, %reason, "could not remove the SIP binding");
+    }
+}
+
+/// One REGISTER, answered through its digest challenges (401 and 407; a
+/// stale nonce is answered again) and a 423 with `Min-Expires`. The
+/// expiry the registrar granted, on success.
+async fn exchange(
     endpoint: &Endpoint,
-    config: &SipConfig,
-    contact_addr: SocketAddr,
-    registrar: &SipUri,
-    credentials: &DigestCredentials,
-    user: &str,
-) -> Result<Registration, String> {
-    let aor: SipUri = format!("sip:{user}@{}", config.domain)
-        .parse()
-        .map_err(|_| format!("sip:{user}@{} is not a SIP URI", config.domain))?;
-    let contact: SipUri = format!("sip:{user}@{contact_addr}")
-        .parse()
-        .map_err(|_| format!("sip:{user}@{contact_addr} is not a SIP URI"))?;
-    let registrar_config = RegistrarConfig::new(user.to_owned(), registrar.clone())
-        .with_override_id(NameAddr::uri(aor))
-        .with_override_contact(Contact::new(NameAddr::uri(contact)))
-        .with_custom_expiry(config.expires);
-    Registration::register(
-        endpoint.clone(),
-        registrar_config,
-        DigestAuthenticator::new(credentials.clone()),
-    )
-    .await
-    .map_err(|error| error.to_string())
+    binding: &mut RegistrationProto,
+    authenticator: &mut DigestAuthenticator,
+    target: &mut TargetTransportInfo,
+    remove: bool,
+) -> Result<Duration, String> {
+    for _ in 0..MAX_CHALLENGES {
+        let mut request = binding.create_register(remove);
+        request.headers.insert_named(endpoint.allowed());
+        authenticator.authorize_request(&mut request.headers);
+        let asked = request
+            .headers
+            .get_named::<Expires>()
+            .map(|e| Duration::from_secs(u64::from(e.0)))
+            .unwrap_or(Duration::from_secs(60));
+        let mut transaction = endpoint
+            .send_request(request, target)
+            .await
+            .map_err(|e| format!("cannot send REGISTER: {e}"))?;
+        let response = transaction
+            .receive_final()
+            .await
+            .map_err(|e| format!("no answer to REGISTER: {e}"))?;
+        let code = response.line.code.into_u16();
+        match code {
+            200..=299 => {
+                let granted = response
+                    .headers
+                    .get_named::<Expires>()
+                    .map(|e| Duration::from_secs(u64::from(e.0)))
+                    .unwrap_or(asked);
+                if !remove {
+                    binding.receive_success_response(response);
+                }
+                return Ok(granted);
+            }
+            401 | 407 => {
+                let request = transaction.request();
+                authenticator
+                    .handle_rejection(
+                        RequestParts {
+                            line: &request.msg.line,
+                            headers: &request.msg.headers,
+                            body: &request.msg.body,
+                        },
+                        ResponseParts {
+                            line: &response.line,
+                            headers: &response.headers,
+                            body: &response.body,
+                        },
+                    )
+                    .map_err(|e| format!("{code}: {e}"))?;
+            }
+            400..=499 if !remove => {
+                // 423: take its Min-Expires and ask again.
+                if !binding.receive_error_response(response) {
+                    return Err(format!("the registrar answered {code}"));
+                }
+            }
+            _ => return Err(format!("the registrar answered {code}")),
+        }
+    }
+    Err("the registrar kept challenging".into())
 }
