@@ -95,3 +95,42 @@ fn a_wrong_password_is_reported_and_retried() {
     assert!(kamailio.aors().is_empty());
     assert_eq!(gw.get("/health").status, 200);
 }
+
+/// A registrar that is down when the gateway starts: the gateway runs on,
+/// shows its bindings as not yet made, and makes them when it comes up.
+#[test]
+fn a_registrar_that_comes_up_late_gets_the_bindings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = testkit::free_udp_port();
+    let gw = Gateway::start_in(
+        &tmp.path().join("gw"),
+        &[],
+        &[
+            ("FOGBANK_GATEWAY_ID", "gw-l"),
+            ("FOGBANK_SIP_REGISTRAR", &format!("sip:127.0.0.1:{port}")),
+            ("FOGBANK_SIP_DOMAIN", "iot.local"),
+            ("FOGBANK_SIP_PASSWORD", "secret"),
+            (
+                "FOGBANK_SIP_LISTEN",
+                &format!("127.0.0.1:{}", testkit::free_udp_port()),
+            ),
+            ("FOGBANK_SIP_REGISTER_THINGS", "none"),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let status = gw.get("/api/v1/federation/sip").json();
+    assert_ne!(
+        status["registrations"][0]["state"], "registered",
+        "{status}"
+    );
+    assert_eq!(gw.get("/health").status, 200);
+    let kamailio = Kamailio::start_on(port, &tmp.path().join("kamailio"), "gw-l", "secret", "MD5");
+    wait(
+        Duration::from_secs(30),
+        "the late registrar's binding",
+        || kamailio.aors() == ["gw-l"],
+    );
+    gw.wait_for("/api/v1/federation/sip", "registered", |a| {
+        a.json()["registrations"][0]["state"] == "registered"
+    });
+}

@@ -15,6 +15,17 @@ pub struct Kamailio {
 impl Kamailio {
     /// Starts with one subscriber and digest `algorithm` (`MD5`, `SHA-256`).
     pub fn start(dir: &Path, username: &str, password: &str, algorithm: &str) -> Self {
+        Self::start_on(crate::free_udp_port(), dir, username, password, algorithm)
+    }
+
+    /// The same on a given UDP port (a registrar that comes up late).
+    pub fn start_on(
+        port: u16,
+        dir: &Path,
+        username: &str,
+        password: &str,
+        algorithm: &str,
+    ) -> Self {
         let db = dir.join("db");
         std::fs::create_dir_all(&db).unwrap();
         let headers = Path::new("/usr/share/kamailio/dbtext/kamailio");
@@ -44,7 +55,6 @@ impl Kamailio {
             ),
         )
         .unwrap();
-        let port = crate::free_udp_port();
         let ctl = dir.join("ctl");
         let config = include_str!("../../deploy/kamailio/registrar.cfg")
             .replace(
