@@ -22,6 +22,7 @@ pub mod td;
 #[cfg(test)]
 mod testing;
 pub mod thing;
+pub mod thread;
 pub mod untrusted;
 
 pub use bus::{Bus, BusStats, Event, Filter, Subscription};

@@ -227,27 +227,13 @@ impl Controller {
         });
         let (stop, stopped) = watch::channel(false);
         let loop_shared = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("controller".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        tracing::error!(%error, "cannot start the controller's runtime");
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    match tokio::net::UdpSocket::from_std(socket) {
-                        Ok(socket) => run(loop_shared, socket, outgoing, stopped).await,
-                        Err(error) => tracing::error!(%error, "cannot use the S-MANAGE socket"),
-                    }
-                });
-            })
-            .map_err(ControllerError::Thread)?;
+        let thread = fogbank_taas::thread::spawn_loop("controller", move || async move {
+            match tokio::net::UdpSocket::from_std(socket) {
+                Ok(socket) => run(loop_shared, socket, outgoing, stopped).await,
+                Err(error) => tracing::error!(%error, "cannot use the S-MANAGE socket"),
+            }
+        })
+        .map_err(ControllerError::Thread)?;
         tracing::info!(listen = %local_addr, "SD-IoT controller listening for S-MANAGE");
         Ok(Controller {
             shared,

@@ -194,27 +194,13 @@ impl Agent {
             pacer: Pacer::new(),
             ticks: 0,
         };
-        let thread = std::thread::Builder::new()
-            .name("smanage".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        tracing::error!(%error, "cannot start the S-MANAGE agent's runtime");
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    match UdpSocket::from_std(socket) {
-                        Ok(socket) => worker.run(socket, stopped).await,
-                        Err(error) => tracing::error!(%error, "cannot use the S-MANAGE socket"),
-                    }
-                });
-            })
-            .map_err(AgentError::Thread)?;
+        let thread = fogbank_taas::thread::spawn_loop("smanage", move || async move {
+            match UdpSocket::from_std(socket) {
+                Ok(socket) => worker.run(socket, stopped).await,
+                Err(error) => tracing::error!(%error, "cannot use the S-MANAGE socket"),
+            }
+        })
+        .map_err(AgentError::Thread)?;
         tracing::info!(listen = %local_addr, controller = %config.controller, addresses = %config.addresses, "S-MANAGE agent started");
         Ok(Agent {
             state,

@@ -115,22 +115,10 @@ impl Registrations {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (stop, stopped) = watch::channel(false);
         let loop_shared = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("sip".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        tracing::error!(%error, "cannot start the SIP agent's runtime");
-                        return;
-                    }
-                };
-                runtime.block_on(run(hub, config, registrar, loop_shared, stopped));
-            })
-            .map_err(SipError::Thread)?;
+        let thread = fogbank_taas::thread::spawn_loop("sip", move || {
+            run(hub, config, registrar, loop_shared, stopped)
+        })
+        .map_err(SipError::Thread)?;
         Ok(Registrations {
             shared,
             stop,
