@@ -35,12 +35,12 @@ impl Instruction {
             start_time: now,
             next_at: Some(now),
             executed: false,
-            expires_at: (entry.ttl != 0).then(|| now + u64::from(entry.ttl)),
+            expires_at: (entry.ttl != 0).then(|| now.saturating_add(u64::from(entry.ttl))),
         }
     }
 
     fn ends_at(&self) -> u64 {
-        self.start_time + u64::from(self.entry.period)
+        self.start_time.saturating_add(u64::from(self.entry.period))
     }
 
     pub fn running_time(&self, now: u64) -> u64 {
@@ -174,14 +174,15 @@ impl ConfiguringTable {
             if let Some(at) = row.next_at.filter(|at| *at <= now) {
                 due.push(Due::Act(row.entry));
                 let frequency = u64::from(row.entry.frequency);
-                let next = at + frequency.max(1);
+                let next = at.saturating_add(frequency.max(1));
                 row.next_at =
                     (frequency != 0 && !row.entry.action.is_actuation() && next < row.ends_at())
                         .then_some(next);
                 // A late tick does not make up missed samples.
                 if let Some(next) = row.next_at.filter(|next| *next <= now) {
                     let behind = (now - next) / frequency + 1;
-                    row.next_at = Some(next + behind * frequency).filter(|n| *n < row.ends_at());
+                    row.next_at = Some(next.saturating_add(behind.saturating_mul(frequency)))
+                        .filter(|n| *n < row.ends_at());
                 }
             }
             if !row.executed && row.next_at.is_none() && now >= row.ends_at() {
@@ -424,6 +425,29 @@ mod tests {
         assert_eq!(acts(&table.tick(30)), 1);
         assert_eq!(acts(&table.tick(30)), 0);
         assert_eq!(acts(&table.tick(31)), 1);
+    }
+
+    #[test]
+    fn times_at_the_end_of_the_clock_do_not_overflow() {
+        // Found by fuzzing a stored table: a start time near u64::MAX.
+        let bytes = [
+            0x01, 0x00, 0x01, 0x26, 0x00, 0x01, 0x0c, 0x00, 0x01, 0x05, 0x05, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0x09, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x01, 0x01, 0x00, 0x00,
+            0x00, 0x00, 0x07, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00,
+            0x00, 0x0a, 0x00, 0x00, 0x0a, 0x8b, 0xeb, 0x8b,
+        ];
+        let mut table = ConfiguringTable::from_bytes(32, &bytes).expect("the stored table");
+        table.tick(u64::from(u32::MAX));
+        table.stats(0xFFFF, u64::MAX);
+        let mut table = ConfiguringTable::new(4);
+        table
+            .install(read(1, 1, 65535, 65535, 65535), u64::MAX - 10)
+            .unwrap();
+        for now in [u64::MAX - 10, u64::MAX - 1, u64::MAX] {
+            table.tick(now);
+            table.stats(0xFFFF, now);
+        }
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl ForwardingTable {
             index,
             entry,
             counter: 0,
-            expires_at: (entry.ttl != 0).then(|| now + u64::from(entry.ttl)),
+            expires_at: (entry.ttl != 0).then(|| now.saturating_add(u64::from(entry.ttl))),
         });
         Ok(index)
     }
