@@ -193,22 +193,24 @@ impl Controller {
             message_id: 0,
             counters: Counters::default(),
         };
-        for (key, value) in store.state(SPACE)? {
-            if key.starts_with("sdvs/") {
-                if let Ok(mut record) = serde_json::from_slice::<SdvsRecord>(&value) {
-                    // Heard of again within three intervals, or down.
-                    record.last_hello_ms = now;
-                    state.registry.sdvs.insert(record.address, record);
-                }
-            } else if key.starts_with("request/") {
-                if let Ok(request) = serde_json::from_slice::<Request>(&value) {
-                    state.requests.insert(request.id, request);
-                }
-            } else if key == "next_id"
-                && let [hi, lo] = value[..]
-            {
-                state.next_id = u16::from_be_bytes([hi, lo]).max(1);
+        // The registry, the requests and the id counter; not the readings,
+        // which are read per request when asked for.
+        for (_, value) in store.state(SPACE, "sdvs/")? {
+            if let Ok(mut record) = serde_json::from_slice::<SdvsRecord>(&value) {
+                // Heard of again within three intervals, or down.
+                record.last_hello_ms = now;
+                state.registry.sdvs.insert(record.address, record);
             }
+        }
+        for (_, value) in store.state(SPACE, "request/")? {
+            if let Ok(request) = serde_json::from_slice::<Request>(&value) {
+                state.requests.insert(request.id, request);
+            }
+        }
+        if let Some((_, value)) = store.state(SPACE, "next_id")?.into_iter().next()
+            && let [hi, lo] = value[..]
+        {
+            state.next_id = u16::from_be_bytes([hi, lo]).max(1);
         }
         tracing::info!(
             sdvs = state.registry.sdvs.len(),
@@ -297,13 +299,11 @@ impl Controller {
 
     /// The data a request collected, oldest first.
     pub fn readings(&self, id: u16) -> Result<Vec<DataPoint>, fogbank_taas::StoreError> {
-        let prefix = format!("reading/{id:05}/");
         Ok(self
             .shared
             .store
-            .state(SPACE)?
+            .state(SPACE, &format!("reading/{id:05}/"))?
             .into_iter()
-            .filter(|(key, _)| key.starts_with(&prefix))
             .filter_map(|(_, value)| serde_json::from_slice(&value).ok())
             .collect())
     }

@@ -43,7 +43,7 @@ impl Directory {
     /// block are kept but not used: the block may come back.
     pub fn load(store: &Store) -> Result<Directory, StoreError> {
         let mut directory = Directory::default();
-        for (key, value) in store.state(SPACE)? {
+        for (key, value) in store.state(SPACE, "")? {
             if let (Some(device), [hi, lo]) = (key.strip_prefix("sdvs/"), &value[..]) {
                 directory
                     .addresses

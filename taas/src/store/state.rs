@@ -27,10 +27,13 @@ impl Store {
         Ok(())
     }
 
-    /// Every key of a space with its value, in byte order of the keys.
-    pub fn state(&self, space: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    /// The keys of a space that start with `prefix` (all of them for ""),
+    /// with their values, in byte order of the keys. Keys are returned
+    /// whole, prefix included; only that range is read.
+    pub fn state(&self, space: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let cf = self.cf(CF_LAYER_STATE)?;
-        let start = service_key(space, b"");
+        let space_start = service_key(space, b"").len();
+        let start = service_key(space, prefix.as_bytes());
         let mut entries = Vec::new();
         let mode = IteratorMode::From(&start, rocksdb::Direction::Forward);
         for item in self.db.iterator_cf(cf, mode) {
@@ -38,7 +41,7 @@ impl Store {
             if !key.starts_with(&start) {
                 break;
             }
-            let key = String::from_utf8_lossy(&key[start.len()..]).into_owned();
+            let key = String::from_utf8_lossy(&key[space_start..]).into_owned();
             entries.push((key, value.into_vec()));
         }
         Ok(entries)

@@ -266,11 +266,15 @@ fn layer_state_keeps_spaces_apart_and_survives_reopen() {
     }
     let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
     assert_eq!(
-        store.state("smanage").unwrap(),
+        store.state("smanage", "").unwrap(),
         vec![
             ("sdvs/g.sim.d".to_owned(), vec![1, 2]),
             ("service/g.sim.d.t".to_owned(), vec![3]),
         ]
     );
-    assert_eq!(store.state("smanagex").unwrap().len(), 1);
+    assert_eq!(store.state("smanagex", "").unwrap().len(), 1);
+    assert_eq!(
+        store.state("smanage", "service/").unwrap(),
+        vec![("service/g.sim.d.t".to_owned(), vec![3])]
+    );
 }
