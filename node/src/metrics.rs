@@ -73,41 +73,47 @@ impl Exposition {
 
     /// The S-MANAGE agent: SDVSs, packets by type, drops by reason.
     pub fn smanage(&mut self, agent: &fogbank_sdvs::Agent) -> &mut Self {
-        let counters = agent.counters();
-        let mut malformed: std::collections::BTreeMap<&str, u64> =
-            fogbank_smanage::DecodeError::REASONS
-                .iter()
-                .map(|r| (*r, 0))
-                .collect();
-        malformed.extend(counters.malformed);
         self.gauge(
             "fogbank_smanage_sdvs",
             "Software-defined virtual sensors this gateway runs (one per device).",
             agent.sdvs_count() as f64,
         )
-        .counter_by(
-            "fogbank_smanage_received_total",
-            "S-MANAGE packets taken from the controller, by type.",
+        .packet_counters("fogbank_smanage", &agent.counters())
+    }
+
+    /// An S-MANAGE endpoint's packet counters, the gateway's agent's or the
+    /// controller's: `{prefix}_{received,sent,malformed,dropped}_total`.
+    pub fn packet_counters(
+        &mut self,
+        prefix: &str,
+        counters: &fogbank_smanage::PacketCounters,
+    ) -> &mut Self {
+        let each = |map: &std::collections::BTreeMap<&'static str, u64>| {
+            map.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>()
+        };
+        self.counter_by(
+            &format!("{prefix}_received_total"),
+            "S-MANAGE packets received, by type.",
             "type",
-            counters.received,
+            each(&counters.received),
         )
         .counter_by(
-            "fogbank_smanage_sent_total",
-            "S-MANAGE packets the SDVSs sent, by type.",
+            &format!("{prefix}_sent_total"),
+            "S-MANAGE packets sent, by type.",
             "type",
-            counters.sent,
+            each(&counters.sent),
         )
         .counter_by(
-            "fogbank_smanage_malformed_total",
+            &format!("{prefix}_malformed_total"),
             "S-MANAGE datagrams dropped as malformed, by reason.",
             "reason",
-            malformed,
+            counters.malformed_by_every_reason(),
         )
         .counter_by(
-            "fogbank_smanage_dropped_total",
-            "S-MANAGE packets dropped, by reason (ttl, entry, loop, stranger, table_full, address_block_full, …).",
+            &format!("{prefix}_dropped_total"),
+            "S-MANAGE packets dropped, by reason (ttl, entry, loop, stranger, no_route, table_full, …).",
             "reason",
-            counters.dropped,
+            each(&counters.dropped),
         )
     }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fogbank_smanage::{
     Address, Body, ConfiguringEntry, Datagram, FieldName, ForwardAction, ForwardingEntry, Operator,
-    Packet, PacketType, Report,
+    Packet, PacketCounters, Report,
 };
 use fogbank_taas::Store;
 use parking_lot::Mutex;
@@ -116,20 +116,6 @@ pub struct DataPoint {
     pub exponent: i8,
 }
 
-/// Packets in and out by type name, and what was dropped by reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub received: BTreeMap<&'static str, u64>,
-    pub sent: BTreeMap<&'static str, u64>,
-    pub malformed: BTreeMap<&'static str, u64>,
-    pub dropped: BTreeMap<&'static str, u64>,
-    pub relayed: u64,
-}
-
-fn count(map: &mut BTreeMap<&'static str, u64>, key: &'static str) {
-    *map.entry(key).or_default() += 1;
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -142,7 +128,9 @@ struct State {
     requests: BTreeMap<u16, Request>,
     next_id: u16,
     message_id: u8,
-    counters: Counters,
+    counters: PacketCounters,
+    /// Packets relayed between gateways.
+    relayed: u64,
 }
 
 struct Shared {
@@ -191,7 +179,8 @@ impl Controller {
             requests: BTreeMap::new(),
             next_id: 1,
             message_id: 0,
-            counters: Counters::default(),
+            counters: PacketCounters::default(),
+            relayed: 0,
         };
         // The registry, the requests and the id counter; not the readings,
         // which are read per request when asked for.
@@ -256,8 +245,13 @@ impl Controller {
         }
     }
 
-    pub fn counters(&self) -> Counters {
+    pub fn counters(&self) -> PacketCounters {
         self.shared.state.lock().counters.clone()
+    }
+
+    /// Packets relayed between gateways.
+    pub fn relayed(&self) -> u64 {
+        self.shared.state.lock().relayed
     }
 
     pub fn sdvs(&self) -> Vec<SdvsRecord> {
@@ -500,10 +494,7 @@ fn send_to_sdvs(shared: &Shared, state: &mut State, sdvs: u16, body: Body) {
 fn send(shared: &Shared, state: &mut State, packet: &Packet, endpoint: SocketAddr) {
     match packet.encode() {
         Ok(bytes) => {
-            count(
-                &mut state.counters.sent,
-                PacketType::name(packet.body.packet_type()),
-            );
+            state.counters.count_sent(packet.body.packet_type());
             let _ = shared.outbox.send((bytes, endpoint));
         }
         Err(error) => tracing::warn!(%error, "an S-MANAGE packet could not be encoded"),
@@ -581,7 +572,7 @@ async fn run(
             Some((bytes, endpoint)) = outgoing.recv() => {
                 if let Err(error) = socket.send_to(&bytes, endpoint).await {
                     tracing::debug!(%error, %endpoint, "S-MANAGE send failed");
-                    count(&mut shared.state.lock().counters.dropped, "send_failed");
+                    shared.state.lock().counters.count_dropped("send_failed");
                 }
             }
         }
@@ -594,21 +585,18 @@ fn on_datagram(shared: &Shared, bytes: &[u8], from: SocketAddr) {
     let state = &mut *guard;
     let gateways = &shared.config.gateways;
     if !gateways.is_empty() && !gateways.iter().any(|g| g.admits(from)) {
-        count(&mut state.counters.dropped, "stranger");
+        state.counters.count_dropped("stranger");
         return;
     }
     let datagram = match Datagram::decode(bytes) {
         Ok(datagram) => datagram,
         Err(error) => {
             tracing::debug!(%error, %from, "malformed S-MANAGE packet dropped");
-            count(&mut state.counters.malformed, error.reason());
+            state.counters.count_malformed(&error);
             return;
         }
     };
-    count(
-        &mut state.counters.received,
-        PacketType::name(datagram.header.packet_type),
-    );
+    state.counters.count_received(datagram.header.packet_type);
     if datagram.header.destination != Address::CONTROLLER {
         relay(shared, state, datagram);
         return;
@@ -617,7 +605,7 @@ fn on_datagram(shared: &Shared, bytes: &[u8], from: SocketAddr) {
         Ok(packet) => packet,
         Err(error) => {
             tracing::debug!(%error, %from, "malformed S-MANAGE packet dropped");
-            count(&mut state.counters.malformed, error.reason());
+            state.counters.count_malformed(&error);
             return;
         }
     };
@@ -627,7 +615,7 @@ fn on_datagram(shared: &Shared, bytes: &[u8], from: SocketAddr) {
     let interval_ms = shared.config.hello_interval.as_millis() as u64;
     let known = state.registry.sdvs.contains_key(&sdvs);
     if !packet.source.is_sdvs() {
-        count(&mut state.counters.dropped, "bad_source");
+        state.counters.count_dropped("bad_source");
         return;
     }
     // An SDVS is where it was first heard from. Only its own Hello moves
@@ -640,7 +628,7 @@ fn on_datagram(shared: &Shared, bytes: &[u8], from: SocketAddr) {
         .or_insert_with(|| SdvsRecord::new(sdvs, from, now, interval_ms));
     let is_hello = matches!(packet.body, Body::Hello(Some(_)));
     if is_hello && record.endpoint != from && record.up {
-        count(&mut state.counters.dropped, "endpoint_pinned");
+        state.counters.count_dropped("endpoint_pinned");
         return;
     }
     let moved = is_hello && record.endpoint != from;
@@ -739,7 +727,7 @@ fn on_datagram(shared: &Shared, bytes: &[u8], from: SocketAddr) {
         }
         Body::Response(response) => {
             let Some(request) = state.requests.get_mut(&response.request_id) else {
-                count(&mut state.counters.dropped, "unknown_request");
+                state.counters.count_dropped("unknown_request");
                 return;
             };
             let point = DataPoint {
@@ -781,7 +769,7 @@ fn on_datagram(shared: &Shared, bytes: &[u8], from: SocketAddr) {
             }
         }
         Body::Request(inner) => packet_in(shared, state, sdvs, inner),
-        _ => count(&mut state.counters.dropped, "unexpected"),
+        _ => state.counters.count_dropped("unexpected"),
     }
 }
 
@@ -791,7 +779,7 @@ fn packet_in(shared: &Shared, state: &mut State, sdvs: u16, inner: Datagram) {
     let destination = inner.header.destination.0;
     let known = state.registry.get(destination).is_some_and(|r| r.up);
     if !known || destination == sdvs {
-        count(&mut state.counters.dropped, "no_route");
+        state.counters.count_dropped("no_route");
         return;
     }
     let entry = ForwardingEntry {
@@ -812,7 +800,7 @@ fn packet_in(shared: &Shared, state: &mut State, sdvs: u16, inner: Datagram) {
 fn relay(shared: &Shared, state: &mut State, mut datagram: Datagram) {
     let header = datagram.header;
     if header.ttl <= 1 {
-        count(&mut state.counters.dropped, "ttl");
+        state.counters.count_dropped("ttl");
         return;
     }
     datagram.header.ttl -= 1;
@@ -834,13 +822,13 @@ fn relay(shared: &Shared, state: &mut State, mut datagram: Datagram) {
             state.registry.endpoints()
         }
         None => {
-            count(&mut state.counters.dropped, "no_route");
+            state.counters.count_dropped("no_route");
             return;
         }
     };
     if let Ok(bytes) = datagram.encode() {
         for endpoint in endpoints {
-            state.counters.relayed += 1;
+            state.relayed += 1;
             let _ = shared.outbox.send((bytes.clone(), endpoint));
         }
     }

@@ -16,9 +16,7 @@ pub mod engine;
 pub mod registry;
 pub mod requests;
 
-pub use engine::{
-    Controller, ControllerConfig, ControllerError, Counters, DataPoint, Event, GatewayFilter,
-};
+pub use engine::{Controller, ControllerConfig, ControllerError, DataPoint, Event, GatewayFilter};
 pub use registry::SdvsRecord;
 pub use requests::{
     Action, Assignment, AssignmentState, Outcome, Request, RequestSpec, RequestState, Unable,

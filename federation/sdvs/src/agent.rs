@@ -19,7 +19,7 @@ use fogbank_smanage::packet::{CONFIG_STATS_PER_PACKET, FWD_STATS_PER_PACKET};
 use fogbank_smanage::value::to_decimal;
 use fogbank_smanage::{
     Address, Body, ConfigAction, ConfigStat, ConfiguringEntry, Datagram, Features, Packet,
-    PacketType, Report, SensorResponse,
+    PacketCounters, PacketType, Report, SensorResponse,
 };
 use fogbank_taas::{Hub, ThingId, ThingService, Value};
 use parking_lot::Mutex;
@@ -97,21 +97,6 @@ pub enum AgentError {
     Thread(std::io::Error),
 }
 
-/// Packets in and out by type name, and what was dropped by reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub received: BTreeMap<&'static str, u64>,
-    pub sent: BTreeMap<&'static str, u64>,
-    pub malformed: BTreeMap<&'static str, u64>,
-    pub dropped: BTreeMap<&'static str, u64>,
-}
-
-impl Counters {
-    fn count(map: &mut BTreeMap<&'static str, u64>, key: &'static str) {
-        *map.entry(key).or_default() += 1;
-    }
-}
-
 /// One SDVS as the REST API shows it.
 #[derive(Debug, Clone)]
 pub struct SdvsView {
@@ -136,7 +121,7 @@ pub struct AgentStatus {
 
 struct State {
     sdvs: BTreeMap<Address, Sdvs>,
-    counters: Counters,
+    counters: PacketCounters,
     controller_endpoint: Option<SocketAddr>,
 }
 
@@ -178,7 +163,7 @@ impl Agent {
         let directory = Directory::load(hub.store())?;
         let state = Arc::new(Mutex::new(State {
             sdvs: BTreeMap::new(),
-            counters: Counters::default(),
+            counters: PacketCounters::default(),
             controller_endpoint: None,
         }));
         let (stop, stopped) = watch::channel(false);
@@ -219,7 +204,7 @@ impl Agent {
         self.state.lock().sdvs.len()
     }
 
-    pub fn counters(&self) -> Counters {
+    pub fn counters(&self) -> PacketCounters {
         self.state.lock().counters.clone()
     }
 
@@ -356,21 +341,18 @@ impl Worker {
     fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
         let mut state = self.state.lock();
         if state.controller_endpoint != Some(from) {
-            Counters::count(&mut state.counters.dropped, "stranger");
+            state.counters.count_dropped("stranger");
             return;
         }
         match Datagram::decode(bytes) {
             Ok(datagram) => {
-                Counters::count(
-                    &mut state.counters.received,
-                    PacketType::name(datagram.header.packet_type),
-                );
+                state.counters.count_received(datagram.header.packet_type);
                 drop(state);
                 self.deliver(datagram, unix_now());
             }
             Err(error) => {
                 tracing::debug!(%error, %from, "malformed S-MANAGE packet dropped");
-                Counters::count(&mut state.counters.malformed, error.reason());
+                state.counters.count_malformed(&error);
             }
         }
     }
@@ -422,21 +404,18 @@ impl Worker {
         let local = [header.next_hop, header.destination]
             .into_iter()
             .find(|a| state.sdvs.contains_key(a));
-        Counters::count(
-            &mut state.counters.sent,
-            PacketType::name(header.packet_type),
-        );
+        state.counters.count_sent(header.packet_type);
         match local {
             Some(_) => queue.push_back(datagram),
             None => match datagram.encode() {
                 Ok(bytes) => self.outbox.push_back(bytes),
-                Err(_) => Counters::count(&mut state.counters.dropped, "unwrappable"),
+                Err(_) => state.counters.count_dropped("unwrappable"),
             },
         }
     }
 
     fn count_drop(&self, reason: &'static str) {
-        Counters::count(&mut self.state.lock().counters.dropped, reason);
+        self.state.lock().counters.count_dropped(reason);
     }
 
     /// A packet at one SDVS: a control packet for it is handled, anything
@@ -449,7 +428,7 @@ impl Worker {
                 Ok(packet) => self.control(target, packet, now),
                 Err(error) => {
                     tracing::debug!(%error, "malformed S-MANAGE control packet dropped");
-                    Counters::count(&mut self.state.lock().counters.malformed, error.reason());
+                    self.state.lock().counters.count_malformed(&error);
                     Vec::new()
                 }
             };
@@ -459,18 +438,18 @@ impl Worker {
             return Vec::new();
         };
         if datagram.header.ttl <= 1 {
-            Counters::count(&mut state.counters.dropped, "ttl");
+            state.counters.count_dropped("ttl");
             return Vec::new();
         }
         datagram.header.ttl -= 1;
         match sdvs.forwarding.decide(&mut datagram, now) {
             Verdict::Send(_) | Verdict::Broadcast => vec![datagram],
             Verdict::Drop(DropReason::Entry) => {
-                Counters::count(&mut state.counters.dropped, "entry");
+                state.counters.count_dropped("entry");
                 Vec::new()
             }
             Verdict::Drop(DropReason::Loop) => {
-                Counters::count(&mut state.counters.dropped, "loop");
+                state.counters.count_dropped("loop");
                 Vec::new()
             }
             Verdict::NoMatch => {
@@ -478,7 +457,7 @@ impl Worker {
                 match request.to_datagram() {
                     Ok(d) if d.len() <= fogbank_smanage::MAX_PACKET_LEN => vec![d],
                     _ => {
-                        Counters::count(&mut state.counters.dropped, "unwrappable");
+                        state.counters.count_dropped("unwrappable");
                         Vec::new()
                     }
                 }
@@ -500,13 +479,13 @@ impl Worker {
                 Body::Hello(None) => {}
                 Body::SetForwarding(entry) => {
                     if sdvs.forwarding.install(*entry, now).is_err() {
-                        Counters::count(&mut state.counters.dropped, "table_full");
+                        state.counters.count_dropped("table_full");
                     }
                 }
                 Body::SetConfiguring(entry) => {
                     match sdvs.configuring.install(*entry, now) {
                         Ok(()) => acted = true,
-                        Err(_) => Counters::count(&mut state.counters.dropped, "table_full"),
+                        Err(_) => state.counters.count_dropped("table_full"),
                     }
                     if sdvs.configuring.is_full() {
                         let state = sdvs.configuring.busy_level();
@@ -530,7 +509,7 @@ impl Worker {
                         }
                     }
                     Err(_) => {
-                        Counters::count(&mut state.counters.dropped, "table_full");
+                        state.counters.count_dropped("table_full");
                         let state = sdvs.configuring.busy_level();
                         out.push(sdvs.report(Report::FullTask { state }));
                     }
@@ -551,7 +530,7 @@ impl Worker {
                     let features = sdvs.features.clone();
                     out.push(sdvs.answer(&packet, Body::ResponseFeatures(features)));
                 }
-                _ => Counters::count(&mut state.counters.dropped, "unexpected"),
+                _ => state.counters.count_dropped("unexpected"),
             }
         }
         let mut datagrams = encode_all(out);

@@ -23,5 +23,5 @@ pub mod directory;
 pub mod features;
 pub mod sdvs;
 
-pub use agent::{Agent, AgentConfig, AgentError, AgentStatus, Counters, SdvsView};
+pub use agent::{Agent, AgentConfig, AgentError, AgentStatus, SdvsView};
 pub use block::AddressBlock;

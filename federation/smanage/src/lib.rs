@@ -17,8 +17,10 @@
 //! - [`configuring`]: the configuring table — which instruction is due,
 //!   running, executed or expired, and when a request is complete.
 //! - [`value`]: readings as `value × 10^exponent`.
+//! - [`counters`]: what an endpoint counts, by packet type and reason.
 
 pub mod configuring;
+pub mod counters;
 pub mod entry;
 pub mod error;
 pub mod forwarding;
@@ -26,6 +28,7 @@ pub mod header;
 pub mod packet;
 pub mod value;
 
+pub use counters::PacketCounters;
 pub use entry::{
     CONFIGURING_ENTRY_LEN, ConfigAction, ConfiguringEntry, FORWARDING_ENTRY_LEN, FieldName,
     ForwardAction, ForwardingEntry, Operator,

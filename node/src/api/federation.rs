@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use fogbank_sdvs::{AgentStatus, Counters, SdvsView};
+use fogbank_sdvs::{AgentStatus, SdvsView};
+use fogbank_smanage::PacketCounters;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -99,8 +100,8 @@ pub struct CountersJson {
     dropped: BTreeMap<&'static str, u64>,
 }
 
-impl From<Counters> for CountersJson {
-    fn from(c: Counters) -> Self {
+impl From<PacketCounters> for CountersJson {
+    fn from(c: PacketCounters) -> Self {
         CountersJson {
             received: c.received,
             sent: c.sent,
@@ -166,7 +167,7 @@ fn sdvs_json(view: SdvsView) -> SdvsJson {
     }
 }
 
-fn status_json(status: AgentStatus, counters: Counters) -> SmanageStatus {
+fn status_json(status: AgentStatus, counters: PacketCounters) -> SmanageStatus {
     SmanageStatus {
         enabled: true,
         controller: Some(status.controller),

@@ -585,7 +585,6 @@ pub async fn metrics(
     for r in controller.requests() {
         *by_state.entry(state_name(&r.state)).or_default() += 1;
     }
-    let counters = controller.counters();
     let mut out = Exposition::default();
     out.metric(
         "fogbank_controller_sdvs",
@@ -607,34 +606,11 @@ pub async fn metrics(
         "Requests by state.",
         &samples,
     )
-    .counter_by(
-        "fogbank_controller_received_total",
-        "S-MANAGE packets received, by type.",
-        "type",
-        counters.received,
-    )
-    .counter_by(
-        "fogbank_controller_sent_total",
-        "S-MANAGE packets sent, by type.",
-        "type",
-        counters.sent,
-    )
-    .counter_by(
-        "fogbank_controller_malformed_total",
-        "S-MANAGE datagrams dropped as malformed, by reason.",
-        "reason",
-        counters.malformed,
-    )
-    .counter_by(
-        "fogbank_controller_dropped_total",
-        "S-MANAGE packets dropped, by reason.",
-        "reason",
-        counters.dropped,
-    )
+    .packet_counters("fogbank_controller", &controller.counters())
     .counter(
         "fogbank_controller_relayed_total",
         "Packets relayed between gateways.",
-        counters.relayed,
+        controller.relayed(),
     );
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
