@@ -43,6 +43,18 @@ pub enum Action {
 }
 
 impl Action {
+    /// The name the API and the store use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::On => "on",
+            Action::Off => "off",
+            Action::Set => "set",
+        }
+    }
+}
+
+impl Action {
     pub fn wire(self) -> ConfigAction {
         match self {
             Action::Read => ConfigAction::Read,
@@ -69,6 +81,20 @@ pub enum RequestState {
 }
 
 impl RequestState {
+    /// The name the API and the store use.
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestState::Offered => "offered",
+            RequestState::Queued => "queued",
+            RequestState::Running => "running",
+            RequestState::Completed => "completed",
+            RequestState::Cancelled => "cancelled",
+            RequestState::Failed => "failed",
+        }
+    }
+}
+
+impl RequestState {
     pub fn is_active(self) -> bool {
         matches!(self, RequestState::Queued | RequestState::Running)
     }
@@ -88,6 +114,16 @@ pub enum Outcome {
     Partial,
 }
 
+impl Outcome {
+    /// The name the API and the store use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Full => "full",
+            Outcome::Partial => "partial",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AssignmentState {
@@ -101,6 +137,19 @@ pub enum AssignmentState {
     Lost,
     /// Cancelled with its request.
     Cancelled,
+}
+
+impl AssignmentState {
+    /// The name the API and the store use.
+    pub fn name(self) -> &'static str {
+        match self {
+            AssignmentState::Pending => "pending",
+            AssignmentState::Programmed => "programmed",
+            AssignmentState::Completed => "completed",
+            AssignmentState::Lost => "lost",
+            AssignmentState::Cancelled => "cancelled",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -374,6 +423,35 @@ mod tests {
             missing: 0,
             reason: None,
             readings: 0,
+        }
+    }
+
+    #[test]
+    fn names_are_what_serde_writes() {
+        for state in [
+            RequestState::Offered,
+            RequestState::Queued,
+            RequestState::Running,
+            RequestState::Completed,
+            RequestState::Cancelled,
+            RequestState::Failed,
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.name());
+        }
+        for state in [
+            AssignmentState::Pending,
+            AssignmentState::Programmed,
+            AssignmentState::Completed,
+            AssignmentState::Lost,
+            AssignmentState::Cancelled,
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.name());
+        }
+        for action in [Action::Read, Action::On, Action::Off, Action::Set] {
+            assert_eq!(serde_json::to_value(action).unwrap(), action.name());
+        }
+        for outcome in [Outcome::Full, Outcome::Partial] {
+            assert_eq!(serde_json::to_value(outcome).unwrap(), outcome.name());
         }
     }
 

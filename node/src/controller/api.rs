@@ -174,37 +174,12 @@ pub struct SdvsJson {
     configuring: Vec<ConfigStatJson>,
 }
 
-fn state_name<T: Serialize>(value: &T) -> &'static str {
-    match serde_json::to_value(value)
-        .ok()
-        .as_ref()
-        .and_then(|v| v.as_str())
-    {
-        Some("offered") => "offered",
-        Some("queued") => "queued",
-        Some("running") => "running",
-        Some("completed") => "completed",
-        Some("cancelled") => "cancelled",
-        Some("failed") => "failed",
-        Some("pending") => "pending",
-        Some("programmed") => "programmed",
-        Some("lost") => "lost",
-        Some("full") => "full",
-        Some("partial") => "partial",
-        Some("read") => "read",
-        Some("on") => "on",
-        Some("off") => "off",
-        Some("set") => "set",
-        _ => "unknown",
-    }
-}
-
 fn assignment_json(a: &Assignment) -> AssignmentJson {
     AssignmentJson {
         sdvs: format!("0x{:04x}", a.sdvs),
         service: a.service,
         gateway: a.gateway.clone(),
-        state: state_name(&a.state),
+        state: a.state.name(),
         waiting_for: a.waiting_for.clone(),
         programmed_at: a.programmed_at,
         counter: a.counter,
@@ -220,13 +195,13 @@ fn request_json(r: &Request) -> RequestJson {
         location: r.spec.location.clone(),
         frequency_s: r.spec.frequency_s,
         period_s: r.spec.period_s,
-        action: state_name(&r.spec.action),
+        action: r.spec.action.name(),
         value: r.spec.value,
         count: r.spec.count,
         destination: format!("0x{:04x}", r.spec.destination.unwrap_or(0)),
         accept_partial: r.spec.accept_partial,
-        state: state_name(&r.state),
-        outcome: state_name(&r.outcome),
+        state: r.state.name(),
+        outcome: r.outcome.name(),
         created: r.created,
         finished: r.finished,
         reason: r.reason.clone(),
@@ -346,8 +321,8 @@ pub async fn create(
         .partition(|a| a.state == AssignmentState::Pending);
     let placed = Placed {
         id: r.id,
-        outcome: state_name(&r.outcome),
-        state: state_name(&r.state),
+        outcome: r.outcome.name(),
+        state: r.state.name(),
         waiting_s: submitted.waiting_s,
         assigned: assigned.into_iter().map(assignment_json).collect(),
         pending: pending.into_iter().map(assignment_json).collect(),
@@ -583,7 +558,7 @@ pub async fn metrics(
     let up = sdvs.iter().filter(|s| s.up).count();
     let mut by_state: BTreeMap<&'static str, u64> = BTreeMap::new();
     for r in controller.requests() {
-        *by_state.entry(state_name(&r.state)).or_default() += 1;
+        *by_state.entry(r.state.name()).or_default() += 1;
     }
     let mut out = Exposition::default();
     out.metric(
