@@ -68,6 +68,33 @@ pub struct SipSection {
     /// `own`: every thing service this gateway owns gets its address of
     /// record; `none`: only the gateway's.
     pub register_things: String,
+    /// `udp` or `tcp`, towards the registrar and for the endpoint.
+    pub transport: String,
+    /// Notifications, publications and forwarded MESSAGEs of one thing
+    /// are at least this far apart.
+    pub min_interval_ms: u64,
+    /// Where each thing's state is PUBLISHed (`sip:host[:port]`), or `off`.
+    pub presence_server: String,
+    /// IMS identities (`user@domain`) whose MESSAGEs may actuate things.
+    pub allow_actuate: Vec<String>,
+    /// Readings sent as MESSAGEs to IMS identities.
+    pub forward: Vec<SipForward>,
+}
+
+/// `[[sip.forward]]`: the readings of the thing services that match
+/// (every key given must) go as SenML JSON MESSAGEs to `to`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipForward {
+    /// A semantic type: `temperature`, `alarm`, …
+    #[serde(rename = "type")]
+    pub semantic_type: Option<String>,
+    /// A location prefix: `campus/building-a`.
+    pub location: Option<String>,
+    /// Thing-service ids; empty for any.
+    pub ids: Vec<String>,
+    /// IMS identities, `sip:alice@iot.local`.
+    pub to: Vec<String>,
 }
 
 impl Default for SipSection {
@@ -81,6 +108,11 @@ impl Default for SipSection {
             listen: SocketAddr::from(([0, 0, 0, 0], 5070)),
             expires: 600,
             register_things: "own".into(),
+            transport: "udp".into(),
+            min_interval_ms: 1000,
+            presence_server: "off".into(),
+            allow_actuate: Vec::new(),
+            forward: Vec::new(),
         }
     }
 }
@@ -122,6 +154,25 @@ impl SipSection {
         }
         if let Some(v) = var("REGISTER_THINGS") {
             self.register_things = v;
+        }
+        if let Some(v) = var("TRANSPORT") {
+            self.transport = v;
+        }
+        if let Some(v) = var("MIN_INTERVAL_MS") {
+            self.min_interval_ms = v.parse().map_err(|_| ConfigError::Invalid {
+                key: "FOGBANK_SIP_MIN_INTERVAL_MS",
+                reason: format!("{v:?} is not a number of milliseconds"),
+            })?;
+        }
+        if let Some(v) = var("PRESENCE_SERVER") {
+            self.presence_server = v;
+        }
+        if let Some(v) = var("ALLOW_ACTUATE") {
+            self.allow_actuate = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
         }
         Ok(())
     }
@@ -167,6 +218,35 @@ impl SipSection {
         if self.expires < 60 {
             return Err(invalid("sip.expires", "must be at least 60 seconds"));
         }
+        let transport = match self.transport.as_str() {
+            "udp" => fogbank_sip::Transport::Udp,
+            "tcp" => fogbank_sip::Transport::Tcp,
+            _ => return Err(invalid("sip.transport", "is udp or tcp")),
+        };
+        let presence_server = match self.presence_server.as_str() {
+            "off" | "" => None,
+            uri => Some(uri.to_owned()),
+        };
+        let mut forward = Vec::new();
+        for rule in &self.forward {
+            if rule.to.is_empty() {
+                return Err(invalid("sip.forward.to", "names at least one IMS identity"));
+            }
+            let ids = rule
+                .ids
+                .iter()
+                .map(|id| {
+                    fogbank_taas::ThingId::parse(id)
+                        .map_err(|_| invalid("sip.forward.ids", "are thing-service ids"))
+                })
+                .collect::<Result<_, _>>()?;
+            forward.push(fogbank_sip::ForwardRule {
+                semantic_type: rule.semantic_type.clone(),
+                location: rule.location.as_deref().map(fogbank_taas::Location::new),
+                ids,
+                to: rule.to.clone(),
+            });
+        }
         Ok(Some(fogbank_sip::SipConfig {
             registrar: self.registrar.clone(),
             domain: self.domain.clone(),
@@ -175,6 +255,11 @@ impl SipSection {
             listen: self.listen,
             expires: Duration::from_secs(self.expires),
             register_things,
+            transport,
+            min_interval: Duration::from_millis(self.min_interval_ms),
+            presence_server,
+            forward,
+            actuate: self.allow_actuate.clone(),
         }))
     }
 }

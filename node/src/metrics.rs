@@ -117,6 +117,47 @@ impl Exposition {
         )
     }
 
+    /// The SIP agent: addresses of record by state, subscriptions, and
+    /// what it sent and refused.
+    pub fn sip(&mut self, view: &fogbank_sip::AgentView) -> &mut Self {
+        let mut by_state = [("registering", 0.0), ("registered", 0.0), ("failed", 0.0)];
+        for r in &view.registrations {
+            let i = match r.state {
+                fogbank_sip::RegistrationState::Registering => 0,
+                fogbank_sip::RegistrationState::Registered => 1,
+                fogbank_sip::RegistrationState::Failed { .. } => 2,
+            };
+            by_state[i].1 += 1.0;
+        }
+        let labels: Vec<(String, f64)> = by_state
+            .iter()
+            .map(|(s, n)| (format!("state=\"{s}\""), *n))
+            .collect();
+        let samples: Vec<(&str, f64)> = labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        self.metric(
+            "fogbank_sip_registrations",
+            "gauge",
+            "SIP addresses of record, by state.",
+            &samples,
+        )
+        .gauge(
+            "fogbank_sip_subscriptions",
+            "fogbank-thing subscriptions this gateway is the notifier of.",
+            view.subscriptions.len() as f64,
+        )
+        .gauge(
+            "fogbank_sip_registrar_reachable",
+            "1 while the registrar answers OPTIONS.",
+            f64::from(u8::from(view.registrar_reachable)),
+        )
+        .counter_by(
+            "fogbank_sip_events_total",
+            "SIP requests sent and refused, by kind (notifications, messages_sent, publications, forbidden, …).",
+            "kind",
+            view.counters.iter().copied(),
+        )
+    }
+
     pub fn cloud(&mut self, stats: &fogbank_cloud::CloudStats) -> &mut Self {
         self.metric(
             "fogbank_cloud_gateways",

@@ -180,8 +180,7 @@ async fn serve(
     };
     let sip = match config.sip.agent(&config.gateway_id)? {
         Some(agent) => Some(Arc::new(
-            fogbank_sip::Registrations::start(hub.clone(), agent)
-                .context("cannot start the SIP agent")?,
+            fogbank_sip::Agent::start(hub.clone(), agent).context("cannot start the SIP agent")?,
         )),
         None => None,
     };
@@ -232,7 +231,7 @@ async fn serve(
         agent.stop();
     }
     if let Some(sip) = &sip {
-        // Every binding removed from the registrar.
+        // Final NOTIFYs, publications withdrawn, bindings removed.
         sip.stop();
     }
     // Services write through the hub: they stop before the store closes.

@@ -1,20 +1,37 @@
-//! The gateway as a SIP user agent towards an IMS core (seed 000): it
-//! registers its own address of record `sip:{gateway}@{domain}` and, when
-//! asked, one per thing service it owns, `sip:{thing-id}@{domain}`, so
-//! that the core routes requests for a thing to the gateway that has it.
+//! The gateway as a SIP user agent under an IMS core (seed 000): things
+//! are named by SIP URIs, `sip:{thing-id}@{domain}`, and IMS applications
+//! reach them through the core.
 //!
-//! - [`registrations`]: the bindings — registered as things appear,
-//!   removed as they go, retried with backoff when the registrar refuses
-//!   or is down, all removed on shutdown.
+//! - [`agent`](Agent): the ezk endpoint on its own thread and the state
+//!   the parts below share.
+//! - `registrations`: REGISTER of the gateway's and its things' addresses
+//!   of record, refreshed, retried, bound again after a registrar restart.
+//! - `inbound`: only the registrar/proxy may ask (403 otherwise).
+//! - `notifier`: SUBSCRIBE/NOTIFY, event package `fogbank-thing`.
+//! - `messages`: MESSAGE in (read, actuate) and out (forwarding rules).
+//! - `presence`: PUBLISH of each thing's state as PIDF.
+//! - [`content`] and [`event`]: the bodies and header values we write and
+//!   read ourselves, pure functions (fuzzed).
 //!
-//! The SIP stack is ezk's (`sip-core` transactions, `sip-auth` digest MD5
-//! and SHA-256 with qop, `sip-ua`'s REGISTER builder); nothing here parses
-//! SIP. The exchange around it is ours: ezk's own registration loop
-//! panics when a registrar does not answer, and asks for 300 s whatever
-//! it is told.
+//! The SIP stack is ezk's: `sip-types` parses every message, `sip-core`
+//! runs the RFC 3261 transactions over UDP and TCP, `sip-auth` answers
+//! digest challenges (MD5, SHA-256), `sip-ua` makes REGISTERs and holds
+//! dialogs. The exchanges around it are ours: ezk's registration loop
+//! panics when a registrar does not answer, and it has no notifier.
 //! Like every client of the hub, this crate knows thing services, not
 //! devices or adapters.
 
-pub mod registrations;
+mod agent;
+pub mod content;
+pub mod event;
+mod fleet;
+mod inbound;
+mod messages;
+mod notifier;
+mod outbound;
+mod presence;
+mod registrations;
 
-pub use registrations::{RegistrationState, RegistrationView, Registrations, SipConfig, SipError};
+pub use agent::{Agent, AgentView, ForwardRule, SipConfig, SipError, Transport};
+pub use notifier::SubscriptionView;
+pub use registrations::{RegistrationState, RegistrationView};

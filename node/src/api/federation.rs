@@ -212,28 +212,57 @@ pub struct SipRegistrationJson {
     reason: Option<String>,
     /// Seconds since the binding was made.
     registered_for_s: Option<u64>,
+    /// Seconds until the binding runs out unless refreshed.
+    expires_in_s: Option<u64>,
     attempts: u32,
+}
+
+/// One `fogbank-thing` subscription this gateway is the notifier of.
+#[derive(Serialize, ToSchema)]
+pub struct SipSubscriptionJson {
+    /// The watcher's URI (its From).
+    watcher: String,
+    /// The thing-service id.
+    thing: String,
+    /// senml+json or pidf+xml.
+    format: &'static str,
+    notifications_sent: u64,
+    expires_in_s: u64,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct SipStatus {
     /// False when `[sip] registrar` is `off`.
     enabled: bool,
+    /// Whether the registrar answers (OPTIONS every few seconds).
+    registrar_reachable: bool,
     registrations: Vec<SipRegistrationJson>,
+    subscriptions: Vec<SipSubscriptionJson>,
+    /// notifications, notifications_failed, messages_received,
+    /// messages_sent, messages_failed, publications, publications_failed,
+    /// forbidden, rejected.
+    #[schema(value_type = std::collections::BTreeMap<String, u64>)]
+    counters: std::collections::BTreeMap<&'static str, u64>,
 }
 
 #[utoipa::path(get, path = "/api/v1/federation/sip", tag = "federation",
-    responses((status = 200, description = "Every address of record this gateway registers, with its state; `enabled: false` when SIP is off", body = SipStatus)))]
+    responses((status = 200, description = "Every address of record this gateway registers, with its state, the subscriptions it serves and its counters; `enabled: false` when SIP is off", body = SipStatus)))]
 pub async fn sip(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Read)?;
-    let registrations = state
-        .sip
-        .as_ref()
-        .map(|sip| sip.view())
-        .unwrap_or_default()
+    let Some(view) = state.sip.as_ref().map(|sip| sip.view()) else {
+        return Ok(HttpResponse::Ok().json(SipStatus {
+            enabled: false,
+            registrar_reachable: false,
+            registrations: Vec::new(),
+            subscriptions: Vec::new(),
+            counters: Default::default(),
+        }));
+    };
+    let registrations = view
+        .registrations
         .into_iter()
         .map(|r| {
             let (state, reason) = match r.state {
@@ -246,12 +275,27 @@ pub async fn sip(
                 state,
                 reason,
                 registered_for_s: r.registered_for,
+                expires_in_s: r.expires_in,
                 attempts: r.attempts,
             }
         })
         .collect();
+    let subscriptions = view
+        .subscriptions
+        .into_iter()
+        .map(|s| SipSubscriptionJson {
+            watcher: s.watcher,
+            thing: s.thing,
+            format: s.format,
+            notifications_sent: s.notifications,
+            expires_in_s: s.expires_in,
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(SipStatus {
-        enabled: state.sip.is_some(),
+        enabled: true,
+        registrar_reachable: view.registrar_reachable,
         registrations,
+        subscriptions,
+        counters: view.counters.into_iter().collect(),
     }))
 }

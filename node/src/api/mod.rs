@@ -46,7 +46,7 @@ pub struct AppState {
     /// The S-MANAGE agent; `None` when federation is off.
     pub smanage: Option<Arc<fogbank_sdvs::Agent>>,
     /// The SIP registrations; `None` when SIP is off.
-    pub sip: Option<Arc<fogbank_sip::Registrations>>,
+    pub sip: Option<Arc<fogbank_sip::Agent>>,
 }
 
 impl AppState {

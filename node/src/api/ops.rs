@@ -167,26 +167,7 @@ pub async fn metrics(
         out.smanage(agent);
     }
     if let Some(sip) = &state.sip {
-        let mut by_state = [("registering", 0.0), ("registered", 0.0), ("failed", 0.0)];
-        for r in sip.view() {
-            let i = match r.state {
-                fogbank_sip::RegistrationState::Registering => 0,
-                fogbank_sip::RegistrationState::Registered => 1,
-                fogbank_sip::RegistrationState::Failed { .. } => 2,
-            };
-            by_state[i].1 += 1.0;
-        }
-        let labels: Vec<(String, f64)> = by_state
-            .iter()
-            .map(|(s, n)| (format!("state=\"{s}\""), *n))
-            .collect();
-        let samples: Vec<(&str, f64)> = labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
-        out.metric(
-            "fogbank_sip_registrations",
-            "gauge",
-            "SIP addresses of record, by state.",
-            &samples,
-        );
+        out.sip(&sip.view());
     }
     out.services(&state.services.list());
     Ok(HttpResponse::Ok()
@@ -223,7 +204,7 @@ impl utoipa::Modify for BearerScheme {
         SelectorSchema, GrantsSchema, LimitsSchema, super::services::PublishRequest,
         super::federation::SmanageStatus, super::federation::SdvsJson, super::federation::SensorServiceJson,
         super::federation::ForwardingJson, super::federation::ConfiguringJson, super::federation::CountersJson,
-        super::federation::SipStatus, super::federation::SipRegistrationJson)),
+        super::federation::SipStatus, super::federation::SipRegistrationJson, super::federation::SipSubscriptionJson)),
     modifiers(&BearerScheme),
 )]
 pub struct ApiDoc;

@@ -1,0 +1,438 @@
+//! The gateway as the notifier of the `fogbank-thing` event package
+//! (RFC 6665) for thing addresses of record: a SUBSCRIBE is answered 200,
+//! then a NOTIFY carries the latest reading at once and one per new
+//! reading, no more often than the subscription's minimum interval
+//! (RFC 6446 `min-interval`, or the configured one if longer). Each
+//! subscription is a dialog (ezk's) and a task of its own; a refresh or
+//! an `Expires: 0` arrives through the dialog. A NOTIFY that is refused
+//! (481 and the like) or never answered ends the subscription.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fogbank_taas::{Event as BusEvent, Reading, ThingId, ThingService};
+use sip_core::{Endpoint, IncomingRequest, MayTake};
+use sip_types::header::typed::{Contact, Event, Expires};
+use sip_types::uri::{NameAddr, SipUri, SipUriUserPart};
+use sip_types::{Method, Name, StatusCode};
+use sip_ua::dialog::{Dialog, Usage, UsageGuard};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::agent::{Counters, Shared};
+use crate::content::{self, Format, PIDF_XML, SENML_JSON};
+use crate::event::{self, PACKAGE};
+use crate::inbound::respond;
+
+/// A subscription as the REST API shows it.
+#[derive(Debug, Clone)]
+pub struct SubscriptionView {
+    pub watcher: String,
+    pub thing: String,
+    pub format: &'static str,
+    pub notifications: u64,
+    pub expires_in: u64,
+}
+
+pub(crate) struct Listed {
+    watcher: String,
+    thing: String,
+    format: Format,
+    notifications: u64,
+    until: Instant,
+}
+
+pub(crate) fn view(shared: &Shared) -> Vec<SubscriptionView> {
+    let now = Instant::now();
+    shared
+        .subscriptions
+        .lock()
+        .values()
+        .map(|s| SubscriptionView {
+            watcher: s.watcher.clone(),
+            thing: s.thing.clone(),
+            format: s.format.name(),
+            notifications: s.notifications,
+            expires_in: s.until.saturating_duration_since(now).as_secs(),
+        })
+        .collect()
+}
+
+/// Waits (a little) for every subscription to send its final NOTIFY.
+pub(crate) async fn ended(shared: &Shared) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !shared.subscriptions.lock().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The user part of a request URI: the thing's id.
+pub(crate) fn user_of(uri: &SipUri) -> Option<&str> {
+    match &uri.user_part {
+        SipUriUserPart::User(user) => Some(user.as_str()),
+        _ => None,
+    }
+}
+
+/// What a SUBSCRIBE asks for, once it passed every check.
+struct Plan {
+    thing: ThingService,
+    format: Format,
+    expires: u32,
+    event: String,
+    interval: Duration,
+}
+
+enum Refusal {
+    BadRequest(String),
+    BadEvent,
+    NotFound,
+    NotAcceptable,
+}
+
+fn plan(shared: &Shared, request: &IncomingRequest) -> Result<Plan, Refusal> {
+    let raw_event = request
+        .headers
+        .get_raw(&Name::EVENT)
+        .next()
+        .ok_or_else(|| Refusal::BadRequest("no Event header".into()))?;
+    let parsed = event::parse_event(raw_event).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+    if parsed.package != PACKAGE {
+        return Err(Refusal::BadEvent);
+    }
+    let thing = user_of(&request.line.uri)
+        .and_then(|user| ThingId::parse(user).ok())
+        .and_then(|id| shared.hub.thing(&id))
+        .ok_or(Refusal::NotFound)?;
+    let format = content::negotiate(request.headers.get_raw(&Name::ACCEPT).map(|v| v.as_str()))
+        .ok_or(Refusal::NotAcceptable)?;
+    let expires = event::parse_expires(
+        request
+            .headers
+            .get_raw(&Name::EXPIRES)
+            .next()
+            .map(|v| v.as_str()),
+    )
+    .map_err(|e| Refusal::BadRequest(e.to_string()))?;
+    let interval = parsed
+        .min_interval
+        .unwrap_or_default()
+        .max(shared.config.min_interval);
+    let event = match &parsed.id {
+        Some(id) => format!("{PACKAGE};id={id}"),
+        None => PACKAGE.to_owned(),
+    };
+    Ok(Plan {
+        thing,
+        format,
+        expires,
+        event,
+        interval,
+    })
+}
+
+/// Serves a SUBSCRIBE outside any dialog.
+pub(crate) async fn subscribe(endpoint: &Endpoint, shared: &Arc<Shared>, request: IncomingRequest) {
+    let plan = match plan(shared, &request) {
+        Ok(plan) => plan,
+        Err(refusal) => {
+            Counters::add(&shared.counters.rejected);
+            let (code, reason) = match refusal {
+                Refusal::BadRequest(reason) => (StatusCode::BAD_REQUEST, reason),
+                Refusal::BadEvent => (StatusCode::BAD_EVENT, "unknown event package".into()),
+                Refusal::NotFound => (StatusCode::NOT_FOUND, "no such thing".into()),
+                Refusal::NotAcceptable => (StatusCode::NOT_ACCEPTABLE, "no acceptable body".into()),
+            };
+            tracing::info!(code = code.into_u16(), %reason, "SUBSCRIBE refused");
+            respond(endpoint, request, code, |headers| {
+                headers.insert(Name::ALLOW_EVENTS, PACKAGE);
+                headers.insert(Name::ACCEPT, format!("{SENML_JSON}, {PIDF_XML}"));
+            })
+            .await;
+            return;
+        }
+    };
+    let local_contact = match shared.contact(plan.thing.id.as_str()) {
+        Ok(uri) => Contact::new(NameAddr::uri(uri)),
+        Err(reason) => {
+            tracing::warn!(%reason, "no Contact for a subscription");
+            respond(endpoint, request, StatusCode::SERVER_INTERNAL_ERROR, |_| {}).await;
+            return;
+        }
+    };
+    let mut request = request;
+    let dialog = match Dialog::new_server(endpoint.clone(), &request, local_contact) {
+        Ok(dialog) => dialog,
+        Err(error) => {
+            Counters::add(&shared.counters.rejected);
+            tracing::info!(%error, "SUBSCRIBE refused: no dialog");
+            respond(endpoint, request, StatusCode::BAD_REQUEST, |_| {}).await;
+            return;
+        }
+    };
+    let mut response = match dialog.create_response(&request, StatusCode::OK, None) {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%error, "cannot answer a SUBSCRIBE");
+            return;
+        }
+    };
+    response.msg.headers.insert_named(&Expires(plan.expires));
+    let (refresh_tx, refreshes) = mpsc::channel(4);
+    let guard = dialog.register_usage(Refreshes { tx: refresh_tx });
+    let watcher = watcher_of(&request);
+    if let Err(error) = endpoint
+        .create_server_tsx(&mut request)
+        .respond(response)
+        .await
+    {
+        tracing::warn!(%error, "cannot answer a SUBSCRIBE");
+        return;
+    }
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(%watcher, thing = %plan.thing.id, format = plan.format.name(), expires = plan.expires, "subscription started");
+    let subscription = Subscription {
+        id,
+        endpoint: endpoint.clone(),
+        shared: shared.clone(),
+        dialog,
+        _guard: guard,
+        entity: format!("sip:{}@{}", plan.thing.id, shared.config.domain),
+        plan,
+    };
+    shared.subscriptions.lock().insert(
+        id,
+        Listed {
+            watcher,
+            thing: subscription.plan.thing.id.as_str().to_owned(),
+            format: subscription.plan.format,
+            notifications: 0,
+            until: Instant::now() + Duration::from_secs(subscription.plan.expires.into()),
+        },
+    );
+    tokio::spawn(subscription.serve(refreshes));
+}
+
+fn watcher_of(request: &IncomingRequest) -> String {
+    use sip_types::print::AppendCtx;
+    request
+        .base_headers
+        .from
+        .uri
+        .uri
+        .default_print_ctx()
+        .to_string()
+}
+
+/// Hands the dialog's requests (refreshes) to the subscription's task.
+struct Refreshes {
+    tx: mpsc::Sender<IncomingRequest>,
+}
+
+#[async_trait::async_trait]
+impl Usage for Refreshes {
+    fn name(&self) -> &'static str {
+        "fogbank-thing subscription"
+    }
+
+    async fn receive(&self, _: &Endpoint, request: MayTake<'_, IncomingRequest>) {
+        if request.line.method == Method::SUBSCRIBE {
+            let _ = self.tx.send(request.take()).await;
+        }
+    }
+}
+
+struct Subscription {
+    id: u64,
+    endpoint: Endpoint,
+    shared: Arc<Shared>,
+    dialog: Dialog,
+    _guard: UsageGuard,
+    plan: Plan,
+    entity: String,
+}
+
+/// Why a NOTIFY did not get through.
+#[derive(Debug, thiserror::Error)]
+enum NotifyError {
+    #[error("{0}")]
+    Send(#[from] sip_core::Error),
+    #[error("the watcher answered {0}")]
+    Refused(u16),
+}
+
+impl Subscription {
+    fn latest(&self) -> Option<Reading> {
+        self.shared.hub.latest(&self.plan.thing.id).flatten()
+    }
+
+    async fn serve(mut self, mut refreshes: mpsc::Receiver<IncomingRequest>) {
+        let mut readings = self
+            .shared
+            .hub
+            .subscribe_thing(format!("sip subscription {}", self.id), &self.plan.thing.id);
+        let mut stopped = self.shared.stopped.clone();
+        let mut until = Instant::now() + Duration::from_secs(self.plan.expires.into());
+        // A fetch (Expires: 0) gets the state once, as the final NOTIFY.
+        let fetch = self.plan.expires == 0;
+        let mut ending = fetch.then_some("terminated;reason=timeout");
+        let first = self.latest();
+        let mut outcome = self.notify(&until, ending, first.as_ref()).await;
+        let mut last = Instant::now();
+        let mut pending: Option<Reading> = None;
+        while outcome.is_ok() && ending.is_none() {
+            let next_allowed = last + self.plan.interval;
+            tokio::select! {
+                _ = crate::agent::stopping(&mut stopped) => ending = Some("terminated;reason=noresource"),
+                _ = tokio::time::sleep_until(until) => ending = Some("terminated;reason=timeout"),
+                Some(refresh) = refreshes.recv() => {
+                    match self.refresh(refresh).await {
+                        Some(0) => ending = Some("terminated;reason=timeout"),
+                        Some(expires) => {
+                            until = Instant::now() + Duration::from_secs(expires.into());
+                            let latest = self.latest();
+                            outcome = self.notify(&until, None, latest.as_ref()).await;
+                            last = Instant::now();
+                        }
+                        None => {}
+                    }
+                }
+                event = readings.recv() => match event {
+                    Some(BusEvent::Reading(reading)) => {
+                        if Instant::now() >= next_allowed {
+                            outcome = self.notify(&until, None, Some(&reading.reading)).await;
+                            last = Instant::now();
+                            pending = None;
+                        } else {
+                            pending = Some(reading.reading.clone());
+                        }
+                    }
+                    Some(BusEvent::Lagged(_)) => {}
+                    None => ending = Some("terminated;reason=noresource"),
+                },
+                _ = tokio::time::sleep_until(next_allowed), if pending.is_some() => {
+                    let reading = pending.take();
+                    outcome = self.notify(&until, None, reading.as_ref()).await;
+                    last = Instant::now();
+                }
+            }
+        }
+        match outcome {
+            Ok(()) if !fetch => {
+                let latest = self.latest();
+                if let Err(error) = self.notify(&until, ending, latest.as_ref()).await {
+                    tracing::debug!(%error, "the final NOTIFY did not get through");
+                }
+            }
+            Ok(()) => {}
+            Err(error) => {
+                tracing::info!(%error, thing = %self.plan.thing.id, "subscription removed: a NOTIFY did not get through")
+            }
+        }
+        tracing::info!(thing = %self.plan.thing.id, reason = ending.unwrap_or("failed"), "subscription ended");
+        self.shared.subscriptions.lock().remove(&self.id);
+    }
+
+    /// Answers a refresh; the expiry it asks for, if it is valid.
+    async fn refresh(&self, mut request: IncomingRequest) -> Option<u32> {
+        let expires = event::parse_expires(
+            request
+                .headers
+                .get_raw(&Name::EXPIRES)
+                .next()
+                .map(|v| v.as_str()),
+        );
+        let (code, expires) = match expires {
+            Ok(expires) => (StatusCode::OK, Some(expires)),
+            Err(_) => (StatusCode::BAD_REQUEST, None),
+        };
+        let Ok(mut response) = self.dialog.create_response(&request, code, None) else {
+            return None;
+        };
+        if let Some(expires) = expires {
+            response.msg.headers.insert_named(&Expires(expires));
+            if let Some(listed) = self.shared.subscriptions.lock().get_mut(&self.id) {
+                listed.until = Instant::now() + Duration::from_secs(expires.into());
+            }
+        }
+        let transaction = self.endpoint.create_server_tsx(&mut request);
+        if let Err(error) = transaction.respond(response).await {
+            tracing::warn!(%error, "cannot answer a subscription refresh");
+        }
+        expires
+    }
+
+    /// One NOTIFY: `ending` (a terminated state) or active until `until`.
+    async fn notify(
+        &mut self,
+        until: &Instant,
+        ending: Option<&str>,
+        reading: Option<&Reading>,
+    ) -> Result<(), NotifyError> {
+        let state = match ending {
+            Some(ending) => ending.to_owned(),
+            None => format!(
+                "active;expires={}",
+                until.saturating_duration_since(Instant::now()).as_secs()
+            ),
+        };
+        let thing = &self.plan.thing;
+        let available = self
+            .shared
+            .hub
+            .inspect_thing(&thing.id, |t| t.available)
+            .unwrap_or(false);
+        let body = content::body(
+            self.plan.format,
+            &self.entity,
+            thing.id.as_str(),
+            thing.unit.as_deref(),
+            available,
+            reading,
+        );
+        let mut request = self.dialog.create_request(Method::NOTIFY, None);
+        request
+            .headers
+            .insert_named(&Event::new(self.plan.event.clone()));
+        request.headers.insert(Name::SUBSCRIPTION_STATE, state);
+        request.headers.insert_named(&self.dialog.local_contact);
+        request
+            .headers
+            .insert(Name::CONTENT_TYPE, self.plan.format.content_type());
+        request.body = body.into();
+        let result = self.send(request).await;
+        let counters = &self.shared.counters;
+        match &result {
+            Ok(()) => {
+                Counters::add(&counters.notifications);
+                if let Some(listed) = self.shared.subscriptions.lock().get_mut(&self.id) {
+                    listed.notifications += 1;
+                }
+            }
+            Err(_) => Counters::add(&counters.notifications_failed),
+        }
+        result
+    }
+
+    /// Sends an in-dialog request along the route set: to its first hop
+    /// (the proxy that record-routed the SUBSCRIBE), else to the watcher.
+    async fn send(&self, request: sip_core::Request) -> Result<(), NotifyError> {
+        let mut target = self.dialog.target_tp_info.lock().await;
+        if target.transport.is_none()
+            && let Some(first) = self.dialog.route_set.first()
+        {
+            target.transport = Some(self.endpoint.select_transport(&first.uri.uri).await?);
+        }
+        let mut transaction = self.endpoint.send_request(request, &mut target).await?;
+        let response = transaction.receive_final().await?;
+        match response.line.code.into_u16() {
+            200..=299 => Ok(()),
+            code => Err(NotifyError::Refused(code)),
+        }
+    }
+}
+
+pub(crate) type Table = BTreeMap<u64, Listed>;
