@@ -1,28 +1,77 @@
-//! The gateway as a SIP user agent against a real registrar: Debian's
-//! Kamailio with db_text digest authentication (`deploy/kamailio/`), its
-//! bindings read with `kamcmd`.
+//! The gateway as a SIP user agent under a real IMS core: Debian's
+//! Kamailio as registrar, proxy and presence server with db_text digest
+//! authentication (`deploy/kamailio/kamailio.cfg`, its bindings read with
+//! `kamcmd`), and SIPp scenarios (`tests/peers/sipp/`) as the IMS
+//! applications.
 
 use fogbank_testkit as testkit;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use testkit::{Gateway, Kamailio};
+use testkit::{Gateway, Kamailio, Sipp};
 
-fn sip_gateway(dir: &std::path::Path, id: &str, kamailio: &Kamailio, password: &str) -> Gateway {
-    Gateway::start_in(
-        dir,
-        &["--demo"],
-        &[
-            ("FOGBANK_GATEWAY_ID", id),
-            ("FOGBANK_SIP_REGISTRAR", &kamailio.registrar()),
-            ("FOGBANK_SIP_DOMAIN", "iot.local"),
-            ("FOGBANK_SIP_PASSWORD", password),
-            (
-                "FOGBANK_SIP_LISTEN",
-                &format!("127.0.0.1:{}", testkit::free_udp_port()),
-            ),
-        ],
-    )
+const LAMP: &str = "gw-s.sim.building-a-floor-1.lamp";
+const ALICE: (&str, &str) = ("alice", "wonderland");
+const BOB: (&str, &str) = ("bob", "builder");
+
+fn sip_gateway(dir: &Path, id: &str, kamailio: &Kamailio, password: &str) -> Gateway {
+    sip_gateway_with(dir, id, kamailio, password, &[])
+}
+
+fn sip_gateway_with(
+    dir: &Path,
+    id: &str,
+    kamailio: &Kamailio,
+    password: &str,
+    extra: &[(&str, &str)],
+) -> Gateway {
+    let listen = format!("127.0.0.1:{}", testkit::free_udp_port());
+    let mut env = vec![
+        ("FOGBANK_GATEWAY_ID", id),
+        ("FOGBANK_SIP_DOMAIN", "iot.local"),
+        ("FOGBANK_SIP_PASSWORD", password),
+        ("FOGBANK_SIP_LISTEN", listen.as_str()),
+    ];
+    let registrar = kamailio.registrar();
+    env.push(("FOGBANK_SIP_REGISTRAR", &registrar));
+    env.extend_from_slice(extra);
+    Gateway::start_in(dir, &["--demo"], &env)
+}
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers/sipp")
+        .join(name)
+}
+
+fn kamailio_address(kamailio: &Kamailio) -> String {
+    format!("127.0.0.1:{}", kamailio.port)
+}
+
+/// Sets the lamp and waits until its latest reading says so.
+fn set_lamp(gw: &Gateway, on: bool) {
+    let answer = gw.write(
+        "PUT",
+        &format!("/api/v1/things/{LAMP}/actuation"),
+        "application/json",
+        format!("{{\"value\": {on}}}").as_bytes(),
+    );
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    gw.wait_for(
+        &format!("/api/v1/things/{LAMP}/reading"),
+        "the lamp's new state",
+        |a| a.status == 200 && a.json()[0]["vb"] == on,
+    );
+}
+
+fn sip_status(gw: &Gateway) -> serde_json::Value {
+    gw.get("/api/v1/federation/sip").json()
 }
 
 fn wait(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
@@ -37,7 +86,11 @@ fn wait(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
 fn a_gateway_registers_itself_and_its_things_and_unregisters_on_shutdown() {
     for algorithm in ["MD5", "SHA-256"] {
         let tmp = tempfile::tempdir().unwrap();
-        let kamailio = Kamailio::start(&tmp.path().join("kamailio"), "gw-s", "secret", algorithm);
+        let kamailio = Kamailio::start(
+            &tmp.path().join("kamailio"),
+            &[("gw-s", "secret")],
+            algorithm,
+        );
         let mut gw = sip_gateway(&tmp.path().join("gw"), "gw-s", &kamailio, "secret");
         gw.wait_for_campus("gw-s");
         // The gateway's AoR and one per thing service: 41 bindings.
@@ -75,7 +128,7 @@ fn a_gateway_registers_itself_and_its_things_and_unregisters_on_shutdown() {
 #[test]
 fn a_wrong_password_is_reported_and_retried() {
     let tmp = tempfile::tempdir().unwrap();
-    let kamailio = Kamailio::start(&tmp.path().join("kamailio"), "gw-w", "secret", "MD5");
+    let kamailio = Kamailio::start(&tmp.path().join("kamailio"), &[("gw-w", "secret")], "MD5");
     let gw = sip_gateway(&tmp.path().join("gw"), "gw-w", &kamailio, "not-the-secret");
     let status = gw.wait_for("/api/v1/federation/sip", "failed registrations", |a| {
         a.json()["registrations"].as_array().is_some_and(|all| {
@@ -124,7 +177,12 @@ fn a_registrar_that_comes_up_late_gets_the_bindings() {
         "{status}"
     );
     assert_eq!(gw.get("/health").status, 200);
-    let kamailio = Kamailio::start_on(port, &tmp.path().join("kamailio"), "gw-l", "secret", "MD5");
+    let kamailio = Kamailio::start_on(
+        port,
+        &tmp.path().join("kamailio"),
+        &[("gw-l", "secret")],
+        "MD5",
+    );
     wait(
         Duration::from_secs(30),
         "the late registrar's binding",
@@ -133,4 +191,344 @@ fn a_registrar_that_comes_up_late_gets_the_bindings() {
     gw.wait_for("/api/v1/federation/sip", "registered", |a| {
         a.json()["registrations"][0]["state"] == "registered"
     });
+}
+
+/// The core forgets every binding when it restarts; the gateway notices
+/// the registrar went quiet and binds everything again once it answers,
+/// not at the next refresh minutes later.
+#[test]
+fn registrations_come_back_after_the_registrar_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kamailio = Kamailio::start(&tmp.path().join("kamailio"), &[("gw-s", "secret")], "MD5");
+    let gw = sip_gateway(&tmp.path().join("gw"), "gw-s", &kamailio, "secret");
+    wait(Duration::from_secs(15), "41 bindings", || {
+        kamailio.aors().len() == 41
+    });
+    let stopped = kamailio.kill();
+    gw.wait_for(
+        "/api/v1/federation/sip",
+        "the registrar seen as gone",
+        |a| a.json()["registrar_reachable"] == false,
+    );
+    let kamailio = Kamailio::restart(stopped);
+    assert!(
+        kamailio.aors().is_empty(),
+        "a restarted Kamailio has no bindings"
+    );
+    wait(Duration::from_secs(20), "41 bindings again", || {
+        kamailio.aors().len() == 41
+    });
+    assert_eq!(sip_status(&gw)["registrar_reachable"], true);
+}
+
+/// An IMS application (SIPp) subscribes to a lamp through the core: 200,
+/// a first NOTIFY with the lamp on, a NOTIFY with it off after it is
+/// switched, and a final `terminated` NOTIFY when it unsubscribes.
+#[test]
+fn an_ims_application_watches_a_thing_through_the_core() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kamailio = Kamailio::start(
+        &tmp.path().join("kamailio"),
+        &[("gw-s", "secret"), ALICE],
+        "MD5",
+    );
+    let gw = sip_gateway(&tmp.path().join("gw"), "gw-s", &kamailio, "secret");
+    wait(Duration::from_secs(15), "41 bindings", || {
+        kamailio.aors().len() == 41
+    });
+    set_lamp(&gw, true);
+    let watcher = Sipp::start(
+        &scenario("watch_thing.xml"),
+        &kamailio_address(&kamailio),
+        testkit::free_udp_port(),
+        LAMP,
+        &[],
+        &[],
+        &tmp.path().join("sipp"),
+    );
+    let status = gw.wait_for("/api/v1/federation/sip", "the subscription", |a| {
+        a.json()["subscriptions"].as_array().is_some_and(|all| {
+            all.iter()
+                .any(|s| s["notifications_sent"].as_u64() >= Some(1))
+        })
+    });
+    let subscription = &status.json()["subscriptions"][0];
+    assert_eq!(subscription["thing"], LAMP);
+    assert_eq!(subscription["format"], "senml+json");
+    assert!(
+        subscription["watcher"]
+            .as_str()
+            .unwrap()
+            .contains("alice@iot.local")
+    );
+    assert!((100..=120).contains(&subscription["expires_in_s"].as_u64().unwrap()));
+    set_lamp(&gw, false);
+    let run = watcher.finish(Duration::from_secs(30));
+    assert!(run.passed, "{}", run.messages);
+    let answer = run
+        .received()
+        .into_iter()
+        .find(|m| m.starts_with("SIP/2.0 200") && m.contains("CSeq: 2 SUBSCRIBE"))
+        .unwrap();
+    assert!(answer.contains("Expires: 120"), "{answer}");
+    let notifies = run.requests("NOTIFY");
+    assert!(notifies.len() >= 3, "{}", run.messages);
+    let first = &notifies[0];
+    assert!(
+        first.contains("Subscription-State: active;expires="),
+        "{first}"
+    );
+    assert!(first.contains("Event: fogbank-thing"), "{first}");
+    assert!(
+        first.contains("Content-Type: application/senml+json"),
+        "{first}"
+    );
+    assert!(first.contains(&format!("\"bn\":\"{LAMP}\"")), "{first}");
+    assert!(first.contains("\"vb\":true"), "{first}");
+    assert!(
+        notifies.iter().any(|n| n.contains("\"vb\":false")),
+        "{}",
+        run.messages
+    );
+    let last = notifies.last().unwrap();
+    assert!(last.contains("Subscription-State: terminated"), "{last}");
+    // The NOTIFYs came back through the core (it record-routed them).
+    assert!(answer.contains("Record-Route:"), "{answer}");
+    assert!(
+        first.lines().filter(|l| l.starts_with("Via:")).count() == 2,
+        "{first}"
+    );
+    gw.wait_for("/api/v1/federation/sip", "no subscription left", |a| {
+        a.json()["subscriptions"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    });
+    let counters = &sip_status(&gw)["counters"];
+    assert!(counters["notifications"].as_u64() >= Some(3), "{counters}");
+    let metrics = String::from_utf8(gw.get("/metrics").body).unwrap();
+    assert!(
+        metrics.contains("fogbank_sip_events_total{kind=\"notifications\"}"),
+        "{metrics}"
+    );
+}
+
+/// What a subscription the gateway cannot serve gets: 489 with
+/// Allow-Events for another package, 406 with Accept for a body it cannot
+/// write, 404 for a thing it does not know. And a request that did not
+/// come through the core gets 403.
+#[test]
+fn subscriptions_it_cannot_serve_are_refused_and_the_core_cannot_be_bypassed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kamailio = Kamailio::start(
+        &tmp.path().join("kamailio"),
+        &[("gw-s", "secret"), ALICE],
+        "MD5",
+    );
+    let sip_port = testkit::free_udp_port();
+    let listen = format!("127.0.0.1:{sip_port}");
+    let gw = sip_gateway_with(
+        &tmp.path().join("gw"),
+        "gw-s",
+        &kamailio,
+        "secret",
+        &[("FOGBANK_SIP_LISTEN", &listen)],
+    );
+    wait(Duration::from_secs(15), "41 bindings", || {
+        kamailio.aors().len() == 41
+    });
+    // The final answer to the authenticated SUBSCRIBE.
+    let refused = |service: &str, event: &str, accept: &str| {
+        let run = Sipp::start(
+            &scenario("refused.xml"),
+            &kamailio_address(&kamailio),
+            testkit::free_udp_port(),
+            service,
+            &[("event", event), ("accept", accept)],
+            &[],
+            &tmp.path().join("sipp"),
+        )
+        .finish(Duration::from_secs(20));
+        assert!(run.passed, "{}", run.messages);
+        run.received().pop().unwrap()
+    };
+    let answer = refused(LAMP, "presence.winfo", "application/senml+json");
+    assert!(answer.starts_with("SIP/2.0 489"), "{answer}");
+    assert!(answer.contains("Allow-Events: fogbank-thing"), "{answer}");
+    let answer = refused(LAMP, "fogbank-thing", "text/html");
+    assert!(answer.starts_with("SIP/2.0 406"), "{answer}");
+    assert!(answer.contains("application/pidf+xml"), "{answer}");
+    // Registered, but not a thing: the gateway's own address of record.
+    let answer = refused("gw-s", "fogbank-thing", "application/senml+json");
+    assert!(answer.starts_with("SIP/2.0 404"), "{answer}");
+
+    let run = Sipp::start(
+        &scenario("direct.xml"),
+        &listen,
+        testkit::free_udp_port(),
+        LAMP,
+        &[],
+        &[],
+        &tmp.path().join("sipp"),
+    )
+    .finish(Duration::from_secs(20));
+    assert!(run.passed, "{}", run.messages);
+    let counters = &sip_status(&gw)["counters"];
+    assert!(counters["forbidden"].as_u64() >= Some(1), "{counters}");
+    assert!(counters["rejected"].as_u64() >= Some(3), "{counters}");
+}
+
+/// The gateway PUBLISHes each thing's state to the core's presence
+/// server; a standard presence watcher gets it as PIDF with the reading
+/// as SenML XML.
+#[test]
+fn a_presence_watcher_sees_what_the_gateway_published() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kamailio = Kamailio::start(
+        &tmp.path().join("kamailio"),
+        &[("gw-s", "secret"), ALICE],
+        "MD5",
+    );
+    let gw = sip_gateway_with(
+        &tmp.path().join("gw"),
+        "gw-s",
+        &kamailio,
+        "secret",
+        &[("FOGBANK_SIP_PRESENCE_SERVER", &kamailio.registrar())],
+    );
+    set_lamp(&gw, true);
+    gw.wait_for("/api/v1/federation/sip", "40 publications", |a| {
+        a.json()["counters"]["publications"].as_u64() >= Some(40)
+    });
+    let run = Sipp::start(
+        &scenario("watch_presence.xml"),
+        &kamailio_address(&kamailio),
+        testkit::free_udp_port(),
+        LAMP,
+        &[],
+        &[],
+        &tmp.path().join("sipp"),
+    )
+    .finish(Duration::from_secs(20));
+    assert!(run.passed, "{}", run.messages);
+    let notify = run
+        .requests("NOTIFY")
+        .into_iter()
+        .find(|n| n.contains("<presence"))
+        .unwrap();
+    assert!(
+        notify.contains("Content-Type: application/pidf+xml"),
+        "{notify}"
+    );
+    assert!(
+        notify.contains(&format!("entity=\"sip:{LAMP}@iot.local\"")),
+        "{notify}"
+    );
+    assert!(
+        notify.contains(&format!("<senml bn=\"{LAMP}\"")),
+        "{notify}"
+    );
+    assert!(notify.contains("vb=\"true\""), "{notify}");
+    assert_eq!(sip_status(&gw)["counters"]["publications_failed"], 0);
+}
+
+/// MESSAGE: `GET` to a thing is answered with a MESSAGE carrying its
+/// reading; SenML to an actuator from an identity allowed to actuate
+/// switches it (and the outcome comes back); from another, 403.
+#[test]
+fn ims_users_read_and_switch_a_thing_by_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kamailio = Kamailio::start(
+        &tmp.path().join("kamailio"),
+        &[("gw-s", "secret"), ALICE, BOB],
+        "MD5",
+    );
+    let gw = sip_gateway_with(
+        &tmp.path().join("gw"),
+        "gw-s",
+        &kamailio,
+        "secret",
+        &[("FOGBANK_SIP_ALLOW_ACTUATE", "alice@iot.local")],
+    );
+    wait(Duration::from_secs(15), "41 bindings", || {
+        kamailio.aors().len() == 41
+    });
+    set_lamp(&gw, true);
+    let sipp = tmp.path().join("sipp");
+    let core = kamailio_address(&kamailio);
+    // Alice's inbox: a SIPp server at the contact she registers.
+    let inbox_port = testkit::free_udp_port();
+    let inbox = Sipp::start(
+        &scenario("inbox.xml"),
+        &core,
+        inbox_port,
+        "alice",
+        &[],
+        &["-m", "2"],
+        &sipp,
+    );
+    let inbox_port_text = inbox_port.to_string();
+    let run = Sipp::start(
+        &scenario("register.xml"),
+        &core,
+        testkit::free_udp_port(),
+        "alice",
+        &[("contact_port", &inbox_port_text)],
+        &[],
+        &sipp,
+    )
+    .finish(Duration::from_secs(20));
+    assert!(run.passed, "{}", run.messages);
+    let message = |user: (&str, &str), content_type: &str, body: &str| {
+        let run = Sipp::start(
+            &scenario("message.xml"),
+            &core,
+            testkit::free_udp_port(),
+            LAMP,
+            &[("user", user.0), ("type", content_type), ("body", body)],
+            &["-au", user.0, "-ap", user.1],
+            &sipp,
+        )
+        .finish(Duration::from_secs(20));
+        assert!(run.passed, "{}", run.messages);
+        // The final answer.
+        run.received().pop().unwrap()
+    };
+    let answer = message(ALICE, "text/plain", "GET");
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    // Bob may read but not switch.
+    let answer = message(BOB, "application/senml+json", r#"[{"vb":false}]"#);
+    assert!(answer.starts_with("SIP/2.0 403"), "{answer}");
+    let answer = message(ALICE, "application/senml+json", r#"[{"vb":false}]"#);
+    assert!(answer.starts_with("SIP/2.0 202"), "{answer}");
+    gw.wait_for(
+        &format!("/api/v1/things/{LAMP}/reading"),
+        "the lamp off",
+        |a| a.status == 200 && a.json()[0]["vb"] == false,
+    );
+    let inbox = inbox.finish(Duration::from_secs(20));
+    assert!(inbox.passed, "{}", inbox.messages);
+    let received = inbox.requests("MESSAGE");
+    assert_eq!(received.len(), 2, "{}", inbox.messages);
+    assert!(
+        received.iter().all(|m| !m.contains("\nContact:")),
+        "a MESSAGE carries no Contact: {received:?}"
+    );
+    let reading = received
+        .iter()
+        .find(|m| m.contains("application/senml+json"))
+        .unwrap();
+    assert!(
+        reading.contains(&format!("sip:{LAMP}@iot.local")),
+        "{reading}"
+    );
+    assert!(reading.contains(&format!("\"bn\":\"{LAMP}\"")), "{reading}");
+    assert!(reading.contains("\"vb\":true"), "{reading}");
+    let outcome = received
+        .iter()
+        .find(|m| m.contains("application/json"))
+        .unwrap();
+    assert!(outcome.contains("\"state\":\"succeeded\""), "{outcome}");
+    let counters = &sip_status(&gw)["counters"];
+    assert_eq!(counters["messages_received"], 3, "{counters}");
+    assert_eq!(counters["messages_sent"], 2, "{counters}");
 }

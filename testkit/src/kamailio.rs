@@ -1,66 +1,61 @@
-//! A real Kamailio registrar: `deploy/kamailio/registrar.cfg` with its
-//! listen address, db_text directory and control socket moved to a
-//! temporary directory, one subscriber, and `kamcmd` to read its bindings.
+//! A real Kamailio as the IMS core: `deploy/kamailio/kamailio.cfg`
+//! (registrar, proxy, presence server) with its address, db_text
+//! directory and control socket moved to a temporary directory, the
+//! subscribers a test names, and `kamcmd` to read its bindings.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The db_text tables the configuration uses; their header lines come
+/// from Kamailio's own files.
+const TABLES: [&str; 5] = [
+    "subscriber",
+    "presentity",
+    "active_watchers",
+    "watchers",
+    "xcap",
+];
+
 pub struct Kamailio {
     child: Child,
     pub port: u16,
     dir: PathBuf,
+    config: PathBuf,
 }
 
 impl Kamailio {
-    /// Starts with one subscriber and digest `algorithm` (`MD5`, `SHA-256`).
-    pub fn start(dir: &Path, username: &str, password: &str, algorithm: &str) -> Self {
-        Self::start_on(crate::free_udp_port(), dir, username, password, algorithm)
+    /// Starts on a free port with these subscribers (`user`, `password`)
+    /// and digest `algorithm` (`MD5`, `SHA-256`).
+    pub fn start(dir: &Path, subscribers: &[(&str, &str)], algorithm: &str) -> Self {
+        Self::start_on(crate::free_udp_port(), dir, subscribers, algorithm)
     }
 
-    /// The same on a given UDP port (a registrar that comes up late).
-    pub fn start_on(
-        port: u16,
-        dir: &Path,
-        username: &str,
-        password: &str,
-        algorithm: &str,
-    ) -> Self {
+    /// The same on a given port (a registrar that comes up late).
+    pub fn start_on(port: u16, dir: &Path, subscribers: &[(&str, &str)], algorithm: &str) -> Self {
         let db = dir.join("db");
         std::fs::create_dir_all(&db).unwrap();
         let headers = Path::new("/usr/share/kamailio/dbtext/kamailio");
-        let header = |table: &str| {
-            std::fs::read_to_string(headers.join(table))
-                .unwrap_or_else(|e| {
-                    panic!("Kamailio's db_text headers ({table}): {e}; apt-get install kamailio")
-                })
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned()
+        let read = |table: &str| {
+            std::fs::read_to_string(headers.join(table)).unwrap_or_else(|e| {
+                panic!("Kamailio's db_text tables ({table}): {e}; apt-get install kamailio")
+            })
         };
-        std::fs::write(
-            db.join("version"),
-            format!(
-                "{}\n0:subscriber:7\n0:location:9\n0:location_attrs:1\n",
-                header("version")
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            db.join("subscriber"),
-            format!(
-                "{}\n1:{username}:iot.local:{password}:x:x\n",
-                header("subscriber")
-            ),
-        )
-        .unwrap();
+        let header = |table: &str| read(table).lines().next().unwrap_or_default().to_owned();
+        // Every table's version, as Kamailio ships them.
+        std::fs::write(db.join("version"), read("version")).unwrap();
+        for table in TABLES {
+            let mut text = header(table) + "\n";
+            if table == "subscriber" {
+                for (id, (user, password)) in subscribers.iter().enumerate() {
+                    text += &format!("{}:{user}:iot.local:{password}:x:x\n", id + 1);
+                }
+            }
+            std::fs::write(db.join(table), text).unwrap();
+        }
         let ctl = dir.join("ctl");
-        let config = include_str!("../../deploy/kamailio/registrar.cfg")
-            .replace(
-                "listen=udp:127.0.0.1:5060",
-                &format!("listen=udp:127.0.0.1:{port}"),
-            )
+        let config = include_str!("../../deploy/kamailio/kamailio.cfg")
+            .replace("127.0.0.1:5060", &format!("127.0.0.1:{port}"))
             .replace(
                 "text:///etc/kamailio/fogbank-db",
                 &format!("text://{}", db.display()),
@@ -75,10 +70,14 @@ impl Kamailio {
             );
         let config_path = dir.join("kamailio.cfg");
         std::fs::write(&config_path, config).unwrap();
+        Self::run(port, dir, config_path)
+    }
+
+    fn run(port: u16, dir: &Path, config: PathBuf) -> Self {
         let child = Command::new("kamailio")
             .args([
                 "-f",
-                config_path.to_str().unwrap(),
+                config.to_str().unwrap(),
                 "-DD",
                 "-E",
                 "-Y",
@@ -86,13 +85,18 @@ impl Kamailio {
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join("kamailio.log"))
+                    .map(Stdio::from)
+                    .unwrap_or(Stdio::null()),
+            )
             .spawn()
             .expect("kamailio starts (scripts/test installs it)");
         let kamailio = Kamailio {
             child,
             port,
             dir: dir.to_owned(),
+            config,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while kamailio.ctl(&["core.version"]).is_none() {
@@ -100,6 +104,19 @@ impl Kamailio {
             std::thread::sleep(Duration::from_millis(50));
         }
         kamailio
+    }
+
+    /// Kills it (every binding is lost: they live in memory).
+    pub fn kill(mut self) -> (u16, PathBuf, PathBuf) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.join("ctl"));
+        (self.port, self.dir.clone(), self.config.clone())
+    }
+
+    /// Starts again what [`kill`](Self::kill) stopped.
+    pub fn restart((port, dir, config): (u16, PathBuf, PathBuf)) -> Self {
+        Self::run(port, &dir, config)
     }
 
     fn ctl(&self, args: &[&str]) -> Option<String> {

@@ -17,6 +17,7 @@ pub mod kamailio;
 pub mod mqtt;
 pub mod radio;
 pub mod services;
+pub mod sipp;
 pub mod sse;
 
 use std::net::{TcpListener, UdpSocket};
@@ -35,6 +36,7 @@ pub use mqtt::{
 };
 pub use radio::PtyPair;
 pub use services::{component, guests, manifest, publish};
+pub use sipp::{Sipp, SippRun};
 pub use sse::{follow_events, read_events};
 
 /// The `fogbank` binary under test: `FOGBANK_BIN` if set; else the one

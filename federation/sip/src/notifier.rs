@@ -172,13 +172,7 @@ pub(crate) async fn subscribe(endpoint: &Endpoint, shared: &Arc<Shared>, request
             return;
         }
     };
-    let mut response = match dialog.create_response(&request, StatusCode::OK, None) {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::warn!(%error, "cannot answer a SUBSCRIBE");
-            return;
-        }
-    };
+    let mut response = dialog_response(endpoint, &dialog, &request, StatusCode::OK);
     response.msg.headers.insert_named(&Expires(plan.expires));
     let (refresh_tx, refreshes) = mpsc::channel(4);
     let guard = dialog.register_usage(Refreshes { tx: refresh_tx });
@@ -214,6 +208,28 @@ pub(crate) async fn subscribe(endpoint: &Endpoint, shared: &Arc<Shared>, request
         },
     );
     tokio::spawn(subscription.serve(refreshes));
+}
+
+/// A response inside the subscription's dialog: our To tag, our Contact,
+/// the route set echoed. (ezk's own would print an empty Supported
+/// header, which it cannot.)
+fn dialog_response(
+    endpoint: &Endpoint,
+    dialog: &Dialog,
+    request: &IncomingRequest,
+    code: StatusCode,
+) -> sip_core::transport::OutgoingResponse {
+    let mut response = endpoint.create_response(request, code, None);
+    let headers = &mut response.msg.headers;
+    let _ = request.headers.clone_into(headers, Name::RECORD_ROUTE);
+    headers.insert_named(&dialog.local_contact);
+    headers.insert_named(endpoint.allowed());
+    if request.base_headers.to.tag.is_none() {
+        let _ = headers.edit(Name::TO, |to: &mut sip_types::header::typed::FromTo| {
+            to.tag.clone_from(&dialog.local_fromto.tag);
+        });
+    }
+    response
 }
 
 fn watcher_of(request: &IncomingRequest) -> String {
@@ -349,9 +365,7 @@ impl Subscription {
             Ok(expires) => (StatusCode::OK, Some(expires)),
             Err(_) => (StatusCode::BAD_REQUEST, None),
         };
-        let Ok(mut response) = self.dialog.create_response(&request, code, None) else {
-            return None;
-        };
+        let mut response = dialog_response(&self.endpoint, &self.dialog, &request, code);
         if let Some(expires) = expires {
             response.msg.headers.insert_named(&Expires(expires));
             if let Some(listed) = self.shared.subscriptions.lock().get_mut(&self.id) {
