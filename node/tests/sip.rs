@@ -395,10 +395,16 @@ fn a_presence_watcher_sees_what_the_gateway_published() {
         "secret",
         &[("FOGBANK_SIP_PRESENCE_SERVER", &kamailio.registrar())],
     );
-    set_lamp(&gw, true);
     gw.wait_for("/api/v1/federation/sip", "40 publications", |a| {
         a.json()["counters"]["publications"].as_u64() >= Some(40)
     });
+    // A new state is published again (after the minimum interval).
+    set_lamp(&gw, true);
+    gw.wait_for(
+        "/api/v1/federation/sip",
+        "the lamp's new state published",
+        |a| a.json()["counters"]["publications"].as_u64() >= Some(41),
+    );
     let run = Sipp::start(
         &scenario("watch_presence.xml"),
         &kamailio_address(&kamailio),

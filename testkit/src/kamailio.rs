@@ -28,7 +28,14 @@ impl Kamailio {
     /// Starts on a free port with these subscribers (`user`, `password`)
     /// and digest `algorithm` (`MD5`, `SHA-256`).
     pub fn start(dir: &Path, subscribers: &[(&str, &str)], algorithm: &str) -> Self {
-        Self::start_on(crate::free_udp_port(), dir, subscribers, algorithm)
+        // It listens on UDP and TCP: a port free for both.
+        let port = loop {
+            let port = crate::free_udp_port();
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                break port;
+            }
+        };
+        Self::start_on(port, dir, subscribers, algorithm)
     }
 
     /// The same on a given port (a registrar that comes up late).
@@ -74,6 +81,7 @@ impl Kamailio {
     }
 
     fn run(port: u16, dir: &Path, config: PathBuf) -> Self {
+        use std::os::unix::process::CommandExt;
         let child = Command::new("kamailio")
             .args([
                 "-f",
@@ -83,6 +91,9 @@ impl Kamailio {
                 "-Y",
                 dir.to_str().unwrap(),
             ])
+            // Kamailio forks its workers: a group of their own is killed
+            // as one.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
@@ -100,7 +111,11 @@ impl Kamailio {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while kamailio.ctl(&["core.version"]).is_none() {
-            assert!(Instant::now() < deadline, "Kamailio did not come up");
+            assert!(
+                Instant::now() < deadline,
+                "Kamailio did not come up: {}",
+                std::fs::read_to_string(dir.join("kamailio.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         kamailio
@@ -108,8 +123,7 @@ impl Kamailio {
 
     /// Kills it (every binding is lost: they live in memory).
     pub fn kill(mut self) -> (u16, PathBuf, PathBuf) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         let _ = std::fs::remove_file(self.dir.join("ctl"));
         (self.port, self.dir.clone(), self.config.clone())
     }
@@ -166,9 +180,17 @@ impl Kamailio {
     }
 }
 
+impl Kamailio {
+    /// SIGKILL to the main process and every worker.
+    fn stop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Kamailio {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

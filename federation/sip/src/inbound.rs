@@ -27,7 +27,7 @@ impl Inbound {
     /// Whether `source` is the registrar: its address exactly over UDP;
     /// over TCP the proxy connects from a port of its choosing, so its
     /// host.
-    fn from_registrar(&self, source: SocketAddr) -> bool {
+    fn came_through_registrar(&self, source: SocketAddr) -> bool {
         match *self.shared.registrar_addr.read() {
             None => false,
             Some(registrar) => match self.shared.config.transport {
@@ -51,7 +51,7 @@ impl Layer for Inbound {
         let source = request.tp_info.source;
         let method = request.line.method.clone();
         let span = tracing::info_span!("sip_request", %method, %source);
-        if !self.from_registrar(source) {
+        if !self.came_through_registrar(source) {
             Counters::add(&self.shared.counters.forbidden);
             tracing::info!(parent: &span, "refused: not from the registrar");
             let request = request.take();
@@ -101,7 +101,12 @@ pub(crate) async fn respond(
     code: StatusCode,
     edit: impl FnOnce(&mut Headers),
 ) {
-    let mut response = endpoint.create_response(&request, code, None);
+    // ezk names the common codes only; 202 goes out with its name too.
+    let reason = match code.into_u16() {
+        202 => Some("Accepted".into()),
+        _ => None,
+    };
+    let mut response = endpoint.create_response(&request, code, reason);
     edit(&mut response.msg.headers);
     if code.into_u16() >= 400 {
         tracing::info!(code = code.into_u16(), "SIP request refused");
