@@ -241,8 +241,11 @@ impl SipSection {
                 })
                 .collect::<Result<_, _>>()?;
             forward.push(fogbank_sip::ForwardRule {
-                semantic_type: rule.semantic_type.clone(),
-                location: rule.location.as_deref().map(fogbank_taas::Location::new),
+                select: fogbank_taas::Query {
+                    semantic_type: rule.semantic_type.clone(),
+                    location: rule.location.as_deref().map(fogbank_taas::Location::new),
+                    ..Default::default()
+                },
                 ids,
                 to: rule.to.clone(),
             });

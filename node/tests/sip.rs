@@ -504,6 +504,23 @@ fn ims_users_read_and_switch_a_thing_by_message() {
     // Bob may read but not switch.
     let answer = message(BOB, "application/senml+json", r#"[{"vb":false}]"#);
     assert!(answer.starts_with("SIP/2.0 403"), "{answer}");
+    // Nor may he pass himself off as Alice: the core refuses the From.
+    let spoofed = Sipp::start(
+        &scenario("message.xml"),
+        &core,
+        testkit::free_udp_port(),
+        LAMP,
+        &[
+            ("user", "alice"),
+            ("type", "application/senml+json"),
+            ("body", r#"[{"vb":false}]"#),
+        ],
+        &["-au", BOB.0, "-ap", BOB.1],
+        &sipp,
+    )
+    .finish(Duration::from_secs(20));
+    let answer = spoofed.received().pop().unwrap();
+    assert!(answer.starts_with("SIP/2.0 403 From is not"), "{answer}");
     let answer = message(ALICE, "application/senml+json", r#"[{"vb":false}]"#);
     assert!(answer.starts_with("SIP/2.0 202"), "{answer}");
     gw.wait_for(
@@ -537,4 +554,88 @@ fn ims_users_read_and_switch_a_thing_by_message() {
     let counters = &sip_status(&gw)["counters"];
     assert_eq!(counters["messages_received"], 3, "{counters}");
     assert_eq!(counters["messages_sent"], 2, "{counters}");
+}
+
+/// `[[sip.forward]]`: the readings of the selected thing go to an IMS
+/// identity as SenML MESSAGEs from the thing's address, no more often
+/// than the minimum interval (the simulator reads every second).
+#[test]
+fn forwarding_rules_send_readings_to_an_ims_identity() {
+    const TEMPERATURE: &str = "gw-s.sim.building-a-floor-1.temperature";
+    let tmp = tempfile::tempdir().unwrap();
+    let kamailio = Kamailio::start(
+        &tmp.path().join("kamailio"),
+        &[("gw-s", "secret"), ALICE],
+        "MD5",
+    );
+    let sipp = tmp.path().join("sipp");
+    let core = kamailio_address(&kamailio);
+    let inbox_port = testkit::free_udp_port();
+    let inbox = Sipp::start(
+        &scenario("inbox.xml"),
+        &core,
+        inbox_port,
+        "alice",
+        &[],
+        &["-m", "2"],
+        &sipp,
+    );
+    let inbox_port_text = inbox_port.to_string();
+    let run = Sipp::start(
+        &scenario("register.xml"),
+        &core,
+        testkit::free_udp_port(),
+        "alice",
+        &[("contact_port", &inbox_port_text)],
+        &[],
+        &sipp,
+    )
+    .finish(Duration::from_secs(20));
+    assert!(run.passed, "{}", run.messages);
+    let config = tmp.path().join("fogbank.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nmin_interval_ms = 3000\n[[sip.forward]]\nids = [\"{TEMPERATURE}\"]\nto = [\"sip:alice@iot.local\"]\n"
+        ),
+    )
+    .unwrap();
+    let listen = format!("127.0.0.1:{}", testkit::free_udp_port());
+    let registrar = kamailio.registrar();
+    let _gw = Gateway::start_in(
+        &tmp.path().join("gw"),
+        &["--demo", "--config", config.to_str().unwrap()],
+        &[
+            ("FOGBANK_GATEWAY_ID", "gw-s"),
+            ("FOGBANK_SIP_REGISTRAR", &registrar),
+            ("FOGBANK_SIP_DOMAIN", "iot.local"),
+            ("FOGBANK_SIP_PASSWORD", "secret"),
+            ("FOGBANK_SIP_LISTEN", &listen),
+        ],
+    );
+    let inbox = inbox.finish(Duration::from_secs(30));
+    assert!(inbox.passed, "{}", inbox.messages);
+    let received = inbox.requests("MESSAGE");
+    assert_eq!(received.len(), 2, "{}", inbox.messages);
+    let mut times = Vec::new();
+    for message in &received {
+        assert!(
+            message.contains(&format!("From: <sip:{TEMPERATURE}@iot.local>")),
+            "{message}"
+        );
+        assert!(
+            message.contains("Content-Type: application/senml+json"),
+            "{message}"
+        );
+        let body = message
+            .split("\r\n\r\n")
+            .nth(1)
+            .or_else(|| message.split("\n\n").nth(1))
+            .unwrap();
+        let pack: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+        assert_eq!(pack[0]["bn"], TEMPERATURE);
+        assert_eq!(pack[0]["bu"], "Cel");
+        times.push(pack[0]["t"].as_f64().unwrap());
+    }
+    assert!(times[1] - times[0] >= 2.5, "{times:?}");
 }

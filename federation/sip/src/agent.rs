@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use fogbank_taas::{Hub, Location, ThingId, ThingService};
+use fogbank_taas::{Hub, Query, ThingId, ThingService};
 use parking_lot::{Mutex, RwLock};
 use sip_auth::{DigestCredentials, DigestUser};
 use sip_core::Endpoint;
@@ -32,8 +32,8 @@ pub enum Transport {
 /// Readings of the matching thing services go, as MESSAGEs, to `to`.
 #[derive(Debug, Clone, Default)]
 pub struct ForwardRule {
-    pub semantic_type: Option<String>,
-    pub location: Option<Location>,
+    /// Type and location prefix (the other fields are not used).
+    pub select: Query,
     /// Empty: any id.
     pub ids: Vec<ThingId>,
     /// IMS identities, `sip:user@domain`.
@@ -42,14 +42,7 @@ pub struct ForwardRule {
 
 impl ForwardRule {
     pub fn matches(&self, thing: &ThingService) -> bool {
-        self.semantic_type
-            .as_ref()
-            .is_none_or(|t| *t == thing.semantic_type)
-            && self
-                .location
-                .as_ref()
-                .is_none_or(|l| thing.location.is_within(l))
-            && (self.ids.is_empty() || self.ids.contains(&thing.id))
+        self.select.matches(thing) && (self.ids.is_empty() || self.ids.contains(&thing.id))
     }
 }
 

@@ -94,6 +94,23 @@ impl Layer for Inbound {
     }
 }
 
+/// The URI in a request's From header, as text.
+pub(crate) fn sender(request: &IncomingRequest) -> String {
+    use sip_types::print::AppendCtx;
+    request
+        .base_headers
+        .from
+        .uri
+        .uri
+        .default_print_ctx()
+        .to_string()
+}
+
+/// The first value of header `name`, as text.
+pub(crate) fn header<'a>(request: &'a IncomingRequest, name: &Name) -> Option<&'a str> {
+    request.headers.get_raw(name).next().map(|v| v.as_str())
+}
+
 /// Answers `request` with `code` and the headers `edit` adds.
 pub(crate) async fn respond(
     endpoint: &Endpoint,

@@ -23,14 +23,13 @@ use fogbank_taas::{ActuateError, CommandState, Event as BusEvent, Filter, ThingI
 use sip_auth::DigestAuthenticator;
 use sip_core::transport::TargetTransportInfo;
 use sip_core::{Endpoint, IncomingRequest};
-use sip_types::print::AppendCtx;
 use sip_types::uri::SipUri;
 use sip_types::{Method, Name, StatusCode};
 use tokio::time::Instant;
 
 use crate::agent::{Counters, Shared, Transport};
 use crate::content::{self, Command, CommandError, SENML_JSON, TEXT_PLAIN};
-use crate::inbound::respond;
+use crate::inbound::{header, respond, sender};
 use crate::notifier::user_of;
 use crate::outbound::{self, Outgoing};
 
@@ -52,13 +51,8 @@ pub(crate) async fn receive(endpoint: &Endpoint, shared: &Arc<Shared>, request: 
         respond(endpoint, request, StatusCode::NOT_FOUND, |_| {}).await;
         return;
     };
-    let content_type = request
-        .headers
-        .get_raw(&Name::CONTENT_TYPE)
-        .next()
-        .map(|v| v.as_str().to_owned())
-        .unwrap_or_default();
-    let command = match content::parse_command(&content_type, &request.body) {
+    let content_type = header(&request, &Name::CONTENT_TYPE).unwrap_or_default();
+    let command = match content::parse_command(content_type, &request.body) {
         Ok(command) => command,
         Err(error) => {
             Counters::add(&shared.counters.rejected);
@@ -152,27 +146,11 @@ pub(crate) async fn receive(endpoint: &Endpoint, shared: &Arc<Shared>, request: 
     }
 }
 
-/// Who sent a request: the identity the core asserted
-/// (`P-Asserted-Identity`), else the From URI; as `user@host`.
+/// Who sent a request, as `user@host`: its From, which the core checked
+/// against the credentials it authenticated (`deploy/kamailio/kamailio.cfg`
+/// refuses a From that is not the authenticated user's).
 fn identity(request: &IncomingRequest) -> String {
-    let asserted = request
-        .headers
-        .get_raw(&Name::custom(
-            "P-Asserted-Identity",
-            &["p-asserted-identity"],
-        ))
-        .next()
-        .map(|v| v.as_str().to_owned());
-    let text = asserted.unwrap_or_else(|| {
-        request
-            .base_headers
-            .from
-            .uri
-            .uri
-            .default_print_ctx()
-            .to_string()
-    });
-    bare_identity(&text)
+    bare_identity(&sender(request))
 }
 
 /// `sip:alice@iot.local;transport=udp` → `alice@iot.local`.

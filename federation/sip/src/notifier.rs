@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::agent::{Counters, Shared};
 use crate::content::{self, Format, PIDF_XML, SENML_JSON};
 use crate::event::{self, PACKAGE};
-use crate::inbound::respond;
+use crate::inbound::{header, respond, sender};
 
 /// A subscription as the REST API shows it.
 #[derive(Debug, Clone)]
@@ -93,10 +93,7 @@ enum Refusal {
 }
 
 fn plan(shared: &Shared, request: &IncomingRequest) -> Result<Plan, Refusal> {
-    let raw_event = request
-        .headers
-        .get_raw(&Name::EVENT)
-        .next()
+    let raw_event = header(request, &Name::EVENT)
         .ok_or_else(|| Refusal::BadRequest("no Event header".into()))?;
     let parsed = event::parse_event(raw_event).map_err(|e| Refusal::BadRequest(e.to_string()))?;
     if parsed.package != PACKAGE {
@@ -108,14 +105,7 @@ fn plan(shared: &Shared, request: &IncomingRequest) -> Result<Plan, Refusal> {
         .ok_or(Refusal::NotFound)?;
     let format = content::negotiate(request.headers.get_raw(&Name::ACCEPT).map(|v| v.as_str()))
         .ok_or(Refusal::NotAcceptable)?;
-    let expires = event::parse_expires(
-        request
-            .headers
-            .get_raw(&Name::EXPIRES)
-            .next()
-            .map(|v| v.as_str()),
-    )
-    .map_err(|e| Refusal::BadRequest(e.to_string()))?;
+    let expires = expires_of(&request).map_err(|e| Refusal::BadRequest(e.to_string()))?;
     let interval = parsed
         .min_interval
         .unwrap_or_default()
@@ -176,7 +166,7 @@ pub(crate) async fn subscribe(endpoint: &Endpoint, shared: &Arc<Shared>, request
     response.msg.headers.insert_named(&Expires(plan.expires));
     let (refresh_tx, refreshes) = mpsc::channel(4);
     let guard = dialog.register_usage(Refreshes { tx: refresh_tx });
-    let watcher = watcher_of(&request);
+    let watcher = sender(&request);
     if let Err(error) = endpoint
         .create_server_tsx(&mut request)
         .respond(response)
@@ -232,15 +222,9 @@ fn dialog_response(
     response
 }
 
-fn watcher_of(request: &IncomingRequest) -> String {
-    use sip_types::print::AppendCtx;
-    request
-        .base_headers
-        .from
-        .uri
-        .uri
-        .default_print_ctx()
-        .to_string()
+/// The expiry a SUBSCRIBE asks for (its `Expires`, or the default).
+fn expires_of(request: &IncomingRequest) -> Result<u32, event::HeaderError> {
+    event::parse_expires(header(request, &Name::EXPIRES))
 }
 
 /// Hands the dialog's requests (refreshes) to the subscription's task.
@@ -354,13 +338,7 @@ impl Subscription {
 
     /// Answers a refresh; the expiry it asks for, if it is valid.
     async fn refresh(&self, mut request: IncomingRequest) -> Option<u32> {
-        let expires = event::parse_expires(
-            request
-                .headers
-                .get_raw(&Name::EXPIRES)
-                .next()
-                .map(|v| v.as_str()),
-        );
+        let expires = expires_of(&request);
         let (code, expires) = match expires {
             Ok(expires) => (StatusCode::OK, Some(expires)),
             Err(_) => (StatusCode::BAD_REQUEST, None),
