@@ -280,4 +280,25 @@ mod tests {
             Err(CommandError::Type(_))
         ));
     }
+
+    proptest::proptest! {
+        /// Whatever a thing's id, unit or string value holds, it cannot
+        /// open or close an attribute or element of the document.
+        #[test]
+        fn xml_text_is_always_escaped(entity in ".*", text in ".*") {
+            let reading = reading(Value::String(text.clone()));
+            let doc = pidf(&entity, &text, Some(&text), true, Some(&reading));
+            let inside: Vec<&str> = doc.split('"').skip(1).step_by(2).collect();
+            for value in inside {
+                proptest::prop_assert!(!value.contains(['<', '>', '&']) || value.contains("&amp;") || value.contains("&lt;") || value.contains("&gt;") || value.contains("&quot;") || value.contains("&apos;"));
+                proptest::prop_assert!(!value.contains(['<', '>']));
+            }
+        }
+
+        #[test]
+        fn negotiation_and_commands_take_any_text(accept in ".*", kind in ".*", body in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = negotiate([accept.as_str()]);
+            let _ = parse_command(&kind, &body);
+        }
+    }
 }

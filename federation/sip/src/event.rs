@@ -124,4 +124,20 @@ mod tests {
             Err(HeaderError::Expires("-1".into()))
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn event_parameters_round_trip(package in "[a-z][a-z0-9.-]{0,20}", secs: u32, id in "[a-z0-9]{1,8}") {
+            let parsed = parse_event(&format!("{package};id={id};min-interval={secs}")).unwrap();
+            proptest::prop_assert_eq!(parsed.package, package);
+            proptest::prop_assert_eq!(parsed.id, Some(id));
+            proptest::prop_assert_eq!(parsed.min_interval, Some(Duration::from_secs(secs.into())));
+        }
+
+        #[test]
+        fn any_header_text_parses_or_is_refused(text in ".*") {
+            let _ = parse_event(&text);
+            let _ = parse_expires(Some(&text));
+        }
+    }
 }
