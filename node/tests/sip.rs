@@ -639,3 +639,65 @@ fn forwarding_rules_send_readings_to_an_ims_identity() {
     }
     assert!(times[1] - times[0] >= 2.5, "{times:?}");
 }
+
+/// `transport = "tcp"`: the bindings are made over TCP, with a TCP
+/// Contact, and a subscription is served over it.
+#[test]
+fn the_gateway_speaks_sip_over_tcp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kamailio = Kamailio::start(
+        &tmp.path().join("kamailio"),
+        &[("gw-s", "secret"), ALICE],
+        "MD5",
+    );
+    let port = loop {
+        let port = testkit::free_udp_port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            break port;
+        }
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let gw = sip_gateway_with(
+        &tmp.path().join("gw"),
+        "gw-s",
+        &kamailio,
+        "secret",
+        &[
+            ("FOGBANK_SIP_TRANSPORT", "tcp"),
+            ("FOGBANK_SIP_LISTEN", &listen),
+        ],
+    );
+    wait(Duration::from_secs(15), "41 bindings", || {
+        kamailio.aors().len() == 41
+    });
+    assert!(
+        kamailio
+            .contacts()
+            .iter()
+            .all(|c| c.contains("transport=tcp")),
+        "{:?}",
+        kamailio.contacts()
+    );
+    set_lamp(&gw, true);
+    let watcher = Sipp::start(
+        &scenario("watch_thing.xml"),
+        &kamailio_address(&kamailio),
+        testkit::free_udp_port(),
+        LAMP,
+        &[],
+        &[],
+        &tmp.path().join("sipp"),
+    );
+    gw.wait_for("/api/v1/federation/sip", "the subscription", |a| {
+        a.json()["subscriptions"].as_array().is_some_and(|all| {
+            all.iter()
+                .any(|s| s["notifications_sent"].as_u64() >= Some(1))
+        })
+    });
+    set_lamp(&gw, false);
+    let run = watcher.finish(Duration::from_secs(30));
+    assert!(run.passed, "{}", run.messages);
+    // Kamailio relayed the gateway's NOTIFYs, which came over TCP.
+    let first = &run.requests("NOTIFY")[0];
+    assert!(first.contains("SIP/2.0/TCP"), "{first}");
+}

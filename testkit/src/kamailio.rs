@@ -163,6 +163,15 @@ impl Kamailio {
         out
     }
 
+    /// The Contact of every binding.
+    pub fn contacts(&self) -> Vec<String> {
+        self.ctl(&["ul.dump"])
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Address: ").map(str::to_owned))
+            .collect()
+    }
+
     /// The addresses of record it holds bindings for.
     pub fn aors(&self) -> Vec<String> {
         let mut aors: Vec<String> = self
