@@ -1,0 +1,364 @@
+//! SIP federation benchmark: a release gateway under Debian's Kamailio
+//! (registrar, proxy, presence server) with 1,000 thing services — its
+//! campus simulator runs 20 buildings of 10 floors, each floor a device of
+//! five thing services reading every second — and SIPp as the IMS
+//! applications.
+//!
+//!   cargo bench -p fogbank --bench sip   (or ./scripts/bench)
+//!
+//! Figures: time until all 1,001 addresses of record are registered
+//! (paced at 100 per second by design), beside SIPp registering 1,000
+//! addresses itself as fast as it can; SUBSCRIBE → first NOTIFY through
+//! Kamailio, p50/p99, beside the same fetch answered by Kamailio's own
+//! presence server; NOTIFYs per second with 1,000 held subscriptions
+//! (one reading per second each), the gateway's CPU and memory.
+//! Settings: BENCH_SECS (10), BENCH_FETCHES (300).
+
+use fogbank_testkit as testkit;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testkit::Kamailio;
+use testkit::bench::{Process, status_kib};
+
+const BUILDINGS: u32 = 20;
+const FLOORS: u32 = 10;
+const KINDS: [&str; 5] = ["temperature", "humidity", "light", "motion", "lamp"];
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn get(url: &str) -> serde_json::Value {
+    ureq::get(url)
+        .call()
+        .ok()
+        .and_then(|r| r.into_json().ok())
+        .unwrap_or_default()
+}
+
+fn things() -> Vec<String> {
+    let mut all = Vec::new();
+    for b in 0..BUILDINGS {
+        let building = (b'a' + b as u8) as char;
+        for floor in 1..=FLOORS {
+            for kind in KINDS {
+                all.push(format!(
+                    "bench.sim.building-{building}-floor-{floor}.{kind}"
+                ));
+            }
+        }
+    }
+    all
+}
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches/sipp")
+        .join(name)
+}
+
+/// A SIPp injection file naming one user part per call.
+fn injection(dir: &Path, name: &str, users: &[String]) -> PathBuf {
+    let path = dir.join(name);
+    let mut text = String::from("SEQUENTIAL\n");
+    for user in users {
+        text += &format!("{user};\n");
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs SIPp to the end; the response times (ms) it traced, if asked.
+fn sipp(dir: &Path, core: &str, scenario: &Path, args: &[&str]) -> Vec<f64> {
+    let status = Command::new("sipp")
+        .arg(core)
+        .arg("-sf")
+        .arg(scenario)
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &testkit::free_udp_port().to_string(),
+        ])
+        .args([
+            "-timeout",
+            "120s",
+            "-nostdin",
+            "-trace_rtt",
+            "-rtt_freq",
+            "1",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("sipp runs (apt-get install sip-tester)");
+    assert!(status.success(), "sipp {scenario:?} {args:?} failed");
+    let mut times = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with("_rtt.csv") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            times.extend(
+                text.lines()
+                    .skip(1)
+                    .filter_map(|l| l.split(';').nth(1)?.trim().parse::<f64>().ok()),
+            );
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    times
+}
+
+fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[((values.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after ")".
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("sip: bench");
+        return;
+    }
+    let secs = env("BENCH_SECS", 10);
+    let fetches = env("BENCH_FETCHES", 300);
+    let dir = tempfile::tempdir().unwrap();
+    let kamailio = Kamailio::start(
+        &dir.path().join("kamailio"),
+        &[("bench", "secret"), ("alice", "wonderland")],
+        "MD5",
+    );
+    let core = format!("127.0.0.1:{}", kamailio.port);
+    let all = things();
+
+    // The reference: SIPp registering 1,000 addresses as fast as it can.
+    let sipp_dir = dir.path().join("sipp");
+    std::fs::create_dir_all(&sipp_dir).unwrap();
+    let users: Vec<String> = (0..1000).map(|i| format!("bench.sipp.{i}")).collect();
+    let inf = injection(&sipp_dir, "users.csv", &users);
+    let begin = Instant::now();
+    sipp(
+        &sipp_dir,
+        &core,
+        &scenario("register.xml"),
+        &[
+            "-inf",
+            inf.to_str().unwrap(),
+            "-m",
+            "1000",
+            "-r",
+            "1000",
+            "-l",
+            "200",
+        ],
+    );
+    let sipp_register = begin.elapsed();
+
+    let http = testkit::free_port();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sim]\nenabled = true\nbuildings = {BUILDINGS}\nfloors = {FLOORS}\ninterval_ms = 1000\n\
+             [sip]\nregistrar = \"{}\"\ndomain = \"iot.local\"\npassword = \"secret\"\n\
+             listen = \"127.0.0.1:{}\"\npresence_server = \"{}\"\n",
+            kamailio.registrar(),
+            testkit::free_udp_port(),
+            kamailio.registrar()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let gateway = Process(
+        Command::new(testkit::binary())
+            .args([
+                "run",
+                "--gateway-id",
+                "bench",
+                "--mqtt",
+                "off",
+                "--coap",
+                "off",
+                "--p2p",
+                "off",
+            ])
+            .args(["--config", config.to_str().unwrap()])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .arg("--data-dir")
+            .arg(dir.path().join("gateway"))
+            .env("FOGBANK_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let status_url = format!("http://127.0.0.1:{http}/api/v1/federation/sip");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let want = all.len() + 1;
+    loop {
+        let registered = get(&status_url)["registrations"].as_array().map_or(0, |r| {
+            r.iter().filter(|r| r["state"] == "registered").count()
+        });
+        if registered >= want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{registered} of {want} registered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let registered = started.elapsed();
+    // Until every thing is published too (the presence reference needs it).
+    while get(&status_url)["counters"]["publications"]
+        .as_u64()
+        .unwrap_or(0)
+        < all.len() as u64
+    {
+        assert!(Instant::now() < deadline, "not all published");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // SUBSCRIBE → first NOTIFY: the gateway as notifier, then Kamailio's
+    // presence server, the same things, the same SIPp scenario.
+    let sample: Vec<String> = all.iter().cycle().take(fetches as usize).cloned().collect();
+    let inf = injection(&sipp_dir, "fetch.csv", &sample);
+    let count = fetches.to_string();
+    let fetch = |event: &str| {
+        sipp(
+            &sipp_dir,
+            &core,
+            &scenario("fetch.xml"),
+            &[
+                "-inf",
+                inf.to_str().unwrap(),
+                "-m",
+                &count,
+                "-r",
+                "50",
+                "-l",
+                "20",
+                "-key",
+                "event",
+                event,
+            ],
+        )
+    };
+    let ours = fetch("fogbank-thing");
+    let theirs = fetch("presence");
+    assert!(
+        !ours.is_empty() && !theirs.is_empty(),
+        "no response times traced"
+    );
+
+    // 1,000 subscriptions held, a reading a second each.
+    let inf = injection(&sipp_dir, "hold.csv", &all);
+    let mut holder = Process(
+        Command::new("sipp")
+            .arg(&core)
+            .arg("-sf")
+            .arg(scenario("hold.xml"))
+            .args([
+                "-inf",
+                inf.to_str().unwrap(),
+                "-m",
+                "1000",
+                "-r",
+                "200",
+                "-l",
+                "1000",
+            ])
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &testkit::free_udp_port().to_string(),
+                "-nostdin",
+            ])
+            .current_dir(&sipp_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    loop {
+        let held = get(&status_url)["subscriptions"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if held >= all.len() {
+            break;
+        }
+        assert!(
+            holder.0.try_wait().unwrap().is_none(),
+            "SIPp stopped holding subscriptions at {held}"
+        );
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(60),
+            "{held} subscriptions"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = gateway.0.id();
+    let notifications = || {
+        get(&status_url)["counters"]["notifications"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let (n0, cpu0, t0) = (notifications(), cpu_secs(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(secs));
+    let (n1, cpu1, elapsed) = (notifications(), cpu_secs(pid), t0.elapsed().as_secs_f64());
+    let notify_rate = (n1 - n0) as f64 / elapsed;
+    let failed = get(&status_url)["counters"]["notifications_failed"]
+        .as_u64()
+        .unwrap_or(0);
+    drop(holder);
+
+    println!(
+        "SIP federation, {} cores, {} things (release):",
+        testkit::bench::cores(),
+        all.len()
+    );
+    println!(
+        "  REGISTER {want} AoRs: all registered {:.1} s after start (paced 100/s) | SIPp registering 1,000 itself: {:.2} s",
+        registered.as_secs_f64(),
+        sipp_register.as_secs_f64()
+    );
+    let (p50, p99) = (percentile(ours.clone(), 0.5), percentile(ours, 0.99));
+    let (k50, k99) = (percentile(theirs.clone(), 0.5), percentile(theirs, 0.99));
+    println!(
+        "  SUBSCRIBE -> first NOTIFY through Kamailio: fogbank-thing p50 {p50:.2} ms, p99 {p99:.2} ms | Kamailio presence p50 {k50:.2} ms, p99 {k99:.2} ms | ratio p50 {:.2}, p99 {:.2}",
+        p50 / k50,
+        p99 / k99
+    );
+    println!(
+        "  1,000 subscriptions, a reading/s each: {notify_rate:.0} NOTIFY/s ({:.0} % of the readings), {failed} failed, gateway CPU {:.0} % of a core, RSS {} MiB (peak {} MiB)",
+        notify_rate / all.len() as f64 * 100.0,
+        (cpu1 - cpu0) / elapsed * 100.0,
+        status_kib(pid, "VmRSS:") / 1024,
+        status_kib(pid, "VmHWM:") / 1024
+    );
+}
