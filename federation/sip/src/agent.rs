@@ -13,6 +13,7 @@ use fogbank_taas::{Hub, Query, ThingId, ThingService};
 use parking_lot::{Mutex, RwLock};
 use sip_auth::{DigestCredentials, DigestUser};
 use sip_core::Endpoint;
+use sip_core::transport::TargetTransportInfo;
 use sip_types::Method;
 use sip_types::uri::SipUri;
 use sip_ua::dialog::DialogLayer;
@@ -140,6 +141,17 @@ impl Shared {
     pub fn aor(&self, user: &str) -> Result<SipUri, String> {
         let text = format!("sip:{user}@{}", self.config.domain);
         text.parse().map_err(|_| format!("{text} is not a SIP URI"))
+    }
+
+    /// Where a request the gateway starts goes, unset yet, but with the
+    /// Via naming the endpoint's own address: over TCP ezk would name the
+    /// connection's ephemeral port, where no answer can come back once the
+    /// core opens a connection of its own.
+    pub fn target(&self) -> TargetTransportInfo {
+        TargetTransportInfo {
+            via_host_port: Some(self.contact_addr.into()),
+            ..Default::default()
+        }
     }
 
     /// `sip:{user}@{contact address}`, with the transport when not UDP.

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use fogbank_taas::{ActuateError, CommandState, Event as BusEvent, Filter, ThingId, ThingReading};
 use sip_auth::DigestAuthenticator;
-use sip_core::transport::TargetTransportInfo;
 use sip_core::{Endpoint, IncomingRequest};
 use sip_types::uri::SipUri;
 use sip_types::{Method, Name, StatusCode};
@@ -186,15 +185,13 @@ async fn send(
 ) {
     let result = async {
         let mut outgoing = Outgoing::from(endpoint, shared, from_thing, Method::MESSAGE, to)?;
-        let mut target = TargetTransportInfo {
-            transport: Some(
+        let mut target = shared.target();
+        target.transport = Some(
                 endpoint
                     .select_transport(&shared.registrar)
                     .await
                     .map_err(|e| format!("cannot reach the registrar: {e}"))?,
-            ),
-            ..Default::default()
-        };
+            );
         let probe = outgoing.next();
         // Room for a Via, credentials and the Content-* lines.
         let size = probe.headers.printed_len() + body.len() + 400;

@@ -105,7 +105,7 @@ fn plan(shared: &Shared, request: &IncomingRequest) -> Result<Plan, Refusal> {
         .ok_or(Refusal::NotFound)?;
     let format = content::negotiate(request.headers.get_raw(&Name::ACCEPT).map(|v| v.as_str()))
         .ok_or(Refusal::NotAcceptable)?;
-    let expires = expires_of(&request).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+    let expires = expires_of(request).map_err(|e| Refusal::BadRequest(e.to_string()))?;
     let interval = parsed
         .min_interval
         .unwrap_or_default()
@@ -413,6 +413,9 @@ impl Subscription {
     /// (the proxy that record-routed the SUBSCRIBE), else to the watcher.
     async fn send(&self, request: sip_core::Request) -> Result<(), NotifyError> {
         let mut target = self.dialog.target_tp_info.lock().await;
+        if target.via_host_port.is_none() {
+            target.via_host_port = self.shared.target().via_host_port;
+        }
         if target.transport.is_none()
             && let Some(first) = self.dialog.route_set.first()
         {

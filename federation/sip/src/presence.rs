@@ -110,7 +110,7 @@ async fn keep_published(
         shared: shared.clone(),
         thing,
         outgoing,
-        target: TargetTransportInfo::default(),
+        target: shared.target(),
         etag: None,
     };
     match endpoint.select_transport(&server).await {

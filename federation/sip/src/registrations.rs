@@ -121,7 +121,7 @@ pub(crate) async fn run(endpoint: Endpoint, shared: Arc<Shared>) {
 async fn probe(endpoint: Endpoint, shared: Arc<Shared>, rebind: watch::Sender<u64>) {
     let mut was_reachable = None;
     loop {
-        let mut target = TargetTransportInfo::default();
+        let mut target = shared.target();
         let request = outbound::Outgoing::new(
             &endpoint,
             &shared,
@@ -199,7 +199,7 @@ async fn keep_bound(
         shared.registrar.clone(),
         shared.config.expires,
     );
-    let mut target = TargetTransportInfo::default();
+    let mut target = shared.target();
     let mut authenticator = DigestAuthenticator::new(shared.credentials.clone());
     let mut backoff = FIRST_RETRY;
     let mut bound;
