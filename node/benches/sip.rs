@@ -224,10 +224,19 @@ fn main() {
         if registered >= want {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{registered} of {want} registered"
-        );
+        if Instant::now() > deadline {
+            let status = get(&status_url);
+            let stuck: Vec<&serde_json::Value> = status["registrations"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter(|r| r["state"] != "registered")
+                        .take(5)
+                        .collect()
+                })
+                .unwrap_or_default();
+            panic!("{registered} of {want} registered; for example {stuck:?}");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     let registered = started.elapsed();

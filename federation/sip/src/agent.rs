@@ -1,74 +1,27 @@
-//! The SIP agent: one ezk endpoint on a thread of its own, and the state
-//! its parts share. The endpoint's layers see each incoming request in
+//! The SIP agent: one ezk endpoint on a thread of its own, wiring the
+//! parts (each sharing [`Shared`](crate::shared::Shared)). The endpoint's layers see each incoming request in
 //! order: [`inbound`](crate::inbound) first (who may ask, and requests
 //! outside a dialog), then ezk's dialog layer (a subscription's refreshes).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use fogbank_taas::{Hub, Query, ThingId, ThingService};
+use fogbank_taas::Hub;
 use parking_lot::{Mutex, RwLock};
 use sip_auth::{DigestCredentials, DigestUser};
 use sip_core::Endpoint;
-use sip_core::transport::TargetTransportInfo;
 use sip_types::Method;
 use sip_types::uri::SipUri;
 use sip_ua::dialog::DialogLayer;
 use tokio::sync::watch;
 
+use crate::config::{SipConfig, Transport};
 use crate::inbound::Inbound;
 use crate::notifier::SubscriptionView;
-use crate::registrations::{Binding, RegistrationView};
+use crate::registrations::RegistrationView;
+use crate::shared::{Counters, Shared};
 use crate::{messages, notifier, presence, registrations};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
-/// Readings of the matching thing services go, as MESSAGEs, to `to`.
-#[derive(Debug, Clone, Default)]
-pub struct ForwardRule {
-    /// Type and location prefix (the other fields are not used).
-    pub select: Query,
-    /// Empty: any id.
-    pub ids: Vec<ThingId>,
-    /// IMS identities, `sip:user@domain`.
-    pub to: Vec<String>,
-}
-
-impl ForwardRule {
-    pub fn matches(&self, thing: &ThingService) -> bool {
-        self.select.matches(thing) && (self.ids.is_empty() || self.ids.contains(&thing.id))
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct SipConfig {
-    /// The registrar and outbound proxy, `sip:host[:port]`.
-    pub registrar: String,
-    pub domain: String,
-    pub username: String,
-    pub password: String,
-    pub transport: Transport,
-    /// The socket the gateway's SIP endpoint binds.
-    pub listen: SocketAddr,
-    pub expires: Duration,
-    /// Register every thing service this gateway owns, besides itself.
-    pub register_things: bool,
-    /// Notifications, publications and forwarded MESSAGEs of one thing
-    /// are at least this far apart.
-    pub min_interval: Duration,
-    /// Where thing state is PUBLISHed (`sip:host[:port]`), if anywhere.
-    pub presence_server: Option<String>,
-    pub forward: Vec<ForwardRule>,
-    /// Identities (`user@domain`) whose MESSAGEs may actuate.
-    pub actuate: Vec<String>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SipError {
@@ -81,88 +34,6 @@ pub enum SipError {
     },
     #[error("cannot start the SIP agent: {0}")]
     Thread(std::io::Error),
-}
-
-/// Counted events, by name, for the REST API and `/metrics`.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub notifications: AtomicU64,
-    pub notifications_failed: AtomicU64,
-    pub messages_received: AtomicU64,
-    pub messages_sent: AtomicU64,
-    pub messages_failed: AtomicU64,
-    pub publications: AtomicU64,
-    pub publications_failed: AtomicU64,
-    pub forbidden: AtomicU64,
-    pub rejected: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        vec![
-            ("notifications", read(&self.notifications)),
-            ("notifications_failed", read(&self.notifications_failed)),
-            ("messages_received", read(&self.messages_received)),
-            ("messages_sent", read(&self.messages_sent)),
-            ("messages_failed", read(&self.messages_failed)),
-            ("publications", read(&self.publications)),
-            ("publications_failed", read(&self.publications_failed)),
-            ("forbidden", read(&self.forbidden)),
-            ("rejected", read(&self.rejected)),
-        ]
-    }
-
-    pub fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// What the endpoint's tasks share.
-pub(crate) struct Shared {
-    pub hub: Arc<Hub>,
-    pub config: SipConfig,
-    pub registrar: SipUri,
-    pub presence_server: Option<SipUri>,
-    /// The address others reach this gateway's endpoint at.
-    pub contact_addr: SocketAddr,
-    pub credentials: DigestCredentials,
-    /// Where the registrar answers from: requests from elsewhere get 403.
-    pub registrar_addr: RwLock<Option<SocketAddr>>,
-    pub registrar_reachable: AtomicBool,
-    pub bindings: Mutex<BTreeMap<String, Binding>>,
-    pub subscriptions: Mutex<notifier::Table>,
-    pub counters: Counters,
-    pub stopped: watch::Receiver<bool>,
-}
-
-impl Shared {
-    /// `sip:{user}@{domain}`.
-    pub fn aor(&self, user: &str) -> Result<SipUri, String> {
-        let text = format!("sip:{user}@{}", self.config.domain);
-        text.parse().map_err(|_| format!("{text} is not a SIP URI"))
-    }
-
-    /// Where a request the gateway starts goes, unset yet, but with the
-    /// Via naming the endpoint's own address: over TCP ezk would name the
-    /// connection's ephemeral port, where no answer can come back once the
-    /// core opens a connection of its own.
-    pub fn target(&self) -> TargetTransportInfo {
-        TargetTransportInfo {
-            via_host_port: Some(self.contact_addr.into()),
-            ..Default::default()
-        }
-    }
-
-    /// `sip:{user}@{contact address}`, with the transport when not UDP.
-    pub fn contact(&self, user: &str) -> Result<SipUri, String> {
-        let transport = match self.config.transport {
-            Transport::Udp => "",
-            Transport::Tcp => ";transport=tcp",
-        };
-        let text = format!("sip:{user}@{}{transport}", self.contact_addr);
-        text.parse().map_err(|_| format!("{text} is not a SIP URI"))
-    }
 }
 
 /// Everything the REST API shows.
@@ -284,12 +155,6 @@ impl Agent {
     }
 }
 
-/// Resolves once the agent is told to stop.
-pub(crate) async fn stopping(stopped: &mut watch::Receiver<bool>) {
-    // The guard wait_for returns is not Send; drop it here.
-    let _ = stopped.wait_for(|s| *s).await.map(|_| ());
-}
-
 async fn run(shared: Arc<Shared>) {
     let mut builder = Endpoint::builder();
     // ezk prints the Allow header from this list and cannot print it empty.
@@ -320,7 +185,7 @@ async fn run(shared: Arc<Shared>) {
         tokio::spawn(messages::forward(endpoint.clone(), shared.clone())),
     ];
     let mut stopped = shared.stopped.clone();
-    crate::agent::stopping(&mut stopped).await;
+    crate::shared::stopping(&mut stopped).await;
     notifier::ended(&shared).await;
     for part in parts {
         let _ = part.await;

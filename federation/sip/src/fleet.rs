@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::agent::Shared;
+use crate::shared::Shared;
 
 /// Tasks started per second, at most.
 const START_RATE: u64 = 100;
@@ -58,7 +58,7 @@ pub(crate) async fn follow<Fut>(
     let mut generation = None;
     loop {
         tokio::select! {
-            _ = crate::agent::stopping(&mut stopped) => break,
+            _ = crate::shared::stopping(&mut stopped) => break,
             _ = tick.tick() => {}
         }
         let now_generation = shared.hub.catalog_generation();

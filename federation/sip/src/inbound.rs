@@ -8,11 +8,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sip_core::{Endpoint, IncomingRequest, Layer, MayTake};
-use sip_types::{Headers, Method, Name, StatusCode};
+use sip_types::{Method, Name, StatusCode};
 use tracing::Instrument;
 
-use crate::agent::{Counters, Shared, Transport};
+use crate::config::Transport;
 use crate::content::{PIDF_XML, SENML_JSON, TEXT_PLAIN};
+use crate::request::respond;
+use crate::shared::{Counters, Shared};
 use crate::{event, messages, notifier};
 
 pub(crate) struct Inbound {
@@ -91,45 +93,5 @@ impl Layer for Inbound {
         }
         .instrument(span)
         .await
-    }
-}
-
-/// The URI in a request's From header, as text.
-pub(crate) fn sender(request: &IncomingRequest) -> String {
-    use sip_types::print::AppendCtx;
-    request
-        .base_headers
-        .from
-        .uri
-        .uri
-        .default_print_ctx()
-        .to_string()
-}
-
-/// The first value of header `name`, as text.
-pub(crate) fn header<'a>(request: &'a IncomingRequest, name: &Name) -> Option<&'a str> {
-    request.headers.get_raw(name).next().map(|v| v.as_str())
-}
-
-/// Answers `request` with `code` and the headers `edit` adds.
-pub(crate) async fn respond(
-    endpoint: &Endpoint,
-    mut request: IncomingRequest,
-    code: StatusCode,
-    edit: impl FnOnce(&mut Headers),
-) {
-    // ezk names the common codes only; 202 goes out with its name too.
-    let reason = match code.into_u16() {
-        202 => Some("Accepted".into()),
-        _ => None,
-    };
-    let mut response = endpoint.create_response(&request, code, reason);
-    edit(&mut response.msg.headers);
-    if code.into_u16() >= 400 {
-        tracing::info!(code = code.into_u16(), "SIP request refused");
-    }
-    let transaction = endpoint.create_server_tsx(&mut request);
-    if let Err(error) = transaction.respond(response).await {
-        tracing::warn!(%error, "cannot answer a SIP request");
     }
 }

@@ -2,8 +2,10 @@
 //! are named by SIP URIs, `sip:{thing-id}@{domain}`, and IMS applications
 //! reach them through the core.
 //!
-//! - [`agent`](Agent): the ezk endpoint on its own thread and the state
-//!   the parts below share.
+//! - [`agent`](Agent): the ezk endpoint on its own thread, wiring the
+//!   parts below; `shared`: the state they share (every part depends on
+//!   it, none on another part); `config`: the settings; `request`: reading
+//!   and answering an incoming request.
 //! - `registrations`: REGISTER of the gateway's and its things' addresses
 //!   of record, refreshed, retried, bound again after a registrar restart.
 //! - `inbound`: only the registrar/proxy may ask (403 otherwise).
@@ -22,6 +24,7 @@
 //! devices or adapters.
 
 mod agent;
+mod config;
 pub mod content;
 pub mod event;
 mod fleet;
@@ -31,7 +34,11 @@ mod notifier;
 mod outbound;
 mod presence;
 mod registrations;
+mod request;
+mod shared;
 
-pub use agent::{Agent, AgentView, ForwardRule, SipConfig, SipError, Transport};
+pub use agent::{Agent, AgentView, SipError};
+pub use config::{ForwardRule, SipConfig, Transport};
 pub use notifier::SubscriptionView;
-pub use registrations::{RegistrationState, RegistrationView};
+pub use registrations::RegistrationView;
+pub use shared::RegistrationState;

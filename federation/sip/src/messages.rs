@@ -26,11 +26,12 @@ use sip_types::uri::SipUri;
 use sip_types::{Method, Name, StatusCode};
 use tokio::time::Instant;
 
-use crate::agent::{Counters, Shared, Transport};
+use crate::config::Transport;
 use crate::content::{self, Command, CommandError, SENML_JSON, TEXT_PLAIN};
-use crate::inbound::{header, respond, sender};
-use crate::notifier::user_of;
 use crate::outbound::{self, Outgoing};
+use crate::request::user_of;
+use crate::request::{header, respond, sender};
+use crate::shared::{Counters, Shared};
 
 /// The largest MESSAGE sent over UDP (RFC 3428 §4: 1300 bytes when the
 /// path MTU is unknown).
@@ -228,7 +229,7 @@ async fn send(
 pub(crate) async fn forward(endpoint: Endpoint, shared: Arc<Shared>) {
     let mut stopped = shared.stopped.clone();
     if shared.config.forward.is_empty() {
-        crate::agent::stopping(&mut stopped).await;
+        crate::shared::stopping(&mut stopped).await;
         return;
     }
     let targets: Vec<Vec<SipUri>> = shared
@@ -257,7 +258,7 @@ pub(crate) async fn forward(endpoint: Endpoint, shared: Arc<Shared>) {
     loop {
         let mut due = Vec::new();
         tokio::select! {
-            _ = crate::agent::stopping(&mut stopped) => return,
+            _ = crate::shared::stopping(&mut stopped) => return,
             event = readings.recv() => match event {
                 Some(BusEvent::Reading(reading)) => {
                     let Some(thing) = shared.hub.thing(&reading.thing) else { continue };

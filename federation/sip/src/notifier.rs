@@ -7,7 +7,6 @@
 //! an `Expires: 0` arrives through the dialog. A NOTIFY that is refused
 //! (481 and the like) or never answered ends the subscription.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,16 +14,17 @@ use std::time::Duration;
 use fogbank_taas::{Event as BusEvent, Reading, ThingId, ThingService};
 use sip_core::{Endpoint, IncomingRequest, MayTake};
 use sip_types::header::typed::{Contact, Event, Expires};
-use sip_types::uri::{NameAddr, SipUri, SipUriUserPart};
+use sip_types::uri::NameAddr;
 use sip_types::{Method, Name, StatusCode};
 use sip_ua::dialog::{Dialog, Usage, UsageGuard};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::agent::{Counters, Shared};
 use crate::content::{self, Format, PIDF_XML, SENML_JSON};
 use crate::event::{self, PACKAGE};
-use crate::inbound::{header, respond, sender};
+use crate::request::{header, respond, sender, user_of};
+use crate::shared::Listed;
+use crate::shared::{Counters, Shared};
 
 /// A subscription as the REST API shows it.
 #[derive(Debug, Clone)]
@@ -34,14 +34,6 @@ pub struct SubscriptionView {
     pub format: &'static str,
     pub notifications: u64,
     pub expires_in: u64,
-}
-
-pub(crate) struct Listed {
-    watcher: String,
-    thing: String,
-    format: Format,
-    notifications: u64,
-    until: Instant,
 }
 
 pub(crate) fn view(shared: &Shared) -> Vec<SubscriptionView> {
@@ -65,14 +57,6 @@ pub(crate) async fn ended(shared: &Shared) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while !shared.subscriptions.lock().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The user part of a request URI: the thing's id.
-pub(crate) fn user_of(uri: &SipUri) -> Option<&str> {
-    match &uri.user_part {
-        SipUriUserPart::User(user) => Some(user.as_str()),
-        _ => None,
     }
 }
 
@@ -286,7 +270,7 @@ impl Subscription {
         while outcome.is_ok() && ending.is_none() {
             let next_allowed = last + self.plan.interval;
             tokio::select! {
-                _ = crate::agent::stopping(&mut stopped) => ending = Some("terminated;reason=noresource"),
+                _ = crate::shared::stopping(&mut stopped) => ending = Some("terminated;reason=noresource"),
                 _ = tokio::time::sleep_until(until) => ending = Some("terminated;reason=timeout"),
                 Some(refresh) = refreshes.recv() => {
                     match self.refresh(refresh).await {
@@ -429,5 +413,3 @@ impl Subscription {
         }
     }
 }
-
-pub(crate) type Table = BTreeMap<u64, Listed>;

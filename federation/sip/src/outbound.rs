@@ -11,7 +11,7 @@ use sip_types::uri::{NameAddr, SipUri};
 use sip_types::{Method, Name};
 use sip_ua::dialog::ClientDialogBuilder;
 
-use crate::agent::Shared;
+use crate::shared::Shared;
 
 /// Digest challenges answered for one request, at most.
 const MAX_CHALLENGES: usize = 4;

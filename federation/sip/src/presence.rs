@@ -18,10 +18,10 @@ use sip_types::{Method, Name};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::agent::{Counters, Shared};
 use crate::content::{self, PIDF_XML};
 use crate::fleet;
 use crate::outbound::{self, Outgoing};
+use crate::shared::{Counters, Shared};
 
 /// How long a publication is asked to last.
 const PUBLISH_EXPIRES: u32 = 600;
@@ -33,7 +33,7 @@ const LAST_RETRY: Duration = Duration::from_secs(60);
 pub(crate) async fn run(endpoint: Endpoint, shared: Arc<Shared>) {
     let Some(server) = shared.presence_server.clone() else {
         let mut stopped = shared.stopped.clone();
-        crate::agent::stopping(&mut stopped).await;
+        crate::shared::stopping(&mut stopped).await;
         return;
     };
     let task_shared = shared.clone();

@@ -20,7 +20,7 @@ use sip_types::uri::NameAddr;
 use sip_ua::register::Registration as RegistrationProto;
 use tokio::sync::watch;
 
-use crate::agent::Shared;
+use crate::shared::{Binding, RegistrationState, Shared};
 use crate::{fleet, outbound};
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -29,16 +29,6 @@ const LAST_RETRY: Duration = Duration::from_secs(60);
 /// how long an answer is waited for.
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 const PROBE_WAIT: Duration = Duration::from_secs(3);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RegistrationState {
-    Registering,
-    Registered,
-    /// Refused or unanswered; retried with backoff.
-    Failed {
-        reason: String,
-    },
-}
 
 /// One address of record as the REST API shows it.
 #[derive(Debug, Clone)]
@@ -50,13 +40,6 @@ pub struct RegistrationView {
     /// Seconds until the binding runs out, unless refreshed.
     pub expires_in: Option<u64>,
     pub attempts: u32,
-}
-
-pub(crate) struct Binding {
-    state: RegistrationState,
-    since: Option<Instant>,
-    until: Option<Instant>,
-    attempts: u32,
 }
 
 pub(crate) fn view(shared: &Shared) -> Vec<RegistrationView> {
