@@ -243,7 +243,7 @@ fn an_ims_application_watches_a_thing_through_the_core() {
         testkit::free_udp_port(),
         LAMP,
         &[],
-        &[],
+        &["-aa"],
         &tmp.path().join("sipp"),
     );
     let status = gw.wait_for("/api/v1/federation/sip", "the subscription", |a| {
