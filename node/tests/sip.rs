@@ -70,6 +70,33 @@ fn set_lamp(gw: &Gateway, on: bool) {
     );
 }
 
+/// Alice's inbox: a SIPp server for `messages` MESSAGEs, at the contact
+/// she registers with the core (another SIPp, before this returns).
+fn alice_inbox(core: &str, messages: u32, sipp: &Path) -> Sipp {
+    let port = testkit::free_udp_port();
+    let inbox = Sipp::start(
+        &scenario("inbox.xml"),
+        core,
+        port,
+        "alice",
+        &[],
+        &["-m", &messages.to_string()],
+        sipp,
+    );
+    let run = Sipp::start(
+        &scenario("register.xml"),
+        core,
+        testkit::free_udp_port(),
+        "alice",
+        &[("contact_port", &port.to_string())],
+        &[],
+        sipp,
+    )
+    .finish(Duration::from_secs(20));
+    assert!(run.passed, "{}", run.messages);
+    inbox
+}
+
 fn sip_status(gw: &Gateway) -> serde_json::Value {
     gw.get("/api/v1/federation/sip").json()
 }
@@ -461,29 +488,7 @@ fn ims_users_read_and_switch_a_thing_by_message() {
     set_lamp(&gw, true);
     let sipp = tmp.path().join("sipp");
     let core = kamailio_address(&kamailio);
-    // Alice's inbox: a SIPp server at the contact she registers.
-    let inbox_port = testkit::free_udp_port();
-    let inbox = Sipp::start(
-        &scenario("inbox.xml"),
-        &core,
-        inbox_port,
-        "alice",
-        &[],
-        &["-m", "2"],
-        &sipp,
-    );
-    let inbox_port_text = inbox_port.to_string();
-    let run = Sipp::start(
-        &scenario("register.xml"),
-        &core,
-        testkit::free_udp_port(),
-        "alice",
-        &[("contact_port", &inbox_port_text)],
-        &[],
-        &sipp,
-    )
-    .finish(Duration::from_secs(20));
-    assert!(run.passed, "{}", run.messages);
+    let inbox = alice_inbox(&core, 2, &sipp);
     let message = |user: (&str, &str), content_type: &str, body: &str| {
         let run = Sipp::start(
             &scenario("message.xml"),
@@ -570,28 +575,7 @@ fn forwarding_rules_send_readings_to_an_ims_identity() {
     );
     let sipp = tmp.path().join("sipp");
     let core = kamailio_address(&kamailio);
-    let inbox_port = testkit::free_udp_port();
-    let inbox = Sipp::start(
-        &scenario("inbox.xml"),
-        &core,
-        inbox_port,
-        "alice",
-        &[],
-        &["-m", "2"],
-        &sipp,
-    );
-    let inbox_port_text = inbox_port.to_string();
-    let run = Sipp::start(
-        &scenario("register.xml"),
-        &core,
-        testkit::free_udp_port(),
-        "alice",
-        &[("contact_port", &inbox_port_text)],
-        &[],
-        &sipp,
-    )
-    .finish(Duration::from_secs(20));
-    assert!(run.passed, "{}", run.messages);
+    let inbox = alice_inbox(&core, 2, &sipp);
     let config = tmp.path().join("fogbank.toml");
     std::fs::write(
         &config,
