@@ -97,6 +97,23 @@ fn alice_inbox(core: &str, messages: u32, sipp: &Path) -> Sipp {
     inbox
 }
 
+/// A core (Kamailio, MD5) with gateway gw-s and `users` as subscribers,
+/// and gw-s under it with `extra` settings, its 41 bindings made.
+fn core_and_gateway(
+    tmp: &Path,
+    users: &[(&str, &str)],
+    extra: &[(&str, &str)],
+) -> (Gateway, Kamailio) {
+    let mut subscribers = vec![("gw-s", "secret")];
+    subscribers.extend_from_slice(users);
+    let kamailio = Kamailio::start(&tmp.join("kamailio"), &subscribers, "MD5");
+    let gw = sip_gateway_with(&tmp.join("gw"), "gw-s", &kamailio, "secret", extra);
+    wait(Duration::from_secs(15), "41 bindings", || {
+        kamailio.aors().len() == 41
+    });
+    (gw, kamailio)
+}
+
 fn sip_status(gw: &Gateway) -> serde_json::Value {
     gw.get("/api/v1/federation/sip").json()
 }
@@ -226,11 +243,7 @@ fn a_registrar_that_comes_up_late_gets_the_bindings() {
 #[test]
 fn registrations_come_back_after_the_registrar_restarts() {
     let tmp = tempfile::tempdir().unwrap();
-    let kamailio = Kamailio::start(&tmp.path().join("kamailio"), &[("gw-s", "secret")], "MD5");
-    let gw = sip_gateway(&tmp.path().join("gw"), "gw-s", &kamailio, "secret");
-    wait(Duration::from_secs(15), "41 bindings", || {
-        kamailio.aors().len() == 41
-    });
+    let (gw, kamailio) = core_and_gateway(tmp.path(), &[], &[]);
     let stopped = kamailio.kill();
     gw.wait_for(
         "/api/v1/federation/sip",
@@ -254,15 +267,7 @@ fn registrations_come_back_after_the_registrar_restarts() {
 #[test]
 fn an_ims_application_watches_a_thing_through_the_core() {
     let tmp = tempfile::tempdir().unwrap();
-    let kamailio = Kamailio::start(
-        &tmp.path().join("kamailio"),
-        &[("gw-s", "secret"), ALICE],
-        "MD5",
-    );
-    let gw = sip_gateway(&tmp.path().join("gw"), "gw-s", &kamailio, "secret");
-    wait(Duration::from_secs(15), "41 bindings", || {
-        kamailio.aors().len() == 41
-    });
+    let (gw, kamailio) = core_and_gateway(tmp.path(), &[ALICE], &[]);
     set_lamp(&gw, true);
     let watcher = Sipp::start(
         &scenario("watch_thing.xml"),
@@ -346,23 +351,9 @@ fn an_ims_application_watches_a_thing_through_the_core() {
 #[test]
 fn subscriptions_it_cannot_serve_are_refused_and_the_core_cannot_be_bypassed() {
     let tmp = tempfile::tempdir().unwrap();
-    let kamailio = Kamailio::start(
-        &tmp.path().join("kamailio"),
-        &[("gw-s", "secret"), ALICE],
-        "MD5",
-    );
     let sip_port = testkit::free_udp_port();
     let listen = format!("127.0.0.1:{sip_port}");
-    let gw = sip_gateway_with(
-        &tmp.path().join("gw"),
-        "gw-s",
-        &kamailio,
-        "secret",
-        &[("FOGBANK_SIP_LISTEN", &listen)],
-    );
-    wait(Duration::from_secs(15), "41 bindings", || {
-        kamailio.aors().len() == 41
-    });
+    let (gw, kamailio) = core_and_gateway(tmp.path(), &[ALICE], &[("FOGBANK_SIP_LISTEN", &listen)]);
     // The final answer to the authenticated SUBSCRIBE.
     let refused = |service: &str, event: &str, accept: &str| {
         let run = Sipp::start(
@@ -470,21 +461,11 @@ fn a_presence_watcher_sees_what_the_gateway_published() {
 #[test]
 fn ims_users_read_and_switch_a_thing_by_message() {
     let tmp = tempfile::tempdir().unwrap();
-    let kamailio = Kamailio::start(
-        &tmp.path().join("kamailio"),
-        &[("gw-s", "secret"), ALICE, BOB],
-        "MD5",
-    );
-    let gw = sip_gateway_with(
-        &tmp.path().join("gw"),
-        "gw-s",
-        &kamailio,
-        "secret",
+    let (gw, kamailio) = core_and_gateway(
+        tmp.path(),
+        &[ALICE, BOB],
         &[("FOGBANK_SIP_ALLOW_ACTUATE", "alice@iot.local")],
     );
-    wait(Duration::from_secs(15), "41 bindings", || {
-        kamailio.aors().len() == 41
-    });
     set_lamp(&gw, true);
     let sipp = tmp.path().join("sipp");
     let core = kamailio_address(&kamailio);
