@@ -83,16 +83,14 @@ fn alice_inbox(core: &str, messages: u32, sipp: &Path) -> Sipp {
         &["-m", &messages.to_string()],
         sipp,
     );
-    let run = Sipp::start(
+    let run = Sipp::run(
         &scenario("register.xml"),
         core,
-        testkit::free_udp_port(),
         "alice",
         &[("contact_port", &port.to_string())],
         &[],
         sipp,
-    )
-    .finish(Duration::from_secs(20));
+    );
     assert!(run.passed, "{}", run.messages);
     inbox
 }
@@ -198,7 +196,7 @@ fn a_wrong_password_is_reported_and_retried() {
 #[test]
 fn a_registrar_that_comes_up_late_gets_the_bindings() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = testkit::free_udp_port();
+    let port = testkit::free_udp_tcp_port();
     let gw = Gateway::start_in(
         &tmp.path().join("gw"),
         &[],
@@ -356,16 +354,14 @@ fn subscriptions_it_cannot_serve_are_refused_and_the_core_cannot_be_bypassed() {
     let (gw, kamailio) = core_and_gateway(tmp.path(), &[ALICE], &[("FOGBANK_SIP_LISTEN", &listen)]);
     // The final answer to the authenticated SUBSCRIBE.
     let refused = |service: &str, event: &str, accept: &str| {
-        let run = Sipp::start(
+        let run = Sipp::run(
             &scenario("refused.xml"),
             &kamailio_address(&kamailio),
-            testkit::free_udp_port(),
             service,
             &[("event", event), ("accept", accept)],
             &[],
             &tmp.path().join("sipp"),
-        )
-        .finish(Duration::from_secs(20));
+        );
         assert!(run.passed, "{}", run.messages);
         run.received().pop().unwrap()
     };
@@ -379,16 +375,14 @@ fn subscriptions_it_cannot_serve_are_refused_and_the_core_cannot_be_bypassed() {
     let answer = refused("gw-s", "fogbank-thing", "application/senml+json");
     assert!(answer.starts_with("SIP/2.0 404"), "{answer}");
 
-    let run = Sipp::start(
+    let run = Sipp::run(
         &scenario("direct.xml"),
         &listen,
-        testkit::free_udp_port(),
         LAMP,
         &[],
         &[],
         &tmp.path().join("sipp"),
-    )
-    .finish(Duration::from_secs(20));
+    );
     assert!(run.passed, "{}", run.messages);
     let counters = &sip_status(&gw)["counters"];
     assert!(counters["forbidden"].as_u64() >= Some(1), "{counters}");
@@ -423,16 +417,14 @@ fn a_presence_watcher_sees_what_the_gateway_published() {
         "the lamp's new state published",
         |a| a.json()["counters"]["publications"].as_u64() >= Some(41),
     );
-    let run = Sipp::start(
+    let run = Sipp::run(
         &scenario("watch_presence.xml"),
         &kamailio_address(&kamailio),
-        testkit::free_udp_port(),
         LAMP,
         &[],
         &[],
         &tmp.path().join("sipp"),
-    )
-    .finish(Duration::from_secs(20));
+    );
     assert!(run.passed, "{}", run.messages);
     let notify = run
         .requests("NOTIFY")
@@ -471,16 +463,14 @@ fn ims_users_read_and_switch_a_thing_by_message() {
     let core = kamailio_address(&kamailio);
     let inbox = alice_inbox(&core, 2, &sipp);
     let message = |user: (&str, &str), content_type: &str, body: &str| {
-        let run = Sipp::start(
+        let run = Sipp::run(
             &scenario("message.xml"),
             &core,
-            testkit::free_udp_port(),
             LAMP,
             &[("user", user.0), ("type", content_type), ("body", body)],
             &["-au", user.0, "-ap", user.1],
             &sipp,
-        )
-        .finish(Duration::from_secs(20));
+        );
         assert!(run.passed, "{}", run.messages);
         // The final answer.
         run.received().pop().unwrap()
@@ -491,10 +481,9 @@ fn ims_users_read_and_switch_a_thing_by_message() {
     let answer = message(BOB, "application/senml+json", r#"[{"vb":false}]"#);
     assert!(answer.starts_with("SIP/2.0 403"), "{answer}");
     // Nor may he pass himself off as Alice: the core refuses the From.
-    let spoofed = Sipp::start(
+    let spoofed = Sipp::run(
         &scenario("message.xml"),
         &core,
-        testkit::free_udp_port(),
         LAMP,
         &[
             ("user", "alice"),
@@ -503,8 +492,7 @@ fn ims_users_read_and_switch_a_thing_by_message() {
         ],
         &["-au", BOB.0, "-ap", BOB.1],
         &sipp,
-    )
-    .finish(Duration::from_secs(20));
+    );
     let answer = spoofed.received().pop().unwrap();
     assert!(answer.starts_with("SIP/2.0 403 From is not"), "{answer}");
     let answer = message(ALICE, "application/senml+json", r#"[{"vb":false}]"#);
@@ -615,13 +603,7 @@ fn the_gateway_speaks_sip_over_tcp() {
         &[("gw-s", "secret"), ALICE],
         "MD5",
     );
-    let port = loop {
-        let port = testkit::free_udp_port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            break port;
-        }
-    };
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", testkit::free_udp_tcp_port());
     let mut gw = sip_gateway_with(
         &tmp.path().join("gw"),
         "gw-s",

@@ -28,14 +28,7 @@ impl Kamailio {
     /// Starts on a free port with these subscribers (`user`, `password`)
     /// and digest `algorithm` (`MD5`, `SHA-256`).
     pub fn start(dir: &Path, subscribers: &[(&str, &str)], algorithm: &str) -> Self {
-        // It listens on UDP and TCP: a port free for both.
-        let port = loop {
-            let port = crate::free_udp_port();
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                break port;
-            }
-        };
-        Self::start_on(port, dir, subscribers, algorithm)
+        Self::start_on(crate::free_udp_tcp_port(), dir, subscribers, algorithm)
     }
 
     /// The same on a given port (a registrar that comes up late).

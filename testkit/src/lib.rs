@@ -92,6 +92,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A port free at the moment for both UDP and TCP on loopback (a SIP
+/// endpoint listens on both).
+pub fn free_udp_tcp_port() -> u16 {
+    loop {
+        let port = free_udp_port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A UDP port nobody holds at the moment, on loopback.
 pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")

@@ -67,6 +67,28 @@ impl Sipp {
         Sipp { child, messages }
     }
 
+    /// [`start`](Self::start) from a free port, and
+    /// [`finish`](Self::finish) within 20 s.
+    pub fn run(
+        scenario: &Path,
+        remote: &str,
+        service: &str,
+        keys: &[(&str, &str)],
+        args: &[&str],
+        dir: &Path,
+    ) -> SippRun {
+        Self::start(
+            scenario,
+            remote,
+            crate::free_udp_port(),
+            service,
+            keys,
+            args,
+            dir,
+        )
+        .finish(Duration::from_secs(20))
+    }
+
     /// Waits for the call to end (within `limit`).
     pub fn finish(mut self, limit: Duration) -> SippRun {
         let deadline = Instant::now() + limit;

@@ -168,7 +168,7 @@ pub(crate) async fn subscribe(endpoint: &Endpoint, shared: &Arc<Shared>, request
         shared: shared.clone(),
         dialog,
         _guard: guard,
-        entity: format!("sip:{}@{}", plan.thing.id, shared.config.domain),
+        entity: shared.aor_text(plan.thing.id.as_str()),
         plan,
     };
     shared.subscriptions.lock().insert(

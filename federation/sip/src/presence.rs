@@ -104,7 +104,7 @@ async fn keep_published(
         .hub
         .subscribe_thing(format!("sip publish {user}"), &thing);
     let mut publication = Publication {
-        entity: format!("sip:{user}@{}", shared.config.domain),
+        entity: shared.aor_text(&user),
         endpoint: endpoint.clone(),
         authenticator: DigestAuthenticator::new(shared.credentials.clone()),
         shared: shared.clone(),
@@ -169,16 +169,11 @@ impl Publication {
     async fn publish(&mut self, what: Publish<'_>) -> Result<Duration, String> {
         let body = match what {
             Publish::State(reading) => {
-                let available = self
+                let (available, unit) = self
                     .shared
                     .hub
-                    .inspect_thing(&self.thing, |t| t.available)
-                    .unwrap_or(false);
-                let unit = self
-                    .shared
-                    .hub
-                    .inspect_thing(&self.thing, |t| t.unit.clone())
-                    .flatten();
+                    .inspect_thing(&self.thing, |t| (t.available, t.unit.clone()))
+                    .unwrap_or((false, None));
                 Some(content::pidf(
                     &self.entity,
                     self.thing.as_str(),

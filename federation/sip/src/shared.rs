@@ -72,9 +72,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// `sip:{user}@{domain}`.
+    /// `sip:{user}@{domain}`, as text (a PIDF entity).
+    pub fn aor_text(&self, user: &str) -> String {
+        format!("sip:{user}@{}", self.config.domain)
+    }
+
+    /// The same, parsed.
     pub fn aor(&self, user: &str) -> Result<SipUri, String> {
-        let text = format!("sip:{user}@{}", self.config.domain);
+        let text = self.aor_text(user);
         text.parse().map_err(|_| format!("{text} is not a SIP URI"))
     }
 
