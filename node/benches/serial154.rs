@@ -72,23 +72,9 @@ fn main() {
         .unwrap()
         .port();
     let gateway = Process(
-        Command::new(testkit::binary())
-            .args([
-                "run",
-                "--gateway-id",
-                "bench",
-                "--mqtt",
-                "off",
-                "--coap",
-                "off",
-            ])
-            .args(["--http", &format!("127.0.0.1:{http}")])
+        testkit::bench::gateway_command(http, &dir.path().join("data"))
             .arg("--serial154")
             .arg(&radio)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .env("FOGBANK_LOG", "warn")
-            .stdout(Stdio::null())
             .spawn()
             .unwrap(),
     );

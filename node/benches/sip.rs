@@ -192,24 +192,9 @@ fn start_gateway(
     )
     .unwrap();
     let process = Process(
-        Command::new(testkit::binary())
-            .args([
-                "run",
-                "--gateway-id",
-                "bench",
-                "--mqtt",
-                "off",
-                "--coap",
-                "off",
-                "--p2p",
-                "off",
-            ])
-            .args(["--config", config.to_str().unwrap()])
-            .args(["--http", &format!("127.0.0.1:{http}")])
-            .arg("--data-dir")
-            .arg(dir.join(name))
-            .env("FOGBANK_LOG", "warn")
-            .stdout(Stdio::null())
+        testkit::bench::gateway_command(http, &dir.join(name))
+            .arg("--config")
+            .arg(&config)
             .spawn()
             .unwrap(),
     );

@@ -135,25 +135,10 @@ fn main() {
     .unwrap();
     let started = Instant::now();
     let gateway = Process(
-        Command::new(testkit::binary())
-            .args([
-                "run",
-                "--gateway-id",
-                "bench",
-                "--mqtt",
-                "off",
-                "--coap",
-                "off",
-                "--p2p",
-                "off",
-            ])
-            .args(["--config", config.to_str().unwrap()])
-            .args(["--http", &format!("127.0.0.1:{gateway_http}")])
-            .arg("--data-dir")
-            .arg(dir.path().join("gateway"))
+        testkit::bench::gateway_command(gateway_http, &dir.path().join("gateway"))
+            .arg("--config")
+            .arg(&config)
             .env("FOGBANK_ADMIN_TOKEN", TOKEN)
-            .env("FOGBANK_LOG", "warn")
-            .stdout(Stdio::null())
             .spawn()
             .unwrap(),
     );

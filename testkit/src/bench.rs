@@ -15,6 +15,31 @@ impl Drop for Process {
     }
 }
 
+/// A release gateway `bench` without MQTT, CoAP or the local cloud, REST at
+/// 127.0.0.1:`http`, logging warnings: the command, for the caller to add
+/// what it measures (`--config`, `--serial154`) and spawn.
+pub fn gateway_command(http: u16, data_dir: &std::path::Path) -> Command {
+    let mut command = Command::new(crate::binary());
+    command
+        .args([
+            "run",
+            "--gateway-id",
+            "bench",
+            "--mqtt",
+            "off",
+            "--coap",
+            "off",
+            "--p2p",
+            "off",
+        ])
+        .args(["--http", &format!("127.0.0.1:{http}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("FOGBANK_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    command
+}
+
 /// A `/proc/PID/status` field in KiB (`VmHWM:`, `VmRSS:`).
 pub fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
