@@ -594,7 +594,7 @@ fn forwarding_rules_send_readings_to_an_ims_identity() {
 }
 
 /// `transport = "tcp"`: the bindings are made and removed over TCP, with a
-/// TCP Contact.
+/// TCP Contact, and a subscription's NOTIFYs reach the core over TCP.
 #[test]
 fn the_gateway_speaks_sip_over_tcp() {
     let tmp = tempfile::tempdir().unwrap();
@@ -624,6 +624,37 @@ fn the_gateway_speaks_sip_over_tcp() {
             .all(|c| c.contains("transport=tcp")),
         "{:?}",
         kamailio.contacts()
+    );
+    // A subscription through the core: its NOTIFYs go to the core over TCP.
+    set_lamp(&gw, true);
+    let watcher = Sipp::start(
+        &scenario("watch_thing.xml"),
+        &kamailio_address(&kamailio),
+        testkit::free_udp_port(),
+        LAMP,
+        &[],
+        &["-aa"],
+        &tmp.path().join("sipp"),
+    );
+    gw.wait_for("/api/v1/federation/sip", "the subscription", |a| {
+        a.json()["subscriptions"].as_array().is_some_and(|all| {
+            all.iter()
+                .any(|s| s["notifications_sent"].as_u64() >= Some(1))
+        })
+    });
+    set_lamp(&gw, false);
+    let run = watcher.finish(Duration::from_secs(30));
+    assert!(run.passed, "{}", run.messages);
+    let notifies = run.requests("NOTIFY");
+    assert!(
+        notifies.iter().any(|n| n.contains("\"vb\":false")),
+        "{}",
+        run.messages
+    );
+    assert!(
+        notifies.iter().all(|n| n.contains("SIP/2.0/TCP")),
+        "{}",
+        run.messages
     );
     // Removed on shutdown over TCP too.
     assert!(gw.terminate(Duration::from_secs(15)).success());
