@@ -662,3 +662,61 @@ fn the_gateway_speaks_sip_over_tcp() {
         kamailio.aors().is_empty()
     });
 }
+
+/// A registrar that challenges, then calls the nonce stale, then wants a
+/// longer expiry (SIPp, checking each digest with its own verifier): the
+/// gateway answers each in turn and ends up bound for the expiry given.
+#[test]
+fn a_stale_nonce_and_a_too_brief_expiry_are_answered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = testkit::free_udp_port();
+    let registrar = Sipp::start(
+        &scenario("registrar.xml"),
+        "127.0.0.1:9",
+        port,
+        "gw-r",
+        &[],
+        &["-m", "1000"],
+        &tmp.path().join("sipp"),
+    );
+    let gw = Gateway::start_in(
+        &tmp.path().join("gw"),
+        &[],
+        &[
+            ("FOGBANK_GATEWAY_ID", "gw-r"),
+            ("FOGBANK_SIP_REGISTRAR", &format!("sip:127.0.0.1:{port}")),
+            ("FOGBANK_SIP_DOMAIN", "iot.local"),
+            ("FOGBANK_SIP_PASSWORD", "secret"),
+            (
+                "FOGBANK_SIP_LISTEN",
+                &format!("127.0.0.1:{}", testkit::free_udp_port()),
+            ),
+            ("FOGBANK_SIP_REGISTER_THINGS", "none"),
+        ],
+    );
+    let status = gw.wait_for("/api/v1/federation/sip", "the binding", |a| {
+        a.json()["registrations"][0]["state"] == "registered"
+    });
+    let binding = &status.json()["registrations"][0];
+    assert!(
+        (1100..=1200).contains(&binding["expires_in_s"].as_u64().unwrap()),
+        "{binding}"
+    );
+    let run = registrar.finish(Duration::from_secs(10));
+    assert!(run.passed, "{}", run.messages);
+    let registers = run.requests("REGISTER");
+    assert_eq!(registers.len(), 4, "{}", run.messages);
+    assert!(registers[0].contains("Expires: 600"), "{}", registers[0]);
+    assert!(registers[3].contains("Expires: 1200"), "{}", registers[3]);
+    // One registration: one Call-ID, the CSeq counting up.
+    let call_id = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("Call-ID:"))
+            .map(str::to_owned)
+    };
+    assert!(
+        registers
+            .iter()
+            .all(|r| call_id(r) == call_id(&registers[0]))
+    );
+}
