@@ -39,6 +39,29 @@ fn sip_gateway_with(
     Gateway::start_in(dir, &["--demo"], &env)
 }
 
+/// A gateway `id` without things, registering only itself (password
+/// `secret`) at 127.0.0.1:`registrar`.
+fn lone_gateway(dir: &Path, id: &str, registrar: u16) -> Gateway {
+    Gateway::start_in(
+        dir,
+        &[],
+        &[
+            ("FOGBANK_GATEWAY_ID", id),
+            (
+                "FOGBANK_SIP_REGISTRAR",
+                &format!("sip:127.0.0.1:{registrar}"),
+            ),
+            ("FOGBANK_SIP_DOMAIN", "iot.local"),
+            ("FOGBANK_SIP_PASSWORD", "secret"),
+            (
+                "FOGBANK_SIP_LISTEN",
+                &format!("127.0.0.1:{}", testkit::free_udp_port()),
+            ),
+            ("FOGBANK_SIP_REGISTER_THINGS", "none"),
+        ],
+    )
+}
+
 fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/peers/sipp")
@@ -110,6 +133,43 @@ fn core_and_gateway(
         kamailio.aors().len() == 41
     });
     (gw, kamailio)
+}
+
+/// Switches the lamp on and has an IMS application watch it through the
+/// core (`watch_thing.xml`): the watcher, and the gateway's status once
+/// the first NOTIFY is answered.
+fn watch_lamp(gw: &Gateway, kamailio: &Kamailio, sipp: &Path) -> (Sipp, testkit::Answer) {
+    set_lamp(gw, true);
+    let watcher = Sipp::start(
+        &scenario("watch_thing.xml"),
+        &kamailio_address(kamailio),
+        testkit::free_udp_port(),
+        LAMP,
+        &[],
+        &["-aa"],
+        sipp,
+    );
+    let status = gw.wait_for("/api/v1/federation/sip", "the subscription", |a| {
+        a.json()["subscriptions"].as_array().is_some_and(|all| {
+            all.iter()
+                .any(|s| s["notifications_sent"].as_u64() >= Some(1))
+        })
+    });
+    (watcher, status)
+}
+
+/// Runs a scenario about the lamp through the core, to its passing end.
+fn lamp_scenario(name: &str, kamailio: &Kamailio, sipp: &Path) -> testkit::SippRun {
+    let run = Sipp::run(
+        &scenario(name),
+        &kamailio_address(kamailio),
+        LAMP,
+        &[],
+        &[],
+        sipp,
+    );
+    assert!(run.passed, "{}", run.messages);
+    run
 }
 
 fn sip_status(gw: &Gateway) -> serde_json::Value {
@@ -197,21 +257,7 @@ fn a_wrong_password_is_reported_and_retried() {
 fn a_registrar_that_comes_up_late_gets_the_bindings() {
     let tmp = tempfile::tempdir().unwrap();
     let port = testkit::free_udp_tcp_port();
-    let gw = Gateway::start_in(
-        &tmp.path().join("gw"),
-        &[],
-        &[
-            ("FOGBANK_GATEWAY_ID", "gw-l"),
-            ("FOGBANK_SIP_REGISTRAR", &format!("sip:127.0.0.1:{port}")),
-            ("FOGBANK_SIP_DOMAIN", "iot.local"),
-            ("FOGBANK_SIP_PASSWORD", "secret"),
-            (
-                "FOGBANK_SIP_LISTEN",
-                &format!("127.0.0.1:{}", testkit::free_udp_port()),
-            ),
-            ("FOGBANK_SIP_REGISTER_THINGS", "none"),
-        ],
-    );
+    let gw = lone_gateway(&tmp.path().join("gw"), "gw-l", port);
     std::thread::sleep(Duration::from_secs(2));
     let status = gw.get("/api/v1/federation/sip").json();
     assert_ne!(
@@ -266,22 +312,7 @@ fn registrations_come_back_after_the_registrar_restarts() {
 fn an_ims_application_watches_a_thing_through_the_core() {
     let tmp = tempfile::tempdir().unwrap();
     let (gw, kamailio) = core_and_gateway(tmp.path(), &[ALICE], &[]);
-    set_lamp(&gw, true);
-    let watcher = Sipp::start(
-        &scenario("watch_thing.xml"),
-        &kamailio_address(&kamailio),
-        testkit::free_udp_port(),
-        LAMP,
-        &[],
-        &["-aa"],
-        &tmp.path().join("sipp"),
-    );
-    let status = gw.wait_for("/api/v1/federation/sip", "the subscription", |a| {
-        a.json()["subscriptions"].as_array().is_some_and(|all| {
-            all.iter()
-                .any(|s| s["notifications_sent"].as_u64() >= Some(1))
-        })
-    });
+    let (watcher, status) = watch_lamp(&gw, &kamailio, &tmp.path().join("sipp"));
     let subscription = &status.json()["subscriptions"][0];
     assert_eq!(subscription["thing"], LAMP);
     assert_eq!(subscription["format"], "senml+json");
@@ -342,6 +373,22 @@ fn an_ims_application_watches_a_thing_through_the_core() {
     );
 }
 
+/// A watcher that answers a NOTIFY with 481 has forgotten the
+/// subscription: the gateway drops it at once, not when it expires.
+#[test]
+fn a_subscription_the_watcher_forgot_is_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (gw, kamailio) = core_and_gateway(tmp.path(), &[ALICE], &[]);
+    lamp_scenario("forget.xml", &kamailio, &tmp.path().join("sipp"));
+    gw.wait_for("/api/v1/federation/sip", "the subscription dropped", |a| {
+        let status = a.json();
+        status["subscriptions"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            && status["counters"]["notifications_failed"].as_u64() >= Some(1)
+    });
+}
+
 /// What a subscription the gateway cannot serve gets: 489 with
 /// Allow-Events for another package, 406 with Accept for a body it cannot
 /// write, 404 for a thing it does not know. And a request that did not
@@ -400,7 +447,7 @@ fn a_presence_watcher_sees_what_the_gateway_published() {
         &[("gw-s", "secret"), ALICE],
         "MD5",
     );
-    let gw = sip_gateway_with(
+    let mut gw = sip_gateway_with(
         &tmp.path().join("gw"),
         "gw-s",
         &kamailio,
@@ -417,15 +464,10 @@ fn a_presence_watcher_sees_what_the_gateway_published() {
         "the lamp's new state published",
         |a| a.json()["counters"]["publications"].as_u64() >= Some(41),
     );
-    let run = Sipp::run(
-        &scenario("watch_presence.xml"),
-        &kamailio_address(&kamailio),
-        LAMP,
-        &[],
-        &[],
-        &tmp.path().join("sipp"),
-    );
-    assert!(run.passed, "{}", run.messages);
+    // One presence watcher's fetch of the lamp's state.
+    let fetch_presence =
+        || lamp_scenario("watch_presence.xml", &kamailio, &tmp.path().join("sipp"));
+    let run = fetch_presence();
     let notify = run
         .requests("NOTIFY")
         .into_iter()
@@ -445,6 +487,18 @@ fn a_presence_watcher_sees_what_the_gateway_published() {
     );
     assert!(notify.contains("vb=\"true\""), "{notify}");
     assert_eq!(sip_status(&gw)["counters"]["publications_failed"], 0);
+    // Stopping withdraws what was published (Expires: 0): a watcher then
+    // gets no reading, where the state would otherwise live until it
+    // expired.
+    assert!(gw.terminate(Duration::from_secs(15)).success());
+    let run = fetch_presence();
+    let notifies = run.requests("NOTIFY");
+    assert!(!notifies.is_empty(), "{}", run.messages);
+    assert!(
+        notifies.iter().all(|n| !n.contains("<senml")),
+        "{}",
+        run.messages
+    );
 }
 
 /// MESSAGE: `GET` to a thing is answered with a MESSAGE carrying its
@@ -528,6 +582,31 @@ fn ims_users_read_and_switch_a_thing_by_message() {
     let counters = &sip_status(&gw)["counters"];
     assert_eq!(counters["messages_received"], 3, "{counters}");
     assert_eq!(counters["messages_sent"], 2, "{counters}");
+    // A reading too long for a MESSAGE over UDP (RFC 3428 §4: 1300 bytes)
+    // is not sent in pieces or cut: the reply fails, and says why.
+    let note = "gw-s.http.note.text";
+    let long = "x".repeat(1500);
+    let posted = gw.post_senml(
+        &format!("/api/v1/things/{note}/readings"),
+        &serde_json::json!([{ "vs": long }]),
+    );
+    assert_eq!(posted.status, 200);
+    wait(Duration::from_secs(10), "the note's binding", || {
+        kamailio.aors().contains(&note.to_owned())
+    });
+    let run = Sipp::run(
+        &scenario("message.xml"),
+        &core,
+        note,
+        &[("user", ALICE.0), ("type", "text/plain"), ("body", "GET")],
+        &["-au", ALICE.0, "-ap", ALICE.1],
+        &sipp,
+    );
+    assert!(run.passed, "{}", run.messages);
+    gw.wait_for("/api/v1/federation/sip", "the reply refused", |a| {
+        a.json()["counters"]["messages_failed"] == 1
+    });
+    assert_eq!(sip_status(&gw)["counters"]["messages_sent"], 2);
 }
 
 /// `[[sip.forward]]`: the readings of the selected thing go to an IMS
@@ -626,22 +705,7 @@ fn the_gateway_speaks_sip_over_tcp() {
         kamailio.contacts()
     );
     // A subscription through the core: its NOTIFYs go to the core over TCP.
-    set_lamp(&gw, true);
-    let watcher = Sipp::start(
-        &scenario("watch_thing.xml"),
-        &kamailio_address(&kamailio),
-        testkit::free_udp_port(),
-        LAMP,
-        &[],
-        &["-aa"],
-        &tmp.path().join("sipp"),
-    );
-    gw.wait_for("/api/v1/federation/sip", "the subscription", |a| {
-        a.json()["subscriptions"].as_array().is_some_and(|all| {
-            all.iter()
-                .any(|s| s["notifications_sent"].as_u64() >= Some(1))
-        })
-    });
+    let (watcher, _) = watch_lamp(&gw, &kamailio, &tmp.path().join("sipp"));
     set_lamp(&gw, false);
     let run = watcher.finish(Duration::from_secs(30));
     assert!(run.passed, "{}", run.messages);
@@ -679,21 +743,7 @@ fn a_stale_nonce_and_a_too_brief_expiry_are_answered() {
         &["-m", "1000"],
         &tmp.path().join("sipp"),
     );
-    let gw = Gateway::start_in(
-        &tmp.path().join("gw"),
-        &[],
-        &[
-            ("FOGBANK_GATEWAY_ID", "gw-r"),
-            ("FOGBANK_SIP_REGISTRAR", &format!("sip:127.0.0.1:{port}")),
-            ("FOGBANK_SIP_DOMAIN", "iot.local"),
-            ("FOGBANK_SIP_PASSWORD", "secret"),
-            (
-                "FOGBANK_SIP_LISTEN",
-                &format!("127.0.0.1:{}", testkit::free_udp_port()),
-            ),
-            ("FOGBANK_SIP_REGISTER_THINGS", "none"),
-        ],
-    );
+    let gw = lone_gateway(&tmp.path().join("gw"), "gw-r", port);
     let status = gw.wait_for("/api/v1/federation/sip", "the binding", |a| {
         a.json()["registrations"][0]["state"] == "registered"
     });
@@ -718,5 +768,47 @@ fn a_stale_nonce_and_a_too_brief_expiry_are_answered() {
         registers
             .iter()
             .all(|r| call_id(r) == call_id(&registers[0]))
+    );
+}
+
+/// Things that appear while the gateway runs get their binding, and lose
+/// it when they go: a Home Assistant entity announced to the embedded
+/// broker (mosquitto_pub, a retained config), then removed.
+#[test]
+fn things_that_come_and_go_are_bound_and_unbound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kamailio = Kamailio::start(&tmp.path().join("kamailio"), &[("gw-d", "secret")], "MD5");
+    let mqtt = testkit::free_port();
+    let listen = format!("127.0.0.1:{}", testkit::free_udp_port());
+    let _gw = Gateway::start_in(
+        &tmp.path().join("gw"),
+        &["--mqtt", &format!("127.0.0.1:{mqtt}")],
+        &[
+            ("FOGBANK_GATEWAY_ID", "gw-d"),
+            ("FOGBANK_MQTT", ""),
+            ("FOGBANK_SIP_REGISTRAR", &kamailio.registrar()),
+            ("FOGBANK_SIP_DOMAIN", "iot.local"),
+            ("FOGBANK_SIP_PASSWORD", "secret"),
+            ("FOGBANK_SIP_LISTEN", &listen),
+        ],
+    );
+    wait(Duration::from_secs(10), "the gateway's binding", || {
+        kamailio.aors() == ["gw-d"]
+    });
+    let config = "homeassistant/sensor/cellar/flood/config";
+    testkit::mosquitto_pub(
+        mqtt,
+        &["-r", "-t", config, "-s"],
+        br#"{"name":"Flood","stat_t":"cellar/flood/state","unit_of_meas":"cm","uniq_id":"cellar-flood","dev":{"ids":"cellar","name":"cellar"}}"#,
+    );
+    let flood = "gw-d.mqtt.cellar.flood";
+    wait(Duration::from_secs(10), "the new thing's binding", || {
+        kamailio.aors().contains(&flood.to_owned())
+    });
+    testkit::mosquitto_pub(mqtt, &["-r", "-t", config, "-n"], b"");
+    wait(
+        Duration::from_secs(10),
+        "the thing's binding removed",
+        || kamailio.aors() == ["gw-d"],
     );
 }
