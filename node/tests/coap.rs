@@ -204,6 +204,28 @@ fn an_aiocoap_device_registers_is_observed_and_actuated() {
     );
 }
 
+/// A device that deletes its registration is no longer followed: the
+/// gateway ends its observations (the device's next notification is
+/// answered with a reset, RFC 7641 §3.6, and aiocoap drops the observer)
+/// and stores nothing more from it.
+#[test]
+fn a_deregistered_device_is_no_longer_observed() {
+    let (gw, port) = coap_gateway(&[], "");
+    let device = Device::start(port, "aio-d", &["--deregister-after", "1.5"]);
+    let temperature = "gw-c.coap.aio-d.sensors-temp";
+    gw.wait_for(
+        &format!("/api/v1/things/{temperature}/reading"),
+        "a notification",
+        |a| a.status == 200,
+    );
+    device.expect_line("deregistered");
+    device.expect_line("temperature observers 0");
+    let stored = history(&gw, temperature).len();
+    // The device goes on counting every 0.3 s; none of it arrives.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(history(&gw, temperature).len(), stored);
+}
+
 #[test]
 fn a_lapsed_registration_makes_things_unavailable_until_the_device_returns() {
     let (gw, port) = coap_gateway(&[], "");
@@ -254,6 +276,22 @@ fn lwm2m_objects_become_thing_services() {
         answer.status
     );
     device.expect_line("lamp on");
+}
+
+/// An LWM2M device that answers in SenML names its resource by path,
+/// with a leading slash (`/3303/0/5700`) that RFC 8428 names may not
+/// start with: from a registered LWM2M device it is accepted.
+#[test]
+fn lwm2m_senml_named_by_path_is_accepted() {
+    let (gw, port) = coap_gateway(&[], "");
+    let _device = Device::start(port, "lw-s", &["--lwm2m", "--senml"]);
+    let reading = gw.wait_for(
+        "/api/v1/things/gw-c.coap.lw-s.temperature/reading",
+        "a SenML reading",
+        |a| a.status == 200,
+    );
+    let value = reading.json()[0]["v"].as_f64().unwrap();
+    assert!((20.0..100.0).contains(&value), "{value}");
 }
 
 #[test]

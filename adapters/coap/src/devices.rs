@@ -350,7 +350,8 @@ impl Watcher {
             })
         };
         let request = endpoint::get(&self.resource.read_path, self.resource.content_format);
-        let (token, first) = match endpoint.observe(self.address, request, sink).await {
+        // Dropped on every way out, aborted included: the observation ends.
+        let (_observation, first) = match endpoint.observe(self.address, request, sink).await {
             Ok(answer) => answer,
             Err(error) => {
                 tracing::debug!(thing = %self.thing, %error, "cannot observe");
@@ -372,7 +373,6 @@ impl Watcher {
             let last = Duration::from_millis(heard.load(Ordering::Relaxed));
             if started.elapsed().saturating_sub(last) > max_age + OBSERVATION_SLACK {
                 tracing::debug!(thing = %self.thing, "notifications stopped; observing again");
-                endpoint.cancel_observation(&token);
                 return true;
             }
         }

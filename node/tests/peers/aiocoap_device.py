@@ -3,15 +3,20 @@ observable temperature and a lamp that takes PUT, and keeps itself
 registered at a resource directory with aiocoap's own RFC 9176 client.
 
     python3 aiocoap_device.py --rd coap://127.0.0.1:5683 --ep NAME --port P
-        [--lifetime SECS] [--interval SECS] [--lwm2m]
+        [--lifetime SECS] [--interval SECS] [--lwm2m [--senml]]
+        [--deregister-after SECS]
 
 With --lwm2m it is an LWM2M-style device instead: IPSO objects 3303
 (temperature, value resource 5700 answered in OMA-TLV) and 3311 (light
-control, on/off resource 5850), registered with `lwm2m=1.1`.
+control, on/off resource 5850), registered with `lwm2m=1.1`. With --senml
+its temperature answers in SenML JSON the way LWM2M 1.1 and Leshan write
+it, naming the resource by path: [{"bn":"/3303/0/","n":"5700","v":…}].
 
 The temperature starts at 20.0 and rises by 0.5 every interval; each value
 is a notification to observers. It prints "registered" once the directory
-has accepted it.
+has accepted it, and "temperature observers N" whenever the number of
+its observers changes. With --deregister-after it deletes its registration
+that long after registering (printing "deregistered") and runs on.
 """
 
 import argparse
@@ -36,6 +41,9 @@ class Temperature(resource.ObservableResource):
         self.value += 0.5
         self.updated_state()
 
+    def update_observation_count(self, newcount):
+        print(f"temperature observers {newcount}", flush=True)
+
     async def render_get(self, request):
         return aiocoap.Message(payload=f"{self.value:.1f}".encode(), content_format=0)
 
@@ -48,6 +56,16 @@ class IpsoTemperature(Temperature):
     async def render_get(self, request):
         tlv = bytes([0xE4]) + struct.pack(">H", 5700) + struct.pack(">f", self.value)
         return aiocoap.Message(payload=tlv, content_format=11542)
+
+
+class SenmlIpsoTemperature(Temperature):
+    """/3303/0/5700 in SenML JSON, named by its LWM2M path."""
+
+    ct = 110
+
+    async def render_get(self, request):
+        pack = f'[{{"bn":"/3303/0/","n":"5700","v":{self.value:.1f}}}]'
+        return aiocoap.Message(payload=pack.encode(), content_format=110)
 
 
 class Lamp(resource.ObservableResource):
@@ -80,13 +98,15 @@ async def main():
     parser.add_argument("--lifetime", type=int, default=60)
     parser.add_argument("--interval", type=float, default=0.3)
     parser.add_argument("--lwm2m", action="store_true")
+    parser.add_argument("--senml", action="store_true")
+    parser.add_argument("--deregister-after", type=float)
     args = parser.parse_args()
 
     site = resource.Site()
     site.add_resource([".well-known", "core"], resource.WKCResource(site.get_resources_as_linkheader))
     parameters = {"ep": args.ep}
     if args.lwm2m:
-        temperature = IpsoTemperature()
+        temperature = SenmlIpsoTemperature() if args.senml else IpsoTemperature()
         site.add_resource(["3303", "0", "5700"], temperature)
         site.add_resource(["3311", "0", "5850"], Lamp())
         parameters["lwm2m"] = "1.1"
@@ -102,13 +122,21 @@ async def main():
         lt=args.lifetime,
         registration_parameters=parameters,
     )
-    announced = False
+    announced = None
     while True:
         await asyncio.sleep(args.interval)
         temperature.step()
-        if not announced and registerer.state == "registered":
+        if announced is None and registerer.state == "registered":
             print("registered", flush=True)
-            announced = True
+            announced = asyncio.get_running_loop().time()
+        elif (
+            args.deregister_after is not None
+            and announced is not None
+            and asyncio.get_running_loop().time() - announced >= args.deregister_after
+        ):
+            await registerer.shutdown()
+            print("deregistered", flush=True)
+            args.deregister_after = None
 
 
 if __name__ == "__main__":

@@ -55,8 +55,8 @@ pub fn decode(
             let text = std::str::from_utf8(payload).map_err(|_| PayloadError::NotText)?;
             Ok(sample(Value::from_plain(text.trim())))
         }
-        format::SENML_JSON => senml_sample(senml::parse_json(payload), now),
-        format::SENML_CBOR => senml_sample(senml::parse_cbor(payload), now),
+        format::SENML_JSON => senml_sample(senml::parse_json(payload), resource.is_some(), now),
+        format::SENML_CBOR => senml_sample(senml::parse_cbor(payload), resource.is_some(), now),
         format::CBOR => {
             let item: ciborium::Value = ciborium::de::from_reader(payload)
                 .map_err(|e| PayloadError::Cbor(e.to_string()))?;
@@ -80,12 +80,39 @@ pub fn decode(
     }
 }
 
+/// LWM2M (1.1 §7.4.4, and Leshan) names resources by path with a leading
+/// slash (`/3303/0/5700`), which RFC 8428 does not allow a name to start
+/// with: from an LWM2M resource, the slash is dropped before the names
+/// are resolved.
+fn lwm2m_names(records: &mut [senml::Record]) {
+    let mut named = false;
+    for record in records {
+        if let Some(bn) = &mut record.bn {
+            if let Some(rest) = bn.strip_prefix('/') {
+                *bn = rest.to_owned();
+            }
+            named |= !bn.is_empty();
+        }
+        if !named
+            && let Some(n) = &mut record.n
+            && let Some(rest) = n.strip_prefix('/')
+        {
+            *n = rest.to_owned();
+        }
+    }
+}
+
 fn senml_sample(
     records: Result<Vec<senml::Record>, senml::SenmlError>,
+    lwm2m: bool,
     now: Timestamp,
 ) -> Result<Sample, PayloadError> {
     let error = |e: senml::SenmlError| PayloadError::Senml(e.to_string());
-    let resolved = senml::resolve(&records.map_err(error)?, now).map_err(error)?;
+    let mut records = records.map_err(error)?;
+    if lwm2m {
+        lwm2m_names(&mut records);
+    }
+    let resolved = senml::resolve(&records, now).map_err(error)?;
     // A resource's own pack: its newest record is its current value.
     let newest = resolved
         .into_iter()
@@ -128,6 +155,18 @@ mod tests {
     use proptest::prelude::*;
 
     const NOW: Timestamp = Timestamp(1_800_000_000_000_000);
+
+    #[test]
+    fn lwm2m_resources_may_name_themselves_by_path() {
+        let by_name = br#"[{"n":"/3303/0/5700","v":21.5}]"#;
+        let by_base = br#"[{"bn":"/3303/0/","n":"5700","v":21.5}]"#;
+        for pack in [&by_name[..], &by_base[..]] {
+            let sample = decode(Some(format::SENML_JSON), pack, Some(5700), NOW).unwrap();
+            assert_eq!(sample.value, Value::Number(21.5));
+            // From a device that is not LWM2M, the name stays refused.
+            assert!(decode(Some(format::SENML_JSON), pack, None, NOW).is_err());
+        }
+    }
 
     #[test]
     fn every_format_gives_its_value() {

@@ -218,16 +218,16 @@ impl Endpoint {
     }
 
     /// Starts observing `packet`'s resource (a GET; Observe 0 is added):
-    /// returns the first response; notifications go to `sink` until
-    /// [`cancel_observation`](Self::cancel_observation) or `sink` says no.
-    /// A first response without Observe means the device does not offer
-    /// it; the observation is then already cancelled.
+    /// returns the observation and the first response; notifications go
+    /// to `sink` until the observation is dropped or `sink` says no. A
+    /// first response without Observe means the device does not offer
+    /// it; the observation has then already ended.
     pub async fn observe(
         &self,
         peer: SocketAddr,
         mut packet: Packet,
         sink: NotificationSink,
-    ) -> Result<(Vec<u8>, Packet), RequestError> {
+    ) -> Result<(Observation, Packet), RequestError> {
         let token = self.new_token();
         packet.set_token(token.clone());
         packet.set_observe_value(0);
@@ -236,18 +236,17 @@ impl Endpoint {
             .lock()
             .observations
             .insert(token.clone(), sink);
-        let result = self.request_once(peer, packet).await;
-        let observing = matches!(&result, Ok(r) if r.get_observe_value().is_some() && !is_error(r));
-        if !observing {
-            self.inner.state.lock().observations.remove(&token);
+        // Made before the request: a caller dropped while it waits ends
+        // the observation too.
+        let observation = Observation {
+            endpoint: self.clone(),
+            token,
+        };
+        let response = self.request_once(peer, packet).await?;
+        if response.get_observe_value().is_none() || is_error(&response) {
+            observation.end();
         }
-        result.map(|response| (token, response))
-    }
-
-    /// Forgets an observation: its next notification is answered with RST,
-    /// which ends it at the device.
-    pub fn cancel_observation(&self, token: &[u8]) {
-        self.inner.state.lock().observations.remove(token);
+        Ok((observation, response))
     }
 
     pub fn new_token(&self) -> Vec<u8> {
@@ -255,6 +254,32 @@ impl Endpoint {
         // a random start, then a counter scrambled by a fixed odd multiplier.
         let n = self.inner.next_token.fetch_add(1, Ordering::Relaxed);
         n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes().to_vec()
+    }
+}
+
+/// An observation [`Endpoint::observe`] started, ended when dropped —
+/// also when the task holding it is aborted, as a deregistered device's
+/// watcher is: the device's next notification is answered with RST,
+/// which ends it there (RFC 7641 §3.6).
+pub struct Observation {
+    endpoint: Endpoint,
+    token: Vec<u8>,
+}
+
+impl Observation {
+    fn end(&self) {
+        self.endpoint
+            .inner
+            .state
+            .lock()
+            .observations
+            .remove(&self.token);
+    }
+}
+
+impl Drop for Observation {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 

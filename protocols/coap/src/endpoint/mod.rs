@@ -41,7 +41,7 @@ use tokio::sync::oneshot;
 use crate::message::{Request, Response};
 use crate::uploads::{self, Uploads};
 
-pub use client::{get, request_packet};
+pub use client::{Observation, get, request_packet};
 use dedup::Dedup;
 
 /// RFC 7252 §4.8 transmission parameters.
