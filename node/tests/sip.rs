@@ -26,39 +26,41 @@ fn sip_gateway_with(
     password: &str,
     extra: &[(&str, &str)],
 ) -> Gateway {
+    gateway_under(dir, &["--demo"], id, &kamailio.registrar(), password, extra)
+}
+
+/// A gateway `id` started with `args`, under the registrar (a SIP URI) of
+/// domain iot.local, on a free SIP port, with `extra` settings.
+fn gateway_under(
+    dir: &Path,
+    args: &[&str],
+    id: &str,
+    registrar: &str,
+    password: &str,
+    extra: &[(&str, &str)],
+) -> Gateway {
     let listen = format!("127.0.0.1:{}", testkit::free_udp_port());
     let mut env = vec![
         ("FOGBANK_GATEWAY_ID", id),
+        ("FOGBANK_SIP_REGISTRAR", registrar),
         ("FOGBANK_SIP_DOMAIN", "iot.local"),
         ("FOGBANK_SIP_PASSWORD", password),
         ("FOGBANK_SIP_LISTEN", listen.as_str()),
     ];
-    let registrar = kamailio.registrar();
-    env.push(("FOGBANK_SIP_REGISTRAR", &registrar));
     env.extend_from_slice(extra);
-    Gateway::start_in(dir, &["--demo"], &env)
+    Gateway::start_in(dir, args, &env)
 }
 
 /// A gateway `id` without things, registering only itself (password
 /// `secret`) at 127.0.0.1:`registrar`.
 fn lone_gateway(dir: &Path, id: &str, registrar: u16) -> Gateway {
-    Gateway::start_in(
+    gateway_under(
         dir,
         &[],
-        &[
-            ("FOGBANK_GATEWAY_ID", id),
-            (
-                "FOGBANK_SIP_REGISTRAR",
-                &format!("sip:127.0.0.1:{registrar}"),
-            ),
-            ("FOGBANK_SIP_DOMAIN", "iot.local"),
-            ("FOGBANK_SIP_PASSWORD", "secret"),
-            (
-                "FOGBANK_SIP_LISTEN",
-                &format!("127.0.0.1:{}", testkit::free_udp_port()),
-            ),
-            ("FOGBANK_SIP_REGISTER_THINGS", "none"),
-        ],
+        id,
+        &format!("sip:127.0.0.1:{registrar}"),
+        "secret",
+        &[("FOGBANK_SIP_REGISTER_THINGS", "none")],
     )
 }
 
@@ -516,11 +518,11 @@ fn ims_users_read_and_switch_a_thing_by_message() {
     let sipp = tmp.path().join("sipp");
     let core = kamailio_address(&kamailio);
     let inbox = alice_inbox(&core, 2, &sipp);
-    let message = |user: (&str, &str), content_type: &str, body: &str| {
+    let message_to = |service: &str, user: (&str, &str), content_type: &str, body: &str| {
         let run = Sipp::run(
             &scenario("message.xml"),
             &core,
-            LAMP,
+            service,
             &[("user", user.0), ("type", content_type), ("body", body)],
             &["-au", user.0, "-ap", user.1],
             &sipp,
@@ -529,6 +531,7 @@ fn ims_users_read_and_switch_a_thing_by_message() {
         // The final answer.
         run.received().pop().unwrap()
     };
+    let message = |user, content_type, body| message_to(LAMP, user, content_type, body);
     let answer = message(ALICE, "text/plain", "GET");
     assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
     // Bob may read but not switch.
@@ -594,15 +597,8 @@ fn ims_users_read_and_switch_a_thing_by_message() {
     wait(Duration::from_secs(10), "the note's binding", || {
         kamailio.aors().contains(&note.to_owned())
     });
-    let run = Sipp::run(
-        &scenario("message.xml"),
-        &core,
-        note,
-        &[("user", ALICE.0), ("type", "text/plain"), ("body", "GET")],
-        &["-au", ALICE.0, "-ap", ALICE.1],
-        &sipp,
-    );
-    assert!(run.passed, "{}", run.messages);
+    let answer = message_to(note, ALICE, "text/plain", "GET");
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
     gw.wait_for("/api/v1/federation/sip", "the reply refused", |a| {
         a.json()["counters"]["messages_failed"] == 1
     });
@@ -779,18 +775,13 @@ fn things_that_come_and_go_are_bound_and_unbound() {
     let tmp = tempfile::tempdir().unwrap();
     let kamailio = Kamailio::start(&tmp.path().join("kamailio"), &[("gw-d", "secret")], "MD5");
     let mqtt = testkit::free_port();
-    let listen = format!("127.0.0.1:{}", testkit::free_udp_port());
-    let _gw = Gateway::start_in(
+    let _gw = gateway_under(
         &tmp.path().join("gw"),
         &["--mqtt", &format!("127.0.0.1:{mqtt}")],
-        &[
-            ("FOGBANK_GATEWAY_ID", "gw-d"),
-            ("FOGBANK_MQTT", ""),
-            ("FOGBANK_SIP_REGISTRAR", &kamailio.registrar()),
-            ("FOGBANK_SIP_DOMAIN", "iot.local"),
-            ("FOGBANK_SIP_PASSWORD", "secret"),
-            ("FOGBANK_SIP_LISTEN", &listen),
-        ],
+        "gw-d",
+        &kamailio.registrar(),
+        "secret",
+        &[("FOGBANK_MQTT", "")],
     );
     wait(Duration::from_secs(10), "the gateway's binding", || {
         kamailio.aors() == ["gw-d"]
