@@ -43,7 +43,9 @@ use tokio::sync::{mpsc, oneshot};
 use fogbank_taas::commands::{ActuationError, ActuationFuture};
 use fogbank_taas::remote::{Remote, RemoteError, RemoteFuture};
 use fogbank_taas::store::Window;
-use fogbank_taas::{Command, CommandState, Hub, Reading, ThingId, ThingService};
+use fogbank_taas::{
+    Command, CommandState, DeviceOffer, Hub, Reading, ThingId, ThingService, TransportTarget,
+};
 pub use keys::{
     IDENTITY_FILE, KeyError, cluster_key_from_file, cluster_key_from_hex, new_cluster_key,
 };
@@ -383,6 +385,37 @@ impl Remote for Handle {
 
     fn is_reachable(&self, gateway: &str) -> bool {
         self.reachable.read().contains(gateway)
+    }
+
+    fn offer_device(&self, gateway: &str, offer: DeviceOffer) -> RemoteFuture<TransportTarget> {
+        let gateway = gateway.to_owned();
+        let call = self.call(&gateway, Request::OfferDevice(offer), READ_TIMEOUT);
+        Box::pin(async move {
+            match call.await? {
+                Response::Welcome(target) => Ok(target),
+                other => Err(unexpected(&gateway, other)),
+            }
+        })
+    }
+
+    fn hand_history(
+        &self,
+        gateway: &str,
+        thing: ThingId,
+        readings: Vec<Reading>,
+    ) -> RemoteFuture<()> {
+        let gateway = gateway.to_owned();
+        let call = self.call(
+            &gateway,
+            Request::HandHistory { thing, readings },
+            ACTUATE_TIMEOUT,
+        );
+        Box::pin(async move {
+            match call.await? {
+                Response::HistoryTaken(_) => Ok(()),
+                other => Err(unexpected(&gateway, other)),
+            }
+        })
     }
 
     fn interest(&self, thing: &ThingId, wanted: bool) {

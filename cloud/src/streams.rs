@@ -45,8 +45,10 @@ const MAX_FRAME: usize = 1 << 20;
 /// Readings taken off the bus at once, then sent as one frame per thing.
 const READINGS_BATCH: usize = 256;
 
-/// Our own things some peer follows, and who: kept by the swarm loop from
-/// the readings gossipsub's subscriptions, read by [`export`].
+/// Things some peer follows, and who: kept by the swarm loop from the
+/// readings gossipsub's subscriptions, read by [`export`], which sends
+/// those of them that are ours (a thing may become ours when its device
+/// moves here, and its followers are then already known).
 pub type Watchers = Arc<parking_lot::RwLock<HashMap<ThingId, HashSet<PeerId>>>>;
 
 /// Readings counted by the streams' tasks, for the node's statistics.
@@ -130,6 +132,7 @@ impl Outbound {
         first: Arc<ThingReading>,
         queue: &mut Subscription,
         watchers: &Watchers,
+        hub: &Hub,
     ) {
         let mut by_thing: HashMap<ThingId, Vec<ThingReading>> = HashMap::new();
         by_thing
@@ -149,6 +152,11 @@ impl Outbound {
             }
         }
         for (thing, readings) in by_thing {
+            // Only our own: another gateway's readings relayed here for a
+            // local consumer are not ours to pass on.
+            if hub.inspect_thing(&thing, |t| t.gateway == hub.gateway()) != Some(true) {
+                continue;
+            }
             let followers: Vec<PeerId> = match watchers.read().get(&thing) {
                 Some(peers) => peers.iter().copied().collect(),
                 None => continue,
@@ -188,7 +196,7 @@ pub async fn export(
                 None => return,
             },
             event = readings.recv() => match event {
-                Some(Event::Reading(first)) => outbound.send_batch(first, &mut readings, &watchers),
+                Some(Event::Reading(first)) => outbound.send_batch(first, &mut readings, &watchers, &hub),
                 Some(Event::Lagged(missed)) => {
                     tracing::warn!(missed, "readings for other gateways were dropped: the local cloud fell behind");
                 }
@@ -237,9 +245,11 @@ impl Inbound {
             tracing::debug!(peer = %source, "dropped readings from a peer not yet known as a gateway");
             return;
         };
+        // The owner as our catalog knows it: a thing whose device moved is
+        // owned by a gateway other than the one its id names.
         let (genuine, forged): (Vec<_>, Vec<_>) = readings
             .into_iter()
-            .partition(|r| r.thing.gateway() == owner);
+            .partition(|r| self.hub.inspect_thing(&r.thing, |t| t.gateway == owner) == Some(true));
         if !forged.is_empty() {
             tracing::warn!(peer = %source, count = forged.len(), "dropped readings sent for another gateway's things");
         }

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use fogbank_taas::remote::{CatalogChange, CatalogSnapshot};
 use fogbank_taas::store::Window;
-use fogbank_taas::{CommandState, Reading, ThingId, ThingReading, Value};
+use fogbank_taas::{
+    CommandState, DeviceOffer, Reading, ThingId, ThingReading, TransportTarget, Value,
+};
 
 /// Versioned: a gateway speaking another version is simply not heard.
 pub const CATALOG_TOPIC: &str = "/fogbank/catalog/1";
@@ -86,6 +88,14 @@ pub enum Request {
         thing: ThingId,
         value: Value,
     },
+    /// Take over one of the caller's devices: answer where it is to
+    /// register (see `fogbank_taas::Hub::move_device`).
+    OfferDevice(DeviceOffer),
+    /// History of a thing service that moved from the caller to the callee.
+    HandHistory {
+        thing: ThingId,
+        readings: Vec<Reading>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +107,10 @@ pub enum Response {
     Latest(Option<Reading>),
     History(Vec<Reading>),
     Actuated(CommandState),
+    /// Where an offered device is to register.
+    Welcome(TransportTarget),
+    /// How many handed readings were stored.
+    HistoryTaken(usize),
     /// The call could not be carried out; the reason is for people.
     Refused(String),
 }

@@ -37,6 +37,8 @@ pub enum Command {
     Peers(PeersArgs),
     /// Manage the extended services (WebAssembly) of a running gateway.
     Service(ServiceArgs),
+    /// Move devices between the gateways of the local cloud.
+    Devices(DevicesArgs),
     /// Run the SD-IoT controller (S-MANAGE): the gateways' SDVSs, and a
     /// REST interface for applications' requests.
     Controller(ControllerArgs),
@@ -176,6 +178,36 @@ pub enum ServiceCommand {
     Start { name: String },
     /// Remove a service with its outputs and its stored state.
     Remove { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct DevicesArgs {
+    #[command(subcommand)]
+    pub command: DevicesCommand,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Tell a device to register at another gateway (its thing services
+    /// keep their ids, their history follows) or at any endpoint, and wait
+    /// until it did. Ask the gateway that owns the device.
+    Move {
+        /// `{gateway}.{adapter}.{device}`, or one of its thing-service ids.
+        device: String,
+        /// The gateway of the local cloud to move it to.
+        #[arg(long, conflicts_with_all = ["address", "port"], required_unless_present = "address")]
+        to: Option<String>,
+        /// Any endpoint's host name or IP address (with --port).
+        #[arg(long, requires = "port")]
+        address: Option<String>,
+        #[arg(long, requires = "address")]
+        port: Option<u16>,
+        /// Seconds the device may take to register at the gateway.
+        #[arg(long, default_value_t = 30)]
+        deadline: u64,
+    },
 }
 
 #[derive(Debug, Args)]

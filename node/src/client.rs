@@ -8,8 +8,8 @@ use serde_json::Value as Json;
 
 use crate::auth::ADMIN_TOKEN_FILE;
 use crate::cli::{
-    ActuateArgs, ClientArgs, PeersArgs, ReadingArgs, SdArgs, SdCommand, ServiceArgs,
-    ServiceCommand, ThingsArgs, ThingsCommand,
+    ActuateArgs, ClientArgs, DevicesArgs, DevicesCommand, PeersArgs, ReadingArgs, SdArgs,
+    SdCommand, ServiceArgs, ServiceCommand, ThingsArgs, ThingsCommand,
 };
 
 struct Client {
@@ -381,6 +381,68 @@ pub fn actuate(args: ActuateArgs) -> anyhow::Result<()> {
             o["state"].as_str().unwrap_or("?")
         ),
     });
+    Ok(())
+}
+
+/// `fogbank devices move`: starts the move, then follows it to its end.
+pub fn devices(args: DevicesArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client);
+    let DevicesCommand::Move {
+        device,
+        to,
+        address,
+        port,
+        deadline,
+    } = args.command;
+    let body = match (to, address, port) {
+        (Some(gateway), _, _) => {
+            serde_json::json!({ "gateway": gateway, "deadline_secs": deadline })
+        }
+        (None, Some(address), Some(port)) => {
+            serde_json::json!({ "address": address, "port": port })
+        }
+        _ => bail!("give --to GATEWAY, or --address HOST --port PORT"),
+    };
+    let request = client.request(
+        "POST",
+        &format!("/api/v1/devices/{}/transport", encode(&device)),
+    );
+    let (_, mut status) = client.call(request, Some(&body))?;
+    let started = std::time::Instant::now();
+    while status["state"] == "pending" {
+        if started.elapsed() > std::time::Duration::from_secs(deadline + 30) {
+            bail!(
+                "move {} is still pending; poll /api/v1/moves/{}",
+                status["id"],
+                status["id"]
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let poll = client.request("GET", &format!("/api/v1/moves/{}", status["id"]));
+        status = client.call(poll, None)?.1;
+    }
+    print(args.client.json, &status, |s| match s["state"].as_str() {
+        Some("arrived") => format!(
+            "{} moved to {}: {} thing services, {} readings of history handed over\n",
+            s["device"].as_str().unwrap_or("?"),
+            s["to"].as_str().unwrap_or("?"),
+            s["things"].as_array().map_or(0, Vec::len),
+            s["readings_handed"],
+        ),
+        Some("repointed") => format!(
+            "{} was told to register at {}\n",
+            s["device"].as_str().unwrap_or("?"),
+            s["to"].as_str().unwrap_or("?"),
+        ),
+        _ => format!(
+            "{} did not move: {}\n",
+            s["device"].as_str().unwrap_or("?"),
+            s["reason"].as_str().unwrap_or("?"),
+        ),
+    });
+    if status["state"] == "failed" {
+        bail!("the move failed");
+    }
     Ok(())
 }
 

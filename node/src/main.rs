@@ -181,6 +181,7 @@ fn main() {
             .map_err(|e| anyhow::anyhow!("no randomness for a key: {e}")),
         Command::Peers(args) => client::peers(args),
         Command::Service(args) => client::service(args),
+        Command::Devices(args) => client::devices(args),
         Command::Controller(args) => controller(args),
         Command::Sd(args) => client::sd(args),
     };

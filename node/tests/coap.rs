@@ -5,14 +5,13 @@
 
 use fogbank_testkit as testkit;
 
-use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use testkit::{Gateway, free_udp_port, python};
+use testkit::{Gateway, LinePeer, free_udp_port, python};
 
 /// A gateway `gw-c` with its CoAP endpoint on a free port, configured by
 /// `extra` TOML; and that port.
@@ -29,11 +28,8 @@ fn coap_gateway(args: &[&str], extra: &str) -> (Gateway, u16) {
     (gw, port)
 }
 
-/// An aiocoap device process; its stdout lines arrive on `lines`.
-struct Device {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+/// An aiocoap device process, driven by the lines it prints.
+struct Device(LinePeer);
 
 impl Device {
     /// Starts a device on a free port; another port if that one was taken
@@ -50,26 +46,15 @@ impl Device {
     /// The device process; `None` if it exited before registering.
     fn try_start(gateway_port: u16, endpoint: &str, port: u16, extra: &[&str]) -> Option<Device> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/aiocoap_device.py");
-        let mut child = Command::new(python())
+        let mut command = Command::new(python());
+        command
             .arg(script)
             .args(["--rd", &format!("coap://127.0.0.1:{gateway_port}")])
             .args(["--ep", endpoint, "--port", &port.to_string()])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 with aiocoap (scripts/test installs it)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut device = Device { child, lines };
-        match device.wait_for_line("registered") {
-            Ok(()) => Some(device),
+            .args(extra);
+        let mut device = LinePeer::spawn(command);
+        match device.wait_for_line("registered", LINE_WAIT) {
+            Ok(_) => Some(Device(device)),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 device.kill();
                 None
@@ -78,35 +63,17 @@ impl Device {
         }
     }
 
-    fn wait_for_line(&self, wanted: &str) -> Result<(), mpsc::RecvTimeoutError> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line == wanted => return Ok(()),
-                Ok(_) => continue,
-                Err(error) => return Err(error),
-            }
-        }
-    }
-
     fn expect_line(&self, wanted: &str) {
-        if let Err(error) = self.wait_for_line(wanted) {
-            panic!("the device never said {wanted:?}: {error}");
-        }
+        self.0.expect_line(wanted, LINE_WAIT);
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.kill();
     }
 }
 
-impl Drop for Device {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+/// How long a device may take to say what it does.
+const LINE_WAIT: Duration = Duration::from_secs(15);
 
 /// Runs `coap-client-notls` with `args`: (success, stdout).
 fn coap_client(args: &[&str]) -> (bool, String) {

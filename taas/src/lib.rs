@@ -31,8 +31,9 @@ pub use commands::{
     CommandStatus,
 };
 pub use hub::{
-    ActuateError, CommandTicket, Delivery, Hub, HubOptions, HubStats, IngestError, Ingested,
-    ReadError, Receipt,
+    ActuateError, CommandTicket, Delivery, DeviceOffer, DeviceRef, DeviceTransport, Hub,
+    HubOptions, HubStats, IngestError, Ingested, MOVE_DEADLINE, MoveError, MoveState, MoveStatus,
+    MoveTarget, ReadError, Receipt, RepointError, RepointFuture, TransportTarget,
 };
 pub use id::{IdError, ThingId};
 pub use reading::{Reading, ThingReading, Timestamp, Value};

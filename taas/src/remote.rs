@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::commands::ActuationFuture;
+use crate::hub::{DeviceOffer, TransportTarget};
 use crate::store::Window;
 use crate::{Command, Hub, Reading, ThingId, ThingService};
 
@@ -48,10 +49,37 @@ pub trait Remote: Send + Sync {
     fn actuate(&self, owner: &str, command: Command) -> ActuationFuture;
     /// Whether the gateway is up, as far as the local cloud knows.
     fn is_reachable(&self, gateway: &str) -> bool;
+    /// Offers one of this gateway's devices to `gateway`, which answers
+    /// where the device is to register. (Refused by a cloud that cannot
+    /// move devices, as test doubles.)
+    fn offer_device(&self, gateway: &str, offer: DeviceOffer) -> RemoteFuture<TransportTarget> {
+        let _ = offer;
+        refused(gateway)
+    }
+    /// Hands readings of a thing service that moved to `gateway` over to it.
+    fn hand_history(
+        &self,
+        gateway: &str,
+        thing: ThingId,
+        readings: Vec<Reading>,
+    ) -> RemoteFuture<()> {
+        let _ = (thing, readings);
+        refused(gateway)
+    }
     /// A local consumer started (`true`) or stopped wanting the readings
     /// of a remote thing service. Calls are balanced: one `false` for
     /// every `true`.
     fn interest(&self, thing: &ThingId, wanted: bool);
+}
+
+fn refused<T: Send + 'static>(gateway: &str) -> RemoteFuture<T> {
+    let gateway = gateway.to_owned();
+    Box::pin(async move {
+        Err(RemoteError::Refused {
+            gateway,
+            reason: "this local cloud does not move devices".into(),
+        })
+    })
 }
 
 /// One change to a gateway's own catalog, in the order it happened.
@@ -59,6 +87,13 @@ pub trait Remote: Send + Sync {
 pub enum CatalogChange {
     Upsert(ThingService),
     Remove(ThingId),
+    /// The thing service's device moved to gateway `to`, which owns it now
+    /// with `moves` moves (see `hub::moves`).
+    Moved {
+        id: ThingId,
+        to: String,
+        moves: u32,
+    },
 }
 
 /// A gateway's own thing services at one version of its catalog.

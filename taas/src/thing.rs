@@ -110,6 +110,16 @@ pub struct ThingService {
     pub available: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, serde_json::Value>,
+    /// How many times the device moved to another gateway. The id keeps
+    /// the gateway that first saw the device; `gateway` is its owner now,
+    /// and the entry with more moves is the current one (see
+    /// `hub::moves`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub moves: u32,
+}
+
+fn is_zero(moves: &u32) -> bool {
+    *moves == 0
 }
 
 impl ThingService {
@@ -129,6 +139,7 @@ impl ThingService {
             location: Location::default(),
             available: true,
             metadata: BTreeMap::new(),
+            moves: 0,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod controller;
 pub mod gateway;
 pub mod kamailio;
 pub mod mqtt;
+pub mod process;
 pub mod radio;
 pub mod services;
 pub mod sipp;
@@ -34,6 +35,7 @@ pub use mqtt::{
     Mosquitto, embedded_gateway, issue_certificates, mosquitto_pub, mqtt_connect, mqtt_publish,
     mqtt_session, mqtt_subscribe, mqtt_subscribe_with, mqtt5_publish,
 };
+pub use process::LinePeer;
 pub use radio::PtyPair;
 pub use services::{component, guests, manifest, publish};
 pub use sipp::{Sipp, SippRun};

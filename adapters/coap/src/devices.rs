@@ -46,6 +46,8 @@ struct Device {
     name: String,
     address: SocketAddr,
     resources: Vec<DeviceResource>,
+    /// It listed the Transport Management Policy object: it can be moved.
+    movable: bool,
     /// For registrations: when it lapses unless updated.
     expires: Option<Instant>,
     lifetime: Duration,
@@ -98,7 +100,7 @@ impl Directory {
         key: String,
         name: String,
         address: SocketAddr,
-        resources: Vec<DeviceResource>,
+        (resources, movable): (Vec<DeviceResource>, bool),
         lifetime: Option<Duration>,
     ) -> Result<(), String> {
         let context = self.context().ok_or("the CoAP adapter is not running")?;
@@ -132,6 +134,7 @@ impl Directory {
             name,
             address,
             resources,
+            movable,
             expires: lifetime.map(|l| Instant::now() + l),
             lifetime: lifetime.unwrap_or(rd::DEFAULT_LIFETIME),
             watchers,
@@ -180,7 +183,13 @@ impl Directory {
         let resources = rd::device_resources(&links, false);
         let name = sanitize_segment(&format!("{}-{}", address.ip(), address.port()));
         tracing::info!(%uri, resources = resources.len(), "following a configured CoAP device");
-        self.follow(format!("static-{n}"), name, address, resources, None)
+        self.follow(
+            format!("static-{n}"),
+            name,
+            address,
+            (resources, false),
+            None,
+        )
     }
 
     /// Lapsed registrations: their thing services become unavailable.
@@ -227,6 +236,35 @@ impl Directory {
                 .find(|r| r.name == thing.resource())
                 .map(|r| (d.address, r.clone()))
         })
+    }
+
+    /// A registered device that can be told to go elsewhere: its
+    /// registration id and address.
+    pub fn movable_device(
+        &self,
+        name: &str,
+    ) -> Result<(String, SocketAddr), fogbank_taas::RepointError> {
+        use fogbank_taas::RepointError;
+        let devices = self.devices.lock();
+        let (key, device) = devices
+            .iter()
+            .find(|(key, d)| d.name == name && !key.starts_with("static-"))
+            .ok_or_else(|| {
+                RepointError::NoDevice(format!("no CoAP device {name} is registered here"))
+            })?;
+        if !device.movable {
+            return Err(RepointError::Unsupported(format!(
+                "CoAP device {name} did not list the transport policy object </{}/0> when it registered",
+                fogbank_coap_protocol::transport_policy::OBJECT
+            )));
+        }
+        Ok((key.clone(), device.address))
+    }
+
+    /// Stops following a device that was told to go elsewhere; its thing
+    /// services keep their state (the new owner takes them over).
+    pub fn let_go(&self, key: &str) {
+        self.devices.lock().remove(key);
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -430,7 +468,7 @@ impl ResourceDirectory {
         id: &str,
         name: &str,
         peer: SocketAddr,
-        resources: Vec<DeviceResource>,
+        resources: (Vec<DeviceResource>, bool),
         lifetime: Duration,
     ) -> Result<(), Response> {
         self.0
@@ -471,6 +509,7 @@ impl ResourceDirectory {
                 };
                 let name = sanitize_segment(&endpoint_name);
                 let resources = rd::device_resources(&links, parameters.lwm2m.is_some());
+                let movable = rd::movable(&links);
                 if resources.len() > MAX_RESOURCES {
                     directory.count("coap_registration_too_large");
                     return Response::error(
@@ -507,7 +546,9 @@ impl ResourceDirectory {
                 });
                 let lifetime = parameters.lifetime.unwrap_or(rd::DEFAULT_LIFETIME);
                 let count = resources.len();
-                if let Err(response) = self.follow(&id, &name, request.peer, resources, lifetime) {
+                if let Err(response) =
+                    self.follow(&id, &name, request.peer, (resources, movable), lifetime)
+                {
                     return response;
                 }
                 directory.set_available(&name, true);
@@ -538,10 +579,14 @@ impl ResourceDirectory {
                 // A new address or new links: follow it afresh.
                 let refollow = match request.payload.is_empty() {
                     false => match rd::links(&request.payload) {
-                        Ok(links) => Some(rd::device_resources(&links, parameters.lwm2m.is_some())),
+                        Ok(links) => Some((
+                            rd::device_resources(&links, parameters.lwm2m.is_some()),
+                            rd::movable(&links),
+                        )),
                         Err(e) => return bad(e),
                     },
-                    true => (device.address != request.peer).then(|| device.resources.clone()),
+                    true => (device.address != request.peer)
+                        .then(|| (device.resources.clone(), device.movable)),
                 };
                 drop(devices);
                 if let Some(resources) = refollow

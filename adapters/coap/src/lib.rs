@@ -10,6 +10,7 @@
 
 pub mod devices;
 pub mod rd;
+mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -133,6 +134,10 @@ impl Plugin for Coap {
         }
         .start()
         .recipient()
+    }
+
+    fn transport(&self) -> Option<Arc<dyn fogbank_taas::DeviceTransport>> {
+        Some(Arc::new(transport::Transport(self.directory.clone())))
     }
 }
 

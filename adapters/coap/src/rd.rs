@@ -11,7 +11,7 @@ use fogbank_taas::Kind;
 use fogbank_taas::id::sanitize_segment;
 use fogbank_taas::thing::guess_type;
 
-use fogbank_coap_protocol::lwm2m;
+use fogbank_coap_protocol::{lwm2m, transport_policy};
 
 /// RFC 9176's default registration lifetime.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(90_000);
@@ -122,11 +122,23 @@ pub struct DeviceResource {
 /// The resources of a registration (or of a device's own link list).
 /// Links that are not values — the device's `/.well-known/core`, the
 /// root, LWM2M objects outside the IPSO table — are left out.
+/// Whether the links name the Transport Management Policy object: the
+/// device can be told to register elsewhere.
+pub fn movable(links: &[Link]) -> bool {
+    links
+        .iter()
+        .any(|link| transport_policy::is_policy_link(&link.path))
+}
+
 pub fn device_resources(links: &[Link], lwm2m_style: bool) -> Vec<DeviceResource> {
     let mut resources = Vec::new();
     for link in links {
         let path = link.path.trim_start_matches('/');
-        if path.is_empty() || path.starts_with(".well-known") || path == "rd" {
+        if path.is_empty()
+            || path.starts_with(".well-known")
+            || path == "rd"
+            || transport_policy::is_policy_link(path)
+        {
             continue;
         }
         if lwm2m_style || lwm2m::object_instance(path).is_some() {

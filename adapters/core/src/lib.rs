@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use actix::{Message, Recipient};
 use fogbank_taas::{
-    ActuationResult, Command, Delivery, Hub, IdError, IngestError, Ingested, Reading, Receipt,
-    StoreError, ThingId, ThingReading, ThingService, Timestamp, Value,
+    ActuationResult, Command, Delivery, DeviceTransport, Hub, IdError, IngestError, Ingested,
+    Reading, Receipt, StoreError, ThingId, ThingReading, ThingService, Timestamp, Value,
 };
 
 pub use supervisor::{AdapterSupervisor, Backoff, GetStatus, Shutdown, SupervisorStatus};
@@ -67,12 +67,18 @@ impl AdapterContext {
     }
 
     /// The id of one of this plugin's thing services (parts are sanitised).
+    /// Its first segment is the device's home: this gateway, or the one it
+    /// first registered at when it moved here (see `Hub::move_device`).
     pub fn thing_id(&self, device: &str, resource: &str) -> Result<ThingId, IdError> {
-        ThingId::new(self.hub.gateway(), &self.adapter, device, resource)
+        let device = fogbank_taas::id::sanitize_segment(device);
+        let home = self.hub.device_home(&self.adapter, &device);
+        ThingId::new(&home, &self.adapter, &device, resource)
     }
 
     fn check_owned(&self, id: &ThingId) -> Result<(), AdapterError> {
-        if id.gateway() == self.hub.gateway() && id.adapter() == self.adapter {
+        if id.adapter() == self.adapter
+            && id.gateway() == self.hub.device_home(&self.adapter, id.device())
+        {
             Ok(())
         } else {
             Err(AdapterError::Foreign {
@@ -218,4 +224,10 @@ pub trait Plugin: Send + 'static {
     /// Starts the plugin's actor in the current arbiter and returns where
     /// its commands go.
     fn start(&self, context: AdapterContext) -> Recipient<Actuate>;
+
+    /// How its devices are told to register at another gateway, for an
+    /// adapter whose devices can move (see `Hub::move_device`).
+    fn transport(&self) -> Option<Arc<dyn DeviceTransport>> {
+        None
+    }
 }

@@ -145,6 +145,9 @@ impl Actor for AdapterSupervisor {
             self.plugin.name(),
             Arc::new(Forwarder(self.current.clone())),
         );
+        if let Some(transport) = self.plugin.transport() {
+            self.hub.attach_transport(self.plugin.name(), transport);
+        }
         self.launch();
         ctx.run_interval(self.backoff.check_every, |this, ctx| this.check(ctx));
     }

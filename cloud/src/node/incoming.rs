@@ -151,9 +151,9 @@ impl Node {
                     );
             }
             gossipsub::Event::Subscribed { peer_id, topic } => {
-                if let Some(thing) = wire::thing_of_topic(topic.as_str())
-                    && thing.gateway() == self.gateway
-                {
+                // Kept for things owned elsewhere too: a thing's device
+                // may move here, and its followers stay subscribed.
+                if let Some(thing) = wire::thing_of_topic(topic.as_str()) {
                     self.watchers
                         .write()
                         .entry(thing)
@@ -286,8 +286,8 @@ impl Node {
             } => {
                 if let Some(fetched_from) = self.fetching.remove(&request_id) {
                     self.on_snapshot(fetched_from, response);
-                } else if let Some((_, reply)) = self.pending.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
+                } else if let Some((gateway, reply)) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Ok(self.reachable_at(&gateway, response)));
                 } else {
                     tracing::debug!(%peer, "an answer nobody waits for");
                 }
@@ -344,6 +344,43 @@ impl Node {
         }
     }
 
+    /// The gateway `peer` speaks for, once it was heard as one.
+    fn speaker(&self, peer: &PeerId) -> Option<String> {
+        self.members.speakers().read().get(peer).cloned()
+    }
+
+    /// A device endpoint a gateway answered with, its unspecified address
+    /// (it listens on all) replaced by the one we reach that gateway at.
+    fn reachable_at(&self, gateway: &str, response: Response) -> Response {
+        let Response::Welcome(mut target) = response else {
+            return response;
+        };
+        let unspecified = target
+            .host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified());
+        let known = self.members.get(gateway).and_then(|member| {
+            member.addresses.iter().find_map(|address| {
+                address.iter().find_map(|part| match part {
+                    libp2p::multiaddr::Protocol::Ip4(ip) if !ip.is_unspecified() => {
+                        Some(ip.to_string())
+                    }
+                    libp2p::multiaddr::Protocol::Ip6(ip) if !ip.is_unspecified() => {
+                        Some(ip.to_string())
+                    }
+                    libp2p::multiaddr::Protocol::Dns(name)
+                    | libp2p::multiaddr::Protocol::Dns4(name)
+                    | libp2p::multiaddr::Protocol::Dns6(name) => Some(name.to_string()),
+                    _ => None,
+                })
+            })
+        });
+        if unspecified && let Some(host) = known {
+            target.host = host;
+        }
+        Response::Welcome(target)
+    }
+
     /// Answers a call from a peer. Quick answers go out at once; history
     /// and commands run as tasks and come back through `answers`.
     pub(super) fn serve(
@@ -353,7 +390,7 @@ impl Node {
         channel: ResponseChannel<Response>,
     ) {
         let local = |thing: &ThingId| -> Result<(), Response> {
-            if thing.gateway() == self.gateway && self.hub.thing(thing).is_some() {
+            if self.hub.inspect_thing(thing, |t| t.gateway == self.gateway) == Some(true) {
                 Ok(())
             } else {
                 Err(Response::Refused(format!(
@@ -386,6 +423,20 @@ impl Node {
                     return;
                 }
             },
+            Request::OfferDevice(offer) => Some(match self.speaker(&peer) {
+                Some(from) => match self.hub.accept_device(&from, offer) {
+                    Ok(target) => Response::Welcome(target),
+                    Err(refused) => Response::Refused(refused.to_string()),
+                },
+                None => Response::Refused("not yet known as a gateway here".into()),
+            }),
+            Request::HandHistory { thing, readings } => Some(match self.speaker(&peer) {
+                Some(from) => match self.hub.import_history(&from, &thing, readings) {
+                    Ok(count) => Response::HistoryTaken(count),
+                    Err(refused) => Response::Refused(refused.to_string()),
+                },
+                None => Response::Refused("not yet known as a gateway here".into()),
+            }),
             Request::Actuate { thing, value } => match local(&thing) {
                 Err(refused) => Some(refused),
                 Ok(()) => {

@@ -31,6 +31,9 @@ pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(40);
 const _: () = assert!(CALL_TIMEOUT.as_secs() > crate::ACTUATE_TIMEOUT.as_secs());
 /// Largest snapshot answer: 64 MiB holds well over 100 000 thing services.
 pub(super) const MAX_RESPONSE: u64 = 64 << 20;
+/// Largest call: a chunk of history handed over after a move (2 000
+/// readings) with room for long string values.
+pub(super) const MAX_REQUEST: u64 = 16 << 20;
 /// Incoming connections still in their handshake (pnet, the key check,
 /// Noise, Yamux; each at most the upgrade's 10 s), at most. Before the
 /// key check a connection is anyone's; past this bound more are refused
@@ -97,7 +100,8 @@ pub(super) fn build_swarm(
                     .validate_messages()
                     .build()?;
                 let codec = request_response::json::codec::Codec::default()
-                    .set_response_size_maximum(MAX_RESPONSE);
+                    .set_response_size_maximum(MAX_RESPONSE)
+                    .set_request_size_maximum(MAX_REQUEST);
                 let peer = key.public().to_peer_id();
                 Ok(Behaviour {
                     gossipsub: gossipsub::Behaviour::new(

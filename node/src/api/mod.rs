@@ -4,6 +4,7 @@
 //! This module owns the JSON shapes and HTTP rules; it translates between
 //! them and the TaaS [`Hub`], and holds no logic of its own about things.
 
+mod devices;
 mod federation;
 pub(crate) mod ops;
 mod peers;
@@ -134,6 +135,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 )
                 .service(get("/things/{id}/stream", stream::sse))
                 .service(get("/commands/{id}", things::command))
+                .service(
+                    web::resource("/devices/{device}/transport")
+                        .route(web::post().to(devices::transport))
+                        .default_service(method_not_allowed("POST")),
+                )
+                .service(get("/moves/{id}", devices::status))
                 .service(get("/peers", peers::list))
                 .service(get("/federation/smanage", federation::smanage))
                 .service(get("/federation/sip", federation::sip))

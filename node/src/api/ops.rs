@@ -195,11 +195,13 @@ impl utoipa::Modify for BearerScheme {
         super::things::list, super::things::get, super::things::description, super::things::latest,
         super::things::history, super::things::ingest, super::things::actuate, super::things::command,
         super::stream::sse, super::peers::list, super::peers::forget,
+        super::devices::transport, super::devices::status,
         super::services::publish, super::services::list, super::services::get,
         super::services::remove, super::services::start, super::services::stop,
         super::services::logs, super::federation::smanage, super::federation::sip, health, metrics, openapi
     ),
     components(schemas(ThingServiceSchema, KindSchema, DataTypeSchema, RecordSchema, CommandStatusSchema, CommandStateSchema, Problem, ActuationRequest, CommandValue, Health, PeerInfoSchema,
+        MoveStatusSchema, MoveStateSchema, super::devices::TransportRequest,
         ServiceInfoSchema, ServiceStateSchema, LogLineSchema, LogLevelSchema,
         SelectorSchema, GrantsSchema, LimitsSchema, super::services::PublishRequest,
         super::federation::SmanageStatus, super::federation::SdvsJson, super::federation::SensorServiceJson,

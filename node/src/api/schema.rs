@@ -58,6 +58,11 @@ pub struct ThingServiceSchema {
     #[serde(default)]
     #[schema(value_type = Object)]
     metadata: BTreeMap<String, serde_json::Value>,
+    /// How many times the device moved to another gateway (absent: never).
+    /// The id keeps the gateway that first saw the device; `gateway` is
+    /// its owner now.
+    #[serde(default)]
+    moves: u32,
 }
 
 /// Where a command stands.
@@ -85,6 +90,42 @@ pub struct CommandStatusSchema {
     issued: f64,
     #[serde(flatten)]
     state: CommandStateSchema,
+}
+
+/// Where a device's move stands.
+#[derive(ToSchema)]
+#[schema(as = MoveState)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum MoveStateSchema {
+    Pending,
+    /// The device registered at the target gateway, which owns its thing
+    /// services now and holds their history (`readings_handed` came from
+    /// this gateway).
+    Arrived {
+        readings_handed: u64,
+    },
+    /// The device took the new endpoint (one outside the local cloud).
+    Repointed,
+    Failed {
+        reason: String,
+    },
+}
+
+/// A device's move, as polling clients see it.
+#[derive(ToSchema)]
+#[schema(as = MoveStatus)]
+pub struct MoveStatusSchema {
+    id: u64,
+    /// `{gateway}.{adapter}.{device}`, as in its thing-service ids.
+    #[schema(example = "gw-a.coap.meter-7")]
+    device: String,
+    /// The target gateway, or `host:port`.
+    to: String,
+    /// Its thing services, whose ids stay the same.
+    things: Vec<String>,
+    issued: f64,
+    #[serde(flatten)]
+    state: MoveStateSchema,
 }
 
 /// One SenML record as it appears on the wire, before resolution.

@@ -295,7 +295,7 @@ pub async fn history(
 }
 
 /// The media type of a request body, without parameters.
-fn content_type(request: &HttpRequest) -> String {
+pub(super) fn content_type(request: &HttpRequest) -> String {
     request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -306,7 +306,7 @@ fn content_type(request: &HttpRequest) -> String {
 }
 
 /// Reads a body of at most `limit` bytes, refusing larger ones early.
-async fn read_body(
+pub(super) async fn read_body(
     request: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

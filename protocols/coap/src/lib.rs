@@ -19,4 +19,5 @@ pub mod endpoint;
 pub mod lwm2m;
 pub mod message;
 pub mod payload;
+pub mod transport_policy;
 pub mod uploads;

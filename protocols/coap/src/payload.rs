@@ -52,8 +52,17 @@ pub fn decode(
     };
     match content_format.unwrap_or(format::TEXT) {
         format::TEXT => {
-            let text = std::str::from_utf8(payload).map_err(|_| PayloadError::NotText)?;
-            Ok(sample(Value::from_plain(text.trim())))
+            let text = std::str::from_utf8(payload)
+                .map_err(|_| PayloadError::NotText)?
+                .trim();
+            // LWM2M's plain text (1.1, 7.4.1) writes a boolean resource
+            // (on/off 5850) as 1 or 0.
+            let value = match (resource.is_some_and(lwm2m::resource_is_bool), text) {
+                (true, "1") => Value::Bool(true),
+                (true, "0") => Value::Bool(false),
+                _ => Value::from_plain(text),
+            };
+            Ok(sample(value))
         }
         format::SENML_JSON => senml_sample(senml::parse_json(payload), resource.is_some(), now),
         format::SENML_CBOR => senml_sample(senml::parse_cbor(payload), resource.is_some(), now),
@@ -166,6 +175,17 @@ mod tests {
             // From a device that is not LWM2M, the name stays refused.
             assert!(decode(Some(format::SENML_JSON), pack, None, NOW).is_err());
         }
+    }
+
+    #[test]
+    fn lwm2m_plain_text_writes_a_boolean_resource_as_1_or_0() {
+        for (text, on) in [(&b"1"[..], true), (&b"0\n"[..], false)] {
+            let sample = decode(Some(format::TEXT), text, Some(5850), NOW).unwrap();
+            assert_eq!(sample.value, Value::Bool(on));
+        }
+        // A number resource's 1 is the number 1.
+        let sample = decode(Some(format::TEXT), b"1", Some(5700), NOW).unwrap();
+        assert_eq!(sample.value, Value::Number(1.0));
     }
 
     #[test]

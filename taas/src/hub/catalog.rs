@@ -23,7 +23,7 @@ impl CatalogFeed {
     /// resynchronise from a snapshot.
     const BACKLOG: usize = 16_384;
 
-    fn record(&mut self, change: CatalogChange) {
+    pub(super) fn record(&mut self, change: CatalogChange) {
         self.version += 1;
         // Nobody listening (no local cloud) is fine: the version still counts.
         let _ = self.changes.send((self.version, change));
@@ -43,7 +43,19 @@ impl CatalogFeed {
 impl Hub {
     /// Adds or updates a thing service of this gateway; persisted only
     /// when it changed.
-    pub fn announce(&self, thing: ThingService) -> Result<(), StoreError> {
+    /// Its `gateway` is this one's, and its `moves` those of the device's
+    /// adoption here (see `hub::moves`), whatever the caller set.
+    pub fn announce(&self, mut thing: ThingService) -> Result<(), StoreError> {
+        thing.gateway = self.gateway.clone();
+        thing.moves = self.moves_of(&thing.id);
+        let taken = self.registry.inspect(&thing.id, |held| {
+            held.gateway != self.gateway && held.moves >= thing.moves
+        });
+        if taken == Some(true) {
+            // Its device moved on; what is left here is not announced.
+            tracing::debug!(thing = %thing.id, "not announced: owned by another gateway since a move");
+            return Ok(());
+        }
         let persisted = thing.clone();
         match self.registry.upsert(thing) {
             Upsert::Unchanged => Ok(()),
@@ -160,7 +172,7 @@ impl Hub {
     /// Replaces what is known of another gateway's catalog with its
     /// snapshot. Remote entries live in memory only: the owner is the
     /// single writer and is asked again after every restart.
-    pub fn replace_remote_catalog(&self, gateway: &str, things: Vec<ThingService>) {
+    pub fn replace_remote_catalog(self: &Arc<Self>, gateway: &str, things: Vec<ThingService>) {
         if gateway == self.gateway {
             return;
         }
@@ -172,29 +184,58 @@ impl Hub {
             }
         }
         for thing in things {
-            if thing.gateway == gateway {
-                self.registry.upsert(thing);
-            }
+            self.take_remote(gateway, thing);
         }
     }
 
     /// Applies changes another gateway made to its own catalog. Entries
     /// that claim to belong to a different gateway are ignored.
-    pub fn apply_remote_changes(&self, gateway: &str, changes: Vec<CatalogChange>) {
+    pub fn apply_remote_changes(self: &Arc<Self>, gateway: &str, changes: Vec<CatalogChange>) {
         if gateway == self.gateway {
             return;
         }
         for change in changes {
             match change {
-                CatalogChange::Upsert(thing) if thing.gateway == gateway => {
-                    self.registry.upsert(thing);
+                CatalogChange::Upsert(thing) => self.take_remote(gateway, thing),
+                CatalogChange::Remove(id) => {
+                    if self.registry.inspect(&id, |t| t.gateway == gateway) == Some(true) {
+                        self.registry.remove(&id);
+                    }
                 }
-                CatalogChange::Remove(id) if id.gateway() == gateway => {
-                    self.registry.remove(&id);
+                CatalogChange::Moved { id, to, moves } => {
+                    // The new owner's own entry may have come first.
+                    self.registry.modify(&id, |t| {
+                        if t.gateway == gateway && t.moves < moves {
+                            t.gateway = to;
+                            t.moves = moves;
+                        }
+                    });
                 }
-                other => {
-                    tracing::warn!(%gateway, ?other, "ignored a catalog change for another gateway's thing");
-                }
+            }
+        }
+    }
+
+    /// An entry `gateway` holds as its own. Between two owners of one id
+    /// the entry with more moves wins; one that takes a thing service of
+    /// ours means its device went there.
+    fn take_remote(self: &Arc<Self>, gateway: &str, thing: ThingService) {
+        if thing.gateway != gateway {
+            tracing::warn!(%gateway, thing = %thing.id, owner = %thing.gateway, "ignored a catalog entry for another gateway's thing");
+            return;
+        }
+        let held = self
+            .registry
+            .inspect(&thing.id, |t| (t.gateway.clone(), t.moves));
+        match held {
+            Some((owner, moves)) if owner != gateway && thing.moves <= moves => {
+                tracing::debug!(thing = %thing.id, %owner, claimant = %gateway, "ignored an older owner's entry");
+            }
+            Some((owner, _)) if owner == self.gateway => {
+                self.registry.upsert(thing.clone());
+                self.released_elsewhere(&thing);
+            }
+            _ => {
+                self.registry.upsert(thing);
             }
         }
     }

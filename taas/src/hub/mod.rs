@@ -13,6 +13,7 @@
 mod actuation;
 mod catalog;
 mod ingest;
+mod moves;
 mod reads;
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,10 @@ use crate::{ThingService, Timestamp};
 pub use actuation::{ActuateError, CommandTicket};
 use catalog::CatalogFeed;
 pub use ingest::{Delivery, IngestError, Ingested, Receipt};
+pub use moves::{
+    DeviceOffer, DeviceRef, DeviceTransport, MOVE_DEADLINE, MoveError, MoveState, MoveStatus,
+    MoveTarget, RepointError, RepointFuture, TransportTarget,
+};
 pub use reads::ReadError;
 
 /// Settings of a [`Hub`].
@@ -87,6 +92,7 @@ pub struct Hub {
     remote: RwLock<Option<Arc<dyn Remote>>>,
     followers: Followers,
     feed: parking_lot::Mutex<CatalogFeed>,
+    moves: moves::Moves,
 }
 
 impl Hub {
@@ -108,6 +114,7 @@ impl Hub {
                 registry.offer_latest(&id, &latest);
             }
         }
+        let moves = moves::Moves::load(&store)?;
         tracing::info!(things = registry.len(), path = %data_dir.display(), "store opened");
         Ok(Arc::new(Hub {
             gateway: gateway.to_owned(),
@@ -124,6 +131,7 @@ impl Hub {
             remote: RwLock::new(None),
             followers: Followers::default(),
             feed: parking_lot::Mutex::new(CatalogFeed::new()),
+            moves,
         }))
     }
 

@@ -43,4 +43,21 @@ impl Store {
         self.db.write_opt(batch, &self.write_options)?;
         Ok(())
     }
+
+    /// Removes a thing service from the catalog, keeping its history (a
+    /// thing that moved: the history is handed over first).
+    pub fn forget_thing(&self, id: &ThingId) -> Result<(), StoreError> {
+        self.db
+            .delete_cf_opt(self.cf(CF_THINGS)?, id.as_str(), &self.write_options)?;
+        Ok(())
+    }
+
+    /// Removes a thing service's history.
+    pub fn delete_history(&self, id: &ThingId) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let id = id.as_str().as_bytes();
+        batch.delete_range_cf(self.cf(CF_READINGS)?, id_prefix(id), id_prefix_end(id));
+        self.db.write_opt(batch, &self.write_options)?;
+        Ok(())
+    }
 }

@@ -1,0 +1,99 @@
+//! Moving a registered device to another endpoint: a write of the
+//! Transport Management Policy object (`protocols/coap::transport_policy`)
+//! to a device that listed it, after which the gateway stops following it.
+
+use std::sync::Arc;
+
+use coap_lite::{MessageClass, RequestType, ResponseType};
+use fogbank_coap_protocol::endpoint::{self, RequestError};
+use fogbank_coap_protocol::transport_policy::{self, Policy};
+use fogbank_taas::untrusted::Excerpt;
+use fogbank_taas::{DeviceTransport, RepointError, RepointFuture, TransportTarget};
+
+use crate::devices::Directory;
+
+/// The adapter's side of `Hub::move_device`.
+pub struct Transport(pub Arc<Directory>);
+
+impl DeviceTransport for Transport {
+    fn listening(&self) -> Option<TransportTarget> {
+        let address = self.0.endpoint().local_addr();
+        Some(TransportTarget {
+            service: String::new(),
+            protocol: "coap".into(),
+            host: address.ip().to_string(),
+            port: address.port(),
+        })
+    }
+
+    fn repoint(&self, device: &str, target: &TransportTarget) -> RepointFuture {
+        let directory = self.0.clone();
+        let device = device.to_owned();
+        let target = target.clone();
+        let endpoint = directory.endpoint().clone();
+        Box::pin(async move {
+            let (key, address) = directory.movable_device(&device)?;
+            // The exchange runs on the endpoint's runtime, beside its socket.
+            let writer = endpoint.clone();
+            endpoint
+                .spawn(async move { write_policy(&writer, address, &target).await })
+                .await
+                .map_err(|e| RepointError::NoAnswer(e.to_string()))??;
+            directory.let_go(&key);
+            tracing::info!(%device, %address, "CoAP device re-pointed");
+            Ok(())
+        })
+    }
+}
+
+/// PUT of the policy's instance: SenML JSON, or TLV for a device that
+/// does not take SenML.
+async fn write_policy(
+    endpoint: &endpoint::Endpoint,
+    address: std::net::SocketAddr,
+    target: &TransportTarget,
+) -> Result<(), RepointError> {
+    let policy = Policy {
+        service_name: &target.service,
+        address: &target.host,
+        port: target.port,
+        protocol: &target.protocol,
+    };
+    let mut last = String::new();
+    for content_format in transport_policy::FORMATS {
+        let request = endpoint::request_packet(
+            RequestType::Put,
+            &transport_policy::instance_path(),
+            &[],
+            Some(content_format),
+            transport_policy::body(&policy, content_format),
+            None,
+        );
+        let response = endpoint
+            .request(address, request)
+            .await
+            .map_err(|error| match error {
+                RequestError::Timeout(_) => RepointError::NoAnswer(error.to_string()),
+                _ => RepointError::Refused(error.to_string()),
+            })?;
+        let diagnostic = Excerpt(&String::from_utf8_lossy(&response.payload)).to_string();
+        match response.header.code {
+            MessageClass::Response(code) if !code.is_error() => return Ok(()),
+            MessageClass::Response(ResponseType::UnsupportedContentFormat) => {
+                last = format!("the device takes neither SenML JSON nor TLV: {diagnostic}");
+            }
+            MessageClass::Response(ResponseType::NotFound) => {
+                return Err(RepointError::Unsupported(format!(
+                    "the device has no {} instance: {diagnostic}",
+                    transport_policy::instance_path()
+                )));
+            }
+            code => {
+                return Err(RepointError::Refused(format!(
+                    "the device answered {code:?}: {diagnostic}"
+                )));
+            }
+        }
+    }
+    Err(RepointError::Refused(last))
+}

@@ -1,0 +1,253 @@
+//! Devices that move between the gateways of one local cloud, as an
+//! operator moves them: `POST /api/v1/devices/{device}/transport` at the
+//! owner, a real aiocoap device (`examples/devices/movable_device.py`,
+//! written from the LWM2M and RFC 9176 specifications) that takes the
+//! Transport Management Policy write and registers at the target, and an
+//! application on a third gateway that follows the device's thing services
+//! by their ids throughout.
+
+use fogbank_testkit as testkit;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+use testkit::{LinePeer, Member, acquainted, cluster_key, start_cloud, within};
+
+const LINE_WAIT: Duration = Duration::from_secs(20);
+
+/// The reference device, registered at the CoAP endpoint on `rd_port`.
+fn movable_device(rd_port: u16, endpoint: &str, extra: &[&str]) -> LinePeer {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/devices/movable_device.py"
+    );
+    for _ in 0..5 {
+        let mut command = Command::new(testkit::python());
+        command
+            .arg(script)
+            .args(["--rd", &format!("coap://127.0.0.1:{rd_port}")])
+            .args(["--ep", endpoint])
+            .args(["--port", &testkit::free_udp_port().to_string()])
+            .args(extra);
+        let device = LinePeer::spawn(command);
+        // A port taken meanwhile by a parallel test: the device exits.
+        if device.wait_for_line("registered at", LINE_WAIT).is_ok() {
+            return device;
+        }
+    }
+    panic!("the device {endpoint} never registered");
+}
+
+/// `POST …/transport` at `member`: the answer's status and body.
+fn move_device(member: &Member, device: &str, body: &Json) -> (u16, Json) {
+    let answer = member.gateway.write(
+        "POST",
+        &format!("/api/v1/devices/{device}/transport"),
+        "application/json",
+        body.to_string().as_bytes(),
+    );
+    (answer.status, answer.json())
+}
+
+/// Polls a move at `member` until it is no longer pending.
+fn finished_move(member: &Member, id: &Json) -> Json {
+    let mut status = Json::Null;
+    within(Duration::from_secs(40), "the move finishes", || {
+        let answer = member.gateway.get(&format!("/api/v1/moves/{id}"));
+        assert!(matches!(answer.status, 200 | 202), "{}", answer.status);
+        status = answer.json();
+        status["state"] != "pending"
+    });
+    status
+}
+
+/// (time, value) of each reading in a SenML history.
+fn readings(records: &Json) -> Vec<(f64, f64)> {
+    records
+        .as_array()
+        .expect("a SenML array")
+        .iter()
+        .map(|r| (r["t"].as_f64().unwrap(), r["v"].as_f64().unwrap()))
+        .collect()
+}
+
+fn history(member: &Member, id: &str) -> Vec<(f64, f64)> {
+    readings(&member.get_json(&format!("/api/v1/things/{id}/readings?from=0&limit=100000")))
+}
+
+#[test]
+fn a_coap_device_moves_to_another_gateway_and_keeps_its_ids_stream_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = cluster_key();
+    let coap_a = testkit::free_udp_port();
+    let coap_b = testkit::free_udp_port();
+    let members = start_cloud(dir.path(), &key, &["gw-a", "gw-b", "gw-c"], |id| {
+        let port = match id {
+            "gw-a" => coap_a,
+            "gw-b" => coap_b,
+            _ => testkit::free_udp_port(),
+        };
+        (
+            Vec::new(),
+            vec![("FOGBANK_COAP".into(), format!("127.0.0.1:{port}"))],
+        )
+    });
+    let (a, b, c) = (&members[0], &members[1], &members[2]);
+    acquainted(&members, Duration::from_secs(15));
+
+    // One device writes the policy in SenML JSON, the other takes only TLV.
+    let senml_device = movable_device(coap_a, "mover-1", &[]);
+    let tlv_device = movable_device(coap_a, "mover-2", &["--tlv-only"]);
+    let temperature = "gw-a.coap.mover-1.temperature";
+    let lamp = "gw-a.coap.mover-1.light-control";
+    within(
+        Duration::from_secs(15),
+        "gw-c sees the device's readings",
+        || c.gateway.history_len(temperature) >= 5,
+    );
+
+    // An application on gw-c follows the temperature by its id.
+    let stream = testkit::follow_events(
+        &c.gateway
+            .url(&format!("/api/v1/things/{temperature}/stream")),
+        "reading",
+        Duration::from_secs(30),
+    );
+    stream
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the stream's first reading");
+
+    // What an operator gets wrong is refused with a reason.
+    let (status, problem) = move_device(c, "gw-a.coap.mover-1", &json!({"gateway": "gw-b"}));
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("gw-a"),
+        "names the owner: {problem}"
+    );
+    let (status, _) = move_device(a, "gw-a.coap.nobody", &json!({"gateway": "gw-b"}));
+    assert_eq!(status, 404);
+    let (status, _) = move_device(a, "gw-a.coap.mover-1", &json!({"gateway": "gw-z"}));
+    assert_eq!(status, 409);
+    let (status, _) = move_device(a, "not a device", &json!({"gateway": "gw-b"}));
+    assert_eq!(status, 400);
+    let (status, _) = move_device(
+        a,
+        "gw-a.coap.mover-1",
+        &json!({"gateway": "gw-b", "port": 1}),
+    );
+    assert_eq!(status, 400);
+
+    // The move, by any of the device's ids.
+    let moved_at = testkit::now_secs();
+    let (status, started) = move_device(a, temperature, &json!({"gateway": "gw-b"}));
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["device"], "gw-a.coap.mover-1");
+    let (status, second) = move_device(a, "gw-a.coap.mover-2", &json!({"gateway": "gw-b"}));
+    assert_eq!(status, 202, "{second}");
+    let done = finished_move(a, &started["id"]);
+    assert_eq!(done["state"], "arrived", "{done}");
+    assert!(done["readings_handed"].as_u64().unwrap() >= 5, "{done}");
+    senml_device.expect_line("policy gw-b 127.0.0.1", LINE_WAIT);
+    senml_device.expect_line(&format!("registered at 127.0.0.1:{coap_b}"), LINE_WAIT);
+    let done = finished_move(a, &second["id"]);
+    assert_eq!(
+        done["state"], "arrived",
+        "the TLV-only device moves too: {done}"
+    );
+    tlv_device.expect_line(&format!("registered at 127.0.0.1:{coap_b}"), LINE_WAIT);
+
+    // Every gateway sees the same ids, owned by gw-b now.
+    for member in &members {
+        within(
+            Duration::from_secs(5),
+            "the owner changes everywhere",
+            || {
+                let thing = member.get_json(&format!("/api/v1/things/{temperature}"));
+                thing["gateway"] == "gw-b" && thing["moves"] == 1 && thing["available"] == true
+            },
+        );
+        let ids: Vec<String> = member
+            .catalog()
+            .iter()
+            .filter_map(|t| t["id"].as_str().map(str::to_owned))
+            .filter(|id| id.contains(".coap.mover-"))
+            .collect();
+        assert!(
+            ids.iter().all(|id| id.starts_with("gw-a.coap.mover-")),
+            "no id changed on {}: {ids:?}",
+            member.id
+        );
+    }
+
+    // The stream on gw-c goes on across the move, without a gap.
+    let mut times = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let event = stream
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the stream goes on after the move");
+        let record: Json = serde_json::from_str(&event).unwrap();
+        let t = record[0]["t"].as_f64().or(record["t"].as_f64()).unwrap();
+        times.push(t);
+        if t > moved_at + 5.0 {
+            break;
+        }
+    }
+    assert!(
+        times.last().is_some_and(|t| *t > moved_at + 5.0),
+        "readings well after the move: {times:?}"
+    );
+    let widest = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    assert!(widest < 3.0, "a gap of {widest:.2} s in the stream");
+
+    // One history under one id, from any gateway: before the move (kept
+    // by gw-a, handed to gw-b) and after; each reading once.
+    within(Duration::from_secs(5), "the history is whole", || {
+        let from_c = history(c, temperature);
+        from_c.first().is_some_and(|(t, _)| *t < moved_at)
+            && from_c.last().is_some_and(|(t, _)| *t > moved_at + 5.0)
+    });
+    let from_c = history(c, temperature);
+    let times: BTreeSet<u64> = from_c.iter().map(|(t, _)| (t * 1e6) as u64).collect();
+    assert_eq!(times.len(), from_c.len(), "no reading twice");
+    // The device's value rises by 0.01 a step: none may be missing. (A
+    // value may repeat: the new gateway's first read of the resource.)
+    let values: Vec<f64> = from_c.iter().map(|(_, v)| *v).collect();
+    assert!(
+        values.windows(2).all(|w| {
+            let step = ((w[1] - w[0]) * 100.0).round();
+            step == 0.0 || step == 1.0
+        }),
+        "every value of the device, in order: {values:?}"
+    );
+    assert_eq!(history(a, temperature), from_c, "gw-a reads it from gw-b");
+    assert_eq!(history(b, temperature), from_c);
+
+    // Commands from gw-c reach the device at its new gateway.
+    let answer = c.gateway.write(
+        "PUT",
+        &format!("/api/v1/things/{lamp}/actuation?wait=10000"),
+        "application/json",
+        br#"{"value": true}"#,
+    );
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    senml_device.expect_line("lamp on", LINE_WAIT);
+
+    // gw-a keeps nothing of the device: not a catalog entry of its own, no history.
+    let own_of_a = a.get_json("/api/v1/things?gateway=gw-a");
+    assert!(
+        own_of_a
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| !t["id"].as_str().unwrap().contains("mover")),
+        "{own_of_a}"
+    );
+}

@@ -1,0 +1,143 @@
+//! Devices that move to another gateway: `POST
+//! /api/v1/devices/{device}/transport` starts a move, `GET
+//! /api/v1/moves/{id}` follows it. The move itself is the hub's
+//! (`Hub::move_device`); this module only speaks HTTP for it.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use fogbank_taas::{MOVE_DEADLINE, MoveError, MoveStatus, MoveTarget};
+use serde::Deserialize;
+
+use super::AppState;
+use super::problem::{ApiError, Problem};
+use super::schema::*;
+use super::things::{content_type, read_body};
+use crate::auth::Scope;
+
+/// Where the device is to register from now on: a gateway of the local
+/// cloud (`gateway`), or any endpoint (`address` and `port`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransportRequest {
+    /// The id of a gateway of this local cloud: the device keeps the ids
+    /// of its thing services and its history goes with it.
+    #[schema(example = "gw-b")]
+    pub gateway: Option<String>,
+    /// Host name or IP address of any endpoint (with `port`): the device
+    /// leaves the local cloud's sight.
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    /// How long the device may take to register at the gateway [30].
+    pub deadline_secs: Option<u64>,
+}
+
+/// The longest deadline a move may be given.
+const MAX_DEADLINE: Duration = Duration::from_secs(600);
+
+#[utoipa::path(post, path = "/api/v1/devices/{device}/transport", tag = "devices",
+    params(("device" = String, Path, description = "`{gateway}.{adapter}.{device}` as in the device's thing-service ids, or any one of those ids")),
+    request_body(content = TransportRequest, content_type = "application/json"),
+    responses((status = 202, description = "The move started: poll the Location until its state is `arrived`, `repointed` or `failed`", body = MoveStatusSchema),
+              (status = 400, body = Problem, content_type = "application/problem+json"),
+              (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 404, description = "No such device", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "Owned by another gateway, moving already, not movable, or the target is not up", body = Problem, content_type = "application/problem+json"),
+              (status = 415, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn transport(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    device: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    state.authorize(&request, Scope::Write)?;
+    let found = content_type(&request);
+    if found != "application/json" {
+        return Err(ApiError::UnsupportedType {
+            found,
+            expected: "application/json",
+        });
+    }
+    let body = read_body(&request, payload, state.max_body_bytes).await?;
+    let asked: TransportRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"gateway\": \"gw-b\"}} or {{\"address\": \"…\", \"port\": 5683}}: {e}"
+        ))
+    })?;
+    let target = match asked {
+        TransportRequest {
+            gateway: Some(gateway),
+            address: None,
+            port: None,
+            ..
+        } => MoveTarget::Gateway(gateway),
+        TransportRequest {
+            gateway: None,
+            address: Some(host),
+            port: Some(port),
+            ..
+        } if !host.is_empty() => MoveTarget::Endpoint { host, port },
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give either \"gateway\", or \"address\" and \"port\"".into(),
+            ));
+        }
+    };
+    let deadline = match asked.deadline_secs.map(Duration::from_secs) {
+        Some(d) if d.is_zero() || d > MAX_DEADLINE => {
+            return Err(ApiError::BadRequest(format!(
+                "deadline_secs is 1 to {}",
+                MAX_DEADLINE.as_secs()
+            )));
+        }
+        Some(d) => d,
+        None => MOVE_DEADLINE,
+    };
+    let status = state.hub.move_device(&device, target, deadline)?;
+    Ok(move_response(status))
+}
+
+#[utoipa::path(get, path = "/api/v1/moves/{id}", tag = "devices", params(("id" = u64, Path, description = "Move id")),
+    responses((status = 200, description = "Finished", body = MoveStatusSchema), (status = 202, description = "Still running", body = MoveStatusSchema),
+              (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn status(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.authorize(&request, Scope::Read)?;
+    let unknown = || ApiError::NotFound(format!("no move {id} started at this gateway"));
+    let number: u64 = id.parse().map_err(|_| unknown())?;
+    let status = state.hub.move_status(number).ok_or_else(unknown)?;
+    Ok(move_response(status))
+}
+
+fn move_response(status: MoveStatus) -> HttpResponse {
+    if status.state == fogbank_taas::MoveState::Pending {
+        HttpResponse::Accepted()
+            .insert_header((header::LOCATION, format!("/api/v1/moves/{}", status.id)))
+            .json(status)
+    } else {
+        HttpResponse::Ok().json(status)
+    }
+}
+
+impl From<MoveError> for ApiError {
+    fn from(error: MoveError) -> Self {
+        match error {
+            MoveError::BadDevice(_) => ApiError::BadRequest(error.to_string()),
+            MoveError::UnknownDevice(_) => ApiError::NotFound(error.to_string()),
+            MoveError::Store(e) => e.into(),
+            MoveError::NotOwner { .. }
+            | MoveError::NoTransport(_)
+            | MoveError::AlreadyHere(_)
+            | MoveError::UnknownGateway(_)
+            | MoveError::Conflict(_)
+            | MoveError::Busy(_)
+            | MoveError::Refused(_) => ApiError::Conflict(error.to_string()),
+        }
+    }
+}

@@ -1,0 +1,642 @@
+//! Devices that move to another gateway of the local cloud and keep the
+//! ids of their thing services.
+//!
+//! An id names the gateway that first saw the device, its *home*; a thing
+//! service's `gateway` is its owner now, and `moves` counts the handovers,
+//! so that wherever two entries for one id meet, the one with more moves
+//! is the current one. A move is driven by the owner:
+//!
+//! 1. **offer**: the target records the device as *adopted* — (adapter,
+//!    device) → home, previous owner, moves — in its store, and answers
+//!    where its devices register ([`DeviceTransport::listening`]);
+//! 2. **repoint**: the owner's adapter tells the device to register there
+//!    (CoAP: a write of the Transport Management Policy object) and stops
+//!    following it here;
+//! 3. **arrival**: the device registers at the target, whose adapter names
+//!    its things by the adoption — the same ids — and announces them as its
+//!    own, with one move more; the owner sees that in the target's catalog
+//!    changes;
+//! 4. **release**: the owner drops the things from its catalog with a
+//!    `Moved` change (other gateways switch owner without a gap), hands its
+//!    history of them to the target in chunks, and only then deletes it.
+//!
+//! A reading the old owner acknowledged before the device left is in its
+//! store, and so reaches the target's store in step 4; a reading the device
+//! sends to the target is stored there. None is stored twice: a store key
+//! is the thing and the reading's time.
+//!
+//! A release also runs when a device turns up at another gateway without
+//! a move being watched here (it arrived after the move's deadline, or
+//! this gateway restarted meanwhile): the catalog change that shows it
+//! starts the same steps.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::Hub;
+use crate::remote::{CatalogChange, RemoteError};
+use crate::store::{StoreError, Window};
+use crate::{Reading, ThingId, ThingReading, ThingService, Timestamp};
+
+/// Where a device registers: a gateway's device endpoint, or any other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportTarget {
+    /// The service name a device shows for it: the gateway's id, or empty.
+    pub service: String,
+    /// `coap` (and later `coaps`, `mqtt`).
+    pub protocol: String,
+    /// Host name or IP address. An unspecified address (`0.0.0.0`) means
+    /// "the address you reach this gateway at"; the local cloud fills it in.
+    pub host: String,
+    pub port: u16,
+}
+
+/// Why a device could not be told to go elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RepointError {
+    /// The device does not implement the transport policy.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The adapter follows no such device now.
+    #[error("{0}")]
+    NoDevice(String),
+    /// The device answered with a failure.
+    #[error("{0}")]
+    Refused(String),
+    /// The device did not answer.
+    #[error("{0}")]
+    NoAnswer(String),
+}
+
+pub type RepointFuture = Pin<Box<dyn Future<Output = Result<(), RepointError>> + Send>>;
+
+/// Implemented by adapters whose devices can be moved.
+pub trait DeviceTransport: Send + Sync {
+    /// Where devices of this adapter register at this gateway.
+    fn listening(&self) -> Option<TransportTarget>;
+    /// Tells `device` to register at `target` from now on; once it said
+    /// yes, the adapter stops following it here.
+    fn repoint(&self, device: &str, target: &TransportTarget) -> RepointFuture;
+}
+
+/// One device, named as its thing services' ids name it:
+/// `{home}.{adapter}.{device}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DeviceRef {
+    pub home: String,
+    pub adapter: String,
+    pub device: String,
+}
+
+impl DeviceRef {
+    /// `{home}.{adapter}.{device}`, or any thing-service id of the device.
+    pub fn parse(text: &str) -> Result<Self, MoveError> {
+        let bad = || MoveError::BadDevice(text.chars().take(80).collect());
+        let segments: Vec<&str> = text.split('.').collect();
+        let probe = match segments.len() {
+            3 => ThingId::parse(&format!("{text}.x")),
+            4 => ThingId::parse(text),
+            _ => return Err(bad()),
+        }
+        .map_err(|_| bad())?;
+        Ok(DeviceRef {
+            home: probe.gateway().to_owned(),
+            adapter: probe.adapter().to_owned(),
+            device: probe.device().to_owned(),
+        })
+    }
+
+    pub fn of(id: &ThingId) -> Self {
+        DeviceRef {
+            home: id.gateway().to_owned(),
+            adapter: id.adapter().to_owned(),
+            device: id.device().to_owned(),
+        }
+    }
+
+    fn holds(&self, id: &ThingId) -> bool {
+        id.gateway() == self.home && id.adapter() == self.adapter && id.device() == self.device
+    }
+}
+
+impl std::fmt::Display for DeviceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.home, self.adapter, self.device)
+    }
+}
+
+/// What the owner tells the target before the device comes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceOffer {
+    pub device: DeviceRef,
+    /// The moves its thing services will have at the target.
+    pub moves: u32,
+}
+
+/// A device this gateway took over, persisted: its things keep `home` in
+/// their ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Adoption {
+    home: String,
+    from: String,
+    moves: u32,
+}
+
+/// Where a device is told to go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveTarget {
+    /// A gateway of the local cloud: the ids stay, the history follows.
+    Gateway(String),
+    /// Any endpoint: the device leaves the local cloud's sight.
+    Endpoint { host: String, port: u16 },
+}
+
+/// Why a move was refused before it started, or a hand-over refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    #[error(
+        "{0:?} names no device: give {{gateway}}.{{adapter}}.{{device}} or one of its thing-service ids"
+    )]
+    BadDevice(String),
+    #[error("no thing service of device {0} is known")]
+    UnknownDevice(DeviceRef),
+    #[error("device {device} is owned by gateway {owner}; ask it")]
+    NotOwner { device: DeviceRef, owner: String },
+    #[error("the {0} adapter cannot move its devices")]
+    NoTransport(String),
+    #[error("device {0} is at this gateway already")]
+    AlreadyHere(DeviceRef),
+    #[error("gateway {0} is not a member of the local cloud that is up")]
+    UnknownGateway(String),
+    #[error("a device {0} of this gateway's own is registered here")]
+    Conflict(DeviceRef),
+    #[error("device {0} is moving already")]
+    Busy(DeviceRef),
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where a move stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum MoveState {
+    Pending,
+    /// The device registered at the target gateway, which owns its thing
+    /// services now and holds their history.
+    Arrived {
+        readings_handed: u64,
+    },
+    /// The device took the new endpoint (one outside the local cloud).
+    Repointed,
+    Failed {
+        reason: String,
+    },
+}
+
+/// A move's record, as polling clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoveStatus {
+    pub id: u64,
+    pub device: String,
+    pub to: String,
+    pub things: Vec<ThingId>,
+    pub issued: f64,
+    #[serde(flatten)]
+    pub state: MoveState,
+}
+
+/// The hub's state for moves.
+#[derive(Default)]
+pub(super) struct Moves {
+    transports: parking_lot::RwLock<HashMap<String, Arc<dyn DeviceTransport>>>,
+    adopted: parking_lot::RwLock<HashMap<(String, String), Adoption>>,
+    /// Things whose release runs now.
+    releasing: Mutex<HashSet<ThingId>>,
+    /// Devices whose move runs now.
+    moving: Mutex<HashSet<DeviceRef>>,
+    log: Mutex<VecDeque<MoveStatus>>,
+    next_id: AtomicU64,
+}
+
+/// Store space of adoptions, keyed `{adapter}/{device}`.
+const ADOPTED: &str = "taas/adopted";
+/// Readings per hand-over call.
+const HISTORY_CHUNK: usize = 2_000;
+/// Moves that stay pollable.
+const LOG: usize = 1_000;
+/// How long a device may take to register at its target.
+pub const MOVE_DEADLINE: Duration = Duration::from_secs(30);
+
+impl Moves {
+    pub(super) fn load(store: &crate::Store) -> Result<Self, StoreError> {
+        let moves = Moves::default();
+        for (key, value) in store.state(ADOPTED, "")? {
+            let Some((adapter, device)) = key.split_once('/') else {
+                continue;
+            };
+            match serde_json::from_slice::<Adoption>(&value) {
+                Ok(adoption) => {
+                    moves
+                        .adopted
+                        .write()
+                        .insert((adapter.to_owned(), device.to_owned()), adoption);
+                }
+                Err(error) => tracing::warn!(%key, %error, "skipping an unreadable adoption"),
+            }
+        }
+        moves.next_id.store(1, Ordering::Relaxed);
+        Ok(moves)
+    }
+
+    fn record(&self, status: MoveStatus) {
+        let mut log = self.log.lock();
+        log.retain(|s| s.id != status.id);
+        log.push_back(status);
+        while log.len() > LOG {
+            log.pop_front();
+        }
+    }
+}
+
+impl Hub {
+    /// Lets `adapter`'s devices be moved to and from this gateway.
+    pub fn attach_transport(&self, adapter: &str, transport: Arc<dyn DeviceTransport>) {
+        self.moves
+            .transports
+            .write()
+            .insert(adapter.to_owned(), transport);
+    }
+
+    /// The first segment of the ids of `adapter`'s `device` here: the
+    /// gateway that first saw it.
+    pub fn device_home(&self, adapter: &str, device: &str) -> String {
+        self.moves
+            .adopted
+            .read()
+            .get(&(adapter.to_owned(), device.to_owned()))
+            .map(|a| a.home.clone())
+            .unwrap_or_else(|| self.gateway.clone())
+    }
+
+    /// The moves an own thing service has had (0 unless adopted).
+    pub(super) fn moves_of(&self, id: &ThingId) -> u32 {
+        self.moves
+            .adopted
+            .read()
+            .get(&(id.adapter().to_owned(), id.device().to_owned()))
+            .filter(|a| a.home == id.gateway())
+            .map_or(0, |a| a.moves)
+    }
+
+    /// The thing services of a device, wherever they are owned.
+    fn device_things(&self, device: &DeviceRef) -> Vec<ThingService> {
+        self.registry.select(|t| device.holds(&t.id))
+    }
+
+    /// A gateway of the local cloud offers `device`: expect it.
+    pub fn accept_device(
+        &self,
+        from: &str,
+        offer: DeviceOffer,
+    ) -> Result<TransportTarget, MoveError> {
+        let DeviceOffer { device, moves } = offer;
+        let transport = self
+            .moves
+            .transports
+            .read()
+            .get(&device.adapter)
+            .cloned()
+            .ok_or_else(|| MoveError::NoTransport(device.adapter.clone()))?;
+        let mut target = transport
+            .listening()
+            .ok_or_else(|| MoveError::NoTransport(device.adapter.clone()))?;
+        let home = self.device_home(&device.adapter, &device.device);
+        let held_here = self.registry.count(|t| {
+            t.gateway == self.gateway
+                && t.id.adapter() == device.adapter
+                && t.id.device() == device.device
+        }) > 0;
+        if held_here && home != device.home {
+            return Err(MoveError::Conflict(device));
+        }
+        let adoption = Adoption {
+            home: device.home.clone(),
+            from: from.to_owned(),
+            moves,
+        };
+        let key = format!("{}/{}", device.adapter, device.device);
+        // JSON of strings and a number: it serialises.
+        let bytes = serde_json::to_vec(&adoption).unwrap_or_default();
+        self.store.put_state(ADOPTED, &key, &bytes)?;
+        self.moves
+            .adopted
+            .write()
+            .insert((device.adapter.clone(), device.device.clone()), adoption);
+        tracing::info!(%device, %from, moves, "expecting a device from another gateway");
+        target.service = self.gateway.clone();
+        Ok(target)
+    }
+
+    /// Readings of a thing that moved here, from the gateway it came from:
+    /// stored as history, neither published nor counted as new.
+    pub fn import_history(
+        &self,
+        from: &str,
+        thing: &ThingId,
+        readings: Vec<Reading>,
+    ) -> Result<usize, MoveError> {
+        let owned = self.registry.inspect(thing, |t| t.gateway == self.gateway);
+        let adopted_from = self
+            .moves
+            .adopted
+            .read()
+            .get(&(thing.adapter().to_owned(), thing.device().to_owned()))
+            .is_some_and(|a| a.from == from && a.home == thing.gateway());
+        if owned != Some(true) || !adopted_from {
+            return Err(MoveError::Refused(format!(
+                "{thing} did not move here from gateway {from}"
+            )));
+        }
+        let count = readings.len();
+        let newest = readings.iter().max_by_key(|r| r.time).cloned();
+        let readings: Vec<ThingReading> = readings
+            .into_iter()
+            .map(|reading| ThingReading {
+                thing: thing.clone(),
+                reading,
+            })
+            .collect();
+        self.store.append(&readings)?;
+        if let Some(newest) = newest {
+            self.registry.offer_latest(thing, &newest);
+        }
+        Ok(count)
+    }
+
+    /// Starts moving the device `device` names to `target`; the move runs
+    /// on, its outcome in [`move_status`](Self::move_status).
+    pub fn move_device(
+        self: &Arc<Self>,
+        device: &str,
+        target: MoveTarget,
+        deadline: Duration,
+    ) -> Result<MoveStatus, MoveError> {
+        let device = DeviceRef::parse(device)?;
+        let things = self.device_things(&device);
+        let Some(first) = things.first() else {
+            return Err(MoveError::UnknownDevice(device));
+        };
+        if first.gateway != self.gateway {
+            return Err(MoveError::NotOwner {
+                owner: first.gateway.clone(),
+                device,
+            });
+        }
+        let transport = self
+            .moves
+            .transports
+            .read()
+            .get(&device.adapter)
+            .cloned()
+            .ok_or_else(|| MoveError::NoTransport(device.adapter.clone()))?;
+        let remote = match &target {
+            MoveTarget::Gateway(gateway) if *gateway == self.gateway => {
+                return Err(MoveError::AlreadyHere(device));
+            }
+            MoveTarget::Gateway(gateway) => {
+                let remote = self.remote.read().clone();
+                match remote {
+                    Some(remote) if remote.is_reachable(gateway) => Some(remote),
+                    _ => return Err(MoveError::UnknownGateway(gateway.clone())),
+                }
+            }
+            MoveTarget::Endpoint { .. } => None,
+        };
+        if !self.moves.moving.lock().insert(device.clone()) {
+            return Err(MoveError::Busy(device));
+        }
+        let status = MoveStatus {
+            id: self.moves.next_id.fetch_add(1, Ordering::Relaxed),
+            device: device.to_string(),
+            to: match &target {
+                MoveTarget::Gateway(gateway) => gateway.clone(),
+                MoveTarget::Endpoint { host, port } => format!("{host}:{port}"),
+            },
+            things: things.iter().map(|t| t.id.clone()).collect(),
+            issued: Timestamp::now().as_secs_f64(),
+            state: MoveState::Pending,
+        };
+        self.moves.record(status.clone());
+        let moves = things.iter().map(|t| t.moves).max().unwrap_or(0) + 1;
+        let hub = self.clone();
+        let mut finished = status.clone();
+        tokio::spawn(async move {
+            let outcome = match (target, remote) {
+                (MoveTarget::Gateway(gateway), Some(remote)) => {
+                    let offer = DeviceOffer {
+                        device: device.clone(),
+                        moves,
+                    };
+                    hub.move_to_gateway(&*transport, &*remote, &gateway, offer, deadline)
+                        .await
+                }
+                (MoveTarget::Endpoint { host, port }, _) => {
+                    hub.move_elsewhere(&*transport, &device, host, port).await
+                }
+                (MoveTarget::Gateway(gateway), None) => Err(format!("{gateway} is unreachable")),
+            };
+            finished.state = outcome.unwrap_or_else(|reason| MoveState::Failed { reason });
+            tracing::info!(device = %device, to = %finished.to, state = ?finished.state, "move finished");
+            hub.moves.moving.lock().remove(&device);
+            hub.moves.record(finished);
+        });
+        Ok(status)
+    }
+
+    async fn move_to_gateway(
+        self: &Arc<Self>,
+        transport: &dyn DeviceTransport,
+        remote: &dyn crate::Remote,
+        gateway: &str,
+        offer: DeviceOffer,
+        deadline: Duration,
+    ) -> Result<MoveState, String> {
+        let device = offer.device.clone();
+        let target = remote
+            .offer_device(gateway, offer)
+            .await
+            .map_err(|e| format!("the target did not take the device: {e}"))?;
+        transport
+            .repoint(&device.device, &target)
+            .await
+            .map_err(|e| format!("the device was not re-pointed: {e}"))?;
+        tracing::info!(%device, %gateway, host = %target.host, port = target.port, "device re-pointed; waiting for it at the target");
+        let started = tokio::time::Instant::now();
+        loop {
+            let things = self.device_things(&device);
+            if !things.is_empty() && things.iter().all(|t| t.gateway == gateway) {
+                break;
+            }
+            if started.elapsed() > deadline {
+                return Err(format!(
+                    "the device did not register at {gateway} within {} s; it will be handed over if it does later",
+                    deadline.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut handed = 0;
+        for thing in self.device_things(&device) {
+            handed += self
+                .give_up(&thing.id, gateway, thing.moves, remote)
+                .await
+                .map_err(|e| format!("{}: history not handed over: {e}", thing.id))?;
+        }
+        Ok(MoveState::Arrived {
+            readings_handed: handed,
+        })
+    }
+
+    async fn move_elsewhere(
+        &self,
+        transport: &dyn DeviceTransport,
+        device: &DeviceRef,
+        host: String,
+        port: u16,
+    ) -> Result<MoveState, String> {
+        let protocol = transport
+            .listening()
+            .map_or_else(|| device.adapter.clone(), |l| l.protocol);
+        let target = TransportTarget {
+            service: String::new(),
+            protocol,
+            host,
+            port,
+        };
+        transport
+            .repoint(&device.device, &target)
+            .await
+            .map_err(|e| format!("the device was not re-pointed: {e}"))?;
+        for thing in self.device_things(device) {
+            if let Err(error) = self.set_available(&thing.id, false) {
+                tracing::warn!(thing = %thing.id, %error, "cannot mark a moved-away thing unavailable");
+            }
+        }
+        Ok(MoveState::Repointed)
+    }
+
+    /// Gives up a thing service that another gateway owns now: the catalog
+    /// entry goes with a `Moved` change, then the history is handed over
+    /// and deleted here. Returns how many readings were handed.
+    async fn give_up(
+        &self,
+        id: &ThingId,
+        to: &str,
+        moves: u32,
+        remote: &dyn crate::Remote,
+    ) -> Result<u64, RemoteError> {
+        if !self.moves.releasing.lock().insert(id.clone()) {
+            return Ok(0);
+        }
+        let outcome = self.hand_over(id, to, moves, remote).await;
+        self.moves.releasing.lock().remove(id);
+        outcome
+    }
+
+    async fn hand_over(
+        &self,
+        id: &ThingId,
+        to: &str,
+        moves: u32,
+        remote: &dyn crate::Remote,
+    ) -> Result<u64, RemoteError> {
+        let store_failed = |e: StoreError| RemoteError::Refused {
+            gateway: to.to_owned(),
+            reason: format!("this gateway's store: {e}"),
+        };
+        self.store.forget_thing(id).map_err(store_failed)?;
+        self.feed.lock().record(CatalogChange::Moved {
+            id: id.clone(),
+            to: to.to_owned(),
+            moves,
+        });
+        let mut handed = 0u64;
+        let mut from = Timestamp::MIN;
+        loop {
+            let window = Window {
+                from,
+                limit: HISTORY_CHUNK,
+                ..Window::ALL
+            };
+            let chunk = self.store.history(id, window).map_err(store_failed)?;
+            let Some(last) = chunk.last().map(|r| r.time) else {
+                break;
+            };
+            let full = chunk.len() == HISTORY_CHUNK;
+            handed += chunk.len() as u64;
+            remote.hand_history(to, id.clone(), chunk).await?;
+            if !full {
+                break;
+            }
+            from = Timestamp(last.0 + 1);
+        }
+        self.store.delete_history(id).map_err(store_failed)?;
+        self.forget_adoption(id);
+        tracing::info!(thing = %id, %to, handed, "thing service handed over");
+        Ok(handed)
+    }
+
+    /// The device of `id` left: its adoption here, if any, ends.
+    fn forget_adoption(&self, id: &ThingId) {
+        let key = (id.adapter().to_owned(), id.device().to_owned());
+        let still_here = self.registry.count(|t| {
+            t.gateway == self.gateway && t.id.adapter() == key.0 && t.id.device() == key.1
+        }) > 0;
+        if still_here || self.moves.adopted.write().remove(&key).is_none() {
+            return;
+        }
+        if let Err(error) = self
+            .store
+            .delete_state(ADOPTED, &format!("{}/{}", key.0, key.1))
+        {
+            tracing::warn!(thing = %id, %error, "cannot forget an adoption");
+        }
+    }
+
+    /// Another gateway announced a thing service of ours with more moves:
+    /// its device went there. Release it, unless a move here does already.
+    pub(super) fn released_elsewhere(self: &Arc<Self>, thing: &ThingService) {
+        if self.moves.releasing.lock().contains(&thing.id)
+            || self.moves.moving.lock().contains(&DeviceRef::of(&thing.id))
+        {
+            return;
+        }
+        let Some(remote) = self.remote.read().clone() else {
+            return;
+        };
+        let hub = self.clone();
+        let id = thing.id.clone();
+        let to = thing.gateway.clone();
+        let moves = thing.moves;
+        tracing::info!(thing = %id, %to, "a thing service of ours was taken over; releasing it");
+        tokio::spawn(async move {
+            if let Err(error) = hub.give_up(&id, &to, moves, &*remote).await {
+                tracing::warn!(thing = %id, %to, %error, "history not handed over");
+            }
+        });
+    }
+
+    /// A move started here, while it is remembered.
+    pub fn move_status(&self, id: u64) -> Option<MoveStatus> {
+        self.moves.log.lock().iter().find(|s| s.id == id).cloned()
+    }
+}
