@@ -9,6 +9,10 @@ use crate::senml;
 use crate::store::Window;
 use crate::testing::{id, reading};
 use crate::{Kind, Query, Reading, ThingId, Timestamp, Value};
+use moves::{
+    DeviceOffer, DeviceRef, DeviceTransport, MoveError, RepointError, RepointFuture,
+    TransportTarget,
+};
 
 fn hub_with_things(dir: &std::path::Path) -> Arc<Hub> {
     let hub = Hub::open("gw", dir, HubOptions::default()).unwrap();
@@ -430,4 +434,217 @@ async fn relayed_readings_reach_subscribers_and_following_lasts_as_long_as_they_
         hub.follow(&id("gw.x.d.temperature")).is_none(),
         "our own need no following"
     );
+}
+
+// ------------------------------------------------------------------ moves
+
+/// `raw` as `owner` holds it after `moves` moves.
+fn owned(raw: &str, owner: &str, moves: u32) -> ThingService {
+    let mut thing = remote_thing(raw);
+    thing.gateway = owner.to_owned();
+    thing.moves = moves;
+    thing
+}
+
+#[test]
+fn between_two_owners_of_one_id_the_entry_with_more_moves_wins_in_any_order() {
+    let x = "gw-a.x.d.temperature";
+    let before = || CatalogChange::Upsert(owned(x, "gw-a", 0));
+    let after = || CatalogChange::Upsert(owned(x, "gw-b", 1));
+    let moved = || CatalogChange::Moved {
+        id: id(x),
+        to: "gw-b".into(),
+        moves: 1,
+    };
+    // (gateway, change) in the order a third gateway hears them.
+    let orders: Vec<Vec<(&str, CatalogChange)>> = vec![
+        vec![("gw-a", before()), ("gw-b", after()), ("gw-a", moved())],
+        vec![("gw-a", before()), ("gw-a", moved()), ("gw-b", after())],
+        vec![("gw-b", after()), ("gw-a", before()), ("gw-a", moved())],
+        vec![
+            ("gw-a", before()),
+            ("gw-b", after()),
+            ("gw-a", CatalogChange::Remove(id(x))),
+        ],
+    ];
+    for (n, order) in orders.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::open("gw-c", dir.path(), HubOptions::default()).unwrap();
+        for (gateway, change) in order {
+            hub.apply_remote_changes(gateway, vec![change]);
+        }
+        let thing = hub
+            .thing(&id(x))
+            .unwrap_or_else(|| panic!("order {n}: kept"));
+        assert_eq!(
+            (thing.gateway.as_str(), thing.moves),
+            ("gw-b", 1),
+            "order {n}"
+        );
+        // A stale snapshot of the old owner changes nothing.
+        hub.replace_remote_catalog("gw-a", vec![owned(x, "gw-a", 0)]);
+        assert_eq!(hub.thing(&id(x)).unwrap().gateway, "gw-b", "order {n}");
+    }
+}
+
+/// A transport that only says where its devices register.
+struct Listening;
+
+impl DeviceTransport for Listening {
+    fn listening(&self) -> Option<TransportTarget> {
+        Some(TransportTarget {
+            service: String::new(),
+            protocol: "coap".into(),
+            host: "0.0.0.0".into(),
+            port: 5683,
+        })
+    }
+    fn repoint(&self, _: &str, _: &TransportTarget) -> RepointFuture {
+        Box::pin(async { Err(RepointError::NoDevice("none".into())) })
+    }
+}
+
+#[test]
+fn a_device_that_moved_here_keeps_its_home_in_its_ids_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = id("gw-a.x.d.temperature");
+    {
+        let hub = Hub::open("gw-b", dir.path(), HubOptions::default()).unwrap();
+        let offer = DeviceOffer {
+            device: DeviceRef::parse("gw-a.x.d").unwrap(),
+            moves: 1,
+        };
+        assert!(
+            matches!(
+                hub.accept_device("gw-a", offer.clone()),
+                Err(MoveError::NoTransport(_))
+            ),
+            "an adapter that cannot move devices takes none"
+        );
+        hub.attach_transport("x", Arc::new(Listening));
+        let target = hub.accept_device("gw-a", offer).unwrap();
+        assert_eq!((target.service.as_str(), target.port), ("gw-b", 5683));
+        assert_eq!(hub.device_home("x", "d"), "gw-a");
+        assert_eq!(hub.device_home("x", "other"), "gw-b");
+        hub.announce(remote_thing(x.as_str())).unwrap();
+        let thing = hub.thing(&x).unwrap();
+        assert_eq!((thing.gateway.as_str(), thing.moves), ("gw-b", 1));
+        hub.ingest(vec![reading(&x, 50, Value::Number(2.0))])
+            .unwrap();
+        // History comes only from the gateway the device came from.
+        let old = vec![Reading {
+            time: Timestamp(10),
+            value: Value::Number(1.0),
+        }];
+        assert!(hub.import_history("gw-c", &x, old.clone()).is_err());
+        assert_eq!(hub.import_history("gw-a", &x, old).unwrap(), 1);
+        let history: Vec<u64> = hub
+            .history(&x, Window::ALL)
+            .unwrap()
+            .iter()
+            .map(|r| r.time.0)
+            .collect();
+        assert_eq!(history, vec![10, 50]);
+        assert_eq!(hub.latest(&x).flatten().unwrap().time, Timestamp(50));
+    }
+    let hub = Hub::open("gw-b", dir.path(), HubOptions::default()).unwrap();
+    assert_eq!(hub.device_home("x", "d"), "gw-a", "the adoption is stored");
+    assert_eq!(hub.thing(&x).unwrap().moves, 1);
+}
+
+/// Takes handed-over history, as the new owner would.
+#[derive(Default)]
+struct Taker {
+    handed: parking_lot::Mutex<Vec<(String, ThingId, usize)>>,
+}
+
+impl Remote for Taker {
+    fn latest(&self, thing: &ThingService) -> crate::remote::RemoteFuture<Option<Reading>> {
+        let gateway = thing.gateway.clone();
+        Box::pin(async move { Err(RemoteError::Unreachable { gateway }) })
+    }
+    fn history(
+        &self,
+        thing: &ThingService,
+        _: Window,
+    ) -> crate::remote::RemoteFuture<Vec<Reading>> {
+        let gateway = thing.gateway.clone();
+        Box::pin(async move { Err(RemoteError::Unreachable { gateway }) })
+    }
+    fn actuate(&self, _: &str, _: Command) -> crate::ActuationFuture {
+        Box::pin(async { Ok(None) })
+    }
+    fn is_reachable(&self, _: &str) -> bool {
+        true
+    }
+    fn hand_history(
+        &self,
+        gateway: &str,
+        thing: ThingId,
+        readings: Vec<Reading>,
+    ) -> crate::remote::RemoteFuture<()> {
+        self.handed
+            .lock()
+            .push((gateway.to_owned(), thing, readings.len()));
+        Box::pin(async { Ok(()) })
+    }
+    fn interest(&self, _: &ThingId, _: bool) {}
+}
+
+#[tokio::test]
+async fn a_thing_taken_over_elsewhere_is_released_with_its_whole_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_with_things(dir.path());
+    let taker = Arc::new(Taker::default());
+    hub.attach_remote(taker.clone());
+    let t = id("gw.x.d.temperature");
+    let readings: Vec<_> = (1..=4_500)
+        .map(|n| reading(&t, n, Value::Number(n as f64)))
+        .collect();
+    hub.ingest(readings).unwrap();
+    let mut changes = hub.catalog_changes();
+
+    // Its device registered at gw-b, which announces it with a move more.
+    hub.apply_remote_changes(
+        "gw-b",
+        vec![CatalogChange::Upsert(owned(t.as_str(), "gw-b", 1))],
+    );
+    let (_, change) = changes.recv().await.unwrap();
+    assert_eq!(
+        change,
+        CatalogChange::Moved {
+            id: t.clone(),
+            to: "gw-b".into(),
+            moves: 1
+        }
+    );
+    for _ in 0..100 {
+        if hub.history(&t, Window::ALL).unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let handed = taker.handed.lock().clone();
+    assert_eq!(
+        handed.iter().map(|(_, _, n)| n).sum::<usize>(),
+        4_500,
+        "in chunks: {handed:?}"
+    );
+    assert!(
+        handed
+            .iter()
+            .all(|(to, thing, _)| to == "gw-b" && *thing == t)
+    );
+    assert!(
+        hub.history(&t, Window::ALL).unwrap().is_empty(),
+        "deleted once handed"
+    );
+    assert_eq!(hub.own_thing_count(), 1, "the lamp stays");
+    // It is gone from this gateway's store too: a restart does not bring it back.
+    drop(changes);
+    let reopened_things = hub.store().load_things().unwrap();
+    assert!(reopened_things.iter().all(|thing| thing.id != t));
+    // A stale announcement by this gateway's adapter takes nothing back.
+    hub.announce(remote_thing(t.as_str())).unwrap();
+    assert_eq!(hub.thing(&t).unwrap().gateway, "gw-b");
 }
