@@ -23,6 +23,7 @@ pub mod td;
 mod testing;
 pub mod thing;
 pub mod thread;
+pub mod transport;
 pub mod untrusted;
 
 pub use bus::{Bus, BusStats, Event, Filter, Subscription};
@@ -31,9 +32,8 @@ pub use commands::{
     CommandStatus,
 };
 pub use hub::{
-    ActuateError, CommandTicket, Delivery, DeviceOffer, DeviceRef, DeviceTransport, Hub,
-    HubOptions, HubStats, IngestError, Ingested, MOVE_DEADLINE, MoveError, MoveState, MoveStatus,
-    MoveTarget, ReadError, Receipt, RepointError, RepointFuture, TransportTarget,
+    ActuateError, CommandTicket, Delivery, Hub, HubOptions, HubStats, IngestError, Ingested,
+    MOVE_DEADLINE, MoveError, MoveState, MoveStatus, MoveTarget, ReadError, Receipt,
 };
 pub use id::{IdError, ThingId};
 pub use reading::{Reading, ThingReading, Timestamp, Value};
@@ -42,3 +42,6 @@ pub use store::{
     Retention, RetentionReport, Store, StoreError, StoreOptions, StoredService, Window,
 };
 pub use thing::{DataType, Kind, Location, Query, ThingService};
+pub use transport::{
+    DeviceOffer, DeviceRef, DeviceTransport, RepointError, RepointFuture, TransportTarget,
+};

@@ -17,8 +17,8 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::commands::ActuationFuture;
-use crate::hub::{DeviceOffer, TransportTarget};
 use crate::store::Window;
+use crate::transport::{DeviceOffer, TransportTarget};
 use crate::{Command, Hub, Reading, ThingId, ThingService};
 
 /// Why a call to the owning gateway did not give an answer.

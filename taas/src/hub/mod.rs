@@ -35,10 +35,7 @@ use crate::{ThingService, Timestamp};
 pub use actuation::{ActuateError, CommandTicket};
 use catalog::CatalogFeed;
 pub use ingest::{Delivery, IngestError, Ingested, Receipt};
-pub use moves::{
-    DeviceOffer, DeviceRef, DeviceTransport, MOVE_DEADLINE, MoveError, MoveState, MoveStatus,
-    MoveTarget, RepointError, RepointFuture, TransportTarget,
-};
+pub use moves::{MOVE_DEADLINE, MoveError, MoveState, MoveStatus, MoveTarget};
 pub use reads::ReadError;
 
 /// Settings of a [`Hub`].

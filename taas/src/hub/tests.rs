@@ -8,11 +8,11 @@ use crate::remote::{CatalogChange, Remote, RemoteError};
 use crate::senml;
 use crate::store::Window;
 use crate::testing::{id, reading};
-use crate::{Kind, Query, Reading, ThingId, Timestamp, Value};
-use moves::{
-    DeviceOffer, DeviceRef, DeviceTransport, MoveError, RepointError, RepointFuture,
-    TransportTarget,
+use crate::transport::{
+    DeviceOffer, DeviceRef, DeviceTransport, RepointError, RepointFuture, TransportTarget,
 };
+use crate::{Kind, Query, Reading, ThingId, Timestamp, Value};
+use moves::MoveError;
 
 fn hub_with_things(dir: &std::path::Path) -> Arc<Hub> {
     let hub = Hub::open("gw", dir, HubOptions::default()).unwrap();

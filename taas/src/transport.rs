@@ -1,0 +1,113 @@
+//! Where a device registers, and how an adapter tells one to go
+//! elsewhere: the types a move between gateways (`Hub::move_device`)
+//! shares with the adapters that re-point devices and with the local cloud
+//! that carries the offer.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ThingId;
+
+/// Where a device registers: a gateway's device endpoint, or any other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportTarget {
+    /// The service name a device shows for it: the gateway's id, or empty.
+    pub service: String,
+    /// `coap` (and later `coaps`, `mqtt`).
+    pub protocol: String,
+    /// Host name or IP address. An unspecified address (`0.0.0.0`) means
+    /// "the address you reach this gateway at"; the local cloud fills it in.
+    pub host: String,
+    pub port: u16,
+}
+
+/// Why a device could not be told to go elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RepointError {
+    /// The device does not implement the transport policy.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The adapter follows no such device now.
+    #[error("{0}")]
+    NoDevice(String),
+    /// The device answered with a failure.
+    #[error("{0}")]
+    Refused(String),
+    /// The device did not answer.
+    #[error("{0}")]
+    NoAnswer(String),
+}
+
+pub type RepointFuture = Pin<Box<dyn Future<Output = Result<(), RepointError>> + Send>>;
+
+/// Implemented by adapters whose devices can be moved.
+pub trait DeviceTransport: Send + Sync {
+    /// Where devices of this adapter register at this gateway.
+    fn listening(&self) -> Option<TransportTarget>;
+    /// Tells `device` to register at `target` from now on; once it said
+    /// yes, the adapter stops following it here.
+    fn repoint(&self, device: &str, target: &TransportTarget) -> RepointFuture;
+}
+
+/// A text that names no device.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} names no device: give {{gateway}}.{{adapter}}.{{device}} or one of its thing-service ids"
+)]
+pub struct BadDevice(pub String);
+
+/// One device, named as its thing services' ids name it:
+/// `{home}.{adapter}.{device}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DeviceRef {
+    pub home: String,
+    pub adapter: String,
+    pub device: String,
+}
+
+impl DeviceRef {
+    /// `{home}.{adapter}.{device}`, or any thing-service id of the device.
+    pub fn parse(text: &str) -> Result<Self, BadDevice> {
+        let bad = || BadDevice(text.chars().take(80).collect());
+        let segments: Vec<&str> = text.split('.').collect();
+        let probe = match segments.len() {
+            3 => ThingId::parse(&format!("{text}.x")),
+            4 => ThingId::parse(text),
+            _ => return Err(bad()),
+        }
+        .map_err(|_| bad())?;
+        Ok(DeviceRef {
+            home: probe.gateway().to_owned(),
+            adapter: probe.adapter().to_owned(),
+            device: probe.device().to_owned(),
+        })
+    }
+
+    pub fn of(id: &ThingId) -> Self {
+        DeviceRef {
+            home: id.gateway().to_owned(),
+            adapter: id.adapter().to_owned(),
+            device: id.device().to_owned(),
+        }
+    }
+
+    pub(crate) fn holds(&self, id: &ThingId) -> bool {
+        id.gateway() == self.home && id.adapter() == self.adapter && id.device() == self.device
+    }
+}
+
+impl std::fmt::Display for DeviceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.home, self.adapter, self.device)
+    }
+}
+
+/// What the owner tells the target before the device comes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceOffer {
+    pub device: DeviceRef,
+    /// The moves its thing services will have at the target.
+    pub moves: u32,
+}
