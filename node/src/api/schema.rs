@@ -335,6 +335,8 @@ mod tests {
         thing
             .metadata
             .insert("model".into(), serde_json::json!("x"));
+        // Absent until the device first moves.
+        thing.moves = 1;
         thing
     }
 
@@ -356,6 +358,18 @@ mod tests {
         // The flattened state: `state`, plus `confirmed` or `reason` by case.
         expected.insert("state".into());
         assert_eq!(members_of(&status), expected);
+
+        let moved = fogbank_taas::MoveStatus {
+            id: 1,
+            device: "gw-a.coap.meter".into(),
+            to: "gw-b".into(),
+            things: vec![thing().id],
+            issued: 1.0,
+            state: fogbank_taas::MoveState::Pending,
+        };
+        let mut expected = properties(MoveStatusSchema::schema());
+        expected.insert("state".into());
+        assert_eq!(members_of(&moved), expected);
 
         let peer = fogbank_cloud::PeerInfo {
             gateway: "gw-a".into(),
