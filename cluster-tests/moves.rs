@@ -19,14 +19,11 @@ const LINE_WAIT: Duration = Duration::from_secs(20);
 
 /// The reference device, registered at the CoAP endpoint on `rd_port`.
 fn movable_device(rd_port: u16, endpoint: &str, extra: &[&str]) -> LinePeer {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/devices/movable_device.py"
-    );
+    let script = testkit::package_file("../examples/devices/movable_device.py");
     for _ in 0..5 {
         let mut command = Command::new(testkit::python());
         command
-            .arg(script)
+            .arg(&script)
             .args(["--rd", &format!("coap://127.0.0.1:{rd_port}")])
             .args(["--ep", endpoint])
             .args(["--port", &testkit::free_udp_port().to_string()])

@@ -501,7 +501,8 @@ enum ZenohTopology {
 /// Zenoh in its own processes (`zenoh_peer.py`).
 fn zenoh_delivery(latency: usize, burst: usize, topology: ZenohTopology) -> (Outcome, Outcome) {
     let python = std::env::var("FOGBANK_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/zenoh_peer.py");
+    let script = testkit::package_file("benches/zenoh_peer.py");
+    let script = script.to_str().expect("a UTF-8 checkout path");
     let dir = tempfile::tempdir().unwrap();
     let until_ready = |child: &mut std::process::Child, what: &str| {
         let mut line = String::new();

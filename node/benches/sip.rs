@@ -59,9 +59,7 @@ fn things() -> Vec<String> {
 }
 
 fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("benches/sipp")
-        .join(name)
+    testkit::package_file("benches/sipp").join(name)
 }
 
 /// A SIPp injection file naming one user part per call.

@@ -45,7 +45,7 @@ impl Device {
 
     /// The device process; `None` if it exited before registering.
     fn try_start(gateway_port: u16, endpoint: &str, port: u16, extra: &[&str]) -> Option<Device> {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/aiocoap_device.py");
+        let script = testkit::package_file("tests/peers/aiocoap_device.py");
         let mut command = Command::new(python());
         command
             .arg(script)

@@ -534,16 +534,13 @@ fn wireshark_reads_a_capture_of_gateway_and_controller() {
     let capture = tmp.path().join("smanage.pcap");
     std::fs::write(&capture, pcap(&frames.lock().unwrap())).unwrap();
 
-    let dissector = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/wireshark/smanage.lua"
-    );
+    let dissector = testkit::package_file("../deploy/wireshark/smanage.lua");
     let output = std::process::Command::new("tshark")
         .args([
             "-r",
             capture.to_str().unwrap(),
             "-X",
-            &format!("lua_script:{dissector}"),
+            &format!("lua_script:{}", dissector.display()),
             "-V",
         ])
         .output()

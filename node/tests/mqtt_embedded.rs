@@ -373,14 +373,12 @@ fn mqtt5_properties_reach_both_protocols_and_break_nothing() {
 #[test]
 fn a_client_with_keep_alive_off_is_served() {
     let (gw, port) = testkit::embedded_gateway("gw-ka");
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/peers/mqtt_keepalive0.py"
-    );
+    let script = testkit::package_file("tests/peers/mqtt_keepalive0.py");
     for (level, device) in [("4", "ka-311"), ("5", "ka-5")] {
         let topic = format!("things/{device}/level");
         let status = std::process::Command::new(testkit::python())
-            .args([script, &port.to_string(), level, &topic, "9.5"])
+            .arg(&script)
+            .args([&port.to_string(), level, &topic, "9.5"])
             .status()
             .unwrap();
         assert!(status.success(), "MQTT level {level} with Keep Alive 0");
@@ -456,10 +454,7 @@ fn hostile_clients_stop_no_one() {
         );
     }
     let hostile = std::process::Command::new(testkit::python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/peers/mqtt_hostile.py"
-        ))
+        .arg(testkit::package_file("tests/peers/mqtt_hostile.py"))
         .args([&port.to_string(), "2000", "7"])
         .output()
         .unwrap();

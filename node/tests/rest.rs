@@ -109,10 +109,7 @@ fn a_thing_its_description_reading_and_history() {
     // returns against its property's schema.
     for thing in [LAMP, TEMPERATURE] {
         let consumer = std::process::Command::new(testkit::python())
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/peers/wot_consumer.py"
-            ))
+            .arg(testkit::package_file("tests/peers/wot_consumer.py"))
             .arg(gw.url(&format!("/api/v1/things/{thing}/td")))
             .arg(gw.token())
             .output()

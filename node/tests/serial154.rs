@@ -22,7 +22,7 @@ struct Sim {
 
 impl Sim {
     fn start(port: &Path) -> Sim {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/radio_sim.py");
+        let script = testkit::package_file("tests/peers/radio_sim.py");
         let mut child = Command::new(testkit::python())
             .arg(script)
             .arg("--port")
@@ -193,7 +193,7 @@ fn frames_with_an_fcs_are_checked() {
         &["--config", config.to_str().unwrap()],
         &[("FOGBANK_GATEWAY_ID", "gw-s")],
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/radio_sim.py");
+    let script = testkit::package_file("tests/peers/radio_sim.py");
     let mut child = Command::new(testkit::python())
         .arg(script)
         .arg("--port")

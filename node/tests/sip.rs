@@ -65,9 +65,7 @@ fn lone_gateway(dir: &Path, id: &str, registrar: u16) -> Gateway {
 }
 
 fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/peers/sipp")
-        .join(name)
+    testkit::package_file("tests/peers/sipp").join(name)
 }
 
 fn kamailio_address(kamailio: &Kamailio) -> String {

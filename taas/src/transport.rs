@@ -111,3 +111,49 @@ pub struct DeviceOffer {
     /// The moves its thing services will have at the target.
     pub moves: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_device_is_named_by_its_prefix_or_any_of_its_ids() {
+        let device = DeviceRef::parse("gw-a.coap.meter-7").unwrap();
+        assert_eq!(
+            DeviceRef::parse("gw-a.coap.meter-7.temperature"),
+            Ok(device.clone())
+        );
+        assert_eq!(device.to_string(), "gw-a.coap.meter-7");
+        for bad in [
+            "",
+            "gw-a",
+            "gw-a.coap",
+            "gw-a..x",
+            "GW.coap.x",
+            "a.b.c.d.e",
+            "a.b.c/d",
+        ] {
+            assert!(DeviceRef::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_names_a_device_or_is_refused(text in "\\PC{0,300}") {
+            if let Ok(device) = DeviceRef::parse(&text) {
+                prop_assert_eq!(DeviceRef::parse(&device.to_string()), Ok(device));
+            }
+        }
+
+        #[test]
+        fn every_clean_prefix_names_its_device(
+            home in "[a-z0-9_-]{1,20}",
+            adapter in "[a-z0-9_-]{1,20}",
+            name in "[a-z0-9_-]{1,20}",
+        ) {
+            let device = DeviceRef::parse(&format!("{home}.{adapter}.{name}")).unwrap();
+            prop_assert_eq!((device.home, device.adapter, device.device), (home, adapter, name));
+        }
+    }
+}

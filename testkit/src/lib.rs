@@ -144,6 +144,16 @@ pub fn within(limit: Duration, what: &str, check: impl FnMut() -> bool) -> Durat
     wait(what, limit, Duration::from_millis(50), check)
 }
 
+/// A file of the running test's (or bench's) package, `relative` to its
+/// directory. The directory is read at run time: `env!` would bake in the
+/// checkout the binary was built in, and a target dir shared between
+/// checkouts (CI's cache) keeps binaries whose checkout is gone.
+pub fn package_file(relative: &str) -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
+        .join(relative)
+}
+
 /// The Python with the test peers' packages (`scripts/test` sets it up).
 pub fn python() -> String {
     std::env::var("FOGBANK_PYTHON").unwrap_or_else(|_| "python3".into())

@@ -5,7 +5,10 @@
 use fogbank_smanage::{Body, PacketType, decode};
 
 fn examples() -> Vec<(String, Vec<u8>)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/smanage.md");
+    // Read at run time: a path baked in names the checkout the binary was
+    // built in, which a shared target dir outlives.
+    let package = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    let path = format!("{package}/../../docs/smanage.md");
     let page = std::fs::read_to_string(path).expect("docs/smanage.md");
     let mut examples = Vec::new();
     let mut heading = String::new();

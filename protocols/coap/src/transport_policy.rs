@@ -201,6 +201,36 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever is written reads back, in both forms: any address (a
+        /// host name, an IPv6 literal, up to a TLV's 24-bit length) and
+        /// any port.
+        #[test]
+        fn any_policy_reads_back(
+            service in "[a-z0-9_-]{0,40}",
+            address in "\\PC{0,300}",
+            port: u16,
+            protocol in "[a-z]{1,8}",
+        ) {
+            let policy = Policy { service_name: &service, address: &address, port, protocol: &protocol };
+            let entries = decode_tlv(&tlv(&policy)).unwrap();
+            proptest::prop_assert_eq!(find_resource(&entries, SERVICE_NAME), Some(service.as_bytes()));
+            proptest::prop_assert_eq!(find_resource(&entries, ADDRESS), Some(address.as_bytes()));
+            proptest::prop_assert_eq!(find_resource(&entries, PROTOCOL), Some(protocol.as_bytes()));
+            let port_bytes = find_resource(&entries, PORT).unwrap();
+            let read = match port_bytes.len() {
+                2 => i64::from(i16::from_be_bytes([port_bytes[0], port_bytes[1]])),
+                4 => i64::from(i32::from_be_bytes(port_bytes.try_into().unwrap())),
+                other => panic!("a port in {other} bytes"),
+            };
+            proptest::prop_assert_eq!(read, i64::from(port));
+
+            let pack: serde_json::Value = serde_json::from_slice(&senml_json(&policy)).unwrap();
+            proptest::prop_assert_eq!(pack[1]["vs"].as_str(), Some(address.as_str()));
+            proptest::prop_assert_eq!(pack[2]["v"].as_u64(), Some(u64::from(port)));
+        }
+    }
+
     #[test]
     fn only_the_policy_object_is_a_policy_link() {
         assert!(is_policy_link("/31024/0"));

@@ -178,6 +178,15 @@ impl Hub {
             .insert(adapter.to_owned(), transport);
     }
 
+    fn transport_of(&self, adapter: &str) -> Result<Arc<dyn DeviceTransport>, MoveError> {
+        self.moves
+            .transports
+            .read()
+            .get(adapter)
+            .cloned()
+            .ok_or_else(|| MoveError::NoTransport(adapter.to_owned()))
+    }
+
     /// The first segment of the ids of `adapter`'s `device` here: the
     /// gateway that first saw it.
     pub fn device_home(&self, adapter: &str, device: &str) -> String {
@@ -211,13 +220,7 @@ impl Hub {
         offer: DeviceOffer,
     ) -> Result<TransportTarget, MoveError> {
         let DeviceOffer { device, moves } = offer;
-        let transport = self
-            .moves
-            .transports
-            .read()
-            .get(&device.adapter)
-            .cloned()
-            .ok_or_else(|| MoveError::NoTransport(device.adapter.clone()))?;
+        let transport = self.transport_of(&device.adapter)?;
         let mut target = transport
             .listening()
             .ok_or_else(|| MoveError::NoTransport(device.adapter.clone()))?;
@@ -303,13 +306,7 @@ impl Hub {
                 device,
             });
         }
-        let transport = self
-            .moves
-            .transports
-            .read()
-            .get(&device.adapter)
-            .cloned()
-            .ok_or_else(|| MoveError::NoTransport(device.adapter.clone()))?;
+        let transport = self.transport_of(&device.adapter)?;
         let remote = match &target {
             MoveTarget::Gateway(gateway) if *gateway == self.gateway => {
                 return Err(MoveError::AlreadyHere(device));

@@ -305,6 +305,8 @@ fn reopened_things_wait_for_their_adapter_and_readings_wake_them() {
 #[derive(Default)]
 struct Recorder {
     interest: parking_lot::Mutex<Vec<(ThingId, bool)>>,
+    /// History handed over: (to, thing, how many readings).
+    handed: parking_lot::Mutex<Vec<(String, ThingId, usize)>>,
 }
 
 impl Remote for Recorder {
@@ -325,6 +327,17 @@ impl Remote for Recorder {
     }
     fn is_reachable(&self, _: &str) -> bool {
         true
+    }
+    fn hand_history(
+        &self,
+        gateway: &str,
+        thing: ThingId,
+        readings: Vec<Reading>,
+    ) -> crate::remote::RemoteFuture<()> {
+        self.handed
+            .lock()
+            .push((gateway.to_owned(), thing, readings.len()));
+        Box::pin(async { Ok(()) })
     }
     fn interest(&self, thing: &ThingId, wanted: bool) {
         self.interest.lock().push((thing.clone(), wanted));
@@ -552,50 +565,11 @@ fn a_device_that_moved_here_keeps_its_home_in_its_ids_across_restarts() {
     assert_eq!(hub.thing(&x).unwrap().moves, 1);
 }
 
-/// Takes handed-over history, as the new owner would.
-#[derive(Default)]
-struct Taker {
-    handed: parking_lot::Mutex<Vec<(String, ThingId, usize)>>,
-}
-
-impl Remote for Taker {
-    fn latest(&self, thing: &ThingService) -> crate::remote::RemoteFuture<Option<Reading>> {
-        let gateway = thing.gateway.clone();
-        Box::pin(async move { Err(RemoteError::Unreachable { gateway }) })
-    }
-    fn history(
-        &self,
-        thing: &ThingService,
-        _: Window,
-    ) -> crate::remote::RemoteFuture<Vec<Reading>> {
-        let gateway = thing.gateway.clone();
-        Box::pin(async move { Err(RemoteError::Unreachable { gateway }) })
-    }
-    fn actuate(&self, _: &str, _: Command) -> crate::ActuationFuture {
-        Box::pin(async { Ok(None) })
-    }
-    fn is_reachable(&self, _: &str) -> bool {
-        true
-    }
-    fn hand_history(
-        &self,
-        gateway: &str,
-        thing: ThingId,
-        readings: Vec<Reading>,
-    ) -> crate::remote::RemoteFuture<()> {
-        self.handed
-            .lock()
-            .push((gateway.to_owned(), thing, readings.len()));
-        Box::pin(async { Ok(()) })
-    }
-    fn interest(&self, _: &ThingId, _: bool) {}
-}
-
 #[tokio::test]
 async fn a_thing_taken_over_elsewhere_is_released_with_its_whole_history() {
     let dir = tempfile::tempdir().unwrap();
     let hub = hub_with_things(dir.path());
-    let taker = Arc::new(Taker::default());
+    let taker = Arc::new(Recorder::default());
     hub.attach_remote(taker.clone());
     let t = id("gw.x.d.temperature");
     let readings: Vec<_> = (1..=4_500)
