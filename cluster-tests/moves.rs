@@ -248,3 +248,171 @@ fn a_coap_device_moves_to_another_gateway_and_keeps_its_ids_stream_and_history()
         "{own_of_a}"
     );
 }
+
+/// Simulated floors on gw-a, one reading each 200 ms per resource.
+fn fast_campus(dir: &std::path::Path) -> String {
+    let config = dir.join("campus.toml");
+    std::fs::write(&config, "[sim]\ninterval_ms = 200\n").unwrap();
+    config.to_str().unwrap().to_owned()
+}
+
+/// The times of a thing's readings (µs), as `member` serves them.
+fn times(member: &Member, id: &str) -> Vec<u64> {
+    member
+        .get_json(&format!("/api/v1/things/{id}/readings?from=0&limit=100000"))
+        .as_array()
+        .expect("a SenML array")
+        .iter()
+        .map(|r| (r["t"].as_f64().expect("a time") * 1e6).round() as u64)
+        .collect()
+}
+
+/// Polls a drain at `member` until it is no longer running.
+fn finished_drain(member: &Member) -> Json {
+    let mut status = Json::Null;
+    within(Duration::from_secs(60), "the drain finishes", || {
+        let answer = member.gateway.get("/api/v1/drain");
+        assert!(matches!(answer.status, 200 | 202), "{}", answer.status);
+        status = answer.json();
+        status["state"] != "running"
+    });
+    status
+}
+
+#[test]
+fn a_drained_gateway_can_stop_without_losing_a_reading_and_undrain_brings_its_devices_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = cluster_key();
+    let mqtt_a = testkit::free_port();
+    let campus = fast_campus(dir.path());
+    let mut members = start_cloud(dir.path(), &key, &["gw-a", "gw-b", "gw-c"], |id| match id {
+        "gw-a" => (
+            vec!["--demo".into(), "--config".into(), campus.clone()],
+            vec![("FOGBANK_MQTT".into(), format!("127.0.0.1:{mqtt_a}"))],
+        ),
+        _ => (Vec::new(), Vec::new()),
+    });
+    acquainted(&members, Duration::from_secs(15));
+    // A third-party MQTT device on gw-a: it cannot be told another broker.
+    testkit::mqtt_publish(mqtt_a, "things/boiler-1/temperature", b"61.5");
+    let campus_ids: Vec<String> = members[0]
+        .get_json("/api/v1/things?gateway=gw-a")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["id"].as_str().map(str::to_owned))
+        .filter(|id| id.starts_with("gw-a.sim."))
+        .collect();
+    assert_eq!(campus_ids.len(), 40);
+    within(Duration::from_secs(10), "the boiler is known", || {
+        members[0]
+            .gateway
+            .history_len("gw-a.mqtt.boiler-1.temperature")
+            == 1
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let before: Vec<Vec<u64>> = campus_ids.iter().map(|id| times(&members[0], id)).collect();
+    assert!(before.iter().all(|t| t.len() >= 3), "the campus runs");
+
+    // Drain, from the CLI as an operator would.
+    let drain = Command::new(testkit::binary())
+        .args(["drain", "--url", &members[0].gateway.url("")])
+        .env("FOGBANK_TOKEN", members[0].gateway.token())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&drain.stdout);
+    assert!(
+        drain.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&drain.stderr)
+    );
+    // The boiler cannot move: the drain says so, and why.
+    assert!(said.contains("8 devices moved"), "{said}");
+    assert!(
+        said.contains("cannot move: gw-a.mqtt.boiler-1: the mqtt adapter cannot move its devices"),
+        "{said}"
+    );
+    let status = finished_drain(&members[0]);
+    assert_eq!(status["kind"], "drain");
+    assert_eq!(status["moved"].as_object().unwrap().len(), 8, "{status}");
+    assert!(status["failed"].as_object().unwrap().is_empty(), "{status}");
+    let spread: BTreeSet<&str> = status["moved"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(Json::as_str)
+        .collect();
+    assert_eq!(spread, BTreeSet::from(["gw-b", "gw-c"]), "spread by load");
+
+    // gw-a stops; its campus lives on at gw-b and gw-c under the same ids.
+    let drained_at = testkit::now_secs();
+    members[0].gateway.terminate(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    let c = &members[2];
+    for (id, old) in campus_ids.iter().zip(&before) {
+        let thing = c.get_json(&format!("/api/v1/things/{id}"));
+        assert!(
+            thing["gateway"] == "gw-b" || thing["gateway"] == "gw-c",
+            "{thing}"
+        );
+        assert_eq!(thing["available"], true, "{thing}");
+        let now = times(c, id);
+        let kept: BTreeSet<u64> = now.iter().copied().collect();
+        assert!(
+            old.iter().all(|t| kept.contains(t)),
+            "{id}: every reading gw-a stored before the drain is in the history"
+        );
+        assert!(
+            now.last().is_some_and(|t| *t as f64 / 1e6 > drained_at),
+            "{id}: readings go on after gw-a stopped"
+        );
+        let widest = now.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        assert!(
+            widest < 2_000_000,
+            "{id}: a gap of {widest} µs across the drain"
+        );
+    }
+
+    // gw-a comes back: it does not run the floors that left, until undrain.
+    members[0].restart();
+    acquainted(&members, Duration::from_secs(15));
+    let a = &members[0];
+    within(
+        Duration::from_secs(5),
+        "gw-a knows who owns its campus",
+        || {
+            a.get_json("/api/v1/things?gateway=gw-a")
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| !t["id"].as_str().unwrap().starts_with("gw-a.sim."))
+                && a.catalog().len() >= 40
+        },
+    );
+    let answer = a
+        .gateway
+        .write("POST", "/api/v1/undrain", "application/json", b"");
+    assert_eq!(
+        answer.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let status = finished_drain(a);
+    assert_eq!(status["kind"], "undrain");
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["moved"].as_object().unwrap().len(), 8, "{status}");
+    for member in [&members[0], &members[1], &members[2]] {
+        within(Duration::from_secs(5), "the campus is gw-a's again", || {
+            campus_ids.iter().all(|id| {
+                let thing = member.get_json(&format!("/api/v1/things/{id}"));
+                thing["gateway"] == "gw-a" && thing["moves"] == 2
+            })
+        });
+    }
+    // And its whole history came home with it.
+    for (id, old) in campus_ids.iter().zip(&before) {
+        let now: BTreeSet<u64> = times(&members[0], id).into_iter().collect();
+        assert!(old.iter().all(|t| now.contains(t)), "{id}");
+    }
+}

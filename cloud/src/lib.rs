@@ -44,7 +44,8 @@ use fogbank_taas::commands::{ActuationError, ActuationFuture};
 use fogbank_taas::remote::{Remote, RemoteError, RemoteFuture};
 use fogbank_taas::store::Window;
 use fogbank_taas::{
-    Command, CommandState, DeviceOffer, Hub, Reading, ThingId, ThingService, TransportTarget,
+    Command, CommandState, DeviceOffer, DeviceRef, Hub, MoveStatus, Reading, ThingId, ThingService,
+    TransportTarget,
 };
 pub use keys::{
     IDENTITY_FILE, KeyError, cluster_key_from_file, cluster_key_from_hex, new_cluster_key,
@@ -393,6 +394,34 @@ impl Remote for Handle {
         Box::pin(async move {
             match call.await? {
                 Response::Welcome(target) => Ok(target),
+                other => Err(unexpected(&gateway, other)),
+            }
+        })
+    }
+
+    fn gateways_up(&self) -> Vec<String> {
+        let mut up: Vec<String> = self.reachable.read().iter().cloned().collect();
+        up.sort();
+        up
+    }
+
+    fn recall_device(&self, gateway: &str, device: DeviceRef) -> RemoteFuture<u64> {
+        let gateway = gateway.to_owned();
+        let call = self.call(&gateway, Request::RecallDevice(device), READ_TIMEOUT);
+        Box::pin(async move {
+            match call.await? {
+                Response::Recalled(id) => Ok(id),
+                other => Err(unexpected(&gateway, other)),
+            }
+        })
+    }
+
+    fn move_status(&self, gateway: &str, id: u64) -> RemoteFuture<Option<MoveStatus>> {
+        let gateway = gateway.to_owned();
+        let call = self.call(&gateway, Request::MoveStatus(id), READ_TIMEOUT);
+        Box::pin(async move {
+            match call.await? {
+                Response::Moving(status) => Ok(status),
                 other => Err(unexpected(&gateway, other)),
             }
         })

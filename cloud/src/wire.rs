@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use fogbank_taas::remote::{CatalogChange, CatalogSnapshot};
 use fogbank_taas::store::Window;
 use fogbank_taas::{
-    CommandState, DeviceOffer, Reading, ThingId, ThingReading, TransportTarget, Value,
+    CommandState, DeviceOffer, DeviceRef, MoveStatus, Reading, ThingId, ThingReading,
+    TransportTarget, Value,
 };
 
 /// Versioned: a gateway speaking another version is simply not heard.
@@ -91,6 +92,10 @@ pub enum Request {
     /// Take over one of the caller's devices: answer where it is to
     /// register (see `fogbank_taas::Hub::move_device`).
     OfferDevice(DeviceOffer),
+    /// Move the device to the caller (an undrain): answer the move's id.
+    RecallDevice(DeviceRef),
+    /// Where a move the callee started stands.
+    MoveStatus(u64),
     /// History of a thing service that moved from the caller to the callee.
     HandHistory {
         thing: ThingId,
@@ -109,6 +114,9 @@ pub enum Response {
     Actuated(CommandState),
     /// Where an offered device is to register.
     Welcome(TransportTarget),
+    /// The id of the move a recall started.
+    Recalled(u64),
+    Moving(Option<MoveStatus>),
     /// How many handed readings were stored.
     HistoryTaken(usize),
     /// The call could not be carried out; the reason is for people.

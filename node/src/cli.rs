@@ -39,6 +39,12 @@ pub enum Command {
     Service(ServiceArgs),
     /// Move devices between the gateways of the local cloud.
     Devices(DevicesArgs),
+    /// Move every device of a running gateway that can move to the other
+    /// gateways of its local cloud (before maintenance), and wait until
+    /// they arrived; report what could not move.
+    Drain(DrainArgs),
+    /// Bring back the devices whose home a running gateway is.
+    Undrain(UndrainArgs),
     /// Run the SD-IoT controller (S-MANAGE): the gateways' SDVSs, and a
     /// REST interface for applications' requests.
     Controller(ControllerArgs),
@@ -208,6 +214,24 @@ pub enum DevicesCommand {
         #[arg(long, default_value_t = 30)]
         deadline: u64,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// One gateway to take every device [default: all others, by load].
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Seconds each device may take to register at its target.
+    #[arg(long, default_value_t = 30)]
+    pub deadline: u64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UndrainArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]

@@ -446,6 +446,47 @@ pub fn devices(args: DevicesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `fogbank drain` (with where to) and `fogbank undrain` (without): starts
+/// it, follows it to its end, and prints what moved and what did not.
+pub fn drain(args: &ClientArgs, drain: Option<(Option<String>, u64)>) -> anyhow::Result<()> {
+    let client = Client::new(args);
+    let (path, body, deadline) = match drain {
+        Some((to, deadline)) => (
+            "/api/v1/drain",
+            serde_json::json!({ "to": to, "deadline_secs": deadline }),
+            deadline,
+        ),
+        None => ("/api/v1/undrain", serde_json::json!({}), 30),
+    };
+    let (_, mut status) = client.call(client.request("POST", path), Some(&body))?;
+    let started = std::time::Instant::now();
+    while status["state"] == "running" {
+        if started.elapsed() > std::time::Duration::from_secs(deadline * 4 + 600) {
+            bail!("still running; follow GET /api/v1/drain");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        status = client.call(client.request("GET", "/api/v1/drain"), None)?.1;
+    }
+    print(args.json, &status, |s| {
+        let mut out = format!(
+            "{} {}: {} devices moved\n",
+            s["kind"].as_str().unwrap_or("drain"),
+            s["state"].as_str().unwrap_or("?"),
+            s["moved"].as_object().map_or(0, |m| m.len())
+        );
+        for (title, key) in [("did not move", "failed"), ("cannot move", "unmovable")] {
+            for (device, why) in s[key].as_object().into_iter().flatten() {
+                out += &format!("  {title}: {device}: {}\n", why.as_str().unwrap_or("?"));
+            }
+        }
+        out
+    });
+    if status["state"] != "done" {
+        bail!("not every device moved");
+    }
+    Ok(())
+}
+
 fn requests_table(requests: &Json) -> String {
     let mut out = format!(
         "{:>5} {:<10} {:<8} {:<14} {:<28} {:<5} {:>8} {:>5}\n",

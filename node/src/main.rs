@@ -182,6 +182,8 @@ fn main() {
         Command::Peers(args) => client::peers(args),
         Command::Service(args) => client::service(args),
         Command::Devices(args) => client::devices(args),
+        Command::Drain(args) => client::drain(&args.client, Some((args.to, args.deadline))),
+        Command::Undrain(args) => client::drain(&args.client, None),
         Command::Controller(args) => controller(args),
         Command::Sd(args) => client::sd(args),
     };

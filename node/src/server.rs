@@ -83,16 +83,18 @@ fn plugins(
     coap: Option<&fogbank_coap_protocol::endpoint::Endpoint>,
 ) -> anyhow::Result<Vec<Box<dyn Plugin>>> {
     let mut plugins: Vec<Box<dyn Plugin>> = Vec::new();
-    if config.sim.enabled {
-        let sim = &config.sim;
-        plugins.push(Box::new(Simulator {
-            config: SimConfig {
-                interval_ms: sim.interval_ms,
-                buildings: sim.buildings,
-                floors: sim.floors,
-            },
-        }));
-    }
+    // Always there: with the simulator off it runs no floor of its own,
+    // only those another gateway's drain moved here.
+    let sim = &config.sim;
+    let (buildings, floors) = match sim.enabled {
+        true => (sim.buildings, sim.floors),
+        false => (0, 0),
+    };
+    plugins.push(Box::new(Simulator::new(SimConfig {
+        interval_ms: sim.interval_ms,
+        buildings,
+        floors,
+    })));
     if let Some(mqtt) = fogbank_mqtt::Mqtt::new(config.mqtt.clone())? {
         plugins.push(Box::new(mqtt));
     }

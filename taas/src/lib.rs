@@ -32,8 +32,8 @@ pub use commands::{
     CommandStatus,
 };
 pub use hub::{
-    ActuateError, CommandTicket, Delivery, Hub, HubOptions, HubStats, IngestError, Ingested,
-    MOVE_DEADLINE, MoveError, MoveState, MoveStatus, MoveTarget, ReadError, Receipt,
+    ActuateError, CommandTicket, Delivery, DrainStatus, Hub, HubOptions, HubStats, IngestError,
+    Ingested, MOVE_DEADLINE, MoveError, MoveTarget, ReadError, Receipt,
 };
 pub use id::{IdError, ThingId};
 pub use reading::{Reading, ThingReading, Timestamp, Value};
@@ -43,5 +43,6 @@ pub use store::{
 };
 pub use thing::{DataType, Kind, Location, Query, ThingService};
 pub use transport::{
-    DeviceOffer, DeviceRef, DeviceTransport, RepointError, RepointFuture, TransportTarget,
+    DeviceOffer, DeviceRef, DeviceTransport, MoveState, MoveStatus, RepointError, RepointFuture,
+    TransportTarget,
 };

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::commands::ActuationFuture;
 use crate::store::Window;
-use crate::transport::{DeviceOffer, TransportTarget};
+use crate::transport::{DeviceOffer, DeviceRef, MoveStatus, TransportTarget};
 use crate::{Command, Hub, Reading, ThingId, ThingService};
 
 /// Why a call to the owning gateway did not give an answer.
@@ -64,6 +64,21 @@ pub trait Remote: Send + Sync {
         readings: Vec<Reading>,
     ) -> RemoteFuture<()> {
         let _ = (thing, readings);
+        refused(gateway)
+    }
+    /// The other gateways of the local cloud that are up.
+    fn gateways_up(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Asks `gateway`, which owns `device` now, to move it to this one (an
+    /// undrain); answers the id of the move it started.
+    fn recall_device(&self, gateway: &str, device: DeviceRef) -> RemoteFuture<u64> {
+        let _ = device;
+        refused(gateway)
+    }
+    /// Where a move `gateway` started stands (`None`: it forgot it).
+    fn move_status(&self, gateway: &str, id: u64) -> RemoteFuture<Option<MoveStatus>> {
+        let _ = id;
         refused(gateway)
     }
     /// A local consumer started (`true`) or stopped wanting the readings

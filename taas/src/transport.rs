@@ -49,6 +49,13 @@ pub trait DeviceTransport: Send + Sync {
     /// Tells `device` to register at `target` from now on; once it said
     /// yes, the adapter stops following it here.
     fn repoint(&self, device: &str, target: &TransportTarget) -> RepointFuture;
+    /// Another gateway hands `device` over to this one. Devices that come
+    /// by themselves (CoAP) need nothing; an adapter that runs its devices
+    /// (the simulator) starts running it.
+    fn expect(&self, device: &str) -> Result<(), RepointError> {
+        let _ = device;
+        Ok(())
+    }
 }
 
 /// A text that names no device.
@@ -60,7 +67,7 @@ pub struct BadDevice(pub String);
 
 /// One device, named as its thing services' ids name it:
 /// `{home}.{adapter}.{device}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DeviceRef {
     pub home: String,
     pub adapter: String,
@@ -110,6 +117,35 @@ pub struct DeviceOffer {
     pub device: DeviceRef,
     /// The moves its thing services will have at the target.
     pub moves: u32,
+}
+
+/// Where a move stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum MoveState {
+    Pending,
+    /// The device registered at the target gateway, which owns its thing
+    /// services now and holds their history.
+    Arrived {
+        readings_handed: u64,
+    },
+    /// The device took the new endpoint (one outside the local cloud).
+    Repointed,
+    Failed {
+        reason: String,
+    },
+}
+
+/// A move's record, as polling clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoveStatus {
+    pub id: u64,
+    pub device: String,
+    pub to: String,
+    pub things: Vec<ThingId>,
+    pub issued: f64,
+    #[serde(flatten)]
+    pub state: MoveState,
 }
 
 #[cfg(test)]

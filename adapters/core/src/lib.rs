@@ -75,6 +75,16 @@ impl AdapterContext {
         ThingId::new(&home, &self.adapter, &device, resource)
     }
 
+    /// This adapter's devices that moved here from other gateways.
+    pub fn adopted_devices(&self) -> Vec<String> {
+        self.hub.adopted_devices(&self.adapter)
+    }
+
+    /// Whether one of this adapter's devices left for another gateway.
+    pub fn has_departed(&self, device: &str) -> bool {
+        self.hub.has_departed(&self.adapter, device)
+    }
+
     fn check_owned(&self, id: &ThingId) -> Result<(), AdapterError> {
         if id.adapter() == self.adapter
             && id.gateway() == self.hub.device_home(&self.adapter, id.device())

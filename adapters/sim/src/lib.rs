@@ -8,13 +8,17 @@
 
 mod model;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient};
 use fogbank_adapter::{Actuate, AdapterContext, Plugin};
 use fogbank_taas::{
-    ActuationError, ActuationResult, Kind, ThingReading, ThingService, Timestamp, Value,
+    ActuationError, ActuationResult, Delivery, DeviceTransport, Kind, RepointError, RepointFuture,
+    ThingReading, ThingService, Timestamp, TransportTarget, Value,
 };
+use parking_lot::Mutex;
 
 pub use model::Floor;
 
@@ -48,7 +52,17 @@ const RESOURCES: [(&str, Kind, &str, Option<&str>); 5] = [
 ];
 
 pub struct Simulator {
-    pub config: SimConfig,
+    config: SimConfig,
+    roster: Arc<Roster>,
+}
+
+impl Simulator {
+    pub fn new(config: SimConfig) -> Self {
+        Simulator {
+            config,
+            roster: Arc::default(),
+        }
+    }
 }
 
 impl Plugin for Simulator {
@@ -57,78 +71,183 @@ impl Plugin for Simulator {
     }
 
     fn start(&self, context: AdapterContext) -> Recipient<Actuate> {
-        SimActor::new(context, self.config.clone())
-            .start()
-            .recipient()
+        self.roster.enlist(&context, &self.config);
+        SimActor {
+            context,
+            interval: Duration::from_millis(self.config.interval_ms.max(10)),
+            roster: self.roster.clone(),
+        }
+        .start()
+        .recipient()
+    }
+
+    fn transport(&self) -> Option<Arc<dyn DeviceTransport>> {
+        Some(Arc::new(Transport(self.roster.clone())))
+    }
+}
+
+/// A floor this gateway runs, and whether its thing services were
+/// announced since the adapter (re)started.
+struct Simulated {
+    floor: Floor,
+    announced: bool,
+}
+
+/// The floors this gateway simulates now. The actor runs them; the
+/// transport adds a floor another gateway hands over and takes away one
+/// that moves on, so it outlives adapter restarts.
+#[derive(Default)]
+struct Roster {
+    floors: Mutex<Vec<Simulated>>,
+    enlisted: AtomicBool,
+}
+
+impl Roster {
+    /// The first start: the configured campus, less the floors that moved
+    /// to other gateways, plus those that moved here. Every later start
+    /// announces the floors again.
+    fn enlist(&self, context: &AdapterContext, config: &SimConfig) {
+        let mut floors = self.floors.lock();
+        if self.enlisted.swap(true, Ordering::Relaxed) {
+            for simulated in floors.iter_mut() {
+                simulated.announced = false;
+            }
+            return;
+        }
+        for b in 0..config.buildings {
+            for f in 1..=config.floors {
+                let building = format!("building-{}", (b'a' + b % 26) as char);
+                let floor = Floor::new(&building, f, u64::from(b) * 100 + u64::from(f));
+                if !context.has_departed(&floor.device) {
+                    floors.push(Simulated {
+                        floor,
+                        announced: false,
+                    });
+                }
+            }
+        }
+        for device in context.adopted_devices() {
+            if let Some(floor) = Floor::from_device(&device)
+                && !floors.iter().any(|s| s.floor.device == device)
+            {
+                floors.push(Simulated {
+                    floor,
+                    announced: false,
+                });
+            }
+        }
+    }
+}
+
+/// Moving a simulated floor: the target starts running it, then the owner
+/// stops.
+struct Transport(Arc<Roster>);
+
+impl DeviceTransport for Transport {
+    fn listening(&self) -> Option<TransportTarget> {
+        Some(TransportTarget {
+            service: String::new(),
+            protocol: "sim".into(),
+            host: String::new(),
+            port: 0,
+        })
+    }
+
+    fn repoint(&self, device: &str, _: &TransportTarget) -> RepointFuture {
+        let mut floors = self.0.floors.lock();
+        let before = floors.len();
+        floors.retain(|s| s.floor.device != device);
+        let outcome = if floors.len() < before {
+            Ok(())
+        } else {
+            Err(RepointError::NoDevice(format!(
+                "no simulated device {device} runs here"
+            )))
+        };
+        Box::pin(async move { outcome })
+    }
+
+    fn expect(&self, device: &str) -> Result<(), RepointError> {
+        let floor = Floor::from_device(device).ok_or_else(|| {
+            RepointError::Unsupported(format!("{device} is not a simulated floor"))
+        })?;
+        let mut floors = self.0.floors.lock();
+        if !floors.iter().any(|s| s.floor.device == device) {
+            floors.push(Simulated {
+                floor,
+                announced: false,
+            });
+        }
+        Ok(())
     }
 }
 
 struct SimActor {
     context: AdapterContext,
-    config: SimConfig,
-    floors: Vec<Floor>,
+    interval: Duration,
+    roster: Arc<Roster>,
 }
 
 impl SimActor {
-    fn new(context: AdapterContext, config: SimConfig) -> Self {
-        let mut floors = Vec::new();
-        for b in 0..config.buildings {
-            for f in 1..=config.floors {
-                let building = format!("building-{}", (b'a' + b % 26) as char);
-                floors.push(Floor::new(&building, f, u64::from(b) * 100 + u64::from(f)));
-            }
+    fn announce(&self, floor: &mut Floor) {
+        // Carry the lamp's state across restarts of the adapter.
+        if let Ok(lamp) = self.context.thing_id(&floor.device, "lamp")
+            && let Some(Value::Bool(on)) = self.context.latest(&lamp).map(|r| r.value)
+        {
+            floor.lamp = on;
         }
-        SimActor {
-            context,
-            config,
-            floors,
-        }
-    }
-
-    fn announce(&mut self) {
-        for floor in &mut self.floors {
-            // Carry the lamp's state across restarts of the adapter.
-            if let Ok(lamp) = self.context.thing_id(&floor.device, "lamp")
-                && let Some(Value::Bool(on)) = self.context.latest(&lamp).map(|r| r.value)
-            {
-                floor.lamp = on;
-            }
-            for (resource, kind, semantic_type, unit) in RESOURCES {
-                let Ok(id) = self.context.thing_id(&floor.device, resource) else {
-                    continue;
-                };
-                let thing = ThingService::new(id, kind, semantic_type, unit)
-                    .at(&floor.location)
-                    .with_device_address(&format!("sim://{}", floor.device));
-                if let Err(error) = self.context.announce(thing) {
-                    tracing::error!(%error, device = %floor.device, "simulator could not announce a thing service");
-                }
+        for (resource, kind, semantic_type, unit) in RESOURCES {
+            let Ok(id) = self.context.thing_id(&floor.device, resource) else {
+                continue;
+            };
+            let thing = ThingService::new(id, kind, semantic_type, unit)
+                .at(&floor.location)
+                .with_device_address(&format!("sim://{}", floor.device));
+            if let Err(error) = self.context.announce(thing) {
+                tracing::error!(%error, device = %floor.device, "simulator could not announce a thing service");
             }
         }
     }
 
+    /// One reading of every resource of every floor, a delivery per floor:
+    /// a floor that just moved away is refused on its own.
     fn tick(&mut self) {
         let now = Timestamp::now();
-        let mut readings = Vec::with_capacity(self.floors.len() * RESOURCES.len());
-        for floor in &mut self.floors {
-            let sample = floor.step(now);
-            for (resource, value) in [
-                ("temperature", Value::Number(sample.temperature)),
-                ("humidity", Value::Number(sample.humidity)),
-                ("light", Value::Number(sample.light)),
-                ("motion", Value::Bool(sample.motion)),
-                ("lamp", Value::Bool(floor.lamp)),
-            ] {
-                if let Ok(thing) = self.context.thing_id(&floor.device, resource) {
-                    readings.push(ThingReading {
-                        thing,
-                        reading: fogbank_taas::Reading { time: now, value },
-                    });
+        let mut deliveries = Vec::new();
+        {
+            let mut floors = self.roster.floors.lock();
+            for simulated in floors.iter_mut() {
+                if !simulated.announced {
+                    self.announce(&mut simulated.floor);
+                    simulated.announced = true;
                 }
+                let floor = &mut simulated.floor;
+                let sample = floor.step(now);
+                let mut readings = Vec::with_capacity(RESOURCES.len());
+                for (resource, value) in [
+                    ("temperature", Value::Number(sample.temperature)),
+                    ("humidity", Value::Number(sample.humidity)),
+                    ("light", Value::Number(sample.light)),
+                    ("motion", Value::Bool(sample.motion)),
+                    ("lamp", Value::Bool(floor.lamp)),
+                ] {
+                    if let Ok(thing) = self.context.thing_id(&floor.device, resource) {
+                        readings.push(ThingReading {
+                            thing,
+                            reading: fogbank_taas::Reading { time: now, value },
+                        });
+                    }
+                }
+                deliveries.push(Delivery {
+                    receipt: None,
+                    readings,
+                });
             }
         }
-        if let Err(error) = self.context.emit(readings) {
-            tracing::warn!(%error, "simulator readings were not stored");
+        for outcome in self.context.emit_deliveries(deliveries) {
+            if let Err(error) = outcome {
+                tracing::debug!(%error, "simulator readings were not stored");
+            }
         }
     }
 }
@@ -137,10 +256,8 @@ impl Actor for SimActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.announce();
         self.tick();
-        let interval = Duration::from_millis(self.config.interval_ms.max(10));
-        ctx.run_interval(interval, |this, _| this.tick());
+        ctx.run_interval(self.interval, |this, _| this.tick());
     }
 }
 
@@ -148,21 +265,25 @@ impl Handler<Actuate> for SimActor {
     type Result = ActuationResult;
 
     fn handle(&mut self, Actuate(command): Actuate, _: &mut Self::Context) -> ActuationResult {
-        let floor = self
-            .floors
-            .iter_mut()
-            .find(|f| command.thing.device() == f.device && command.thing.resource() == "lamp")
-            .ok_or_else(|| ActuationError::NoDevice {
-                thing: command.thing.clone(),
-                why: "cannot be actuated",
-            })?;
         let Value::Bool(on) = command.value else {
             return Err(ActuationError::BadValue {
                 thing: command.thing,
                 takes: "true or false",
             });
         };
-        floor.lamp = on;
+        {
+            let mut floors = self.roster.floors.lock();
+            let simulated = floors
+                .iter_mut()
+                .find(|s| {
+                    command.thing.device() == s.floor.device && command.thing.resource() == "lamp"
+                })
+                .ok_or_else(|| ActuationError::NoDevice {
+                    thing: command.thing.clone(),
+                    why: "cannot be actuated",
+                })?;
+            simulated.floor.lamp = on;
+        }
         // The new state is a reading like any other, stored before the
         // command is confirmed.
         self.context

@@ -41,6 +41,20 @@ impl Floor {
         }
     }
 
+    /// The floor a device name such as `building-a-floor-3` names (one
+    /// that moved here from another gateway's campus).
+    pub fn from_device(device: &str) -> Option<Self> {
+        let (building, floor) = device.rsplit_once("-floor-")?;
+        let floor: u8 = floor.parse().ok()?;
+        if building.is_empty() {
+            return None;
+        }
+        let seed = device
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        Some(Floor::new(building, floor, seed))
+    }
+
     /// xorshift64*: deterministic per floor, good enough for jitter.
     fn random(&mut self) -> f64 {
         self.rng ^= self.rng >> 12;
@@ -95,6 +109,16 @@ mod tests {
     use super::*;
 
     const NOON: Timestamp = Timestamp(1_700_049_600_000_000); // 12:00 UTC
+
+    #[test]
+    fn a_floor_that_moved_here_is_known_by_its_device_name() {
+        let floor = Floor::from_device("building-k-floor-12").unwrap();
+        assert_eq!(floor.device, "building-k-floor-12");
+        assert_eq!(floor.location, "campus/building-k/floor-12");
+        for other in ["boiler-1", "-floor-2", "building-a-floor-", "building-a-floor-999"] {
+            assert!(Floor::from_device(other).is_none(), "{other}");
+        }
+    }
 
     #[test]
     fn values_are_plausible_and_change() {

@@ -430,6 +430,21 @@ impl Node {
                 },
                 None => Response::Refused("not yet known as a gateway here".into()),
             }),
+            Request::RecallDevice(device) => Some(match self.speaker(&peer) {
+                Some(from) => {
+                    let target = fogbank_taas::MoveTarget::Gateway(from);
+                    match self.hub.move_device(
+                        &device.to_string(),
+                        target,
+                        fogbank_taas::MOVE_DEADLINE,
+                    ) {
+                        Ok(status) => Response::Recalled(status.id),
+                        Err(refused) => Response::Refused(refused.to_string()),
+                    }
+                }
+                None => Response::Refused("not yet known as a gateway here".into()),
+            }),
+            Request::MoveStatus(id) => Some(Response::Moving(self.hub.move_status(id))),
             Request::HandHistory { thing, readings } => Some(match self.speaker(&peer) {
                 Some(from) => match self.hub.import_history(&from, &thing, readings) {
                     Ok(count) => Response::HistoryTaken(count),

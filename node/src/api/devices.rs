@@ -1,13 +1,15 @@
 //! Devices that move to another gateway: `POST
 //! /api/v1/devices/{device}/transport` starts a move, `GET
-//! /api/v1/moves/{id}` follows it. The move itself is the hub's
-//! (`Hub::move_device`); this module only speaks HTTP for it.
+//! /api/v1/moves/{id}` follows it; `POST /api/v1/drain` moves them all
+//! away and `POST /api/v1/undrain` brings them back, `GET /api/v1/drain`
+//! follows either. The moves themselves are the hub's (`Hub::move_device`,
+//! `Hub::drain`); this module only speaks HTTP for them.
 
 use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use fogbank_taas::{MOVE_DEADLINE, MoveError, MoveStatus, MoveTarget};
+use fogbank_taas::{DrainStatus, MOVE_DEADLINE, MoveError, MoveStatus, MoveTarget};
 use serde::Deserialize;
 
 use super::AppState;
@@ -86,16 +88,7 @@ pub async fn transport(
             ));
         }
     };
-    let deadline = match asked.deadline_secs.map(Duration::from_secs) {
-        Some(d) if d.is_zero() || d > MAX_DEADLINE => {
-            return Err(ApiError::BadRequest(format!(
-                "deadline_secs is 1 to {}",
-                MAX_DEADLINE.as_secs()
-            )));
-        }
-        Some(d) => d,
-        None => MOVE_DEADLINE,
-    };
+    let deadline = deadline(asked.deadline_secs)?;
     let status = state.hub.move_device(&device, target, deadline)?;
     Ok(move_response(status))
 }
@@ -113,6 +106,111 @@ pub async fn status(
     let number: u64 = id.parse().map_err(|_| unknown())?;
     let status = state.hub.move_status(number).ok_or_else(unknown)?;
     Ok(move_response(status))
+}
+
+/// How long each device may take to register at its target.
+fn deadline(asked: Option<u64>) -> Result<Duration, ApiError> {
+    match asked.map(Duration::from_secs) {
+        Some(d) if d.is_zero() || d > MAX_DEADLINE => Err(ApiError::BadRequest(format!(
+            "deadline_secs is 1 to {}",
+            MAX_DEADLINE.as_secs()
+        ))),
+        Some(d) => Ok(d),
+        None => Ok(MOVE_DEADLINE),
+    }
+}
+
+/// Where a drain sends the devices: the other gateways, spread by load, or
+/// the one named.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// One gateway of the local cloud to take every device.
+    #[schema(example = "gw-b")]
+    pub to: Option<String>,
+    /// How long each device may take to register at its target [30].
+    pub deadline_secs: Option<u64>,
+}
+
+/// An optional JSON body: empty is the default.
+async fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<T, ApiError> {
+    let body = read_body(request, payload, state.max_body_bytes).await?;
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    let found = content_type(request);
+    if found != "application/json" {
+        return Err(ApiError::UnsupportedType {
+            found,
+            expected: "application/json",
+        });
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+#[utoipa::path(post, path = "/api/v1/drain", tag = "devices",
+    request_body(content = DrainRequest, content_type = "application/json", description = "Optional"),
+    responses((status = 202, description = "Draining: follow GET /api/v1/drain", body = DrainStatusSchema),
+              (status = 400, body = Problem, content_type = "application/problem+json"),
+              (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "No other gateway is up, the one named is not, or a drain runs", body = Problem, content_type = "application/problem+json"),
+              (status = 415, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn drain(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    state.authorize(&request, Scope::Admin)?;
+    let asked: DrainRequest = optional_json(&request, payload, &state).await?;
+    let status = state.hub.drain(asked.to, deadline(asked.deadline_secs)?)?;
+    Ok(drain_response(status))
+}
+
+#[utoipa::path(post, path = "/api/v1/undrain", tag = "devices",
+    responses((status = 202, description = "Bringing back the devices whose home this gateway is: follow GET /api/v1/drain", body = DrainStatusSchema),
+              (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "No local cloud, or a drain runs", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn undrain(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.authorize(&request, Scope::Admin)?;
+    let status = state.hub.undrain(MOVE_DEADLINE)?;
+    Ok(drain_response(status))
+}
+
+#[utoipa::path(get, path = "/api/v1/drain", tag = "devices",
+    responses((status = 200, description = "The last drain or undrain, finished", body = DrainStatusSchema),
+              (status = 202, description = "Still running", body = DrainStatusSchema),
+              (status = 404, description = "None since the gateway started", body = Problem, content_type = "application/problem+json")))]
+pub async fn drain_status(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.authorize(&request, Scope::Read)?;
+    let status = state
+        .hub
+        .drain_status()
+        .ok_or_else(|| ApiError::NotFound("no drain since this gateway started".into()))?;
+    Ok(drain_response(status))
+}
+
+fn drain_response(status: DrainStatus) -> HttpResponse {
+    if status.state == "running" {
+        HttpResponse::Accepted()
+            .insert_header((header::LOCATION, "/api/v1/drain"))
+            .json(status)
+    } else {
+        HttpResponse::Ok().json(status)
+    }
 }
 
 fn move_response(status: MoveStatus) -> HttpResponse {

@@ -141,6 +141,17 @@ pub fn configure(config: &mut web::ServiceConfig) {
                         .default_service(method_not_allowed("POST")),
                 )
                 .service(get("/moves/{id}", devices::status))
+                .service(
+                    web::resource("/drain")
+                        .route(web::get().to(devices::drain_status))
+                        .route(web::post().to(devices::drain))
+                        .default_service(method_not_allowed("GET, POST")),
+                )
+                .service(
+                    web::resource("/undrain")
+                        .route(web::post().to(devices::undrain))
+                        .default_service(method_not_allowed("POST")),
+                )
                 .service(get("/peers", peers::list))
                 .service(get("/federation/smanage", federation::smanage))
                 .service(get("/federation/sip", federation::sip))

@@ -128,6 +128,27 @@ pub struct MoveStatusSchema {
     state: MoveStateSchema,
 }
 
+/// What a drain (or undrain) is doing, or did.
+#[derive(ToSchema)]
+#[schema(as = DrainStatus)]
+pub struct DrainStatusSchema {
+    /// `drain` or `undrain`.
+    kind: String,
+    /// `running`, then `done`, or `incomplete` (see `failed`).
+    state: String,
+    issued: f64,
+    /// Devices that moved: device → the gateway it went to.
+    #[schema(value_type = Object)]
+    moved: BTreeMap<String, String>,
+    /// Devices that were to move and did not: device → why.
+    #[schema(value_type = Object)]
+    failed: BTreeMap<String, String>,
+    /// Devices that cannot move at all (a radio on the serial line, a
+    /// third-party MQTT device): device → why.
+    #[schema(value_type = Object)]
+    unmovable: BTreeMap<String, String>,
+}
+
 /// One SenML record as it appears on the wire, before resolution.
 #[derive(ToSchema)]
 #[schema(as = Record)]
@@ -370,6 +391,13 @@ mod tests {
         let mut expected = properties(MoveStatusSchema::schema());
         expected.insert("state".into());
         assert_eq!(members_of(&moved), expected);
+
+        let drain: fogbank_taas::DrainStatus = serde_json::from_value(serde_json::json!({
+            "kind": "drain", "state": "done", "issued": 1.0,
+            "moved": {}, "failed": {}, "unmovable": {}
+        }))
+        .expect("a drain status");
+        assert_eq!(members_of(&drain), properties(DrainStatusSchema::schema()));
 
         let peer = fogbank_cloud::PeerInfo {
             gateway: "gw-a".into(),

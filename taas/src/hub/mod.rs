@@ -12,6 +12,7 @@
 
 mod actuation;
 mod catalog;
+mod drain;
 mod ingest;
 mod moves;
 mod reads;
@@ -34,8 +35,9 @@ use crate::{ThingService, Timestamp};
 
 pub use actuation::{ActuateError, CommandTicket};
 use catalog::CatalogFeed;
+pub use drain::DrainStatus;
 pub use ingest::{Delivery, IngestError, Ingested, Receipt};
-pub use moves::{MOVE_DEADLINE, MoveError, MoveState, MoveStatus, MoveTarget};
+pub use moves::{MOVE_DEADLINE, MoveError, MoveTarget};
 pub use reads::ReadError;
 
 /// Settings of a [`Hub`].
@@ -90,6 +92,7 @@ pub struct Hub {
     followers: Followers,
     feed: parking_lot::Mutex<CatalogFeed>,
     moves: moves::Moves,
+    drain: parking_lot::Mutex<Option<DrainStatus>>,
 }
 
 impl Hub {
@@ -129,6 +132,7 @@ impl Hub {
             followers: Followers::default(),
             feed: parking_lot::Mutex::new(CatalogFeed::new()),
             moves,
+            drain: parking_lot::Mutex::new(None),
         }))
     }
 

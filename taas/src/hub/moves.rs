@@ -41,7 +41,9 @@ use serde::{Deserialize, Serialize};
 use super::Hub;
 use crate::remote::{CatalogChange, RemoteError};
 use crate::store::{StoreError, Window};
-use crate::transport::{BadDevice, DeviceOffer, DeviceRef, DeviceTransport, TransportTarget};
+use crate::transport::{
+    BadDevice, DeviceOffer, DeviceRef, DeviceTransport, MoveState, MoveStatus, TransportTarget,
+};
 use crate::{Reading, ThingId, ThingReading, ThingService, Timestamp};
 
 /// A device this gateway took over, persisted: its things keep `home` in
@@ -87,40 +89,13 @@ pub enum MoveError {
     Store(#[from] StoreError),
 }
 
-/// Where a move stands.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
-pub enum MoveState {
-    Pending,
-    /// The device registered at the target gateway, which owns its thing
-    /// services now and holds their history.
-    Arrived {
-        readings_handed: u64,
-    },
-    /// The device took the new endpoint (one outside the local cloud).
-    Repointed,
-    Failed {
-        reason: String,
-    },
-}
-
-/// A move's record, as polling clients see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MoveStatus {
-    pub id: u64,
-    pub device: String,
-    pub to: String,
-    pub things: Vec<ThingId>,
-    pub issued: f64,
-    #[serde(flatten)]
-    pub state: MoveState,
-}
-
 /// The hub's state for moves.
 #[derive(Default)]
 pub(super) struct Moves {
     transports: parking_lot::RwLock<HashMap<String, Arc<dyn DeviceTransport>>>,
     adopted: parking_lot::RwLock<HashMap<(String, String), Adoption>>,
+    /// Devices that left for another gateway: (adapter, device) → where.
+    departed: parking_lot::RwLock<HashMap<(String, String), String>>,
     /// Things whose release runs now.
     releasing: Mutex<HashSet<ThingId>>,
     /// Devices whose move runs now.
@@ -131,6 +106,9 @@ pub(super) struct Moves {
 
 /// Store space of adoptions, keyed `{adapter}/{device}`.
 const ADOPTED: &str = "taas/adopted";
+/// Store space of devices that left, keyed `{adapter}/{device}`, the
+/// gateway they went to as the value.
+const DEPARTED: &str = "taas/departed";
 /// Readings per hand-over call.
 const HISTORY_CHUNK: usize = 2_000;
 /// Moves that stay pollable.
@@ -153,6 +131,14 @@ impl Moves {
                         .insert((adapter.to_owned(), device.to_owned()), adoption);
                 }
                 Err(error) => tracing::warn!(%key, %error, "skipping an unreadable adoption"),
+            }
+        }
+        for (key, value) in store.state(DEPARTED, "")? {
+            if let Some((adapter, device)) = key.split_once('/') {
+                moves.departed.write().insert(
+                    (adapter.to_owned(), device.to_owned()),
+                    String::from_utf8_lossy(&value).into_owned(),
+                );
             }
         }
         moves.next_id.store(1, Ordering::Relaxed);
@@ -178,7 +164,10 @@ impl Hub {
             .insert(adapter.to_owned(), transport);
     }
 
-    fn transport_of(&self, adapter: &str) -> Result<Arc<dyn DeviceTransport>, MoveError> {
+    pub(super) fn transport_of(
+        &self,
+        adapter: &str,
+    ) -> Result<Arc<dyn DeviceTransport>, MoveError> {
         self.moves
             .transports
             .read()
@@ -209,7 +198,7 @@ impl Hub {
     }
 
     /// The thing services of a device, wherever they are owned.
-    fn device_things(&self, device: &DeviceRef) -> Vec<ThingService> {
+    pub(super) fn device_things(&self, device: &DeviceRef) -> Vec<ThingService> {
         self.registry.select(|t| device.holds(&t.id))
     }
 
@@ -246,6 +235,18 @@ impl Hub {
             .adopted
             .write()
             .insert((device.adapter.clone(), device.device.clone()), adoption);
+        self.forget_departure(&device.adapter, &device.device)?;
+        if let Err(error) = transport.expect(&device.device) {
+            self.moves
+                .adopted
+                .write()
+                .remove(&(device.adapter.clone(), device.device.clone()));
+            self.store.delete_state(ADOPTED, &key)?;
+            return Err(MoveError::Refused(format!(
+                "the {} adapter cannot take it: {error}",
+                device.adapter
+            )));
+        }
         tracing::info!(%device, %from, moves, "expecting a device from another gateway");
         target.service = self.gateway.clone();
         Ok(target)
@@ -463,6 +464,7 @@ impl Hub {
             reason: format!("this gateway's store: {e}"),
         };
         self.store.forget_thing(id).map_err(store_failed)?;
+        self.record_departure(id, to).map_err(store_failed)?;
         self.feed.lock().record(CatalogChange::Moved {
             id: id.clone(),
             to: to.to_owned(),
@@ -492,6 +494,56 @@ impl Hub {
         self.forget_adoption(id);
         tracing::info!(thing = %id, %to, handed, "thing service handed over");
         Ok(handed)
+    }
+
+    fn record_departure(&self, id: &ThingId, to: &str) -> Result<(), StoreError> {
+        let key = (id.adapter().to_owned(), id.device().to_owned());
+        if self
+            .moves
+            .departed
+            .read()
+            .get(&key)
+            .is_some_and(|g| g == to)
+        {
+            return Ok(());
+        }
+        self.store
+            .put_state(DEPARTED, &format!("{}/{}", key.0, key.1), to.as_bytes())?;
+        self.moves.departed.write().insert(key, to.to_owned());
+        Ok(())
+    }
+
+    fn forget_departure(&self, adapter: &str, device: &str) -> Result<(), StoreError> {
+        let key = (adapter.to_owned(), device.to_owned());
+        if self.moves.departed.write().remove(&key).is_some() {
+            self.store
+                .delete_state(DEPARTED, &format!("{adapter}/{device}"))?;
+        }
+        Ok(())
+    }
+
+    /// Devices of `adapter` that moved here from other gateways: an adapter
+    /// that runs its devices itself (the simulator) runs these too.
+    pub fn adopted_devices(&self, adapter: &str) -> Vec<String> {
+        let mut devices: Vec<String> = self
+            .moves
+            .adopted
+            .read()
+            .keys()
+            .filter(|(a, _)| a == adapter)
+            .map(|(_, device)| device.clone())
+            .collect();
+        devices.sort();
+        devices
+    }
+
+    /// Whether `adapter`'s `device` left for another gateway (and has not
+    /// come back): an adapter that runs its devices itself leaves it out.
+    pub fn has_departed(&self, adapter: &str, device: &str) -> bool {
+        self.moves
+            .departed
+            .read()
+            .contains_key(&(adapter.to_owned(), device.to_owned()))
     }
 
     /// The device of `id` left: its adoption here, if any, ends.

@@ -1,0 +1,277 @@
+//! Draining a gateway: every device it owns that can move goes to the
+//! other gateways of the local cloud (spread by how many thing services
+//! each owns, or to one named gateway), and undraining brings the devices
+//! whose home it is back. Each device goes by an ordinary move
+//! ([`Hub::move_device`]), a few at a time; the drain waits for all of them
+//! and reports what could not move and why.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Hub;
+use super::moves::{MoveError, MoveTarget};
+use crate::transport::{DeviceRef, MoveState};
+use crate::{ThingService, Timestamp};
+
+/// Moves running at once during a drain.
+const IN_FLIGHT: usize = 32;
+
+/// What a drain (or undrain) is doing, or did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainStatus {
+    /// `drain` or `undrain`.
+    pub kind: String,
+    /// `running`, then `done` (everything that could move did) or
+    /// `incomplete` (see `failed`).
+    pub state: String,
+    pub issued: f64,
+    /// Devices that moved: device → the gateway it went to.
+    pub moved: BTreeMap<String, String>,
+    /// Devices that were to move and did not: device → why.
+    pub failed: BTreeMap<String, String>,
+    /// Devices that cannot move at all (a radio on this gateway's serial
+    /// line, a third-party MQTT device): device → why.
+    pub unmovable: BTreeMap<String, String>,
+}
+
+impl DrainStatus {
+    fn new(kind: &str) -> Self {
+        DrainStatus {
+            kind: kind.to_owned(),
+            state: "running".into(),
+            issued: Timestamp::now().as_secs_f64(),
+            moved: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            unmovable: BTreeMap::new(),
+        }
+    }
+}
+
+impl Hub {
+    /// Starts moving every device this gateway owns to the others (or to
+    /// `to`); [`drain_status`](Self::drain_status) follows it.
+    pub fn drain(
+        self: &Arc<Self>,
+        to: Option<String>,
+        deadline: Duration,
+    ) -> Result<DrainStatus, MoveError> {
+        let remote = self.remote.read().clone();
+        let targets: Vec<String> = match (&to, &remote) {
+            (Some(gateway), Some(remote)) if remote.is_reachable(gateway) => vec![gateway.clone()],
+            (Some(gateway), _) => return Err(MoveError::UnknownGateway(gateway.clone())),
+            (None, Some(remote)) => remote.gateways_up(),
+            (None, None) => Vec::new(),
+        };
+        if targets.is_empty() {
+            return Err(MoveError::Refused(
+                "no other gateway of the local cloud is up to take the devices".into(),
+            ));
+        }
+        self.begin_drain("drain")?;
+        let mut status = DrainStatus::new("drain");
+        let mut movable = Vec::new();
+        for (device, _) in self.devices_owned() {
+            if self.transport_of(&device.adapter).is_ok() {
+                movable.push(device);
+            } else {
+                status.unmovable.insert(
+                    device.to_string(),
+                    format!("the {} adapter cannot move its devices", device.adapter),
+                );
+            }
+        }
+        // Spread by load: each device to the target that owns (and is
+        // given) the fewest thing services.
+        let mut load: HashMap<String, usize> = targets
+            .iter()
+            .map(|g| (g.clone(), self.registry.count(|t| t.gateway == *g)))
+            .collect();
+        let mut plan = Vec::with_capacity(movable.len());
+        for device in movable {
+            let things = self.device_things(&device).len();
+            let target = targets
+                .iter()
+                .min_by_key(|g| (load.get(*g).copied().unwrap_or(0), *g))
+                .cloned()
+                .unwrap_or_default();
+            *load.entry(target.clone()).or_default() += things;
+            plan.push((device, MoveTarget::Gateway(target)));
+        }
+        tracing::info!(
+            devices = plan.len(),
+            unmovable = status.unmovable.len(),
+            ?targets,
+            "draining"
+        );
+        self.run_drain(status.clone(), plan, deadline);
+        Ok(status)
+    }
+
+    /// Starts bringing back every device whose home this gateway is and
+    /// that another gateway owns now (each owner moves it here).
+    pub fn undrain(self: &Arc<Self>, deadline: Duration) -> Result<DrainStatus, MoveError> {
+        let Some(remote) = self.remote.read().clone() else {
+            return Err(MoveError::Refused("this gateway has no local cloud".into()));
+        };
+        self.begin_drain("undrain")?;
+        let mut away: BTreeMap<DeviceRef, String> = BTreeMap::new();
+        for thing in self
+            .registry
+            .select(|t| t.id.gateway() == self.gateway && t.gateway != self.gateway)
+        {
+            away.insert(DeviceRef::of(&thing.id), thing.gateway.clone());
+        }
+        let status = DrainStatus::new("undrain");
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut status = status;
+            // Each owner moves its device here; the move is over when the
+            // owner says so (arrived: the history is here too).
+            let mut running: Vec<(String, String, u64)> = Vec::new();
+            for (device, owner) in away {
+                match remote.recall_device(&owner, device.clone()).await {
+                    Ok(id) => running.push((device.to_string(), owner, id)),
+                    Err(error) => {
+                        status.failed.insert(device.to_string(), error.to_string());
+                    }
+                }
+            }
+            let started = tokio::time::Instant::now();
+            while !running.is_empty() {
+                *hub.drain.lock() = Some(status.clone());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut still = Vec::with_capacity(running.len());
+                for (name, owner, id) in running {
+                    let outcome = match remote.move_status(&owner, id).await {
+                        Ok(Some(moved)) => moved.state,
+                        Ok(None) => MoveState::Failed {
+                            reason: format!("{owner} forgot the move"),
+                        },
+                        Err(error) if started.elapsed() < deadline => {
+                            tracing::debug!(%owner, %error, "no word of a move yet");
+                            MoveState::Pending
+                        }
+                        Err(error) => MoveState::Failed {
+                            reason: error.to_string(),
+                        },
+                    };
+                    match outcome {
+                        MoveState::Pending => still.push((name, owner, id)),
+                        MoveState::Failed { reason } => {
+                            status.failed.insert(name, reason);
+                        }
+                        MoveState::Arrived { .. } | MoveState::Repointed => {
+                            status.moved.insert(name, hub.gateway.clone());
+                        }
+                    }
+                }
+                running = still;
+            }
+            hub.finish_drain(status);
+        });
+        Ok(DrainStatus::new("undrain"))
+    }
+
+    /// The drain or undrain running now, or the last one.
+    pub fn drain_status(&self) -> Option<DrainStatus> {
+        self.drain.lock().clone()
+    }
+
+    fn begin_drain(&self, kind: &str) -> Result<(), MoveError> {
+        let mut drain = self.drain.lock();
+        if drain.as_ref().is_some_and(|d| d.state == "running") {
+            return Err(MoveError::Refused(format!(
+                "a {} is running; wait for it",
+                drain.as_ref().map_or("drain", |d| d.kind.as_str())
+            )));
+        }
+        *drain = Some(DrainStatus::new(kind));
+        Ok(())
+    }
+
+    fn finish_drain(&self, mut status: DrainStatus) {
+        status.state = if status.failed.is_empty() {
+            "done"
+        } else {
+            "incomplete"
+        }
+        .into();
+        tracing::info!(kind = %status.kind, state = %status.state, moved = status.moved.len(), failed = status.failed.len(), "drain finished");
+        *self.drain.lock() = Some(status);
+    }
+
+    /// The devices this gateway owns, with their thing services.
+    fn devices_owned(&self) -> BTreeMap<DeviceRef, Vec<ThingService>> {
+        let mut devices: BTreeMap<DeviceRef, Vec<ThingService>> = BTreeMap::new();
+        for thing in self.registry.select(|t| t.gateway == self.gateway) {
+            devices
+                .entry(DeviceRef::of(&thing.id))
+                .or_default()
+                .push(thing);
+        }
+        devices
+    }
+
+    /// Runs the planned moves, [`IN_FLIGHT`] at a time, and records how
+    /// each ended.
+    fn run_drain(
+        self: &Arc<Self>,
+        status: DrainStatus,
+        plan: Vec<(DeviceRef, MoveTarget)>,
+        deadline: Duration,
+    ) {
+        let hub = self.clone();
+        *hub.drain.lock() = Some(status.clone());
+        tokio::spawn(async move {
+            let mut status = status;
+            let mut plan = plan.into_iter();
+            let mut running: Vec<(String, String, u64)> = Vec::new();
+            loop {
+                while running.len() < IN_FLIGHT {
+                    let Some((device, target)) = plan.next() else {
+                        break;
+                    };
+                    let name = device.to_string();
+                    let to = match &target {
+                        MoveTarget::Gateway(g) => g.clone(),
+                        MoveTarget::Endpoint { host, port } => format!("{host}:{port}"),
+                    };
+                    match hub.move_device(&name, target, deadline) {
+                        Ok(started) => running.push((name, to, started.id)),
+                        Err(error) => {
+                            status.failed.insert(name, error.to_string());
+                        }
+                    }
+                }
+                if running.is_empty() {
+                    break;
+                }
+                running.retain(
+                    |(name, to, id)| match hub.move_status(*id).map(|s| s.state) {
+                        Some(MoveState::Pending) => true,
+                        Some(MoveState::Arrived { .. } | MoveState::Repointed) => {
+                            status.moved.insert(name.clone(), to.clone());
+                            false
+                        }
+                        Some(MoveState::Failed { reason }) => {
+                            status.failed.insert(name.clone(), reason);
+                            false
+                        }
+                        None => {
+                            status
+                                .failed
+                                .insert(name.clone(), "the move was forgotten".into());
+                            false
+                        }
+                    },
+                );
+                *hub.drain.lock() = Some(status.clone());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            hub.finish_drain(status);
+        });
+    }
+}
