@@ -115,7 +115,12 @@ mod tests {
         let floor = Floor::from_device("building-k-floor-12").unwrap();
         assert_eq!(floor.device, "building-k-floor-12");
         assert_eq!(floor.location, "campus/building-k/floor-12");
-        for other in ["boiler-1", "-floor-2", "building-a-floor-", "building-a-floor-999"] {
+        for other in [
+            "boiler-1",
+            "-floor-2",
+            "building-a-floor-",
+            "building-a-floor-999",
+        ] {
             assert!(Floor::from_device(other).is_none(), "{other}");
         }
     }
