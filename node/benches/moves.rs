@@ -1,0 +1,379 @@
+//! Moving devices between two release gateways of one local cloud, with
+//! the clients an operator and a device would use:
+//!
+//! 1. one CoAP device, moved back and forth 100 times by `POST
+//!    /api/v1/devices/{device}/transport` — the time until the move is
+//!    `arrived` (the offer, the Transport Management Policy write, the
+//!    device's registration at the other gateway, the release and the
+//!    history handed over), p50 and p99, beside the registration and policy
+//!    write TRESCIMO's table III reports for its emulated devices. The device
+//!    is written here from RFC 7252, RFC 9176 and the object's definition
+//!    (`docs/lwm2m/31024.xml`): it registers, answers reads, and on a policy
+//!    write answers 2.04 and registers where it is told;
+//! 2. a drain of 1,000 simulated devices (5,000 thing services) from one
+//!    gateway to the other, and the undrain that brings them back.
+//!
+//!   cargo bench -p fogbank --bench moves        (or ./scripts/bench)
+
+use fogbank_testkit as testkit;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use serde_json::{Value as Json, json};
+use testkit::bench::{Process, status_kib};
+
+const TOKEN: &str = "bench-token-0123456789abcdef";
+const KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+const MOVES: usize = 100;
+const DEVICE: &str = "bench-mover";
+
+struct Member {
+    http: u16,
+    coap: u16,
+    p2p: u16,
+    process: Process,
+}
+
+fn start(id: &str, dir: &std::path::Path, peer: Option<u16>, config: &str) -> Member {
+    let (http, coap, p2p) = (free_tcp(), free_udp(), free_tcp());
+    let config_path = dir.join(format!("{id}.toml"));
+    std::fs::write(&config_path, config).unwrap();
+    let mut command = Command::new(testkit::binary());
+    command
+        .args(["run", "--gateway-id", id, "--mqtt", "off", "--no-mdns"])
+        .args(["--http", &format!("127.0.0.1:{http}")])
+        .args(["--coap", &format!("127.0.0.1:{coap}")])
+        .args(["--p2p", &format!("/ip4/127.0.0.1/tcp/{p2p}")])
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--data-dir")
+        .arg(dir.join(id))
+        .env("FOGBANK_CLUSTER_KEY", KEY)
+        .env("FOGBANK_ADMIN_TOKEN", TOKEN)
+        .env("FOGBANK_LOG", "warn")
+        .stdout(Stdio::null());
+    if let Some(peer) = peer {
+        command.args(["--peer", &format!("/ip4/127.0.0.1/tcp/{peer}")]);
+    }
+    let process = Process(command.spawn().expect("the release gateway starts"));
+    let member = Member {
+        http,
+        coap,
+        p2p,
+        process,
+    };
+    while get(&member, "/health").is_none() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    member
+}
+
+fn free_tcp() -> u16 {
+    testkit::free_port()
+}
+
+fn free_udp() -> u16 {
+    testkit::free_udp_port()
+}
+
+fn get(member: &Member, path: &str) -> Option<Json> {
+    ureq::get(&format!("http://127.0.0.1:{}{path}", member.http))
+        .call()
+        .ok()?
+        .into_json()
+        .ok()
+}
+
+fn post(member: &Member, path: &str, body: &Json) -> Json {
+    ureq::post(&format!("http://127.0.0.1:{}{path}", member.http))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .send_json(body.clone())
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        .into_json()
+        .unwrap()
+}
+
+/// Waits until `check` holds, polling every `every`.
+fn until(limit: Duration, every: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(every);
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+// ------------------------------------------------------------ the device
+
+fn request(
+    method: RequestType,
+    path: &str,
+    queries: &[String],
+    payload: &[u8],
+    mid: u16,
+) -> Vec<u8> {
+    let mut packet = Packet::new();
+    packet.header.set_type(MessageType::Confirmable);
+    packet.header.code = MessageClass::Request(method);
+    packet.header.message_id = mid;
+    packet.set_token(mid.to_be_bytes().to_vec());
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        packet.add_option(CoapOption::UriPath, segment.as_bytes().to_vec());
+    }
+    for query in queries {
+        packet.add_option(CoapOption::UriQuery, query.as_bytes().to_vec());
+    }
+    packet.payload = payload.to_vec();
+    packet.to_bytes_unlimited().unwrap()
+}
+
+fn answer(to: &Packet, code: ResponseType, payload: &[u8]) -> Vec<u8> {
+    let mut packet = Packet::new();
+    packet.header.set_type(MessageType::Acknowledgement);
+    packet.header.code = MessageClass::Response(code);
+    packet.header.message_id = to.header.message_id;
+    packet.set_token(to.get_token().to_vec());
+    if !payload.is_empty() {
+        packet.add_option(CoapOption::ContentFormat, vec![0]);
+    }
+    packet.payload = payload.to_vec();
+    packet.to_bytes_unlimited().unwrap()
+}
+
+/// What the device reports: the time each registration took.
+enum Event {
+    Registered { took: Duration },
+}
+
+/// A registration in flight, sent again every 500 ms until answered.
+struct Registration {
+    to: SocketAddr,
+    mid: u16,
+    bytes: Vec<u8>,
+    first: Instant,
+    last: Option<Instant>,
+}
+
+/// Runs the device on its own thread: registered at `rd`, it re-registers
+/// wherever a policy write sends it.
+fn device(rd: SocketAddr, events: mpsc::Sender<Event>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let queries = vec![format!("ep={DEVICE}"), "lt=600".into(), "lwm2m=1.1".into()];
+    let mut mid: u16 = 1;
+    let register = |mid: u16, to: SocketAddr| Registration {
+        to,
+        mid,
+        bytes: request(
+            RequestType::Post,
+            "/rd",
+            &queries,
+            b"</3303/0>,</31024/0>",
+            mid,
+        ),
+        first: Instant::now(),
+        last: None,
+    };
+    let mut registering = Some(register(mid, rd));
+    let mut buffer = [0u8; 2048];
+    loop {
+        if let Some(r) = &mut registering
+            && r.last
+                .is_none_or(|l| l.elapsed() > Duration::from_millis(500))
+        {
+            socket.send_to(&r.bytes, r.to).unwrap();
+            r.last = Some(Instant::now());
+        }
+        let Ok((n, from)) = socket.recv_from(&mut buffer) else {
+            continue;
+        };
+        let Ok(packet) = Packet::from_bytes(&buffer[..n]) else {
+            continue;
+        };
+        let is_policy = packet
+            .get_option(CoapOption::UriPath)
+            .and_then(|path| path.front())
+            .is_some_and(|first| first.as_slice() == b"31024");
+        match packet.header.code {
+            MessageClass::Response(_) => {
+                if let Some(r) = &registering
+                    && packet.header.message_id == r.mid
+                {
+                    let _ = events.send(Event::Registered {
+                        took: r.first.elapsed(),
+                    });
+                    registering = None;
+                }
+            }
+            MessageClass::Request(RequestType::Put) if is_policy => {
+                let pack: Json = serde_json::from_slice(&packet.payload).unwrap_or(Json::Null);
+                let (mut host, mut port) = (None, None);
+                for record in pack.as_array().into_iter().flatten() {
+                    match record["n"].as_str() {
+                        Some("1") => host = record["vs"].as_str().map(str::to_owned),
+                        Some("2") => port = record["v"].as_u64(),
+                        _ => {}
+                    }
+                }
+                let target = host
+                    .zip(port)
+                    .and_then(|(h, p)| format!("{h}:{p}").parse::<SocketAddr>().ok());
+                let code = match target {
+                    Some(_) => ResponseType::Changed,
+                    None => ResponseType::BadRequest,
+                };
+                socket.send_to(&answer(&packet, code, b""), from).unwrap();
+                if let Some(target) = target {
+                    mid = mid.wrapping_add(1);
+                    registering = Some(register(mid, target));
+                }
+            }
+            MessageClass::Request(_) => {
+                socket
+                    .send_to(&answer(&packet, ResponseType::Content, b"21.5"), from)
+                    .unwrap();
+            }
+            _ => {}
+        }
+    }
+}
+
+// ------------------------------------------------------------ the runs
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    // gw-a runs 1,000 simulated floors for the drain (a reading of each
+    // resource every 5 s: 1,000 readings/s), gw-b none.
+    let campus = "[sim]\nenabled = true\ninterval_ms = 5000\nbuildings = 10\nfloors = 100\n";
+    let a = start("gw-a", dir.path(), None, campus);
+    let b = start("gw-b", dir.path(), Some(a.p2p), "");
+    until(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        "gw-b sees gw-a's campus",
+        || {
+            get(&b, "/api/v1/things?gateway=gw-a").and_then(|t| t.as_array().map(Vec::len))
+                == Some(5000)
+        },
+    );
+
+    // 1. One CoAP device moved back and forth.
+    let (events_tx, events) = mpsc::channel();
+    let rd: SocketAddr = format!("127.0.0.1:{}", a.coap).parse().unwrap();
+    std::thread::spawn(move || device(rd, events_tx));
+    let mut registrations = Vec::new();
+    match events.recv_timeout(Duration::from_secs(10)) {
+        Ok(Event::Registered { took }) => registrations.push(took.as_secs_f64() * 1e3),
+        _ => panic!("the device did not register"),
+    }
+    let id = format!("gw-a.coap.{DEVICE}");
+    until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "the device is known",
+        || get(&a, &format!("/api/v1/things/{id}.temperature")).is_some(),
+    );
+    let mut moves = Vec::with_capacity(MOVES);
+    let (mut owner, mut other) = (&a, &b);
+    for n in 0..MOVES {
+        let to = if n % 2 == 0 { "gw-b" } else { "gw-a" };
+        let started = Instant::now();
+        let status = post(
+            owner,
+            &format!("/api/v1/devices/{id}/transport"),
+            &json!({"gateway": to}),
+        );
+        let path = format!("/api/v1/moves/{}", status["id"]);
+        let mut state = status["state"].as_str().unwrap_or("").to_owned();
+        while state == "pending" {
+            std::thread::sleep(Duration::from_micros(500));
+            state = get(owner, &path)
+                .map(|s| s["state"].as_str().unwrap_or("").to_owned())
+                .unwrap_or_default();
+        }
+        assert_eq!(state, "arrived", "move {n}");
+        moves.push(started.elapsed().as_secs_f64() * 1e3);
+        for Event::Registered { took } in events.try_iter() {
+            registrations.push(took.as_secs_f64() * 1e3);
+        }
+        std::mem::swap(&mut owner, &mut other);
+    }
+    for Event::Registered { took } in events.try_iter() {
+        registrations.push(took.as_secs_f64() * 1e3);
+    }
+    moves.sort_by(f64::total_cmp);
+    registrations.sort_by(f64::total_cmp);
+
+    // 2. Drain gw-a's 1,000 floors to gw-b, and back.
+    let started = Instant::now();
+    let drained = post(&a, "/api/v1/drain", &json!({"to": "gw-b"}));
+    assert_eq!(drained["kind"], "drain");
+    let mut status = Json::Null;
+    until(
+        Duration::from_secs(600),
+        Duration::from_millis(50),
+        "the drain",
+        || {
+            status = get(&a, "/api/v1/drain").unwrap_or(Json::Null);
+            status["state"] != "running"
+        },
+    );
+    let drain = started.elapsed();
+    let drained_devices = status["moved"].as_object().map_or(0, |m| m.len());
+    assert_eq!(status["state"], "done", "{}", status["failed"]);
+    let started = Instant::now();
+    post(&a, "/api/v1/undrain", &json!({}));
+    until(
+        Duration::from_secs(600),
+        Duration::from_millis(50),
+        "the undrain",
+        || {
+            status = get(&a, "/api/v1/drain").unwrap_or(Json::Null);
+            status["kind"] == "undrain" && status["state"] != "running"
+        },
+    );
+    let undrain = started.elapsed();
+    let undrained_devices = status["moved"].as_object().map_or(0, |m| m.len());
+    assert_eq!(status["state"], "done", "{}", status["failed"]);
+
+    let rss = |m: &Member| status_kib(m.process.0.id(), "VmHWM:") as f64 / 1024.0;
+    println!(
+        "moves ({} cores shared by both gateways and the clients)",
+        testkit::bench::cores()
+    );
+    println!(
+        "  move of a CoAP device, request to arrived, p50 / p99: {:.1} / {:.1} ms ({MOVES} moves; TRESCIMO table III, the policy write alone: 8.4 ms)",
+        percentile(&moves, 0.5),
+        percentile(&moves, 0.99)
+    );
+    println!(
+        "  registration at the target, the device's side, p50 / p99: {:.2} / {:.2} ms ({} registrations; TRESCIMO: 138.5 ms)",
+        percentile(&registrations, 0.5),
+        percentile(&registrations, 0.99),
+        registrations.len()
+    );
+    println!(
+        "  drain of {drained_devices} simulated devices (5,000 thing services): {:.1} s, {:.0} devices/s",
+        drain.as_secs_f64(),
+        drained_devices as f64 / drain.as_secs_f64()
+    );
+    println!(
+        "  undrain of {undrained_devices}: {:.1} s, {:.0} devices/s",
+        undrain.as_secs_f64(),
+        undrained_devices as f64 / undrain.as_secs_f64()
+    );
+    println!(
+        "  peak RSS: gw-a {:.1} MiB, gw-b {:.1} MiB",
+        rss(&a),
+        rss(&b)
+    );
+}
