@@ -100,6 +100,10 @@ struct Simulated {
 struct Roster {
     floors: Mutex<Vec<Simulated>>,
     enlisted: AtomicBool,
+    /// The running adapter's context, for a floor handed over between
+    /// two ticks: it is announced at once, so that the move does not wait
+    /// for the next tick.
+    context: Mutex<Option<AdapterContext>>,
 }
 
 impl Roster {
@@ -107,6 +111,7 @@ impl Roster {
     /// to other gateways, plus those that moved here. Every later start
     /// announces the floors again.
     fn enlist(&self, context: &AdapterContext, config: &SimConfig) {
+        *self.context.lock() = Some(context.clone());
         let mut floors = self.floors.lock();
         if self.enlisted.swap(true, Ordering::Relaxed) {
             for simulated in floors.iter_mut() {
@@ -173,10 +178,15 @@ impl DeviceTransport for Transport {
         })?;
         let mut floors = self.0.floors.lock();
         if !floors.iter().any(|s| s.floor.device == device) {
-            floors.push(Simulated {
+            let mut simulated = Simulated {
                 floor,
                 announced: false,
-            });
+            };
+            if let Some(context) = &*self.0.context.lock() {
+                announce(context, &mut simulated.floor);
+                simulated.announced = true;
+            }
+            floors.push(simulated);
         }
         Ok(())
     }
@@ -188,27 +198,28 @@ struct SimActor {
     roster: Arc<Roster>,
 }
 
-impl SimActor {
-    fn announce(&self, floor: &mut Floor) {
-        // Carry the lamp's state across restarts of the adapter.
-        if let Ok(lamp) = self.context.thing_id(&floor.device, "lamp")
-            && let Some(Value::Bool(on)) = self.context.latest(&lamp).map(|r| r.value)
-        {
-            floor.lamp = on;
-        }
-        for (resource, kind, semantic_type, unit) in RESOURCES {
-            let Ok(id) = self.context.thing_id(&floor.device, resource) else {
-                continue;
-            };
-            let thing = ThingService::new(id, kind, semantic_type, unit)
-                .at(&floor.location)
-                .with_device_address(&format!("sim://{}", floor.device));
-            if let Err(error) = self.context.announce(thing) {
-                tracing::error!(%error, device = %floor.device, "simulator could not announce a thing service");
-            }
+/// Announces a floor's thing services.
+fn announce(context: &AdapterContext, floor: &mut Floor) {
+    // Carry the lamp's state across restarts of the adapter.
+    if let Ok(lamp) = context.thing_id(&floor.device, "lamp")
+        && let Some(Value::Bool(on)) = context.latest(&lamp).map(|r| r.value)
+    {
+        floor.lamp = on;
+    }
+    for (resource, kind, semantic_type, unit) in RESOURCES {
+        let Ok(id) = context.thing_id(&floor.device, resource) else {
+            continue;
+        };
+        let thing = ThingService::new(id, kind, semantic_type, unit)
+            .at(&floor.location)
+            .with_device_address(&format!("sim://{}", floor.device));
+        if let Err(error) = context.announce(thing) {
+            tracing::error!(%error, device = %floor.device, "simulator could not announce a thing service");
         }
     }
+}
 
+impl SimActor {
     /// One reading of every resource of every floor, a delivery per floor:
     /// a floor that just moved away is refused on its own.
     fn tick(&mut self) {
@@ -218,7 +229,7 @@ impl SimActor {
             let mut floors = self.roster.floors.lock();
             for simulated in floors.iter_mut() {
                 if !simulated.announced {
-                    self.announce(&mut simulated.floor);
+                    announce(&self.context, &mut simulated.floor);
                     simulated.announced = true;
                 }
                 let floor = &mut simulated.floor;

@@ -128,29 +128,43 @@ impl Hub {
         let hub = self.clone();
         tokio::spawn(async move {
             let mut status = status;
-            // Each owner moves its device here; the move is over when the
-            // owner says so (arrived: the history is here too).
-            let mut running: Vec<(String, String, u64)> = Vec::new();
-            for (device, owner) in away {
-                match remote.recall_device(&owner, device.clone()).await {
-                    Ok(id) => running.push((device.to_string(), owner, id)),
-                    Err(error) => {
-                        status.failed.insert(device.to_string(), error.to_string());
+            // Each owner moves its device here, a few at a time; a move
+            // is over when its owner says so (arrived: the history is here
+            // too).
+            let mut away = away.into_iter();
+            let mut running: Vec<(String, String, u64, tokio::time::Instant)> = Vec::new();
+            loop {
+                while running.len() < IN_FLIGHT {
+                    let Some((device, owner)) = away.next() else {
+                        break;
+                    };
+                    match remote.recall_device(&owner, device.clone()).await {
+                        Ok(id) => running.push((
+                            device.to_string(),
+                            owner,
+                            id,
+                            tokio::time::Instant::now(),
+                        )),
+                        Err(error) => {
+                            status.failed.insert(device.to_string(), error.to_string());
+                        }
                     }
                 }
-            }
-            let started = tokio::time::Instant::now();
-            while !running.is_empty() {
+                if running.is_empty() {
+                    break;
+                }
                 *hub.drain.lock() = Some(status.clone());
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 let mut still = Vec::with_capacity(running.len());
-                for (name, owner, id) in running {
+                for (name, owner, id, started) in running {
                     let outcome = match remote.move_status(&owner, id).await {
                         Ok(Some(moved)) => moved.state,
                         Ok(None) => MoveState::Failed {
                             reason: format!("{owner} forgot the move"),
                         },
-                        Err(error) if started.elapsed() < deadline => {
+                        // The owner's own deadline ends the move; past
+                        // twice that, its silence is the answer.
+                        Err(error) if started.elapsed() < deadline * 2 => {
                             tracing::debug!(%owner, %error, "no word of a move yet");
                             MoveState::Pending
                         }
@@ -159,7 +173,7 @@ impl Hub {
                         },
                     };
                     match outcome {
-                        MoveState::Pending => still.push((name, owner, id)),
+                        MoveState::Pending => still.push((name, owner, id, started)),
                         MoveState::Failed { reason } => {
                             status.failed.insert(name, reason);
                         }

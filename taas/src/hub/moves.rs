@@ -111,6 +111,8 @@ const ADOPTED: &str = "taas/adopted";
 const DEPARTED: &str = "taas/departed";
 /// Readings per hand-over call.
 const HISTORY_CHUNK: usize = 2_000;
+/// Tries of one chunk before the hand-over fails (0.2 + 0.4 + … s apart).
+const HAND_ATTEMPTS: u32 = 6;
 /// Moves that stay pollable.
 const LOG: usize = 1_000;
 /// How long a device may take to register at its target.
@@ -371,6 +373,11 @@ impl Hub {
         deadline: Duration,
     ) -> Result<MoveState, String> {
         let device = offer.device.clone();
+        let ids: Vec<ThingId> = self
+            .device_things(&device)
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
         let target = remote
             .offer_device(gateway, offer)
             .await
@@ -382,8 +389,11 @@ impl Hub {
         tracing::info!(%device, %gateway, host = %target.host, port = target.port, "device re-pointed; waiting for it at the target");
         let started = tokio::time::Instant::now();
         loop {
-            let things = self.device_things(&device);
-            if !things.is_empty() && things.iter().all(|t| t.gateway == gateway) {
+            // By id: cheap enough to ask every few milliseconds.
+            let arrived = ids
+                .iter()
+                .all(|id| self.registry.inspect(id, |t| t.gateway == gateway) == Some(true));
+            if arrived {
                 break;
             }
             if started.elapsed() > deadline {
@@ -392,7 +402,7 @@ impl Hub {
                     deadline.as_secs()
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let mut handed = 0;
         for thing in self.device_things(&device) {
@@ -484,7 +494,7 @@ impl Hub {
             };
             let full = chunk.len() == HISTORY_CHUNK;
             handed += chunk.len() as u64;
-            remote.hand_history(to, id.clone(), chunk).await?;
+            hand_chunk(remote, to, id, chunk).await?;
             if !full {
                 break;
             }
@@ -589,5 +599,34 @@ impl Hub {
     /// A move started here, while it is remembered.
     pub fn move_status(&self, id: u64) -> Option<MoveStatus> {
         self.moves.log.lock().iter().find(|s| s.id == id).cloned()
+    }
+}
+
+/// Hands one chunk of history over, trying again after a failure that may
+/// pass (the target busy with many moves at once, a call timed out): the
+/// chunk is stored there whole or not at all, and a repeat stores the same
+/// readings under the same keys.
+async fn hand_chunk(
+    remote: &dyn crate::Remote,
+    to: &str,
+    id: &ThingId,
+    chunk: Vec<Reading>,
+) -> Result<(), RemoteError> {
+    let mut pause = Duration::from_millis(200);
+    let mut attempts = 1;
+    loop {
+        match remote.hand_history(to, id.clone(), chunk.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(RemoteError::Refused { gateway, reason }) => {
+                return Err(RemoteError::Refused { gateway, reason });
+            }
+            Err(error) if attempts >= HAND_ATTEMPTS => return Err(error),
+            Err(error) => {
+                tracing::debug!(thing = %id, %to, %error, attempts, "history chunk not taken yet; again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempts += 1;
+            }
+        }
     }
 }
