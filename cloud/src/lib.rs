@@ -44,8 +44,8 @@ use fogbank_taas::commands::{ActuationError, ActuationFuture};
 use fogbank_taas::remote::{Remote, RemoteError, RemoteFuture};
 use fogbank_taas::store::Window;
 use fogbank_taas::{
-    Command, CommandState, DeviceOffer, DeviceRef, Hub, MoveStatus, Reading, ThingId, ThingService,
-    TransportTarget,
+    Command, CommandState, DeviceOffer, DeviceRef, Hub, MoveStatus, MoveTarget, Reading, ThingId,
+    ThingService, TransportTarget,
 };
 pub use keys::{
     IDENTITY_FILE, KeyError, cluster_key_from_file, cluster_key_from_hex, new_cluster_key,
@@ -416,12 +416,34 @@ impl Remote for Handle {
         })
     }
 
+    fn start_move(
+        &self,
+        gateway: &str,
+        device: DeviceRef,
+        target: MoveTarget,
+        deadline_secs: u64,
+    ) -> RemoteFuture<MoveStatus> {
+        let gateway = gateway.to_owned();
+        let request = Request::StartMove {
+            device,
+            target,
+            deadline_secs,
+        };
+        let call = self.call(&gateway, request, READ_TIMEOUT);
+        Box::pin(async move {
+            match call.await? {
+                Response::Moving(Some(status)) => Ok(*status),
+                other => Err(unexpected(&gateway, other)),
+            }
+        })
+    }
+
     fn move_status(&self, gateway: &str, id: u64) -> RemoteFuture<Option<MoveStatus>> {
         let gateway = gateway.to_owned();
         let call = self.call(&gateway, Request::MoveStatus(id), READ_TIMEOUT);
         Box::pin(async move {
             match call.await? {
-                Response::Moving(status) => Ok(status),
+                Response::Moving(status) => Ok(status.map(|s| *s)),
                 other => Err(unexpected(&gateway, other)),
             }
         })

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use fogbank_taas::remote::{CatalogChange, CatalogSnapshot};
 use fogbank_taas::store::Window;
 use fogbank_taas::{
-    CommandState, DeviceOffer, DeviceRef, MoveStatus, Reading, ThingId, ThingReading,
+    CommandState, DeviceOffer, DeviceRef, MoveStatus, MoveTarget, Reading, ThingId, ThingReading,
     TransportTarget, Value,
 };
 
@@ -96,6 +96,12 @@ pub enum Request {
     RecallDevice(DeviceRef),
     /// Where a move the callee started stands.
     MoveStatus(u64),
+    /// Move one of the callee's devices (asked of the caller).
+    StartMove {
+        device: DeviceRef,
+        target: MoveTarget,
+        deadline_secs: u64,
+    },
     /// History of a thing service that moved from the caller to the callee.
     HandHistory {
         thing: ThingId,
@@ -116,7 +122,8 @@ pub enum Response {
     Welcome(TransportTarget),
     /// The id of the move a recall started.
     Recalled(u64),
-    Moving(Option<MoveStatus>),
+    /// Where a move stands (boxed: the largest answer by far).
+    Moving(Option<Box<MoveStatus>>),
     /// How many handed readings were stored.
     HistoryTaken(usize),
     /// The call could not be carried out; the reason is for people.

@@ -198,7 +198,7 @@ pub struct DevicesArgs {
 pub enum DevicesCommand {
     /// Tell a device to register at another gateway (its thing services
     /// keep their ids, their history follows) or at any endpoint, and wait
-    /// until it did. Ask the gateway that owns the device.
+    /// until it did. Any gateway of the local cloud passes it to the owner.
     Move {
         /// `{gateway}.{adapter}.{device}`, or one of its thing-service ids.
         device: String,

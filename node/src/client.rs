@@ -418,7 +418,14 @@ pub fn devices(args: DevicesArgs) -> anyhow::Result<()> {
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
-        let poll = client.request("GET", &format!("/api/v1/moves/{}", status["id"]));
+        let poll = client.request(
+            "GET",
+            &format!(
+                "/api/v1/moves/{}?at={}",
+                status["id"],
+                status["at"].as_str().unwrap_or_default()
+            ),
+        );
         status = client.call(poll, None)?.1;
     }
     print(args.client.json, &status, |s| match s["state"].as_str() {

@@ -33,7 +33,7 @@ pub use commands::{
 };
 pub use hub::{
     ActuateError, CommandTicket, Delivery, DrainStatus, Hub, HubOptions, HubStats, IngestError,
-    Ingested, MOVE_DEADLINE, MoveError, MoveTarget, ReadError, Receipt,
+    Ingested, MOVE_DEADLINE, MoveError, ReadError, Receipt,
 };
 pub use id::{IdError, ThingId};
 pub use reading::{Reading, ThingReading, Timestamp, Value};
@@ -43,6 +43,6 @@ pub use store::{
 };
 pub use thing::{DataType, Kind, Location, Query, ThingService};
 pub use transport::{
-    DeviceOffer, DeviceRef, DeviceTransport, MoveState, MoveStatus, RepointError, RepointFuture,
-    TransportTarget,
+    DeviceOffer, DeviceRef, DeviceTransport, MoveState, MoveStatus, MoveTarget, RepointError,
+    RepointFuture, TransportTarget,
 };

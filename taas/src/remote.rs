@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::commands::ActuationFuture;
 use crate::store::Window;
-use crate::transport::{DeviceOffer, DeviceRef, MoveStatus, TransportTarget};
+use crate::transport::{DeviceOffer, DeviceRef, MoveStatus, MoveTarget, TransportTarget};
 use crate::{Command, Hub, Reading, ThingId, ThingService};
 
 /// Why a call to the owning gateway did not give an answer.
@@ -74,6 +74,18 @@ pub trait Remote: Send + Sync {
     /// undrain); answers the id of the move it started.
     fn recall_device(&self, gateway: &str, device: DeviceRef) -> RemoteFuture<u64> {
         let _ = device;
+        refused(gateway)
+    }
+    /// Asks `gateway`, which owns `device`, to move it to `target` (a move
+    /// asked of this gateway); answers the move's status there.
+    fn start_move(
+        &self,
+        gateway: &str,
+        device: DeviceRef,
+        target: MoveTarget,
+        deadline_secs: u64,
+    ) -> RemoteFuture<MoveStatus> {
+        let _ = (device, target, deadline_secs);
         refused(gateway)
     }
     /// Where a move `gateway` started stands (`None`: it forgot it).

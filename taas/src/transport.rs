@@ -143,9 +143,20 @@ pub struct MoveStatus {
     pub device: String,
     pub to: String,
     pub things: Vec<ThingId>,
+    /// The gateway that runs the move (the device's owner when it began).
+    pub at: String,
     pub issued: f64,
     #[serde(flatten)]
     pub state: MoveState,
+}
+
+/// Where a device is told to go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MoveTarget {
+    /// A gateway of the local cloud: the ids stay, the history follows.
+    Gateway(String),
+    /// Any endpoint: the device leaves the local cloud's sight.
+    Endpoint { host: String, port: u16 },
 }
 
 #[cfg(test)]

@@ -444,7 +444,23 @@ impl Node {
                 }
                 None => Response::Refused("not yet known as a gateway here".into()),
             }),
-            Request::MoveStatus(id) => Some(Response::Moving(self.hub.move_status(id))),
+            Request::MoveStatus(id) => {
+                Some(Response::Moving(self.hub.move_status(id).map(Box::new)))
+            }
+            Request::StartMove {
+                device,
+                target,
+                deadline_secs,
+            } => {
+                let deadline = std::time::Duration::from_secs(deadline_secs.clamp(1, 600));
+                tracing::info!(%peer, %device, "a move asked through another gateway");
+                Some(
+                    match self.hub.move_device(&device.to_string(), target, deadline) {
+                        Ok(status) => Response::Moving(Some(Box::new(status))),
+                        Err(refused) => Response::Refused(refused.to_string()),
+                    },
+                )
+            }
             Request::HandHistory { thing, readings } => Some(match self.speaker(&peer) {
                 Some(from) => match self.hub.import_history(&from, &thing, readings) {
                     Ok(count) => Response::HistoryTaken(count),

@@ -89,22 +89,39 @@ pub async fn transport(
         }
     };
     let deadline = deadline(asked.deadline_secs)?;
-    let status = state.hub.move_device(&device, target, deadline)?;
+    let status = state
+        .hub
+        .move_device_anywhere(&device, target, deadline)
+        .await?;
     Ok(move_response(status))
 }
 
-#[utoipa::path(get, path = "/api/v1/moves/{id}", tag = "devices", params(("id" = u64, Path, description = "Move id")),
+/// Which gateway runs the move (its `at`), when not this one.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MoveQuery {
+    /// The gateway that runs the move [this one].
+    pub at: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/moves/{id}", tag = "devices", params(("id" = u64, Path, description = "Move id"), MoveQuery),
     responses((status = 200, description = "Finished", body = MoveStatusSchema), (status = 202, description = "Still running", body = MoveStatusSchema),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn status(
     request: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    query: web::Query<MoveQuery>,
 ) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Read)?;
-    let unknown = || ApiError::NotFound(format!("no move {id} started at this gateway"));
+    let at = query.at.as_deref().unwrap_or(state.hub.gateway());
+    let unknown = || ApiError::NotFound(format!("no move {id} started at gateway {at}"));
     let number: u64 = id.parse().map_err(|_| unknown())?;
-    let status = state.hub.move_status(number).ok_or_else(unknown)?;
+    let status = state
+        .hub
+        .move_status_at(at, number)
+        .await?
+        .ok_or_else(unknown)?;
     Ok(move_response(status))
 }
 
@@ -216,7 +233,10 @@ fn drain_response(status: DrainStatus) -> HttpResponse {
 fn move_response(status: MoveStatus) -> HttpResponse {
     if status.state == fogbank_taas::MoveState::Pending {
         HttpResponse::Accepted()
-            .insert_header((header::LOCATION, format!("/api/v1/moves/{}", status.id)))
+            .insert_header((
+                header::LOCATION,
+                format!("/api/v1/moves/{}?at={}", status.id, status.at),
+            ))
             .json(status)
     } else {
         HttpResponse::Ok().json(status)

@@ -123,6 +123,9 @@ pub struct MoveStatusSchema {
     to: String,
     /// Its thing services, whose ids stay the same.
     things: Vec<String>,
+    /// The gateway that runs the move, the device's owner when it began:
+    /// follow it at `/api/v1/moves/{id}?at={at}` from any gateway.
+    at: String,
     issued: f64,
     #[serde(flatten)]
     state: MoveStateSchema,
@@ -385,6 +388,7 @@ mod tests {
             device: "gw-a.coap.meter".into(),
             to: "gw-b".into(),
             things: vec![thing().id],
+            at: "gw-a".into(),
             issued: 1.0,
             state: fogbank_taas::MoveState::Pending,
         };

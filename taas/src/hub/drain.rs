@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Hub;
-use super::moves::{MoveError, MoveTarget};
-use crate::transport::{DeviceRef, MoveState};
+use super::moves::MoveError;
+use crate::transport::{DeviceRef, MoveState, MoveTarget};
 use crate::{ThingService, Timestamp};
 
 /// Moves running at once during a drain.

@@ -37,7 +37,7 @@ pub use actuation::{ActuateError, CommandTicket};
 use catalog::CatalogFeed;
 pub use drain::DrainStatus;
 pub use ingest::{Delivery, IngestError, Ingested, Receipt};
-pub use moves::{MOVE_DEADLINE, MoveError, MoveTarget};
+pub use moves::{MOVE_DEADLINE, MoveError};
 pub use reads::ReadError;
 
 /// Settings of a [`Hub`].

@@ -42,7 +42,8 @@ use super::Hub;
 use crate::remote::{CatalogChange, RemoteError};
 use crate::store::{StoreError, Window};
 use crate::transport::{
-    BadDevice, DeviceOffer, DeviceRef, DeviceTransport, MoveState, MoveStatus, TransportTarget,
+    BadDevice, DeviceOffer, DeviceRef, DeviceTransport, MoveState, MoveStatus, MoveTarget,
+    TransportTarget,
 };
 use crate::{Reading, ThingId, ThingReading, ThingService, Timestamp};
 
@@ -53,15 +54,6 @@ struct Adoption {
     home: String,
     from: String,
     moves: u32,
-}
-
-/// Where a device is told to go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MoveTarget {
-    /// A gateway of the local cloud: the ids stay, the history follows.
-    Gateway(String),
-    /// Any endpoint: the device leaves the local cloud's sight.
-    Endpoint { host: String, port: u16 },
 }
 
 /// Why a move was refused before it started, or a hand-over refused.
@@ -334,6 +326,7 @@ impl Hub {
                 MoveTarget::Endpoint { host, port } => format!("{host}:{port}"),
             },
             things: things.iter().map(|t| t.id.clone()).collect(),
+            at: self.gateway.clone(),
             issued: Timestamp::now().as_secs_f64(),
             state: MoveState::Pending,
         };
@@ -594,6 +587,48 @@ impl Hub {
                 tracing::warn!(thing = %id, %to, %error, "history not handed over");
             }
         });
+    }
+
+    /// Like [`move_device`](Self::move_device), from any gateway: a device
+    /// another gateway owns is moved by its owner, asked over the local
+    /// cloud (the status says `at` which gateway to follow it).
+    pub async fn move_device_anywhere(
+        self: &Arc<Self>,
+        device: &str,
+        target: MoveTarget,
+        deadline: Duration,
+    ) -> Result<MoveStatus, MoveError> {
+        match self.move_device(device, target.clone(), deadline) {
+            Err(MoveError::NotOwner { owner, device }) => {
+                let remote = self.remote.read().clone();
+                let Some(remote) = remote else {
+                    return Err(MoveError::NotOwner { owner, device });
+                };
+                remote
+                    .start_move(&owner, device, target, deadline.as_secs())
+                    .await
+                    .map_err(|e| MoveError::Refused(e.to_string()))
+            }
+            started => started,
+        }
+    }
+
+    /// Where a move stands, started here or (`at`) at another gateway.
+    pub async fn move_status_at(
+        &self,
+        at: &str,
+        id: u64,
+    ) -> Result<Option<MoveStatus>, RemoteError> {
+        if at == self.gateway {
+            return Ok(self.move_status(id));
+        }
+        let remote = self.remote.read().clone();
+        match remote {
+            Some(remote) => remote.move_status(at, id).await,
+            None => Err(RemoteError::Unreachable {
+                gateway: at.to_owned(),
+            }),
+        }
     }
 
     /// A move started here, while it is remembered.
