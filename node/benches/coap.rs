@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use testkit::bench::Process;
+use testkit::coap::request;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 
@@ -37,22 +38,6 @@ fn free_tcp_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn request(method: RequestType, path: &str, queries: &[&str], payload: &[u8], mid: u16) -> Vec<u8> {
-    let mut packet = Packet::new();
-    packet.header.set_type(MessageType::Confirmable);
-    packet.header.code = MessageClass::Request(method);
-    packet.header.message_id = mid;
-    packet.set_token(mid.to_be_bytes().to_vec());
-    for segment in path.split('/').filter(|s| !s.is_empty()) {
-        packet.add_option(CoapOption::UriPath, segment.as_bytes().to_vec());
-    }
-    for query in queries {
-        packet.add_option(CoapOption::UriQuery, query.as_bytes().to_vec());
-    }
-    packet.payload = payload.to_vec();
-    packet.to_bytes_unlimited().unwrap()
 }
 
 /// One confirmable exchange: sends until the matching ACK arrives.

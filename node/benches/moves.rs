@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use serde_json::{Value as Json, json};
 use testkit::bench::{Process, status_kib};
+use testkit::coap::request;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 const KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -118,28 +119,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 // ------------------------------------------------------------ the device
 
-fn request(
-    method: RequestType,
-    path: &str,
-    queries: &[String],
-    payload: &[u8],
-    mid: u16,
-) -> Vec<u8> {
-    let mut packet = Packet::new();
-    packet.header.set_type(MessageType::Confirmable);
-    packet.header.code = MessageClass::Request(method);
-    packet.header.message_id = mid;
-    packet.set_token(mid.to_be_bytes().to_vec());
-    for segment in path.split('/').filter(|s| !s.is_empty()) {
-        packet.add_option(CoapOption::UriPath, segment.as_bytes().to_vec());
-    }
-    for query in queries {
-        packet.add_option(CoapOption::UriQuery, query.as_bytes().to_vec());
-    }
-    packet.payload = payload.to_vec();
-    packet.to_bytes_unlimited().unwrap()
-}
-
 fn answer(to: &Packet, code: ResponseType, payload: &[u8]) -> Vec<u8> {
     let mut packet = Packet::new();
     packet.header.set_type(MessageType::Acknowledgement);
@@ -174,7 +153,8 @@ fn device(rd: SocketAddr, events: mpsc::Sender<Event>) {
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let queries = vec![format!("ep={DEVICE}"), "lt=600".into(), "lwm2m=1.1".into()];
+    let endpoint = format!("ep={DEVICE}");
+    let queries = [endpoint.as_str(), "lt=600", "lwm2m=1.1"];
     let mut mid: u16 = 1;
     let register = |mid: u16, to: SocketAddr| Registration {
         to,

@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod coap;
 pub mod controller;
 pub mod gateway;
 pub mod kamailio;
