@@ -106,7 +106,9 @@ pub struct MoveQuery {
 
 #[utoipa::path(get, path = "/api/v1/moves/{id}", tag = "devices", params(("id" = u64, Path, description = "Move id"), MoveQuery),
     responses((status = 200, description = "Finished", body = MoveStatusSchema), (status = 202, description = "Still running", body = MoveStatusSchema),
-              (status = 404, body = Problem, content_type = "application/problem+json")))]
+              (status = 404, description = "No such move, or `at` is no gateway of the local cloud that is up", body = Problem, content_type = "application/problem+json"),
+              (status = 502, description = "The gateway running the move failed to answer", body = Problem, content_type = "application/problem+json"),
+              (status = 504, description = "The gateway running the move did not answer in time", body = Problem, content_type = "application/problem+json")))]
 pub async fn status(
     request: HttpRequest,
     state: web::Data<AppState>,

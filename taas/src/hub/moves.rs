@@ -613,7 +613,9 @@ impl Hub {
         }
     }
 
-    /// Where a move stands, started here or (`at`) at another gateway.
+    /// Where a move stands, started here or (`at`) at another gateway;
+    /// `None` when that gateway does not know it, or is no gateway of the
+    /// local cloud that is up.
     pub async fn move_status_at(
         &self,
         at: &str,
@@ -624,10 +626,8 @@ impl Hub {
         }
         let remote = self.remote.read().clone();
         match remote {
-            Some(remote) => remote.move_status(at, id).await,
-            None => Err(RemoteError::Unreachable {
-                gateway: at.to_owned(),
-            }),
+            Some(remote) if remote.is_reachable(at) => remote.move_status(at, id).await,
+            _ => Ok(None),
         }
     }
 
