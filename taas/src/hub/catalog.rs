@@ -98,7 +98,12 @@ impl Hub {
         Ok(())
     }
 
+    /// Marks one of this gateway's own thing services; another gateway's
+    /// entry (a device that moved away) is its owner's to change.
     pub fn set_available(&self, id: &ThingId, available: bool) -> Result<(), StoreError> {
+        if self.registry.inspect(id, |t| t.gateway == self.gateway) != Some(true) {
+            return Ok(());
+        }
         if let Some(changed) = self.registry.modify(id, |t| t.available = available) {
             self.store.put_thing(&changed)?;
             self.feed.lock().record(CatalogChange::Upsert(changed));

@@ -618,7 +618,17 @@ async fn a_thing_taken_over_elsewhere_is_released_with_its_whole_history() {
     drop(changes);
     let reopened_things = hub.store().load_things().unwrap();
     assert!(reopened_things.iter().all(|thing| thing.id != t));
-    // A stale announcement by this gateway's adapter takes nothing back.
+    // A stale announcement by this gateway's adapter takes nothing back,
+    // nor does marking it.
     hub.announce(remote_thing(t.as_str())).unwrap();
-    assert_eq!(hub.thing(&t).unwrap().gateway, "gw-b");
+    hub.set_available(&t, false).unwrap();
+    let thing = hub.thing(&t).unwrap();
+    assert_eq!((thing.gateway.as_str(), thing.available), ("gw-b", true));
+    assert!(
+        hub.store()
+            .load_things()
+            .unwrap()
+            .iter()
+            .all(|thing| thing.id != t)
+    );
 }
