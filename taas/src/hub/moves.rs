@@ -105,6 +105,9 @@ const DEPARTED: &str = "taas/departed";
 const HISTORY_CHUNK: usize = 2_000;
 /// Tries of one chunk before the hand-over fails (0.2 + 0.4 + … s apart).
 const HAND_ATTEMPTS: u32 = 6;
+/// A failed hand-over is tried again this often, this many times.
+const HAND_OVER_RETRY: Duration = Duration::from_secs(10);
+const HAND_OVER_RETRIES: u32 = 360;
 /// Moves that stay pollable.
 const LOG: usize = 1_000;
 /// How long a device may take to register at its target.
@@ -439,9 +442,10 @@ impl Hub {
 
     /// Gives up a thing service that another gateway owns now: the catalog
     /// entry goes with a `Moved` change, then the history is handed over
-    /// and deleted here. Returns how many readings were handed.
+    /// and deleted here. Returns how many readings were handed. A hand-over
+    /// the target could not take for now goes on in the background.
     async fn give_up(
-        &self,
+        self: &Arc<Self>,
         id: &ThingId,
         to: &str,
         moves: u32,
@@ -451,8 +455,44 @@ impl Hub {
             return Ok(0);
         }
         let outcome = self.hand_over(id, to, moves, remote).await;
-        self.moves.releasing.lock().remove(id);
+        match &outcome {
+            Err(error) if !matches!(error, RemoteError::Refused { .. }) => {
+                self.keep_handing_over(id.clone(), to.to_owned(), moves);
+            }
+            _ => {
+                self.moves.releasing.lock().remove(id);
+            }
+        }
         outcome
+    }
+
+    /// Tries a failed hand-over again every [`HAND_OVER_RETRY`] for an
+    /// hour, so that a target that was busy or cut off still gets the
+    /// history (the readings stay here until it has them).
+    fn keep_handing_over(self: &Arc<Self>, id: ThingId, to: String, moves: u32) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            for _ in 0..HAND_OVER_RETRIES {
+                tokio::time::sleep(HAND_OVER_RETRY).await;
+                let Some(remote) = hub.remote.read().clone() else {
+                    break;
+                };
+                match hub.hand_over(&id, &to, moves, &*remote).await {
+                    Ok(handed) => {
+                        tracing::info!(thing = %id, %to, handed, "history handed over at last");
+                        break;
+                    }
+                    Err(error @ RemoteError::Refused { .. }) => {
+                        tracing::warn!(thing = %id, %to, %error, "history refused; kept here");
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::debug!(thing = %id, %to, %error, "history not handed over yet");
+                    }
+                }
+            }
+            hub.moves.releasing.lock().remove(&id);
+        });
     }
 
     async fn hand_over(

@@ -307,6 +307,8 @@ struct Recorder {
     interest: parking_lot::Mutex<Vec<(ThingId, bool)>>,
     /// History handed over: (to, thing, how many readings).
     handed: parking_lot::Mutex<Vec<(String, ThingId, usize)>>,
+    /// Hand-overs that fail (the target unreachable) before one is taken.
+    unreachable_hand_overs: std::sync::atomic::AtomicUsize,
 }
 
 impl Remote for Recorder {
@@ -334,9 +336,16 @@ impl Remote for Recorder {
         thing: ThingId,
         readings: Vec<Reading>,
     ) -> crate::remote::RemoteFuture<()> {
-        self.handed
-            .lock()
-            .push((gateway.to_owned(), thing, readings.len()));
+        use std::sync::atomic::Ordering::Relaxed;
+        let gateway = gateway.to_owned();
+        if self
+            .unreachable_hand_overs
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Box::pin(async move { Err(RemoteError::Unreachable { gateway }) });
+        }
+        self.handed.lock().push((gateway, thing, readings.len()));
         Box::pin(async { Ok(()) })
     }
     fn interest(&self, thing: &ThingId, wanted: bool) {
@@ -630,5 +639,42 @@ async fn a_thing_taken_over_elsewhere_is_released_with_its_whole_history() {
             .unwrap()
             .iter()
             .all(|thing| thing.id != t)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hand_over_the_target_could_not_take_goes_on_until_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_with_things(dir.path());
+    let taker = Arc::new(Recorder::default());
+    // More failures than one hand-over tries a chunk.
+    taker
+        .unreachable_hand_overs
+        .store(8, std::sync::atomic::Ordering::Relaxed);
+    hub.attach_remote(taker.clone());
+    let t = id("gw.x.d.temperature");
+    hub.ingest(vec![reading(&t, 1, Value::Number(1.0))])
+        .unwrap();
+    hub.apply_remote_changes(
+        "gw-b",
+        vec![CatalogChange::Upsert(owned(t.as_str(), "gw-b", 1))],
+    );
+    // Virtual time: the retries' pauses pass at once.
+    for _ in 0..200 {
+        if !taker.handed.lock().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert_eq!(taker.handed.lock().len(), 1, "handed over at last");
+    for _ in 0..10 {
+        if hub.history(&t, Window::ALL).unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        hub.history(&t, Window::ALL).unwrap().is_empty(),
+        "and only then deleted here"
     );
 }
