@@ -38,6 +38,11 @@ pub struct CoapConfig {
     pub listen: SocketAddr,
     /// How often a resource that cannot be observed is read.
     pub poll_interval_secs: u64,
+    /// Where a device moved here from another gateway is told to register:
+    /// `host` or `host:port` (the port defaults to `listen`'s). Unset: the
+    /// listen address, or, when that is every interface, the address the
+    /// moving gateway reaches this one at.
+    pub advertise: Option<String>,
     /// Devices to follow without registration: `coap://host[:port]` (its
     /// `/.well-known/core` says what to follow) or `coap://host/path`.
     pub devices: Vec<String>,
@@ -49,6 +54,7 @@ impl Default for CoapConfig {
             enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 5683)),
             poll_interval_secs: 30,
+            advertise: None,
             devices: Vec::new(),
         }
     }
@@ -60,12 +66,19 @@ pub enum ConfigError {
     Device(String),
     #[error("coap.poll_interval_secs must be at least 1")]
     PollInterval,
+    #[error("coap.advertise: {0:?} is not host or host:port")]
+    Advertise(String),
 }
 
 impl CoapConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.poll_interval_secs == 0 {
             return Err(ConfigError::PollInterval);
+        }
+        if let Some(advertised) = &self.advertise
+            && transport::advertised(advertised, self.listen.port()).is_none()
+        {
+            return Err(ConfigError::Advertise(advertised.clone()));
         }
         for uri in &self.devices {
             if !uri.starts_with("coap://") {
@@ -96,6 +109,7 @@ pub fn bind(config: &CoapConfig) -> Result<Endpoint, BindError> {
 /// The adapter plugin.
 pub struct Coap {
     directory: Arc<Directory>,
+    advertise: Option<String>,
     static_devices: Vec<String>,
     followed_static: AtomicBool,
 }
@@ -113,6 +127,7 @@ impl Coap {
         );
         Coap {
             directory,
+            advertise: config.advertise.clone(),
             static_devices: config.devices.clone(),
             followed_static: AtomicBool::new(false),
         }
@@ -137,7 +152,10 @@ impl Plugin for Coap {
     }
 
     fn transport(&self) -> Option<Arc<dyn fogbank_taas::DeviceTransport>> {
-        Some(Arc::new(transport::Transport(self.directory.clone())))
+        Some(Arc::new(transport::Transport {
+            directory: self.directory.clone(),
+            advertise: self.advertise.clone(),
+        }))
     }
 }
 

@@ -13,21 +13,46 @@ use fogbank_taas::{DeviceTransport, RepointError, RepointFuture, TransportTarget
 use crate::devices::Directory;
 
 /// The adapter's side of `Hub::move_device`.
-pub struct Transport(pub Arc<Directory>);
+pub struct Transport {
+    pub directory: Arc<Directory>,
+    /// `coap.advertise`: where devices moved here register, if set.
+    pub advertise: Option<String>,
+}
+
+/// `host` or `host:port` (IPv6 in brackets with a port) → (host, port).
+pub fn advertised(text: &str, default_port: u16) -> Option<(String, u16)> {
+    let text = text.trim();
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
+            (host.trim_matches(['[', ']']), port.parse().ok()?)
+        }
+        _ => (text.trim_matches(['[', ']']), default_port),
+    };
+    let clean = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+    clean.then(|| (host.to_owned(), port))
+}
 
 impl DeviceTransport for Transport {
     fn listening(&self) -> Option<TransportTarget> {
-        let address = self.0.endpoint().local_addr();
+        let address = self.directory.endpoint().local_addr();
+        let (host, port) = self
+            .advertise
+            .as_deref()
+            .and_then(|a| advertised(a, address.port()))
+            .unwrap_or_else(|| (address.ip().to_string(), address.port()));
         Some(TransportTarget {
             service: String::new(),
             protocol: "coap".into(),
-            host: address.ip().to_string(),
-            port: address.port(),
+            host,
+            port,
         })
     }
 
     fn repoint(&self, device: &str, target: &TransportTarget) -> RepointFuture {
-        let directory = self.0.clone();
+        let directory = self.directory.clone();
         let device = device.to_owned();
         let target = target.clone();
         let endpoint = directory.endpoint().clone();
@@ -96,4 +121,29 @@ async fn write_policy(
         }
     }
     Err(RepointError::Refused(last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised;
+
+    #[test]
+    fn an_advertised_address_is_a_host_and_maybe_a_port() {
+        assert_eq!(
+            advertised("gw-b.site", 5683),
+            Some(("gw-b.site".into(), 5683))
+        );
+        assert_eq!(
+            advertised("10.0.0.2:5700", 5683),
+            Some(("10.0.0.2".into(), 5700))
+        );
+        assert_eq!(advertised("fd00::2", 5683), Some(("fd00::2".into(), 5683)));
+        assert_eq!(
+            advertised("[fd00::2]:5700", 5683),
+            Some(("fd00::2".into(), 5700))
+        );
+        for bad in ["", ":5683", "host:port", "a b", "coap://x"] {
+            assert_eq!(advertised(bad, 5683), None, "{bad:?}");
+        }
+    }
 }
