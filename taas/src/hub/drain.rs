@@ -6,6 +6,7 @@
 //! and reports what could not move and why.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,9 +74,9 @@ impl Hub {
         self.begin_drain("drain")?;
         let mut status = DrainStatus::new("drain");
         let mut movable = Vec::new();
-        for (device, _) in self.devices_owned() {
+        for (device, things) in self.devices_owned() {
             if self.transport_of(&device.adapter).is_ok() {
-                movable.push(device);
+                movable.push((device, things.len()));
             } else {
                 status.unmovable.insert(
                     device.to_string(),
@@ -90,8 +91,7 @@ impl Hub {
             .map(|g| (g.clone(), self.registry.count(|t| t.gateway == *g)))
             .collect();
         let mut plan = Vec::with_capacity(movable.len());
-        for device in movable {
-            let things = self.device_things(&device).len();
+        for (device, things) in movable {
             let target = targets
                 .iter()
                 .min_by_key(|g| (load.get(*g).copied().unwrap_or(0), *g))
@@ -124,69 +124,29 @@ impl Hub {
         {
             away.insert(DeviceRef::of(&thing.id), thing.gateway.clone());
         }
-        let status = DrainStatus::new("undrain");
-        let hub = self.clone();
-        tokio::spawn(async move {
-            let mut status = status;
-            // Each owner moves its device here, a few at a time; a move
-            // is over when its owner says so (arrived: the history is here
-            // too).
-            let mut away = away.into_iter();
-            let mut running: Vec<(String, String, u64, tokio::time::Instant)> = Vec::new();
-            loop {
-                while running.len() < IN_FLIGHT {
-                    let Some((device, owner)) = away.next() else {
-                        break;
-                    };
-                    match remote.recall_device(&owner, device.clone()).await {
-                        Ok(id) => running.push((
-                            device.to_string(),
-                            owner,
-                            id,
-                            tokio::time::Instant::now(),
-                        )),
-                        Err(error) => {
-                            status.failed.insert(device.to_string(), error.to_string());
-                        }
-                    }
-                }
-                if running.is_empty() {
-                    break;
-                }
-                *hub.drain.lock() = Some(status.clone());
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let mut still = Vec::with_capacity(running.len());
-                for (name, owner, id, started) in running {
-                    let outcome = match remote.move_status(&owner, id).await {
-                        Ok(Some(moved)) => moved.state,
-                        Ok(None) => MoveState::Failed {
-                            reason: format!("{owner} forgot the move"),
-                        },
-                        // The owner's own deadline ends the move; past
-                        // twice that, its silence is the answer.
-                        Err(error) if started.elapsed() < deadline * 2 => {
-                            tracing::debug!(%owner, %error, "no word of a move yet");
-                            MoveState::Pending
-                        }
-                        Err(error) => MoveState::Failed {
-                            reason: error.to_string(),
-                        },
-                    };
-                    match outcome {
-                        MoveState::Pending => still.push((name, owner, id, started)),
-                        MoveState::Failed { reason } => {
-                            status.failed.insert(name, reason);
-                        }
-                        MoveState::Arrived { .. } | MoveState::Repointed => {
-                            status.moved.insert(name, hub.gateway.clone());
-                        }
-                    }
-                }
-                running = still;
+        // Each owner moves its device here; a move is over when its owner
+        // says so (arrived: the history is here too).
+        let mut away = away.into_iter();
+        let next = move || {
+            let recall = away.next();
+            let remote = remote.clone();
+            async move {
+                let (device, owner) = recall?;
+                let name = device.to_string();
+                Some(match remote.recall_device(&owner, device).await {
+                    Ok(id) => Ok(Following::new(name, owner, id)),
+                    Err(error) => Err((name, error.to_string())),
+                })
             }
-            hub.finish_drain(status);
-        });
-        Ok(DrainStatus::new("undrain"))
+        };
+        let status = DrainStatus::new("undrain");
+        tokio::spawn(self.clone().follow_moves(
+            status.clone(),
+            next,
+            deadline,
+            Duration::from_millis(50),
+        ));
+        Ok(status)
     }
 
     /// The drain or undrain running now, or the last one.
@@ -229,63 +189,118 @@ impl Hub {
         devices
     }
 
-    /// Runs the planned moves, [`IN_FLIGHT`] at a time, and records how
-    /// each ended.
+    /// Runs the planned moves here, [`IN_FLIGHT`] at a time.
     fn run_drain(
         self: &Arc<Self>,
         status: DrainStatus,
         plan: Vec<(DeviceRef, MoveTarget)>,
         deadline: Duration,
     ) {
+        *self.drain.lock() = Some(status.clone());
+        let mut plan = plan.into_iter();
         let hub = self.clone();
-        *hub.drain.lock() = Some(status.clone());
-        tokio::spawn(async move {
-            let mut status = status;
-            let mut plan = plan.into_iter();
-            let mut running: Vec<(String, String, u64)> = Vec::new();
-            loop {
-                while running.len() < IN_FLIGHT {
-                    let Some((device, target)) = plan.next() else {
-                        break;
-                    };
-                    let name = device.to_string();
-                    let to = match &target {
-                        MoveTarget::Gateway(g) => g.clone(),
-                        MoveTarget::Endpoint { host, port } => format!("{host}:{port}"),
-                    };
-                    match hub.move_device(&name, target, deadline) {
-                        Ok(started) => running.push((name, to, started.id)),
-                        Err(error) => {
-                            status.failed.insert(name, error.to_string());
-                        }
+        let next = move || {
+            let planned = plan.next();
+            let hub = hub.clone();
+            async move {
+                let (device, target) = planned?;
+                let name = device.to_string();
+                Some(match hub.move_device(&name, target, deadline) {
+                    Ok(started) => Ok(Following::new(name, started.at, started.id)),
+                    Err(error) => Err((name, error.to_string())),
+                })
+            }
+        };
+        tokio::spawn(
+            self.clone()
+                .follow_moves(status, next, deadline, Duration::from_millis(20)),
+        );
+    }
+
+    /// Starts moves with `next`, [`IN_FLIGHT`] at a time, follows each at
+    /// the gateway that runs it until it ends (polling every `pause`), and
+    /// records in `status` where each device went or why it did not.
+    async fn follow_moves<F, Fut>(
+        self: Arc<Self>,
+        mut status: DrainStatus,
+        mut next: F,
+        deadline: Duration,
+        pause: Duration,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<Result<Following, (String, String)>>>,
+    {
+        let mut running: Vec<Following> = Vec::new();
+        loop {
+            while running.len() < IN_FLIGHT {
+                match next().await {
+                    Some(Ok(started)) => running.push(started),
+                    Some(Err((device, reason))) => {
+                        status.failed.insert(device, reason);
                     }
+                    None => break,
                 }
-                if running.is_empty() {
-                    break;
-                }
-                running.retain(
-                    |(name, to, id)| match hub.move_status(*id).map(|s| s.state) {
-                        Some(MoveState::Pending) => true,
-                        Some(MoveState::Arrived { .. } | MoveState::Repointed) => {
-                            status.moved.insert(name.clone(), to.clone());
-                            false
+            }
+            if running.is_empty() {
+                break;
+            }
+            *self.drain.lock() = Some(status.clone());
+            tokio::time::sleep(pause).await;
+            let mut still = Vec::with_capacity(running.len());
+            for following in running {
+                let Following {
+                    device,
+                    at,
+                    id,
+                    since,
+                } = &following;
+                match self.move_status_at(at, *id).await {
+                    Ok(Some(moved)) => match moved.state {
+                        MoveState::Pending => still.push(following),
+                        MoveState::Arrived { .. } | MoveState::Repointed => {
+                            status.moved.insert(device.clone(), moved.to);
                         }
-                        Some(MoveState::Failed { reason }) => {
-                            status.failed.insert(name.clone(), reason);
-                            false
-                        }
-                        None => {
-                            status
-                                .failed
-                                .insert(name.clone(), "the move was forgotten".into());
-                            false
+                        MoveState::Failed { reason } => {
+                            status.failed.insert(device.clone(), reason);
                         }
                     },
-                );
-                *hub.drain.lock() = Some(status.clone());
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok(None) => {
+                        status
+                            .failed
+                            .insert(device.clone(), format!("gateway {at} forgot the move"));
+                    }
+                    // The mover's own deadline ends the move; past twice
+                    // that, its silence is the answer.
+                    Err(error) if since.elapsed() < deadline * 2 => {
+                        tracing::debug!(%at, %error, "no word of a move yet");
+                        still.push(following);
+                    }
+                    Err(error) => {
+                        status.failed.insert(device.clone(), error.to_string());
+                    }
+                }
             }
-            hub.finish_drain(status);
-        });
+            running = still;
+        }
+        self.finish_drain(status);
+    }
+}
+
+/// A move a drain or undrain follows: the gateway that runs it, its id.
+struct Following {
+    device: String,
+    at: String,
+    id: u64,
+    since: tokio::time::Instant,
+}
+
+impl Following {
+    fn new(device: String, at: String, id: u64) -> Self {
+        Following {
+            device,
+            at,
+            id,
+            since: tokio::time::Instant::now(),
+        }
     }
 }

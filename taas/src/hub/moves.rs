@@ -194,6 +194,13 @@ impl Hub {
             .map_or(0, |a| a.moves)
     }
 
+    /// Whether this gateway owns a thing service of `adapter`'s `device`.
+    fn runs_device(&self, adapter: &str, device: &str) -> bool {
+        self.registry.count(|t| {
+            t.gateway == self.gateway && t.id.adapter() == adapter && t.id.device() == device
+        }) > 0
+    }
+
     /// The thing services of a device, wherever they are owned.
     pub(super) fn device_things(&self, device: &DeviceRef) -> Vec<ThingService> {
         self.registry.select(|t| device.holds(&t.id))
@@ -211,12 +218,7 @@ impl Hub {
             .listening()
             .ok_or_else(|| MoveError::NoTransport(device.adapter.clone()))?;
         let home = self.device_home(&device.adapter, &device.device);
-        let held_here = self.registry.count(|t| {
-            t.gateway == self.gateway
-                && t.id.adapter() == device.adapter
-                && t.id.device() == device.device
-        }) > 0;
-        if held_here && home != device.home {
+        if self.runs_device(&device.adapter, &device.device) && home != device.home {
             return Err(MoveError::Conflict(device));
         }
         let adoption = Adoption {
@@ -224,7 +226,7 @@ impl Hub {
             from: from.to_owned(),
             moves,
         };
-        let key = format!("{}/{}", device.adapter, device.device);
+        let key = state_key(&device.adapter, &device.device);
         // JSON of strings and a number: it serialises.
         let bytes = serde_json::to_vec(&adoption).unwrap_or_default();
         self.store.put_state(ADOPTED, &key, &bytes)?;
@@ -305,18 +307,29 @@ impl Hub {
             });
         }
         let transport = self.transport_of(&device.adapter)?;
-        let remote = match &target {
-            MoveTarget::Gateway(gateway) if *gateway == self.gateway => {
+        let to = match &target {
+            MoveTarget::Gateway(gateway) => gateway.clone(),
+            MoveTarget::Endpoint { host, port } => format!("{host}:{port}"),
+        };
+        /// A target with what reaching it takes.
+        enum Route {
+            Gateway(String, Arc<dyn crate::Remote>),
+            Endpoint { host: String, port: u16 },
+        }
+        let route = match target {
+            MoveTarget::Gateway(gateway) if gateway == self.gateway => {
                 return Err(MoveError::AlreadyHere(device));
             }
             MoveTarget::Gateway(gateway) => {
                 let remote = self.remote.read().clone();
                 match remote {
-                    Some(remote) if remote.is_reachable(gateway) => Some(remote),
-                    _ => return Err(MoveError::UnknownGateway(gateway.clone())),
+                    Some(remote) if remote.is_reachable(&gateway) => {
+                        Route::Gateway(gateway, remote)
+                    }
+                    _ => return Err(MoveError::UnknownGateway(gateway)),
                 }
             }
-            MoveTarget::Endpoint { .. } => None,
+            MoveTarget::Endpoint { host, port } => Route::Endpoint { host, port },
         };
         if !self.moves.moving.lock().insert(device.clone()) {
             return Err(MoveError::Busy(device));
@@ -324,10 +337,7 @@ impl Hub {
         let status = MoveStatus {
             id: self.moves.next_id.fetch_add(1, Ordering::Relaxed),
             device: device.to_string(),
-            to: match &target {
-                MoveTarget::Gateway(gateway) => gateway.clone(),
-                MoveTarget::Endpoint { host, port } => format!("{host}:{port}"),
-            },
+            to,
             things: things.iter().map(|t| t.id.clone()).collect(),
             at: self.gateway.clone(),
             issued: Timestamp::now().as_secs_f64(),
@@ -338,8 +348,8 @@ impl Hub {
         let hub = self.clone();
         let mut finished = status.clone();
         tokio::spawn(async move {
-            let outcome = match (target, remote) {
-                (MoveTarget::Gateway(gateway), Some(remote)) => {
+            let outcome = match route {
+                Route::Gateway(gateway, remote) => {
                     let offer = DeviceOffer {
                         device: device.clone(),
                         moves,
@@ -347,10 +357,9 @@ impl Hub {
                     hub.move_to_gateway(&*transport, &*remote, &gateway, offer, deadline)
                         .await
                 }
-                (MoveTarget::Endpoint { host, port }, _) => {
+                Route::Endpoint { host, port } => {
                     hub.move_elsewhere(&*transport, &device, host, port).await
                 }
-                (MoveTarget::Gateway(gateway), None) => Err(format!("{gateway} is unreachable")),
             };
             finished.state = outcome.unwrap_or_else(|reason| MoveState::Failed { reason });
             tracing::info!(device = %device, to = %finished.to, state = ?finished.state, "move finished");
@@ -551,7 +560,7 @@ impl Hub {
             return Ok(());
         }
         self.store
-            .put_state(DEPARTED, &format!("{}/{}", key.0, key.1), to.as_bytes())?;
+            .put_state(DEPARTED, &state_key(&key.0, &key.1), to.as_bytes())?;
         self.moves.departed.write().insert(key, to.to_owned());
         Ok(())
     }
@@ -560,7 +569,7 @@ impl Hub {
         let key = (adapter.to_owned(), device.to_owned());
         if self.moves.departed.write().remove(&key).is_some() {
             self.store
-                .delete_state(DEPARTED, &format!("{adapter}/{device}"))?;
+                .delete_state(DEPARTED, &state_key(adapter, device))?;
         }
         Ok(())
     }
@@ -592,16 +601,10 @@ impl Hub {
     /// The device of `id` left: its adoption here, if any, ends.
     fn forget_adoption(&self, id: &ThingId) {
         let key = (id.adapter().to_owned(), id.device().to_owned());
-        let still_here = self.registry.count(|t| {
-            t.gateway == self.gateway && t.id.adapter() == key.0 && t.id.device() == key.1
-        }) > 0;
-        if still_here || self.moves.adopted.write().remove(&key).is_none() {
+        if self.runs_device(&key.0, &key.1) || self.moves.adopted.write().remove(&key).is_none() {
             return;
         }
-        if let Err(error) = self
-            .store
-            .delete_state(ADOPTED, &format!("{}/{}", key.0, key.1))
-        {
+        if let Err(error) = self.store.delete_state(ADOPTED, &state_key(&key.0, &key.1)) {
             tracing::warn!(thing = %id, %error, "cannot forget an adoption");
         }
     }
@@ -677,6 +680,11 @@ impl Hub {
     }
 }
 
+/// The store key of a device's adoption or departure.
+fn state_key(adapter: &str, device: &str) -> String {
+    format!("{adapter}/{device}")
+}
+
 /// Hands one chunk of history over, trying again after a failure that may
 /// pass (the target busy with many moves at once, a call timed out): the
 /// chunk is stored there whole or not at all, and a repeat stores the same
@@ -692,9 +700,7 @@ async fn hand_chunk(
     loop {
         match remote.hand_history(to, id.clone(), chunk.clone()).await {
             Ok(()) => return Ok(()),
-            Err(RemoteError::Refused { gateway, reason }) => {
-                return Err(RemoteError::Refused { gateway, reason });
-            }
+            Err(refused @ RemoteError::Refused { .. }) => return Err(refused),
             Err(error) if attempts >= HAND_ATTEMPTS => return Err(error),
             Err(error) => {
                 tracing::debug!(thing = %id, %to, %error, attempts, "history chunk not taken yet; again");
