@@ -27,6 +27,7 @@ mod key_check;
 mod keys;
 pub mod members;
 mod node;
+mod records;
 mod streams;
 pub mod wire;
 
@@ -141,6 +142,8 @@ enum Order {
         reply: oneshot::Sender<Result<(), ForgetError>>,
     },
     Stats(oneshot::Sender<CloudStats>),
+    /// A pull of replicated records from this gateway ended.
+    Pulled(String),
     /// What a bootstrap peer's `/dns*` address resolved to, to dial.
     Dial {
         origin: Multiaddr,
@@ -277,13 +280,14 @@ impl Drop for Cloud {
 }
 
 /// The hub's way into the swarm thread.
+#[derive(Clone)]
 struct Handle {
     orders: mpsc::UnboundedSender<Order>,
     reachable: Reachable,
 }
 
 impl Handle {
-    fn call(
+    pub(crate) fn call(
         &self,
         gateway: &str,
         request: Request,
@@ -313,7 +317,7 @@ impl Handle {
     }
 }
 
-fn unexpected(gateway: &str, response: Response) -> RemoteError {
+pub(crate) fn unexpected(gateway: &str, response: Response) -> RemoteError {
     let reason = match response {
         Response::Refused(reason) => reason,
         other => format!("answered out of turn: {other:?}"),

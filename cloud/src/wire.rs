@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use fogbank_taas::remote::{CatalogChange, CatalogSnapshot};
+use fogbank_taas::replicated::{Record, Stamp};
 use fogbank_taas::store::Window;
 use fogbank_taas::{
     CommandState, DeviceOffer, DeviceRef, MoveStatus, MoveTarget, Reading, ThingId, ThingReading,
@@ -53,6 +54,10 @@ pub enum CatalogMessage {
         /// Where the sender listens, so that members heard through others
         /// can be dialed directly.
         addresses: Vec<String>,
+        /// The fingerprint of its replicated records: a listener whose own
+        /// differs pulls the newer ones (`crate::records`).
+        #[serde(default)]
+        records: u64,
     },
     /// Changes that bring the sender's catalog from `from` to `to`.
     Delta {
@@ -107,6 +112,12 @@ pub enum Request {
         thing: ThingId,
         readings: Vec<Reading>,
     },
+    /// The key and stamp of every replicated record the callee holds.
+    RecordIndex,
+    /// These replicated records, as the callee holds them.
+    Records(Vec<String>),
+    /// Part of a replicated blob, from `offset`.
+    Blob { digest: String, offset: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +137,10 @@ pub enum Response {
     Moving(Option<Box<MoveStatus>>),
     /// How many handed readings were stored.
     HistoryTaken(usize),
+    RecordIndex(Vec<(String, Stamp)>),
+    Records(Vec<Record>),
+    /// Part of a blob, base64, and the blob's whole length.
+    Blob { data: String, total: u64 },
     /// The call could not be carried out; the reason is for people.
     Refused(String),
 }

@@ -117,7 +117,7 @@ impl HostState {
     }
 
     fn is_own_output(&self, thing: &ThingService) -> bool {
-        thing.gateway == self.hub.gateway()
+        thing.id.gateway() == self.shared.home
             && thing.adapter == crate::OUTPUT_ADAPTER
             && thing.id.device() == self.name()
     }
@@ -424,7 +424,7 @@ impl outputs::Host for HostState {
             return Err(wasmtime::format_err!(reason));
         }
         let Ok(thing) = ThingId::new(
-            self.hub.gateway(),
+            &self.shared.home,
             crate::OUTPUT_ADAPTER,
             &manifest.name,
             &output,
@@ -489,6 +489,7 @@ impl store::Host for HostState {
             .map_err(|e| Failure::Unavailable(e.to_string()));
         if outcome.is_ok() {
             self.store_bytes = after;
+            self.shared.store_writes.fetch_add(1, Ordering::Relaxed);
         }
         outcome
     }
@@ -498,6 +499,7 @@ impl store::Host for HostState {
         if let Ok(Some(old)) = store.service_value(self.name(), &key)
             && store.delete_service_value(self.name(), &key).is_ok()
         {
+            self.shared.store_writes.fetch_add(1, Ordering::Relaxed);
             self.store_bytes = self
                 .store_bytes
                 .saturating_sub((key.len() + old.len()) as u64);

@@ -17,7 +17,10 @@ mod engine;
 #[cfg(test)]
 mod fixtures;
 mod host;
+mod hosting;
 pub mod manifest;
+pub mod placement;
+mod replica;
 mod service;
 mod shared;
 #[cfg(test)]
@@ -27,21 +30,25 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use fogbank_taas::{Hub, Kind, StoreError, ThingId, ThingService, Timestamp};
+use fogbank_taas::replicated::{Blob, Stamp};
+use fogbank_taas::{Hub, StoreError, ThingId, Timestamp};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 pub use engine::{EPOCH_TICK, INSTANCE_SLOTS, digest};
 pub use host::{HOST_CALL_TIMEOUT, Response};
-pub use manifest::{Grants, Limits, Manifest, ManifestError, Output, Selector};
+pub use manifest::{Grants, Limits, Manifest, ManifestError, Output, Pin, Selector};
+pub use placement::Decision;
+pub use replica::CHECKPOINT_EVERY;
 pub use service::{CallError, MAX_RESTARTS};
 pub use shared::{LogLevel, LogLine, State};
 
 use engine::Runtime;
 use host::{HostState, ServicePre};
+use replica::{RunRecord, ServiceRecord};
 use service::{Request, Worker};
 use shared::Shared;
 
@@ -70,23 +77,19 @@ pub enum ServiceError {
         name: String,
         source: std::io::Error,
     },
+    /// It runs on another gateway of the local cloud (or nowhere yet).
+    #[error("service {name} runs {}: {reason}", .gateway.as_ref().map_or_else(|| "nowhere for now".to_owned(), |g| format!("at gateway {g}")))]
+    Elsewhere {
+        name: String,
+        gateway: Option<String>,
+        reason: String,
+    },
 }
 
 impl ServiceError {
     fn engine(error: wasmtime::Error) -> Self {
         ServiceError::Engine(format!("{error:#}"))
     }
-}
-
-/// What is stored per service beside its component.
-#[derive(Debug, Serialize, Deserialize)]
-struct Record {
-    manifest: String,
-    digest: String,
-    /// Whether it should run; `stop` clears it, `start` sets it.
-    enabled: bool,
-    /// Microseconds since the epoch.
-    installed_at: u64,
 }
 
 /// A service as operators see it.
@@ -98,16 +101,24 @@ pub struct ServiceInfo {
     pub state: State,
     /// Why it is restarting or failed.
     pub reason: Option<String>,
-    /// Whether it runs when the gateway starts.
+    /// Whether it should run (on whichever gateway it is placed).
     pub enabled: bool,
     pub digest: String,
     /// Microseconds since the epoch.
     pub installed_at: u64,
+    /// The gateway it was first published at: its outputs' ids start with it.
+    pub home: String,
+    /// The gateway of the local cloud that runs it (or is to), if any.
+    pub gateway: Option<String>,
+    /// Why it runs there, or why nowhere.
+    pub placement: String,
     pub outputs: Vec<String>,
     pub subscriptions: Vec<Selector>,
     pub grants: Grants,
     pub timer_ms: Option<u64>,
     pub limits: Limits,
+    /// The counters below are those of the gateway that runs it, and zero
+    /// as seen from the others.
     pub restarts: u32,
     /// Guest calls made (init, readings, ticks, requests).
     pub calls: u64,
@@ -141,52 +152,130 @@ pub struct Published {
     pub info: ServiceInfo,
 }
 
+/// A service this gateway runs (or holds stopped).
 struct Entry {
     shared: Arc<Shared>,
     pre: ServicePre<HostState>,
     worker: Option<Worker>,
     enabled: bool,
     installed_at: u64,
+    /// The version of its `service/` record this entry follows.
+    stamp: Stamp,
+    /// `store_writes` at the last checkpoint, and when that was.
+    checkpointed: u64,
+    checkpoint_at: Instant,
 }
 
-/// Every extended service of a gateway.
+/// Every extended service of the local cloud, as one gateway runs them.
 pub struct Services {
     hub: Arc<Hub>,
     /// Made when the first service needs it: a gateway without services
     /// pays for no engine, pool or epoch thread.
     engine: std::sync::OnceLock<Runtime>,
     cache_dir: Option<std::path::PathBuf>,
+    /// The services placed here.
     entries: Mutex<HashMap<String, Entry>>,
-    /// Serialises changes (publish, start, stop, remove), which may wait for
-    /// a service's thread; calls and reads do not wait for them.
+    /// Every known component, compiled and linked, by digest: a service
+    /// placed here after its gateway died starts without compiling.
+    prepared: Mutex<HashMap<String, ServicePre<HostState>>>,
+    /// The last placement of every service.
+    decisions: Mutex<HashMap<String, Decision>>,
+    /// Serialises changes (publish, start, stop, remove, placement), which
+    /// may wait for a service's thread; calls and reads do not wait.
     changes: Mutex<()>,
+    /// In a local cloud, nothing is placed before this: a gateway that
+    /// restarts first learns where its services run now.
+    settle_until: Option<Instant>,
+    /// What the last placement looked at: records, catalog, who is up.
+    seen: Mutex<Option<(u64, u64, Vec<String>, bool)>>,
+    /// Removed services whose store was deleted in this run.
+    retired: Mutex<std::collections::HashSet<String>>,
     tokio: Option<tokio::runtime::Runtime>,
 }
 
+/// How long a gateway of a local cloud waits after it starts before it
+/// places services: long enough to hear every member's beacon and pull the
+/// records (beacons come every 500 ms).
+pub const SETTLE: Duration = Duration::from_secs(3);
+/// How often the placement is looked at again.
+pub const TEND_EVERY: Duration = Duration::from_millis(200);
+
 impl Services {
-    /// Opens the services stored in the hub's store and starts those that
-    /// were running. `cache_dir` keeps compiled components between runs.
-    pub fn open(hub: Arc<Hub>, cache_dir: Option<&Path>) -> Result<Self, ServiceError> {
+    /// Opens the services the local cloud knows and runs those placed here
+    /// that should run; a thread keeps the placement current from then on.
+    /// `cache_dir` keeps compiled components between runs.
+    pub fn open(hub: Arc<Hub>, cache_dir: Option<&Path>) -> Result<Arc<Self>, ServiceError> {
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("fogbank-services")
             .enable_time()
             .build()
             .map_err(|e| ServiceError::Engine(format!("cannot start a runtime: {e}")))?;
-        let services = Services {
+        let settle_until = hub.has_remote().then(|| Instant::now() + SETTLE);
+        let services = Arc::new(Services {
             engine: std::sync::OnceLock::new(),
             cache_dir: cache_dir.map(Path::to_owned),
             hub,
             entries: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(HashMap::new()),
+            decisions: Mutex::new(HashMap::new()),
             changes: Mutex::new(()),
+            settle_until,
+            seen: Mutex::new(None),
+            retired: Mutex::new(std::collections::HashSet::new()),
             tokio: Some(tokio),
-        };
-        for stored in services.hub.store().load_services()? {
-            if let Err(e) = services.restore(&stored.record, &stored.component) {
-                tracing::error!(service = %stored.name, "cannot restore the service: {e}");
-            }
-        }
+        });
+        services.adopt_stored()?;
+        services.place();
+        let weak = Arc::downgrade(&services);
+        std::thread::Builder::new()
+            .name("service-placement".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(TEND_EVERY);
+                    let Some(services) = weak.upgrade() else {
+                        break;
+                    };
+                    services.tend();
+                }
+            })
+            .map_err(|source| ServiceError::Thread {
+                name: "service-placement".into(),
+                source,
+            })?;
         Ok(services)
+    }
+
+    /// Services installed before the local cloud knew services (kept in the
+    /// store's `services` column family) become replicated records, published
+    /// here.
+    fn adopt_stored(&self) -> Result<(), ServiceError> {
+        #[derive(Deserialize)]
+        struct Stored {
+            manifest: String,
+            digest: String,
+            enabled: bool,
+            installed_at: u64,
+        }
+        for stored in self.hub.store().load_services()? {
+            let key = format!("{}{}", replica::SERVICE, stored.name);
+            if self.hub.records().get(&key).is_some() {
+                continue;
+            }
+            let Ok(old) = serde_json::from_slice::<Stored>(&stored.record) else {
+                tracing::error!(service = %stored.name, "skipping a corrupt stored service");
+                continue;
+            };
+            let record = ServiceRecord {
+                manifest: old.manifest,
+                digest: old.digest,
+                enabled: old.enabled,
+                installed_at: old.installed_at,
+                home: self.hub.gateway().to_owned(),
+            };
+            self.write_record(&stored.name, &record, Blob::New(&stored.component))?;
+        }
+        Ok(())
     }
 
     /// Compiles (or loads from the cache) and links a component.
@@ -211,31 +300,10 @@ impl Services {
         }
     }
 
-    fn restore(&self, record: &[u8], component: &[u8]) -> Result<(), ServiceError> {
-        let record: Record = serde_json::from_slice(record)
-            .map_err(|e| ServiceError::Invalid(format!("corrupt service record: {e}")))?;
-        let manifest = Manifest::parse(&record.manifest)?;
-        let pre = self.prepare(component)?;
-        let name = manifest.name.clone();
-        let shared = Arc::new(Shared::new(manifest, record.digest));
-        let mut entry = Entry {
-            shared,
-            pre,
-            worker: None,
-            enabled: record.enabled,
-            installed_at: record.installed_at,
-        };
-        self.announce_outputs(&entry.shared.manifest, None, entry.enabled)?;
-        if entry.enabled {
-            entry.worker = Some(self.start_worker(&entry)?);
-        }
-        self.entries.lock().insert(name, entry);
-        Ok(())
-    }
-
     /// Installs a service, or upgrades the one of the same name in place:
     /// the new version is compiled and checked against the world first, and
-    /// replaces the old only if it fits; its key-value state is kept.
+    /// replaces the old only if it fits; its key-value state is kept. The
+    /// whole local cloud learns of it; the gateway it is placed on runs it.
     pub fn publish(&self, manifest: &str, component: &[u8]) -> Result<Published, ServiceError> {
         let manifest = Manifest::parse(manifest)?;
         if component.len() > MAX_COMPONENT_BYTES {
@@ -245,163 +313,140 @@ impl Services {
             )));
         }
         let pre = self.prepare(component)?;
-        let _change = self.changes.lock();
-        let name = manifest.name.clone();
-        let mut previous = self.entries.lock().remove(&name);
-        if let Some(worker) = previous.as_mut().and_then(|old| old.worker.take()) {
-            worker.stop();
-        }
-        match self.install(manifest, pre, component, previous.as_ref()) {
-            Ok(entry) => {
-                let info = self.info_of(&name, &entry);
-                self.entries.lock().insert(name, entry);
-                Ok(Published {
-                    created: previous.is_none(),
-                    info,
-                })
-            }
-            Err(e) => {
-                // The version that ran goes on running.
-                if let Some(mut old) = previous {
-                    if old.enabled {
-                        old.worker = self.start_worker(&old).ok();
-                    }
-                    self.entries.lock().insert(name, old);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Stores a new or upgraded service, announces its outputs and starts
-    /// it (if the version it replaces was not stopped).
-    fn install(
-        &self,
-        manifest: Manifest,
-        pre: ServicePre<HostState>,
-        component: &[u8],
-        previous: Option<&Entry>,
-    ) -> Result<Entry, ServiceError> {
-        let enabled = previous.is_none_or(|old| old.enabled);
-        let installed_at = Timestamp::now().0;
         let digest = engine::digest(component);
-        let record = Record {
-            manifest: manifest.to_toml(),
-            digest: digest.clone(),
-            enabled,
-            installed_at,
+        self.prepared.lock().insert(digest.clone(), pre);
+        let name = manifest.name.clone();
+        let previous = {
+            let _change = self.changes.lock();
+            let previous = self.record(&name).map(|(record, _)| record);
+            let record = ServiceRecord {
+                manifest: manifest.to_toml(),
+                digest,
+                enabled: previous.as_ref().is_none_or(|old| old.enabled),
+                installed_at: Timestamp::now().0,
+                home: previous
+                    .as_ref()
+                    .map_or_else(|| self.hub.gateway().to_owned(), |old| old.home.clone()),
+            };
+            self.write_record(&name, &record, Blob::New(component))?;
+            previous
         };
-        self.hub.store().put_service(
-            &manifest.name,
-            &serde_json::to_vec(&record).unwrap_or_default(),
-            Some(component),
-        )?;
-        self.announce_outputs(&manifest, previous.map(|old| &old.shared.manifest), enabled)?;
-        let shared = Arc::new(Shared::new(manifest, digest));
-        if let Some(old) = previous {
-            shared.inherit_logs(&old.shared);
-        }
-        shared.log(
-            LogLevel::Info,
-            format!(
-                "{} version {}",
-                if previous.is_none() {
-                    "installed"
-                } else {
-                    "upgraded to"
-                },
-                shared.manifest.version
-            ),
-        );
-        let mut entry = Entry {
-            shared,
-            pre,
-            worker: None,
-            enabled,
-            installed_at,
-        };
-        if enabled {
-            entry.worker = Some(self.start_worker(&entry)?);
-        }
-        Ok(entry)
-    }
-
-    fn start_worker(&self, entry: &Entry) -> Result<Worker, ServiceError> {
-        Worker::start(
-            entry.shared.clone(),
-            entry.pre.clone(),
-            self.hub.clone(),
-            self.tokio(),
-        )
-        .map_err(|source| ServiceError::Thread {
-            name: entry.shared.manifest.name.clone(),
-            source,
+        self.place();
+        Ok(Published {
+            created: previous.is_none(),
+            info: self.info(&name)?,
         })
     }
 
-    /// Announces the outputs of `manifest` and withdraws those only the
-    /// version it replaces had.
-    fn announce_outputs(
+    /// The service's record, if it is installed (not removed).
+    fn record(&self, name: &str) -> Option<(ServiceRecord, Stamp)> {
+        let record = self
+            .hub
+            .records()
+            .get(&format!("{}{name}", replica::SERVICE))?;
+        let parsed = serde_json::from_str(record.value.as_deref()?).ok()?;
+        Some((parsed, record.stamp))
+    }
+
+    fn write_record(
         &self,
-        manifest: &Manifest,
-        replaced: Option<&Manifest>,
-        available: bool,
+        name: &str,
+        record: &ServiceRecord,
+        component: Blob<'_>,
     ) -> Result<(), ServiceError> {
-        for output in &manifest.outputs {
-            let id = output_id(&self.hub, &manifest.name, &output.name)?;
-            let mut thing = ThingService::new(
-                id,
-                Kind::Sensor,
-                &output.semantic_type,
-                output.unit.as_deref(),
-            )
-            .at(&output.location)
-            .with_device_address(&format!("service:{}", manifest.name));
-            thing.data_type = output.data_type();
-            thing.available = available;
-            thing.metadata.insert(
-                "service-version".into(),
-                serde_json::Value::String(manifest.version.clone()),
-            );
-            self.hub.announce(thing)?;
-        }
-        for old in replaced.iter().flat_map(|m| &m.outputs) {
-            if manifest.output(&old.name).is_none() {
-                self.hub
-                    .withdraw(&output_id(&self.hub, &manifest.name, &old.name)?)?;
-            }
-        }
+        // Strings, a bool and a number: it serialises.
+        let value = serde_json::to_string(record).unwrap_or_default();
+        self.hub.put_record(
+            &format!("{}{name}", replica::SERVICE),
+            Some(value),
+            component,
+        )?;
         Ok(())
     }
 
+    /// Every service of the local cloud.
     pub fn list(&self) -> Vec<ServiceInfo> {
-        let entries = self.entries.lock();
-        let mut all: Vec<ServiceInfo> = entries
-            .iter()
-            .map(|(name, entry)| self.info_of(name, entry))
+        let mut all: Vec<ServiceInfo> = self
+            .hub
+            .records()
+            .with_prefix(replica::SERVICE)
+            .into_iter()
+            .filter_map(|r| {
+                let name = r.key.strip_prefix(replica::SERVICE)?;
+                self.info(name).ok()
+            })
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
 
     pub fn info(&self, name: &str) -> Result<ServiceInfo, ServiceError> {
-        let entries = self.entries.lock();
-        let entry = entries
-            .get(name)
+        let decision = self.decisions.lock().get(name).cloned();
+        let placement = decision.as_ref().map_or_else(
+            || "not placed yet".to_owned(),
+            |d| d.reason.clone(),
+        );
+        if let Some(entry) = self.entries.lock().get(name) {
+            let mut info = self.info_of(name, entry);
+            info.placement = placement;
+            return Ok(info);
+        }
+        let (record, _) = self
+            .record(name)
             .ok_or_else(|| ServiceError::Unknown(name.to_owned()))?;
-        Ok(self.info_of(name, entry))
+        let manifest = Manifest::parse(&record.manifest)?;
+        let runner = self.runner(name);
+        let gateway = runner.or_else(|| decision.and_then(|d| d.gateway));
+        let shared = Shared::new(manifest, record.digest, record.home);
+        let mut info = self.describe(name, &shared, record.enabled, record.installed_at);
+        info.state = if gateway.is_some() {
+            State::Elsewhere
+        } else {
+            State::Waiting
+        };
+        info.gateway = gateway;
+        info.placement = placement;
+        Ok(info)
+    }
+
+    /// The gateway that holds the service now, by its run record.
+    fn runner(&self, name: &str) -> Option<String> {
+        self.run_record(name)
+            .and_then(|(run, _)| run.runner().map(str::to_owned))
+    }
+
+    fn run_record(&self, name: &str) -> Option<(RunRecord, fogbank_taas::replicated::Record)> {
+        let record = self.hub.records().get(&format!("{}{name}", replica::RUN))?;
+        let run = serde_json::from_str(record.value.as_deref()?).ok()?;
+        Some((run, record))
+    }
+
+    /// Where a service that does not run here runs, as an error.
+    fn elsewhere(&self, name: &str) -> ServiceError {
+        match self.info(name) {
+            Ok(info) => ServiceError::Elsewhere {
+                name: name.to_owned(),
+                gateway: info.gateway,
+                reason: info.placement,
+            },
+            Err(error) => error,
+        }
     }
 
     pub fn logs(&self, name: &str) -> Result<Vec<LogLine>, ServiceError> {
-        let entries = self.entries.lock();
-        let entry = entries
-            .get(name)
-            .ok_or_else(|| ServiceError::Unknown(name.to_owned()))?;
-        Ok(entry.shared.logs())
+        if let Some(entry) = self.entries.lock().get(name) {
+            return Ok(entry.shared.logs());
+        }
+        Err(self.elsewhere(name))
     }
 
     fn info_of(&self, name: &str, entry: &Entry) -> ServiceInfo {
-        let shared = &entry.shared;
+        let mut info = self.describe(name, &entry.shared, entry.enabled, entry.installed_at);
+        info.gateway = Some(self.hub.gateway().to_owned());
+        info
+    }
+
+    fn describe(&self, name: &str, shared: &Shared, enabled: bool, installed_at: u64) -> ServiceInfo {
         let manifest = &shared.manifest;
         let status = shared.status();
         let last_error = shared.last_error();
@@ -411,13 +456,16 @@ impl Services {
             description: manifest.description.clone(),
             state: status.state,
             reason: status.reason,
-            enabled: entry.enabled,
+            enabled,
             digest: shared.digest.clone(),
-            installed_at: entry.installed_at,
+            installed_at,
+            home: shared.home.clone(),
+            gateway: None,
+            placement: String::new(),
             outputs: manifest
                 .outputs
                 .iter()
-                .filter_map(|o| output_id(&self.hub, name, &o.name).ok())
+                .filter_map(|o| output_id(&shared.home, name, &o.name).ok())
                 .map(|id| id.as_str().to_owned())
                 .collect(),
             subscriptions: manifest.subscriptions.clone(),
@@ -435,89 +483,57 @@ impl Services {
         }
     }
 
-    /// Starts a stopped or failed service (and runs it at the next gateway
-    /// start too).
+    /// Starts a stopped or failed service, wherever it is placed (and runs
+    /// it after restarts too).
     pub fn start(&self, name: &str) -> Result<ServiceInfo, ServiceError> {
-        let _change = self.changes.lock();
         {
-            // Starting what runs (or is restarting) changes nothing.
-            let entries = self.entries.lock();
-            let entry = entries
-                .get(name)
-                .ok_or_else(|| ServiceError::Unknown(name.to_owned()))?;
-            let state = entry.shared.status().state;
-            if entry.worker.is_some() && !matches!(state, State::Failed | State::Stopped) {
-                return Ok(self.info_of(name, entry));
+            let _change = self.changes.lock();
+            if let Some(entry) = self.entries.lock().get(name) {
+                // Starting what runs (or is restarting) changes nothing.
+                let state = entry.shared.status().state;
+                if entry.worker.is_some() && !matches!(state, State::Failed | State::Stopped) {
+                    return Ok(self.info_of(name, entry));
+                }
             }
+            self.set_enabled(name, true)?;
         }
-        let old_worker = self.set_enabled(name, true)?;
-        if let Some(worker) = old_worker {
-            worker.stop();
-        }
-        let mut entries = self.entries.lock();
-        let entry = entries
-            .get_mut(name)
-            .ok_or_else(|| ServiceError::Unknown(name.to_owned()))?;
-        entry.shared.status.lock().restarts = 0;
-        entry.worker = Some(self.start_worker(entry)?);
-        set_outputs_available(&self.hub, &entry.shared.manifest, true);
-        Ok(self.info_of(name, entry))
+        self.place();
+        self.info(name)
     }
 
     /// Stops a service until it is started again.
     pub fn stop(&self, name: &str) -> Result<ServiceInfo, ServiceError> {
-        let _change = self.changes.lock();
-        if let Some(worker) = self.set_enabled(name, false)? {
-            worker.stop();
+        {
+            let _change = self.changes.lock();
+            self.set_enabled(name, false)?;
         }
-        let entries = self.entries.lock();
-        let entry = entries
-            .get(name)
-            .ok_or_else(|| ServiceError::Unknown(name.to_owned()))?;
-        set_outputs_available(&self.hub, &entry.shared.manifest, false);
-        entry.shared.log(LogLevel::Info, "stopped".into());
-        Ok(self.info_of(name, entry))
+        self.place();
+        self.info(name)
     }
 
-    /// Records whether the service should run; hands back its worker.
-    fn set_enabled(&self, name: &str, enabled: bool) -> Result<Option<Worker>, ServiceError> {
-        let mut entries = self.entries.lock();
-        let entry = entries
-            .get_mut(name)
+    /// Writes a new version of the record with `enabled`; a failed service
+    /// started again gets a new version too, so that it is restarted.
+    fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), ServiceError> {
+        let (mut record, _) = self
+            .record(name)
             .ok_or_else(|| ServiceError::Unknown(name.to_owned()))?;
-        if entry.enabled != enabled {
-            let record = Record {
-                manifest: entry.shared.manifest.to_toml(),
-                digest: entry.shared.digest.clone(),
-                enabled,
-                installed_at: entry.installed_at,
-            };
-            self.hub.store().put_service(
-                name,
-                &serde_json::to_vec(&record).unwrap_or_default(),
-                None,
-            )?;
-            entry.enabled = enabled;
-        }
-        Ok(entry.worker.take())
+        record.enabled = enabled;
+        self.write_record(name, &record, Blob::Keep)
     }
 
-    /// Stops a service and removes it, its outputs and its state.
+    /// Stops a service and removes it, its outputs and its state, from the
+    /// whole local cloud.
     pub fn remove(&self, name: &str) -> Result<(), ServiceError> {
-        let _change = self.changes.lock();
-        let mut entry = self
-            .entries
-            .lock()
-            .remove(name)
-            .ok_or_else(|| ServiceError::Unknown(name.to_owned()))?;
-        if let Some(worker) = entry.worker.take() {
-            worker.stop();
-        }
-        for output in &entry.shared.manifest.outputs {
+        {
+            let _change = self.changes.lock();
+            self.record(name)
+                .ok_or_else(|| ServiceError::Unknown(name.to_owned()))?;
             self.hub
-                .withdraw(&output_id(&self.hub, name, &output.name)?)?;
+                .put_record(&format!("{}{name}", replica::SERVICE), None, Blob::None)?;
+            self.hub
+                .put_record(&format!("{}{name}", replica::RUN), None, Blob::None)?;
         }
-        self.hub.store().delete_service(name)?;
+        self.place();
         tracing::info!(service = %name, "removed");
         Ok(())
     }
@@ -534,9 +550,10 @@ impl Services {
         let (reply, answer) = oneshot::channel();
         let deadline = {
             let entries = self.entries.lock();
-            let entry = entries
-                .get(name)
-                .ok_or_else(|| ServiceError::Unknown(name.to_owned()))?;
+            let Some(entry) = entries.get(name) else {
+                drop(entries);
+                return Err(self.elsewhere(name));
+            };
             let Some(worker) = &entry.worker else {
                 return Err(CallError::NotRunning(name.to_owned()).into());
             };
@@ -573,7 +590,11 @@ impl Services {
     ) -> Result<Probe, ServiceError> {
         let manifest = Manifest::parse(manifest)?;
         let pre = self.prepare(component)?;
-        let shared = Arc::new(Shared::new(manifest, engine::digest(component)));
+        let shared = Arc::new(Shared::new(
+            manifest,
+            engine::digest(component),
+            self.hub.gateway().to_owned(),
+        ));
         let runner = service::Runner::new(shared, pre, self.hub.clone(), self.tokio());
         let started = std::time::Instant::now();
         for _ in 0..instantiations {
@@ -606,6 +627,19 @@ impl Services {
         for worker in workers {
             worker.stop();
         }
+        // A last checkpoint, so that whoever takes over has every write.
+        let changed: Vec<String> = self
+            .entries
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.shared.store_writes.load(Ordering::Relaxed) != e.checkpointed)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in changed {
+            if let Err(error) = self.write_run(&name, true) {
+                tracing::warn!(service = %name, %error, "no last checkpoint");
+            }
+        }
     }
 }
 
@@ -618,16 +652,18 @@ impl Drop for Services {
     }
 }
 
-fn output_id(hub: &Hub, service: &str, output: &str) -> Result<ThingId, ServiceError> {
-    ThingId::new(hub.gateway(), OUTPUT_ADAPTER, service, output)
+/// `{home}.service.{service}.{output}`.
+fn output_id(home: &str, service: &str, output: &str) -> Result<ThingId, ServiceError> {
+    ThingId::new(home, OUTPUT_ADAPTER, service, output)
         .map_err(|e| ServiceError::Invalid(format!("output {output:?}: {e}")))
 }
 
 /// Marks a service's outputs available or not (a stopped service's last
-/// readings stay readable).
-pub(crate) fn set_outputs_available(hub: &Hub, manifest: &Manifest, available: bool) {
+/// readings stay readable); only those this gateway owns change.
+pub(crate) fn set_outputs_available(hub: &Hub, shared: &Shared, available: bool) {
+    let manifest = &shared.manifest;
     for output in &manifest.outputs {
-        if let Ok(id) = output_id(hub, &manifest.name, &output.name)
+        if let Ok(id) = output_id(&shared.home, &manifest.name, &output.name)
             && let Err(e) = hub.set_available(&id, available)
         {
             tracing::warn!(%id, "cannot record the output's availability: {e}");

@@ -43,6 +43,24 @@ pub struct Manifest {
     pub config: BTreeMap<String, toml::Value>,
     #[serde(default)]
     pub limits: Limits,
+    /// Where in the local cloud it runs; by default next to most of its
+    /// inputs (`crate::placement`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Pin>,
+}
+
+/// `placement = { gateway = "gw-b" }` or `placement = { location =
+/// "campus/building-a" }`: exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    /// Runs on this gateway only (and waits while it is down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// Runs on the gateway that owns most thing services within this
+    /// location prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 /// Selects thing services; every field given must match, none given
@@ -247,6 +265,28 @@ impl Manifest {
         }
         if limits.actuate_per_second == 0 {
             problems.push("limits.actuate-per-second is at least 1".into());
+        }
+        match &self.placement {
+            Some(Pin {
+                gateway: Some(gateway),
+                location: None,
+            }) if gateway.trim().is_empty() => problems.push("placement.gateway is empty".into()),
+            Some(Pin {
+                gateway: None,
+                location: Some(location),
+            }) if location.trim().is_empty() => {
+                problems.push("placement.location is empty".into())
+            }
+            Some(Pin {
+                gateway: Some(_),
+                location: None,
+            })
+            | Some(Pin {
+                gateway: None,
+                location: Some(_),
+            })
+            | None => {}
+            Some(_) => problems.push("placement names either a gateway or a location".into()),
         }
         if problems.is_empty() {
             Ok(())

@@ -265,7 +265,7 @@ impl Runner {
                     State::Failed,
                     Some(format!("{reason} (gave up after {MAX_RESTARTS} restarts)")),
                 );
-                crate::set_outputs_available(&self.hub, &self.shared.manifest, false);
+                crate::set_outputs_available(&self.hub, &self.shared, false);
                 drain_until_stopped(&queue, &name);
                 break;
             }

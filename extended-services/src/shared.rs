@@ -27,6 +27,11 @@ pub enum State {
     Stopped,
     /// Failed more often than it may; an operator starts it again.
     Failed,
+    /// Placed on another gateway of the local cloud, which runs it.
+    Elsewhere,
+    /// Placed nowhere for now, or waiting for the gateway that ran it to
+    /// let it go (the placement's reason says which).
+    Waiting,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -57,6 +62,12 @@ pub(crate) struct Status {
 pub(crate) struct Shared {
     pub manifest: Manifest,
     pub digest: String,
+    /// The first segment of its outputs' ids: the gateway it was first
+    /// published at, wherever it runs.
+    pub home: String,
+    /// Writes and deletions of its key-value store so far (a checkpoint
+    /// is due when this moved).
+    pub store_writes: AtomicU64,
     pub status: Mutex<Status>,
     pub calls: AtomicU64,
     pub errors: AtomicU64,
@@ -70,10 +81,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(manifest: Manifest, digest: String) -> Self {
+    pub fn new(manifest: Manifest, digest: String, home: String) -> Self {
         Shared {
             manifest,
             digest,
+            home,
+            store_writes: AtomicU64::new(0),
             status: Mutex::new(Status {
                 state: State::Stopped,
                 reason: None,

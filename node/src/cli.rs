@@ -172,7 +172,7 @@ pub enum ServiceCommand {
         /// The WebAssembly component (.wasm).
         component: PathBuf,
     },
-    /// List the installed services.
+    /// List the services of the local cloud: where each runs, and why.
     List,
     /// Show one service: state, counters, grants, limits.
     Show { name: String },

@@ -256,20 +256,20 @@ pub fn service(args: ServiceArgs) -> anyhow::Result<()> {
             let (_, services) = client.call(client.request("GET", "/api/v1/services"), None)?;
             print(json, &services, |services| {
                 let mut out = format!(
-                    "{:<24} {:<10} {:<10} {:>8} {:>7} {:>9}  {}\n",
-                    "NAME", "VERSION", "STATE", "CALLS", "ERRORS", "CPU(ms)", "OUTPUTS"
+                    "{:<24} {:<10} {:<10} {:<12} {:>8} {:>7} {:>9}  {}\n",
+                    "NAME", "VERSION", "STATE", "GATEWAY", "CALLS", "ERRORS", "CPU(ms)", "PLACEMENT"
                 );
                 for s in services.as_array().into_iter().flatten() {
-                    let outputs = strings(&s["outputs"]);
                     out += &format!(
-                        "{:<24} {:<10} {:<10} {:>8} {:>7} {:>9.1}  {}\n",
+                        "{:<24} {:<10} {:<10} {:<12} {:>8} {:>7} {:>9.1}  {}\n",
                         s["name"].as_str().unwrap_or(""),
                         s["version"].as_str().unwrap_or(""),
                         s["state"].as_str().unwrap_or(""),
+                        s["gateway"].as_str().unwrap_or("-"),
                         s["calls"].as_u64().unwrap_or(0),
                         s["errors"].as_u64().unwrap_or(0),
                         s["cpu_time_ms"].as_f64().unwrap_or(0.0),
-                        outputs.join(" "),
+                        s["placement"].as_str().unwrap_or(""),
                     );
                 }
                 out

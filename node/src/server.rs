@@ -166,13 +166,11 @@ async fn serve(
     let http_listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen for HTTP on {listen}"))?;
     let cloud = join_cloud(&config, &hub, cluster_key)?;
-    let services = Arc::new(
-        fogbank_services::Services::open(
-            hub.clone(),
-            Some(&config.data_dir.join(SERVICES_CACHE_DIR)),
-        )
-        .context("cannot start the extended services")?,
-    );
+    let services = fogbank_services::Services::open(
+        hub.clone(),
+        Some(&config.data_dir.join(SERVICES_CACHE_DIR)),
+    )
+    .context("cannot start the extended services")?;
     let smanage = match config.smanage.agent()? {
         Some(agent) => Some(Arc::new(
             fogbank_sdvs::Agent::start(hub.clone(), agent)

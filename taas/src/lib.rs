@@ -16,6 +16,7 @@ pub mod id;
 pub mod reading;
 pub mod registry;
 pub mod remote;
+pub mod replicated;
 pub mod senml;
 pub mod store;
 pub mod td;

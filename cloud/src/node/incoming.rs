@@ -212,6 +212,7 @@ impl Node {
                 version,
                 things,
                 addresses,
+                records,
                 ..
             } => {
                 let (verdict, transition) =
@@ -220,6 +221,11 @@ impl Node {
                 if verdict != Verdict::Impostor {
                     let parsed = addresses.iter().filter_map(|a| a.parse().ok()).collect();
                     self.members.set_addresses(&source, parsed);
+                    if records != self.hub.records().fingerprint()
+                        && self.members.peer_of(&gateway) == Some(source)
+                    {
+                        self.pull_records(&gateway);
+                    }
                 }
                 (verdict, transition, Vec::new())
             }
@@ -444,6 +450,9 @@ impl Node {
                 }
                 None => Response::Refused("not yet known as a gateway here".into()),
             }),
+            request @ (Request::RecordIndex | Request::Records(_) | Request::Blob { .. }) => {
+                Some(crate::records::serve(&self.hub, request))
+            }
             Request::MoveStatus(id) => {
                 Some(Response::Moving(self.hub.move_status(id).map(Box::new)))
             }

@@ -98,6 +98,8 @@ struct Node {
     readings: streams::Counters,
     /// Gateways that are up, shared with the hub's handle.
     reachable: Reachable,
+    /// Gateways whose replicated records are being pulled now.
+    pulling: HashSet<String>,
 }
 
 #[allow(clippy::too_many_arguments)] // the thread's whole world, handed over once
@@ -182,6 +184,7 @@ pub(super) async fn run(
         orders,
         readings: counters,
         reachable,
+        pulling: HashSet::new(),
     };
     let _ = ready.send(Ok(()));
 
@@ -236,6 +239,7 @@ impl Node {
                 .iter()
                 .map(|a| a.to_string())
                 .collect(),
+            records: self.hub.records().fingerprint(),
         };
         self.publish(self.catalog_topic.clone(), wire::encode(&beacon));
         for transition in self.members.expire(Instant::now(), SILENCE) {
@@ -333,6 +337,9 @@ impl Node {
                     connections_refused: self.connections_refused,
                 });
             }
+            Order::Pulled(gateway) => {
+                self.pulling.remove(&gateway);
+            }
             Order::Dial { origin, resolved } => {
                 if let Some(entry) = self.targets.iter_mut().find(|t| t.address == origin) {
                     entry.resolved = resolved.iter().map(bare).collect();
@@ -342,6 +349,26 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Pulls `gateway`'s replicated records unless a pull runs already.
+    fn pull_records(&mut self, gateway: &str) {
+        if !self.pulling.insert(gateway.to_owned()) {
+            return;
+        }
+        let handle = super::Handle {
+            orders: self.orders.clone(),
+            reachable: self.reachable.clone(),
+        };
+        let orders = self.orders.clone();
+        let hub = self.hub.clone();
+        let gateway = gateway.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = super::records::pull(hub, handle, gateway.clone()).await {
+                tracing::debug!(%gateway, %error, "records not pulled; again at a later beacon");
+            }
+            let _ = orders.send(Order::Pulled(gateway));
+        });
     }
 
     fn interest(&mut self, thing: ThingId, wanted: bool) {

@@ -198,6 +198,11 @@ pub enum ServiceStateSchema {
     Stopped,
     /// Failed more often than it may; an operator starts it again.
     Failed,
+    /// Placed on another gateway of the local cloud, which runs it.
+    Elsewhere,
+    /// Placed nowhere for now, or waiting for the gateway that ran it to
+    /// let it go (`placement` says which).
+    Waiting,
 }
 
 #[derive(ToSchema)]
@@ -274,11 +279,17 @@ pub struct ServiceInfoSchema {
     state: ServiceStateSchema,
     /// Why it is restarting or failed.
     reason: Option<String>,
-    /// Whether it runs when the gateway starts.
+    /// Whether it should run (on whichever gateway it is placed).
     enabled: bool,
     digest: String,
     /// Microseconds since the epoch.
     installed_at: u64,
+    /// The gateway it was first published at: its outputs' ids start with it.
+    home: String,
+    /// The gateway of the local cloud that runs it (or is to), if any.
+    gateway: Option<String>,
+    /// Why it runs there, or why nowhere.
+    placement: String,
     outputs: Vec<String>,
     subscriptions: Vec<SelectorSchema>,
     grants: GrantsSchema,

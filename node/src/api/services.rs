@@ -48,6 +48,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Engine(_) | ServiceError::Thread { .. } => {
                 ApiError::ServiceUnavailable(error.to_string())
             }
+            // The problem names the gateway to ask.
+            ServiceError::Elsewhere { .. } => ApiError::Conflict(error.to_string()),
         }
     }
 }
@@ -100,7 +102,7 @@ pub async fn publish(
 }
 
 #[utoipa::path(get, path = "/api/v1/services", tag = "services",
-    responses((status = 200, description = "Every installed service", body = [ServiceInfoSchema])))]
+    responses((status = 200, description = "Every service of the local cloud: where it runs (`gateway`) and why (`placement`)", body = [ServiceInfoSchema])))]
 pub async fn list(
     request: HttpRequest,
     state: web::Data<AppState>,
@@ -185,7 +187,8 @@ async fn switch(
 #[utoipa::path(get, path = "/api/v1/services/{name}/logs", tag = "services",
     params(("name" = String, Path, description = "The service's name")),
     responses((status = 200, description = "The service's recent log lines, oldest first", body = [LogLineSchema]),
-              (status = 404, body = Problem, content_type = "application/problem+json")))]
+              (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "It runs on another gateway of the local cloud, which the problem names: ask that one", body = Problem, content_type = "application/problem+json")))]
 pub async fn logs(
     request: HttpRequest,
     state: web::Data<AppState>,

@@ -138,6 +138,20 @@ impl Hub {
 
     // ------------------------------------------------------------ local cloud
 
+    /// Whether this gateway is part of a local cloud.
+    pub fn has_remote(&self) -> bool {
+        self.remote.read().is_some()
+    }
+
+    /// The gateways of the local cloud that are up, this one first.
+    pub fn gateways_up(&self) -> Vec<String> {
+        let mut up = vec![self.gateway.clone()];
+        if let Some(remote) = self.remote.read().as_ref() {
+            up.extend(remote.gateways_up());
+        }
+        up
+    }
+
     /// Lets the local cloud carry calls for other gateways' thing services.
     pub fn attach_remote(&self, remote: Arc<dyn Remote>) {
         *self.remote.write() = Some(remote);

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Hub;
+use crate::replicated::{Blob, DRAINING};
 use super::moves::MoveError;
 use crate::transport::{DeviceRef, MoveState, MoveTarget};
 use crate::{ThingService, Timestamp};
@@ -163,6 +164,12 @@ impl Hub {
             )));
         }
         *drain = Some(DrainStatus::new(kind));
+        drop(drain);
+        // Tells every gateway's Service layer to place nothing here while
+        // draining (`replicated::DRAINING`).
+        let key = format!("{DRAINING}{}", self.gateway);
+        let value = (kind == "drain").then(String::new);
+        self.put_record(&key, value, Blob::None)?;
         Ok(())
     }
 

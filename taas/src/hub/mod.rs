@@ -30,6 +30,7 @@ use crate::bus::{Bus, BusStats};
 use crate::commands::{Actuator, CommandLog};
 use crate::registry::Registry;
 use crate::remote::{Followers, Remote, RemoteError};
+use crate::replicated::{Blob, MergeError, Record, Records};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::{ThingService, Timestamp};
 
@@ -93,6 +94,7 @@ pub struct Hub {
     feed: parking_lot::Mutex<CatalogFeed>,
     moves: moves::Moves,
     drain: parking_lot::Mutex<Option<DrainStatus>>,
+    records: Records,
 }
 
 impl Hub {
@@ -115,6 +117,7 @@ impl Hub {
             }
         }
         let moves = moves::Moves::load(&store)?;
+        let records = Records::load(&store)?;
         tracing::info!(things = registry.len(), path = %data_dir.display(), "store opened");
         Ok(Arc::new(Hub {
             gateway: gateway.to_owned(),
@@ -133,6 +136,7 @@ impl Hub {
             feed: parking_lot::Mutex::new(CatalogFeed::new()),
             moves,
             drain: parking_lot::Mutex::new(None),
+            records,
         }))
     }
 
@@ -143,6 +147,32 @@ impl Hub {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The records the local cloud replicates to every gateway
+    /// ([`crate::replicated`]).
+    pub fn records(&self) -> &Records {
+        &self.records
+    }
+
+    /// Writes a version of a replicated record from this gateway.
+    pub fn put_record(
+        &self,
+        key: &str,
+        value: Option<String>,
+        blob: Blob<'_>,
+    ) -> Result<Record, StoreError> {
+        self.records.put(&self.store, &self.gateway, key, value, blob)
+    }
+
+    /// Takes another gateway's version of a record if it is newer.
+    pub fn merge_record(&self, record: Record, blob: Option<Vec<u8>>) -> Result<bool, MergeError> {
+        self.records.merge(&self.store, record, blob)
+    }
+
+    /// A replicated blob by its digest.
+    pub fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.records.blob(&self.store, digest)
     }
 
     fn is_local(&self, thing: &ThingService) -> bool {

@@ -221,6 +221,29 @@ impl Hub {
         if self.runs_device(&device.adapter, &device.device) && home != device.home {
             return Err(MoveError::Conflict(device));
         }
+        self.adopt(&device, from, moves)?;
+        if let Err(error) = transport.expect(&device.device) {
+            self.moves
+                .adopted
+                .write()
+                .remove(&(device.adapter.clone(), device.device.clone()));
+            self.store
+                .delete_state(ADOPTED, &state_key(&device.adapter, &device.device))?;
+            return Err(MoveError::Refused(format!(
+                "the {} adapter cannot take it: {error}",
+                device.adapter
+            )));
+        }
+        tracing::info!(%device, %from, moves, "expecting a device from another gateway");
+        target.service = self.gateway.clone();
+        Ok(target)
+    }
+
+    /// Records that this gateway runs `device` now, taken over from `from`
+    /// with `moves` moves: its things keep the ids of `device.home`, and
+    /// the history `from` hands over is taken. A device is adopted when
+    /// offered; an extended service, when its placement brings it here.
+    pub fn adopt(&self, device: &DeviceRef, from: &str, moves: u32) -> Result<(), StoreError> {
         let adoption = Adoption {
             home: device.home.clone(),
             from: from.to_owned(),
@@ -234,21 +257,7 @@ impl Hub {
             .adopted
             .write()
             .insert((device.adapter.clone(), device.device.clone()), adoption);
-        self.forget_departure(&device.adapter, &device.device)?;
-        if let Err(error) = transport.expect(&device.device) {
-            self.moves
-                .adopted
-                .write()
-                .remove(&(device.adapter.clone(), device.device.clone()));
-            self.store.delete_state(ADOPTED, &key)?;
-            return Err(MoveError::Refused(format!(
-                "the {} adapter cannot take it: {error}",
-                device.adapter
-            )));
-        }
-        tracing::info!(%device, %from, moves, "expecting a device from another gateway");
-        target.service = self.gateway.clone();
-        Ok(target)
+        self.forget_departure(&device.adapter, &device.device)
     }
 
     /// Readings of a thing that moved here, from the gateway it came from:

@@ -99,6 +99,40 @@ impl Store {
         Ok(())
     }
 
+    /// A service's whole key-value data, in byte order of the keys.
+    pub fn service_data(&self, name: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let cf = self.cf(CF_SERVICE_DATA)?;
+        let start = service_key(name, b"");
+        let mut entries = Vec::new();
+        let mode = IteratorMode::From(&start, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(cf, mode) {
+            let (key, value) = item?;
+            if !key.starts_with(&start) {
+                break;
+            }
+            let key = &key[start.len()..];
+            entries.push((String::from_utf8_lossy(key).into_owned(), value.into_vec()));
+        }
+        Ok(entries)
+    }
+
+    /// Replaces a service's key-value data with `entries`, in one batch.
+    pub fn replace_service_data(
+        &self,
+        name: &str,
+        entries: &[(String, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let cf = self.cf(CF_SERVICE_DATA)?;
+        let mut batch = WriteBatch::default();
+        let bytes = name.as_bytes();
+        batch.delete_range_cf(cf, id_prefix(bytes), id_prefix_end(bytes));
+        for (key, value) in entries {
+            batch.put_cf(cf, service_key(name, key.as_bytes()), value);
+        }
+        self.db.write_opt(batch, &self.write_options)?;
+        Ok(())
+    }
+
     /// A service's keys that start with `prefix`, in byte order, with the
     /// size of each value.
     pub fn service_entries(
