@@ -27,7 +27,11 @@ const MAX_BLOB: u64 = 64 << 20;
 
 /// Pulls the records `gateway` holds newer than ours; answers how many
 /// were taken.
-pub(crate) async fn pull(hub: Arc<Hub>, handle: Handle, gateway: String) -> Result<usize, RemoteError> {
+pub(crate) async fn pull(
+    hub: Arc<Hub>,
+    handle: Handle,
+    gateway: String,
+) -> Result<usize, RemoteError> {
     let index = match handle
         .call(&gateway, Request::RecordIndex, READ_TIMEOUT)
         .await?
@@ -101,7 +105,9 @@ async fn fetch_blob(handle: &Handle, gateway: &str, digest: &str) -> Result<Vec<
             reason,
         };
         if total > MAX_BLOB {
-            return Err(refused(format!("blob {digest} is {total} bytes, more than we take")));
+            return Err(refused(format!(
+                "blob {digest} is {total} bytes, more than we take"
+            )));
         }
         let chunk = base64::engine::general_purpose::STANDARD
             .decode(data)
@@ -128,7 +134,9 @@ pub(crate) fn serve(hub: &Hub, request: Request) -> Response {
         ),
         Request::Blob { digest, offset } => match hub.blob(&digest) {
             Ok(Some(bytes)) => {
-                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
                 let end = start.saturating_add(BLOB_CHUNK).min(bytes.len());
                 Response::Blob {
                     data: base64::engine::general_purpose::STANDARD.encode(&bytes[start..end]),

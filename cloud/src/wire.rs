@@ -117,7 +117,10 @@ pub enum Request {
     /// These replicated records, as the callee holds them.
     Records(Vec<String>),
     /// Part of a replicated blob, from `offset`.
-    Blob { digest: String, offset: u64 },
+    Blob {
+        digest: String,
+        offset: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,7 +143,10 @@ pub enum Response {
     RecordIndex(Vec<(String, Stamp)>),
     Records(Vec<Record>),
     /// Part of a blob, base64, and the blob's whole length.
-    Blob { data: String, total: u64 },
+    Blob {
+        data: String,
+        total: u64,
+    },
     /// The call could not be carried out; the reason is for people.
     Refused(String),
 }

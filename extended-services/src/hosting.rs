@@ -24,6 +24,10 @@ use crate::replica::{self, CHECKPOINT_EVERY, RunRecord, ServiceRecord};
 use crate::shared::{LogLevel, Shared, State};
 use crate::{Entry, Manifest, OUTPUT_ADAPTER, ServiceError, Services, output_id};
 
+/// What a placement depends on: the records' and the catalog's
+/// generations, the gateways up, and whether this one had settled.
+pub(crate) type Seen = (u64, u64, Vec<String>, bool);
+
 impl Services {
     /// Looks at the placement again if anything it depends on changed, and
     /// checkpoints the stores of services that changed theirs.
@@ -123,7 +127,9 @@ impl Services {
         let pre = self.prepared(&service.digest, record)?;
         self.retired.lock().remove(name);
         let run = self.run_record(name);
-        let runner = run.as_ref().and_then(|(r, _)| r.runner().map(str::to_owned));
+        let runner = run
+            .as_ref()
+            .and_then(|(r, _)| r.runner().map(str::to_owned));
         let mut decision = placement::decide(&manifest, &service.home, runner.as_deref(), view);
         let here = decision.gateway.as_deref() == Some(me);
         let hosted = self.entries.lock().contains_key(name);
@@ -131,7 +137,8 @@ impl Services {
             (true, true) => self.follow(name, record, service, manifest, pre)?,
             (true, false) if settled => match runner.filter(|r| r != me && view.up.contains(r)) {
                 Some(other) => {
-                    decision.reason = format!("{}; waiting for {other} to let it go", decision.reason);
+                    decision.reason =
+                        format!("{}; waiting for {other} to let it go", decision.reason);
                 }
                 None => self.take(name, record, service, manifest, pre, run)?,
             },
@@ -179,7 +186,10 @@ impl Services {
                 let entries = match &run_record.blob {
                     Some(digest) => match self.hub.blob(digest)? {
                         Some(bytes) => replica::decode_checkpoint(&bytes).map_err(|e| {
-                            ServiceError::Invalid(format!("its checkpoint from {}: {e}", last.gateway))
+                            ServiceError::Invalid(format!(
+                                "its checkpoint from {}: {e}",
+                                last.gateway
+                            ))
                         })?,
                         None => Vec::new(),
                     },
@@ -197,7 +207,10 @@ impl Services {
             .outputs
             .iter()
             .filter_map(|o| output_id(&service.home, name, &o.name).ok())
-            .filter_map(|id| self.hub.inspect_thing(&id, |t| (t.gateway.clone(), t.moves)))
+            .filter_map(|id| {
+                self.hub
+                    .inspect_thing(&id, |t| (t.gateway.clone(), t.moves))
+            })
             .collect();
         let most = held.iter().map(|(_, moves)| *moves).max().unwrap_or(0);
         let moves = if held.iter().any(|(owner, _)| owner != me) {
@@ -213,7 +226,11 @@ impl Services {
             };
             self.hub.adopt(&device, &from, moves)?;
         }
-        let shared = Arc::new(Shared::new(manifest, service.digest.clone(), service.home.clone()));
+        let shared = Arc::new(Shared::new(
+            manifest,
+            service.digest.clone(),
+            service.home.clone(),
+        ));
         let checkpointed = shared.store_writes.load(Ordering::Relaxed);
         self.write_run(name, true)?;
         self.announce_outputs(&shared, None, service.enabled)?;
@@ -228,11 +245,14 @@ impl Services {
             checkpoint_at: Instant::now(),
         };
         if from != me && from != service.home {
-            entry.shared.log(LogLevel::Info, format!("taken over from gateway {from}"));
-        } else {
             entry
                 .shared
-                .log(LogLevel::Info, format!("version {} placed here", entry.shared.manifest.version));
+                .log(LogLevel::Info, format!("taken over from gateway {from}"));
+        } else {
+            entry.shared.log(
+                LogLevel::Info,
+                format!("version {} placed here", entry.shared.manifest.version),
+            );
         }
         tracing::info!(service = %name, %from, moves, "running the service here");
         if entry.enabled {
@@ -262,7 +282,11 @@ impl Services {
         entry.stamp = record.stamp.clone();
         entry.installed_at = service.installed_at;
         if entry.shared.digest != service.digest || entry.shared.manifest != manifest {
-            let shared = Arc::new(Shared::new(manifest, service.digest.clone(), service.home.clone()));
+            let shared = Arc::new(Shared::new(
+                manifest,
+                service.digest.clone(),
+                service.home.clone(),
+            ));
             shared.inherit_logs(&entry.shared);
             shared.store_writes.store(
                 entry.shared.store_writes.load(Ordering::Relaxed),
@@ -272,7 +296,10 @@ impl Services {
                 worker.stop();
             }
             self.announce_outputs(&shared, Some(&entry.shared), service.enabled)?;
-            shared.log(LogLevel::Info, format!("upgraded to {}", shared.manifest.version));
+            shared.log(
+                LogLevel::Info,
+                format!("upgraded to version {}", shared.manifest.version),
+            );
             entry.shared = shared;
             entry.pre = pre;
             entry.enabled = service.enabled;
@@ -330,7 +357,10 @@ impl Services {
                 let Ok(id) = output_id(&entry.shared.home, name, &output.name) else {
                     continue;
                 };
-                if self.hub.inspect_thing(&id, |t| t.gateway == self.hub.gateway()) == Some(true)
+                if self
+                    .hub
+                    .inspect_thing(&id, |t| t.gateway == self.hub.gateway())
+                    == Some(true)
                     && let Err(error) = self.hub.withdraw(&id)
                 {
                     tracing::warn!(service = %name, %id, %error, "cannot withdraw an output");

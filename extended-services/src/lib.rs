@@ -112,6 +112,10 @@ pub struct ServiceInfo {
     pub gateway: Option<String>,
     /// Why it runs there, or why nowhere.
     pub placement: String,
+    /// When its key-value store was last checkpointed to the local cloud
+    /// (µs since the epoch): a gateway that takes it over after its runner
+    /// died starts from there.
+    pub checkpointed_at: Option<u64>,
     pub outputs: Vec<String>,
     pub subscriptions: Vec<Selector>,
     pub grants: Grants,
@@ -186,8 +190,8 @@ pub struct Services {
     /// In a local cloud, nothing is placed before this: a gateway that
     /// restarts first learns where its services run now.
     settle_until: Option<Instant>,
-    /// What the last placement looked at: records, catalog, who is up.
-    seen: Mutex<Option<(u64, u64, Vec<String>, bool)>>,
+    /// What the last placement looked at.
+    seen: Mutex<Option<hosting::Seen>>,
     /// Removed services whose store was deleted in this run.
     retired: Mutex<std::collections::HashSet<String>>,
     tokio: Option<tokio::runtime::Runtime>,
@@ -382,10 +386,9 @@ impl Services {
 
     pub fn info(&self, name: &str) -> Result<ServiceInfo, ServiceError> {
         let decision = self.decisions.lock().get(name).cloned();
-        let placement = decision.as_ref().map_or_else(
-            || "not placed yet".to_owned(),
-            |d| d.reason.clone(),
-        );
+        let placement = decision
+            .as_ref()
+            .map_or_else(|| "not placed yet".to_owned(), |d| d.reason.clone());
         if let Some(entry) = self.entries.lock().get(name) {
             let mut info = self.info_of(name, entry);
             info.placement = placement;
@@ -446,7 +449,13 @@ impl Services {
         info
     }
 
-    fn describe(&self, name: &str, shared: &Shared, enabled: bool, installed_at: u64) -> ServiceInfo {
+    fn describe(
+        &self,
+        name: &str,
+        shared: &Shared,
+        enabled: bool,
+        installed_at: u64,
+    ) -> ServiceInfo {
         let manifest = &shared.manifest;
         let status = shared.status();
         let last_error = shared.last_error();
@@ -462,6 +471,7 @@ impl Services {
             home: shared.home.clone(),
             gateway: None,
             placement: String::new(),
+            checkpointed_at: self.run_record(name).map(|(_, record)| record.stamp.micros),
             outputs: manifest
                 .outputs
                 .iter()

@@ -274,9 +274,7 @@ impl Manifest {
             Some(Pin {
                 gateway: None,
                 location: Some(location),
-            }) if location.trim().is_empty() => {
-                problems.push("placement.location is empty".into())
-            }
+            }) if location.trim().is_empty() => problems.push("placement.location is empty".into()),
             Some(Pin {
                 gateway: Some(_),
                 location: None,

@@ -120,7 +120,11 @@ pub fn decide(manifest: &Manifest, home: &str, runner: Option<&str>, view: &View
                     };
                     (g, why)
                 })
-                .or_else(|| eligible.first().map(|g| (*g, "the first gateway up by name")));
+                .or_else(|| {
+                    eligible
+                        .first()
+                        .map(|g| (*g, "the first gateway up by name"))
+                });
             match fallback {
                 Some((gateway, why)) => {
                     Decision::at(gateway, format!("no inputs on gateways that are up; {why}"))
@@ -181,8 +185,8 @@ mod tests {
     use fogbank_taas::{Kind, ThingId};
 
     fn thing(owner: &str, id: &str, kind: &str, location: &str) -> ThingService {
-        let mut t = ThingService::new(ThingId::parse(id).unwrap(), Kind::Sensor, kind, None)
-            .at(location);
+        let mut t =
+            ThingService::new(ThingId::parse(id).unwrap(), Kind::Sensor, kind, None).at(location);
         t.gateway = owner.into();
         t
     }
@@ -221,7 +225,10 @@ mod tests {
         };
         let decision = decide(&manifest(""), "gw-a", Some("gw-a"), &view);
         assert_eq!(decision.gateway.as_deref(), Some("gw-b"));
-        assert_eq!(decision.reason, "owns 2 of its 3 inputs on gateways that are up");
+        assert_eq!(
+            decision.reason,
+            "owns 2 of its 3 inputs on gateways that are up"
+        );
     }
 
     #[test]
@@ -229,16 +236,29 @@ mod tests {
         let things = catalog();
         let up = set(&["gw-a", "gw-c"]);
         let none = set(&[]);
-        let view = View { up: &up, draining: &none, things: &things };
+        let view = View {
+            up: &up,
+            draining: &none,
+            things: &things,
+        };
         assert_eq!(
-            decide(&manifest(""), "gw-a", Some("gw-b"), &view).gateway.as_deref(),
+            decide(&manifest(""), "gw-a", Some("gw-b"), &view)
+                .gateway
+                .as_deref(),
             Some("gw-a")
         );
         let draining = set(&["gw-a"]);
-        let view = View { up: &up, draining: &draining, things: &things };
+        let view = View {
+            up: &up,
+            draining: &draining,
+            things: &things,
+        };
         let decision = decide(&manifest(""), "gw-a", Some("gw-a"), &view);
         assert_eq!(decision.gateway.as_deref(), Some("gw-c"));
-        assert_eq!(decision.reason, "no inputs on gateways that are up; the first gateway up by name");
+        assert_eq!(
+            decision.reason,
+            "no inputs on gateways that are up; the first gateway up by name"
+        );
     }
 
     #[test]
@@ -249,15 +269,38 @@ mod tests {
         ];
         let up = set(&["gw-a", "gw-b", "gw-c"]);
         let none = set(&[]);
-        let view = View { up: &up, draining: &none, things: &things };
+        let view = View {
+            up: &up,
+            draining: &none,
+            things: &things,
+        };
         let m = manifest("");
-        assert_eq!(decide(&m, "gw-c", Some("gw-b"), &view).gateway.as_deref(), Some("gw-b"));
-        assert_eq!(decide(&m, "gw-b", None, &view).gateway.as_deref(), Some("gw-b"));
-        assert_eq!(decide(&m, "gw-c", None, &view).gateway.as_deref(), Some("gw-a"));
+        assert_eq!(
+            decide(&m, "gw-c", Some("gw-b"), &view).gateway.as_deref(),
+            Some("gw-b")
+        );
+        assert_eq!(
+            decide(&m, "gw-b", None, &view).gateway.as_deref(),
+            Some("gw-b")
+        );
+        assert_eq!(
+            decide(&m, "gw-c", None, &view).gateway.as_deref(),
+            Some("gw-a")
+        );
         // Without inputs: where it runs, else home.
-        let view = View { up: &up, draining: &none, things: &[] };
-        assert_eq!(decide(&m, "gw-c", Some("gw-b"), &view).gateway.as_deref(), Some("gw-b"));
-        assert_eq!(decide(&m, "gw-c", None, &view).gateway.as_deref(), Some("gw-c"));
+        let view = View {
+            up: &up,
+            draining: &none,
+            things: &[],
+        };
+        assert_eq!(
+            decide(&m, "gw-c", Some("gw-b"), &view).gateway.as_deref(),
+            Some("gw-b")
+        );
+        assert_eq!(
+            decide(&m, "gw-c", None, &view).gateway.as_deref(),
+            Some("gw-c")
+        );
     }
 
     #[test]
@@ -265,9 +308,16 @@ mod tests {
         let things = catalog();
         let up = set(&["gw-a", "gw-b", "gw-c"]);
         let draining = set(&["gw-a"]);
-        let view = View { up: &up, draining: &draining, things: &things };
+        let view = View {
+            up: &up,
+            draining: &draining,
+            things: &things,
+        };
         let pinned = manifest("placement = { gateway = \"gw-a\" }");
-        assert_eq!(decide(&pinned, "gw-b", None, &view).gateway.as_deref(), Some("gw-a"));
+        assert_eq!(
+            decide(&pinned, "gw-b", None, &view).gateway.as_deref(),
+            Some("gw-a")
+        );
         let elsewhere = manifest("placement = { gateway = \"gw-z\" }");
         let decision = decide(&elsewhere, "gw-b", None, &view);
         assert_eq!(decision.gateway, None);
@@ -275,7 +325,10 @@ mod tests {
         let located = manifest("placement = { location = \"campus/c\" }");
         let decision = decide(&located, "gw-a", None, &view);
         assert_eq!(decision.gateway.as_deref(), Some("gw-c"));
-        assert_eq!(decision.reason, "pinned to campus/c: owns 3 of the 3 thing services there");
+        assert_eq!(
+            decision.reason,
+            "pinned to campus/c: owns 3 of the 3 thing services there"
+        );
         let nowhere = manifest("placement = { location = \"campus/z\" }");
         assert_eq!(decide(&nowhere, "gw-a", None, &view).gateway, None);
     }

@@ -257,7 +257,14 @@ pub fn service(args: ServiceArgs) -> anyhow::Result<()> {
             print(json, &services, |services| {
                 let mut out = format!(
                     "{:<24} {:<10} {:<10} {:<12} {:>8} {:>7} {:>9}  {}\n",
-                    "NAME", "VERSION", "STATE", "GATEWAY", "CALLS", "ERRORS", "CPU(ms)", "PLACEMENT"
+                    "NAME",
+                    "VERSION",
+                    "STATE",
+                    "GATEWAY",
+                    "CALLS",
+                    "ERRORS",
+                    "CPU(ms)",
+                    "PLACEMENT"
                 );
                 for s in services.as_array().into_iter().flatten() {
                     out += &format!(

@@ -27,8 +27,8 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::store::{Store, StoreError};
 use crate::Timestamp;
+use crate::store::{Store, StoreError};
 
 const RECORDS: &str = "taas/records";
 const BLOBS: &str = "taas/blobs";
@@ -291,10 +291,22 @@ mod tests {
         let a = Records::load(&a_store).unwrap();
         let b = Records::load(&b_store).unwrap();
         let first = a
-            .put(&a_store, "gw-a", "service/x", Some("1".into()), Blob::New(b"one"))
+            .put(
+                &a_store,
+                "gw-a",
+                "service/x",
+                Some("1".into()),
+                Blob::New(b"one"),
+            )
             .unwrap();
         let second = a
-            .put(&a_store, "gw-a", "service/x", Some("2".into()), Blob::New(b"two"))
+            .put(
+                &a_store,
+                "gw-a",
+                "service/x",
+                Some("2".into()),
+                Blob::New(b"two"),
+            )
             .unwrap();
         assert!(second.stamp > first.stamp);
         let kept = a
@@ -302,9 +314,15 @@ mod tests {
             .unwrap();
         assert_eq!(kept.blob, Some(digest(b"two")));
         let second = kept;
-        assert!(!a.holds_blob(&a_store, &digest(b"one")).unwrap(), "unreferenced blob dropped");
+        assert!(
+            !a.holds_blob(&a_store, &digest(b"one")).unwrap(),
+            "unreferenced blob dropped"
+        );
         // b hears them in the wrong order.
-        assert!(b.merge(&b_store, second.clone(), Some(b"two".to_vec())).unwrap());
+        assert!(
+            b.merge(&b_store, second.clone(), Some(b"two".to_vec()))
+                .unwrap()
+        );
         assert!(b.holds_blob(&b_store, &digest(b"two")).unwrap());
         assert!(!b.merge(&b_store, first, Some(b"one".to_vec())).unwrap());
         assert_eq!(b.get("service/x"), Some(second));
@@ -331,7 +349,10 @@ mod tests {
         ));
         assert_eq!(b.get("k"), None);
         assert!(b.merge(&b_store, record, Some(b"blob".to_vec())).unwrap());
-        assert_eq!(b.blob(&b_store, &digest(b"blob")).unwrap().as_deref(), Some(&b"blob"[..]));
+        assert_eq!(
+            b.blob(&b_store, &digest(b"blob")).unwrap().as_deref(),
+            Some(&b"blob"[..])
+        );
     }
 
     #[test]
@@ -340,7 +361,9 @@ mod tests {
         let written = {
             let store = Store::open(dir.path(), &crate::StoreOptions::default()).unwrap();
             let records = Records::load(&store).unwrap();
-            records.put(&store, "gw-a", "a/1", None, Blob::None).unwrap()
+            records
+                .put(&store, "gw-a", "a/1", None, Blob::None)
+                .unwrap()
         };
         let store = Store::open(dir.path(), &crate::StoreOptions::default()).unwrap();
         let records = Records::load(&store).unwrap();

@@ -290,6 +290,10 @@ pub struct ServiceInfoSchema {
     gateway: Option<String>,
     /// Why it runs there, or why nowhere.
     placement: String,
+    /// When its key-value store was last checkpointed to the local cloud
+    /// (µs since the epoch): a gateway that takes it over after its runner
+    /// died starts from there.
+    checkpointed_at: Option<u64>,
     outputs: Vec<String>,
     subscriptions: Vec<SelectorSchema>,
     grants: GrantsSchema,

@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Hub;
-use crate::replicated::{Blob, DRAINING};
 use super::moves::MoveError;
+use crate::replicated::{Blob, DRAINING};
 use crate::transport::{DeviceRef, MoveState, MoveTarget};
 use crate::{ThingService, Timestamp};
 

@@ -162,7 +162,8 @@ impl Hub {
         value: Option<String>,
         blob: Blob<'_>,
     ) -> Result<Record, StoreError> {
-        self.records.put(&self.store, &self.gateway, key, value, blob)
+        self.records
+            .put(&self.store, &self.gateway, key, value, blob)
     }
 
     /// Takes another gateway's version of a record if it is newer.
