@@ -311,6 +311,22 @@ fn a_drained_gateway_can_stop_without_losing_a_reading_and_undrain_brings_its_de
             .history_len("gw-a.mqtt.boiler-1.temperature")
             == 1
     });
+    // An extended service runs at gw-a, next to the floors it averages.
+    let published = testkit::publish(
+        &members[0].gateway,
+        &testkit::manifest("floor-average"),
+        &testkit::component("floor-average"),
+    );
+    assert_eq!(
+        published.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&published.body)
+    );
+    let average = "gw-a.service.floor-average.floor-1";
+    within(Duration::from_secs(15), "the average runs at gw-a", || {
+        members[0].gateway.history_len(average) >= 1
+    });
     std::thread::sleep(Duration::from_secs(1));
     let before: Vec<Vec<u64>> = campus_ids.iter().map(|id| times(&members[0], id)).collect();
     assert!(before.iter().all(|t| t.len() >= 3), "the campus runs");
@@ -334,14 +350,20 @@ fn a_drained_gateway_can_stop_without_losing_a_reading_and_undrain_brings_its_de
         "{said}"
     );
     let status = finished_drain(&members[0]);
+    assert!(said.contains("1 extended services moved"), "{said}");
     assert_eq!(status["kind"], "drain");
-    assert_eq!(status["moved"].as_object().unwrap().len(), 8, "{status}");
+    assert_eq!(status["moved"].as_object().unwrap().len(), 9, "{status}");
+    let service_went = status["moved"]["gw-a.service.floor-average"]
+        .as_str()
+        .unwrap();
+    assert_ne!(service_went, "gw-a", "{status}");
     assert!(status["failed"].as_object().unwrap().is_empty(), "{status}");
     let spread: BTreeSet<&str> = status["moved"]
         .as_object()
         .unwrap()
-        .values()
-        .filter_map(Json::as_str)
+        .iter()
+        .filter(|(name, _)| !name.contains(".service."))
+        .filter_map(|(_, to)| to.as_str())
         .collect();
     assert_eq!(spread, BTreeSet::from(["gw-b", "gw-c"]), "spread by load");
 
@@ -374,6 +396,21 @@ fn a_drained_gateway_can_stop_without_losing_a_reading_and_undrain_brings_its_de
         );
     }
 
+    // The service runs on, under the same ids, where it went.
+    let owner = c.get_json(&format!("/api/v1/things/{average}"));
+    assert_eq!(owner["gateway"], service_went, "{owner}");
+    let placed = c.get_json("/api/v1/services/floor-average");
+    assert_eq!(placed["gateway"], service_went, "{placed}");
+    within(
+        Duration::from_secs(10),
+        "the average goes on after gw-a stopped",
+        || {
+            times(c, average)
+                .last()
+                .is_some_and(|t| *t as f64 / 1e6 > drained_at + 1.0)
+        },
+    );
+
     // gw-a comes back: it does not run the floors that left, until undrain.
     members[0].restart();
     acquainted(&members, Duration::from_secs(15));
@@ -402,6 +439,10 @@ fn a_drained_gateway_can_stop_without_losing_a_reading_and_undrain_brings_its_de
     let status = finished_drain(a);
     assert_eq!(status["kind"], "undrain");
     assert_eq!(status["state"], "done", "{status}");
+    // With its inputs home, the service follows them.
+    within(Duration::from_secs(10), "the average back at gw-a", || {
+        members[2].get_json("/api/v1/services/floor-average")["gateway"] == "gw-a"
+    });
     assert_eq!(status["moved"].as_object().unwrap().len(), 8, "{status}");
     for member in [&members[0], &members[1], &members[2]] {
         within(Duration::from_secs(5), "the campus is gw-a's again", || {

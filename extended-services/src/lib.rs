@@ -53,7 +53,7 @@ use service::{Request, Worker};
 use shared::Shared;
 
 /// The adapter segment of every output's id.
-pub const OUTPUT_ADAPTER: &str = "service";
+pub const OUTPUT_ADAPTER: &str = fogbank_taas::SERVICES_ADAPTER;
 /// The largest component accepted.
 pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
 

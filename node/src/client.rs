@@ -482,12 +482,21 @@ pub fn drain(args: &ClientArgs, drain: Option<(Option<String>, u64)>) -> anyhow:
         status = client.call(client.request("GET", "/api/v1/drain"), None)?.1;
     }
     print(args.json, &status, |s| {
+        // Extended services are listed by their outputs' id prefix.
+        let (services, devices): (Vec<&String>, Vec<&String>) = s["moved"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.keys())
+            .partition(|name| name.split('.').nth(1) == Some("service"));
         let mut out = format!(
             "{} {}: {} devices moved\n",
             s["kind"].as_str().unwrap_or("drain"),
             s["state"].as_str().unwrap_or("?"),
-            s["moved"].as_object().map_or(0, |m| m.len())
+            devices.len()
         );
+        if !services.is_empty() {
+            out += &format!("  {} extended services moved\n", services.len());
+        }
         for (title, key) in [("did not move", "failed"), ("cannot move", "unmovable")] {
             for (device, why) in s[key].as_object().into_iter().flatten() {
                 out += &format!("  {title}: {device}: {}\n", why.as_str().unwrap_or("?"));

@@ -45,5 +45,5 @@ pub use store::{
 pub use thing::{DataType, Kind, Location, Query, ThingService};
 pub use transport::{
     DeviceOffer, DeviceRef, DeviceTransport, MoveState, MoveStatus, MoveTarget, RepointError,
-    RepointFuture, TransportTarget,
+    RepointFuture, SERVICES_ADAPTER, TransportTarget,
 };

@@ -65,6 +65,10 @@ pub trait DeviceTransport: Send + Sync {
 )]
 pub struct BadDevice(pub String);
 
+/// The adapter segment of extended services' outputs: such a "device" is
+/// a service, which moves by its placement, not by a transport.
+pub const SERVICES_ADAPTER: &str = "service";
+
 /// One device, named as its thing services' ids name it:
 /// `{home}.{adapter}.{device}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

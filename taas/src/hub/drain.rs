@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::Hub;
 use super::moves::MoveError;
 use crate::replicated::{Blob, DRAINING};
-use crate::transport::{DeviceRef, MoveState, MoveTarget};
+use crate::transport::{DeviceRef, MoveState, MoveTarget, SERVICES_ADAPTER};
 use crate::{ThingService, Timestamp};
 
 /// Moves running at once during a drain.
@@ -75,8 +75,13 @@ impl Hub {
         self.begin_drain("drain")?;
         let mut status = DrainStatus::new("drain");
         let mut movable = Vec::new();
+        let mut services = Vec::new();
         for (device, things) in self.devices_owned() {
-            if self.transport_of(&device.adapter).is_ok() {
+            if device.adapter == SERVICES_ADAPTER {
+                // Extended services move by their placement, which passes
+                // over a draining gateway.
+                services.push(device);
+            } else if self.transport_of(&device.adapter).is_ok() {
                 movable.push((device, things.len()));
             } else {
                 status.unmovable.insert(
@@ -107,7 +112,7 @@ impl Hub {
             ?targets,
             "draining"
         );
-        self.run_drain(status.clone(), plan, deadline);
+        self.run_drain(status.clone(), plan, services, deadline);
         Ok(status)
     }
 
@@ -123,6 +128,11 @@ impl Hub {
             .registry
             .select(|t| t.id.gateway() == self.gateway && t.gateway != self.gateway)
         {
+            // Extended services come back by their placement once their
+            // inputs are home, not by a recall.
+            if thing.adapter == SERVICES_ADAPTER {
+                continue;
+            }
             away.insert(DeviceRef::of(&thing.id), thing.gateway.clone());
         }
         // Each owner moves its device here; a move is over when its owner
@@ -141,12 +151,15 @@ impl Hub {
             }
         };
         let status = DrainStatus::new("undrain");
-        tokio::spawn(self.clone().follow_moves(
-            status.clone(),
-            next,
-            deadline,
-            Duration::from_millis(50),
-        ));
+        let hub = self.clone();
+        let started = status.clone();
+        tokio::spawn(async move {
+            let status = hub
+                .clone()
+                .follow_moves(started, next, deadline, Duration::from_millis(50))
+                .await;
+            hub.finish_drain(status);
+        });
         Ok(status)
     }
 
@@ -201,6 +214,7 @@ impl Hub {
         self: &Arc<Self>,
         status: DrainStatus,
         plan: Vec<(DeviceRef, MoveTarget)>,
+        services: Vec<DeviceRef>,
         deadline: Duration,
     ) {
         *self.drain.lock() = Some(status.clone());
@@ -218,10 +232,58 @@ impl Hub {
                 })
             }
         };
-        tokio::spawn(
-            self.clone()
-                .follow_moves(status, next, deadline, Duration::from_millis(20)),
-        );
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let status = hub
+                .clone()
+                .follow_moves(status, next, deadline, Duration::from_millis(20))
+                .await;
+            let status = hub.follow_services(status, services, deadline).await;
+            hub.finish_drain(status);
+        });
+    }
+
+    /// Waits until every extended service that ran here runs on another
+    /// gateway (its outputs owned there), and records where each went, or
+    /// that it is still here at the deadline.
+    async fn follow_services(
+        &self,
+        mut status: DrainStatus,
+        services: Vec<DeviceRef>,
+        deadline: Duration,
+    ) -> DrainStatus {
+        let started = tokio::time::Instant::now();
+        let mut waiting = services;
+        loop {
+            waiting.retain(|service| {
+                let owners: Vec<String> = self
+                    .device_things(service)
+                    .into_iter()
+                    .map(|t| t.gateway)
+                    .collect();
+                match owners.first() {
+                    Some(owner) if owners.iter().all(|o| o == owner && *o != self.gateway) => {
+                        status.moved.insert(service.to_string(), owner.clone());
+                        false
+                    }
+                    _ => true,
+                }
+            });
+            if waiting.is_empty() {
+                return status;
+            }
+            if started.elapsed() > deadline {
+                for service in waiting {
+                    status.failed.insert(
+                        service.to_string(),
+                        "the extended service still runs here: pinned to this gateway, or no other gateway may run it".into(),
+                    );
+                }
+                return status;
+            }
+            *self.drain.lock() = Some(status.clone());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Starts moves with `next`, [`IN_FLIGHT`] at a time, follows each at
@@ -233,7 +295,8 @@ impl Hub {
         mut next: F,
         deadline: Duration,
         pause: Duration,
-    ) where
+    ) -> DrainStatus
+    where
         F: FnMut() -> Fut,
         Fut: Future<Output = Option<Result<Following, (String, String)>>>,
     {
@@ -289,7 +352,7 @@ impl Hub {
             }
             running = still;
         }
-        self.finish_drain(status);
+        status
     }
 }
 
