@@ -589,9 +589,14 @@ fn services_compose_across_the_local_cloud() {
     assert_eq!(events.len(), 2, "live at gw-b");
 
     // On gw-b, an alarm over gw-a's floor: it hears gw-a's temperatures
-    // (the simulator's and the average) and commands gw-a's lamp.
-    let alarm =
-        testkit::manifest("threshold-alarm").replace("threshold = 22.0", "threshold = -50.0");
+    // (the simulator's and the average) and commands gw-a's lamp. Left to
+    // itself it would run at gw-a, next to its inputs: pinned to gw-b.
+    let alarm = testkit::manifest("threshold-alarm")
+        .replace("threshold = 22.0", "threshold = -50.0")
+        .replace(
+            "subscriptions =",
+            "placement = { gateway = \"gw-b\" }\nsubscriptions =",
+        );
     let answer = testkit::publish(&b.gateway, &alarm, &testkit::component("threshold-alarm"));
     assert_eq!(
         answer.status,
@@ -613,4 +618,8 @@ fn services_compose_across_the_local_cloud() {
     });
     let info = b.get_json("/api/v1/services/threshold-alarm");
     assert_eq!(info["state"], "running", "{info}");
+    assert_eq!(info["placement"], "pinned to gateway gw-b", "{info}");
+    let seen_from_a = a.get_json("/api/v1/services/threshold-alarm");
+    assert_eq!(seen_from_a["state"], "elsewhere", "{seen_from_a}");
+    assert_eq!(seen_from_a["gateway"], "gw-b", "{seen_from_a}");
 }

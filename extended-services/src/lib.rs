@@ -43,6 +43,12 @@ pub use host::{HOST_CALL_TIMEOUT, Response};
 pub use manifest::{Grants, Limits, Manifest, ManifestError, Output, Pin, Selector};
 pub use placement::Decision;
 pub use replica::CHECKPOINT_EVERY;
+
+/// The checkpoint codec, for the fuzzer.
+#[doc(hidden)]
+pub mod checkpoint {
+    pub use crate::replica::{decode_checkpoint as decode, encode_checkpoint as encode};
+}
 pub use service::{CallError, MAX_RESTARTS};
 pub use shared::{LogLevel, LogLine, State};
 

@@ -55,7 +55,7 @@ impl RunRecord {
 
 /// A key-value store as bytes: for each entry, the key's length (u32 big
 /// endian), the key, the value's length, the value.
-pub(crate) fn encode_checkpoint(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub fn encode_checkpoint(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut bytes = Vec::new();
     for (key, value) in entries {
         for part in [key.as_bytes(), value.as_slice()] {
@@ -67,7 +67,7 @@ pub(crate) fn encode_checkpoint(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// The entries of a checkpoint; any bytes decode to entries or a reason.
-pub(crate) fn decode_checkpoint(mut bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+pub fn decode_checkpoint(mut bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
     fn part<'b>(bytes: &mut &'b [u8]) -> Result<&'b [u8], String> {
         let (length, rest) = bytes
             .split_first_chunk::<4>()

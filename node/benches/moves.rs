@@ -11,7 +11,11 @@
 //!    (`docs/lwm2m/31024.xml`): it registers, answers reads, and on a policy
 //!    write answers 2.04 and registers where it is told;
 //! 2. a drain of 1,000 simulated devices (5,000 thing services) from one
-//!    gateway to the other, and the undrain that brings them back.
+//!    gateway to the other, and the undrain that brings them back;
+//! 3. the death of a gateway (`kill -9`) that runs 10 extended services
+//!    next to their inputs: the time until the other gateway runs them,
+//!    from their last checkpoints (the example `floor-average`, built by
+//!    `./scripts/guests`).
 //!
 //!   cargo bench -p fogbank --bench moves        (or ./scripts/bench)
 
@@ -22,6 +26,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use serde_json::{Value as Json, json};
 use testkit::bench::{Process, status_kib};
@@ -31,6 +36,7 @@ const TOKEN: &str = "bench-token-0123456789abcdef";
 const KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const MOVES: usize = 100;
 const DEVICE: &str = "bench-mover";
+const SERVICES: usize = 10;
 
 struct Member {
     http: u16,
@@ -331,6 +337,61 @@ fn main() {
     let undrained_devices = status["moved"].as_object().map_or(0, |m| m.len());
     assert_eq!(status["state"], "done", "{}", status["failed"]);
 
+    // 3. gw-a, back with its campus, runs SERVICES services; it dies.
+    let manifest = testkit::manifest("floor-average");
+    let component = base64::engine::general_purpose::STANDARD
+        .encode(testkit::component("floor-average"));
+    for n in 0..SERVICES {
+        let text = manifest.replace(
+            "name = \"floor-average\"",
+            &format!("name = \"average-{n}\""),
+        );
+        post(
+            &a,
+            "/api/v1/services",
+            &json!({"manifest": text, "component": component}),
+        );
+    }
+    // As gw-b sees them: (placed at gw-a, running at gw-b).
+    let placed = |at: &str| {
+        get(&b, "/api/v1/services")
+            .and_then(|all| all.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| {
+                s["gateway"] == at && (at != "gw-b" || s["state"] == "running")
+            })
+            .count()
+    };
+    until(
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        "the services run at gw-a",
+        || placed("gw-a") == SERVICES,
+    );
+    // Their stores checkpointed, as a service that ran a while has them.
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_a = status_kib(a.process.0.id(), "VmHWM:") as f64 / 1024.0;
+    let mut a = a;
+    a.process.0.kill().expect("gw-a is killed");
+    let died = Instant::now();
+    let mut first = None;
+    until(
+        Duration::from_secs(60),
+        Duration::from_millis(2),
+        "the services run at gw-b",
+        || {
+            let running = placed("gw-b");
+            if running > 0 && first.is_none() {
+                first = Some(died.elapsed());
+            }
+            running == SERVICES
+        },
+    );
+    let all = died.elapsed();
+    let first = first.unwrap_or(all);
+    let _ = a.process.0.wait();
+
     let rss = |m: &Member| status_kib(m.process.0.id(), "VmHWM:") as f64 / 1024.0;
     println!(
         "moves ({} cores shared by both gateways and the clients)",
@@ -358,8 +419,12 @@ fn main() {
         undrained_devices as f64 / undrain.as_secs_f64()
     );
     println!(
-        "  peak RSS: gw-a {:.1} MiB, gw-b {:.1} MiB",
-        rss(&a),
+        "  death of a gateway to its {SERVICES} extended services running at the other: first {:.0} ms, all {:.0} ms (from their last checkpoints)",
+        first.as_secs_f64() * 1e3,
+        all.as_secs_f64() * 1e3
+    );
+    println!(
+        "  peak RSS: gw-a {rss_a:.1} MiB, gw-b {:.1} MiB",
         rss(&b)
     );
 }
