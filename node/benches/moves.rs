@@ -339,8 +339,8 @@ fn main() {
 
     // 3. gw-a, back with its campus, runs SERVICES services; it dies.
     let manifest = testkit::manifest("floor-average");
-    let component = base64::engine::general_purpose::STANDARD
-        .encode(testkit::component("floor-average"));
+    let component =
+        base64::engine::general_purpose::STANDARD.encode(testkit::component("floor-average"));
     for n in 0..SERVICES {
         let text = manifest.replace(
             "name = \"floor-average\"",
@@ -358,9 +358,7 @@ fn main() {
             .and_then(|all| all.as_array().cloned())
             .unwrap_or_default()
             .iter()
-            .filter(|s| {
-                s["gateway"] == at && (at != "gw-b" || s["state"] == "running")
-            })
+            .filter(|s| s["gateway"] == at && (at != "gw-b" || s["state"] == "running"))
             .count()
     };
     until(
@@ -423,8 +421,5 @@ fn main() {
         first.as_secs_f64() * 1e3,
         all.as_secs_f64() * 1e3
     );
-    println!(
-        "  peak RSS: gw-a {rss_a:.1} MiB, gw-b {:.1} MiB",
-        rss(&b)
-    );
+    println!("  peak RSS: gw-a {rss_a:.1} MiB, gw-b {:.1} MiB", rss(&b));
 }
