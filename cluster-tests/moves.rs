@@ -250,6 +250,82 @@ fn a_coap_device_moves_to_another_gateway_and_keeps_its_ids_stream_and_history()
     );
 }
 
+/// The reference MQTT device (`examples/devices/mqtt_movable_device.py`),
+/// connected to the embedded broker on `port`.
+fn mqtt_movable_device(port: u16, device: &str) -> LinePeer {
+    let script = testkit::package_file("../examples/devices/mqtt_movable_device.py");
+    let mut command = Command::new(testkit::python());
+    command
+        .arg(&script)
+        .args(["--broker", &format!("127.0.0.1:{port}")])
+        .args(["--device", device]);
+    let peer = LinePeer::spawn(command);
+    peer.wait_for_line("connected to", LINE_WAIT)
+        .expect("the MQTT device connects");
+    peer
+}
+
+#[test]
+fn an_mqtt_device_that_follows_its_policy_topic_moves_and_keeps_its_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = cluster_key();
+    let (mqtt_a, mqtt_b) = (testkit::free_port(), testkit::free_port());
+    let members = start_cloud(dir.path(), &key, &["gw-a", "gw-b", "gw-c"], |id| {
+        let port = match id {
+            "gw-a" => mqtt_a,
+            "gw-b" => mqtt_b,
+            _ => testkit::free_port(),
+        };
+        (
+            Vec::new(),
+            vec![("FOGBANK_MQTT".into(), format!("127.0.0.1:{port}"))],
+        )
+    });
+    let (a, b, c) = (&members[0], &members[1], &members[2]);
+    acquainted(&members, Duration::from_secs(15));
+    let device = mqtt_movable_device(mqtt_a, "mover-3");
+    let temperature = "gw-a.mqtt.mover-3.temperature";
+    within(Duration::from_secs(15), "gw-c sees its readings", || {
+        c.gateway.history_len(temperature) >= 5
+    });
+    // A device that publishes no policy cannot be told another broker.
+    testkit::mqtt_publish(mqtt_a, "things/boiler-2/temperature", b"60");
+    within(Duration::from_secs(10), "the boiler is known", || {
+        a.gateway.history_len("gw-a.mqtt.boiler-2.temperature") == 1
+    });
+    let (status, refused) = move_device(a, "gw-a.mqtt.boiler-2", &json!({"gateway": "gw-b"}));
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["detail"].as_str().unwrap().contains("policy"),
+        "{refused}"
+    );
+
+    // Moved from gw-c, which passes it to the owner.
+    let (status, started) = move_device(c, "gw-a.mqtt.mover-3", &json!({"gateway": "gw-b"}));
+    assert_eq!(status, 202, "{started}");
+    let finished = finished_move_at(c, &started["id"], "gw-a");
+    assert_eq!(finished["state"], "arrived", "{finished}");
+    device
+        .wait_for_line(&format!("policy gw-b 127.0.0.1:{mqtt_b} mqtt"), LINE_WAIT)
+        .unwrap();
+    // The same id, owned by gw-b, with its history before and after.
+    let before = history(c, temperature);
+    within(Duration::from_secs(10), "readings go on at gw-b", || {
+        history(c, temperature).len() > before.len() + 5
+    });
+    let thing = c.get_json(&format!("/api/v1/things/{temperature}"));
+    assert_eq!(thing["gateway"], "gw-b", "{thing}");
+    assert_eq!(thing["moves"], 1, "{thing}");
+    let after = history(b, temperature);
+    assert!(
+        before.iter().all(|r| after.contains(r)),
+        "gw-b holds the history from before the move"
+    );
+    // Values rise by 0.01 per reading: none was stored twice.
+    let values: Vec<f64> = after.iter().map(|(_, v)| *v).collect();
+    assert!(values.windows(2).all(|w| w[1] > w[0]), "{values:?}");
+}
+
 /// Simulated floors on gw-a, one reading each 200 ms per resource.
 fn fast_campus(dir: &std::path::Path) -> String {
     let config = dir.join("campus.toml");
@@ -346,7 +422,7 @@ fn a_drained_gateway_can_stop_without_losing_a_reading_and_undrain_brings_its_de
     // The boiler cannot move: the drain says so, and why.
     assert!(said.contains("8 devices moved"), "{said}");
     assert!(
-        said.contains("cannot move: gw-a.mqtt.boiler-1: the mqtt adapter cannot move its devices"),
+        said.contains("cannot move: gw-a.mqtt.boiler-1: MQTT device boiler-1 publishes no things/boiler-1/policy"),
         "{said}"
     );
     let status = finished_drain(&members[0]);

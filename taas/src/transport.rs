@@ -46,6 +46,12 @@ pub type RepointFuture = Pin<Box<dyn Future<Output = Result<(), RepointError>> +
 pub trait DeviceTransport: Send + Sync {
     /// Where devices of this adapter register at this gateway.
     fn listening(&self) -> Option<TransportTarget>;
+    /// Whether `device` can be told to go elsewhere (a drain lists the
+    /// others as unmovable, with this reason).
+    fn can_move(&self, device: &str) -> Result<(), RepointError> {
+        let _ = device;
+        Ok(())
+    }
     /// Tells `device` to register at `target` from now on; once it said
     /// yes, the adapter stops following it here.
     fn repoint(&self, device: &str, target: &TransportTarget) -> RepointFuture;

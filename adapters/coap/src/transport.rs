@@ -51,6 +51,10 @@ impl DeviceTransport for Transport {
         })
     }
 
+    fn can_move(&self, device: &str) -> Result<(), RepointError> {
+        self.directory.movable_device(device).map(|_| ())
+    }
+
     fn repoint(&self, device: &str, target: &TransportTarget) -> RepointFuture {
         let directory = self.directory.clone();
         let device = device.to_owned();

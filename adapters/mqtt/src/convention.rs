@@ -7,7 +7,9 @@
 //! - `things/{device}`: a SenML JSON pack whose record names are resources;
 //! - `things/{device}/status`: `online` / `offline` (usable as a last will);
 //! - `things/{device}/{resource}/set`: commands, which the gateway publishes
-//!   and ignores when they come back.
+//!   and ignores when they come back;
+//! - `things/{device}/policy`: the device follows a transport-management
+//!   policy (`crate::transport`): a JSON object, or empty when it leaves.
 
 use fogbank_taas::id::sanitize_segment;
 use fogbank_taas::senml;
@@ -37,6 +39,12 @@ pub enum Inbound {
     Status {
         device: String,
         online: bool,
+    },
+    /// The device follows (`true`) a transport-management policy, or no
+    /// longer here (an empty payload).
+    Policy {
+        device: String,
+        follows: bool,
     },
     /// A command echo or a topic outside the conventions.
     Ignored,
@@ -92,6 +100,10 @@ pub fn decode(topic: &str, payload: &[u8], now: Timestamp) -> Result<Inbound, De
             };
             Ok(Inbound::Status { device, online })
         }
+        [device, "policy"] => Ok(Inbound::Policy {
+            device: segment(device)?,
+            follows: payload.iter().any(|b| !b.is_ascii_whitespace()),
+        }),
         [device, resource] => {
             let device = segment(device)?;
             let resource = segment(resource)?;
@@ -316,5 +328,32 @@ mod tests {
             prop_assert_eq!(decode(&topic, &payload, NOW), Ok(Inbound::Ignored));
             prop_assert_eq!(decode("things/d/r", &payload, NOW), Ok(one("d", "r", Value::Bool(b))));
         }
+    }
+
+    #[test]
+    fn a_policy_says_whether_the_device_follows_one() {
+        assert_eq!(
+            decode(
+                "things/s/policy",
+                br#"{"address":"10.0.0.2","port":1883}"#,
+                NOW
+            ),
+            Ok(Inbound::Policy {
+                device: "s".into(),
+                follows: true
+            })
+        );
+        assert_eq!(
+            decode("things/s/policy", b"", NOW),
+            Ok(Inbound::Policy {
+                device: "s".into(),
+                follows: false
+            })
+        );
+        // The gateway's own policy, coming back through things/#.
+        assert_eq!(
+            decode("things/s/policy/set", b"{}", NOW),
+            Ok(Inbound::Ignored)
+        );
     }
 }

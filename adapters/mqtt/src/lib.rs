@@ -19,6 +19,7 @@ pub mod mapping;
 pub mod packet;
 pub mod receive;
 pub mod tls;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -175,6 +176,8 @@ pub struct Mqtt {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// With the embedded broker: where its front door finds the receiver.
     intake: Option<Arc<embedded::front_door::Intake>>,
+    movable: transport::Movable,
+    client: transport::SharedClient,
 }
 
 impl Mqtt {
@@ -220,6 +223,8 @@ impl Mqtt {
             broker,
             tls,
             intake,
+            movable: transport::Movable::default(),
+            client: transport::SharedClient::default(),
         }))
     }
 }
@@ -247,10 +252,22 @@ impl Plugin for Mqtt {
             intake: self.intake.clone(),
             context,
             client: None,
+            shared_client: self.client.clone(),
+            movable: self.movable.clone(),
             entities: SharedEntities::default(),
         }
         .start()
         .recipient()
+    }
+
+    /// With the embedded broker, devices that publish a policy can move.
+    fn transport(&self) -> Option<Arc<dyn fogbank_taas::DeviceTransport>> {
+        self.intake.as_ref()?;
+        Some(Arc::new(transport::Transport {
+            movable: self.movable.clone(),
+            client: self.client.clone(),
+            listen: self.config.listen,
+        }))
     }
 }
 
@@ -261,6 +278,9 @@ struct MqttActor {
     intake: Option<Arc<embedded::front_door::Intake>>,
     context: AdapterContext,
     client: Option<AsyncClient>,
+    /// The same client, for the transport (moves).
+    shared_client: transport::SharedClient,
+    movable: transport::Movable,
     entities: SharedEntities,
 }
 
@@ -299,6 +319,7 @@ impl Actor for MqttActor {
         }
         let (client, eventloop) = AsyncClient::new(options, 256);
         self.client = Some(client.clone());
+        *self.shared_client.lock() = Some(client.clone());
         tracing::info!(broker = %self.broker, %client_id, "MQTT adapter connecting");
         let receiver = Arc::new(Mutex::new(Receiver::new(
             self.context.clone(),
@@ -306,6 +327,7 @@ impl Actor for MqttActor {
             self.config.max_rate_per_device,
             self.config.max_message_bytes,
             self.config.mappings.clone(),
+            self.movable.clone(),
         )));
         if let Some(intake) = &self.intake {
             intake.send_replace(Some(receiver.clone()));

@@ -51,6 +51,8 @@ pub struct Receiver {
     /// State and availability topics of entities discovered since the
     /// caller last asked (a client session subscribes to them).
     discovered_topics: Vec<String>,
+    /// Devices that follow a transport-management policy.
+    movable: crate::transport::Movable,
 }
 
 /// Where the receipt of a device's publish is kept until the device has
@@ -98,6 +100,7 @@ impl Receiver {
         max_rate_per_device: f64,
         max_message_bytes: usize,
         mappings: Vec<mapping::Mapping>,
+        movable: crate::transport::Movable,
     ) -> Self {
         Receiver {
             context,
@@ -106,6 +109,7 @@ impl Receiver {
             max_message_bytes,
             mappings,
             discovered_topics: Vec::new(),
+            movable,
         }
     }
 
@@ -273,6 +277,15 @@ impl Receiver {
                 self.context.set_device_available(&device, online)?;
                 Ok(None)
             }
+            Ok(Inbound::Policy { device, follows }) => {
+                let mut movable = self.movable.lock();
+                if follows {
+                    movable.insert(device);
+                } else {
+                    movable.remove(&device);
+                }
+                Ok(None)
+            }
             Ok(Inbound::Ignored) => Ok(None),
             Err(error) => Err(Refusal::BadInput(error.to_string())),
         }
@@ -292,12 +305,22 @@ impl Receiver {
                 .context
                 .thing_id(device, &sample.resource)
                 .map_err(|e| Refusal::BadInput(e.to_string()))?;
-            if self.context.inspect_thing(&thing, |_| ()).is_none() {
-                let mut service = new_thing(thing.clone(), device, &sample);
-                if let Some(semantic_type) = semantic_type {
-                    service.semantic_type = semantic_type.to_owned();
+            let held = self.context.inspect_thing(&thing, |t| {
+                (t.gateway != self.context.gateway()).then(|| t.clone())
+            });
+            match held {
+                None => {
+                    let mut service = new_thing(thing.clone(), device, &sample);
+                    if let Some(semantic_type) = semantic_type {
+                        service.semantic_type = semantic_type.to_owned();
+                    }
+                    self.context.announce(service)?;
                 }
-                self.context.announce(service)?;
+                // Another gateway's: a device that moved here announces its
+                // things as they were (the hub takes them if the device was
+                // handed over, and ignores them otherwise).
+                Some(Some(elsewhere)) => self.context.announce(elsewhere)?,
+                Some(None) => {}
             }
             readings.push(ThingReading {
                 thing,

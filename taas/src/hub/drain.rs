@@ -81,13 +81,21 @@ impl Hub {
                 // Extended services move by their placement, which passes
                 // over a draining gateway.
                 services.push(device);
-            } else if self.transport_of(&device.adapter).is_ok() {
-                movable.push((device, things.len()));
             } else {
-                status.unmovable.insert(
-                    device.to_string(),
-                    format!("the {} adapter cannot move its devices", device.adapter),
-                );
+                match self.transport_of(&device.adapter) {
+                    Ok(transport) => match transport.can_move(&device.device) {
+                        Ok(()) => movable.push((device, things.len())),
+                        Err(why) => {
+                            status.unmovable.insert(device.to_string(), why.to_string());
+                        }
+                    },
+                    Err(_) => {
+                        status.unmovable.insert(
+                            device.to_string(),
+                            format!("the {} adapter cannot move its devices", device.adapter),
+                        );
+                    }
+                }
             }
         }
         // Spread by load: each device to the target that owns (and is

@@ -316,6 +316,9 @@ impl Hub {
             });
         }
         let transport = self.transport_of(&device.adapter)?;
+        transport
+            .can_move(&device.device)
+            .map_err(|why| MoveError::Refused(why.to_string()))?;
         let to = match &target {
             MoveTarget::Gateway(gateway) => gateway.clone(),
             MoveTarget::Endpoint { host, port } => format!("{host}:{port}"),
