@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -160,16 +159,8 @@ impl Drop for Runtime {
     }
 }
 
-/// `sha256:<hex>` of a component's bytes.
-pub fn digest(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let mut text = String::with_capacity(7 + 64);
-    text.push_str("sha256:");
-    for byte in hash {
-        text.push_str(&format!("{byte:02x}"));
-    }
-    text
-}
+/// `sha256:<hex>` of a component's bytes: the name it is replicated under.
+pub use fogbank_taas::replicated::digest;
 
 /// The full chain of a wasmtime error, which keeps the useful part (the
 /// missing import's name) in its causes.

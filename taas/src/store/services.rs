@@ -101,18 +101,10 @@ impl Store {
 
     /// A service's whole key-value data, in byte order of the keys.
     pub fn service_data(&self, name: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let cf = self.cf(CF_SERVICE_DATA)?;
-        let start = service_key(name, b"");
         let mut entries = Vec::new();
-        let mode = IteratorMode::From(&start, rocksdb::Direction::Forward);
-        for item in self.db.iterator_cf(cf, mode) {
-            let (key, value) = item?;
-            if !key.starts_with(&start) {
-                break;
-            }
-            let key = &key[start.len()..];
-            entries.push((String::from_utf8_lossy(key).into_owned(), value.into_vec()));
-        }
+        self.scan_space(CF_SERVICE_DATA, name, b"", |key, value| {
+            entries.push((key, value.into_vec()));
+        })?;
         Ok(entries)
     }
 
@@ -140,18 +132,10 @@ impl Store {
         name: &str,
         prefix: &str,
     ) -> Result<Vec<(String, usize)>, StoreError> {
-        let cf = self.cf(CF_SERVICE_DATA)?;
-        let start = service_key(name, prefix.as_bytes());
         let mut entries = Vec::new();
-        let mode = IteratorMode::From(&start, rocksdb::Direction::Forward);
-        for item in self.db.iterator_cf(cf, mode) {
-            let (key, value) = item?;
-            if !key.starts_with(&start) {
-                break;
-            }
-            let key = &key[name.len() + 1..];
-            entries.push((String::from_utf8_lossy(key).into_owned(), value.len()));
-        }
+        self.scan_space(CF_SERVICE_DATA, name, prefix.as_bytes(), |key, value| {
+            entries.push((key, value.len()));
+        })?;
         Ok(entries)
     }
 }

@@ -31,19 +31,37 @@ impl Store {
     /// with their values, in byte order of the keys. Keys are returned
     /// whole, prefix included; only that range is read.
     pub fn state(&self, space: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let cf = self.cf(CF_LAYER_STATE)?;
-        let space_start = service_key(space, b"").len();
-        let start = service_key(space, prefix.as_bytes());
         let mut entries = Vec::new();
+        self.scan_space(CF_LAYER_STATE, space, prefix.as_bytes(), |key, value| {
+            entries.push((key, value.into_vec()));
+        })?;
+        Ok(entries)
+    }
+
+    /// Each entry of column family `cf` under `space` whose key starts with
+    /// `prefix`, in byte order: its key without the space, and its value.
+    /// Only that range is read.
+    pub(super) fn scan_space(
+        &self,
+        cf: &'static str,
+        space: &str,
+        prefix: &[u8],
+        mut each: impl FnMut(String, Box<[u8]>),
+    ) -> Result<(), StoreError> {
+        let cf = self.cf(cf)?;
+        let space_start = service_key(space, b"").len();
+        let start = service_key(space, prefix);
         let mode = IteratorMode::From(&start, rocksdb::Direction::Forward);
         for item in self.db.iterator_cf(cf, mode) {
             let (key, value) = item?;
             if !key.starts_with(&start) {
                 break;
             }
-            let key = String::from_utf8_lossy(&key[space_start..]).into_owned();
-            entries.push((key, value.into_vec()));
+            each(
+                String::from_utf8_lossy(&key[space_start..]).into_owned(),
+                value,
+            );
         }
-        Ok(entries)
+        Ok(())
     }
 }
