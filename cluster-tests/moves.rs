@@ -147,6 +147,7 @@ fn a_coap_device_moves_to_another_gateway_and_keeps_its_ids_stream_and_history()
     let done = finished_move(a, &started["id"]);
     assert_eq!(done["state"], "arrived", "{done}");
     assert!(done["readings_handed"].as_u64().unwrap() >= 5, "{done}");
+    assert!(done["repoint_ms"].as_f64().unwrap() > 0.0, "{done}");
     senml_device.expect_line("policy gw-b 127.0.0.1", LINE_WAIT);
     senml_device.expect_line(&format!("registered at 127.0.0.1:{coap_b}"), LINE_WAIT);
     let done = finished_move_at(c, &second["id"], "gw-a");

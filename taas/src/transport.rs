@@ -138,6 +138,9 @@ pub enum MoveState {
     /// services now and holds their history.
     Arrived {
         readings_handed: u64,
+        /// How long the device took to take its new endpoint (CoAP: the
+        /// policy write's round trip, 4.15 fallback included).
+        repoint_ms: f64,
     },
     /// The device took the new endpoint (one outside the local cloud).
     Repointed,

@@ -399,10 +399,12 @@ impl Hub {
             .offer_device(gateway, offer)
             .await
             .map_err(|e| format!("the target did not take the device: {e}"))?;
+        let repointing = tokio::time::Instant::now();
         transport
             .repoint(&device.device, &target)
             .await
             .map_err(|e| format!("the device was not re-pointed: {e}"))?;
+        let repoint_ms = repointing.elapsed().as_secs_f64() * 1e3;
         tracing::info!(%device, %gateway, host = %target.host, port = target.port, "device re-pointed; waiting for it at the target");
         let started = tokio::time::Instant::now();
         loop {
@@ -430,6 +432,7 @@ impl Hub {
         }
         Ok(MoveState::Arrived {
             readings_handed: handed,
+            repoint_ms,
         })
     }
 
