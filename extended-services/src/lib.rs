@@ -258,7 +258,7 @@ impl Services {
 
     /// Services installed before the local cloud knew services (kept in the
     /// store's `services` column family) become replicated records, published
-    /// here.
+    /// here; the old copy goes, so that later starts read nothing twice.
     fn adopt_stored(&self) -> Result<(), ServiceError> {
         #[derive(Deserialize)]
         struct Stored {
@@ -269,21 +269,21 @@ impl Services {
         }
         for stored in self.hub.store().load_services()? {
             let key = format!("{}{}", replica::SERVICE, stored.name);
-            if self.hub.records().get(&key).is_some() {
-                continue;
+            if self.hub.records().get(&key).is_none() {
+                let Ok(old) = serde_json::from_slice::<Stored>(&stored.record) else {
+                    tracing::error!(service = %stored.name, "skipping a corrupt stored service");
+                    continue;
+                };
+                let record = ServiceRecord {
+                    manifest: old.manifest,
+                    digest: old.digest,
+                    enabled: old.enabled,
+                    installed_at: old.installed_at,
+                    home: self.hub.gateway().to_owned(),
+                };
+                self.write_record(&stored.name, &record, Blob::New(&stored.component))?;
             }
-            let Ok(old) = serde_json::from_slice::<Stored>(&stored.record) else {
-                tracing::error!(service = %stored.name, "skipping a corrupt stored service");
-                continue;
-            };
-            let record = ServiceRecord {
-                manifest: old.manifest,
-                digest: old.digest,
-                enabled: old.enabled,
-                installed_at: old.installed_at,
-                home: self.hub.gateway().to_owned(),
-            };
-            self.write_record(&stored.name, &record, Blob::New(&stored.component))?;
+            self.hub.store().forget_service_record(&stored.name)?;
         }
         Ok(())
     }

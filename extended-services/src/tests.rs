@@ -512,3 +512,48 @@ fn waiting_on_the_host_does_not_count_against_the_cpu_deadline() {
     );
     assert!(info.cpu_time_ms < 20.0 * info.calls as f64, "{info:?}");
 }
+
+#[test]
+fn services_stored_before_the_local_cloud_become_records_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open("gw", dir.path(), HubOptions::default()).unwrap();
+    hub.announce(ThingService::new(
+        ThingId::parse("gw.sim.t1.temperature").unwrap(),
+        Kind::Sensor,
+        "temperature",
+        None,
+    ))
+    .unwrap();
+    // As an earlier version stored it: record and component in the
+    // `services` column family, its data beside.
+    let component = echo();
+    let record = serde_json::json!({
+        "manifest": Manifest::parse(&manifest("echo", "")).unwrap().to_toml(),
+        "digest": engine::digest(component.as_bytes()),
+        "enabled": true,
+        "installed_at": 1,
+    });
+    hub.store()
+        .put_service(
+            "echo",
+            record.to_string().as_bytes(),
+            Some(component.as_bytes()),
+        )
+        .unwrap();
+    hub.store().put_service_value("echo", "kept", b"1").unwrap();
+    let services = Services::open(hub.clone(), None).unwrap();
+    eventually("echo running", || {
+        services
+            .info("echo")
+            .is_ok_and(|i| i.state == State::Running)
+    });
+    assert_eq!(services.info("echo").unwrap().home, "gw");
+    assert!(
+        hub.store().load_services().unwrap().is_empty(),
+        "the old copy is gone"
+    );
+    assert_eq!(
+        hub.store().service_value("echo", "kept").unwrap(),
+        Some(b"1".to_vec())
+    );
+}

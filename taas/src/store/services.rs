@@ -62,6 +62,19 @@ impl Store {
         Ok(services)
     }
 
+    /// Removes a service's record and component, keeping its key-value
+    /// data (the Service layer keeps them elsewhere now).
+    pub fn forget_service_record(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.as_bytes();
+        self.db.delete_range_cf_opt(
+            self.cf(CF_SERVICES)?,
+            id_prefix(name),
+            id_prefix_end(name),
+            &self.write_options,
+        )?;
+        Ok(())
+    }
+
     /// Removes a service and its key-value data.
     pub fn delete_service(&self, name: &str) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
