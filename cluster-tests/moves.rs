@@ -135,6 +135,16 @@ fn a_coap_device_moves_to_another_gateway_and_keeps_its_ids_stream_and_history()
     );
     assert_eq!(status, 400);
 
+    // gw-a read the device's /3/0 when it registered.
+    let device_read_at = |member: &Member| {
+        let thing = member.get_json(&format!("/api/v1/things/{temperature}"));
+        thing["metadata"]["device"]["read_at"].as_f64()
+    };
+    within(Duration::from_secs(5), "gw-a reads the device info", || {
+        device_read_at(a).is_some()
+    });
+    let first_read = device_read_at(a);
+
     // The move, by any of the device's ids.
     let moved_at = testkit::now_secs();
     let (status, started) = move_device(a, temperature, &json!({"gateway": "gw-b"}));
@@ -167,6 +177,18 @@ fn a_coap_device_moves_to_another_gateway_and_keeps_its_ids_stream_and_history()
                 thing["gateway"] == "gw-b" && thing["moves"] == 1 && thing["available"] == true
             },
         );
+        // gw-b read /3/0 again when the device registered there.
+        within(
+            Duration::from_secs(5),
+            "the device info read at gw-b reaches every gateway",
+            || device_read_at(member).is_some_and(|t| Some(t) != first_read && t >= moved_at),
+        );
+        let thing = member.get_json(&format!("/api/v1/things/{temperature}"));
+        assert_eq!(
+            thing["metadata"]["device"]["model"], "movable-device",
+            "{thing}"
+        );
+        assert_eq!(thing["metadata"]["device"]["serial"], "mover-1");
         let ids: Vec<String> = member
             .catalog()
             .iter()

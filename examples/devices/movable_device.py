@@ -3,11 +3,13 @@
 A reference for device makers, written from the LWM2M 1.1 and CoRE
 Resource Directory (RFC 9176) specifications with aiocoap; fogbank's own
 tests run it. It registers at a resource directory with IPSO objects 3303
-(temperature, /3303/0/5700) and 3311 (light control, /3311/0/5850), and
-with the Transport Management Policy object 31024 — which is what makes it
-movable (docs/lwm2m/31024.xml defines the object):
+(temperature, /3303/0/5700) and 3311 (light control, /3311/0/5850), the
+Device object 3 (/3/0: who made it and what firmware it runs, which the
+gateway reads at every registration and shows in the thing services'
+`metadata.device`), and the Transport Management Policy object 31024 —
+which is what makes it movable (docs/lwm2m/31024.xml defines the object):
 
-    </3303/0>,</3311/0>,</31024/0>
+    </3/0>,</3303/0>,</3311/0>,</31024/0>
 
 When the gateway writes /31024/0 (PUT, SenML JSON or OMA-TLV) with a
 service name (0), an address (1), a port (2) and a protocol (3), the device
@@ -73,6 +75,23 @@ class Lamp(resource.ObservableResource):
         print(f"lamp {'on' if self.on else 'off'}", flush=True)
         self.updated_state()
         return aiocoap.Message(code=aiocoap.CHANGED)
+
+
+class DeviceObject(resource.Resource):
+    """/3/0: manufacturer (0), model number (1), serial number (2) and
+    firmware version (3), strings, as OMA-TLV (LWM2M 1.0, 6.4.3, and
+    appendix E.4)."""
+
+    def __init__(self, serial):
+        super().__init__()
+        self.strings = {0: "Fogbank examples", 1: "movable-device", 2: serial, 3: "1.0"}
+
+    async def render_get(self, request):
+        # Type 11 (resource), 8-bit id, 8-bit length, then the value.
+        body = b"".join(
+            bytes([0xC8, rid, len(text.encode())]) + text.encode() for rid, text in self.strings.items()
+        )
+        return aiocoap.Message(payload=body, content_format=TLV)
 
 
 def decode_tlv(data):
@@ -215,6 +234,7 @@ async def main():
     temperature = Temperature()
     site.add_resource(["3303", "0", "5700"], temperature)
     site.add_resource(["3311", "0", "5850"], Lamp())
+    site.add_resource(["3", "0"], DeviceObject(serial=args.ep))
     context = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", args.port))
     device = Device(context, args.ep, args.lifetime)
     site.add_resource(["31024", "0"], TransportPolicy(device, args.tlv_only))

@@ -1,14 +1,15 @@
 #![no_main]
 //! CoAP bytes from the network: datagrams (the codec and our option
 //! decoders), registration bodies (link format), and device payloads in
-//! every content format decode or fail cleanly; a datagram's Block1 and
+//! every content format (and the LWM2M Device object) decode or fail
+//! cleanly; a datagram's Block1 and
 //! payload, taken as an upload, keep the uploads within their bounds.
 
 use coap_lite::{CoapOption, Packet};
 use fogbank_coap::rd;
 use fogbank_coap_protocol::message::{self, Block};
 use fogbank_coap_protocol::uploads::{self, Uploads};
-use fogbank_coap_protocol::{lwm2m, payload};
+use fogbank_coap_protocol::{device_info, lwm2m, payload};
 use fogbank_taas::Timestamp;
 use libfuzzer_sys::fuzz_target;
 
@@ -34,6 +35,14 @@ fuzz_target!(|data: &[u8]| {
         let _ = rd::device_resources(&links, true);
     }
     let _ = lwm2m::decode_tlv(data);
+    for format in [110, 112, 11542] {
+        if let Ok(info) = device_info::decode(Some(format), data) {
+            let kept = [info.manufacturer, info.model, info.serial, info.firmware];
+            for text in kept.iter().flatten() {
+                assert!(text.chars().count() <= device_info::MAX_CHARS);
+            }
+        }
+    }
     for format in [0, 60, 110, 112, 11542] {
         let _ = payload::decode(
             Some(format),

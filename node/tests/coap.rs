@@ -231,6 +231,30 @@ fn lwm2m_objects_become_thing_services() {
     assert!((20.0..100.0).contains(&value), "{value}");
     let thing = gw.get(&format!("/api/v1/things/{temperature}")).json();
     assert_eq!(thing["unit"], "Cel");
+    // The Device object, read once at registration, describes every
+    // thing service of the device; the battery level is not kept.
+    for id in [temperature, "gw-c.coap.lw-1.light-control"] {
+        let described = gw.wait_for(&format!("/api/v1/things/{id}"), "the device info", |a| {
+            a.json()["metadata"]["device"].is_object()
+        });
+        let device_info = &described.json()["metadata"]["device"];
+        assert_eq!(
+            device_info["manufacturer"], "Aiocoap Works",
+            "{device_info}"
+        );
+        assert_eq!(device_info["model"], "AD-lw-1");
+        assert!(device_info["serial"].as_str().unwrap().starts_with("SN-"));
+        assert_eq!(device_info["firmware"], "1.0.7");
+        assert!(device_info["read_ms"].as_f64().unwrap() > 0.0);
+        assert!(device_info.get("battery").is_none() && device_info.get("9").is_none());
+    }
+    assert_eq!(
+        metric(
+            &gw,
+            "fogbank_adapter_events_total{adapter=\"coap\",event=\"coap_device_info_read\"}"
+        ),
+        1.0
+    );
     let answer = gw.write(
         "PUT",
         "/api/v1/things/gw-c.coap.lw-1.light-control/actuation",
@@ -259,6 +283,18 @@ fn lwm2m_senml_named_by_path_is_accepted() {
     );
     let value = reading.json()[0]["v"].as_f64().unwrap();
     assert!((20.0..100.0).contains(&value), "{value}");
+    // Its Device object comes in SenML too.
+    let described = gw.wait_for(
+        "/api/v1/things/gw-c.coap.lw-s.temperature",
+        "the device info in SenML",
+        |a| a.json()["metadata"]["device"]["model"] == "AD-lw-s",
+    );
+    assert_eq!(
+        described.json()["metadata"]["device"]["firmware"],
+        "1.0.7",
+        "{}",
+        described.json()
+    );
 }
 
 #[test]

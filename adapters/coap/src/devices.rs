@@ -18,11 +18,12 @@ use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use fogbank_adapter::AdapterContext;
 use fogbank_taas::id::sanitize_segment;
 use fogbank_taas::untrusted::Excerpt;
-use fogbank_taas::{ActuationError, ThingId, ThingReading, ThingService, Value};
+use fogbank_taas::{ActuationError, ThingId, ThingReading, ThingService, Timestamp, Value};
 use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 
 use crate::rd::{self, DeviceResource};
+use fogbank_coap_protocol::device_info;
 use fogbank_coap_protocol::endpoint::{self, Endpoint, Handler, Reply, RequestError, Taken};
 use fogbank_coap_protocol::message::{self, Request, Response, format};
 use fogbank_coap_protocol::payload;
@@ -71,6 +72,10 @@ pub struct Directory {
     devices: Mutex<HashMap<String, Device>>,
     next_id: AtomicU64,
     poll_interval: Duration,
+    /// Held across each read-modify-announce of a thing service here, so
+    /// a reading that settles a data type and a device-info read that
+    /// adds metadata cannot overwrite each other's change.
+    announcing: Mutex<()>,
 }
 
 impl Directory {
@@ -81,6 +86,7 @@ impl Directory {
             devices: Mutex::default(),
             next_id: AtomicU64::new(1),
             poll_interval,
+            announcing: Mutex::default(),
         })
     }
 
@@ -116,10 +122,13 @@ impl Directory {
                 resource.unit.as_deref(),
             )
             .with_device_address(&format!("coap://{address}{}", resource.read_path));
+            let _announcing = self.announcing.lock();
             if let Some(existing) = context.thing(&thing) {
-                // Keep what readings taught us (the data type) and where it is.
+                // Keep what readings taught us (the data type), where it
+                // is and what the device said of itself.
                 service.data_type = existing.data_type;
                 service.location = existing.location;
+                service.metadata = existing.metadata;
             }
             context.announce(service).map_err(|e| e.to_string())?;
             let watcher = Watcher {
@@ -190,6 +199,77 @@ impl Directory {
             (resources, false),
             None,
         )
+    }
+
+    /// Reads a registered device's Device object (`/3/0`) and keeps what
+    /// it says — and how long the read took, TRESCIMO's "read device
+    /// info" — as the `device` metadata of its thing services. A device
+    /// that does not answer keeps its thing services as they are: the
+    /// read is a description, not a condition of registering.
+    fn read_device_info(self: &Arc<Self>, name: String, address: SocketAddr) {
+        let directory = self.clone();
+        let span = tracing::info_span!("device_info", device = %name, %address);
+        let read = async move {
+            let started = Instant::now();
+            let request = endpoint::get(&device_info::instance_path(), None);
+            let info = match directory.endpoint.request(address, request).await {
+                Ok(response) => match response.header.code {
+                    MessageClass::Response(code) if !code.is_error() => device_info::decode(
+                        message::uint_option(&response, CoapOption::ContentFormat)
+                            .and_then(|f| u16::try_from(f).ok()),
+                        &response.payload,
+                    )
+                    .map_err(|e| e.to_string()),
+                    code => Err(format!("the device answered {code:?}")),
+                },
+                Err(error) => Err(error.to_string()),
+            };
+            let read_ms = started.elapsed().as_secs_f64() * 1e3;
+            match info {
+                Ok(info) => {
+                    directory.count("coap_device_info_read");
+                    let mut described = info.to_json();
+                    described.insert("read_ms".into(), read_ms.into());
+                    // Seconds since the epoch, as readings' `t`.
+                    described.insert("read_at".into(), Timestamp::now().as_secs_f64().into());
+                    directory.describe(&name, described.into());
+                }
+                Err(error) => {
+                    directory.count("coap_device_info_failed");
+                    tracing::warn!(%error, "cannot read the device's /3/0");
+                }
+            }
+        };
+        self.endpoint
+            .spawn(tracing::Instrument::instrument(read, span));
+    }
+
+    /// Sets the `device` metadata of every thing service of `name`.
+    fn describe(&self, name: &str, description: serde_json::Value) {
+        let Some(context) = self.context() else {
+            return;
+        };
+        let things: Vec<ThingId> = {
+            let devices = self.devices.lock();
+            devices
+                .values()
+                .filter(|d| d.name == name)
+                .flat_map(|d| &d.resources)
+                .filter_map(|r| context.thing_id(name, &r.name).ok())
+                .collect()
+        };
+        let _announcing = self.announcing.lock();
+        for thing in things {
+            let Some(mut service) = context.thing(&thing) else {
+                continue;
+            };
+            service
+                .metadata
+                .insert("device".into(), description.clone());
+            if let Err(error) = context.announce(service) {
+                tracing::warn!(%thing, %error, "cannot describe the thing service");
+            }
+        }
     }
 
     /// Lapsed registrations: their thing services become unavailable.
@@ -296,6 +376,7 @@ impl Directory {
                 return Taken::Yes;
             }
         };
+        let announcing = self.announcing.lock();
         if let Some(mut service) = context.thing(thing) {
             let data_type = sample.value.data_type();
             let unit_news = sample.unit.is_some() && sample.unit != service.unit;
@@ -312,6 +393,7 @@ impl Directory {
                 }
             }
         }
+        drop(announcing);
         let reading = ThingReading {
             thing: thing.clone(),
             reading: fogbank_taas::Reading {
@@ -552,6 +634,9 @@ impl ResourceDirectory {
                     return response;
                 }
                 directory.set_available(&name, true);
+                if links.iter().any(|l| device_info::is_device_link(&l.path)) {
+                    directory.read_device_info(name.clone(), request.peer);
+                }
                 tracing::info!(device = %name, peer = %request.peer, id, resources = count, lifetime = ?lifetime, "CoAP device registered");
                 Response {
                     location_path: vec!["rd".into(), id],

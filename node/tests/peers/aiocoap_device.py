@@ -8,9 +8,12 @@ registered at a resource directory with aiocoap's own RFC 9176 client.
 
 With --lwm2m it is an LWM2M-style device instead: IPSO objects 3303
 (temperature, value resource 5700 answered in OMA-TLV) and 3311 (light
-control, on/off resource 5850), registered with `lwm2m=1.1`. With --senml
-its temperature answers in SenML JSON the way LWM2M 1.1 and Leshan write
-it, naming the resource by path: [{"bn":"/3303/0/","n":"5700","v":…}].
+control, on/off resource 5850) and the Device object 3 (/3/0: manufacturer
+"Aiocoap Works", model "AD-{ep}", serial "SN-{port}", firmware "1.0.7"),
+registered with `lwm2m=1.1`. With --senml its temperature and device
+object answer in SenML JSON the way LWM2M 1.1 and Leshan write them,
+naming resources by path: [{"bn":"/3303/0/","n":"5700","v":…}]; without,
+in OMA-TLV. It prints "device info read" when /3/0 is read.
 
 The temperature starts at 20.0 and rises by 0.5 every interval; each value
 is a notification to observers. It prints "registered" once the directory
@@ -21,6 +24,7 @@ that long after registering (printing "deregistered") and runs on.
 
 import argparse
 import asyncio
+import json
 import struct
 
 import aiocoap
@@ -68,6 +72,30 @@ class SenmlIpsoTemperature(Temperature):
         return aiocoap.Message(payload=pack.encode(), content_format=110)
 
 
+class DeviceObject(resource.Resource):
+    """/3/0, the LWM2M Device object: resources 0-3 are strings (LWM2M
+    1.0, appendix E.4); 9, the battery level, an integer."""
+
+    def __init__(self, strings, senml):
+        super().__init__()
+        self.strings = strings
+        self.senml = senml
+
+    async def render_get(self, request):
+        print("device info read", flush=True)
+        if self.senml:
+            records = [{"bn": "/3/0/", "n": "0", "vs": self.strings[0]}]
+            records += [{"n": str(rid), "vs": text} for rid, text in enumerate(self.strings) if rid]
+            records.append({"n": "9", "v": 87})
+            return aiocoap.Message(payload=json.dumps(records).encode(), content_format=110)
+        # Resource TLVs: type 11, 8-bit id, 8-bit length (LWM2M 1.0, 6.4.3).
+        body = b"".join(
+            bytes([0xC8, rid, len(text.encode())]) + text.encode() for rid, text in enumerate(self.strings)
+        )
+        body += bytes([0xC1, 9, 87])
+        return aiocoap.Message(payload=body, content_format=11542)
+
+
 class Lamp(resource.ObservableResource):
     rt = "switch"
     if_ = "core.a"
@@ -109,6 +137,8 @@ async def main():
         temperature = SenmlIpsoTemperature() if args.senml else IpsoTemperature()
         site.add_resource(["3303", "0", "5700"], temperature)
         site.add_resource(["3311", "0", "5850"], Lamp())
+        strings = ["Aiocoap Works", f"AD-{args.ep}", f"SN-{args.port}", "1.0.7"]
+        site.add_resource(["3", "0"], DeviceObject(strings, args.senml))
         parameters["lwm2m"] = "1.1"
     else:
         temperature = Temperature()

@@ -11,10 +11,13 @@
 //! - [`payload`]: a device's payload → values, by content format (text,
 //!   SenML JSON/CBOR, CBOR, OMA-TLV).
 //! - [`lwm2m`]: the IPSO objects and the OMA-TLV format (pure).
+//! - [`device_info`]: the LWM2M Device object `/3/0` — manufacturer,
+//!   model, serial, firmware (pure).
 //!
 //! Nothing here knows the resource directory, the hub or an adapter: what
 //! a request means is its handler's business.
 
+pub mod device_info;
 pub mod endpoint;
 pub mod lwm2m;
 pub mod message;

@@ -93,7 +93,7 @@ pub fn decode(
 /// slash (`/3303/0/5700`), which RFC 8428 does not allow a name to start
 /// with: from an LWM2M resource, the slash is dropped before the names
 /// are resolved.
-fn lwm2m_names(records: &mut [senml::Record]) {
+pub(crate) fn lwm2m_names(records: &mut [senml::Record]) {
     let mut named = false;
     for record in records {
         if let Some(bn) = &mut record.bn {
