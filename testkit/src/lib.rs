@@ -87,31 +87,53 @@ pub fn binary() -> &'static Path {
     })
 }
 
+/// Ports handed to tests come from below the kernel's ephemeral range
+/// (32768–60999 on Linux), never from it: a port from `bind(:0)` is one
+/// the kernel also gives to outgoing connections, so a gateway restarted
+/// on "its" port found it taken by some client's connection in the
+/// meantime. Each port is handed out once per test process.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// The next port of [`PORTS`] that `free` accepts. The walk starts at an
+/// offset from the process id, so that test binaries run one after
+/// another do not retrace each other's steps.
+fn next_port(free: impl Fn(u16) -> bool) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORTS.end - PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = PORTS.start + step as u16;
+        if free(port) {
+            return port;
+        }
+    }
+    panic!("no free port left in {PORTS:?}");
+}
+
 /// A TCP port nobody holds at the moment, on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free TCP port on loopback")
-        .port()
+    next_port(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
 }
 
 /// A port free at the moment for both UDP and TCP on loopback (a SIP
 /// endpoint listens on both).
 pub fn free_udp_tcp_port() -> u16 {
-    loop {
-        let port = free_udp_port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    next_port(|port| {
+        UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+    })
 }
 
 /// A UDP port nobody holds at the moment, on loopback.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free UDP port on loopback")
-        .port()
+    next_port(|port| UdpSocket::bind(("127.0.0.1", port)).is_ok())
 }
 
 /// Waits until something accepts TCP connections on `port` (10 s).
