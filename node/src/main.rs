@@ -11,6 +11,7 @@ mod client;
 mod coap;
 mod config;
 mod controller;
+mod dashboard;
 mod metrics;
 mod server;
 

@@ -263,6 +263,34 @@ fn live_readings_stream_as_server_sent_events() {
         .assert_problem(404);
 }
 
+/// `GET /api/v1/stream`: every thing service a filter matches, each
+/// reading naming its thing; the latest of each comes first.
+#[test]
+fn one_stream_carries_every_thing_a_filter_matches() {
+    let gw = Gateway::demo();
+    let events = read_events(
+        &gw.url("/api/v1/stream?type=temperature&location=campus/building-b"),
+        "reading",
+        12,
+        Duration::from_secs(10),
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for data in &events {
+        let pack: Value = serde_json::from_str(data).unwrap();
+        let id = pack[0]["bn"].as_str().unwrap().to_owned();
+        assert!(
+            id.starts_with("gw-t.sim.building-b-floor-") && id.ends_with(".temperature"),
+            "{id}"
+        );
+        assert_eq!(pack[0]["bu"], "Cel");
+        assert!(pack[0]["v"].is_number());
+        seen.insert(id);
+    }
+    assert_eq!(seen.len(), 4, "the four floors of building b: {seen:?}");
+    gw.get("/api/v1/stream?kind=sideways").assert_problem(400);
+    gw.get("/api/v1/stream?colour=red").assert_problem(400);
+}
+
 #[test]
 fn a_pack_of_readings_streams_as_one_event_per_reading_in_order() {
     use std::io::{BufRead, BufReader};

@@ -1,5 +1,6 @@
 //! The REST API under `/api/v1`, plus `/health`, `/metrics` and
-//! `/openapi.json` (served at the root and under `/api/v1`).
+//! `/openapi.json` (served at the root and under `/api/v1`), and the
+//! dashboard's files at `/` (`crate::dashboard`).
 //!
 //! This module owns the JSON shapes and HTTP rules; it translates between
 //! them and the TaaS [`Hub`], and holds no logic of its own about things.
@@ -134,6 +135,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                         .default_service(method_not_allowed("PUT")),
                 )
                 .service(get("/things/{id}/stream", stream::sse))
+                .service(get("/stream", stream::sse_many))
                 .service(get("/commands/{id}", things::command))
                 .service(
                     web::resource("/devices/{device}/transport")
@@ -186,6 +188,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(get("/services/{name}/logs", services::logs))
                 .service(web::resource("/services/{name}/call/{path:.*}").to(services::call)),
         )
+        .configure(crate::dashboard::configure)
         .service(ops(web::scope("")))
         .default_service(web::to(|request: HttpRequest| async move {
             Err::<HttpResponse, _>(ApiError::NoRoute(format!(

@@ -194,7 +194,7 @@ impl utoipa::Modify for BearerScheme {
     paths(
         super::things::list, super::things::get, super::things::description, super::things::latest,
         super::things::history, super::things::ingest, super::things::actuate, super::things::command,
-        super::stream::sse, super::peers::list, super::peers::forget,
+        super::stream::sse, super::stream::sse_many, super::peers::list, super::peers::forget,
         super::devices::transport, super::devices::status, super::devices::drain,
         super::devices::undrain, super::devices::drain_status,
         super::services::publish, super::services::list, super::services::get,

@@ -75,24 +75,30 @@ pub async fn list(
     query: web::Query<ThingsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Read)?;
-    let q = query.into_inner();
-    let query = Query {
-        semantic_type: q.kind_of,
-        location: q.location.as_deref().map(Location::new),
-        gateway: q.gateway,
-        kind: q
-            .kind
-            .as_deref()
-            .map(str::parse::<Kind>)
-            .transpose()
-            .map_err(ApiError::BadRequest)?,
-        available: q
-            .available
-            .as_deref()
-            .map(|a| parse_bool("available", a))
-            .transpose()?,
-    };
+    let query = query.into_inner().query()?;
     Ok(HttpResponse::Ok().json(state.hub.query(&query)))
+}
+
+impl ThingsQuery {
+    /// The hub's query, or 400 for a value that names nothing.
+    pub(super) fn query(self) -> Result<Query, ApiError> {
+        Ok(Query {
+            semantic_type: self.kind_of,
+            location: self.location.as_deref().map(Location::new),
+            gateway: self.gateway,
+            kind: self
+                .kind
+                .as_deref()
+                .map(str::parse::<Kind>)
+                .transpose()
+                .map_err(ApiError::BadRequest)?,
+            available: self
+                .available
+                .as_deref()
+                .map(|a| parse_bool("available", a))
+                .transpose()?,
+        })
+    }
 }
 
 fn known(state: &AppState, raw: &str) -> Result<ThingService, ApiError> {

@@ -107,6 +107,23 @@ impl Hub {
         }
     }
 
+    /// Subscribes to several thing services of the local cloud at once
+    /// (a dashboard's chart of a floor): other gateways' are followed
+    /// while the subscription lives, as [`subscribe_thing`](Self::subscribe_thing)
+    /// does for one.
+    pub fn subscribe_things(&self, label: impl Into<String>, ids: Vec<ThingId>) -> Subscription {
+        let follows: Vec<Follow> = ids.iter().filter_map(|id| self.follow(id)).collect();
+        let wanted: std::collections::HashSet<ThingId> = ids.into_iter().collect();
+        let subscription = self.bus.subscribe(
+            label,
+            Filter::matching(move |candidate| wanted.contains(candidate)),
+        );
+        match follows.is_empty() {
+            true => subscription,
+            false => subscription.holding(Box::new(follows)),
+        }
+    }
+
     /// Has another gateway's thing service's readings relayed here (and
     /// published on the bus, and kept as its latest) while the returned
     /// guard lives. `None` for this gateway's own things, unknown ones, or

@@ -1,0 +1,153 @@
+"""Drives the dashboard in Debian's Chromium (headless) with Playwright,
+as an operator would use it: cluster-tests/dashboard.rs starts the
+gateways and checks, on their API, what the page claims to have done.
+
+    python3 dashboard.py --url http://127.0.0.1:PORT --token TOKEN
+        --shots DIR --remote-thing ID --lamp ID
+        --manifest FILE --component FILE [--big URL]
+
+It prints one JSON line per step ({"step": ..., ...}); a step that fails
+raises, which ends the script with a traceback and exit status 1. Each page
+is also written to DIR as a screenshot.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+from playwright.sync_api import sync_playwright
+
+CHROMIUM_ARGS = [
+    # This machine's network is closed: no background calls to Google.
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+WAIT_MS = 20_000
+
+
+def report(step, **facts):
+    print(json.dumps({"step": step, **facts}), flush=True)
+
+
+def count_text(page):
+    return page.locator("#count").inner_text(timeout=WAIT_MS)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--shots", required=True)
+    parser.add_argument("--remote-thing", required=True)
+    parser.add_argument("--lamp", required=True)
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--component", required=True)
+    parser.add_argument("--big")
+    args = parser.parse_args()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        # The page's Content-Security-Policy forbids eval, which
+        # Playwright's wait_for_function uses: bypassed for the driver only.
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        def shot(name):
+            page.screenshot(path=f"{args.shots}/{name}.png")
+
+        # The cloud: both gateways, up.
+        page.goto(f"{args.url}/#/")
+        page.wait_for_function("document.querySelectorAll('tr[data-gateway]').length === 2", timeout=WAIT_MS)
+        states = page.locator("tr[data-gateway] td:nth-child(2)").all_inner_texts()
+        report("cloud", gateways=page.locator("tr[data-gateway]").count(), states=states)
+        shot("cloud")
+
+        # The catalog of both gateways, then narrowed by a filter.
+        page.goto(f"{args.url}/#/things")
+        page.wait_for_function("document.querySelector('#count')?.textContent.startsWith('80 of 80')", timeout=WAIT_MS)
+        report("catalog", count=count_text(page), rows=page.locator("tr[data-thing]").count())
+        shot("things")
+        page.select_option("select[name=type]", "temperature")
+        page.wait_for_function("document.querySelector('#count')?.textContent.startsWith('16 of 80')", timeout=WAIT_MS)
+        page.get_by_role("button", name="building-b", exact=True).click()
+        page.wait_for_function("document.querySelector('#count')?.textContent.startsWith('8 of 80')", timeout=WAIT_MS)
+        # The visible rows' latest values arrive over the multi-thing stream.
+        page.wait_for_function(
+            "[...document.querySelectorAll('td.latest')].every(cell => cell.textContent !== '')", timeout=WAIT_MS)
+        report("filter", count=count_text(page), url=page.url,
+               latest=page.locator("td.latest").all_inner_texts())
+        shot("things-filtered")
+
+        # Another gateway's thing: its chart gains points as readings come.
+        page.goto(f"{args.url}/#/thing/{args.remote_thing}")
+        page.wait_for_function("document.querySelector('#chart')?.dataset.points > 0", timeout=WAIT_MS)
+        before = int(page.locator("#chart").get_attribute("data-points"))
+        page.wait_for_function(f"document.querySelector('#chart').dataset.points > {before + 2}", timeout=WAIT_MS)
+        after = int(page.locator("#chart").get_attribute("data-points"))
+        report("chart", before=before, after=after, latest=page.locator("#latest").inner_text())
+        shot("thing")
+
+        # A command without a token: the page says why it failed.
+        page.goto(f"{args.url}/#/thing/{args.lamp}")
+        page.get_by_role("button", name="On", exact=True).click()
+        page.wait_for_function("document.querySelector('#notice') && !document.querySelector('#notice').hidden", timeout=WAIT_MS)
+        report("unauthenticated", notice=page.locator("#notice").inner_text())
+        # With the token, given once in the page's dialog.
+        page.get_by_role("button", name="Token").click()
+        page.fill("#token-input", args.token)
+        page.get_by_role("button", name="Use it").click()
+        page.get_by_role("button", name="On", exact=True).click()
+        page.wait_for_function("document.querySelector('#outcome')?.textContent.includes('succeeded')", timeout=WAIT_MS)
+        report("lamp", outcome=page.locator("#outcome").inner_text())
+        shot("lamp")
+
+        # A service published from the page runs.
+        page.goto(f"{args.url}/#/services")
+        page.set_input_files("input[name=manifest]", args.manifest)
+        page.set_input_files("input[name=component]", args.component)
+        page.get_by_role("button", name="Publish").click()
+        page.wait_for_function(
+            "document.querySelector('tr[data-service] td:nth-child(3)')?.textContent === 'running'", timeout=60_000)
+        name = page.locator("tr[data-service]").first.get_attribute("data-service")
+        report("publish", service=name, state="running")
+        shot("services")
+        page.goto(f"{args.url}/#/service/{name}")
+        page.wait_for_function("document.querySelector('#log')?.textContent.includes('running version')", timeout=WAIT_MS)
+        report("service log", tail=page.locator("#log").inner_text().splitlines()[-1])
+        shot("service")
+
+        for name in ("federation", "health"):
+            page.goto(f"{args.url}/#/{name}")
+            page.wait_for_timeout(4500)
+            shot(name)
+        report("health", summary=page.locator("main p.muted").first.inner_text())
+
+        # A phone's width: one column, nothing wider than the screen.
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto(f"{args.url}/#/things")
+        page.wait_for_function("document.querySelector('#count')?.textContent.includes(' of ')", timeout=WAIT_MS)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        report("phone", overflow=overflow)
+        shot("things-phone")
+
+        if args.big:
+            # 10,000 thing services: the time from navigation to the first
+            # page of rows, as the page measures it and as the test sees it.
+            page.set_viewport_size({"width": 1280, "height": 900})
+            started = time.monotonic()
+            page.goto(f"{args.big}/#/things")
+            page.wait_for_function("document.querySelector('#count')?.textContent.includes('of 10000')", timeout=60_000)
+            seen_ms = (time.monotonic() - started) * 1000
+            report("big catalog", count=count_text(page), rows=page.locator("tr[data-thing]").count(),
+                   render_ms=int(page.locator("main").get_attribute("data-render-ms")), seen_ms=round(seen_ms))
+            shot("things-10000")
+
+        report("errors", errors=errors)
+        browser.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
