@@ -1,10 +1,12 @@
 //! The dashboard in a real browser: Debian's Chromium, headless, driven by
 //! Playwright for Python (`browser/dashboard.py`) against two gateways of
-//! one local cloud running the campus simulator (80 thing services), and
-//! a third, alone, with 10,000. The script does what an operator does —
-//! filters the catalog, watches another gateway's thing on a live chart,
-//! switches a lamp with a token given in the page, publishes a service —
-//! and this test checks on the gateways' API that each happened. The
+//! one local cloud running the campus simulator (80 thing services) and
+//! federated to an SD-IoT controller, and a third, alone, with 10,000. The
+//! script does what an operator does — filters the catalog, watches
+//! another gateway's thing on a live chart, switches a lamp with a token
+//! given in the page, publishes a service, places a request in the
+//! controller's form — and this test checks on the gateways' and the
+//! controller's API that each happened. The
 //! screenshots are written to `$CARGO_TARGET_DIR/artifacts/dashboard/`.
 
 use fogbank_testkit as testkit;
@@ -14,10 +16,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use testkit::{Gateway, acquainted, cluster_key, start_cloud, within};
+use testkit::{Controller, Gateway, acquainted, cluster_key, start_cloud, within};
 
 const LAMP: &str = "gw-b.sim.building-a-floor-2.lamp";
 const REMOTE: &str = "gw-b.sim.building-b-floor-1.temperature";
+/// An HTTP device's thing with a day of 1 Hz readings.
+const DAY_THING: &str = "gw-big.http.logger.temperature";
+const DAY: u64 = 86_400;
 
 fn screenshots() -> std::path::PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -31,8 +36,32 @@ fn screenshots() -> std::path::PathBuf {
 fn an_operator_uses_the_dashboard_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
     let key = cluster_key();
-    let members = start_cloud(dir.path(), &key, &["gw-a", "gw-b"], |_| {
-        (vec!["--demo".into()], Vec::new())
+    // Both gateways federate to one SD-IoT controller over S-MANAGE.
+    let controller =
+        Controller::start_in(&dir.path().join("controller"), "hello_interval_secs = 1\n");
+    let smanage = dir.path().join("smanage.toml");
+    std::fs::write(&smanage, "[smanage]\nhello_interval_secs = 1\n").unwrap();
+    let members = start_cloud(dir.path(), &key, &["gw-a", "gw-b"], |id| {
+        let block = match id {
+            "gw-a" => "0x0100-0x01ff",
+            _ => "0x0200-0x02ff",
+        };
+        let env = [
+            ("FOGBANK_SMANAGE_CONTROLLER", controller.smanage()),
+            (
+                "FOGBANK_SMANAGE_LISTEN",
+                format!("127.0.0.1:{}", testkit::free_udp_port()),
+            ),
+            ("FOGBANK_SMANAGE_ADDRESSES", block.to_owned()),
+        ];
+        (
+            vec![
+                "--demo".into(),
+                "--config".into(),
+                smanage.to_str().unwrap().into(),
+            ],
+            env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        )
     });
     let (a, b) = (&members[0], &members[1]);
     acquainted(&members, Duration::from_secs(15));
@@ -48,7 +77,26 @@ fn an_operator_uses_the_dashboard_in_a_browser() {
         "[sim]\nenabled = true\ninterval_ms = 10000\nbuildings = 20\nfloors = 100\n",
     )
     .unwrap();
-    let big = Gateway::start(&["--config", big_config.to_str().unwrap()], &[]);
+    let big = Gateway::start(
+        &["--config", big_config.to_str().unwrap()],
+        &[("FOGBANK_GATEWAY_ID", "gw-big")],
+    );
+    // A day of 1 Hz readings of one HTTP device, for the chart.
+    let now = testkit::now_secs().floor();
+    for chunk in (0..DAY).collect::<Vec<u64>>().chunks(10_000) {
+        let pack: Vec<Json> = chunk
+            .iter()
+            .map(|s| {
+                let t = now - (DAY - s) as f64;
+                serde_json::json!({"t": t, "v": 20.0 + (t / 3600.0).sin() * 3.0})
+            })
+            .collect();
+        let answer = big.post_senml(
+            &format!("/api/v1/things/{DAY_THING}/readings"),
+            &pack.into(),
+        );
+        assert!(answer.status < 300, "{}", answer.status);
+    }
 
     let guests = testkit::guests();
     let shots = screenshots();
@@ -63,6 +111,9 @@ fn an_operator_uses_the_dashboard_in_a_browser() {
         .arg("--component")
         .arg(guests.join("floor-average.wasm"))
         .args(["--big", &big.url("")])
+        .args(["--day-thing", DAY_THING])
+        .args(["--controller", &controller.url("")])
+        .args(["--controller-token", testkit::CONTROLLER_TOKEN])
         .output()
         .expect("python runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -148,17 +199,67 @@ fn an_operator_uses_the_dashboard_in_a_browser() {
     );
     let catalog = &steps["big catalog"];
     assert_eq!(catalog["rows"], 100, "paged: {catalog}");
+    assert!(
+        catalog["count"]
+            .as_str()
+            .unwrap()
+            .starts_with("10001 of 10001"),
+        "2,000 floors and the HTTP device: {catalog}"
+    );
     // Timing is reported, not asserted (BENCHMARKS.md has the figures).
     println!(
-        "10,000 thing services: the page rendered in {} ms, seen {} ms after navigation",
+        "10,001 thing services: the page rendered in {} ms, seen {} ms after navigation",
         catalog["render_ms"], catalog["seen_ms"]
+    );
+    let day = &steps["day chart"];
+    assert_eq!(day["points"], DAY, "the whole day is drawn: {day}");
+    println!(
+        "a day of 1 Hz readings: drawn {} ms after navigation, the longest main-thread task {} ms",
+        day["drawn_ms"], day["longest_task_ms"]
     );
     assert_eq!(
         steps["errors"]["errors"],
         serde_json::json!([]),
         "no script error"
     );
-    for page in ["cloud", "things", "thing", "lamp", "services", "health"] {
+    // The controller's form: a request that comes back full, whose data
+    // the page charts as it arrives — as the controller's API says.
+    let placed = &steps["controller request"];
+    assert_eq!(placed["outcome"], "full", "{placed}");
+    let id = placed["id"].as_u64().unwrap();
+    let request = controller.get(&format!("/api/v1/requests/{id}")).json();
+    assert_eq!(request["type"], "temperature");
+    assert_eq!(request["location"], "campus/building-a");
+    // The 8 floors of building a (4 per gateway) and the published
+    // service's averages there: the page said as many as the API holds.
+    let assigned = request["assignments"].as_array().unwrap().len();
+    assert!(assigned >= 8, "{request}");
+    assert!(
+        placed["answer"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{assigned} sensor services programmed")),
+        "{placed}"
+    );
+    assert!(request["readings"].as_u64().unwrap() > 0, "{request}");
+    assert!(placed["series"].as_u64().unwrap() >= 1, "{placed}");
+    // A floor is an SDVS: 8 per gateway, and the published service's
+    // outputs make more.
+    assert!(
+        steps["controller sdvs"]["cards"].as_u64() >= Some(16),
+        "{}",
+        steps["controller sdvs"]
+    );
+    for page in [
+        "cloud",
+        "things",
+        "thing",
+        "lamp",
+        "services",
+        "health",
+        "controller-request",
+        "controller-sdvs",
+    ] {
         assert!(shots.join(format!("{page}.png")).exists(), "{page}.png");
     }
 }

@@ -4,7 +4,8 @@ gateways and checks, on their API, what the page claims to have done.
 
     python3 dashboard.py --url http://127.0.0.1:PORT --token TOKEN
         --shots DIR --remote-thing ID --lamp ID
-        --manifest FILE --component FILE [--big URL]
+        --manifest FILE --component FILE [--big URL --day-thing ID]
+        [--controller URL --controller-token TOKEN]
 
 It prints one JSON line per step ({"step": ..., ...}); a step that fails
 raises, which ends the script with a traceback and exit status 1. Each page
@@ -44,6 +45,9 @@ def main():
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--component", required=True)
     parser.add_argument("--big")
+    parser.add_argument("--day-thing")
+    parser.add_argument("--controller")
+    parser.add_argument("--controller-token")
     args = parser.parse_args()
 
     with sync_playwright() as playwright:
@@ -56,97 +60,156 @@ def main():
         page.on("pageerror", lambda error: errors.append(str(error)))
 
         def shot(name):
-            page.screenshot(path=f"{args.shots}/{name}.png")
+            page.screenshot(path=f"{args.shots}/{name}.png", full_page=True)
 
-        # The cloud: both gateways, up.
-        page.goto(f"{args.url}/#/")
-        page.wait_for_function("document.querySelectorAll('tr[data-gateway]').length === 2", timeout=WAIT_MS)
-        states = page.locator("tr[data-gateway] td:nth-child(2)").all_inner_texts()
-        report("cloud", gateways=page.locator("tr[data-gateway]").count(), states=states)
-        shot("cloud")
-
-        # The catalog of both gateways, then narrowed by a filter.
-        page.goto(f"{args.url}/#/things")
-        page.wait_for_function("document.querySelector('#count')?.textContent.startsWith('80 of 80')", timeout=WAIT_MS)
-        report("catalog", count=count_text(page), rows=page.locator("tr[data-thing]").count())
-        shot("things")
-        page.select_option("select[name=type]", "temperature")
-        page.wait_for_function("document.querySelector('#count')?.textContent.startsWith('16 of 80')", timeout=WAIT_MS)
-        page.get_by_role("button", name="building-b", exact=True).click()
-        page.wait_for_function("document.querySelector('#count')?.textContent.startsWith('8 of 80')", timeout=WAIT_MS)
-        # The visible rows' latest values arrive over the multi-thing stream.
-        page.wait_for_function(
-            "[...document.querySelectorAll('td.latest')].every(cell => cell.textContent !== '')", timeout=WAIT_MS)
-        report("filter", count=count_text(page), url=page.url,
-               latest=page.locator("td.latest").all_inner_texts())
-        shot("things-filtered")
-
-        # Another gateway's thing: its chart gains points as readings come.
-        page.goto(f"{args.url}/#/thing/{args.remote_thing}")
-        page.wait_for_function("document.querySelector('#chart')?.dataset.points > 0", timeout=WAIT_MS)
-        before = int(page.locator("#chart").get_attribute("data-points"))
-        page.wait_for_function(f"document.querySelector('#chart').dataset.points > {before + 2}", timeout=WAIT_MS)
-        after = int(page.locator("#chart").get_attribute("data-points"))
-        report("chart", before=before, after=after, latest=page.locator("#latest").inner_text())
-        shot("thing")
-
-        # A command without a token: the page says why it failed.
-        page.goto(f"{args.url}/#/thing/{args.lamp}")
-        page.get_by_role("button", name="On", exact=True).click()
-        page.wait_for_function("document.querySelector('#notice') && !document.querySelector('#notice').hidden", timeout=WAIT_MS)
-        report("unauthenticated", notice=page.locator("#notice").inner_text())
-        # With the token, given once in the page's dialog.
-        page.get_by_role("button", name="Token").click()
-        page.fill("#token-input", args.token)
-        page.get_by_role("button", name="Use it").click()
-        page.get_by_role("button", name="On", exact=True).click()
-        page.wait_for_function("document.querySelector('#outcome')?.textContent.includes('succeeded')", timeout=WAIT_MS)
-        report("lamp", outcome=page.locator("#outcome").inner_text())
-        shot("lamp")
-
-        # A service published from the page runs.
-        page.goto(f"{args.url}/#/services")
-        page.set_input_files("input[name=manifest]", args.manifest)
-        page.set_input_files("input[name=component]", args.component)
-        page.get_by_role("button", name="Publish").click()
-        page.wait_for_function(
-            "document.querySelector('tr[data-service] td:nth-child(3)')?.textContent === 'running'", timeout=60_000)
-        name = page.locator("tr[data-service]").first.get_attribute("data-service")
-        report("publish", service=name, state="running")
-        shot("services")
-        page.goto(f"{args.url}/#/service/{name}")
-        page.wait_for_function("document.querySelector('#log')?.textContent.includes('running version')", timeout=WAIT_MS)
-        report("service log", tail=page.locator("#log").inner_text().splitlines()[-1])
-        shot("service")
-
-        for name in ("federation", "health"):
-            page.goto(f"{args.url}/#/{name}")
-            page.wait_for_timeout(4500)
-            shot(name)
-        report("health", summary=page.locator("main p.muted").first.inner_text())
-
-        # A phone's width: one column, nothing wider than the screen.
-        page.set_viewport_size({"width": 390, "height": 844})
-        page.goto(f"{args.url}/#/things")
-        page.wait_for_function("document.querySelector('#count')?.textContent.includes(' of ')", timeout=WAIT_MS)
-        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        report("phone", overflow=overflow)
-        shot("things-phone")
-
-        if args.big:
-            # 10,000 thing services: the time from navigation to the first
-            # page of rows, as the page measures it and as the test sees it.
-            page.set_viewport_size({"width": 1280, "height": 900})
-            started = time.monotonic()
-            page.goto(f"{args.big}/#/things")
-            page.wait_for_function("document.querySelector('#count')?.textContent.includes('of 10000')", timeout=60_000)
-            seen_ms = (time.monotonic() - started) * 1000
-            report("big catalog", count=count_text(page), rows=page.locator("tr[data-thing]").count(),
-                   render_ms=int(page.locator("main").get_attribute("data-render-ms")), seen_ms=round(seen_ms))
-            shot("things-10000")
-
+        try:
+            steps(args, page, shot)
+        except Exception:
+            # What the page showed when a step failed, for the artifacts.
+            shot("failure")
+            print(f"failed at {page.url}; the page said: {page.locator('main').inner_text()[:4000]}", file=sys.stderr)
+            raise
         report("errors", errors=errors)
         browser.close()
+
+
+def steps(args, page, shot):
+    """The operator's steps, in order."""
+    # The cloud: both gateways, up.
+    page.goto(f"{args.url}/#/")
+    page.wait_for_function("document.querySelectorAll('tr[data-gateway]').length === 2", timeout=WAIT_MS)
+    states = page.locator("tr[data-gateway] td:nth-child(2)").all_inner_texts()
+    report("cloud", gateways=page.locator("tr[data-gateway]").count(), states=states)
+    shot("cloud")
+
+    # The catalog of both gateways, then narrowed by a filter.
+    page.goto(f"{args.url}/#/things")
+    page.wait_for_function("document.querySelector('#count')?.textContent.startsWith('80 of 80')", timeout=WAIT_MS)
+    report("catalog", count=count_text(page), rows=page.locator("tr[data-thing]").count())
+    shot("things")
+    page.select_option("select[name=type]", "temperature")
+    page.wait_for_function("document.querySelector('#count')?.textContent.startsWith('16 of 80')", timeout=WAIT_MS)
+    page.get_by_role("button", name="building-b", exact=True).click()
+    page.wait_for_function("document.querySelector('#count')?.textContent.startsWith('8 of 80')", timeout=WAIT_MS)
+    # The visible rows' latest values arrive over the multi-thing stream.
+    page.wait_for_function(
+        "[...document.querySelectorAll('td.latest')].every(cell => cell.textContent !== '')", timeout=WAIT_MS)
+    report("filter", count=count_text(page), url=page.url,
+           latest=page.locator("td.latest").all_inner_texts())
+    shot("things-filtered")
+
+    # Another gateway's thing: its chart gains points as readings come.
+    page.goto(f"{args.url}/#/thing/{args.remote_thing}")
+    page.wait_for_function("document.querySelector('#chart')?.dataset.points > 0", timeout=WAIT_MS)
+    before = int(page.locator("#chart").get_attribute("data-points"))
+    page.wait_for_function(f"document.querySelector('#chart').dataset.points > {before + 2}", timeout=WAIT_MS)
+    after = int(page.locator("#chart").get_attribute("data-points"))
+    report("chart", before=before, after=after, latest=page.locator("#latest").inner_text())
+    shot("thing")
+
+    # A command without a token: the page says why it failed.
+    page.goto(f"{args.url}/#/thing/{args.lamp}")
+    page.get_by_role("button", name="On", exact=True).click()
+    page.wait_for_function("document.querySelector('#notice') && !document.querySelector('#notice').hidden", timeout=WAIT_MS)
+    report("unauthenticated", notice=page.locator("#notice").inner_text())
+    # With the token, given once in the page's dialog.
+    page.get_by_role("button", name="Token").click()
+    page.fill("#token-input", args.token)
+    page.get_by_role("button", name="Use it").click()
+    page.get_by_role("button", name="On", exact=True).click()
+    page.wait_for_function("document.querySelector('#outcome')?.textContent.includes('succeeded')", timeout=WAIT_MS)
+    report("lamp", outcome=page.locator("#outcome").inner_text())
+    shot("lamp")
+
+    # A service published from the page runs.
+    page.goto(f"{args.url}/#/services")
+    page.set_input_files("input[name=manifest]", args.manifest)
+    page.set_input_files("input[name=component]", args.component)
+    page.get_by_role("button", name="Publish").click()
+    page.wait_for_function(
+        "document.querySelector('tr[data-service] td:nth-child(3)')?.textContent === 'running'", timeout=60_000)
+    name = page.locator("tr[data-service]").first.get_attribute("data-service")
+    report("publish", service=name, state="running")
+    shot("services")
+    page.goto(f"{args.url}/#/service/{name}")
+    page.wait_for_function("document.querySelector('#log')?.textContent.includes('running version')", timeout=WAIT_MS)
+    report("service log", tail=page.locator("#log").inner_text().splitlines()[-1])
+    shot("service")
+
+    for name in ("federation", "health"):
+        page.goto(f"{args.url}/#/{name}")
+        page.wait_for_timeout(4500)
+        shot(name)
+    report("health", summary=page.locator("main p.muted").first.inner_text())
+
+    # A phone's width: one column, nothing wider than the screen.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{args.url}/#/things")
+    page.wait_for_function("document.querySelector('#count')?.textContent.includes(' of ')", timeout=WAIT_MS)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    report("phone", overflow=overflow)
+    shot("things-phone")
+
+    if args.big:
+        # 10,000 thing services: the time from navigation to the first
+        # page of rows, as the page measures it and as the test sees it.
+        page.set_viewport_size({"width": 1280, "height": 900})
+        started = time.monotonic()
+        page.goto(f"{args.big}/#/things")
+        page.wait_for_function("document.querySelector('#count')?.textContent.includes(' of ')", timeout=60_000)
+        seen_ms = (time.monotonic() - started) * 1000
+        report("big catalog", count=count_text(page), rows=page.locator("tr[data-thing]").count(),
+               render_ms=int(page.locator("main").get_attribute("data-render-ms")), seen_ms=round(seen_ms))
+        shot("things-10000")
+
+        # A day of 1 Hz readings on one chart: the time until all are drawn,
+        # and the longest task that held the page's main thread meanwhile.
+        page.goto("about:blank")
+        started = time.monotonic()
+        page.goto(f"{args.big}/#/thing/{args.day_thing}?range=604800")
+        page.evaluate("""() => {
+            window.longest = 0;
+            new PerformanceObserver(list => {
+                for (const task of list.getEntries()) window.longest = Math.max(window.longest, task.duration);
+            }).observe({ type: "longtask", buffered: true });
+        }""")
+        page.wait_for_function("document.querySelector('#chart')?.dataset.points >= 86400", timeout=60_000)
+        drawn_ms = (time.monotonic() - started) * 1000
+        page.wait_for_timeout(500)
+        report("day chart", points=int(page.locator("#chart").get_attribute("data-points")),
+               drawn_ms=round(drawn_ms), longest_task_ms=round(page.evaluate("window.longest")))
+        shot("thing-day")
+
+    if args.controller:
+        # The controller's dashboard: the SDVSs of both gateways, then a
+        # request placed in the form, its answer, and its data charted.
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.goto(f"{args.controller}/#/sdvs")
+        page.wait_for_function("document.querySelectorAll('[data-sdvs]').length >= 16", timeout=WAIT_MS)
+        report("controller sdvs", cards=page.locator("[data-sdvs]").count())
+        shot("controller-sdvs")
+        page.goto(f"{args.controller}/#/")
+        page.get_by_role("button", name="Token").click()
+        page.fill("#token-input", args.controller_token)
+        page.get_by_role("button", name="Use it").click()
+        page.fill("input[name=type]", "temperature")
+        page.fill("input[name=location]", "campus/building-a")
+        page.fill("input[name=frequency_s]", "1")
+        page.fill("input[name=period_s]", "20")
+        page.select_option("select[name=action]", "read")
+        page.get_by_role("button", name="Place the request").click()
+        page.wait_for_selector("#outcome", timeout=WAIT_MS)
+        outcome = page.locator("#outcome").inner_text()
+        answer = page.locator("#answer").inner_text()
+        page.locator("#answer a").click()
+        page.wait_for_function(
+            "[...document.querySelectorAll('[data-series] .chart, [data-series]')].some(c => c.dataset.points > 1)",
+            timeout=WAIT_MS)
+        request_id = int(page.url.rsplit("/", 1)[1])
+        report("controller request", outcome=outcome, answer=answer, id=request_id,
+               series=page.locator("[data-series]").count())
+        shot("controller-request")
+
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 //! The controller's REST northbound interface: requests (place, list,
 //! accept, cancel, their data as SenML and live), SDVSs, events, all under
-//! `/api/v1`, with `/openapi.json`, `/health` and `/metrics`.
+//! `/api/v1`, with `/openapi.json`, `/health` and `/metrics`; its dashboard
+//! at `/` (`crate::dashboard`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -650,6 +651,7 @@ fn configure(config: &mut web::ServiceConfig) {
         .service(get("/health", health))
         .service(get("/metrics", metrics))
         .service(get("/openapi.json", openapi))
+        .configure(crate::dashboard::configure_controller)
         .default_service(web::to(|request: HttpRequest| async move {
             Err::<HttpResponse, _>(ApiError::NoRoute(format!(
                 "no resource at {}",
