@@ -131,6 +131,29 @@ fn an_operator_uses_the_dashboard_in_a_browser() {
 
     assert_eq!(steps["cloud"]["gateways"], 2);
     assert_eq!(steps["cloud"]["states"], serde_json::json!(["local", "up"]));
+    // /peers at gw-a carries gw-b's count of stored readings, and it grows.
+    let ingested_b = || {
+        a.gateway.get("/api/v1/peers").json()[1]["readings_ingested"]
+            .as_u64()
+            .unwrap()
+    };
+    let first = ingested_b();
+    within(Duration::from_secs(5), "gw-b's count grows at gw-a", || {
+        ingested_b() > first
+    });
+    // Both gateways' ingest, gw-b's from its beacons: the simulator's 40
+    // thing services a second each.
+    for rate in steps["cloud"]["ingest"].as_array().unwrap() {
+        let per_second: f64 = rate
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(per_second > 0.0, "{}", steps["cloud"]);
+    }
     assert_eq!(
         steps["catalog"]["rows"], 80,
         "one page of 100 rows holds all"
@@ -156,6 +179,15 @@ fn an_operator_uses_the_dashboard_in_a_browser() {
         "{filtered}"
     );
     assert!(steps["chart"]["after"].as_u64() > steps["chart"]["before"].as_u64());
+    // The default retention, as /health says it, beside the range.
+    assert!(
+        steps["chart"]["retention"]
+            .as_str()
+            .unwrap()
+            .contains("keeps readings for 30 days"),
+        "{}",
+        steps["chart"]
+    );
     assert!(
         steps["unauthenticated"]["notice"]
             .as_str()
@@ -259,6 +291,7 @@ fn an_operator_uses_the_dashboard_in_a_browser() {
         "health",
         "controller-request",
         "controller-sdvs",
+        "thing-dark",
     ] {
         assert!(shots.join(format!("{page}.png")).exists(), "{page}.png");
     }

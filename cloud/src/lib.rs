@@ -98,6 +98,9 @@ pub struct PeerInfo {
     pub addresses: Vec<String>,
     /// Thing services it owns.
     pub things: usize,
+    /// Readings it has stored since it started, as of its last beacon
+    /// (twice a second): two reads make its ingest rate.
+    pub readings_ingested: u64,
     /// Milliseconds since it was last heard from (0 for this gateway).
     pub last_seen_ms: u64,
 }

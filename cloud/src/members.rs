@@ -33,6 +33,8 @@ pub struct Member {
     /// snapshot and after the member was down.
     pub copy: Option<(u64, u64)>,
     pub things: usize,
+    /// Readings it has stored since it started, as its last beacon said.
+    pub readings_ingested: u64,
     pub last_heard: Instant,
     pub addresses: Vec<Multiaddr>,
     fetching: bool,
@@ -125,6 +127,7 @@ impl Members {
                         up: true,
                         copy: None,
                         things: 0,
+                        readings_ingested: 0,
                         last_heard: now,
                         addresses: Vec::new(),
                         fetching: false,
@@ -236,6 +239,13 @@ impl Members {
     pub fn snapshot_failed(&mut self, peer: &PeerId) {
         for member in self.members.values_mut().filter(|m| m.peer == *peer) {
             member.fetching = false;
+        }
+    }
+
+    /// What a member's beacon said it has ingested.
+    pub fn set_ingested(&mut self, gateway: &str, readings: u64) {
+        if let Some(member) = self.members.get_mut(gateway) {
+            member.readings_ingested = readings;
         }
     }
 

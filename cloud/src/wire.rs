@@ -58,6 +58,10 @@ pub enum CatalogMessage {
         /// differs pulls the newer ones (`crate::records`).
         #[serde(default)]
         records: u64,
+        /// Readings the sender has stored since it started (for `/peers`:
+        /// a dashboard's ingest rate of every gateway).
+        #[serde(default)]
+        readings_ingested: u64,
     },
     /// Changes that bring the sender's catalog from `from` to `to`.
     Delta {

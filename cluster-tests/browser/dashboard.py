@@ -69,6 +69,13 @@ def main():
             shot("failure")
             print(f"failed at {page.url}; the page said: {page.locator('main').inner_text()[:4000]}", file=sys.stderr)
             raise
+        # The same pages in the dark, as a wall screen at night shows them.
+        dark = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="dark")
+        night = dark.new_page()
+        night.goto(f"{args.url}/#/thing/{args.remote_thing}")
+        night.wait_for_selector("#chart canvas", timeout=WAIT_MS)
+        night.wait_for_timeout(1500)
+        night.screenshot(path=f"{args.shots}/thing-dark.png", full_page=True)
         report("errors", errors=errors)
         browser.close()
 
@@ -79,7 +86,11 @@ def steps(args, page, shot):
     page.goto(f"{args.url}/#/")
     page.wait_for_function("document.querySelectorAll('tr[data-gateway]').length === 2", timeout=WAIT_MS)
     states = page.locator("tr[data-gateway] td:nth-child(2)").all_inner_texts()
-    report("cloud", gateways=page.locator("tr[data-gateway]").count(), states=states)
+    page.wait_for_function(
+        "[...document.querySelectorAll('td.ingest')].every(cell => cell.textContent.endsWith('readings/s'))",
+        timeout=WAIT_MS)
+    report("cloud", gateways=page.locator("tr[data-gateway]").count(), states=states,
+           ingest=page.locator("td.ingest").all_inner_texts())
     shot("cloud")
 
     # The catalog of both gateways, then narrowed by a filter.
@@ -104,16 +115,18 @@ def steps(args, page, shot):
     before = int(page.locator("#chart").get_attribute("data-points"))
     page.wait_for_function(f"document.querySelector('#chart').dataset.points > {before + 2}", timeout=WAIT_MS)
     after = int(page.locator("#chart").get_attribute("data-points"))
-    report("chart", before=before, after=after, latest=page.locator("#latest").inner_text())
+    report("chart", before=before, after=after, latest=page.locator("#latest").inner_text(),
+           retention=page.locator("#retention").inner_text())
     shot("thing")
 
-    # A command without a token: the page says why it failed.
+    # A command without a token: the page says why it failed and asks
+    # for one.
     page.goto(f"{args.url}/#/thing/{args.lamp}")
     page.get_by_role("button", name="On", exact=True).click()
     page.wait_for_function("document.querySelector('#notice') && !document.querySelector('#notice').hidden", timeout=WAIT_MS)
-    report("unauthenticated", notice=page.locator("#notice").inner_text())
-    # With the token, given once in the page's dialog.
-    page.get_by_role("button", name="Token").click()
+    page.wait_for_selector("#token-dialog[open]", timeout=WAIT_MS)
+    report("unauthenticated", notice=page.locator("#notice").inner_text(), asked=True)
+    # The token, given once in the page's dialog.
     page.fill("#token-input", args.token)
     page.get_by_role("button", name="Use it").click()
     page.get_by_role("button", name="On", exact=True).click()

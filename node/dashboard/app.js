@@ -14,13 +14,19 @@ async function cloudPage() {
   main.replaceChildren(el("h1", {}, "Local cloud"), el("p", { class: "muted" }, "Every gateway of the local cloud, refreshed every 2 s."));
   const body = el("div");
   main.append(body);
-  let previous = null;
+  // Each gateway's ingest rate, from the counts its beacons carry.
+  let previous = new Map();
   every(2000, () => attempt("Cloud", async () => {
-    const [peers, services, metrics] = await Promise.all([api("/api/v1/peers"), api("/api/v1/services"), api("/metrics")]);
-    const ingested = metric(metrics, "fogbank_readings_ingested_total");
+    const [peers, services] = await Promise.all([api("/api/v1/peers"), api("/api/v1/services")]);
     const now = performance.now();
-    const rate = previous ? (ingested - previous.ingested) / ((now - previous.now) / 1000) : null;
-    previous = { ingested, now };
+    const rates = new Map();
+    for (const p of peers) {
+      const before = previous.get(p.gateway);
+      if (before && p.readings_ingested >= before.ingested) {
+        rates.set(p.gateway, (p.readings_ingested - before.ingested) / ((now - before.now) / 1000));
+      }
+    }
+    previous = new Map(peers.map(p => [p.gateway, { ingested: p.readings_ingested, now }]));
     const running = gateway => services.filter(s => s.gateway === gateway && s.state === "running").length;
     body.replaceChildren(table(
       ["Gateway", "State", "Addresses", "Thing services", "Extended services running", "Ingest", "Last heard"],
@@ -30,7 +36,7 @@ async function cloudPage() {
         el("td", {}, (p.addresses || []).map(a => el("div", {}, el("code", {}, a)))),
         el("td", {}, p.things),
         el("td", {}, running(p.gateway)),
-        el("td", {}, p.state === "local" && rate !== null ? `${rate.toFixed(1)} readings/s` : "—"),
+        el("td", { class: "ingest" }, rates.has(p.gateway) && p.state !== "down" ? `${rates.get(p.gateway).toFixed(1)} readings/s` : "—"),
         el("td", {}, p.state === "local" ? "—" : `${(p.last_seen_ms / 1000).toFixed(1)} s ago`))),
     ));
   }));
@@ -139,8 +145,16 @@ async function thingPage(id) {
   const latest = el("span", { class: "stat", id: "latest" }, "—");
   const chartBox = el("div", { class: "chart", id: "chart" });
   const range = Number(new URLSearchParams(location.hash.split("?")[1] || "").get("range") || 3600);
+  // What the store keeps: a range past it shows only what is left.
+  const health = (await attempt("Health", () => api("/health"))) || {};
+  const kept = health.retention_max_age_seconds;
   const rangeChoice = el("select", { "aria-label": "History range", onchange: e => { location.hash = `#/thing/${encodeURIComponent(id)}?range=${e.target.value}`; } },
-    RANGES.map(([label, seconds]) => el("option", { value: seconds, selected: seconds === range }, label)));
+    RANGES.map(([label, seconds]) => el("option", { value: seconds, selected: seconds === range },
+      kept && seconds > kept ? `${label} (beyond retention)` : label)));
+  const retention = [
+    kept ? `keeps readings for ${duration(kept)}` : null,
+    health.retention_max_bytes ? `keeps its history under ${bytes(health.retention_max_bytes)}` : null,
+  ].filter(Boolean).join(" and ") || "keeps every reading (no retention limit)";
   const details = table(["Property", "Value"], [
     ["Type", thing.type], ["Kind", thing.kind], ["Unit", thing.unit || "—"], ["Data type", thing.data_type],
     ["Location", thing.location || "—"], ["Gateway", thing.gateway], ["Device address", thing.device_address],
@@ -157,7 +171,7 @@ async function thingPage(id) {
         `${device.manufacturer || ""} ${device.model || ""}`, el("div", { class: "muted" }, `serial ${device.serial || "—"}, firmware ${device.firmware || "—"}`)) : null),
     el("h2", {}, "Readings"),
     el("div", { class: "controls" }, el("label", {}, "Range ", rangeChoice),
-      el("span", { class: "muted" }, "Drag across the chart to zoom, double-click to zoom out. History as the gateway's retention keeps it.")),
+      el("span", { class: "muted", id: "retention" }, `Drag across the chart to zoom, double-click to zoom out. This gateway ${retention}.`)),
     chartBox,
     el("h2", {}, "Properties"), details,
     el("h2", {}, "Thing Description"),

@@ -37,6 +37,7 @@ async function api(path, { method = "GET", body, type = "application/json" } = {
   const text = await response.text();
   let json = null;
   try { json = text ? JSON.parse(text) : null; } catch { /* not JSON: shown as text */ }
+  if (response.status === 401) askForToken();
   if (!response.ok) {
     const said = json && (json.detail || json.title) || text || response.statusText;
     const hint = response.status === 401 ? " Set a token (top right)." :
@@ -44,6 +45,15 @@ async function api(path, { method = "GET", body, type = "application/json" } = {
     throw new ApiError(response.status, `${response.status}: ${said}.${hint}`.replace("..", "."));
   }
   return json === null ? text : json;
+}
+
+/** Opens the token dialog, once: a write (or, with `read_requires_token`, a read) needs one. */
+function askForToken() {
+  const dialog = document.getElementById("token-dialog");
+  if (!dialog.open) {
+    document.getElementById("token-input").value = token();
+    dialog.showModal();
+  }
 }
 
 function say(message) {
@@ -155,6 +165,13 @@ function bytes(n) {
   return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
+/** Seconds as a person says them: `90 days`, `6 h`, `15 min`. */
+function duration(seconds) {
+  if (seconds >= 172800) return `${Math.round(seconds / 86400)} days`;
+  if (seconds >= 3600) return `${Math.round(seconds / 3600)} h`;
+  return `${Math.round(seconds / 60)} min`;
+}
+
 function query(params) {
   const kept = Object.entries(params).filter(([, v]) => v !== undefined && v !== "");
   return kept.length ? "?" + new URLSearchParams(kept).toString() : "";
@@ -163,12 +180,16 @@ function query(params) {
 /** A live chart: points appended as they come, the last `window` seconds kept (or all). */
 function chart(container, label, { height = 280, window: span, legend = true } = {}) {
   const data = [[], []];
+  // A canvas knows no CSS: the theme's colours are read once, by name.
+  const css = getComputedStyle(document.documentElement);
+  const color = name => css.getPropertyValue(name).trim();
+  const axis = { stroke: color("--muted"), grid: { stroke: color("--line") }, ticks: { stroke: color("--line") } };
   const plot = new uPlot({
     width: Math.max(container.clientWidth, 280),
     height,
     scales: { x: { time: true } },
-    series: [{}, { label, stroke: getComputedStyle(document.documentElement).getPropertyValue("--chart").trim() || "#0b63c5", width: 2, spanGaps: false }],
-    axes: [{ stroke: "currentColor" }, { stroke: "currentColor", size: 60 }],
+    series: [{}, { label, stroke: color("--chart"), width: 2, spanGaps: false }],
+    axes: [axis, { ...axis, size: 60 }],
     legend: { show: legend },
   }, data, container);
   const resize = () => plot.setSize({ width: Math.max(container.clientWidth, 280), height });
@@ -253,10 +274,7 @@ function start(routes) {
     main.replaceChildren(el("h1", {}, "Not found"), el("p", {}, el("a", { href: "#/" }, "Back to the start")));
   };
   const dialog = document.getElementById("token-dialog");
-  document.getElementById("token").addEventListener("click", () => {
-    document.getElementById("token-input").value = token();
-    dialog.showModal();
-  });
+  document.getElementById("token").addEventListener("click", askForToken);
   dialog.addEventListener("close", () => {
     if (dialog.returnValue === "save") sessionStorage.setItem("fogbank-token", document.getElementById("token-input").value.trim());
     if (dialog.returnValue === "forget") sessionStorage.removeItem("fogbank-token");

@@ -204,6 +204,7 @@ async fn serve(
         services: services.clone(),
         smanage: smanage.clone(),
         sip: sip.clone(),
+        retention: config.retention(),
     });
     let server = HttpServer::new(move || api::app(state.clone()))
         .workers(config.http_workers())

@@ -213,6 +213,7 @@ impl Node {
                 things,
                 addresses,
                 records,
+                readings_ingested,
                 ..
             } => {
                 let (verdict, transition) =
@@ -221,6 +222,7 @@ impl Node {
                 if verdict != Verdict::Impostor {
                     let parsed = addresses.iter().filter_map(|a| a.parse().ok()).collect();
                     self.members.set_addresses(&source, parsed);
+                    self.members.set_ingested(&gateway, readings_ingested);
                     if records != self.hub.records().fingerprint()
                         && self.members.peer_of(&gateway) == Some(source)
                     {

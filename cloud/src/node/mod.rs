@@ -240,6 +240,7 @@ impl Node {
                 .map(|a| a.to_string())
                 .collect(),
             records: self.hub.records().fingerprint(),
+            readings_ingested: self.hub.stats().readings_ingested,
         };
         self.publish(self.catalog_topic.clone(), wire::encode(&beacon));
         for transition in self.members.expire(Instant::now(), SILENCE) {
@@ -402,6 +403,7 @@ impl Node {
                 .map(|a| a.to_string())
                 .collect(),
             things: self.hub.own_thing_count(),
+            readings_ingested: self.hub.stats().readings_ingested,
             last_seen_ms: 0,
         }];
         let mut others: Vec<PeerInfo> = self
@@ -413,6 +415,7 @@ impl Node {
                 state: if m.up { "up" } else { "down" },
                 addresses: m.addresses.iter().map(|a| a.to_string()).collect(),
                 things: m.things,
+                readings_ingested: m.readings_ingested,
                 last_seen_ms: now.duration_since(m.last_heard).as_millis() as u64,
             })
             .collect();

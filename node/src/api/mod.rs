@@ -49,6 +49,9 @@ pub struct AppState {
     pub smanage: Option<Arc<fogbank_sdvs::Agent>>,
     /// The SIP registrations; `None` when SIP is off.
     pub sip: Option<Arc<fogbank_sip::Agent>>,
+    /// How much history the store keeps (`/health` says, for clients that
+    /// ask for a range).
+    pub retention: fogbank_taas::Retention,
 }
 
 impl AppState {

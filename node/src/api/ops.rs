@@ -20,6 +20,11 @@ pub struct Health {
     version: &'static str,
     things: usize,
     uptime_seconds: u64,
+    /// Readings older than this many seconds are deleted; null when age
+    /// alone deletes nothing.
+    retention_max_age_seconds: Option<u64>,
+    /// The history is kept under this many bytes; null for no limit.
+    retention_max_bytes: Option<u64>,
 }
 
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health)))]
@@ -30,6 +35,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         version: env!("CARGO_PKG_VERSION"),
         things: state.hub.stats().things,
         uptime_seconds: state.started.elapsed().as_secs(),
+        retention_max_age_seconds: state.retention.max_age.map(|a| a.as_secs()),
+        retention_max_bytes: state.retention.max_bytes,
     })
 }
 

@@ -23,6 +23,7 @@ pub async fn list(
             state: "local",
             addresses: Vec::new(),
             things: state.hub.own_thing_count(),
+            readings_ingested: state.hub.stats().readings_ingested,
             last_seen_ms: 0,
         }],
     };

@@ -187,6 +187,9 @@ pub struct PeerInfoSchema {
     addresses: Vec<String>,
     /// Thing services it owns.
     things: usize,
+    /// Readings it has stored since it started, as of its last beacon
+    /// (twice a second): two reads make its ingest rate.
+    readings_ingested: u64,
     /// Milliseconds since it was last heard from (0 for this gateway).
     last_seen_ms: u64,
 }
@@ -427,6 +430,7 @@ mod tests {
             state: "up",
             addresses: vec![],
             things: 0,
+            readings_ingested: 0,
             last_seen_ms: 0,
         };
         assert_eq!(members_of(&peer), properties(PeerInfoSchema::schema()));
