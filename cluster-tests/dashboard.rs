@@ -209,21 +209,23 @@ fn an_operator_uses_the_dashboard_in_a_browser() {
             .json()[0]["vb"]
             == true
     });
-    // The service published in the page runs, as its gateway says.
+    // The service published in the page ran, was stopped, started and
+    // removed from it: gone from the whole local cloud, as both say.
     let service = steps["publish"]["service"].as_str().unwrap();
     assert_eq!(service, "floor-average");
-    let running_at = a.gateway.get(&format!("/api/v1/services/{service}")).json();
-    let runner = members
-        .iter()
-        .find(|m| running_at["gateway"] == m.id.as_str())
-        .expect("it runs on one of the two");
     assert_eq!(
-        runner
-            .gateway
-            .get(&format!("/api/v1/services/{service}"))
-            .json()["state"],
-        "running"
+        steps["service lifecycle"]["states"],
+        serde_json::json!(["stopped", "running", "removed"])
     );
+    for member in &members {
+        within(Duration::from_secs(10), "the service is gone", || {
+            member
+                .gateway
+                .get(&format!("/api/v1/services/{service}"))
+                .status
+                == 404
+        });
+    }
     assert!(
         steps["phone"]["overflow"].as_i64().unwrap() <= 0,
         "nothing wider than a phone: {}",

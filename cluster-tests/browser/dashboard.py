@@ -149,6 +149,22 @@ def steps(args, page, shot):
     report("service log", tail=page.locator("#log").inner_text().splitlines()[-1])
     shot("service")
 
+    # Stopped, started again, and removed, from its row.
+    page.goto(f"{args.url}/#/services")
+    row = page.locator(f"tr[data-service='{name}']")
+    seen = []
+    for button, wanted in (("Stop", "stopped"), ("Start", "running")):
+        row.get_by_role("button", name=button).click()
+        page.wait_for_function(
+            f"document.querySelector(\"tr[data-service='{name}'] td:nth-child(3)\")?.textContent === '{wanted}'",
+            timeout=WAIT_MS)
+        seen.append(wanted)
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Remove").click()
+    page.wait_for_function(f"!document.querySelector(\"tr[data-service='{name}']\")", timeout=WAIT_MS)
+    seen.append("removed")
+    report("service lifecycle", states=seen)
+
     for name in ("federation", "health"):
         page.goto(f"{args.url}/#/{name}")
         page.wait_for_timeout(4500)

@@ -82,8 +82,9 @@ async function thingsPage(params) {
   const page = Math.max(0, Number(params.get("page") || 0));
   const started = performance.now();
   main.replaceChildren(el("h1", {}, "Thing services"), el("p", { class: "muted" }, "Loading the catalog…"));
+  const gone = leftBehind();
   const things = await attempt("Things", () => api("/api/v1/things"));
-  if (!things) return;
+  if (!things || gone()) return;
   const go = changes => {
     const next = { ...filter, page: 0, ...changes };
     location.hash = "#/things" + query(next.page ? next : { ...next, page: undefined });
@@ -140,13 +141,15 @@ async function thingsPage(params) {
 
 async function thingPage(id) {
   main.replaceChildren(el("h1", {}, id));
+  const gone = leftBehind();
   const thing = await attempt("Thing", () => api(`/api/v1/things/${encodeURIComponent(id)}`));
-  if (!thing) return;
+  if (!thing || gone()) return;
   const latest = el("span", { class: "stat", id: "latest" }, "—");
   const chartBox = el("div", { class: "chart", id: "chart" });
   const range = Number(new URLSearchParams(location.hash.split("?")[1] || "").get("range") || 3600);
   // What the store keeps: a range past it shows only what is left.
   const health = (await attempt("Health", () => api("/health"))) || {};
+  if (gone()) return;
   const kept = health.retention_max_age_seconds;
   const rangeChoice = el("select", { "aria-label": "History range", onchange: e => { location.hash = `#/thing/${encodeURIComponent(id)}?range=${e.target.value}`; } },
     RANGES.map(([label, seconds]) => el("option", { value: seconds, selected: seconds === range },
@@ -179,6 +182,7 @@ async function thingPage(id) {
   const plot = chart(chartBox, `${thing.type}${thing.unit ? ` (${thing.unit})` : ""}`);
   const now = Date.now() / 1000;
   const history = await attempt("History", () => api(`/api/v1/things/${encodeURIComponent(id)}/readings${query({ from: (now - range).toFixed(0), limit: 100000 })}`));
+  if (gone()) return;
   const points = history ? senml(history).filter(p => typeof p.value === "number") : [];
   plot.set(points);
   if (points.length) latest.textContent = points[points.length - 1].shown;

@@ -9,6 +9,14 @@ const main = document.getElementById("main");
 const notice = document.getElementById("notice");
 /** What the page leaves running (timers, streams, charts): stopped when it is left. */
 let leaving = [];
+/** Navigations so far: a page still waiting when the next one began must not draw. */
+let navigation = 0;
+
+/** A check for a page to make after each wait: whether the operator went elsewhere since it began. */
+function leftBehind() {
+  const at = navigation;
+  return () => at !== navigation;
+}
 
 // ------------------------------------------------------------ the API
 
@@ -253,6 +261,7 @@ function metric(text, name) {
  */
 function start(routes) {
   const route = () => {
+    navigation += 1;
     for (const stop of leaving) stop();
     leaving = [];
     say("");

@@ -37,7 +37,9 @@ function assignments(list) {
 }
 
 async function requestsPage() {
+  const gone = leftBehind();
   const sdvs = (await attempt("SDVSs", () => api("/api/v1/sdvs"))) || [];
+  if (gone()) return;
   const types = [...new Set(sdvs.flatMap(s => s.services.map(x => x.type)))].sort();
   const locations = [...new Set(sdvs.flatMap(s => {
     const segments = s.location.split("/");
@@ -135,7 +137,9 @@ async function requestPage(id) {
     }
     plot.add(point.t, point.value);
   };
+  const gone = leftBehind();
   const history = await attempt("Data", () => api(`/api/v1/requests/${id}/readings`));
+  if (gone()) return;
   if (history) senml(history).forEach(add);
   stream(`/api/v1/requests/${id}/stream`, add);
 }
