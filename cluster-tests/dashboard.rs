@@ -154,6 +154,12 @@ fn an_operator_uses_the_dashboard_in_a_browser() {
             .unwrap();
         assert!(per_second > 0.0, "{}", steps["cloud"]);
     }
+    assert_eq!(steps["keyboard"]["first"], "Skip to the page");
+    assert_eq!(
+        steps["keyboard"]["hash"], "#/things",
+        "{}",
+        steps["keyboard"]
+    );
     assert_eq!(
         steps["catalog"]["rows"], 80,
         "one page of 100 rows holds all"

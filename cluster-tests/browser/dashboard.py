@@ -93,6 +93,19 @@ def steps(args, page, shot):
            ingest=page.locator("td.ingest").all_inner_texts())
     shot("cloud")
 
+    # By keyboard alone: from the top of the document, the first Tab
+    # reaches the skip link, the next ones the pages; Enter opens one.
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("Tab")
+    first = page.evaluate("document.activeElement.textContent")
+    tabs = 1
+    while page.evaluate("document.activeElement.textContent") != "Things" and tabs < 10:
+        page.keyboard.press("Tab")
+        tabs += 1
+    page.keyboard.press("Enter")
+    page.wait_for_function("location.hash === '#/things'", timeout=WAIT_MS)
+    report("keyboard", first=first, tabs=tabs, hash=page.evaluate("location.hash"))
+
     # The catalog of both gateways, then narrowed by a filter.
     page.goto(f"{args.url}/#/things")
     page.wait_for_function("document.querySelector('#count')?.textContent.startsWith('80 of 80')", timeout=WAIT_MS)

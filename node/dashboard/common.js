@@ -260,7 +260,9 @@ function metric(text, name) {
  * change; `routes` are [pattern, show(match), nav page name].
  */
 function start(routes) {
-  const route = () => {
+  // `moved`: the operator went to another page, whose start takes the
+  // focus; on the first load it stays at the top (the skip link first).
+  const route = moved => {
     navigation += 1;
     for (const stop of leaving) stop();
     leaving = [];
@@ -276,7 +278,7 @@ function start(routes) {
           else a.removeAttribute("aria-current");
         }
         show(m);
-        main.focus({ preventScroll: true });
+        if (moved) main.focus({ preventScroll: true });
         return;
       }
     }
@@ -287,8 +289,8 @@ function start(routes) {
   dialog.addEventListener("close", () => {
     if (dialog.returnValue === "save") sessionStorage.setItem("fogbank-token", document.getElementById("token-input").value.trim());
     if (dialog.returnValue === "forget") sessionStorage.removeItem("fogbank-token");
-    route();
+    route(false);
   });
-  window.addEventListener("hashchange", route);
-  route();
+  window.addEventListener("hashchange", () => route(true));
+  route(false);
 }
