@@ -24,22 +24,6 @@ use testkit::coap::request;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One confirmable exchange: sends until the matching ACK arrives.
 fn exchange(socket: &UdpSocket, bytes: &[u8]) -> Packet {
     let mid = u16::from_be_bytes([bytes[2], bytes[3]]);
@@ -153,7 +137,7 @@ fn main() {
         println!("coap: bench");
         return;
     }
-    let libcoap_port = free_udp_port();
+    let libcoap_port = testkit::free_udp_port();
     let _libcoap = Process(
         Command::new("coap-server-notls")
             .args(["-A", "127.0.0.1", "-p", &libcoap_port.to_string()])
@@ -164,8 +148,8 @@ fn main() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let coap_port = free_udp_port();
-    let http_port = free_tcp_port();
+    let coap_port = testkit::free_udp_port();
+    let http_port = testkit::free_port();
     let gateway = Process(
         Command::new(testkit::binary())
             .args(["run", "--gateway-id", "bench", "--mqtt", "off"])

@@ -47,7 +47,11 @@ struct Member {
 }
 
 fn start(id: &str, dir: &std::path::Path, peer: Option<u16>, config: &str) -> Member {
-    let (http, coap, p2p) = (free_tcp(), free_udp(), free_tcp());
+    let (http, coap, p2p) = (
+        testkit::free_port(),
+        testkit::free_udp_port(),
+        testkit::free_port(),
+    );
     let config_path = dir.join(format!("{id}.toml"));
     std::fs::write(&config_path, config).unwrap();
     let mut command = Command::new(testkit::binary());
@@ -78,14 +82,6 @@ fn start(id: &str, dir: &std::path::Path, peer: Option<u16>, config: &str) -> Me
         std::thread::sleep(Duration::from_millis(50));
     }
     member
-}
-
-fn free_tcp() -> u16 {
-    testkit::free_port()
-}
-
-fn free_udp() -> u16 {
-    testkit::free_udp_port()
 }
 
 fn get(member: &Member, path: &str) -> Option<Json> {

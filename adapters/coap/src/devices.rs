@@ -351,6 +351,39 @@ impl Directory {
         &self.endpoint
     }
 
+    /// What a reading teaches its thing service: types announced from a
+    /// registration are guesses, the device's values settle them, its
+    /// SenML unit wins, and a reading means it is available. Most readings
+    /// teach nothing; only one that does takes the `announcing` lock, and
+    /// reads the service again under it.
+    fn settle(&self, context: &AdapterContext, thing: &ThingId, sample: &payload::Sample) {
+        let settled = |service: ThingService| {
+            let data_type = sample.value.data_type();
+            let unit_news = sample.unit.is_some() && sample.unit != service.unit;
+            (service.data_type != data_type || !service.available || unit_news).then(|| {
+                ThingService {
+                    data_type,
+                    available: true,
+                    unit: if unit_news {
+                        sample.unit.clone()
+                    } else {
+                        service.unit
+                    },
+                    ..service
+                }
+            })
+        };
+        if context.thing(thing).and_then(settled).is_none() {
+            return;
+        }
+        let _announcing = self.announcing.lock();
+        if let Some(service) = context.thing(thing).and_then(settled)
+            && let Err(error) = context.announce(service)
+        {
+            tracing::warn!(%thing, %error, "cannot update the thing service");
+        }
+    }
+
     /// Stores a value a device sent for `thing`.
     fn store(&self, thing: &ThingId, resource: &DeviceResource, packet: &Packet) -> Taken {
         let Some(context) = self.context() else {
@@ -376,24 +409,7 @@ impl Directory {
                 return Taken::Yes;
             }
         };
-        let announcing = self.announcing.lock();
-        if let Some(mut service) = context.thing(thing) {
-            let data_type = sample.value.data_type();
-            let unit_news = sample.unit.is_some() && sample.unit != service.unit;
-            if service.data_type != data_type || !service.available || unit_news {
-                // Types announced from a registration are guesses; the
-                // device's values settle them, and its SenML unit wins.
-                service.data_type = data_type;
-                service.available = true;
-                if unit_news {
-                    service.unit = sample.unit.clone();
-                }
-                if let Err(error) = context.announce(service) {
-                    tracing::warn!(%thing, %error, "cannot update the thing service");
-                }
-            }
-        }
-        drop(announcing);
+        self.settle(&context, thing, &sample);
         let reading = ThingReading {
             thing: thing.clone(),
             reading: fogbank_taas::Reading {
