@@ -140,8 +140,7 @@ def steps(args, page, shot):
     page.wait_for_selector("#token-dialog[open]", timeout=WAIT_MS)
     report("unauthenticated", notice=page.locator("#notice").inner_text(), asked=True)
     # The token, given once in the page's dialog.
-    page.fill("#token-input", args.token)
-    page.get_by_role("button", name="Use it").click()
+    use_token(page, args.token, redrawn="#outcome")
     page.get_by_role("button", name="On", exact=True).click()
     page.wait_for_function("document.querySelector('#outcome')?.textContent.includes('succeeded')", timeout=WAIT_MS)
     report("lamp", outcome=page.locator("#outcome").inner_text())
@@ -231,9 +230,9 @@ def steps(args, page, shot):
         report("controller sdvs", cards=page.locator("[data-sdvs]").count())
         shot("controller-sdvs")
         page.goto(f"{args.controller}/#/")
+        page.wait_for_selector("#request-form", timeout=WAIT_MS)
         page.get_by_role("button", name="Token").click()
-        page.fill("#token-input", args.controller_token)
-        page.get_by_role("button", name="Use it").click()
+        use_token(page, args.controller_token, redrawn="#request-form")
         page.fill("input[name=type]", "temperature")
         page.fill("input[name=location]", "campus/building-a")
         page.fill("input[name=frequency_s]", "1")
@@ -252,6 +251,18 @@ def steps(args, page, shot):
                series=page.locator("[data-series]").count())
         shot("controller-request")
 
+
+
+def use_token(page, token, redrawn):
+    """Gives the open token dialog a token and waits for the page to be drawn again.
+
+    The dialog's `close` event, which redraws the page, comes after the
+    click returns: an element found before it belongs to the page being
+    replaced. `redrawn` names elements the redraw makes anew."""
+    page.evaluate("selector => document.querySelectorAll(selector).forEach(e => e.dataset.stale = '')", redrawn)
+    page.fill("#token-input", token)
+    page.get_by_role("button", name="Use it").click()
+    page.wait_for_selector(f"{redrawn}:not([data-stale])", state="attached", timeout=WAIT_MS)
 
 
 if __name__ == "__main__":
