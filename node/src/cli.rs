@@ -45,6 +45,12 @@ pub enum Command {
     Drain(DrainArgs),
     /// Bring back the devices whose home a running gateway is.
     Undrain(UndrainArgs),
+    /// Back up a running gateway's store, consistently and without a stop:
+    /// every reading acknowledged before the command is in the copy.
+    Backup(BackupArgs),
+    /// Make a data directory from a backup, for a gateway that is not
+    /// running (on this machine or another).
+    Restore(RestoreArgs),
     /// Run the SD-IoT controller (S-MANAGE): the gateways' SDVSs, and a
     /// REST interface for applications' requests.
     Controller(ControllerArgs),
@@ -226,6 +232,26 @@ pub struct DrainArgs {
     pub deadline: u64,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// A new directory on the gateway's machine for the copy (relative
+    /// paths are taken from here).
+    #[arg(long)]
+    pub to: PathBuf,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The directory `fogbank backup` wrote.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The data directory to restore into; it must hold no store yet.
+    #[arg(long, env = "FOGBANK_DATA_DIR", default_value = "fogbank-data")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

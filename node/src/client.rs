@@ -8,8 +8,8 @@ use serde_json::Value as Json;
 
 use crate::auth::ADMIN_TOKEN_FILE;
 use crate::cli::{
-    ActuateArgs, ClientArgs, DevicesArgs, DevicesCommand, PeersArgs, ReadingArgs, SdArgs,
-    SdCommand, ServiceArgs, ServiceCommand, ThingsArgs, ThingsCommand,
+    ActuateArgs, BackupArgs, ClientArgs, DevicesArgs, DevicesCommand, PeersArgs, ReadingArgs,
+    SdArgs, SdCommand, ServiceArgs, ServiceCommand, ThingsArgs, ThingsCommand,
 };
 
 struct Client {
@@ -462,6 +462,22 @@ pub fn devices(args: DevicesArgs) -> anyhow::Result<()> {
 
 /// `fogbank drain` (with where to) and `fogbank undrain` (without): starts
 /// it, follows it to its end, and prints what moved and what did not.
+pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client);
+    let to = std::path::absolute(&args.to)?;
+    let body = serde_json::json!({ "to": to });
+    let (_, done) = client.call(client.request("POST", "/api/v1/backup"), Some(&body))?;
+    print(args.client.json, &done, |done| {
+        format!(
+            "backed up to {} ({} bytes, {:.0} ms)\n",
+            done["path"].as_str().unwrap_or(""),
+            done["bytes"],
+            done["took_ms"].as_f64().unwrap_or(0.0)
+        )
+    });
+    Ok(())
+}
+
 pub fn drain(args: &ClientArgs, drain: Option<(Option<String>, u64)>) -> anyhow::Result<()> {
     let client = Client::new(args);
     let (path, body, deadline) = match drain {

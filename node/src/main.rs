@@ -13,6 +13,7 @@ mod config;
 mod controller;
 mod dashboard;
 mod metrics;
+mod restore;
 mod server;
 
 use clap::Parser;
@@ -185,6 +186,8 @@ fn main() {
         Command::Devices(args) => client::devices(args),
         Command::Drain(args) => client::drain(&args.client, Some((args.to, args.deadline))),
         Command::Undrain(args) => client::drain(&args.client, None),
+        Command::Backup(args) => client::backup(args),
+        Command::Restore(args) => restore::restore(&args.from, &args.data_dir),
         Command::Controller(args) => controller(args),
         Command::Sd(args) => client::sd(args),
     };

@@ -5,6 +5,7 @@
 //! This module owns the JSON shapes and HTTP rules; it translates between
 //! them and the TaaS [`Hub`], and holds no logic of its own about things.
 
+mod backup;
 mod devices;
 mod federation;
 pub(crate) mod ops;
@@ -155,6 +156,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(
                     web::resource("/undrain")
                         .route(web::post().to(devices::undrain))
+                        .default_service(method_not_allowed("POST")),
+                )
+                .service(
+                    web::resource("/backup")
+                        .route(web::post().to(backup::backup))
                         .default_service(method_not_allowed("POST")),
                 )
                 .service(get("/peers", peers::list))

@@ -201,7 +201,7 @@ impl utoipa::Modify for BearerScheme {
     paths(
         super::things::list, super::things::get, super::things::description, super::things::latest,
         super::things::history, super::things::ingest, super::things::actuate, super::things::command,
-        super::stream::sse, super::stream::sse_many, super::peers::list, super::peers::forget,
+        super::stream::sse, super::stream::sse_many, super::backup::backup, super::peers::list, super::peers::forget,
         super::devices::transport, super::devices::status, super::devices::drain,
         super::devices::undrain, super::devices::drain_status,
         super::services::publish, super::services::list, super::services::get,
@@ -210,7 +210,7 @@ impl utoipa::Modify for BearerScheme {
     ),
     components(schemas(ThingServiceSchema, KindSchema, DataTypeSchema, RecordSchema, CommandStatusSchema, CommandStateSchema, Problem, ActuationRequest, CommandValue, Health, PeerInfoSchema,
         MoveStatusSchema, MoveStateSchema, super::devices::TransportRequest,
-        DrainStatusSchema, super::devices::DrainRequest,
+        DrainStatusSchema, super::devices::DrainRequest, super::backup::BackupRequest, super::backup::BackupDone,
         ServiceInfoSchema, ServiceStateSchema, LogLineSchema, LogLevelSchema,
         SelectorSchema, GrantsSchema, LimitsSchema, super::services::PublishRequest,
         super::federation::SmanageStatus, super::federation::SdvsJson, super::federation::SensorServiceJson,

@@ -11,6 +11,32 @@ use crate::reading::{ThingReading, Timestamp, Value};
 use crate::testing::{id, reading};
 use crate::thing::{Kind, ThingService};
 
+#[test]
+fn a_checkpoint_taken_while_writing_holds_every_acknowledged_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db"), &StoreOptions::default()).unwrap();
+    let thing = id("g.a.d.r");
+    for t in 1..=500 {
+        store.append(&[tr(&thing, t, t as f64)]).unwrap();
+    }
+    let copy = dir.path().join("copy");
+    store.checkpoint(&copy).unwrap();
+    store.append(&[tr(&thing, 501, 501.0)]).unwrap();
+    assert!(
+        store.checkpoint(&copy).is_err(),
+        "an existing directory is not overwritten"
+    );
+    drop(store);
+    let restored = Store::open(&copy, &StoreOptions::default()).unwrap();
+    let times: Vec<u64> = restored
+        .history(&thing, Window::ALL)
+        .unwrap()
+        .iter()
+        .map(|r| r.time.0)
+        .collect();
+    assert_eq!(times, (1..=500).collect::<Vec<u64>>());
+}
+
 /// A numeric reading.
 fn tr(thing: &ThingId, t: u64, v: f64) -> ThingReading {
     reading(thing, t, Value::Number(v))
