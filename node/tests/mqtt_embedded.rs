@@ -416,15 +416,20 @@ fn a_publish_to_no_topic_closes_only_its_connection() {
     let subscriber = std::thread::spawn(move || v4_subscriber(port, "#", 1, subscribed_tx));
     subscribed.recv().unwrap();
     let qos1 = |topic: &[u8], properties: &[u8]| qos1_publish(topic, 1, properties);
-    for (level, publish) in [
+    for (i, (level, publish)) in [
         (4, qos1(b"things/#", b"")),
         (4, qos1(b"things/+/level", b"")),
         (4, qos1(b"", b"")),
         (4, qos1(b"things/a\0b/level", b"")),
         (5, qos1(b"things/c/level", &[2, 0x0b, 1])),
         (5, qos1(b"", &[3, 0x23, 0, 9])),
-    ] {
-        let answer = raw_client(port, level, "sloppy", &publish);
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // One client id each: a takeover of a session the front door is
+        // still closing is not what this test is about.
+        let answer = raw_client(port, level, &format!("sloppy-{i}"), &publish);
         assert!(answer.is_empty(), "{publish:?} was answered: {answer:?}");
     }
     testkit::mqtt_publish(port, "things/ok-1/level", b"6");

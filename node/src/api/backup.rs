@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::body::read_json;
 use super::problem::{ApiError, Problem};
 use crate::auth::Scope;
 
@@ -32,18 +33,27 @@ pub struct BackupDone {
 
 #[utoipa::path(post, path = "/api/v1/backup", tag = "operations", request_body = BackupRequest,
     responses((status = 201, description = "The copy is complete: every reading acknowledged before the request is in it", body = BackupDone),
-              (status = 400, description = "The path is not absolute", body = Problem, content_type = "application/problem+json"),
+              (status = 400, description = "The body is not `{\"to\": ...}` or the path is not absolute", body = Problem, content_type = "application/problem+json"),
               (status = 401, body = Problem, content_type = "application/problem+json"),
               (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 413, body = Problem, content_type = "application/problem+json"),
+              (status = 415, body = Problem, content_type = "application/problem+json"),
               (status = 409, description = "Something is at that path already", body = Problem, content_type = "application/problem+json"),
               (status = 503, description = "The copy failed (the problem says why; a partial copy is removed)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn backup(
     request: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<BackupRequest>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Admin)?;
+    let body: BackupRequest = read_json(
+        &request,
+        payload,
+        state.max_body_bytes,
+        r#"{"to": "/absolute/new/directory"}"#,
+    )
+    .await?;
     let to = PathBuf::from(&body.to);
     if !to.is_absolute() {
         return Err(ApiError::BadRequest(format!(

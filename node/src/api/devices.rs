@@ -13,9 +13,9 @@ use fogbank_taas::{DrainStatus, MOVE_DEADLINE, MoveError, MoveStatus, MoveTarget
 use serde::Deserialize;
 
 use super::AppState;
+use super::body::{content_type, read_body, read_json};
 use super::problem::{ApiError, Problem};
 use super::schema::*;
-use super::things::{content_type, read_body};
 use crate::auth::Scope;
 
 /// Where the device is to register from now on: a gateway of the local
@@ -56,19 +56,13 @@ pub async fn transport(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Write)?;
-    let found = content_type(&request);
-    if found != "application/json" {
-        return Err(ApiError::UnsupportedType {
-            found,
-            expected: "application/json",
-        });
-    }
-    let body = read_body(&request, payload, state.max_body_bytes).await?;
-    let asked: TransportRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "expected {{\"gateway\": \"gw-b\"}} or {{\"address\": \"…\", \"port\": 5683}}: {e}"
-        ))
-    })?;
+    let asked: TransportRequest = read_json(
+        &request,
+        payload,
+        state.max_body_bytes,
+        r#"{"gateway": "gw-b"} or {"address": "…", "port": 5683}"#,
+    )
+    .await?;
     let target = match asked {
         TransportRequest {
             gateway: Some(gateway),

@@ -6,6 +6,7 @@
 //! them and the TaaS [`Hub`], and holds no logic of its own about things.
 
 mod backup;
+mod body;
 mod devices;
 mod federation;
 pub(crate) mod ops;

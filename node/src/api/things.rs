@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use actix_web::http::header;
-use actix_web::web::{self, Bytes};
+use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
 use fogbank_taas::senml::{self, Record};
 use fogbank_taas::td::{self, Bindings, Form};
@@ -11,10 +11,10 @@ use fogbank_taas::{
     CommandId, CommandState, CommandStatus, DataType, Kind, Location, Query, ThingId, ThingService,
     Timestamp, Value, Window,
 };
-use futures_util::StreamExt;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::body::{content_type, read_body, read_json};
 use super::problem::{ApiError, Problem};
 use super::schema::*;
 use super::{AppState, thing_id, time};
@@ -300,43 +300,6 @@ pub async fn history(
     Ok(senml_response(format, &records))
 }
 
-/// The media type of a request body, without parameters.
-pub(super) fn content_type(request: &HttpRequest) -> String {
-    request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .unwrap_or_default()
-}
-
-/// Reads a body of at most `limit` bytes, refusing larger ones early.
-pub(super) async fn read_body(
-    request: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::TooLarge { limit });
-    }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::TooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
 /// Adapter name under which HTTP devices create thing services by posting.
 pub const HTTP_ADAPTER: &str = "http";
 
@@ -516,16 +479,8 @@ pub async fn actuate(
 ) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Write)?;
     let id: ThingId = thing_id(&id)?;
-    let found = content_type(&request);
-    if found != "application/json" {
-        return Err(ApiError::UnsupportedType {
-            found,
-            expected: "application/json",
-        });
-    }
-    let body = read_body(&request, payload, state.max_body_bytes).await?;
-    let command: ActuationRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("expected {{\"value\": ...}}: {e}")))?;
+    let command: ActuationRequest =
+        read_json(&request, payload, state.max_body_bytes, r#"{"value": ...}"#).await?;
     let wait = match query.wait {
         Some(ms) if ms > 30_000 => {
             return Err(ApiError::BadRequest("wait is at most 30000 ms".into()));
