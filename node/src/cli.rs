@@ -51,12 +51,38 @@ pub enum Command {
     /// Make a data directory from a backup, for a gateway that is not
     /// running (on this machine or another).
     Restore(RestoreArgs),
+    /// Check a config file, or print the config `run` would use.
+    Config(ConfigArgs),
     /// Run the SD-IoT controller (S-MANAGE): the gateways' SDVSs, and a
     /// REST interface for applications' requests.
     Controller(ControllerArgs),
     /// Talk to a running SD-IoT controller: place requests, list them and
     /// the SDVSs.
     Sd(SdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a config file: every problem, each with its line and key.
+    /// Exits 1 if there is one.
+    Check {
+        /// The file (fogbank.toml, or controller.toml with --controller).
+        file: PathBuf,
+        /// The file is the SD-IoT controller's.
+        #[arg(long)]
+        controller: bool,
+    },
+    /// Print the config `fogbank run` would use with the same flags and
+    /// FOGBANK_* variables (the file, then the environment and flags over
+    /// it) as TOML, tokens and passwords masked; exits 1, naming them, if
+    /// it has problems.
+    Show(Box<RunArgs>),
 }
 
 #[derive(Debug, Args)]

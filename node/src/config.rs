@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fogbank_taas::id::sanitize_segment;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+pub use crate::config_check::Validate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -26,9 +28,11 @@ pub enum ConfigError {
     },
     #[error("invalid setting {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("invalid settings:{}", .0.iter().map(|(key, reason)| format!("\n  {key}: {reason}")).collect::<String>())]
+    Problems(Vec<(String, String)>),
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// This gateway's id: the first segment of its thing-service ids.
@@ -49,7 +53,7 @@ pub struct Config {
 
 /// The gateway as a SIP user agent of an IMS core. Off until a registrar
 /// is named.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SipSection {
     /// The registrar (`sip:host[:port]`), or `off`.
@@ -83,7 +87,7 @@ pub struct SipSection {
 
 /// `[[sip.forward]]`: the readings of the thing services that match
 /// (every key given must) go as SenML JSON MESSAGEs to `to`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SipForward {
     /// A semantic type: `temperature`, `alarm`, …
@@ -269,7 +273,7 @@ impl SipSection {
 
 /// Federation to an SD-IoT controller over S-MANAGE: one SDVS per device.
 /// Off until a controller is named.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SmanageSection {
     /// The controller, `host[:port]` (port 7601 by default), or `off`.
@@ -351,7 +355,7 @@ impl SmanageSection {
 
 /// The local cloud (libp2p). It runs only with a cluster key: without one
 /// the gateway stands alone.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CloudSection {
     /// A libp2p multiaddr, or `off`.
@@ -375,7 +379,7 @@ impl Default for CloudSection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
@@ -388,7 +392,7 @@ pub struct HttpConfig {
     pub actuation_wait_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// A label for logs; never the secret itself.
@@ -398,7 +402,7 @@ pub struct TokenConfig {
     pub scopes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     pub tokens: Vec<TokenConfig>,
@@ -408,7 +412,7 @@ pub struct AuthConfig {
     pub read_requires_token: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// fsync every write: survives power cuts, costs throughput.
@@ -422,7 +426,7 @@ pub struct StoreConfig {
     pub retention_interval_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimSection {
     /// Run the campus simulator (also `--demo`).
@@ -432,7 +436,7 @@ pub struct SimSection {
     pub floors: u8,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// A tracing filter such as `info` or `info,fogbank_taas=debug`
@@ -538,83 +542,16 @@ impl Config {
         load_toml(path)
     }
 
-    /// Checks what serde cannot.
+    /// Checks what serde cannot, naming every problem; normalises the
+    /// gateway id.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
         let sanitized = sanitize_segment(&self.gateway_id);
-        if sanitized.is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "gateway_id",
-                reason: "must not be empty".into(),
-            });
-        }
-        if sanitized != self.gateway_id {
+        if !sanitized.is_empty() && sanitized != self.gateway_id {
             tracing::warn!(given = %self.gateway_id, used = %sanitized, "gateway id sanitised");
             self.gateway_id = sanitized;
         }
-        for token in &self.auth.tokens {
-            if token.token.len() < 16 {
-                return Err(ConfigError::Invalid {
-                    key: "auth.tokens",
-                    reason: format!("token {:?} is shorter than 16 characters", token.name),
-                });
-            }
-            if let Some(bad) = token
-                .scopes
-                .iter()
-                .find(|s| !matches!(s.as_str(), "read" | "write" | "admin"))
-            {
-                return Err(ConfigError::Invalid {
-                    key: "auth.tokens",
-                    reason: format!(
-                        "token {:?} has unknown scope {bad:?} (read, write, admin)",
-                        token.name
-                    ),
-                });
-            }
-        }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(ConfigError::Invalid {
-                key: "log.format",
-                reason: "is text or json".into(),
-            });
-        }
-        self.mqtt.validate().map_err(|e| ConfigError::Invalid {
-            key: "mqtt",
-            reason: e.to_string(),
-        })?;
-        self.coap.validate().map_err(|e| ConfigError::Invalid {
-            key: "coap",
-            reason: e.to_string(),
-        })?;
-        if self.cloud.listen != "off" {
-            self.cloud
-                .listen
-                .parse::<fogbank_cloud::Multiaddr>()
-                .map_err(|e| ConfigError::Invalid {
-                    key: "cloud.listen",
-                    reason: format!("{:?} is not a multiaddr or off: {e}", self.cloud.listen),
-                })?;
-        }
-        for peer in &self.cloud.peers {
-            peer.parse::<fogbank_cloud::Multiaddr>()
-                .map_err(|e| ConfigError::Invalid {
-                    key: "cloud.peers",
-                    reason: format!(
-                        "{peer:?} is not a multiaddr such as /dns4/gw-b.local/tcp/4001: {e}"
-                    ),
-                })?;
-        }
-        self.smanage.agent()?;
-        self.sip.agent(&self.gateway_id)?;
-        if self.http.max_body_bytes == 0 {
-            return Err(ConfigError::Invalid {
-                key: "http.max_body_bytes",
-                reason: "must be positive".into(),
-            });
-        }
-        Ok(())
+        problems_to_result(self.problems())
     }
-
     pub fn retention(&self) -> fogbank_taas::Retention {
         fogbank_taas::Retention {
             max_age: (self.store.max_age_secs > 0)
@@ -632,6 +569,102 @@ impl Config {
             n => n,
         }
     }
+}
+
+/// `Err` naming every problem, if there is one.
+pub fn problems_to_result(problems: Vec<(String, String)>) -> Result<(), ConfigError> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Problems(problems))
+    }
+}
+
+/// A problem that a section's own check reported as a [`ConfigError`].
+fn problem_of(error: ConfigError) -> (String, String) {
+    match error {
+        ConfigError::Invalid { key, reason } => (key.to_owned(), reason),
+        other => (String::new(), other.to_string()),
+    }
+}
+
+impl Validate for Config {
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = self.auth.problems();
+        let mut problem = |key: &str, reason: String| problems.push((key.to_owned(), reason));
+        if sanitize_segment(&self.gateway_id).is_empty() {
+            problem("gateway_id", "must not be empty".into());
+        }
+        if let Some(reason) = log_format_problem(&self.log.format) {
+            problem("log.format", reason);
+        }
+        if let Err(e) = self.mqtt.validate() {
+            problem("mqtt", e.to_string());
+        }
+        if let Err(e) = self.coap.validate() {
+            problem("coap", e.to_string());
+        }
+        if self.cloud.listen != "off"
+            && let Err(e) = self.cloud.listen.parse::<fogbank_cloud::Multiaddr>()
+        {
+            problem(
+                "cloud.listen",
+                format!("{:?} is not a multiaddr or off: {e}", self.cloud.listen),
+            );
+        }
+        for (index, peer) in self.cloud.peers.iter().enumerate() {
+            if let Err(e) = peer.parse::<fogbank_cloud::Multiaddr>() {
+                problem(
+                    &format!("cloud.peers.{index}"),
+                    format!("{peer:?} is not a multiaddr such as /dns4/gw-b.local/tcp/4001: {e}"),
+                );
+            }
+        }
+        if self.http.max_body_bytes == 0 {
+            problem("http.max_body_bytes", "must be positive".into());
+        }
+        if let Err(e) = self.smanage.agent() {
+            problems.push(problem_of(e));
+        }
+        if let Err(e) = self.sip.agent(&self.gateway_id) {
+            problems.push(problem_of(e));
+        }
+        problems
+    }
+}
+
+impl Validate for AuthConfig {
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, reason: String| problems.push((key.to_owned(), reason));
+        for (index, token) in self.tokens.iter().enumerate() {
+            if token.token.len() < 16 {
+                problem(
+                    &format!("auth.tokens.{index}.token"),
+                    format!("token {:?} is shorter than 16 characters", token.name),
+                );
+            }
+            if let Some(bad) = token
+                .scopes
+                .iter()
+                .find(|s| !matches!(s.as_str(), "read" | "write" | "admin"))
+            {
+                problem(
+                    &format!("auth.tokens.{index}.scopes"),
+                    format!(
+                        "token {:?} has unknown scope {bad:?} (read, write, admin)",
+                        token.name
+                    ),
+                );
+            }
+        }
+        problems
+    }
+}
+
+/// Why a `log.format` is not one the node writes, if it is not.
+pub fn log_format_problem(format: &str) -> Option<String> {
+    (!matches!(format, "text" | "json")).then(|| format!("{format:?} is not text or json"))
 }
 
 #[cfg(test)]

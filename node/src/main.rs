@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod coap;
 mod config;
+mod config_check;
 mod controller;
 mod dashboard;
 mod metrics;
@@ -42,6 +43,17 @@ fn init_logging(filter: &str, json: bool) {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    let (mut config, key_file_given) = effective_config(args)?;
+    init_logging(&config.log.filter, config.log.format == "json");
+    config.validate()?;
+    let admin_token = env_admin_token()?;
+    let cluster_key = cluster_key(&config, key_file_given)?;
+    server::run(config, admin_token, cluster_key)
+}
+
+/// The config file with the environment and flags over it, and whether the
+/// cluster key file was named by flag or environment.
+fn effective_config(args: RunArgs) -> anyhow::Result<(Config, bool)> {
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(id) = args.gateway_id {
         config.gateway_id = id;
@@ -107,11 +119,35 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         config.smanage.addresses = addresses;
     }
     config.sip.apply_env()?;
-    init_logging(&config.log.filter, config.log.format == "json");
-    config.validate()?;
-    let admin_token = env_admin_token()?;
-    let cluster_key = cluster_key(&config, key_file_given)?;
-    server::run(config, admin_token, cluster_key)
+    Ok((config, key_file_given))
+}
+
+fn config_command(command: cli::ConfigCommand) -> anyhow::Result<()> {
+    match command {
+        cli::ConfigCommand::Check { file, controller } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let problems = if controller {
+                config_check::check::<controller::ControllerFile>(&text)
+            } else {
+                config_check::check::<Config>(&text)
+            };
+            if problems.is_empty() {
+                println!("{}: good", file.display());
+                return Ok(());
+            }
+            for problem in &problems {
+                eprintln!("{}: {problem}", file.display());
+            }
+            anyhow::bail!("{}: {} problem(s)", file.display(), problems.len())
+        }
+        cli::ConfigCommand::Show(args) => {
+            let (mut config, _) = effective_config(*args)?;
+            print!("{}", config_check::show(&config)?);
+            config.validate()?;
+            Ok(())
+        }
+    }
 }
 
 /// `FOGBANK_ADMIN_TOKEN`, for the gateway and the controller alike.
@@ -188,6 +224,7 @@ fn main() {
         Command::Undrain(args) => client::drain(&args.client, None),
         Command::Backup(args) => client::backup(args),
         Command::Restore(args) => restore::restore(&args.from, &args.data_dir),
+        Command::Config(args) => config_command(args.command),
         Command::Controller(args) => controller(args),
         Command::Sd(args) => client::sd(args),
     };

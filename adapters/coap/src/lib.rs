@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, AsyncContext, Context, Handler, Recipient, ResponseFuture};
 use fogbank_adapter::{Actuate, AdapterContext, Plugin};
 use fogbank_taas::{ActuationError, ActuationResult, Value};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use devices::Directory;
 use fogbank_coap_protocol::endpoint::Endpoint;
@@ -29,7 +29,7 @@ use fogbank_coap_protocol::endpoint::Endpoint;
 pub const RD_LINK: &str = "</rd>;rt=\"core.rd\";ct=40";
 
 /// Settings of the CoAP endpoint and adapter.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CoapConfig {
     /// `false` turns CoAP off, both sides.

@@ -32,13 +32,13 @@ use fogbank_adapter::{Actuate, AdapterContext, Plugin};
 use fogbank_taas::{ActuationError, ActuationResult, ThingId, Value};
 use parking_lot::Mutex;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use discovery::Entity;
 use receive::{Message, Receiver, Verdict};
 
 /// Settings of the MQTT adapter.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
     /// `embedded` (a broker on `listen`), `external` (a client of

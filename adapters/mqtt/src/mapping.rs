@@ -12,12 +12,12 @@
 //! `{device}` and `{resource}` each stand for one topic level; a mapping
 //! without `{resource}` uses its `type` (or `value`) as the resource.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use fogbank_taas::Value;
 use fogbank_taas::id::sanitize_segment;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mapping {
     pub topic: String,

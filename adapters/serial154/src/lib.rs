@@ -25,7 +25,7 @@ use fogbank_taas::thing::guess_type;
 use fogbank_taas::{
     ActuationError, ActuationResult, Kind, Reading, ThingReading, ThingService, Timestamp,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use mac::Address;
@@ -40,7 +40,7 @@ const ASK_ADDRESS_EVERY: Duration = Duration::from_secs(2);
 const TRANSMIT_WAIT: Duration = Duration::from_secs(5);
 
 /// One radio on a serial line.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RadioConfig {
     /// Names the radio in logs; default: the port's file name.
@@ -103,7 +103,7 @@ impl RadioConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Serial154Config {
     pub radios: Vec<RadioConfig>,

@@ -17,7 +17,7 @@ use fogbank_taas::{Store, StoreOptions};
 use serde::Deserialize;
 
 use crate::auth::{AdminTokenSource, Tokens};
-use crate::config::{AuthConfig, ConfigError, LogConfig};
+use crate::config::{AuthConfig, ConfigError, LogConfig, Validate};
 
 /// The controller's configuration file (`deploy/controller.example.toml`
 /// documents every key).
@@ -60,15 +60,27 @@ impl ControllerFile {
         crate::config::load_toml(path)
     }
 
+    /// Checks what serde cannot, naming every problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.gateway_filters()?;
-        if self.hello_interval_secs == 0 {
-            return Err(ConfigError::Invalid {
-                key: "hello_interval_secs",
-                reason: "must be at least 1".into(),
-            });
+        crate::config::problems_to_result(self.problems())
+    }
+}
+
+impl Validate for ControllerFile {
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = self.auth.problems();
+        for (index, gateway) in self.gateways.iter().enumerate() {
+            if let Err(reason) = gateway.parse::<GatewayFilter>() {
+                problems.push((format!("gateways.{index}"), reason));
+            }
         }
-        Ok(())
+        if self.hello_interval_secs == 0 {
+            problems.push(("hello_interval_secs".into(), "must be at least 1".into()));
+        }
+        if let Some(reason) = crate::config::log_format_problem(&self.log.format) {
+            problems.push(("log.format".into(), reason));
+        }
+        problems
     }
 }
 
