@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use parking_lot::RwLock;
+
 use crate::config::AuthConfig;
 
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -45,8 +47,14 @@ pub enum Denied {
 }
 
 pub struct Tokens {
+    /// Swapped whole on a reload (SIGHUP), so a request sees the old table
+    /// or the new one, never a mix.
+    table: RwLock<TokenTable>,
+}
+
+struct TokenTable {
     tokens: Vec<Token>,
-    pub read_requires_token: bool,
+    read_requires_token: bool,
 }
 
 /// Where the admin token came from, for the start-up log.
@@ -111,18 +119,32 @@ impl Tokens {
         } else {
             AdminTokenSource::Configured
         };
+        let table = TokenTable {
+            tokens,
+            read_requires_token: config.read_requires_token,
+        };
         Ok((
             Tokens {
-                tokens,
-                read_requires_token: config.read_requires_token,
+                table: RwLock::new(table),
             },
             source,
         ))
     }
 
+    /// Takes `other`'s tokens for every request from now on.
+    pub fn replace(&self, other: Tokens) {
+        *self.table.write() = other.table.into_inner();
+    }
+
+    /// How many tokens there are (the admin token included).
+    pub fn count(&self) -> usize {
+        self.table.read().tokens.len()
+    }
+
     /// Checks an `Authorization` header value for a scope.
     pub fn check(&self, authorization: Option<&str>, needed: Scope) -> Result<(), Denied> {
-        if needed == Scope::Read && !self.read_requires_token {
+        let table = self.table.read();
+        if needed == Scope::Read && !table.read_requires_token {
             return Ok(());
         }
         let presented = authorization
@@ -132,7 +154,7 @@ impl Tokens {
             })
             .map(str::trim)
             .ok_or(Denied::Unauthenticated)?;
-        let token = self
+        let token = table
             .tokens
             .iter()
             .find(|t| constant_time_eq(t.secret.as_bytes(), presented.as_bytes()))

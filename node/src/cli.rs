@@ -292,7 +292,7 @@ pub struct PeersArgs {
     pub client: ClientArgs,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// TOML configuration file (see deploy/fogbank.example.toml).
     #[arg(long, env = "FOGBANK_CONFIG")]

@@ -13,42 +13,29 @@ mod config;
 mod config_check;
 mod controller;
 mod dashboard;
+mod logging;
 mod metrics;
+mod reload;
 mod restore;
 mod server;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command, ControllerArgs, RunArgs};
 use config::Config;
 
-fn init_logging(filter: &str, json: bool) {
-    let filter = std::env::var("FOGBANK_LOG")
-        .ok()
-        .unwrap_or_else(|| filter.to_owned());
-    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|error| {
-        eprintln!("ignoring the log filter {filter:?}: {error}");
-        EnvFilter::new("info")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let (mut config, key_file_given) = effective_config(args)?;
-    init_logging(&config.log.filter, config.log.format == "json");
+    let (mut config, key_file_given) = effective_config(args.clone())?;
+    logging::init(&config.log);
     config.validate()?;
     let admin_token = env_admin_token()?;
     let cluster_key = cluster_key(&config, key_file_given)?;
-    server::run(config, admin_token, cluster_key)
+    let read_config: reload::ReadConfig = Box::new(move || {
+        let (mut config, _) = effective_config(args.clone())?;
+        config.validate()?;
+        Ok((config.auth, config.log))
+    });
+    server::run(config, admin_token, cluster_key, read_config)
 }
 
 /// The config file with the environment and flags over it, and whether the
@@ -162,9 +149,23 @@ fn env_admin_token() -> anyhow::Result<Option<String>> {
 }
 
 fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let config = controller_config(&args)?;
+    logging::init(&config.log);
+    config.validate()?;
+    let admin_token = env_admin_token()?;
+    let read_config: reload::ReadConfig = Box::new(move || {
+        let config = controller_config(&args)?;
+        config.validate()?;
+        Ok((config.auth, config.log))
+    });
+    controller::run(config, admin_token, read_config)
+}
+
+/// The controller's config file with the environment and flags over it.
+fn controller_config(args: &ControllerArgs) -> anyhow::Result<controller::ControllerFile> {
     let mut config = controller::ControllerFile::load(args.config.as_deref())?;
-    if let Some(dir) = args.data_dir {
-        config.data_dir = dir;
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
     }
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -172,10 +173,7 @@ fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     if let Some(http) = args.http {
         config.http = http;
     }
-    init_logging(&config.log.filter, config.log.format == "json");
-    config.validate()?;
-    let admin_token = env_admin_token()?;
-    controller::run(config, admin_token)
+    Ok(config)
 }
 
 /// The cluster key from the key file or FOGBANK_CLUSTER_KEY (hex).

@@ -17,6 +17,7 @@ use crate::api::{self, AppState};
 use crate::auth::{AdminTokenSource, Tokens};
 use crate::config::Config;
 use crate::metrics::HttpMetrics;
+use crate::reload::{ReadConfig, Reloader};
 
 /// RocksDB lives in this subdirectory of the data dir.
 pub const DB_DIR: &str = "db";
@@ -33,12 +34,15 @@ pub const HTTP_CONNECTIONS_PER_WORKER: usize = 1024;
 /// A client must have sent its request's head by then, or gets 408.
 pub const HTTP_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Runs the gateway until SIGINT or SIGTERM; `read_config` reads the
+/// config again on SIGHUP.
 pub fn run(
     config: Config,
     env_admin_token: Option<String>,
     cluster_key: Option<ClusterKey>,
+    read_config: ReadConfig,
 ) -> anyhow::Result<()> {
-    actix_rt::System::new().block_on(serve(config, env_admin_token, cluster_key))
+    actix_rt::System::new().block_on(serve(config, env_admin_token, cluster_key, read_config))
 }
 
 /// Joins the local cloud when a cluster key is configured and it is not off.
@@ -116,6 +120,7 @@ async fn serve(
     config: Config,
     env_admin_token: Option<String>,
     cluster_key: Option<ClusterKey>,
+    read_config: ReadConfig,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
@@ -132,6 +137,11 @@ async fn serve(
     };
     let hub = Hub::open(&config.gateway_id, &config.data_dir.join(DB_DIR), options)?;
 
+    let reloader = Reloader {
+        read: read_config,
+        env_admin_token: env_admin_token.clone(),
+        data_dir: config.data_dir.clone(),
+    };
     let (tokens, source) = Tokens::load(&config.auth, env_admin_token, &config.data_dir)?;
     match source {
         AdminTokenSource::Created(path) => {
@@ -206,6 +216,10 @@ async fn serve(
         sip: sip.clone(),
         retention: config.retention(),
     });
+    let reloading = {
+        let state = state.clone();
+        actix_rt::spawn(async move { reloader.run(&state.tokens).await })
+    };
     let server = HttpServer::new(move || api::app(state.clone()))
         .workers(config.http_workers())
         .max_connections(HTTP_CONNECTIONS_PER_WORKER)
@@ -228,6 +242,7 @@ async fn serve(
         let _ = adapter.send(Shutdown).await;
     }
     upkeep.abort();
+    reloading.abort();
     if let Some(agent) = &smanage {
         agent.stop();
     }

@@ -428,6 +428,87 @@ fn config_check_names_every_problem_and_show_masks_secrets() {
     assert!(!shown.contains("secret"), "{shown}");
 }
 
+/// SIGHUP takes new tokens without a restart; a config with problems
+/// changes nothing (counted as refused) and the gateway serves on.
+#[test]
+fn sighup_reloads_tokens_and_refuses_a_broken_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("fogbank.toml");
+    let write = |tokens: &[&str], extra: &str| {
+        let mut text = format!("[auth]\nread_requires_token = true\n{extra}");
+        for (i, token) in tokens.iter().enumerate() {
+            text += &format!(
+                "[[auth.tokens]]\nname = \"t{i}\"\ntoken = \"{token}\"\nscopes = [\"read\"]\n"
+            );
+        }
+        std::fs::write(&config, text).unwrap();
+    };
+    let first = "first-token-0123456789";
+    let second = "second-token-0123456789";
+    write(&[first], "");
+    let gw = Gateway::start(&["--config", config.to_str().unwrap()], &[]);
+    let status = |token: &str| {
+        gw.request(
+            "GET",
+            "/api/v1/things",
+            &[("Authorization", &format!("Bearer {token}"))],
+            None,
+        )
+        .status
+    };
+    let reloads = |outcome: &str| -> u64 {
+        let metrics = gw.request(
+            "GET",
+            "/metrics",
+            &[("Authorization", &format!("Bearer {first}"))],
+            None,
+        );
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        let sample = format!("fogbank_config_reloads_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample.as_str()))
+            .unwrap_or_else(|| panic!("no {sample} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    let hangup = || {
+        let pid = gw.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!((status(first), status(second)), (200, 401));
+
+    // A config with problems: nothing changes.
+    write(&[first, second, "short"], "");
+    hangup();
+    wait_until("the broken config was refused", &|| reloads("refused") == 1);
+    assert_eq!((status(first), status(second)), (200, 401));
+    assert_eq!(reloads("reloaded"), 0);
+
+    // The first token goes, the second comes: no restart.
+    write(&[first, second], "");
+    hangup();
+    wait_until("the new tokens were taken", &|| status(second) == 200);
+    assert_eq!(reloads("reloaded"), 1);
+    write(&[second], "[log]\nfilter = \"debug\"\n");
+    hangup();
+    wait_until("the first token was dropped", &|| status(first) == 401);
+    assert_eq!(status(second), 200);
+    assert!(gw.get("/health").status == 200);
+}
+
 #[test]
 fn the_cli_is_a_client_of_a_running_gateway() {
     let gw = Gateway::demo();

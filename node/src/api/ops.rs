@@ -163,6 +163,12 @@ pub async fn metrics(
         "Resident set size.",
         resident_bytes().unwrap_or(0) as f64,
     )
+    .counter_by(
+        "fogbank_config_reloads_total",
+        "Config reloads on SIGHUP, by outcome (refused: the config had problems; nothing changed).",
+        "outcome",
+        crate::reload::reload_counts(),
+    )
     .http(&state.http);
     if let Some(endpoint) = &state.coap {
         out.coap(endpoint);

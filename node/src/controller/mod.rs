@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::auth::{AdminTokenSource, Tokens};
 use crate::config::{AuthConfig, ConfigError, LogConfig, Validate};
+use crate::reload::{ReadConfig, Reloader};
 
 /// The controller's configuration file (`deploy/controller.example.toml`
 /// documents every key).
@@ -98,11 +99,21 @@ impl ControllerFile {
     }
 }
 
-pub fn run(config: ControllerFile, env_admin_token: Option<String>) -> anyhow::Result<()> {
-    actix_rt::System::new().block_on(serve(config, env_admin_token))
+/// Runs the controller until SIGINT or SIGTERM; `read_config` reads the
+/// config again on SIGHUP.
+pub fn run(
+    config: ControllerFile,
+    env_admin_token: Option<String>,
+    read_config: ReadConfig,
+) -> anyhow::Result<()> {
+    actix_rt::System::new().block_on(serve(config, env_admin_token, read_config))
 }
 
-async fn serve(config: ControllerFile, env_admin_token: Option<String>) -> anyhow::Result<()> {
+async fn serve(
+    config: ControllerFile,
+    env_admin_token: Option<String>,
+    read_config: ReadConfig,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -113,6 +124,11 @@ async fn serve(config: ControllerFile, env_admin_token: Option<String>) -> anyho
         &config.data_dir.join(crate::server::DB_DIR),
         &StoreOptions::default(),
     )?);
+    let reloader = Reloader {
+        read: read_config,
+        env_admin_token: env_admin_token.clone(),
+        data_dir: config.data_dir.clone(),
+    };
     let (tokens, source) = Tokens::load(&config.auth, env_admin_token, &config.data_dir)?;
     if let AdminTokenSource::Created(path) = source {
         tracing::warn!(path = %path.display(), "no token configured: created an admin token for writes; read it from this file");
@@ -135,6 +151,10 @@ async fn serve(config: ControllerFile, env_admin_token: Option<String>) -> anyho
         controller: controller.clone(),
         tokens,
     });
+    let reloading = {
+        let state = state.clone();
+        actix_rt::spawn(async move { reloader.run(&state.tokens).await })
+    };
     let server = HttpServer::new(move || api::app(state.clone()))
         .workers(2)
         .disable_signals()
@@ -149,6 +169,7 @@ async fn serve(config: ControllerFile, env_admin_token: Option<String>) -> anyho
     tracing::info!(signal, "shutting down");
     handle.stop(true).await;
     let _ = task.await;
+    reloading.abort();
     controller.stop();
     store.sync_wal()?;
     tracing::info!("stopped cleanly");
