@@ -53,6 +53,12 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Check a config file, or print the config `run` would use.
     Config(ConfigArgs),
+    /// Write the man pages and the bash, zsh and fish completions to a
+    /// directory (`man/`, `completions/`).
+    Manual {
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Run the SD-IoT controller (S-MANAGE): the gateways' SDVSs, and a
     /// REST interface for applications' requests.
     Controller(ControllerArgs),

@@ -14,6 +14,7 @@ mod config_check;
 mod controller;
 mod dashboard;
 mod logging;
+mod manual;
 mod metrics;
 mod reload;
 mod restore;
@@ -223,6 +224,9 @@ fn main() {
         Command::Backup(args) => client::backup(args),
         Command::Restore(args) => restore::restore(&args.from, &args.data_dir),
         Command::Config(args) => config_command(args.command),
+        Command::Manual { to } => manual::write(&to)
+            .map_err(|e| anyhow::anyhow!("cannot write the manual to {}: {e}", to.display()))
+            .map(|()| println!("{}", to.display())),
         Command::Controller(args) => controller(args),
         Command::Sd(args) => client::sd(args),
     };
