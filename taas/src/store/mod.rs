@@ -9,7 +9,7 @@
 //!   and a retention cut is one range delete per thing. A reading written
 //!   twice with the same time overwrites itself: redeliveries never
 //!   duplicate history;
-//! - `meta`: schema version and other small facts;
+//! - `meta`: the store's format (see [`format`]) and other small facts;
 //! - `receipts`: delivery slot → content fingerprint of deliveries stored
 //!   but not yet acknowledged to their sender, so that a redelivery after a
 //!   crash is recognised (see [`crate::Hub::ingest_once`]).
@@ -25,6 +25,7 @@
 //! delivery receipts), [`retention`], [`services`], [`state`] — and
 //! [`keys`], the key layouts they share.
 
+mod format;
 mod keys;
 mod readings;
 mod retention;
@@ -40,6 +41,7 @@ use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Options, WriteOptions,
 };
 
+pub use format::{FORMAT, RELEASE};
 pub use keys::{parse_reading_key, reading_key};
 pub use readings::Window;
 pub use retention::{Retention, RetentionReport};
@@ -55,8 +57,6 @@ pub(crate) const CF_SERVICES: &str = "services";
 pub(crate) const CF_SERVICE_DATA: &str = "service_data";
 /// The layers above taas: `{space} 0x00 {key}`.
 pub(crate) const CF_LAYER_STATE: &str = "layer_state";
-const SCHEMA_KEY: &[u8] = b"schema_version";
-const SCHEMA_VERSION: &[u8] = b"1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -65,12 +65,20 @@ pub enum StoreError {
         path: PathBuf,
         source: rocksdb::Error,
     },
-    #[error("the store at {path} has schema version {found}, this build understands {expected}")]
-    Schema {
+    #[error(
+        "the store at {path} has format {found}, written by fogbank {written_by}; this fogbank \
+         ({release}) reads formats up to {supported}: run fogbank {written_by} or newer on it, \
+         or restore a backup this release made"
+    )]
+    NewerFormat {
         path: PathBuf,
-        found: String,
-        expected: String,
+        found: u32,
+        written_by: String,
+        release: &'static str,
+        supported: u32,
     },
+    #[error("the store at {path} records a format that is not a number: {found:?}")]
+    UnreadableFormat { path: PathBuf, found: String },
     #[error("store operation failed: {0}")]
     Io(#[from] rocksdb::Error),
     #[error("column family {0} is missing")]
@@ -172,26 +180,8 @@ impl Store {
             path: path.to_owned(),
             write_options,
         };
-        store.check_schema()?;
+        store.settle_format()?;
         Ok(store)
-    }
-
-    fn check_schema(&self) -> Result<(), StoreError> {
-        let meta = self.cf(CF_META)?;
-        match self.db.get_cf(meta, SCHEMA_KEY)? {
-            None => self
-                .db
-                .put_cf_opt(meta, SCHEMA_KEY, SCHEMA_VERSION, &self.write_options)?,
-            Some(found) if found == SCHEMA_VERSION => {}
-            Some(found) => {
-                return Err(StoreError::Schema {
-                    path: self.path.clone(),
-                    found: String::from_utf8_lossy(&found).into_owned(),
-                    expected: String::from_utf8_lossy(SCHEMA_VERSION).into_owned(),
-                });
-            }
-        }
-        Ok(())
     }
 
     fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
