@@ -16,6 +16,7 @@ mod dashboard;
 mod logging;
 mod manual;
 mod metrics;
+mod notify;
 mod reload;
 mod restore;
 mod server;

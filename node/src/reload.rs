@@ -7,10 +7,12 @@
 //! the running settings stay, so a typo cannot lock operators out.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::auth::Tokens;
 use crate::config::{AuthConfig, LogConfig};
+use crate::notify::Notifier;
 
 /// Reloads of this process that took, and that were refused
 /// (`fogbank_config_reloads_total{outcome}`).
@@ -32,6 +34,8 @@ pub type ReadConfig = Box<dyn Fn() -> anyhow::Result<(AuthConfig, LogConfig)> + 
 /// What a reload needs besides the config: where tokens come from.
 pub struct Reloader {
     pub read: ReadConfig,
+    /// Told of each reload, so that `systemctl reload` waits for it.
+    pub notifier: Arc<Notifier>,
     pub env_admin_token: Option<String>,
     pub data_dir: PathBuf,
 }
@@ -49,7 +53,10 @@ impl Reloader {
         };
         while hangups.recv().await.is_some() {
             let _span = tracing::info_span!("reload").entered();
-            match self.reload(tokens) {
+            self.notifier.notify("RELOADING=1");
+            let outcome = self.reload(tokens);
+            self.notifier.notify("READY=1");
+            match outcome {
                 Ok(()) => RELOADED.fetch_add(1, Ordering::Relaxed),
                 Err(error) => {
                     tracing::error!("config not reloaded, running settings kept: {error:#}");

@@ -17,6 +17,7 @@ use crate::api::{self, AppState};
 use crate::auth::{AdminTokenSource, Tokens};
 use crate::config::Config;
 use crate::metrics::HttpMetrics;
+use crate::notify::Notifier;
 use crate::reload::{ReadConfig, Reloader};
 
 /// RocksDB lives in this subdirectory of the data dir.
@@ -137,8 +138,10 @@ async fn serve(
     };
     let hub = Hub::open(&config.gateway_id, &config.data_dir.join(DB_DIR), options)?;
 
+    let notifier = Arc::new(Notifier::from_env());
     let reloader = Reloader {
         read: read_config,
+        notifier: notifier.clone(),
         env_admin_token: env_admin_token.clone(),
         data_dir: config.data_dir.clone(),
     };
@@ -232,9 +235,16 @@ async fn serve(
     let server_handle = server.handle();
     let server_task = actix_rt::spawn(server);
     tracing::info!(gateway = %hub.gateway(), http = %listen, data_dir = %config.data_dir.display(), "fogbank is running");
+    notifier.notify("READY=1");
+    let watchdog = {
+        let notifier = notifier.clone();
+        actix_rt::spawn(async move { notifier.keep_watchdog_fed().await })
+    };
 
     let signal = shutdown_signal().await;
     tracing::info!(signal, "shutting down");
+    notifier.notify("STOPPING=1");
+    watchdog.abort();
     hub.close_subscriptions();
     server_handle.stop(true).await;
     let _ = server_task.await;

@@ -471,16 +471,6 @@ fn sighup_reloads_tokens_and_refuses_a_broken_config() {
             .parse()
             .unwrap()
     };
-    let hangup = || {
-        let pid = gw.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
     let wait_until = |what: &str, done: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !done() {
@@ -492,21 +482,64 @@ fn sighup_reloads_tokens_and_refuses_a_broken_config() {
 
     // A config with problems: nothing changes.
     write(&[first, second, "short"], "");
-    hangup();
+    gw.hangup();
     wait_until("the broken config was refused", &|| reloads("refused") == 1);
     assert_eq!((status(first), status(second)), (200, 401));
     assert_eq!(reloads("reloaded"), 0);
 
     // The first token goes, the second comes: no restart.
     write(&[first, second], "");
-    hangup();
+    gw.hangup();
     wait_until("the new tokens were taken", &|| status(second) == 200);
     assert_eq!(reloads("reloaded"), 1);
     write(&[second], "[log]\nfilter = \"debug\"\n");
-    hangup();
+    gw.hangup();
     wait_until("the first token was dropped", &|| status(first) == 401);
     assert_eq!(status(second), 200);
     assert!(gw.get("/health").status == 200);
+}
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): READY=1 once it serves,
+/// watchdog pings while it runs, RELOADING=1 then READY=1 around a
+/// SIGHUP, STOPPING=1 at SIGTERM — datagrams to `$NOTIFY_SOCKET`, read
+/// here as systemd reads them.
+#[test]
+fn systemd_hears_ready_watchdog_reload_and_stopping() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket_path = tmp.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut next = || {
+        let mut buffer = [0u8; 512];
+        let n = socket
+            .recv(&mut buffer)
+            .expect("a notification within 10 s");
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    };
+    let mut gw = Gateway::start(
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    assert_eq!(next(), "READY=1");
+    assert_eq!((next(), next()), ("WATCHDOG=1".into(), "WATCHDOG=1".into()));
+
+    gw.hangup();
+    let around_reload: Vec<String> = std::iter::repeat_with(&mut next)
+        .filter(|state| state != "WATCHDOG=1")
+        .take(2)
+        .collect();
+    assert_eq!(around_reload, ["RELOADING=1", "READY=1"]);
+
+    assert!(gw.terminate(Duration::from_secs(10)).success());
+    let last = std::iter::repeat_with(&mut next)
+        .find(|state| state != "WATCHDOG=1")
+        .unwrap();
+    assert_eq!(last, "STOPPING=1");
 }
 
 #[test]

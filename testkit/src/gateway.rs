@@ -228,6 +228,13 @@ impl Gateway {
         self.child.wait().unwrap();
     }
 
+    /// SIGHUP: the gateway reads its config again.
+    pub fn hangup(&self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(sent.success(), "SIGHUP to {pid}");
+    }
+
     /// SIGTERM, then the exit status (within `limit`).
     pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();

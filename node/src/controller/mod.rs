@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::auth::{AdminTokenSource, Tokens};
 use crate::config::{AuthConfig, ConfigError, LogConfig, Validate};
+use crate::notify::Notifier;
 use crate::reload::{ReadConfig, Reloader};
 
 /// The controller's configuration file (`deploy/controller.example.toml`
@@ -124,8 +125,10 @@ async fn serve(
         &config.data_dir.join(crate::server::DB_DIR),
         &StoreOptions::default(),
     )?);
+    let notifier = Arc::new(Notifier::from_env());
     let reloader = Reloader {
         read: read_config,
+        notifier: notifier.clone(),
         env_admin_token: env_admin_token.clone(),
         data_dir: config.data_dir.clone(),
     };
@@ -165,8 +168,15 @@ async fn serve(
     let handle = server.handle();
     let task = actix_rt::spawn(server);
     tracing::info!(http = %config.http, smanage = %controller.local_addr(), data_dir = %config.data_dir.display(), "fogbank controller is running");
+    notifier.notify("READY=1");
+    let watchdog = {
+        let notifier = notifier.clone();
+        actix_rt::spawn(async move { notifier.keep_watchdog_fed().await })
+    };
     let signal = crate::server::shutdown_signal().await;
     tracing::info!(signal, "shutting down");
+    notifier.notify("STOPPING=1");
+    watchdog.abort();
     handle.stop(true).await;
     let _ = task.await;
     reloading.abort();
