@@ -35,7 +35,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let read_config: reload::ReadConfig = Box::new(move || {
         let (mut config, _) = effective_config(args.clone())?;
         config.validate()?;
-        Ok((config.auth, config.log))
+        let sip_forward = config.sip.agent(&config.gateway_id)?.map(|sip| sip.forward);
+        Ok(reload::Reloaded {
+            auth: config.auth,
+            log: config.log,
+            sip_forward,
+        })
     });
     server::run(config, admin_token, cluster_key, read_config)
 }
@@ -158,7 +163,11 @@ fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let read_config: reload::ReadConfig = Box::new(move || {
         let config = controller_config(&args)?;
         config.validate()?;
-        Ok((config.auth, config.log))
+        Ok(reload::Reloaded {
+            auth: config.auth,
+            log: config.log,
+            sip_forward: None,
+        })
     });
     controller::run(config, admin_token, read_config)
 }

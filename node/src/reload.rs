@@ -1,6 +1,6 @@
 //! SIGHUP: read the config again and take, without a restart, what can
-//! change safely while requests are served — the tokens and the log
-//! filter. Everything else a config holds (addresses, adapters, the store)
+//! change safely while requests are served — the tokens, the log filter
+//! and the SIP forwarding rules. Everything else a config holds (addresses, adapters, the store)
 //! is taken at the next start.
 //!
 //! A config that has problems changes nothing: the error is logged and
@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::auth::Tokens;
 use crate::config::{AuthConfig, LogConfig};
+
 use crate::notify::Notifier;
 
 /// Reloads of this process that took, and that were refused
@@ -27,9 +28,18 @@ pub fn reload_counts() -> [(&'static str, u64); 2] {
     ]
 }
 
+/// The parts of a config a reload takes.
+pub struct Reloaded {
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+    /// The gateway's `[[sip.forward]]` rules; `None` for the controller or
+    /// with SIP off.
+    pub sip_forward: Option<Vec<fogbank_sip::ForwardRule>>,
+}
+
 /// Reads the config again, as at the start (file, environment, flags),
-/// checked; the parts a reload takes.
-pub type ReadConfig = Box<dyn Fn() -> anyhow::Result<(AuthConfig, LogConfig)> + Send>;
+/// checked.
+pub type ReadConfig = Box<dyn Fn() -> anyhow::Result<Reloaded> + Send>;
 
 /// What a reload needs besides the config: where tokens come from.
 pub struct Reloader {
@@ -38,6 +48,8 @@ pub struct Reloader {
     pub notifier: Arc<Notifier>,
     pub env_admin_token: Option<String>,
     pub data_dir: PathBuf,
+    /// The SIP agent whose forwarding rules a reload replaces.
+    pub sip: Option<Arc<fogbank_sip::Agent>>,
 }
 
 impl Reloader {
@@ -67,14 +79,18 @@ impl Reloader {
     }
 
     fn reload(&self, tokens: &Tokens) -> anyhow::Result<()> {
-        let (auth, log) = (self.read)()?;
-        let (table, _) = Tokens::load(&auth, self.env_admin_token.clone(), &self.data_dir)?;
-        let filter = crate::logging::set_filter(&log.filter)?;
+        let reloaded = (self.read)()?;
+        let (table, _) =
+            Tokens::load(&reloaded.auth, self.env_admin_token.clone(), &self.data_dir)?;
+        let filter = crate::logging::set_filter(&reloaded.log.filter)?;
         tokens.replace(table);
+        if let (Some(agent), Some(rules)) = (&self.sip, reloaded.sip_forward) {
+            agent.set_forward_rules(rules);
+        }
         tracing::info!(
             tokens = tokens.count(),
             log_filter = %filter,
-            "config reloaded: tokens and log filter; other settings take effect at the next start"
+            "config reloaded: tokens, log filter, SIP forwarding rules; other settings take effect at the next start"
         );
         Ok(())
     }

@@ -139,7 +139,8 @@ async fn serve(
     let hub = Hub::open(&config.gateway_id, &config.data_dir.join(DB_DIR), options)?;
 
     let notifier = Arc::new(Notifier::from_env());
-    let reloader = Reloader {
+    let mut reloader = Reloader {
+        sip: None,
         read: read_config,
         notifier: notifier.clone(),
         env_admin_token: env_admin_token.clone(),
@@ -219,6 +220,7 @@ async fn serve(
         sip: sip.clone(),
         retention: config.retention(),
     });
+    reloader.sip = sip.clone();
     let reloading = {
         let state = state.clone();
         actix_rt::spawn(async move { reloader.run(&state.tokens).await })

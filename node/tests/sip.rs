@@ -603,21 +603,24 @@ fn ims_users_read_and_switch_a_thing_by_message() {
     assert_eq!(sip_status(&gw)["counters"]["messages_sent"], 2);
 }
 
+/// The thing the forwarding tests forward.
+const TEMPERATURE: &str = "gw-s.sim.building-a-floor-1.temperature";
+
+/// A core (Kamailio, MD5) with gw-s and Alice, and Alice's inbox waiting
+/// for `messages` MESSAGEs.
+fn core_with_alice_inbox(tmp: &Path, messages: u32) -> (Kamailio, Sipp) {
+    let kamailio = Kamailio::start(&tmp.join("kamailio"), &[("gw-s", "secret"), ALICE], "MD5");
+    let inbox = alice_inbox(&kamailio_address(&kamailio), messages, &tmp.join("sipp"));
+    (kamailio, inbox)
+}
+
 /// `[[sip.forward]]`: the readings of the selected thing go to an IMS
 /// identity as SenML MESSAGEs from the thing's address, no more often
 /// than the minimum interval (the simulator reads every second).
 #[test]
 fn forwarding_rules_send_readings_to_an_ims_identity() {
-    const TEMPERATURE: &str = "gw-s.sim.building-a-floor-1.temperature";
     let tmp = tempfile::tempdir().unwrap();
-    let kamailio = Kamailio::start(
-        &tmp.path().join("kamailio"),
-        &[("gw-s", "secret"), ALICE],
-        "MD5",
-    );
-    let sipp = tmp.path().join("sipp");
-    let core = kamailio_address(&kamailio);
-    let inbox = alice_inbox(&core, 2, &sipp);
+    let (kamailio, inbox) = core_with_alice_inbox(tmp.path(), 2);
     let config = tmp.path().join("fogbank.toml");
     std::fs::write(
         &config,
@@ -664,6 +667,48 @@ fn forwarding_rules_send_readings_to_an_ims_identity() {
         times.push(pack[0]["t"].as_f64().unwrap());
     }
     assert!(times[1] - times[0] >= 2.5, "{times:?}");
+}
+
+/// SIGHUP replaces the `[[sip.forward]]` rules without a restart: a
+/// gateway started without one forwards nothing; given one, it forwards
+/// that thing's readings to Alice.
+#[test]
+fn a_reload_starts_forwarding_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (kamailio, inbox) = core_with_alice_inbox(tmp.path(), 2);
+    let config = tmp.path().join("fogbank.toml");
+    std::fs::write(&config, "[sip]\nmin_interval_ms = 3000\n").unwrap();
+    let gw = gateway_under(
+        &tmp.path().join("gw"),
+        &["--demo", "--config", config.to_str().unwrap()],
+        "gw-s",
+        &kamailio.registrar(),
+        "secret",
+        &[],
+    );
+    let sent = || gw.get("/api/v1/federation/sip").json()["counters"]["messages_sent"].clone();
+    // Readings come every second or so: none of them is forwarded.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sent(), 0, "no rule, no MESSAGE");
+
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nmin_interval_ms = 3000\n[[sip.forward]]\nids = [\"{TEMPERATURE}\"]\nto = [\"sip:alice@iot.local\"]\n"
+        ),
+    )
+    .unwrap();
+    gw.hangup();
+    let inbox = inbox.finish(Duration::from_secs(30));
+    assert!(inbox.passed, "{}", inbox.messages);
+    let received = inbox.requests("MESSAGE");
+    assert_eq!(received.len(), 2, "{}", inbox.messages);
+    for message in &received {
+        assert!(
+            message.contains(&format!("From: <sip:{TEMPERATURE}@iot.local>")),
+            "{message}"
+        );
+    }
 }
 
 /// `transport = "tcp"`: the bindings are made and removed over TCP, with a

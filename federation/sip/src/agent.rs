@@ -16,7 +16,7 @@ use sip_types::uri::SipUri;
 use sip_ua::dialog::DialogLayer;
 use tokio::sync::watch;
 
-use crate::config::{SipConfig, Transport};
+use crate::config::{ForwardRule, SipConfig, Transport};
 use crate::inbound::Inbound;
 use crate::notifier::SubscriptionView;
 use crate::registrations::RegistrationView;
@@ -125,6 +125,7 @@ impl Agent {
             subscriptions: Mutex::default(),
             counters: Counters::default(),
             stopped,
+            forward: RwLock::new(Arc::new(config.forward.clone())),
             config,
         });
         let loop_shared = shared.clone();
@@ -144,6 +145,14 @@ impl Agent {
             subscriptions: notifier::view(&self.shared),
             counters: self.shared.counters.snapshot(),
         }
+    }
+
+    /// Replaces the `[[sip.forward]]` rules (a config reload): readings
+    /// from now on are forwarded by these.
+    pub fn set_forward_rules(&self, rules: Vec<ForwardRule>) {
+        let count = rules.len();
+        *self.shared.forward.write() = Arc::new(rules);
+        tracing::info!(rules = count, "SIP forwarding rules replaced");
     }
 
     /// Ends subscriptions and publications, removes every binding, stops.

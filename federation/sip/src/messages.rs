@@ -26,7 +26,7 @@ use sip_types::uri::SipUri;
 use sip_types::{Method, Name, StatusCode};
 use tokio::time::Instant;
 
-use crate::config::Transport;
+use crate::config::{ForwardRule, Transport};
 use crate::content::{self, Command, CommandError, SENML_JSON, TEXT_PLAIN};
 use crate::outbound::{self, Outgoing};
 use crate::request::user_of;
@@ -225,30 +225,12 @@ async fn send(
 }
 
 /// Sends the readings `[[sip.forward]]` rules select until the agent
-/// stops.
+/// stops. The rules are read at each reading: a reload replaces them
+/// (and forgets what the old ones held back).
 pub(crate) async fn forward(endpoint: Endpoint, shared: Arc<Shared>) {
     let mut stopped = shared.stopped.clone();
-    if shared.config.forward.is_empty() {
-        crate::shared::stopping(&mut stopped).await;
-        return;
-    }
-    let targets: Vec<Vec<SipUri>> = shared
-        .config
-        .forward
-        .iter()
-        .map(|rule| {
-            rule.to
-                .iter()
-                .filter_map(|to| match to.parse() {
-                    Ok(uri) => Some(uri),
-                    Err(_) => {
-                        tracing::warn!(%to, "a forward target is not a SIP URI; skipped");
-                        None
-                    }
-                })
-                .collect()
-        })
-        .collect();
+    let mut rules = shared.forward.read().clone();
+    let mut targets = forward_targets(&rules);
     let mut readings = shared.hub.subscribe("sip forward", Filter::all());
     // Per rule and thing: when the last MESSAGE went, and the reading
     // waiting for the interval to pass.
@@ -261,8 +243,18 @@ pub(crate) async fn forward(endpoint: Endpoint, shared: Arc<Shared>) {
             _ = crate::shared::stopping(&mut stopped) => return,
             event = readings.recv() => match event {
                 Some(BusEvent::Reading(reading)) => {
+                    let current = shared.forward.read().clone();
+                    if !Arc::ptr_eq(&current, &rules) {
+                        targets = forward_targets(&current);
+                        rules = current;
+                        last.clear();
+                        waiting.clear();
+                    }
+                    if rules.is_empty() {
+                        continue;
+                    }
                     let Some(thing) = shared.hub.thing(&reading.thing) else { continue };
-                    for (index, rule) in shared.config.forward.iter().enumerate() {
+                    for (index, rule) in rules.iter().enumerate() {
                         if rule.matches(&thing) {
                             waiting.insert((index, thing.id.clone()), reading.clone());
                         }
@@ -300,6 +292,25 @@ pub(crate) async fn forward(endpoint: Endpoint, shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// Each rule's targets, parsed; a target that is not a SIP URI is skipped.
+fn forward_targets(rules: &[ForwardRule]) -> Vec<Vec<SipUri>> {
+    rules
+        .iter()
+        .map(|rule| {
+            rule.to
+                .iter()
+                .filter_map(|to| match to.parse() {
+                    Ok(uri) => Some(uri),
+                    Err(_) => {
+                        tracing::warn!(%to, "a forward target is not a SIP URI; skipped");
+                        None
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use sip_core::transport::TargetTransportInfo;
 use sip_types::uri::SipUri;
 use tokio::sync::watch;
 
-use crate::config::{SipConfig, Transport};
+use crate::config::{ForwardRule, SipConfig, Transport};
 use crate::content::Format;
 
 /// Counted events, by name, for the REST API and `/metrics`.
@@ -57,6 +57,8 @@ impl Counters {
 pub(crate) struct Shared {
     pub hub: Arc<Hub>,
     pub config: SipConfig,
+    /// `config.forward` at the start, replaced whole on a reload.
+    pub forward: RwLock<Arc<Vec<ForwardRule>>>,
     pub registrar: SipUri,
     pub presence_server: Option<SipUri>,
     /// The address others reach this gateway's endpoint at.
