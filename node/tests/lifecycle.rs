@@ -143,13 +143,9 @@ fn a_backup_under_load_restores_every_acknowledged_reading() {
     assert!(!ok && said.contains("holds a store already"), "{said}");
 
     let gw = Gateway::start_in(&restored_dir, &[], &env);
-    let history = gw.get(&format!("{path}?from=0&limit=100000")).json();
-    let values: Vec<f64> = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["v"].as_f64().unwrap())
-        .collect();
+    let values = gw
+        .get(&format!("{path}?from=0&limit=100000"))
+        .senml_numbers();
     assert!(values.len() >= 200, "{} readings", values.len());
     for (n, v) in values.iter().enumerate() {
         assert_eq!(*v, n as f64, "no reading lost or out of place");

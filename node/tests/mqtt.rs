@@ -233,15 +233,9 @@ fn nothing_is_lost_or_doubled_across_gateway_and_broker_restarts() {
     );
 
     std::thread::sleep(Duration::from_millis(500)); // anything doubled would show by now
-    let history = gw
+    let values = gw
         .get(&format!("/api/v1/things/{ID}/readings?from=0&limit=100000"))
-        .json();
-    let values: Vec<f64> = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["v"].as_f64().unwrap())
-        .collect();
+        .senml_numbers();
     assert_eq!(
         values,
         (0..600).map(|n| n as f64).collect::<Vec<_>>(),

@@ -499,13 +499,7 @@ fn http_devices_post_senml_and_bad_bodies_are_refused() {
     assert_eq!(thing["type"], "temperature");
     assert_eq!(thing["unit"], "Cel");
     assert_eq!(thing["adapter"], "http");
-    let history = gw.get(&format!("{path}?limit=10")).json();
-    let values: Vec<f64> = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["v"].as_f64().unwrap())
-        .collect();
+    let values = gw.get(&format!("{path}?limit=10")).senml_numbers();
     assert_eq!(values, vec![55.5, 56.0, 56.25]);
 
     // SenML CBOR: [{2: 57.5}] — one record, value label 2.

@@ -30,6 +30,15 @@ impl Answer {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
+    /// The numbers (`v`) of a SenML JSON pack, in its order.
+    pub fn senml_numbers(&self) -> Vec<f64> {
+        self.json()
+            .as_array()
+            .unwrap_or_else(|| panic!("not a SenML pack: {}", String::from_utf8_lossy(&self.body)))
+            .iter()
+            .map(|r| r["v"].as_f64().unwrap())
+            .collect()
+    }
     /// Asserts an RFC 9457 problem with this status.
     pub fn assert_problem(&self, status: u16) -> serde_json::Value {
         assert_eq!(
