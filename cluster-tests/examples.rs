@@ -39,6 +39,7 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 fn the_example_sites_start_with_one_command_each() {
     single_gateway();
     three_gateways();
+    three_gateways_in_containers();
 }
 
 fn single_gateway() {
@@ -99,13 +100,103 @@ fn three_gateways() {
     // The rest of what it says is not read: drain it so it never blocks.
     std::thread::spawn(move || lines.for_each(drop));
 
+    check_three_gateway_site(&token);
+
+    Command::new("kill")
+        .args(["-TERM", &site.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        site.wait().unwrap().success(),
+        "the site stops cleanly on SIGTERM"
+    );
+    assert_site_gone();
+}
+
+/// The same site from the container images and its compose file, as its
+/// header says to start it (with this machine's podman flags, PEERS.md).
+fn three_gateways_in_containers() {
+    let image = Command::new(package_file("../scripts/image"))
+        .arg("--binary")
+        .arg(binary())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(image.status.success(), "the gateway's image was not built");
+    let said = |args: &[&str]| {
+        let out = Command::new(binary()).args(args).output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines().last().unwrap().trim().to_owned()
+    };
+    let site = ComposeSite {
+        env: vec![
+            ("FOGBANK_CLUSTER_KEY", said(&["cluster-key"])),
+            ("FOGBANK_ADMIN_TOKEN", said(&["new-token"])),
+            ("KAMAILIO_BASE", "localhost/fogbank-base:bookworm".into()),
+        ],
+    };
+    site.compose(&["down", "-v"]);
+    let up = site.compose(&["up", "-d", "--build"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    check_three_gateway_site(&site.env[1].1);
+    let down = site.compose(&["down", "-v"]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_site_gone();
+}
+
+/// A compose project, taken down with its volumes however the test ends.
+struct ComposeSite {
+    env: Vec<(&'static str, String)>,
+}
+
+impl ComposeSite {
+    fn compose(&self, args: &[&str]) -> std::process::Output {
+        Command::new("podman-compose")
+            .args([
+                "--podman-args=--storage-driver vfs --runtime runc",
+                "--podman-build-args=--isolation chroot",
+                "--project-name=fogbank-examples",
+                "--file",
+            ])
+            .arg(package_file(
+                "../deploy/examples/three-gateways/compose.yaml",
+            ))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("podman-compose runs")
+    }
+}
+
+impl Drop for ComposeSite {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.compose(&["logs"]);
+            eprintln!("{}", String::from_utf8_lossy(&logs.stdout));
+            self.compose(&["down", "-v"]);
+        }
+    }
+}
+
+/// What both forms of the three-gateway site must be: one local cloud,
+/// federated to the controller, registered with the IMS core.
+fn check_three_gateway_site(token: &str) {
     // One local cloud: every gateway sees the other two up.
     for port in [8081, 8082, 8083] {
         wait_until(
             &format!("the cloud from :{port}"),
             Duration::from_secs(30),
             || {
-                let peers = get(&format!("http://127.0.0.1:{port}/api/v1/peers"), &token);
+                let peers = get(&format!("http://127.0.0.1:{port}/api/v1/peers"), token);
                 peers.as_array().is_some_and(|peers| {
                     peers.len() == 3
                         && peers
@@ -117,7 +208,7 @@ fn three_gateways() {
     }
     // Federated: the controller knows SDVSs of all three gateways.
     wait_until("the controller's SDVSs", Duration::from_secs(30), || {
-        let sdvs = get("http://127.0.0.1:8090/api/v1/sdvs", &token);
+        let sdvs = get("http://127.0.0.1:8090/api/v1/sdvs", token);
         let gateways: std::collections::BTreeSet<&str> = sdvs
             .as_array()
             .into_iter()
@@ -134,7 +225,7 @@ fn three_gateways() {
             || {
                 let sip = get(
                     &format!("http://127.0.0.1:{port}/api/v1/federation/sip"),
-                    &token,
+                    token,
                 );
                 sip["registrations"]
                     .as_array()
@@ -147,15 +238,9 @@ fn three_gateways() {
             },
         );
     }
+}
 
-    Command::new("kill")
-        .args(["-TERM", &site.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(
-        site.wait().unwrap().success(),
-        "the site stops cleanly on SIGTERM"
-    );
+fn assert_site_gone() {
     for port in [8081, 8090] {
         assert_ne!(
             http("GET", &format!("http://127.0.0.1:{port}/health"), &[], None).status,

@@ -78,3 +78,48 @@ fogbank_install_guest_toolchain() {
         cargo install --quiet --locked --root "$FOGBANK_TOOLS" "$tool"
     done
 }
+
+# Cross-compiling for arm64 (a Raspberry Pi class gateway) with Debian's
+# aarch64-linux-gnu toolchain: sets the linker and C/C++ compilers for the
+# target, and FOGBANK_RUN_TARGET, a qemu-user prefix that runs the built
+# binary here. The target's libc (and, with FOGBANK_ROCKSDB=system, its
+# RocksDB dependencies) come from Debian's arm64 packages: libc through
+# multiarch (dpkg --add-architecture arm64), and RocksDB unpacked into
+# ~/.cache/fogbank-arm64-sysroot, since Debian's librocksdb-dev cannot be
+# installed for two architectures at once.
+fogbank_cross_arm64() {
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        $sudo dpkg --add-architecture arm64
+        $sudo apt-get update -qq
+    fi
+    local rocksdb_deps=()
+    [ "${FOGBANK_ROCKSDB:-bundled}" = system ] &&
+        rocksdb_deps=(libsnappy1v5:arm64 liblz4-1:arm64 libzstd1:arm64 libbz2-1.0:arm64 zlib1g:arm64)
+    fogbank_install_build_deps gcc-aarch64-linux-gnu g++-aarch64-linux-gnu binutils-aarch64-linux-gnu \
+        qemu-user-static libc6:arm64 libgcc-s1:arm64 libstdc++6:arm64 "${rocksdb_deps[@]}"
+    rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu ||
+        rustup target add aarch64-unknown-linux-gnu
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+    export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+    export CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
+    export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
+    FOGBANK_RUN_TARGET="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
+    if [ "${FOGBANK_ROCKSDB:-bundled}" = system ]; then
+        local sysroot=$HOME/.cache/fogbank-arm64-sysroot
+        if [ ! -e "$sysroot/usr/lib/aarch64-linux-gnu/librocksdb.so" ]; then
+            local debs
+            debs=$(mktemp -d)
+            (cd "$debs" && apt-get download librocksdb7.8:arm64 librocksdb-dev:arm64 libgflags2.2:arm64 2>/dev/null)
+            for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$sysroot"; done
+            dpkg-deb -e "$debs"/librocksdb7.8_*.deb "$sysroot/DEBIAN"
+            rm -rf "$debs"
+        fi
+        export ROCKSDB_LIB_DIR=$sysroot/usr/lib/aarch64-linux-gnu ROCKSDB_INCLUDE_DIR=/usr/include
+        export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-Wl,-rpath-link,$ROCKSDB_LIB_DIR"
+        FOGBANK_RUN_TARGET+=" -E LD_LIBRARY_PATH=$ROCKSDB_LIB_DIR"
+        # For dpkg-shlibdeps: the package that provides librocksdb.so.7.8.
+        FOGBANK_SHLIBS_LOCAL=$sysroot/DEBIAN/shlibs
+    fi
+}
