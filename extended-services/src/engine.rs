@@ -20,6 +20,12 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Service instances that can exist at once (a restart frees its slot
 /// before taking a new one).
 pub const INSTANCE_SLOTS: u32 = 256;
+/// Core module instances one component may hold. A Rust or C component is
+/// its program plus a few adapter and shim modules; a Python one
+/// (componentize-py) links CPython, libc and their shims as ~40 modules.
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+pub const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
+pub const MAX_TABLES_PER_COMPONENT: u32 = 8;
 
 pub(crate) struct Runtime {
     pub engine: Engine,
@@ -35,13 +41,11 @@ impl Runtime {
     pub fn new(cache_dir: Option<&Path>) -> Result<Self, ServiceError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(INSTANCE_SLOTS)
-            // A Rust or C component is its program plus a few adapter and
-            // shim modules.
-            .max_core_instances_per_component(32)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
             .total_core_instances(INSTANCE_SLOTS * 8)
-            .max_memories_per_component(4)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
             .total_memories(INSTANCE_SLOTS * 2)
-            .max_tables_per_component(8)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
             .total_tables(INSTANCE_SLOTS * 4)
             .max_memory_size((MAX_MEMORY_MIB << 20) as usize)
             // Linear memory is reset by madvise, keep a few slots warm.
@@ -112,7 +116,18 @@ impl Runtime {
             }
         }
         let component = Component::new(&self.engine, bytes).map_err(|e| {
-            ServiceError::Invalid(format!("not a WebAssembly component: {}", root_cause(&e)))
+            let cause = root_cause(&e);
+            // The pool checks a component's shape when it is compiled: a
+            // valid component that needs more than a slot holds.
+            if cause.contains("in the pooling allocator") {
+                ServiceError::Invalid(format!(
+                    "the component is too large for this gateway's instance pool \
+                     (at most {MAX_CORE_INSTANCES_PER_COMPONENT} core module instances, \
+                     {MAX_MEMORIES_PER_COMPONENT} memories and {MAX_TABLES_PER_COMPONENT} tables a component): {cause}"
+                ))
+            } else {
+                ServiceError::Invalid(format!("not a WebAssembly component: {cause}"))
+            }
         })?;
         if let Some(path) = &cached {
             let written = component
@@ -157,6 +172,26 @@ impl Drop for Runtime {
             let _ = ticker.join();
         }
     }
+}
+
+/// The linear memory a component's core modules define, at their initial
+/// sizes: what an instance takes before its first instruction, so what a
+/// manifest's `memory-mib` must at least allow. `None` if the bytes do not
+/// parse (compiling them then says why).
+pub(crate) fn initial_memory_bytes(component: &[u8]) -> Option<u64> {
+    use wasmtime::wasmparser::{Parser, Payload};
+    let mut total = 0u64;
+    // parse_all walks into nested modules and components too.
+    for payload in Parser::new(0).parse_all(component) {
+        if let Payload::MemorySection(memories) = payload.ok()? {
+            for memory in memories {
+                let memory = memory.ok()?;
+                let page = 1u64 << memory.page_size_log2.unwrap_or(16);
+                total = total.saturating_add(memory.initial.saturating_mul(page));
+            }
+        }
+    }
+    Some(total)
 }
 
 /// `sha256:<hex>` of a component's bytes: the name it is replicated under.

@@ -118,3 +118,12 @@ pub const READ_SENSOR: &str = "(call $read_latest (i32.const 80) (i32.const 21) 
       (else (if (i32.eqz (i32.load8_u (i32.const 3008)))
         (then (call $log (i32.const 1) (i32.const 64) (i32.const 7)))
         (else (call $log (i32.const 1) (i32.const 32) (i32.const 5))))))";
+
+/// `component` holding `extra` more core module instances (of an empty
+/// module), as a language runtime linked from many modules does.
+pub fn with_core_instances(component: &str, extra: usize) -> String {
+    let marker = "(core instance $libc (instantiate $libc))";
+    let more =
+        "(core module $empty) ".to_owned() + &"(core instance (instantiate $empty)) ".repeat(extra);
+    component.replacen(marker, &format!("{marker} {more}"), 1)
+}

@@ -17,6 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::manifest::Selector;
 use crate::shared::{LogLevel, Shared};
+use crate::stdio::GuestOutput;
 
 /// The typed bindings of `wit/service.wit`.
 mod bindings {
@@ -63,9 +64,7 @@ pub struct HostState {
     pub(crate) clock: CallClock,
     bucket: TokenBucket,
     commands: TokenBucket,
-    log_lines: TokenBucket,
-    /// Log lines dropped since the last one kept.
-    suppressed: u64,
+    log_gate: LogGate,
     /// Bytes the key-value store holds, keys included.
     store_bytes: u64,
 }
@@ -79,16 +78,18 @@ impl HostState {
             .map(|entries| entries.iter().map(|(k, v)| (k.len() + v) as u64).sum())
             .unwrap_or(0);
         HostState {
-            // Nothing of the host: no environment, arguments, files,
-            // sockets or standard streams.
-            wasi: WasiCtx::builder().build(),
+            // Nothing of the host: no environment, arguments, files or
+            // sockets. Standard output and error go to the service log.
+            wasi: WasiCtx::builder()
+                .stdout(GuestOutput::new(shared.clone(), LogLevel::Info))
+                .stderr(GuestOutput::new(shared.clone(), LogLevel::Error))
+                .build(),
             table: ResourceTable::new(),
             limiter: Limiter::new(limits.memory_bytes(), shared.clone()),
             clock: CallClock::default(),
             bucket: TokenBucket::new(limits.publish_per_second),
             commands: TokenBucket::new(limits.actuate_per_second),
-            log_lines: TokenBucket::new(LOG_LINES_PER_SECOND),
-            suppressed: 0,
+            log_gate: LogGate::new(LOG_LINES_PER_SECOND),
             store_bytes,
             shared,
             hub,
@@ -232,7 +233,7 @@ impl wasmtime::ResourceLimiter for Limiter {
 }
 
 /// Readings per second over all outputs.
-struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     tokens: f64,
     refilled: Instant,
@@ -258,6 +259,44 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+}
+
+/// What a guest writes reaches the log a line at a time, each cut to
+/// [`MAX_LOG_BYTES`], at most so many a second; the lines dropped are
+/// counted in the next one kept.
+pub(crate) struct LogGate {
+    lines: TokenBucket,
+    suppressed: u64,
+}
+
+impl LogGate {
+    pub(crate) fn new(lines_per_second: u32) -> Self {
+        LogGate {
+            lines: TokenBucket::new(lines_per_second),
+            suppressed: 0,
+        }
+    }
+
+    /// The line as the log keeps it, or `None` when it is over the rate.
+    pub(crate) fn admit(&mut self, mut message: String) -> Option<String> {
+        if !self.lines.take() {
+            self.suppressed += 1;
+            return None;
+        }
+        if message.len() > MAX_LOG_BYTES {
+            let mut cut = MAX_LOG_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        if self.suppressed > 0 {
+            message = format!("({} lines suppressed) {message}", self.suppressed);
+            self.suppressed = 0;
+        }
+        Some(message)
     }
 }
 
@@ -516,23 +555,10 @@ impl store::Host for HostState {
 }
 
 impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, mut message: String) {
-        if !self.log_lines.take() {
-            self.suppressed += 1;
+    fn log(&mut self, level: log::Level, message: String) {
+        let Some(message) = self.log_gate.admit(message) else {
             return;
-        }
-        if message.len() > MAX_LOG_BYTES {
-            let mut cut = MAX_LOG_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
-        if self.suppressed > 0 {
-            message = format!("({} lines suppressed) {message}", self.suppressed);
-            self.suppressed = 0;
-        }
+        };
         let level = match level {
             log::Level::Debug => LogLevel::Debug,
             log::Level::Info => LogLevel::Info,

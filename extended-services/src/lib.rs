@@ -23,6 +23,7 @@ pub mod placement;
 mod replica;
 mod service;
 mod shared;
+mod stdio;
 #[cfg(test)]
 mod tests;
 
@@ -321,6 +322,18 @@ impl Services {
                 "the component is larger than {} MiB",
                 MAX_COMPONENT_BYTES >> 20
             )));
+        }
+        if let Some(initial) = engine::initial_memory_bytes(component) {
+            let limit = manifest.limits.memory_bytes() as u64;
+            if initial > limit {
+                return Err(ServiceError::Invalid(format!(
+                    "the component's memory starts at {} MiB, more than limits.memory-mib = {} \
+                     allows: set memory-mib to at least {}",
+                    initial.div_ceil(1 << 20),
+                    manifest.limits.memory_mib,
+                    initial.div_ceil(1 << 20)
+                )));
+            }
         }
         let pre = self.prepare(component)?;
         let digest = engine::digest(component);

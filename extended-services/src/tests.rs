@@ -164,6 +164,50 @@ fn a_component_that_does_not_fit_the_world_is_refused_whole() {
     assert!(gw.hub.store().load_services().unwrap().is_empty());
 }
 
+#[test]
+fn the_instance_pool_takes_a_python_sized_component_and_names_its_limit() {
+    let gw = gateway();
+    // componentize-py's components hold ~40 core instances.
+    let python_sized = with_core_instances(&echo(), 40);
+    gw.services
+        .publish(&manifest("py", ""), python_sized.as_bytes())
+        .unwrap();
+    let too_many = with_core_instances(
+        &echo(),
+        crate::engine::MAX_CORE_INSTANCES_PER_COMPONENT as usize,
+    );
+    let refused = gw
+        .services
+        .publish(&manifest("big", ""), too_many.as_bytes());
+    assert!(
+        matches!(&refused, Err(ServiceError::Invalid(m))
+            if m.contains("too large for this gateway's instance pool") && !m.contains("not a WebAssembly component")),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_memory_limit_below_the_components_initial_memory_is_refused_at_publish() {
+    let gw = gateway();
+    // 300 pages of 64 KiB: 18.75 MiB, over the default 16.
+    let big_memory = wat::parse_str(echo().replacen(
+        "(memory (export \"memory\") 1)",
+        "(memory (export \"memory\") 300)",
+        1,
+    ))
+    .unwrap();
+    let refused = gw.services.publish(&manifest("big", ""), &big_memory);
+    assert!(
+        matches!(&refused, Err(ServiceError::Invalid(m)) if m.contains("memory-mib to at least 19")),
+        "{refused:?}"
+    );
+    assert!(gw.services.list().is_empty());
+    let limits = "[limits]\nmemory-mib = 19";
+    gw.services
+        .publish(&manifest("big", limits), &big_memory)
+        .unwrap();
+}
+
 /// Installs a hostile service and waits until the host has given up on it.
 fn gives_up_on(entry: (&str, &str, &str), limits: &str, expected: &str) {
     let gw = gateway();
