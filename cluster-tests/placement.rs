@@ -3,14 +3,19 @@
 //! to its inputs — and when that gateway is killed it runs on another
 //! within seconds, with its key-value store, under the same output ids.
 //! The service is the example threshold alarm (`scripts/guests`), which
-//! keeps its alarm's state in its store and shows it at `/call/state`.
+//! keeps its alarm's state in its store and shows it at `/call/state`;
+//! every gateway trusts only its publisher's key, so it is signed, and the
+//! signature travels with it to each gateway that runs it.
 
 use fogbank_testkit as testkit;
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
-use testkit::{Member, acquainted, cluster_key, component, manifest, publish, start_cloud, within};
+use testkit::{
+    Member, acquainted, binary, cluster_key, component, guests, keygen, manifest, publish,
+    start_cloud, within,
+};
 
 const SERVICE: &str = "threshold-alarm";
 /// Published at gw-c: its outputs' ids start with gw-c wherever it runs.
@@ -52,6 +57,10 @@ fn alarm_state(member: &Member) -> Json {
 fn a_service_runs_next_to_its_inputs_and_moves_with_its_state_when_its_gateway_dies() {
     let dir = tempfile::tempdir().unwrap();
     let key = cluster_key();
+    // Every gateway takes only services its publisher signed: the
+    // signature travels with the service to the gateways that run it.
+    let (key_file, public) = keygen(dir.path(), "publisher.key");
+    let trusted = vec![("FOGBANK_TRUSTED_KEYS".to_owned(), public.clone())];
     // Only gw-a has things: the simulated campus.
     let mut members = start_cloud(dir.path(), &key, &["gw-a", "gw-b", "gw-c"], |id| {
         let args = if id == "gw-a" {
@@ -59,7 +68,7 @@ fn a_service_runs_next_to_its_inputs_and_moves_with_its_state_when_its_gateway_d
         } else {
             Vec::new()
         };
-        (args, Vec::new())
+        (args, trusted.clone())
     });
     acquainted(&members, Duration::from_secs(15));
     within(Duration::from_secs(15), "gw-c sees gw-a's lamp", || {
@@ -73,13 +82,25 @@ fn a_service_runs_next_to_its_inputs_and_moves_with_its_state_when_its_gateway_d
     // Published at gw-c; below every simulated temperature, so the first
     // reading turns the alarm on.
     let cold = manifest(SERVICE).replace("threshold = 22.0", "threshold = -50.0");
-    let published = publish(&members[2].gateway, &cold, &component(SERVICE));
-    assert_eq!(
-        published.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&published.body)
-    );
+    let unsigned = publish(&members[2].gateway, &cold, &component(SERVICE));
+    assert_eq!(unsigned.status, 403, "an unsigned service is refused");
+    let cold_file = dir.path().join("cold.toml");
+    std::fs::write(&cold_file, &cold).unwrap();
+    let published = std::process::Command::new(binary())
+        .args(["service", "publish"])
+        .arg(&cold_file)
+        .arg(guests().join(format!("{SERVICE}.wasm")))
+        .arg("--sign")
+        .arg(&key_file)
+        .args([
+            "--url",
+            &members[2].gateway.url(""),
+            "--token",
+            &members[2].gateway.token(),
+        ])
+        .output()
+        .unwrap();
+    assert!(published.status.success(), "{published:?}");
 
     // Known everywhere, run at gw-a, which owns its inputs.
     within(Duration::from_secs(20), "the service runs at gw-a", || {
@@ -88,6 +109,7 @@ fn a_service_runs_next_to_its_inputs_and_moves_with_its_state_when_its_gateway_d
             .all(|m| runner(&members, m).as_deref() == Some("gw-a"))
     });
     let info = service(&members[1]);
+    assert_eq!(info["signed_by"], public.as_str(), "{info}");
     assert_eq!(info["state"], "elsewhere", "{info}");
     assert_eq!(info["home"], "gw-c");
     let why = info["placement"].as_str().unwrap();

@@ -122,6 +122,12 @@ impl Services {
         me: &str,
         settled: bool,
     ) -> Result<(), ServiceError> {
+        if let Err(refused) = self.check_signature(&service, record) {
+            if self.entries.lock().contains_key(name) {
+                self.release(name)?;
+            }
+            return Err(refused);
+        }
         // Every gateway keeps every component ready: the one that takes
         // over a service whose gateway died starts it without compiling.
         let pre = self.prepared(&service.digest, record)?;
@@ -146,6 +152,42 @@ impl Services {
             _ => {}
         }
         self.decisions.lock().insert(name.to_owned(), decision);
+        Ok(())
+    }
+
+    /// Whether this gateway's trusted keys take the service, as the local
+    /// cloud handed it over (its blob is checked against its digest on
+    /// arrival, so the digest stands for the component).
+    fn check_signature(
+        &self,
+        service: &ServiceRecord,
+        record: &Record,
+    ) -> Result<(), ServiceError> {
+        let trusted = self.trusted.read();
+        if trusted.is_empty() {
+            return Ok(());
+        }
+        if record.blob.as_deref() != Some(service.digest.as_str()) {
+            return Err(ServiceError::Invalid(format!(
+                "its record names component {} but carries another",
+                service.digest
+            )));
+        }
+        let seen = format!(
+            "{}\n{}\n{}",
+            service.digest,
+            service.signature.as_ref().map_or("", |s| s.value.as_str()),
+            service.manifest
+        );
+        if self.verified.lock().contains(&seen) {
+            return Ok(());
+        }
+        trusted.check(
+            &service.digest,
+            &service.manifest,
+            service.signature.as_ref(),
+        )?;
+        self.verified.lock().insert(seen);
         Ok(())
     }
 

@@ -23,6 +23,7 @@ pub mod placement;
 mod replica;
 mod service;
 mod shared;
+pub mod signing;
 mod stdio;
 #[cfg(test)]
 mod tests;
@@ -45,6 +46,17 @@ pub use manifest::{Grants, Limits, Manifest, ManifestError, Output, Pin, Selecto
 pub use placement::Decision;
 pub use replica::CHECKPOINT_EVERY;
 
+/// Signs a service for [`Services::publish_signed`]: its manifest as the
+/// gateway keeps it (parsed and written again, so that layout and comments
+/// do not matter) and its component.
+pub fn sign(
+    key: &PublisherKey,
+    manifest: &str,
+    component: &[u8],
+) -> Result<Signature, ServiceError> {
+    Ok(key.sign(&Manifest::parse(manifest)?.to_toml(), component))
+}
+
 /// The checkpoint codec, for the fuzzer.
 #[doc(hidden)]
 pub mod checkpoint {
@@ -52,6 +64,7 @@ pub mod checkpoint {
 }
 pub use service::{CallError, MAX_RESTARTS};
 pub use shared::{LogLevel, LogLine, State};
+pub use signing::{PublisherKey, Signature, SignatureError, TrustedKeys};
 
 use engine::Runtime;
 use host::{HostState, ServicePre};
@@ -75,6 +88,9 @@ pub enum ServiceError {
     Unknown(String),
     #[error(transparent)]
     Call(#[from] CallError),
+    /// Refused by the gateway's trusted publisher keys.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
     #[error("the WebAssembly engine: {0}")]
     Engine(String),
     #[error(transparent)]
@@ -115,6 +131,8 @@ pub struct ServiceInfo {
     pub installed_at: u64,
     /// The gateway it was first published at: its outputs' ids start with it.
     pub home: String,
+    /// The publisher key that signed it (`ed25519:<hex>`), if it is signed.
+    pub signed_by: Option<String>,
     /// The gateway of the local cloud that runs it (or is to), if any.
     pub gateway: Option<String>,
     /// Why it runs there, or why nowhere.
@@ -201,6 +219,11 @@ pub struct Services {
     seen: Mutex<Option<hosting::Seen>>,
     /// Removed services whose store was deleted in this run.
     retired: Mutex<std::collections::HashSet<String>>,
+    /// The publishers whose services this gateway takes (none: all).
+    trusted: parking_lot::RwLock<TrustedKeys>,
+    /// Records whose signature passed `trusted`, so the placement's ticks
+    /// do not verify them again.
+    verified: Mutex<std::collections::HashSet<String>>,
     tokio: Option<tokio::runtime::Runtime>,
 }
 
@@ -234,6 +257,8 @@ impl Services {
             settle_until,
             seen: Mutex::new(None),
             retired: Mutex::new(std::collections::HashSet::new()),
+            trusted: parking_lot::RwLock::new(TrustedKeys::default()),
+            verified: Mutex::new(std::collections::HashSet::new()),
             tokio: Some(tokio),
         });
         services.adopt_stored()?;
@@ -281,6 +306,7 @@ impl Services {
                     enabled: old.enabled,
                     installed_at: old.installed_at,
                     home: self.hub.gateway().to_owned(),
+                    signature: None,
                 };
                 self.write_record(&stored.name, &record, Blob::New(&stored.component))?;
             }
@@ -311,11 +337,34 @@ impl Services {
         }
     }
 
+    /// Takes services only from these publishers from now on (none: from
+    /// anyone). Services placed here that no longer pass stop being run.
+    pub fn set_trusted_keys(&self, keys: TrustedKeys) {
+        // Cleared under the write lock: a check of the old keys cannot
+        // leave a verdict behind.
+        let mut trusted = self.trusted.write();
+        *trusted = keys;
+        self.verified.lock().clear();
+    }
+
+    /// Installs an unsigned service: [`Services::publish_signed`] without a
+    /// signature.
+    pub fn publish(&self, manifest: &str, component: &[u8]) -> Result<Published, ServiceError> {
+        self.publish_signed(manifest, component, None)
+    }
+
     /// Installs a service, or upgrades the one of the same name in place:
     /// the new version is compiled and checked against the world first, and
     /// replaces the old only if it fits; its key-value state is kept. The
     /// whole local cloud learns of it; the gateway it is placed on runs it.
-    pub fn publish(&self, manifest: &str, component: &[u8]) -> Result<Published, ServiceError> {
+    /// With trusted keys, only a component and manifest signed by one of
+    /// them (see [`sign`]) is taken; the signature travels in its record.
+    pub fn publish_signed(
+        &self,
+        manifest: &str,
+        component: &[u8],
+        signature: Option<&Signature>,
+    ) -> Result<Published, ServiceError> {
         let manifest = Manifest::parse(manifest)?;
         if component.len() > MAX_COMPONENT_BYTES {
             return Err(ServiceError::Invalid(format!(
@@ -335,8 +384,12 @@ impl Services {
                 )));
             }
         }
-        let pre = self.prepare(component)?;
         let digest = engine::digest(component);
+        // Before compiling: an untrusted component costs nothing.
+        self.trusted
+            .read()
+            .check(&digest, &manifest.to_toml(), signature)?;
+        let pre = self.prepare(component)?;
         self.prepared.lock().insert(digest.clone(), pre);
         let name = manifest.name.clone();
         let previous = {
@@ -350,6 +403,7 @@ impl Services {
                 home: previous
                     .as_ref()
                     .map_or_else(|| self.hub.gateway().to_owned(), |old| old.home.clone()),
+                signature: signature.cloned(),
             };
             self.write_record(&name, &record, Blob::New(component))?;
             previous
@@ -488,6 +542,9 @@ impl Services {
             digest: shared.digest.clone(),
             installed_at,
             home: shared.home.clone(),
+            signed_by: self
+                .record(name)
+                .and_then(|(record, _)| record.signature.map(|s| s.key)),
             gateway: None,
             placement: String::new(),
             checkpointed_at: self.run_record(name).map(|(_, record)| record.stamp.micros),

@@ -36,6 +36,10 @@ pub(crate) struct ServiceRecord {
     /// The gateway it was first published at: the first segment of its
     /// outputs' ids wherever it runs.
     pub home: String,
+    /// The publisher's, over `digest` and `manifest`; every gateway with
+    /// trusted keys checks it before it runs the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::Signature>,
 }
 
 /// Who runs a service.

@@ -210,7 +210,8 @@ pub fn new_secret() -> Result<String, AuthError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
+/// Writes a new file only its owner can read; an existing one stays.
+pub(crate) fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent() {

@@ -209,6 +209,17 @@ pub enum ServiceCommand {
         manifest: PathBuf,
         /// The WebAssembly component (.wasm).
         component: PathBuf,
+        /// Sign it with this publisher key (`fogbank service keygen`); a
+        /// gateway with `[services] trusted_keys` takes only signed services.
+        #[arg(long, value_name = "KEY_FILE")]
+        sign: Option<PathBuf>,
+    },
+    /// Make a publisher key pair: the secret key into a new file (0600),
+    /// the public key printed, for the gateways' `[services] trusted_keys`.
+    Keygen {
+        /// Where the secret key goes; an existing file is not overwritten.
+        #[arg(long, value_name = "FILE", default_value = "publisher.key")]
+        to: PathBuf,
     },
     /// List the services of the local cloud: where each runs, and why.
     List,

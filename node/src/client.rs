@@ -229,15 +229,26 @@ pub fn service(args: ServiceArgs) -> anyhow::Result<()> {
         ServiceCommand::Publish {
             manifest,
             component,
+            sign,
         } => {
             let manifest_text = std::fs::read_to_string(&manifest)
                 .with_context(|| format!("cannot read {}", manifest.display()))?;
             let bytes = std::fs::read(&component)
                 .with_context(|| format!("cannot read {}", component.display()))?;
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "manifest": manifest_text,
-                "component": base64::engine::general_purpose::STANDARD.encode(bytes),
+                "component": base64::engine::general_purpose::STANDARD.encode(&bytes),
             });
+            if let Some(key_file) = sign {
+                let key = std::fs::read_to_string(&key_file)
+                    .with_context(|| format!("cannot read {}", key_file.display()))?;
+                let key = fogbank_services::PublisherKey::from_file_text(&key)
+                    .with_context(|| key_file.display().to_string())?;
+                let signature = fogbank_services::sign(&key, &manifest_text, &bytes)
+                    .with_context(|| manifest.display().to_string())?;
+                body["signature"] =
+                    serde_json::json!({ "key": signature.key, "value": signature.value });
+            }
             let (status, service) =
                 client.call(client.request("POST", "/api/v1/services"), Some(&body))?;
             if !json {
@@ -251,6 +262,25 @@ pub fn service(args: ServiceArgs) -> anyhow::Result<()> {
                 );
             }
             show(&service);
+        }
+        ServiceCommand::Keygen { to } => {
+            let key = fogbank_services::PublisherKey::generate()?;
+            crate::auth::write_private(&to, key.to_file_text().trim_end()).with_context(|| {
+                format!(
+                    "cannot create {} (an existing key is not overwritten)",
+                    to.display()
+                )
+            })?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "key_file": to, "public_key": key.public() })
+                );
+            } else {
+                println!("secret key in {}; keep it to yourself.", to.display());
+                println!("public key, for the gateways' [services] trusted_keys:");
+                println!("{}", key.public());
+            }
         }
         ServiceCommand::List => {
             let (_, services) = client.call(client.request("GET", "/api/v1/services"), None)?;

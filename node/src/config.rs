@@ -48,7 +48,40 @@ pub struct Config {
     pub cloud: CloudSection,
     pub smanage: SmanageSection,
     pub sip: SipSection,
+    pub services: ServicesSection,
     pub log: LogConfig,
+}
+
+/// `[services]`: what this gateway takes from service publishers.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServicesSection {
+    /// Publisher keys (`ed25519:<hex>`, from `fogbank service keygen`).
+    /// Empty: every service is taken; else only services signed by one of
+    /// them, at publish and when the local cloud hands one over. A reload
+    /// (SIGHUP) applies a change. Give every gateway of a local cloud the
+    /// same keys: the placement does not know them, and a gateway that
+    /// refuses a service placed on it leaves it running nowhere.
+    pub trusted_keys: Vec<String>,
+}
+
+impl ServicesSection {
+    /// `FOGBANK_TRUSTED_KEYS` (keys separated by commas) over the file.
+    pub fn apply_env(&mut self) {
+        if let Some(keys) = std::env::var("FOGBANK_TRUSTED_KEYS")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        {
+            self.trusted_keys = keys.split(',').map(|k| k.trim().to_owned()).collect();
+        }
+    }
+
+    pub fn trusted_keys(&self) -> Result<fogbank_services::TrustedKeys, ConfigError> {
+        fogbank_services::TrustedKeys::parse(&self.trusted_keys).map_err(|e| ConfigError::Invalid {
+            key: "services.trusted_keys",
+            reason: e.to_string(),
+        })
+    }
 }
 
 /// The gateway as a SIP user agent of an IMS core. Off until a registrar
@@ -461,6 +494,7 @@ impl Default for Config {
             cloud: CloudSection::default(),
             smanage: SmanageSection::default(),
             sip: SipSection::default(),
+            services: ServicesSection::default(),
             log: LogConfig::default(),
         }
     }
@@ -627,6 +661,9 @@ impl Validate for Config {
             problems.push(problem_of(e));
         }
         if let Err(e) = self.sip.agent(&self.gateway_id) {
+            problems.push(problem_of(e));
+        }
+        if let Err(e) = self.services.trusted_keys() {
             problems.push(problem_of(e));
         }
         problems

@@ -37,6 +37,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         config.validate()?;
         let sip_forward = config.sip.agent(&config.gateway_id)?.map(|sip| sip.forward);
         Ok(reload::Reloaded {
+            trusted_keys: Some(config.services.trusted_keys()?),
             auth: config.auth,
             log: config.log,
             sip_forward,
@@ -113,6 +114,7 @@ fn effective_config(args: RunArgs) -> anyhow::Result<(Config, bool)> {
         config.smanage.addresses = addresses;
     }
     config.sip.apply_env()?;
+    config.services.apply_env();
     Ok((config, key_file_given))
 }
 
@@ -167,6 +169,7 @@ fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             auth: config.auth,
             log: config.log,
             sip_forward: None,
+            trusted_keys: None,
         })
     });
     controller::run(config, admin_token, read_config)

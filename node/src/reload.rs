@@ -35,6 +35,8 @@ pub struct Reloaded {
     /// The gateway's `[[sip.forward]]` rules; `None` for the controller or
     /// with SIP off.
     pub sip_forward: Option<Vec<fogbank_sip::ForwardRule>>,
+    /// The gateway's `[services] trusted_keys`; `None` for the controller.
+    pub trusted_keys: Option<fogbank_services::TrustedKeys>,
 }
 
 /// Reads the config again, as at the start (file, environment, flags),
@@ -50,6 +52,8 @@ pub struct Reloader {
     pub data_dir: PathBuf,
     /// The SIP agent whose forwarding rules a reload replaces.
     pub sip: Option<Arc<fogbank_sip::Agent>>,
+    /// The extended services whose trusted publishers a reload replaces.
+    pub services: Option<Arc<fogbank_services::Services>>,
 }
 
 impl Reloader {
@@ -87,10 +91,13 @@ impl Reloader {
         if let (Some(agent), Some(rules)) = (&self.sip, reloaded.sip_forward) {
             agent.set_forward_rules(rules);
         }
+        if let (Some(services), Some(keys)) = (&self.services, reloaded.trusted_keys) {
+            services.set_trusted_keys(keys);
+        }
         tracing::info!(
             tokens = tokens.count(),
             log_filter = %filter,
-            "config reloaded: tokens, log filter, SIP forwarding rules; other settings take effect at the next start"
+            "config reloaded: tokens, log filter, SIP forwarding rules, trusted publisher keys; other settings take effect at the next start"
         );
         Ok(())
     }

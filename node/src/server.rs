@@ -141,6 +141,7 @@ async fn serve(
     let notifier = Arc::new(Notifier::from_env());
     let mut reloader = Reloader {
         sip: None,
+        services: None,
         read: read_config,
         notifier: notifier.clone(),
         env_admin_token: env_admin_token.clone(),
@@ -185,6 +186,7 @@ async fn serve(
         Some(&config.data_dir.join(SERVICES_CACHE_DIR)),
     )
     .context("cannot start the extended services")?;
+    services.set_trusted_keys(config.services.trusted_keys()?);
     let smanage = match config.smanage.agent()? {
         Some(agent) => Some(Arc::new(
             fogbank_sdvs::Agent::start(hub.clone(), agent)
@@ -221,6 +223,7 @@ async fn serve(
         retention: config.retention(),
     });
     reloader.sip = sip.clone();
+    reloader.services = Some(services.clone());
     let reloading = {
         let state = state.clone();
         actix_rt::spawn(async move { reloader.run(&state.tokens).await })

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value as Json, json};
-use testkit::{Gateway, binary, component, guests, manifest, publish};
+use testkit::{Gateway, binary, component, guests, keygen, manifest, publish};
 
 /// A campus that ticks ten times a second, so motion and averages come
 /// quickly.
@@ -352,4 +352,115 @@ fn publishing_needs_an_admin_and_a_component_that_fits() {
     assert_eq!(gw.get("/api/v1/services").json(), json!([]));
     gw.get("/api/v1/services/nobody").assert_problem(404);
     gw.get("/api/v1/services/nobody/call/x").assert_problem(404);
+}
+
+#[test]
+fn a_gateway_with_trusted_keys_runs_only_what_they_signed() {
+    let keys = tempfile::tempdir().unwrap();
+    let (publisher, public) = keygen(keys.path(), "publisher.key");
+    let (stranger, stranger_public) = keygen(keys.path(), "stranger.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&publisher).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = Command::new(binary())
+        .args(["service", "keygen", "--to"])
+        .arg(&publisher)
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "a key was overwritten");
+
+    let config = keys.path().join("fogbank.toml");
+    std::fs::write(
+        &config,
+        format!("[services]\ntrusted_keys = [\"{public}\"]\n"),
+    )
+    .unwrap();
+    let gw = Gateway::start(
+        &["--config", config.to_str().unwrap()],
+        &[("FOGBANK_GATEWAY_ID", "gw-t")],
+    );
+    let guest = guests();
+    let (toml, wasm) = (
+        guest.join("floor-average.toml"),
+        guest.join("floor-average.wasm"),
+    );
+    let (toml, wasm) = (toml.to_str().unwrap(), wasm.to_str().unwrap());
+
+    let unsigned = cli(&gw, &["publish", toml, wasm]);
+    assert!(!unsigned.status.success());
+    assert!(
+        String::from_utf8_lossy(&unsigned.stderr).contains("not signed"),
+        "{unsigned:?}"
+    );
+    let by_stranger = cli(
+        &gw,
+        &["publish", toml, wasm, "--sign", stranger.to_str().unwrap()],
+    );
+    assert!(
+        String::from_utf8_lossy(&by_stranger.stderr).contains("does not trust"),
+        "{by_stranger:?}"
+    );
+    // Signed, then given more rights than were signed for.
+    let key = fogbank_services::PublisherKey::from_file_text(
+        &std::fs::read_to_string(&publisher).unwrap(),
+    )
+    .unwrap();
+    let signed_manifest = manifest("floor-average");
+    let signature =
+        fogbank_services::sign(&key, &signed_manifest, &component("floor-average")).unwrap();
+    let widened = signed_manifest.replace("[grants]", "[grants]\nactuate = [{ type = \"lamp\" }]");
+    assert_ne!(
+        widened, signed_manifest,
+        "the manifest has a [grants] table"
+    );
+    let body = json!({
+        "manifest": widened,
+        "component": base64::engine::general_purpose::STANDARD.encode(component("floor-average")),
+        "signature": {"key": signature.key, "value": signature.value},
+    });
+    let tampered = gw.write(
+        "POST",
+        "/api/v1/services",
+        "application/json",
+        body.to_string().as_bytes(),
+    );
+    let problem = tampered.assert_problem(403);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("changed after signing"),
+        "{problem}"
+    );
+    assert_eq!(gw.get("/api/v1/services").json(), json!([]));
+
+    let signed = cli(
+        &gw,
+        &["publish", toml, wasm, "--sign", publisher.to_str().unwrap()],
+    );
+    assert!(signed.status.success(), "{signed:?}");
+    let info = gw.get("/api/v1/services/floor-average").json();
+    assert_eq!(info["signed_by"], json!(public));
+    wait_until("the signed service runs", || {
+        gw.get("/api/v1/services/floor-average").json()["state"] == "running"
+    });
+
+    // The operator trusts only the other key now: a reload stops running
+    // what the old one signed, and says why.
+    std::fs::write(
+        &config,
+        format!("[services]\ntrusted_keys = [\"{stranger_public}\"]\n"),
+    )
+    .unwrap();
+    gw.hangup();
+    wait_until("the service no longer runs here", || {
+        let info = gw.get("/api/v1/services/floor-average").json();
+        info["state"] != "running"
+            && info["placement"]
+                .as_str()
+                .unwrap_or("")
+                .contains("does not trust")
+    });
 }

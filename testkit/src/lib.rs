@@ -38,7 +38,7 @@ pub use mqtt::{
 };
 pub use process::LinePeer;
 pub use radio::PtyPair;
-pub use services::{component, guests, manifest, publish};
+pub use services::{component, guests, keygen, manifest, publish};
 pub use sipp::{Sipp, SippRun};
 pub use sse::{follow_events, read_events};
 

@@ -41,3 +41,19 @@ pub fn publish(gw: &Gateway, manifest: &str, component: &[u8]) -> Answer {
         body.to_string().as_bytes(),
     )
 }
+
+/// A publisher key made by `fogbank service keygen`: its file in `dir`
+/// and the public key the command printed.
+pub fn keygen(dir: &std::path::Path, name: &str) -> (PathBuf, String) {
+    let file = dir.join(name);
+    let made = std::process::Command::new(crate::binary())
+        .args(["service", "keygen", "--to"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let public = String::from_utf8(made.stdout).unwrap();
+    let public = public.lines().last().unwrap_or_default().trim().to_owned();
+    assert!(public.starts_with("ed25519:"), "{public}");
+    (file, public)
+}

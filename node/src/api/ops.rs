@@ -219,6 +219,7 @@ impl utoipa::Modify for BearerScheme {
         DrainStatusSchema, super::devices::DrainRequest, super::backup::BackupRequest, super::backup::BackupDone,
         ServiceInfoSchema, ServiceStateSchema, LogLineSchema, LogLevelSchema,
         SelectorSchema, GrantsSchema, LimitsSchema, super::services::PublishRequest,
+        super::services::SignatureSchema,
         super::federation::SmanageStatus, super::federation::SdvsJson, super::federation::SensorServiceJson,
         super::federation::ForwardingJson, super::federation::ConfiguringJson, super::federation::CountersJson,
         super::federation::SipStatus, super::federation::SipRegistrationJson, super::federation::SipSubscriptionJson)),

@@ -34,6 +34,9 @@ pub enum ApiError {
     Unauthenticated,
     #[error("token {token:?} lacks the {scope} scope")]
     Forbidden { token: String, scope: &'static str },
+    /// A service its publisher did not sign with a key this gateway trusts.
+    #[error("{0}")]
+    Untrusted(String),
     #[error("{0}")]
     Conflict(String),
     #[error("method not allowed here; allowed: {allow}")]
@@ -86,6 +89,7 @@ impl ApiError {
             ApiError::NotAcceptable { .. } => ("not-acceptable", "Not acceptable"),
             ApiError::Unauthenticated => ("unauthenticated", "Authentication required"),
             ApiError::Forbidden { .. } => ("forbidden", "Forbidden"),
+            ApiError::Untrusted(_) => ("untrusted-publisher", "Not signed by a trusted publisher"),
             ApiError::Conflict(_) => ("conflict", "Conflict with the thing's state"),
             ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             ApiError::CommandFailed(_) => ("command-failed", "Command failed"),
@@ -112,7 +116,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::Untrusted(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::CommandFailed(_) => StatusCode::BAD_GATEWAY,

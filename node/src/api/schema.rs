@@ -292,6 +292,8 @@ pub struct ServiceInfoSchema {
     installed_at: u64,
     /// The gateway it was first published at: its outputs' ids start with it.
     home: String,
+    /// The publisher key that signed it (`ed25519:<hex>`), if it is signed.
+    signed_by: Option<String>,
     /// The gateway of the local cloud that runs it (or is to), if any.
     gateway: Option<String>,
     /// Why it runs there, or why nowhere.

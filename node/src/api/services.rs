@@ -31,6 +31,20 @@ pub struct PublishRequest {
     pub manifest: String,
     /// The WebAssembly component, base64.
     pub component: String,
+    /// The publisher's signature (`fogbank service publish --sign`); a
+    /// gateway with `[services] trusted_keys` takes only signed services.
+    pub signature: Option<SignatureSchema>,
+}
+
+/// A publisher's ed25519 signature over the component's and the
+/// manifest's SHA-256.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureSchema {
+    /// The publisher's public key, `ed25519:<64 hex digits>`.
+    pub key: String,
+    /// The signature, 128 hex digits.
+    pub value: String,
 }
 
 impl From<ServiceError> for ApiError {
@@ -40,6 +54,10 @@ impl From<ServiceError> for ApiError {
                 ApiError::BadRequest(error.to_string())
             }
             ServiceError::Unknown(_) => ApiError::NotFound(error.to_string()),
+            ServiceError::Signature(fogbank_services::SignatureError::Malformed(_)) => {
+                ApiError::BadRequest(error.to_string())
+            }
+            ServiceError::Signature(_) => ApiError::Untrusted(error.to_string()),
             ServiceError::Call(CallError::Failed { .. }) => {
                 ApiError::ServiceFailed(error.to_string())
             }
@@ -72,7 +90,7 @@ async fn change<T: Send + 'static>(
               (status = 200, description = "Upgraded", body = ServiceInfoSchema),
               (status = 400, description = "The manifest or the component is invalid; nothing changed", body = Problem, content_type = "application/problem+json"),
               (status = 401, body = Problem, content_type = "application/problem+json"),
-              (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 403, description = "The token lacks the admin scope, or the gateway trusts only signed services and this one is unsigned, signed by an untrusted key, or changed since it was signed", body = Problem, content_type = "application/problem+json"),
               (status = 413, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn publish(
@@ -89,8 +107,12 @@ pub async fn publish(
     let component = base64::engine::general_purpose::STANDARD
         .decode(publish.component.trim())
         .map_err(|e| ApiError::BadRequest(format!("component is not base64: {e}")))?;
+    let signature = publish.signature.map(|s| fogbank_services::Signature {
+        key: s.key,
+        value: s.value,
+    });
     let published = change(&state, move |services| {
-        services.publish(&publish.manifest, &component)
+        services.publish_signed(&publish.manifest, &component, signature.as_ref())
     })
     .await?;
     let status = if published.created {

@@ -128,6 +128,7 @@ async fn serve(
     let notifier = Arc::new(Notifier::from_env());
     let reloader = Reloader {
         sip: None,
+        services: None,
         read: read_config,
         notifier: notifier.clone(),
         env_admin_token: env_admin_token.clone(),
