@@ -58,8 +58,12 @@ fn logged(gw: &Gateway, service: &str, check: impl Fn(&str, &str) -> bool) -> bo
     })
 }
 
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+fn wait_until(what: &str, check: impl FnMut() -> bool) {
+    wait_within(Duration::from_secs(20), what, check);
+}
+
+fn wait_within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
     while !check() {
         assert!(
             std::time::Instant::now() < deadline,
@@ -462,5 +466,95 @@ fn a_gateway_with_trusted_keys_runs_only_what_they_signed() {
                 .as_str()
                 .unwrap_or("")
                 .contains("does not trust")
+    });
+}
+
+/// For a Python service, whose restarts and first compile take longer.
+fn wait_long(what: &str, check: impl FnMut() -> bool) {
+    wait_within(Duration::from_secs(60), what, check);
+}
+
+#[test]
+fn python_services_run_and_a_misbehaving_one_is_contained() {
+    let gw = campus();
+    let guest = guests();
+    let published = cli(
+        &gw,
+        &[
+            "publish",
+            guest.join("rolling-stats.toml").to_str().unwrap(),
+            guest.join("rolling-stats.wasm").to_str().unwrap(),
+        ],
+    );
+    assert!(published.status.success(), "{published:?}");
+    let figure = |output: &str| {
+        latest(&gw, &format!("gw-s.service.rolling-stats.{output}")).and_then(|r| r["v"].as_f64())
+    };
+    wait_long("the building's statistics", || {
+        ["mean", "min", "max"].iter().all(|o| figure(o).is_some())
+    });
+    let (mean, min, max) = (
+        figure("mean").unwrap(),
+        figure("min").unwrap(),
+        figure("max").unwrap(),
+    );
+    assert!(min <= mean && mean <= max, "{min} {mean} {max}");
+    let stats = gw.get("/api/v1/services/rolling-stats/call/stats").json();
+    let sensors: Vec<&String> = stats.as_object().unwrap().keys().collect();
+    assert_eq!(
+        sensors.len(),
+        4,
+        "one window a floor of building B: {stats}"
+    );
+    assert!(
+        sensors.iter().all(|id| id.contains("building-b")),
+        "{sensors:?}"
+    );
+
+    // Three misbehaving copies of one component (its limits: 64 MiB,
+    // 100 ms a call): raising, spinning, hoarding.
+    let component = component("misbehaving-python");
+    for mode in ["raise", "spin", "bomb"] {
+        let manifest = manifest("misbehaving-python")
+            .replace(
+                "name = \"misbehaving-python\"",
+                &format!("name = \"py-{mode}\""),
+            )
+            .replace("mode = \"raise\"", &format!("mode = \"{mode}\""));
+        let answer = publish(&gw, &manifest, &component);
+        assert_eq!(
+            answer.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    // What Python printed and its traceback are in the service's log.
+    wait_long("the traceback in the log", || {
+        logged(&gw, "py-raise", |level, message| {
+            level == "error" && message == "ZeroDivisionError: division by zero"
+        }) && logged(&gw, "py-raise", |level, message| {
+            level == "error" && message.starts_with("Traceback")
+        }) && logged(&gw, "py-raise", |level, message| {
+            level == "info" && message.starts_with("dividing ")
+        })
+    });
+    for (mode, reason) in [
+        ("spin", "CPU deadline of 100 ms"),
+        ("bomb", "memory limit of 64 MiB"),
+    ] {
+        wait_long(&format!("py-{mode} given up"), || {
+            let info = gw.get(&format!("/api/v1/services/py-{mode}")).json();
+            info["state"] == "failed" && info["reason"].as_str().unwrap_or("").contains(reason)
+        });
+    }
+    // The well-behaved one carried on meanwhile.
+    let before = latest(&gw, "gw-s.service.rolling-stats.mean").unwrap()["t"]
+        .as_f64()
+        .unwrap();
+    wait_long("a newer mean", || {
+        latest(&gw, "gw-s.service.rolling-stats.mean")
+            .and_then(|r| r["t"].as_f64())
+            .is_some_and(|t| t > before)
     });
 }
