@@ -13,7 +13,10 @@
 //!
 //! `cargo bench -p fogbank-services --bench services`; with
 //! `FOGBANK_GUESTS_DIR` set (./scripts/guests) the real Rust example
-//! `floor-average` is measured too.
+//! `floor-average` is measured too, and the three languages side by side
+//! (Rust `floor-average`, C `occupancy-light`, Python `rolling-stats`):
+//! component size, compilation (a publish on a gateway that never saw the
+//! component), instantiation, dispatch, and memory per running service.
 
 #[path = "../src/fixtures.rs"]
 mod fixtures;
@@ -229,4 +232,72 @@ fn main() {
     );
     drop(services);
     let _ = Arc::strong_count(&hub);
+
+    if let Some(dir) = &guests {
+        println!(
+            "languages  (size; publish with compilation; instantiate; dispatch; resident per running service, 10 of one component)"
+        );
+        for (language, name) in [
+            ("Rust", "floor-average"),
+            ("C", "occupancy-light"),
+            ("Python", "rolling-stats"),
+        ] {
+            language_figures(language, name, dir, &readings[..2_000]);
+        }
+    }
+}
+
+/// One example service's costs, on a gateway of its own.
+fn language_figures(language: &str, name: &str, dir: &std::path::Path, readings: &[ThingReading]) {
+    let (Ok(manifest_text), Ok(component)) = (
+        std::fs::read_to_string(dir.join(format!("{name}.toml"))),
+        std::fs::read(dir.join(format!("{name}.wasm"))),
+    ) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let hub = Hub::open("gw", data.path(), HubOptions::default()).unwrap();
+    let services = Services::open(hub.clone(), Some(&data.path().join("cache"))).unwrap();
+    let before = resident_kib();
+    let started = Instant::now();
+    services.publish(&manifest_text, &component).unwrap();
+    let publish = started.elapsed();
+    let after_publish = resident_kib();
+    let probe = services
+        .probe(&manifest_text, &component, 20, readings)
+        .unwrap();
+    let running = |n: usize| {
+        wait(&format!("{n} {name} running"), || {
+            services
+                .list()
+                .iter()
+                .filter(|s| s.state == fogbank_services::State::Running)
+                .count()
+                == n
+        })
+    };
+    running(1);
+    std::thread::sleep(Duration::from_millis(300));
+    let one = resident_kib();
+    for n in 1..10 {
+        let named = manifest_text.replacen(
+            &format!("name = \"{name}\""),
+            &format!("name = \"{name}-{n}\""),
+            1,
+        );
+        services.publish(&named, &component).unwrap();
+    }
+    running(10);
+    std::thread::sleep(Duration::from_millis(500));
+    let per_service = resident_kib().saturating_sub(one) as f64 / 9.0;
+    println!(
+        "{language:<7} {name}: {} KiB; publish {publish:.2?} (resident +{} MiB after it, the compiled code and the first instance); instantiate {:.2?}; dispatch {:.2?}; {:.1} MiB per running service; {} compilation(s)",
+        component.len() >> 10,
+        after_publish.saturating_sub(before) >> 10,
+        probe.instantiate,
+        probe.dispatch,
+        per_service / 1024.0,
+        services.compilations()
+    );
+    services.shutdown();
 }

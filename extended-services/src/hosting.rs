@@ -205,9 +205,7 @@ impl Services {
             .hub
             .blob(blob)?
             .ok_or_else(|| ServiceError::Invalid(format!("its component {digest} is not here")))?;
-        let pre = self.prepare(&component)?;
-        self.prepared.lock().insert(digest.to_owned(), pre.clone());
-        Ok(pre)
+        self.prepare(&component)
     }
 
     /// Starts running a service here: its store from the gateway that ran

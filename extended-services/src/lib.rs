@@ -315,8 +315,21 @@ impl Services {
         Ok(())
     }
 
-    /// Compiles (or loads from the cache) and links a component.
+    /// The component compiled and linked: the one already prepared for
+    /// the same bytes (by digest) if there is one, so that services of one
+    /// component share its code in memory; else compiled (or loaded from
+    /// the cache) now.
     fn prepare(&self, component: &[u8]) -> Result<ServicePre<HostState>, ServiceError> {
+        let digest = engine::digest(component);
+        if let Some(pre) = self.prepared.lock().get(&digest) {
+            return Ok(pre.clone());
+        }
+        let pre = self.compile_and_link(component)?;
+        self.prepared.lock().insert(digest, pre.clone());
+        Ok(pre)
+    }
+
+    fn compile_and_link(&self, component: &[u8]) -> Result<ServicePre<HostState>, ServiceError> {
         let engine = match self.engine.get() {
             Some(engine) => engine,
             None => {
@@ -389,8 +402,7 @@ impl Services {
         self.trusted
             .read()
             .check(&digest, &manifest.to_toml(), signature)?;
-        let pre = self.prepare(component)?;
-        self.prepared.lock().insert(digest.clone(), pre);
+        self.prepare(component)?;
         let name = manifest.name.clone();
         let previous = {
             let _change = self.changes.lock();
@@ -699,6 +711,14 @@ impl Services {
             instantiate,
             dispatch,
         })
+    }
+
+    /// Components compiled (or loaded from the compile cache) so far:
+    /// services of one component share one compilation.
+    pub fn compilations(&self) -> u64 {
+        self.engine
+            .get()
+            .map_or(0, |engine| engine.compilations.load(Ordering::Relaxed))
     }
 
     /// Stops every service's thread (they start again with the gateway).

@@ -165,6 +165,22 @@ fn a_component_that_does_not_fit_the_world_is_refused_whole() {
 }
 
 #[test]
+fn services_of_one_component_share_its_compilation() {
+    let gw = gateway();
+    let echo = echo();
+    for name in ["one", "two", "three"] {
+        gw.services
+            .publish(&manifest(name, ""), echo.as_bytes())
+            .unwrap();
+    }
+    assert_eq!(gw.services.compilations(), 1);
+    gw.services
+        .publish(&manifest("four", ""), component("", "", "").as_bytes())
+        .unwrap();
+    assert_eq!(gw.services.compilations(), 2);
+}
+
+#[test]
 fn the_instance_pool_takes_a_python_sized_component_and_names_its_limit() {
     let gw = gateway();
     // componentize-py's components hold ~40 core instances.

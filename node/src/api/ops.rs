@@ -163,6 +163,11 @@ pub async fn metrics(
         "Resident set size.",
         resident_bytes().unwrap_or(0) as f64,
     )
+    .counter(
+        "fogbank_service_compilations_total",
+        "Service components compiled or loaded from the compile cache (services of one component share one).",
+        state.services.compilations(),
+    )
     .counter_by(
         "fogbank_config_reloads_total",
         "Config reloads on SIGHUP, by outcome (refused: the config had problems; nothing changed).",
