@@ -59,7 +59,7 @@ export FOGBANK_GUESTS_DIR=${FOGBANK_GUESTS_DIR:-$HOME/.cache/fogbank-guests}
 # Tools installed from crates.io for building guests, and the guests'
 # own build output.
 FOGBANK_TOOLS=${FOGBANK_TOOLS:-$HOME/.cache/fogbank-tools}
-FOGBANK_GUESTS_TARGET=${FOGBANK_GUESTS_TARGET:-$HOME/.cache/fogbank-guests-target}
+export FOGBANK_GUESTS_TARGET=${FOGBANK_GUESTS_TARGET:-$HOME/.cache/fogbank-guests-target}
 
 # What building guests needs: Debian's Rust with its standard-library
 # sources (rustup's toolchain has no wasm32 target and cannot fetch one),

@@ -214,6 +214,24 @@ pub enum ServiceCommand {
         #[arg(long, value_name = "KEY_FILE")]
         sign: Option<PathBuf>,
     },
+    /// Start a service project from a template: a manifest, the source of
+    /// a service that publishes the highest temperature it hears, the
+    /// world and the language's SDK.
+    New {
+        /// The service's name (lower case, digits, `-` and `_`).
+        name: String,
+        #[arg(long = "lang", value_enum)]
+        language: Language,
+        /// The directory the project's directory is made in.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        to: PathBuf,
+    },
+    /// Build a service project into NAME.wasm beside its manifest, with
+    /// its language's toolchain (what is missing is named).
+    Build {
+        #[arg(default_value = ".")]
+        project: PathBuf,
+    },
     /// Make a publisher key pair: the secret key into a new file (0600),
     /// the public key printed, for the gateways' `[services] trusted_keys`.
     Keygen {
@@ -233,6 +251,14 @@ pub enum ServiceCommand {
     Start { name: String },
     /// Remove a service with its outputs and its stored state.
     Remove { name: String },
+}
+
+/// The languages a service project can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Language {
+    Rust,
+    C,
+    Python,
 }
 
 #[derive(Debug, Args)]

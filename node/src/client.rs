@@ -263,6 +263,19 @@ pub fn service(args: ServiceArgs) -> anyhow::Result<()> {
             }
             show(&service);
         }
+        ServiceCommand::New { name, language, to } => {
+            let project = crate::service_dev::new(&name, language, &to)?;
+            let project = project.display();
+            println!("made {project}");
+            println!("build it:   fogbank service build {project}");
+            println!(
+                "publish it: fogbank service publish {project}/service.toml {project}/{name}.wasm"
+            );
+        }
+        ServiceCommand::Build { project } => {
+            let component = crate::service_dev::build(&project)?;
+            println!("{}", component.display());
+        }
         ServiceCommand::Keygen { to } => {
             let key = fogbank_services::PublisherKey::generate()?;
             crate::auth::write_private(&to, key.to_file_text().trim_end()).with_context(|| {

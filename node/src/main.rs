@@ -20,6 +20,7 @@ mod notify;
 mod reload;
 mod restore;
 mod server;
+mod service_dev;
 
 use clap::Parser;
 

@@ -558,3 +558,105 @@ fn python_services_run_and_a_misbehaving_one_is_contained() {
             .is_some_and(|t| t > before)
     });
 }
+
+/// `fogbank service new|build` with the guests' toolchain on the PATH
+/// (componentize-py from the test peers' virtualenv), building Rust with
+/// the examples' target dir, whose standard library for wasm32 is built.
+fn developer(args: &[&str]) -> std::process::Output {
+    let venv = std::path::Path::new(&testkit::python())
+        .parent()
+        .map(std::path::Path::to_owned)
+        .unwrap_or_default();
+    let path = std::env::join_paths(std::iter::once(venv).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let mut command = Command::new(binary());
+    command.arg("service").args(args).env("PATH", path);
+    if let Some(target) = std::env::var_os("FOGBANK_GUESTS_TARGET") {
+        command.env("CARGO_TARGET_DIR", target);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn each_languages_template_builds_and_runs_on_a_gateway() {
+    let projects = tempfile::tempdir().unwrap();
+    let gw = campus();
+    for language in ["rust", "c", "python"] {
+        let name = format!("max-{language}");
+        let made = developer(&[
+            "new",
+            &name,
+            "--lang",
+            language,
+            "--to",
+            projects.path().to_str().unwrap(),
+        ]);
+        assert!(made.status.success(), "{made:?}");
+        let project = projects.path().join(&name);
+        let built = developer(&["build", project.to_str().unwrap()]);
+        assert!(built.status.success(), "{language}: {built:?}");
+        let component = project.join(format!("{name}.wasm"));
+        let published = cli(
+            &gw,
+            &[
+                "publish",
+                project.join("service.toml").to_str().unwrap(),
+                component.to_str().unwrap(),
+            ],
+        );
+        assert!(published.status.success(), "{language}: {published:?}");
+    }
+    // Each publishes the highest temperature of the campus it hears, and
+    // answers it at /call/.
+    for language in ["rust", "c", "python"] {
+        let output = format!("gw-s.service.max-{language}.max");
+        wait_long(&format!("{output} published"), || {
+            latest(&gw, &output).is_some()
+        });
+        let called = gw.get(&format!("/api/v1/services/max-{language}/call/"));
+        assert_eq!(called.status, 200, "{language}");
+        assert!(
+            called.json()["highest"].as_f64().is_some(),
+            "{language}: {:?}",
+            called.json()
+        );
+    }
+
+    // A project that exists is not overwritten; a bad name is refused.
+    let again = developer(&[
+        "new",
+        "max-c",
+        "--lang",
+        "c",
+        "--to",
+        projects.path().to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("exists already"),
+        "{again:?}"
+    );
+    let bad = developer(&[
+        "new",
+        "Bad Name",
+        "--lang",
+        "c",
+        "--to",
+        projects.path().to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    // Without its toolchain, the build says what to install.
+    let no_tools = Command::new(binary())
+        .args(["service", "build"])
+        .arg(projects.path().join("max-python"))
+        .env("PATH", "/usr/bin:/bin")
+        .env("FOGBANK_TOOLS", projects.path())
+        .output()
+        .unwrap();
+    assert!(!no_tools.status.success());
+    assert!(
+        String::from_utf8_lossy(&no_tools.stderr).contains("pip install componentize-py==0.25.0"),
+        "{no_tools:?}"
+    );
+}

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "service.h"
+#include "fogbank.h"
 
 #define MAX_FLOORS 64
 #define MAX_ID 160
@@ -23,12 +23,6 @@ struct floor {
 static struct floor floors[MAX_FLOORS];
 static size_t floor_count;
 static uint64_t hold_us = 30 * 1000000ull;
-
-static void say(fogbank_service_log_level_t level, const char *text) {
-    service_string_t message;
-    service_string_set(&message, text);
-    fogbank_service_log_log(level, &message);
-}
 
 // The floor a motion sensor belongs to, added on first sight; NULL if the
 // id does not end in ".motion" or there are too many floors.
@@ -66,12 +60,12 @@ static void switch_lamp(struct floor *f, bool on) {
     if (fogbank_service_things_actuate(&id, &value, &command, &failure)) {
         f->lit = on;
         snprintf(line, sizeof line, "%s switched %s", f->lamp, on ? "on" : "off");
-        say(FOGBANK_SERVICE_LOG_LEVEL_INFO, line);
+        fogbank_log(FOGBANK_SERVICE_LOG_LEVEL_INFO, line);
         service_string_free(&command);
     } else {
         snprintf(line, sizeof line, "cannot switch %s: %.*s", f->lamp,
                  (int)failure.val.denied.len, (const char *)failure.val.denied.ptr);
-        say(FOGBANK_SERVICE_LOG_LEVEL_ERROR, line);
+        fogbank_log(FOGBANK_SERVICE_LOG_LEVEL_ERROR, line);
         fogbank_service_things_failure_free(&failure);
     }
 }
@@ -81,14 +75,7 @@ static void publish_occupied(void) {
     for (size_t i = 0; i < floor_count; i++) {
         lit += floors[i].lit;
     }
-    service_string_t output;
-    service_string_set(&output, "occupied");
-    fogbank_service_outputs_value_t value = {.tag = FOGBANK_SERVICE_TYPES_VALUE_NUMBER};
-    value.val.number = (double)lit;
-    fogbank_service_outputs_failure_t failure;
-    if (!fogbank_service_outputs_publish(&output, &value, &failure)) {
-        fogbank_service_outputs_failure_free(&failure);
-    }
+    fogbank_publish_number("occupied", (double)lit);
 }
 
 bool exports_service_init(service_string_t *config, service_string_t *err) {
@@ -108,7 +95,7 @@ bool exports_service_init(service_string_t *config, service_string_t *err) {
         }
         hold_us = (uint64_t)(seconds * 1e6);
     }
-    say(FOGBANK_SERVICE_LOG_LEVEL_INFO, "watching motion in building B");
+    fogbank_log(FOGBANK_SERVICE_LOG_LEVEL_INFO, "watching motion in building B");
     return true;
 }
 
@@ -148,14 +135,8 @@ void exports_service_on_request(service_string_t *method, service_string_t *path
         lit += floors[i].lit;
     }
     char json[64];
-    int len = snprintf(json, sizeof json, "{\"floors\":%zu,\"lit\":%zu}", floor_count, lit);
-    ret->status = 200;
-    service_string_dup(&ret->content_type, "application/json");
-    ret->body.ptr = malloc((size_t)len);
-    ret->body.len = ret->body.ptr ? (size_t)len : 0;
-    if (ret->body.ptr) {
-        memcpy(ret->body.ptr, json, (size_t)len);
-    }
+    snprintf(json, sizeof json, "{\"floors\":%zu,\"lit\":%zu}", floor_count, lit);
+    fogbank_respond_json(ret, 200, json);
     service_string_free(method);
     service_string_free(path);
     service_list_u8_free(body);
