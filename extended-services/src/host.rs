@@ -125,7 +125,12 @@ impl HostState {
 
     fn readable(&self, id: &str) -> Result<ThingService, Failure> {
         let thing = self.thing(id)?;
-        if self.is_own_output(&thing) || self.shared.manifest.grants.may_read(&thing) {
+        if self.is_own_output(&thing) {
+            return Ok(thing);
+        }
+        let allowed = self.shared.manifest.grants.may_read(&thing);
+        self.shared.attempted("read", id, allowed);
+        if allowed {
             Ok(thing)
         } else {
             Err(Failure::Denied(format!(
@@ -233,10 +238,12 @@ impl wasmtime::ResourceLimiter for Limiter {
 }
 
 /// Readings per second over all outputs.
+/// A rate limit on a clock of microseconds that never steps back
+/// ([`Shared::steady_micros`]: the harness's clock in the harness).
 pub(crate) struct TokenBucket {
     rate: f64,
     tokens: f64,
-    refilled: Instant,
+    refilled: Option<u64>,
 }
 
 impl TokenBucket {
@@ -244,15 +251,15 @@ impl TokenBucket {
         TokenBucket {
             rate: f64::from(per_second),
             tokens: f64::from(per_second),
-            refilled: Instant::now(),
+            refilled: None,
         }
     }
 
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let earned = now.duration_since(self.refilled).as_secs_f64() * self.rate;
+    fn take(&mut self, now: u64) -> bool {
+        let since = now.saturating_sub(self.refilled.unwrap_or(now));
+        let earned = since as f64 / 1e6 * self.rate;
         self.tokens = (self.tokens + earned).min(self.rate);
-        self.refilled = now;
+        self.refilled = Some(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -278,9 +285,10 @@ impl LogGate {
         }
     }
 
-    /// The line as the log keeps it, or `None` when it is over the rate.
-    pub(crate) fn admit(&mut self, mut message: String) -> Option<String> {
-        if !self.lines.take() {
+    /// The line as the log keeps it, or `None` when it is over the rate
+    /// (`now` on the steady clock).
+    pub(crate) fn admit(&mut self, mut message: String, now: u64) -> Option<String> {
+        if !self.lines.take(now) {
             self.suppressed += 1;
             return None;
         }
@@ -404,19 +412,31 @@ impl things::Host for HostState {
 
     fn actuate(&mut self, id: String, value: WitValue) -> Result<String, Failure> {
         let thing = self.thing(&id)?;
-        if !self.shared.manifest.grants.may_actuate(&thing) {
+        let allowed = self.shared.manifest.grants.may_actuate(&thing);
+        self.shared.attempted("actuate", &id, allowed);
+        if !allowed {
             return Err(Failure::Denied(format!(
                 "the manifest grants no actuation of {id}"
             )));
         }
-        if !self.commands.take() {
+        if !self.commands.take(self.shared.steady_micros()) {
             return Err(Failure::Limit(format!(
                 "more than {} commands per second",
                 self.shared.manifest.limits.actuate_per_second
             )));
         }
-        let hub = self.hub.clone();
         let value = from_wit_value(value);
+        // In the harness, commands are recorded and go nowhere.
+        if let Some(rehearsal) = &self.shared.rehearsal {
+            let mut commands = rehearsal.commands.lock();
+            commands.push(crate::shared::Command {
+                time: self.shared.wall_micros(),
+                thing: id,
+                value,
+            });
+            return Ok(format!("rehearsal-{}", commands.len()));
+        }
+        let hub = self.hub.clone();
         // Commands run as tasks of the host's runtime and finish on their
         // own; the guest gets the id at once.
         let ticket = self
@@ -455,7 +475,7 @@ impl outputs::Host for HostState {
                 value.data_type()
             ))));
         }
-        if !self.bucket.take() {
+        if !self.bucket.take(self.shared.steady_micros()) {
             let reason = format!(
                 "flooded its outputs: more than {} readings per second",
                 manifest.limits.publish_per_second
@@ -473,7 +493,10 @@ impl outputs::Host for HostState {
         let reading = ThingReading {
             thing,
             reading: Reading {
-                time: self.hub.arrival_time(),
+                time: match self.shared.rehearsal {
+                    Some(_) => Timestamp(self.shared.wall_micros()),
+                    None => self.hub.arrival_time(),
+                },
                 value,
             },
         };
@@ -556,7 +579,7 @@ impl store::Host for HostState {
 
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) {
-        let Some(message) = self.log_gate.admit(message) else {
+        let Some(message) = self.log_gate.admit(message, self.shared.steady_micros()) else {
             return;
         };
         let level = match level {
@@ -571,7 +594,7 @@ impl log::Host for HostState {
 
 impl clock::Host for HostState {
     fn now(&mut self) -> u64 {
-        Timestamp::now().0
+        self.shared.wall_micros()
     }
 }
 

@@ -472,22 +472,7 @@ impl Services {
         available: bool,
     ) -> Result<(), ServiceError> {
         let manifest = &shared.manifest;
-        for output in &manifest.outputs {
-            let id = output_id(&shared.home, &manifest.name, &output.name)?;
-            let mut thing = ThingService::new(
-                id,
-                Kind::Sensor,
-                &output.semantic_type,
-                output.unit.as_deref(),
-            )
-            .at(&output.location)
-            .with_device_address(&format!("service:{}", manifest.name));
-            thing.data_type = output.data_type();
-            thing.available = available;
-            thing.metadata.insert(
-                "service-version".into(),
-                serde_json::Value::String(manifest.version.clone()),
-            );
+        for thing in output_things(shared, available)? {
             self.hub.announce(thing)?;
         }
         for old in replaced.iter().flat_map(|s| &s.manifest.outputs) {
@@ -522,4 +507,34 @@ fn parse(record: &Record) -> Result<Option<(ServiceRecord, Manifest)>, ServiceEr
         .map_err(|e| ServiceError::Invalid(format!("unreadable service record: {e}")))?;
     let manifest = Manifest::parse(&service.manifest)?;
     Ok(Some((service, manifest)))
+}
+
+/// The thing services a service's outputs are, as the catalog shows them.
+pub(crate) fn output_things(
+    shared: &Shared,
+    available: bool,
+) -> Result<Vec<ThingService>, ServiceError> {
+    let manifest = &shared.manifest;
+    manifest
+        .outputs
+        .iter()
+        .map(|output| {
+            let id = output_id(&shared.home, &manifest.name, &output.name)?;
+            let mut thing = ThingService::new(
+                id,
+                Kind::Sensor,
+                &output.semantic_type,
+                output.unit.as_deref(),
+            )
+            .at(&output.location)
+            .with_device_address(&format!("service:{}", manifest.name));
+            thing.data_type = output.data_type();
+            thing.available = available;
+            thing.metadata.insert(
+                "service-version".into(),
+                serde_json::Value::String(manifest.version.clone()),
+            );
+            Ok(thing)
+        })
+        .collect()
 }

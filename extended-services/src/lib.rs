@@ -20,6 +20,7 @@ mod host;
 mod hosting;
 pub mod manifest;
 pub mod placement;
+pub mod rehearsal;
 mod replica;
 mod service;
 mod shared;

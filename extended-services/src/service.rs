@@ -238,6 +238,11 @@ impl Runner {
         })
     }
 
+    /// One timer tick, as the service's thread gives it.
+    pub(crate) fn tick(&self, instance: &mut Instance) -> Result<(), String> {
+        self.call(instance, |store, b| b.call_on_timer(store))
+    }
+
     fn run(self, queue: Receiver<Job>) {
         let name = self.shared.manifest.name.clone();
         let span = tracing::info_span!("service", %name);

@@ -6,8 +6,9 @@
 //! on the other.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -78,6 +79,39 @@ pub(crate) struct Shared {
     /// Set to make the service's thread leave at once, whatever is queued.
     pub stopping: AtomicBool,
     logs: Mutex<VecDeque<LogLine>>,
+    /// Set when the service runs in the harness, not on a gateway: its
+    /// clock and what it tried.
+    pub rehearsal: Option<Arc<Rehearsal>>,
+}
+
+/// What the harness (`rehearsal`) runs a service with: a clock that is the
+/// readings' clock, so that a run is the same every time, and a record of
+/// the grants it tried and the commands it gave (which go nowhere).
+#[derive(Debug, Default)]
+pub struct Rehearsal {
+    /// Microseconds since the epoch.
+    pub now: AtomicU64,
+    pub attempts: Mutex<Vec<Attempt>>,
+    pub commands: Mutex<Vec<Command>>,
+}
+
+/// A use of a grant: reading or actuating a thing service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub time: u64,
+    /// `read` or `actuate`.
+    pub grant: &'static str,
+    pub thing: String,
+    pub allowed: bool,
+}
+
+/// A command the service gave in the harness.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Command {
+    pub time: u64,
+    pub thing: String,
+    #[serde(serialize_with = "crate::rehearsal::plain")]
+    pub value: fogbank_taas::Value,
 }
 
 impl Shared {
@@ -100,6 +134,40 @@ impl Shared {
             dropped: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             logs: Mutex::new(VecDeque::new()),
+            rehearsal: None,
+        }
+    }
+
+    /// Wall-clock time for the guest (µs since the epoch): the harness's
+    /// clock there.
+    pub fn wall_micros(&self) -> u64 {
+        match &self.rehearsal {
+            Some(rehearsal) => rehearsal.now.load(Ordering::Relaxed),
+            None => SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+        }
+    }
+
+    /// A clock that never steps back, for rate limits (µs): the harness's
+    /// clock there.
+    pub fn steady_micros(&self) -> u64 {
+        static START: OnceLock<Instant> = OnceLock::new();
+        match &self.rehearsal {
+            Some(rehearsal) => rehearsal.now.load(Ordering::Relaxed),
+            None => START.get_or_init(Instant::now).elapsed().as_micros() as u64,
+        }
+    }
+
+    /// Records a use of a grant, in the harness.
+    pub fn attempted(&self, grant: &'static str, thing: &str, allowed: bool) {
+        if let Some(rehearsal) = &self.rehearsal {
+            rehearsal.attempts.lock().push(Attempt {
+                time: self.wall_micros(),
+                grant,
+                thing: thing.to_owned(),
+                allowed,
+            });
         }
     }
 
@@ -116,9 +184,7 @@ impl Shared {
             logs.pop_front();
         }
         logs.push_back(LogLine {
-            time: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as u64),
+            time: self.wall_micros(),
             level,
             message,
         });

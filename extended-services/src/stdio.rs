@@ -67,7 +67,7 @@ impl Lines {
             .trim_end_matches('\r')
             .to_owned();
         self.partial.clear();
-        if let Some(line) = self.gate.admit(line) {
+        if let Some(line) = self.gate.admit(line, self.shared.steady_micros()) {
             self.shared.log(self.level, line);
         }
     }

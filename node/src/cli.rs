@@ -232,6 +232,21 @@ pub enum ServiceCommand {
         #[arg(default_value = ".")]
         project: PathBuf,
     },
+    /// Run a built service against a script of readings, without a
+    /// gateway: its outputs, commands, grants tried and logs, the same
+    /// every run (the clock is the readings' clock).
+    Test {
+        #[arg(default_value = ".")]
+        project: PathBuf,
+        /// A SenML pack of readings [default: PROJECT/test/readings.json].
+        #[arg(long, value_name = "FILE")]
+        readings: Option<PathBuf>,
+        /// The outputs expected, as `--json` prints them under "outputs";
+        /// a difference fails the run [default: PROJECT/test/expected-outputs.json
+        /// if it exists].
+        #[arg(long, value_name = "FILE")]
+        expect: Option<PathBuf>,
+    },
     /// Make a publisher key pair: the secret key into a new file (0600),
     /// the public key printed, for the gateways' `[services] trusted_keys`.
     Keygen {

@@ -272,6 +272,11 @@ pub fn service(args: ServiceArgs) -> anyhow::Result<()> {
                 "publish it: fogbank service publish {project}/service.toml {project}/{name}.wasm"
             );
         }
+        ServiceCommand::Test {
+            project,
+            readings,
+            expect,
+        } => crate::service_dev::test(&project, readings, expect, json)?,
         ServiceCommand::Build { project } => {
             let component = crate::service_dev::build(&project)?;
             println!("{}", component.display());

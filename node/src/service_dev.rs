@@ -24,7 +24,22 @@ const C_SDK: &str = include_str!("../../extended-services/guest/c/fogbank.h");
 /// A project's files: path and text, `{{name}}` standing for its name.
 fn template(language: Language) -> Vec<(&'static str, String)> {
     let t = |text: &str| text.to_owned();
-    match language {
+    // Every template's service does the same; so does its test.
+    let test = [
+        (
+            "test/readings.json",
+            t(include_str!(
+                "../../extended-services/templates/test/readings.json"
+            )),
+        ),
+        (
+            "test/expected-outputs.json",
+            t(include_str!(
+                "../../extended-services/templates/test/expected-outputs.json"
+            )),
+        ),
+    ];
+    let files = match language {
         Language::Python => vec![
             (
                 "service.toml",
@@ -89,7 +104,8 @@ fn template(language: Language) -> Vec<(&'static str, String)> {
             ),
             ("sdk/wit/service.wit", t(WIT)),
         ],
-    }
+    };
+    files.into_iter().chain(test).collect()
 }
 
 /// `fogbank service new NAME --lang L [--to DIR]`: writes DIR/NAME.
@@ -340,4 +356,134 @@ pub fn build(project: &Path) -> anyhow::Result<PathBuf> {
         }
     }
     Ok(out)
+}
+
+/// `fogbank service test [DIR]`: the harness's report, and whether the
+/// outputs are those expected.
+pub fn test(
+    project: &Path,
+    readings: Option<PathBuf>,
+    expect: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let name = name_of(project)?;
+    let manifest_path = project.join("service.toml");
+    let manifest = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let component_path = project.join(format!("{name}.wasm"));
+    let component = std::fs::read(&component_path).with_context(|| {
+        format!(
+            "cannot read {} (fogbank service build makes it)",
+            component_path.display()
+        )
+    })?;
+    let readings = readings.unwrap_or_else(|| project.join("test/readings.json"));
+    let script = std::fs::read_to_string(&readings)
+        .with_context(|| format!("cannot read {}", readings.display()))?;
+    let script = fogbank_services::rehearsal::Script::from_senml(&script)
+        .with_context(|| readings.display().to_string())?;
+    let report = fogbank_services::rehearsal::rehearse(&manifest, &component, &script)?;
+
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", describe(&report));
+    }
+    if let Some(failure) = &report.failure {
+        bail!("{name} failed: {failure}");
+    }
+    let expect = expect.or_else(|| {
+        let default = project.join("test/expected-outputs.json");
+        default.exists().then_some(default)
+    });
+    if let Some(expected_path) = expect {
+        let expected: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&expected_path)
+                .with_context(|| format!("cannot read {}", expected_path.display()))?,
+        )
+        .with_context(|| format!("{} is not JSON", expected_path.display()))?;
+        let got = serde_json::to_value(&report.outputs)?;
+        if numbers_as_floats(&got) != numbers_as_floats(&expected) {
+            bail!(
+                "the outputs differ from {}:\nexpected {}\ngot      {}",
+                expected_path.display(),
+                serde_json::to_string(&expected)?,
+                serde_json::to_string(&got)?
+            );
+        }
+        if !json {
+            println!("outputs as expected ({})", expected_path.display());
+        }
+    }
+    Ok(())
+}
+
+/// The report for a person: times as seconds since the epoch.
+fn describe(report: &fogbank_services::rehearsal::Report) -> String {
+    use std::fmt::Write;
+    let time = |micros: u64| format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+    let plain = |value: &serde_json::Value| value.to_string();
+    let mut out = format!(
+        "{} readings delivered, {} timer ticks\noutputs:\n",
+        report.readings, report.ticks
+    );
+    let json = serde_json::to_value(report).unwrap_or_default();
+    for output in json["outputs"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {} {} = {}",
+            time(output["time"].as_u64().unwrap_or(0)),
+            output["output"].as_str().unwrap_or(""),
+            plain(&output["value"])
+        );
+    }
+    out += "commands:\n";
+    for command in json["commands"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {} {} <- {}",
+            time(command["time"].as_u64().unwrap_or(0)),
+            command["thing"].as_str().unwrap_or(""),
+            plain(&command["value"])
+        );
+    }
+    out += "grants tried:\n";
+    for attempt in &report.grants_tried {
+        let _ = writeln!(
+            out,
+            "  {} {} {}: {}",
+            time(attempt.time),
+            attempt.grant,
+            attempt.thing,
+            if attempt.allowed { "granted" } else { "denied" }
+        );
+    }
+    out += "logs:\n";
+    for line in &report.logs {
+        let level = serde_json::to_value(line.level).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {} {:<5} {}",
+            time(line.time),
+            level.as_str().unwrap_or(""),
+            line.message
+        );
+    }
+    out
+}
+
+/// 22 and 22.0 are the same reading.
+fn numbers_as_floats(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => n.as_f64().map_or(Value::Null, |f| f.into()),
+        Value::Array(items) => Value::Array(items.iter().map(numbers_as_floats).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), numbers_as_floats(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }

@@ -597,6 +597,13 @@ fn each_languages_template_builds_and_runs_on_a_gateway() {
         let project = projects.path().join(&name);
         let built = developer(&["build", project.to_str().unwrap()]);
         assert!(built.status.success(), "{language}: {built:?}");
+        // Its own test, in the harness: the outputs it expects.
+        let tested = developer(&["test", project.to_str().unwrap()]);
+        assert!(tested.status.success(), "{language}: {tested:?}");
+        assert!(
+            String::from_utf8_lossy(&tested.stdout).contains("outputs as expected"),
+            "{language}: {tested:?}"
+        );
         let component = project.join(format!("{name}.wasm"));
         let published = cli(
             &gw,
@@ -623,6 +630,32 @@ fn each_languages_template_builds_and_runs_on_a_gateway() {
             called.json()
         );
     }
+
+    // The harness's report is the same every run, and a wrong expectation
+    // fails it.
+    let python = projects.path().join("max-python");
+    let report = |args: &[&str]| {
+        let out = developer(&[&["test", python.to_str().unwrap()], args].concat());
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, first, _) = report(&["--json"]);
+    assert!(ok);
+    let first: Json = serde_json::from_str(&first).unwrap();
+    assert_eq!(first["readings"], 3, "{first}");
+    let (_, second, _) = report(&["--json"]);
+    assert_eq!(serde_json::from_str::<Json>(&second).unwrap(), first);
+    let wrong = projects.path().join("wrong.json");
+    std::fs::write(
+        &wrong,
+        r#"[{"time": 1700000000000000, "output": "max", "value": 99}]"#,
+    )
+    .unwrap();
+    let (ok, _, stderr) = report(&["--expect", wrong.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("the outputs differ"), "{stderr}");
 
     // A project that exists is not overwritten; a bad name is refused.
     let again = developer(&[
