@@ -174,6 +174,39 @@ pub struct Probe {
     pub dispatch: Duration,
 }
 
+/// A publish under way, as [`Services::publications`] shows it: a
+/// CPython-sized component compiles for seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Publication {
+    pub name: String,
+    /// `checking` (manifest, size, signature, memory), `compiling`
+    /// (compiled to native code and linked against the world), `starting`
+    /// (recorded in the local cloud and placed).
+    pub phase: &'static str,
+    pub elapsed_ms: u64,
+    pub component_bytes: usize,
+}
+
+/// Removes a publish from those under way however it ends.
+struct InFlight<'a> {
+    services: &'a Services,
+    name: String,
+}
+
+impl InFlight<'_> {
+    fn phase(&self, phase: &'static str) {
+        if let Some(entry) = self.services.in_flight.lock().get_mut(&self.name) {
+            entry.1 = phase;
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.services.in_flight.lock().remove(&self.name);
+    }
+}
+
 /// The outcome of [`Services::publish`].
 #[derive(Debug, Clone)]
 pub struct Published {
@@ -220,6 +253,9 @@ pub struct Services {
     seen: Mutex<Option<hosting::Seen>>,
     /// Removed services whose store was deleted in this run.
     retired: Mutex<std::collections::HashSet<String>>,
+    /// Publishes under way, by service name: when each began, its phase
+    /// and its component's size.
+    in_flight: Mutex<HashMap<String, (Instant, &'static str, usize)>>,
     /// The publishers whose services this gateway takes (none: all).
     trusted: parking_lot::RwLock<TrustedKeys>,
     /// Records whose signature passed `trusted`, so the placement's ticks
@@ -258,6 +294,7 @@ impl Services {
             settle_until,
             seen: Mutex::new(None),
             retired: Mutex::new(std::collections::HashSet::new()),
+            in_flight: Mutex::new(HashMap::new()),
             trusted: parking_lot::RwLock::new(TrustedKeys::default()),
             verified: Mutex::new(std::collections::HashSet::new()),
             tokio: Some(tokio),
@@ -380,6 +417,14 @@ impl Services {
         signature: Option<&Signature>,
     ) -> Result<Published, ServiceError> {
         let manifest = Manifest::parse(manifest)?;
+        self.in_flight.lock().insert(
+            manifest.name.clone(),
+            (Instant::now(), "checking", component.len()),
+        );
+        let in_flight = InFlight {
+            services: self,
+            name: manifest.name.clone(),
+        };
         if component.len() > MAX_COMPONENT_BYTES {
             return Err(ServiceError::Invalid(format!(
                 "the component is larger than {} MiB",
@@ -403,7 +448,9 @@ impl Services {
         self.trusted
             .read()
             .check(&digest, &manifest.to_toml(), signature)?;
+        in_flight.phase("compiling");
         self.prepare(component)?;
+        in_flight.phase("starting");
         let name = manifest.name.clone();
         let previous = {
             let _change = self.changes.lock();
@@ -712,6 +759,23 @@ impl Services {
             instantiate,
             dispatch,
         })
+    }
+
+    /// The publishes under way on this gateway.
+    pub fn publications(&self) -> Vec<Publication> {
+        let mut all: Vec<Publication> = self
+            .in_flight
+            .lock()
+            .iter()
+            .map(|(name, (started, phase, bytes))| Publication {
+                name: name.clone(),
+                phase,
+                elapsed_ms: started.elapsed().as_millis() as u64,
+                component_bytes: *bytes,
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
     /// Components compiled (or loaded from the compile cache) so far:

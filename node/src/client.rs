@@ -91,6 +91,50 @@ impl Client {
     }
 }
 
+/// How long a publish may take: compiling CPython on a small board.
+const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Prints a publish's phase on stderr while it lasts: when it changes, and
+/// every few seconds.
+fn show_progress(client: &Client, name: &str, done: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+    let mut said: Option<(String, Instant)> = None;
+    let mut next_look = Instant::now() + Duration::from_millis(500);
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if Instant::now() < next_look {
+            continue;
+        }
+        next_look = Instant::now() + Duration::from_millis(500);
+        let Ok((_, publications)) =
+            client.call(client.request("GET", "/api/v1/publications"), None)
+        else {
+            continue;
+        };
+        let Some(publication) = publications
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == name)
+        else {
+            continue;
+        };
+        let phase = publication["phase"].as_str().unwrap_or("").to_owned();
+        let due = said
+            .as_ref()
+            .is_none_or(|(last, at)| *last != phase || at.elapsed() >= Duration::from_secs(3));
+        if due && !done.load(Ordering::Relaxed) {
+            eprintln!(
+                "{name}: {phase} {:.1} MB, {:.0} s",
+                publication["component_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+                publication["elapsed_ms"].as_f64().unwrap_or(0.0) / 1e3
+            );
+            said = Some((phase, Instant::now()));
+        }
+    }
+}
+
 fn encode(value: &str) -> String {
     value.bytes().fold(String::new(), |mut out, b| {
         if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
@@ -249,8 +293,25 @@ pub fn service(args: ServiceArgs) -> anyhow::Result<()> {
                 body["signature"] =
                     serde_json::json!({ "key": signature.key, "value": signature.value });
             }
-            let (status, service) =
-                client.call(client.request("POST", "/api/v1/services"), Some(&body))?;
+            // A component with a runtime inside compiles for seconds (a
+            // minute on a small board): say how it goes meanwhile.
+            let name = fogbank_services::Manifest::parse(&manifest_text)
+                .map(|m| m.name)
+                .ok();
+            let done = std::sync::atomic::AtomicBool::new(false);
+            let (status, service) = std::thread::scope(|scope| {
+                if let Some(name) = &name {
+                    scope.spawn(|| show_progress(&client, name, &done));
+                }
+                let answer = client.call(
+                    client
+                        .request("POST", "/api/v1/services")
+                        .timeout(PUBLISH_TIMEOUT),
+                    Some(&body),
+                );
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+                answer
+            })?;
             if !json {
                 print!(
                     "{} ",

@@ -487,6 +487,12 @@ fn python_services_run_and_a_misbehaving_one_is_contained() {
         ],
     );
     assert!(published.status.success(), "{published:?}");
+    // CPython compiles for seconds: the CLI said how it went meanwhile.
+    assert!(
+        String::from_utf8_lossy(&published.stderr).contains("rolling-stats: compiling 18."),
+        "{published:?}"
+    );
+    assert_eq!(gw.get("/api/v1/publications").json(), json!([]));
     let figure = |output: &str| {
         latest(&gw, &format!("gw-s.service.rolling-stats.{output}")).and_then(|r| r["v"].as_f64())
     };

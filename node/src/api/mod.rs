@@ -179,6 +179,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                         .route(web::post().to(services::publish))
                         .default_service(method_not_allowed("GET, POST")),
                 )
+                .service(get("/publications", services::publications))
                 .service(
                     web::resource("/services/{name}")
                         .route(web::get().to(services::get))

@@ -215,7 +215,7 @@ impl utoipa::Modify for BearerScheme {
         super::stream::sse, super::stream::sse_many, super::backup::backup, super::peers::list, super::peers::forget,
         super::devices::transport, super::devices::status, super::devices::drain,
         super::devices::undrain, super::devices::drain_status,
-        super::services::publish, super::services::list, super::services::get,
+        super::services::publish, super::services::list, super::services::get, super::services::publications,
         super::services::remove, super::services::start, super::services::stop,
         super::services::logs, super::federation::smanage, super::federation::sip, health, metrics, openapi
     ),
@@ -224,7 +224,7 @@ impl utoipa::Modify for BearerScheme {
         DrainStatusSchema, super::devices::DrainRequest, super::backup::BackupRequest, super::backup::BackupDone,
         ServiceInfoSchema, ServiceStateSchema, LogLineSchema, LogLevelSchema,
         SelectorSchema, GrantsSchema, LimitsSchema, super::services::PublishRequest,
-        super::services::SignatureSchema,
+        super::services::SignatureSchema, super::services::PublicationSchema,
         super::federation::SmanageStatus, super::federation::SdvsJson, super::federation::SensorServiceJson,
         super::federation::ForwardingJson, super::federation::ConfiguringJson, super::federation::CountersJson,
         super::federation::SipStatus, super::federation::SipRegistrationJson, super::federation::SipSubscriptionJson)),

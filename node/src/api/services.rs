@@ -123,6 +123,26 @@ pub async fn publish(
     Ok(HttpResponse::build(status).json(published.info))
 }
 
+/// `GET /api/v1/publications`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PublicationSchema {
+    name: String,
+    /// `checking`, `compiling` or `starting`.
+    phase: String,
+    elapsed_ms: u64,
+    component_bytes: u64,
+}
+
+#[utoipa::path(get, path = "/api/v1/publications", tag = "services",
+    responses((status = 200, description = "The publishes under way on this gateway, each with its phase: a component of a language with a runtime inside (Python) compiles for seconds", body = [PublicationSchema])))]
+pub async fn publications(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.authorize(&request, Scope::Read)?;
+    Ok(HttpResponse::Ok().json(state.services.publications()))
+}
+
 #[utoipa::path(get, path = "/api/v1/services", tag = "services",
     responses((status = 200, description = "Every service of the local cloud: where it runs (`gateway`) and why (`placement`)", body = [ServiceInfoSchema])))]
 pub async fn list(
