@@ -16,6 +16,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::manifest::Selector;
+use crate::rate::{LogGate, TokenBucket};
 use crate::shared::{LogLevel, Shared};
 use crate::stdio::GuestOutput;
 
@@ -47,8 +48,6 @@ pub const MAX_KEY_BYTES: usize = 256;
 pub const MAX_VALUE_BYTES: usize = 64 << 10;
 /// Readings a history call returns at most.
 pub const MAX_HISTORY: u32 = 10_000;
-/// A guest's log line is cut after this many bytes.
-pub const MAX_LOG_BYTES: usize = 1024;
 /// Log lines per second a guest may write; more are counted, not kept, so
 /// a chatty service cannot flood the gateway's log.
 pub const LOG_LINES_PER_SECOND: u32 = 20;
@@ -238,76 +237,6 @@ impl wasmtime::ResourceLimiter for Limiter {
 }
 
 /// Readings per second over all outputs.
-/// A rate limit on a clock of microseconds that never steps back
-/// ([`Shared::steady_micros`]: the harness's clock in the harness).
-pub(crate) struct TokenBucket {
-    rate: f64,
-    tokens: f64,
-    refilled: Option<u64>,
-}
-
-impl TokenBucket {
-    fn new(per_second: u32) -> Self {
-        TokenBucket {
-            rate: f64::from(per_second),
-            tokens: f64::from(per_second),
-            refilled: None,
-        }
-    }
-
-    fn take(&mut self, now: u64) -> bool {
-        let since = now.saturating_sub(self.refilled.unwrap_or(now));
-        let earned = since as f64 / 1e6 * self.rate;
-        self.tokens = (self.tokens + earned).min(self.rate);
-        self.refilled = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// What a guest writes reaches the log a line at a time, each cut to
-/// [`MAX_LOG_BYTES`], at most so many a second; the lines dropped are
-/// counted in the next one kept.
-pub(crate) struct LogGate {
-    lines: TokenBucket,
-    suppressed: u64,
-}
-
-impl LogGate {
-    pub(crate) fn new(lines_per_second: u32) -> Self {
-        LogGate {
-            lines: TokenBucket::new(lines_per_second),
-            suppressed: 0,
-        }
-    }
-
-    /// The line as the log keeps it, or `None` when it is over the rate
-    /// (`now` on the steady clock).
-    pub(crate) fn admit(&mut self, mut message: String, now: u64) -> Option<String> {
-        if !self.lines.take(now) {
-            self.suppressed += 1;
-            return None;
-        }
-        if message.len() > MAX_LOG_BYTES {
-            let mut cut = MAX_LOG_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
-        if self.suppressed > 0 {
-            message = format!("({} lines suppressed) {message}", self.suppressed);
-            self.suppressed = 0;
-        }
-        Some(message)
-    }
-}
-
 // ------------------------------------------------------------- conversions
 
 pub(crate) fn to_wit_value(value: &Value) -> WitValue {

@@ -20,6 +20,7 @@ mod host;
 mod hosting;
 pub mod manifest;
 pub mod placement;
+mod rate;
 pub mod rehearsal;
 mod replica;
 mod service;

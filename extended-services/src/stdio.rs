@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-use crate::host::{LogGate, MAX_LOG_BYTES};
+use crate::rate::{LogGate, MAX_LOG_BYTES};
 use crate::shared::{LogLevel, Shared};
 
 /// Lines a second of each stream: a Python traceback is ~10–40 lines,
