@@ -236,7 +236,6 @@ impl wasmtime::ResourceLimiter for Limiter {
     }
 }
 
-/// Readings per second over all outputs.
 // ------------------------------------------------------------- conversions
 
 pub(crate) fn to_wit_value(value: &Value) -> WitValue {

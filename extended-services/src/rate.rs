@@ -5,7 +5,8 @@
 /// A guest's log line is cut after this many bytes.
 pub const MAX_LOG_BYTES: usize = 1024;
 
-/// A rate limit on a clock of microseconds that never steps back
+/// A rate limit (readings, commands or lines a second) on a clock of
+/// microseconds that never steps back
 /// ([`crate::shared::Shared::steady_micros`]: the harness's clock in the
 /// harness).
 pub(crate) struct TokenBucket {
