@@ -135,12 +135,17 @@ mod tests {
     #[test]
     fn a_format_1_store_is_upgraded_in_place_with_every_reading() {
         let dir = tempfile::tempdir().unwrap();
-        let fixture = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/store-format-1.tar.gz"
-        );
+        // Where cargo runs the test from, not where it was compiled: a
+        // target dir shared by two clones keeps the other's path.
+        let fixture = std::path::Path::new(
+            &std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("tests/fixtures/store-format-1.tar.gz");
         let unpacked = std::process::Command::new("tar")
-            .args(["-xzf", fixture, "-C"])
+            .arg("-xzf")
+            .arg(&fixture)
+            .arg("-C")
             .arg(dir.path())
             .status()
             .unwrap();
