@@ -205,7 +205,7 @@ impl Services {
             .hub
             .blob(blob)?
             .ok_or_else(|| ServiceError::Invalid(format!("its component {digest} is not here")))?;
-        self.prepare(&component)
+        self.prepare(digest, &component)
     }
 
     /// Starts running a service here: its store from the gateway that ran

@@ -357,14 +357,18 @@ impl Services {
     /// The component compiled and linked: the one already prepared for
     /// the same bytes (by digest) if there is one, so that services of one
     /// component share its code in memory; else compiled (or loaded from
-    /// the cache) now.
-    fn prepare(&self, component: &[u8]) -> Result<ServicePre<HostState>, ServiceError> {
-        let digest = engine::digest(component);
-        if let Some(pre) = self.prepared.lock().get(&digest) {
+    /// the cache) now. `digest` is the component's, which the caller has
+    /// (hashing a CPython-sized component takes tens of milliseconds).
+    fn prepare(
+        &self,
+        digest: &str,
+        component: &[u8],
+    ) -> Result<ServicePre<HostState>, ServiceError> {
+        if let Some(pre) = self.prepared.lock().get(digest) {
             return Ok(pre.clone());
         }
         let pre = self.compile_and_link(component)?;
-        self.prepared.lock().insert(digest, pre.clone());
+        self.prepared.lock().insert(digest.to_owned(), pre.clone());
         Ok(pre)
     }
 
@@ -450,7 +454,7 @@ impl Services {
             .read()
             .check(&digest, &manifest.to_toml(), signature)?;
         in_flight.phase("compiling");
-        self.prepare(component)?;
+        self.prepare(&digest, component)?;
         in_flight.phase("starting");
         let name = manifest.name.clone();
         let previous = {
@@ -736,12 +740,9 @@ impl Services {
         readings: &[fogbank_taas::ThingReading],
     ) -> Result<Probe, ServiceError> {
         let manifest = Manifest::parse(manifest)?;
-        let pre = self.prepare(component)?;
-        let shared = Arc::new(Shared::new(
-            manifest,
-            engine::digest(component),
-            self.hub.gateway().to_owned(),
-        ));
+        let digest = engine::digest(component);
+        let pre = self.prepare(&digest, component)?;
+        let shared = Arc::new(Shared::new(manifest, digest, self.hub.gateway().to_owned()));
         let runner = service::Runner::new(shared, pre, self.hub.clone(), self.tokio());
         let started = std::time::Instant::now();
         for _ in 0..instantiations {
