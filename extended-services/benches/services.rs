@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use fogbank_services::Services;
 use fogbank_taas::{Hub, HubOptions, Kind, Reading, ThingId, ThingReading, ThingService, Value};
 use fogbank_testkit as testkit;
+use testkit::bench::{Better::*, Figure};
 
 const READINGS: usize = 200_000;
 const CHAIN: usize = 50_000;
@@ -68,6 +69,8 @@ fn wait(what: &str, done: impl FnMut() -> bool) {
         done,
     );
 }
+
+const AREA: &str = "Extended services (WebAssembly)";
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
@@ -116,6 +119,25 @@ fn main() {
         "instantiate from the pool, init included (WAT guest): {:?} (target 50 µs)",
         probe.instantiate
     );
+    const REFERENCE: &str = "the hub's ingest of one reading (WAL, bus)";
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    Figure::new(
+        AREA,
+        "one reading into on-reading, WAT no-op guest",
+        micros(probe.dispatch),
+        "µs",
+        Lower,
+    )
+    .against(REFERENCE, micros(ingest))
+    .record();
+    Figure::new(
+        AREA,
+        "instantiation from the pool, init included, WAT guest",
+        micros(probe.instantiate),
+        "µs",
+        Lower,
+    )
+    .record();
     let guests = std::env::var_os("FOGBANK_GUESTS_DIR").map(std::path::PathBuf::from);
     let real = guests.as_ref().and_then(|dir| {
         Some((
@@ -173,6 +195,14 @@ fn main() {
     });
     std::thread::sleep(Duration::from_millis(500));
     let per_service = (resident_kib().saturating_sub(before)) as f64 / 100.0;
+    Figure::new(
+        AREA,
+        &format!("resident per idle service, 100 installed, {label}"),
+        per_service,
+        "KiB",
+        Lower,
+    )
+    .record();
     println!(
         "memory     resident per idle service, 100 installed ({label}): {per_service:.0} KiB (target 1024 KiB)"
     );
@@ -223,6 +253,14 @@ fn main() {
         CHAIN as f64 / elapsed.as_secs_f64(),
         dropped
     );
+    Figure::new(
+        AREA,
+        "readings/s through a chain of two services",
+        CHAIN as f64 / elapsed.as_secs_f64(),
+        "readings/s",
+        Higher,
+    )
+    .record();
     let last = hub
         .latest(&ThingId::parse("gw.service.b.out").unwrap())
         .flatten();
@@ -290,6 +328,39 @@ fn language_figures(language: &str, name: &str, dir: &std::path::Path, readings:
     running(10);
     std::thread::sleep(Duration::from_millis(500));
     let per_service = resident_kib().saturating_sub(one) as f64 / 9.0;
+    let what = format!("{language} {name}");
+    Figure::new(
+        AREA,
+        &format!("{what}: publish, compilation included"),
+        publish.as_secs_f64() * 1e3,
+        "ms",
+        Lower,
+    )
+    .record();
+    Figure::new(
+        AREA,
+        &format!("{what}: instantiation, init included"),
+        probe.instantiate.as_secs_f64() * 1e6,
+        "µs",
+        Lower,
+    )
+    .record();
+    Figure::new(
+        AREA,
+        &format!("{what}: one reading into on-reading"),
+        probe.dispatch.as_secs_f64() * 1e6,
+        "µs",
+        Lower,
+    )
+    .record();
+    Figure::new(
+        AREA,
+        &format!("{what}: resident per further running service"),
+        per_service / 1024.0,
+        "MiB",
+        Lower,
+    )
+    .record();
     println!(
         "{language:<7} {name}: {} KiB; publish {publish:.2?} (resident +{} MiB after it, the compiled code and the first instance); instantiate {:.2?}; dispatch {:.2?}; {:.1} MiB per running service; {} compilation(s)",
         component.len() >> 10,

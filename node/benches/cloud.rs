@@ -46,7 +46,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use testkit::bench::{Process, status_kib};
+use testkit::bench::{Better::*, Chart, Figure, Process, record_series, setting, status_kib};
 use testkit::{free_port, wait, wait_port};
 
 /// How often the benchmark looks at the gateways while it waits for them.
@@ -55,13 +55,6 @@ const POLL: Duration = Duration::from_millis(10);
 const PACE: Duration = Duration::from_millis(1);
 /// A receiver gives up this long after the last message it got.
 const IDLE: Duration = Duration::from_secs(5);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 // ------------------------------------------------------------ measuring
 
@@ -72,7 +65,11 @@ struct Outcome {
     delivered: usize,
     sent: usize,
     per_second: f64,
+    /// (quantile, ms) at p50, p75, p90, p95, p99, p99.9 and the maximum.
+    quantiles: Vec<(f64, f64)>,
 }
+
+const QUANTILES: [f64; 7] = [0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0];
 
 impl Outcome {
     /// From send and receive times in nanoseconds, by sequence number.
@@ -96,6 +93,7 @@ impl Outcome {
             delivered: latencies.len(),
             sent: sent.len(),
             per_second: latencies.len() as f64 / ((last - first) as f64 / 1e9),
+            quantiles: QUANTILES.iter().map(|&q| (q, at(q))).collect(),
         }
     }
 
@@ -111,8 +109,22 @@ impl Outcome {
             per_second: of(|o| o.per_second),
             delivered: rounds.iter().map(|o| o.delivered).sum(),
             sent: rounds.iter().map(|o| o.sent).sum(),
+            quantiles: QUANTILES
+                .iter()
+                .enumerate()
+                .map(|(i, &q)| (q, of_quantile(rounds, i)))
+                .collect(),
         }
     }
+}
+
+fn of_quantile(rounds: &[Outcome], index: usize) -> f64 {
+    testkit::bench::median(
+        rounds
+            .iter()
+            .map(|o| o.quantiles.get(index).map_or(f64::NAN, |q| q.1))
+            .collect(),
+    )
 }
 
 /// Nanoseconds on the host's monotonic clock (as Python's monotonic_ns).
@@ -668,17 +680,23 @@ fn main() {
         println!("cloud: bench");
         return;
     }
-    let latency = env_or("BENCH_CLOUD_LATENCY", 2000usize);
-    let burst = env_or("BENCH_CLOUD_BURST", 20_000usize);
+    let latency: usize = setting("BENCH_CLOUD_LATENCY", 2000, 1000);
+    let burst: usize = setting("BENCH_CLOUD_BURST", 20_000, 10_000);
     let sizes: Vec<(usize, usize)> = std::env::var("BENCH_CLOUD_SIZES")
-        .unwrap_or_else(|_| "3x1000,5x1000,10x1000,3x10000,5x10000,10x10000".into())
+        .unwrap_or_else(|_| {
+            if testkit::bench::quick() {
+                "3x1000,10x1000".into()
+            } else {
+                "3x1000,10x1000,30x1000,3x10000,10x10000".into()
+            }
+        })
         .split(',')
         .filter_map(|s| {
             let (n, k) = s.split_once('x')?;
             Some((n.trim().parse().ok()?, k.trim().parse().ok()?))
         })
         .collect();
-    let rounds = env_or("BENCH_CLOUD_ROUNDS", 3usize).max(1);
+    let rounds = setting("BENCH_CLOUD_ROUNDS", 3usize, 1).max(1);
     let epoch = Instant::now();
 
     // By system, in the order of `names` below; each round runs every
@@ -749,9 +767,11 @@ fn main() {
         "  fogbank dropped for subscribers behind: A's bus {a_bus}, A to B {a_to_b}, B's bus {b_bus}"
     );
     println!("  fogbank gateway A peak RSS {rss_mib:.1} MiB");
+    record_delivery(&names, &paced, &bursts, rss_mib);
 
     println!("Catalog convergence (one gateway owns all thing services)");
     println!("  gateways  things   join (all listed)  one change  RSS of a member");
+    let mut converged = Vec::new();
     for (n, k) in sizes {
         let c = convergence(n, k);
         println!(
@@ -762,5 +782,113 @@ fn main() {
             c.change.as_secs_f64() * 1000.0,
             c.rss_mib
         );
+        converged.push(c);
+    }
+    record_convergence(&converged);
+}
+
+/// The delivery figures against each peer (systems 1 to 3 of `names`), and
+/// every system's latency distribution.
+fn record_delivery(names: &[&str; 6], paced: &[Outcome; 6], bursts: &[Outcome; 6], rss_mib: f64) {
+    const AREA: &str = "Local cloud: one reading from gateway A to gateway B";
+    for peer in 1..=3 {
+        let name = names[peer];
+        Figure::new(
+            AREA,
+            "latency p50 at 1 000 msg/s",
+            paced[0].p50_ms,
+            "ms",
+            Lower,
+        )
+        .against(name, paced[peer].p50_ms)
+        .record();
+        Figure::new(
+            AREA,
+            "latency p99 at 1 000 msg/s",
+            paced[0].p99_ms,
+            "ms",
+            Lower,
+        )
+        .against(name, paced[peer].p99_ms)
+        .record();
+        Figure::new(
+            AREA,
+            "throughput, back to back, all delivered",
+            bursts[0].per_second,
+            "msg/s",
+            Higher,
+        )
+        .against(name, bursts[peer].per_second)
+        .record();
+    }
+    Figure::new(AREA, "gateway A peak RSS", rss_mib, "MiB", Lower).record();
+    let chart = Chart {
+        title: "Latency of one reading from gateway A to gateway B at 1 000 msg/s",
+        x: "quantile",
+        y: "ms",
+        x_scale: "quantile",
+    };
+    for (name, outcome) in names.iter().zip(paced) {
+        record_series(&chart, name, &outcome.quantiles);
+    }
+}
+
+/// Convergence figures, and curves of join time and a member's RSS against
+/// the number of gateways, one series per catalog size.
+fn record_convergence(converged: &[Convergence]) {
+    const AREA: &str = "Local cloud: catalog convergence";
+    for c in converged {
+        let at = format!("{} gateways, {} things", c.gateways, c.things);
+        Figure::new(
+            AREA,
+            &format!("{at}: join, until every gateway lists all"),
+            c.join.as_secs_f64() * 1e3,
+            "ms",
+            Lower,
+        )
+        .record();
+        Figure::new(
+            AREA,
+            &format!("{at}: one change, until every gateway lists it"),
+            c.change.as_secs_f64() * 1e3,
+            "ms",
+            Lower,
+        )
+        .record();
+        Figure::new(
+            AREA,
+            &format!("{at}: RSS of a member"),
+            c.rss_mib,
+            "MiB",
+            Lower,
+        )
+        .record();
+    }
+    let mut sizes: Vec<usize> = converged.iter().map(|c| c.things).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let join = Chart {
+        title: "Catalog join time as gateways grow",
+        x: "gateways",
+        y: "ms until every gateway lists the catalog",
+        x_scale: "log",
+    };
+    let rss = Chart {
+        title: "Member RSS as gateways grow",
+        x: "gateways",
+        y: "MiB",
+        x_scale: "log",
+    };
+    for things in sizes {
+        let of = |pick: fn(&Convergence) -> f64| -> Vec<(f64, f64)> {
+            converged
+                .iter()
+                .filter(|c| c.things == things)
+                .map(|c| (c.gateways as f64, pick(c)))
+                .collect()
+        };
+        let series = format!("{things} thing services");
+        record_series(&join, &series, &of(|c| c.join.as_secs_f64() * 1e3));
+        record_series(&rss, &series, &of(|c| c.rss_mib));
     }
 }

@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use testkit::bench::Process;
+use testkit::bench::{Better::*, Chart, Figure, Process, record_latencies};
 use testkit::coap::request;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
@@ -270,6 +270,18 @@ fn main() {
         })
         .unwrap_or_default();
 
+    let chart = Chart {
+        title: "CoAP latency on loopback",
+        x: "quantile",
+        y: "ms",
+        x_scale: "quantile",
+    };
+    let ms = |samples: &[Duration]| -> Vec<f64> {
+        samples.iter().map(|d| d.as_secs_f64() * 1e3).collect()
+    };
+    record_latencies(&chart, "registration (POST /rd)", &ms(&registrations));
+    record_latencies(&chart, "read (GET /things/{id})", &ms(&reads));
+    record_latencies(&chart, "write (PUT to the device)", &ms(&writes));
     let (reg50, reg99) = percentiles(registrations);
     let (read50, read99) = percentiles(reads);
     let (write50, write99) = percentiles(writes);
@@ -295,4 +307,31 @@ fn main() {
         "  gateway peak RSS: {}",
         rss.trim_start_matches("VmHWM:").trim()
     );
+    const AREA: &str = "CoAP";
+    const PAPER: &str = "TRESCIMO's gateway, table III (paper, not this run)";
+    Figure::new(
+        AREA,
+        "GET requests/s, confirmable, 4 clients",
+        ours,
+        "requests/s",
+        Higher,
+    )
+    .against("libcoap coap-server-notls, static /", peer)
+    .record();
+    for (what, p50, p99, paper) in [
+        ("registration (POST /rd)", reg50, reg99, 138.0),
+        ("read (GET /things/{id})", read50, read99, 5.9),
+        ("write (PUT to the device and back)", write50, write99, 8.4),
+    ] {
+        Figure::new(AREA, &format!("{what} p50"), p50, "ms", Lower)
+            .against(PAPER, paper)
+            .record();
+        Figure::new(AREA, &format!("{what} p99"), p99, "ms", Lower).record();
+    }
+    let peak_kib: f64 = rss
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    Figure::new(AREA, "gateway peak RSS", peak_kib / 1024.0, "MiB", Lower).record();
 }

@@ -11,7 +11,13 @@
 //!    beside nginx serving the same bytes as a static file with the same
 //!    number of workers, driven by the same wrk command: the peer ratio.
 //!
-//! Settings: BENCH_SECS (default 10), BENCH_CLIENTS (4), BENCH_PACK (1000).
+//! 4. The scale curve: readings/s and p99 of a POST as the devices grow
+//!    from 10 to 10,000 (`BENCH_DEVICES`), each POST one device's pack of
+//!    10 readings, the clients spread over every device.
+//!
+//! Settings: BENCH_SECS (default 10), BENCH_CLIENTS (4), BENCH_PACK (1000),
+//! BENCH_DEVICES (10,100,1000,10000); a quick run (`scripts/bench
+//! --quick`) takes 3 s and 10,1000.
 
 use fogbank_testkit as testkit;
 
@@ -22,12 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use testkit::bench::{Better::*, Chart, Figure, percentile, record_series, setting};
 
 fn rss_kib(pid: u32) -> u64 {
     testkit::bench::status_kib(pid, "VmRSS:")
@@ -97,14 +98,104 @@ fn nginx_get_rate(body: &[u8], workers: usize, secs: u64) -> Option<f64> {
     rate
 }
 
+/// `clients` threads posting packs of 10 readings for `secs`, each POST to
+/// the next of `devices` thing services (created first): readings/s and
+/// the p99 of a POST in ms.
+fn scale_point(
+    agent: &ureq::Agent,
+    base: &str,
+    auth: &str,
+    devices: usize,
+    clients: usize,
+    secs: u64,
+) -> (f64, f64) {
+    let url = |d: usize| {
+        format!("{base}/api/v1/things/gw-b.http.scale-{devices}-{d}.temperature/readings")
+    };
+    let post = |url: &str, body: &str| {
+        agent
+            .post(url)
+            .set("Authorization", auth)
+            .set("Content-Type", "application/senml+json")
+            .send_string(body)
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
+    };
+    for d in 0..devices {
+        assert!(
+            post(&url(d), r#"[{"u":"Cel","v":20,"t":-3600}]"#),
+            "creating device {d}"
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|c| {
+            let stop = stop.clone();
+            let urls: Vec<String> = (c..devices).step_by(clients).map(url).collect();
+            let (agent, auth) = (agent.clone(), auth.to_owned());
+            std::thread::spawn(move || {
+                let (mut latencies, mut readings) = (Vec::new(), 0u64);
+                let mut round = 0u64;
+                while !stop.load(Ordering::Relaxed) && !urls.is_empty() {
+                    for url in &urls {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let t = -3000.0 + round as f64 * 1e-2;
+                        let body = format!(
+                            "[{}]",
+                            (0..10)
+                                .map(|i| format!("{{\"t\":{:.4},\"v\":{i}}}", t + i as f64 * 1e-3))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        );
+                        let sent = Instant::now();
+                        let ok = agent
+                            .post(url)
+                            .set("Authorization", &auth)
+                            .set("Content-Type", "application/senml+json")
+                            .send_string(&body)
+                            .map(|r| r.status() == 200)
+                            .unwrap_or(false);
+                        assert!(ok, "a POST of the scale curve failed");
+                        latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+                        readings += 10;
+                    }
+                    round += 1;
+                }
+                (latencies, readings)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    let (mut latencies, mut readings) = (Vec::new(), 0);
+    for worker in workers {
+        let (l, r) = worker.join().unwrap();
+        latencies.extend(l);
+        readings += r;
+    }
+    latencies.sort_by(f64::total_cmp);
+    (
+        readings as f64 / started.elapsed().as_secs_f64(),
+        percentile(&latencies, 0.99),
+    )
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         println!("gateway: bench");
         return;
     }
-    let secs = setting("BENCH_SECS", 10);
-    let clients = setting("BENCH_CLIENTS", 4) as usize;
-    let pack = setting("BENCH_PACK", 1000) as usize;
+    let secs: u64 = setting("BENCH_SECS", 10, 3);
+    let clients: usize = setting("BENCH_CLIENTS", 4, 4);
+    let pack: usize = setting("BENCH_PACK", 1000, 1000);
+    let device_counts: String = setting(
+        "BENCH_DEVICES",
+        "10,100,1000,10000".to_owned(),
+        "10,1000".to_owned(),
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
@@ -272,6 +363,18 @@ fn main() {
     }
     stored -= clients as u64; // the creating readings
 
+    // The scale curve, before the GET load so that its RSS is the ingest's.
+    let mut curve = Vec::new();
+    for devices in device_counts
+        .split(',')
+        .filter_map(|d| d.trim().parse().ok())
+    {
+        curve.push((
+            devices,
+            scale_point(&agent, &base, &auth, devices, clients, secs.div_ceil(2)),
+        ));
+    }
+
     // GET /reading with wrk, then the same bytes from nginx.
     let reading_url = format!("{base}/api/v1/things/{}/reading", ids[0]);
     let get_rate = wrk(&reading_url, secs);
@@ -334,6 +437,88 @@ fn main() {
         "  RSS after GET load            {:>10.1} MiB",
         after_get_rss as f64 / 1024.0
     );
+    for (devices, (rate, p99)) in &curve {
+        println!(
+            "  {devices:>6} devices, packs of 10: {rate:>10.0} readings/s, p99 of a POST {p99:.2} ms"
+        );
+    }
+    const AREA: &str = "HTTP ingest and reads";
+    Figure::new(
+        AREA,
+        "persisted readings/s, SenML packs of 1 000, one SSE subscriber",
+        rate,
+        "readings/s",
+        Higher,
+    )
+    .record();
+    Figure::new(
+        AREA,
+        "`GET /things/{id}/reading`",
+        get_rate.unwrap_or(f64::NAN),
+        "requests/s",
+        Higher,
+    )
+    .against(
+        "nginx serving the same bytes",
+        peer_rate.unwrap_or(f64::NAN),
+    )
+    .record();
+    Figure::new(AREA, "idle RSS", idle_rss as f64 / 1024.0, "MiB", Lower).record();
+    Figure::new(
+        AREA,
+        "RSS after ingest",
+        loaded_rss as f64 / 1024.0,
+        "MiB",
+        Lower,
+    )
+    .record();
+    Figure::new(
+        AREA,
+        "RSS after the GET load",
+        after_get_rss as f64 / 1024.0,
+        "MiB",
+        Lower,
+    )
+    .record();
+    for (devices, (rate, p99)) in &curve {
+        Figure::new(
+            AREA,
+            &format!("{devices} devices, packs of 10: readings/s"),
+            *rate,
+            "readings/s",
+            Higher,
+        )
+        .record();
+        Figure::new(
+            AREA,
+            &format!("{devices} devices, packs of 10: p99 of a POST"),
+            *p99,
+            "ms",
+            Lower,
+        )
+        .record();
+    }
+    let as_points = |pick: fn(&(f64, f64)) -> f64| -> Vec<(f64, f64)> {
+        curve
+            .iter()
+            .map(|(d, point)| (*d as f64, pick(point)))
+            .collect()
+    };
+    let x = "devices (HTTP, packs of 10 readings)";
+    let rate_chart = Chart {
+        title: "Ingest rate as devices grow",
+        x,
+        y: "readings/s",
+        x_scale: "log",
+    };
+    record_series(&rate_chart, "fogbank, HTTP", &as_points(|p| p.0));
+    let p99_chart = Chart {
+        title: "Ingest p99 as devices grow",
+        x,
+        y: "p99 of a POST, ms",
+        x_scale: "log",
+    };
+    record_series(&p99_chart, "fogbank, HTTP", &as_points(|p| p.1));
     if stored != ingested {
         eprintln!("MISMATCH: {ingested} acknowledged but {stored} stored");
         std::process::exit(1);

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use serde_json::{Value as Json, json};
-use testkit::bench::{Process, status_kib};
+use testkit::bench::{Better::*, Figure, Process, percentile, status_kib};
 use testkit::coap::request;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
@@ -114,10 +114,6 @@ fn until(limit: Duration, every: Duration, what: &str, mut check: impl FnMut() -
         assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
         std::thread::sleep(every);
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 // ------------------------------------------------------------ the device
@@ -474,4 +470,69 @@ fn main() {
         all.as_secs_f64() * 1e3
     );
     println!("  peak RSS: gw-a {rss_a:.1} MiB, gw-b {:.1} MiB", rss(&b));
+    const AREA: &str = "Moving devices between gateways";
+    const PAPER: &str = "TRESCIMO, table III (paper, not this run)";
+    for (what, samples, paper) in [
+        ("move of a CoAP device, request → arrived", &moves, None),
+        (
+            "device-info read (GET /3/0), gateway side",
+            &reads,
+            Some(5.9),
+        ),
+        (
+            "policy write (PUT /31024/0), gateway side",
+            &writes,
+            Some(8.4),
+        ),
+        (
+            "registration at the new gateway, device side",
+            &registrations,
+            Some(138.5),
+        ),
+    ] {
+        let p50 = Figure::new(
+            AREA,
+            &format!("{what}, p50"),
+            percentile(samples, 0.5),
+            "ms",
+            Lower,
+        );
+        match paper {
+            Some(figure) => p50.against(PAPER, figure).record(),
+            None => p50.record(),
+        }
+        Figure::new(
+            AREA,
+            &format!("{what}, p99"),
+            percentile(samples, 0.99),
+            "ms",
+            Lower,
+        )
+        .record();
+    }
+    Figure::new(
+        AREA,
+        &format!("drain of {drained_devices} devices"),
+        drained_devices as f64 / drain.as_secs_f64(),
+        "devices/s",
+        Higher,
+    )
+    .record();
+    Figure::new(
+        AREA,
+        &format!("undrain of {undrained_devices} devices"),
+        undrained_devices as f64 / undrain.as_secs_f64(),
+        "devices/s",
+        Higher,
+    )
+    .record();
+    Figure::new(
+        AREA,
+        &format!("a gateway's death → all its {SERVICES} services running at the other"),
+        all.as_secs_f64() * 1e3,
+        "ms",
+        Lower,
+    )
+    .record();
+    Figure::new(AREA, "peak RSS of the drained gateway", rss_a, "MiB", Lower).record();
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use fogbank_testkit as testkit;
-use testkit::bench::{median, status_kib};
+use testkit::bench::{Better::*, Figure, median, status_kib};
 use testkit::{free_port, wait_port};
 
 fn payloads(n: usize) -> Vec<Vec<u8>> {
@@ -210,10 +210,7 @@ fn main() {
         println!("mqtt: bench");
         return;
     }
-    let n: usize = std::env::var("BENCH_MQTT_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50_000);
+    let n: usize = testkit::bench::setting("BENCH_MQTT_MESSAGES", 50_000, 20_000);
     let payloads = payloads(n);
 
     let dir = tempfile::tempdir().unwrap();
@@ -234,11 +231,7 @@ fn main() {
         .expect("mosquitto");
     wait_port(port);
 
-    let rounds: usize = std::env::var("BENCH_MQTT_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
-        .max(1);
+    let rounds: usize = testkit::bench::setting("BENCH_MQTT_ROUNDS", 3, 1).max(1);
     let external = Gateway::start(
         &[],
         &format!("[mqtt]\nmode = \"external\"\nbroker = \"127.0.0.1:{port}\"\n"),
@@ -276,4 +269,34 @@ fn main() {
         "  fogbank embedded broker, persisted       {embedded_rate:>9.0} readings/s  ratio {:.2}  peak RSS {embedded_rss:.1} MiB",
         embedded_rate / peer
     );
+    const AREA: &str = "MQTT ingest (QoS 1, persisted)";
+    const PEER: &str = "Mosquitto's own pub→sub";
+    Figure::new(AREA, "embedded broker", embedded_rate, "readings/s", Higher)
+        .against(PEER, peer)
+        .record();
+    Figure::new(
+        AREA,
+        "as a client of Mosquitto",
+        external_rate,
+        "readings/s",
+        Higher,
+    )
+    .against(PEER, peer)
+    .record();
+    Figure::new(
+        AREA,
+        "peak RSS, embedded broker",
+        embedded_rss,
+        "MiB",
+        Lower,
+    )
+    .record();
+    Figure::new(
+        AREA,
+        "peak RSS, client of Mosquitto",
+        external_rss,
+        "MiB",
+        Lower,
+    )
+    .record();
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use std::time::{Duration, Instant};
-use testkit::bench::Process;
+use testkit::bench::{Better::*, Figure, Process};
 
 use fogbank_serial154::mac::{self, Address};
 use fogbank_serial154::slip::{Framing, Slip};
@@ -50,10 +50,7 @@ fn main() {
         println!("serial154: bench");
         return;
     }
-    let n: u64 = std::env::var("BENCH_FRAMES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let n: u64 = testkit::bench::setting("BENCH_FRAMES", 100_000, 20_000);
     let dir = tempfile::tempdir().unwrap();
     let (radio, sim) = (dir.path().join("radio"), dir.path().join("sim"));
     let _socat = Process(
@@ -156,4 +153,20 @@ fn main() {
         rate / radio_ceiling
     );
     println!("  gateway peak RSS: {rss}");
+    const AREA: &str = "IEEE 802.15.4 over a serial line";
+    Figure::new(
+        AREA,
+        "compact SenML frames decoded and stored",
+        rate,
+        "frames/s",
+        Higher,
+    )
+    .against("a saturated 250 kbit/s radio (computed)", radio_ceiling)
+    .record();
+    let peak_kib: f64 = rss
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    Figure::new(AREA, "gateway peak RSS", peak_kib / 1024.0, "MiB", Lower).record();
 }

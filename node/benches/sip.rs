@@ -22,18 +22,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use testkit::Kamailio;
-use testkit::bench::{Process, status_kib};
+use testkit::bench::{Better::*, Chart, Figure, Process, record_latencies, setting, status_kib};
 
 const BUILDINGS: u32 = 20;
 const FLOORS: u32 = 10;
 const KINDS: [&str; 5] = ["temperature", "humidity", "light", "motion", "lamp"];
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn get(url: &str) -> serde_json::Value {
     ureq::get(url)
@@ -150,7 +143,7 @@ fn subscribe_to_notify(trace: &str) -> Vec<f64> {
 
 fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[((values.len() as f64 - 1.0) * p).round() as usize]
+    testkit::bench::percentile(&values, p)
 }
 
 /// CPU seconds (user + system) a process has used.
@@ -207,8 +200,8 @@ fn main() {
         println!("sip: bench");
         return;
     }
-    let secs = env("BENCH_SECS", 10);
-    let fetches = env("BENCH_FETCHES", 300);
+    let secs: u64 = setting("BENCH_SECS", 10, 3);
+    let fetches: u64 = setting("BENCH_FETCHES", 300, 100);
     let dir = tempfile::tempdir().unwrap();
     let kamailio = Kamailio::start(
         &dir.path().join("kamailio"),
@@ -371,6 +364,7 @@ fn main() {
         .as_u64()
         .unwrap_or(0);
     drop(holder);
+    let ours_samples = ours.clone();
     let (n_ours, p50, p99) = (
         ours.len(),
         percentile(ours.clone(), 0.5),
@@ -397,12 +391,76 @@ fn main() {
         status_kib(pid, "VmHWM:") / 1024
     );
     drop(gateway);
+    const AREA: &str = "Federation: IMS over SIP";
+    Figure::new(
+        AREA,
+        &format!("{want} addresses of record registered, from the start (paced 100/s)"),
+        registered.as_secs_f64(),
+        "s",
+        Lower,
+    )
+    .against(
+        "SIPp registering 1 000 addresses itself",
+        sipp_register.as_secs_f64(),
+    )
+    .record();
+    Figure::new(
+        AREA,
+        "SUBSCRIBE → first NOTIFY through Kamailio, p50",
+        p50,
+        "ms",
+        Lower,
+    )
+    .record();
+    Figure::new(
+        AREA,
+        "SUBSCRIBE → first NOTIFY through Kamailio, p99",
+        p99,
+        "ms",
+        Lower,
+    )
+    .record();
+    Figure::new(
+        AREA,
+        &format!(
+            "NOTIFY/s for {} held subscriptions, a reading/s each",
+            all.len()
+        ),
+        notify_rate,
+        "NOTIFY/s",
+        Higher,
+    )
+    .record();
+    Figure::new(AREA, "NOTIFYs failed", failed as f64, "NOTIFYs", Lower).record();
+    Figure::new(
+        AREA,
+        "gateway CPU while notifying",
+        (cpu1 - cpu0) / elapsed * 100.0,
+        "% of a core",
+        Lower,
+    )
+    .record();
+    Figure::new(
+        AREA,
+        "gateway peak RSS",
+        status_kib(pid, "VmHWM:") as f64 / 1024.0,
+        "MiB",
+        Lower,
+    )
+    .record();
+    let chart = Chart {
+        title: "SIP: SUBSCRIBE to first NOTIFY through Kamailio",
+        x: "quantile",
+        y: "ms",
+        x_scale: "quantile",
+    };
+    record_latencies(&chart, "fogbank-thing", &ours_samples);
 
     // The reference: the same fetch answered by Kamailio's presence
     // server, from what a gateway (registering nothing) PUBLISHed. Off
     // unless BENCH_PRESENCE=1: Debian's Kamailio 5.6 with db_text presence
     // crashed here under these fetches.
-    if env("BENCH_PRESENCE", 0) == 0 {
+    if setting("BENCH_PRESENCE", 0, 0) == 0 {
         return;
     }
     let presence = format!(

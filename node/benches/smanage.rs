@@ -20,18 +20,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use testkit::bench::{Process, status_kib};
+use testkit::bench::{
+    Better::*, Chart, Figure, Process, percentile, record_latencies, setting, status_kib,
+};
 
 const TOKEN: &str = "bench-token-0123456789";
 const BUILDINGS: u32 = 25;
 const FLOORS: u32 = 40;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn free_port() -> u16 {
     testkit::free_port()
@@ -59,10 +54,6 @@ fn location(i: u64) -> String {
     let building = (b'a' + (i % u64::from(BUILDINGS)) as u8) as char;
     let floor = (i / u64::from(BUILDINGS)) % u64::from(FLOORS) + 1;
     format!("campus/building-{building}/floor-{floor}")
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn wait_up(url: &str) {
@@ -104,9 +95,9 @@ fn main() {
         println!("smanage: bench");
         return;
     }
-    let secs = env("BENCH_SECS", 5);
-    let clients = env("BENCH_CLIENTS", 4);
-    let requests = env("BENCH_REQUESTS", 200);
+    let secs: u64 = setting("BENCH_SECS", 5, 3);
+    let clients: u64 = setting("BENCH_CLIENTS", 4, 4);
+    let requests: u64 = setting("BENCH_REQUESTS", 200, 100);
     let dir = tempfile::tempdir().unwrap();
     let (controller_http, controller_udp) = (free_port(), testkit::free_udp_port());
     let (gateway_http, gateway_udp) = (free_port(), testkit::free_udp_port());
@@ -235,4 +226,57 @@ fn main() {
         status_kib(gateway.0.id(), "VmHWM:") as f64 / 1024.0,
         testkit::bench::cores()
     );
+    const AREA: &str = "Federation: S-MANAGE";
+    const DIRECT: &str = "the same gateway read directly over REST";
+    Figure::new(
+        AREA,
+        "request placed → first Response, p50",
+        p50,
+        "ms",
+        Lower,
+    )
+    .against(DIRECT, d50)
+    .record();
+    Figure::new(
+        AREA,
+        "request placed → first Response, p99",
+        p99,
+        "ms",
+        Lower,
+    )
+    .against(DIRECT, d99)
+    .record();
+    Figure::new(
+        AREA,
+        "answers per second, 4 clients",
+        placed,
+        "requests/s",
+        Higher,
+    )
+    .against(DIRECT, read)
+    .record();
+    Figure::new(
+        AREA,
+        &format!("all {want} SDVSs known to the controller, from the gateway's start"),
+        learnt.as_secs_f64(),
+        "s",
+        Lower,
+    )
+    .record();
+    Figure::new(
+        AREA,
+        "controller peak RSS",
+        status_kib(controller.0.id(), "VmHWM:") as f64 / 1024.0,
+        "MiB",
+        Lower,
+    )
+    .record();
+    let chart = Chart {
+        title: "S-MANAGE: request to first Response",
+        x: "quantile",
+        y: "ms",
+        x_scale: "quantile",
+    };
+    record_latencies(&chart, "through the controller", &through);
+    record_latencies(&chart, "direct REST read of the gateway", &direct);
 }

@@ -109,4 +109,14 @@ fn main() {
         entries.saturating_sub(2),
         decide / codec
     );
+    use fogbank_testkit::bench::{Better::Lower, Figure};
+    Figure::new(
+        "Federation: S-MANAGE",
+        &format!("forwarding table, {entries} entries, per packet"),
+        decide,
+        "ns",
+        Lower,
+    )
+    .against("decoding and encoding the same packet", codec)
+    .record();
 }
