@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use testkit::mqtt::remaining_length;
 use testkit::{Gateway, PtyPair, free_port, free_udp_port};
 
 /// The memory a demo gateway may hold at any point of the attacks.
@@ -188,22 +189,6 @@ fn silent_crowd(port: u16, crowd: usize, excess: usize) -> usize {
 }
 
 // ------------------------------------------------------------------ MQTT
-
-/// A fixed header's remaining length (§2.2.3): seven bits a byte.
-fn remaining_length(mut length: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut byte = (length % 128) as u8;
-        length /= 128;
-        if length > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if length == 0 {
-            return out;
-        }
-    }
-}
 
 fn attack_mqtt(site: &Site) {
     let port = site.mqtt;

@@ -13,6 +13,7 @@ mod config;
 mod config_check;
 mod controller;
 mod dashboard;
+mod halt;
 mod logging;
 mod manual;
 mod metrics;

@@ -300,6 +300,14 @@ async fn upkeep(hub: Arc<Hub>, config: Config) {
     let mut tick = actix_rt::time::interval(WAL_SYNC_INTERVAL);
     loop {
         tick.tick().await;
+        // A halted store takes no upkeep: each would fail as its writes do.
+        if let Some(halt) = hub.store().halted() {
+            if crate::halt::can_resume(&halt, hub.store().path()) {
+                let error = crate::halt::restart_in_place();
+                tracing::error!(%error, "cannot restart in place: restart the gateway to take writes again");
+            }
+            continue;
+        }
         let hub = hub.clone();
         let run_retention = (retention.max_age.is_some() || retention.max_bytes.is_some())
             && last_retention.is_none_or(|t| t.elapsed() >= retention_every);

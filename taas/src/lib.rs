@@ -40,7 +40,7 @@ pub use id::{IdError, ThingId};
 pub use reading::{Reading, ThingReading, Timestamp, Value};
 pub use remote::{CatalogChange, CatalogSnapshot, Follow, FollowSet, Remote, RemoteError};
 pub use store::{
-    Retention, RetentionReport, Store, StoreError, StoreOptions, StoredService, Window,
+    Halt, Retention, RetentionReport, Store, StoreError, StoreOptions, StoredService, Window,
 };
 pub use thing::{DataType, Kind, Location, Query, ThingService};
 pub use transport::{

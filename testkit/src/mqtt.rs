@@ -209,6 +209,33 @@ pub fn mqtt5_publish(port: u16, topic: &str, payload: &[u8]) {
     mosquitto_pub(port, &["-V", "mqttv5", "-t", topic, "-s"], payload);
 }
 
+/// A fixed header's remaining length (MQTT 3.1.1 §2.2.3): seven bits a
+/// byte, low bits first.
+pub fn remaining_length(mut length: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let mut byte = (length % 128) as u8;
+        length /= 128;
+        if length > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if length == 0 {
+            return out;
+        }
+    }
+}
+
+/// A QoS 1 PUBLISH (MQTT 3.1.1 §3.3): fixed header 0x32, remaining length,
+/// topic, packet id, payload.
+pub fn publish_qos1(topic: &str, packet_id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&packet_id.to_be_bytes());
+    body.extend_from_slice(payload);
+    [vec![0x32], remaining_length(body.len()), body].concat()
+}
+
 /// CONNECT (MQTT 3.1.1 §3.1 / 5 §3.1): protocol name "MQTT", `level`,
 /// clean session, keep alive 60 s, (MQTT 5: no properties,) `client`.
 pub fn mqtt_connect(level: u8, client: &str) -> Vec<u8> {

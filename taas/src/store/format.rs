@@ -61,7 +61,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         batch.put_cf(meta, FORMAT_KEY, FORMAT.to_string());
         batch.put_cf(meta, WRITTEN_BY_KEY, RELEASE);
-        self.db.write_opt(batch, &self.write_options)?;
+        self.write(batch)?;
         if let Some(older) = found.filter(|&found| found < FORMAT) {
             tracing::info!(path = %self.path.display(), from = older, to = FORMAT, "store upgraded in place");
         }

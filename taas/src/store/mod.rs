@@ -81,6 +81,10 @@ pub enum StoreError {
     UnreadableFormat { path: PathBuf, found: String },
     #[error("store operation failed: {0}")]
     Io(#[from] rocksdb::Error),
+    /// A write failed for the disk's sake and no write is taken until the
+    /// store is reopened: the first failure's message.
+    #[error("{}", halted(.0))]
+    Halted(String),
     #[error("column family {0} is missing")]
     MissingColumnFamily(&'static str),
     /// The one write of a burst failed: every delivery of it holds the
@@ -100,6 +104,17 @@ fn lock_hint(error: &rocksdb::Error) -> &'static str {
         " (is another fogbank using this data directory?)"
     } else {
         ""
+    }
+}
+
+fn halted(reason: &str) -> String {
+    if reason.contains("No space left") {
+        format!(
+            "the disk of the data directory is full: no writes are taken until space is freed \
+             (the gateway then restarts to reopen its store); {reason}"
+        )
+    } else {
+        format!("writes are halted after an I/O error; restart the gateway: {reason}")
     }
 }
 
@@ -125,9 +140,52 @@ pub struct Store {
     db: DB,
     path: PathBuf,
     write_options: WriteOptions,
+    /// Set by the first write that failed for the disk's sake (full, or an
+    /// I/O error): the reason. RocksDB 7 keeps its write-ahead log's writer
+    /// broken after a failed append — every later write fails the same
+    /// way, and an assertion-enabled build (Debian's librocksdb) aborts on
+    /// one — so no write reaches RocksDB again in this process. Reads go
+    /// on; the store is reopened (the gateway restarts) to write again.
+    halted: std::sync::OnceLock<String>,
+}
+
+/// Why writes are halted, as [`Store::halted`] tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Halt {
+    /// The disk of the data directory is full.
+    DiskFull,
+    /// Another I/O error: the message.
+    Io(String),
 }
 
 impl Store {
+    /// Writes `batch`, or refuses it without touching RocksDB once a write
+    /// has failed (see `halted`).
+    fn write(&self, batch: rocksdb::WriteBatch) -> Result<(), StoreError> {
+        if let Some(reason) = self.halted.get() {
+            return Err(StoreError::Halted(reason.clone()));
+        }
+        self.db.write_opt(batch, &self.write_options).map_err(|error| {
+            if error.kind() == rocksdb::ErrorKind::IOError {
+                let reason = error.to_string();
+                tracing::error!(%reason, path = %self.path.display(), "a write to the store failed: writes are halted until the store is reopened");
+                let _ = self.halted.set(reason);
+                return StoreError::Halted(self.halted.get().cloned().unwrap_or_default());
+            }
+            StoreError::Io(error)
+        })
+    }
+
+    /// Whether writes are halted, and why: `None` while the store writes.
+    pub fn halted(&self) -> Option<Halt> {
+        let reason = self.halted.get()?;
+        Some(if reason.contains("No space left") {
+            Halt::DiskFull
+        } else {
+            Halt::Io(reason.clone())
+        })
+    }
+
     /// A consistent copy of the store, taken while it runs: a RocksDB
     /// checkpoint at `to` (which must not exist yet), hard links where it
     /// shares a file system with the store. Every write acknowledged before
@@ -179,6 +237,7 @@ impl Store {
             db,
             path: path.to_owned(),
             write_options,
+            halted: std::sync::OnceLock::new(),
         };
         store.settle_format()?;
         Ok(store)
@@ -197,6 +256,9 @@ impl Store {
     /// Syncs the WAL to disk (used at shutdown and periodically when
     /// `sync_writes` is off).
     pub fn sync_wal(&self) -> Result<(), StoreError> {
+        if let Some(reason) = self.halted.get() {
+            return Err(StoreError::Halted(reason.clone()));
+        }
         self.db.flush_wal(true)?;
         Ok(())
     }

@@ -67,7 +67,7 @@ impl Store {
                 batch.put_cf(receipts_cf, key, fingerprint);
             }
         }
-        self.db.write_opt(batch, &self.write_options)?;
+        self.write(batch)?;
         Ok(())
     }
 
@@ -87,7 +87,7 @@ impl Store {
             batch.delete_cf(cf, key);
         }
         if !batch.is_empty() {
-            self.db.write_opt(batch, &self.write_options)?;
+            self.write(batch)?;
         }
         Ok(())
     }

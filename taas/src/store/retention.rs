@@ -79,11 +79,14 @@ impl Store {
                 batch.delete_range_cf(cf, id_prefix(id), end);
             }
         }
-        self.db.write_opt(batch, &self.write_options)?;
+        self.write(batch)?;
         Ok(())
     }
 
     pub(super) fn compact_readings(&self) -> Result<(), StoreError> {
+        if let Some(reason) = self.halted.get() {
+            return Err(StoreError::Halted(reason.clone()));
+        }
         let cf = self.cf(CF_READINGS)?;
         self.db.flush_cf(cf)?;
         self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);

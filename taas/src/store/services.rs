@@ -30,7 +30,7 @@ impl Store {
         if let Some(component) = component {
             batch.put_cf(cf, service_key(name, b"component"), component);
         }
-        self.db.write_opt(batch, &self.write_options)?;
+        self.write(batch)?;
         Ok(())
     }
 
@@ -66,13 +66,9 @@ impl Store {
     /// data (the Service layer keeps them elsewhere now).
     pub fn forget_service_record(&self, name: &str) -> Result<(), StoreError> {
         let name = name.as_bytes();
-        self.db.delete_range_cf_opt(
-            self.cf(CF_SERVICES)?,
-            id_prefix(name),
-            id_prefix_end(name),
-            &self.write_options,
-        )?;
-        Ok(())
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_SERVICES)?, id_prefix(name), id_prefix_end(name));
+        self.write(batch)
     }
 
     /// Removes a service and its key-value data.
@@ -85,7 +81,7 @@ impl Store {
             id_prefix(name),
             id_prefix_end(name),
         );
-        self.db.write_opt(batch, &self.write_options)?;
+        self.write(batch)?;
         Ok(())
     }
 
@@ -96,19 +92,17 @@ impl Store {
 
     pub fn put_service_value(&self, name: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let cf = self.cf(CF_SERVICE_DATA)?;
-        self.db.put_cf_opt(
-            cf,
-            service_key(name, key.as_bytes()),
-            value,
-            &self.write_options,
-        )?;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(cf, service_key(name, key.as_bytes()), value);
+        self.write(batch)?;
         Ok(())
     }
 
     pub fn delete_service_value(&self, name: &str, key: &str) -> Result<(), StoreError> {
         let cf = self.cf(CF_SERVICE_DATA)?;
-        self.db
-            .delete_cf_opt(cf, service_key(name, key.as_bytes()), &self.write_options)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_cf(cf, service_key(name, key.as_bytes()));
+        self.write(batch)?;
         Ok(())
     }
 
@@ -134,7 +128,7 @@ impl Store {
         for (key, value) in entries {
             batch.put_cf(cf, service_key(name, key.as_bytes()), value);
         }
-        self.db.write_opt(batch, &self.write_options)?;
+        self.write(batch)?;
         Ok(())
     }
 

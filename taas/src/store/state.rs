@@ -11,19 +11,17 @@ use super::{CF_LAYER_STATE, Store, StoreError};
 impl Store {
     pub fn put_state(&self, space: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let cf = self.cf(CF_LAYER_STATE)?;
-        self.db.put_cf_opt(
-            cf,
-            service_key(space, key.as_bytes()),
-            value,
-            &self.write_options,
-        )?;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(cf, service_key(space, key.as_bytes()), value);
+        self.write(batch)?;
         Ok(())
     }
 
     pub fn delete_state(&self, space: &str, key: &str) -> Result<(), StoreError> {
         let cf = self.cf(CF_LAYER_STATE)?;
-        self.db
-            .delete_cf_opt(cf, service_key(space, key.as_bytes()), &self.write_options)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_cf(cf, service_key(space, key.as_bytes()));
+        self.write(batch)?;
         Ok(())
     }
 

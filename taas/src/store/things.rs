@@ -29,8 +29,9 @@ impl Store {
         // A ThingService holds only strings, enums and JSON values: it
         // always serialises.
         let value = serde_json::to_vec(thing).unwrap_or_default();
-        self.db
-            .put_cf_opt(cf, thing.id.as_str(), value, &self.write_options)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(cf, thing.id.as_str(), value);
+        self.write(batch)?;
         Ok(())
     }
 
@@ -40,15 +41,16 @@ impl Store {
         batch.delete_cf(self.cf(CF_THINGS)?, id.as_str());
         let id = id.as_str().as_bytes();
         batch.delete_range_cf(self.cf(CF_READINGS)?, id_prefix(id), id_prefix_end(id));
-        self.db.write_opt(batch, &self.write_options)?;
+        self.write(batch)?;
         Ok(())
     }
 
     /// Removes a thing service from the catalog, keeping its history (a
     /// thing that moved: the history is handed over first).
     pub fn forget_thing(&self, id: &ThingId) -> Result<(), StoreError> {
-        self.db
-            .delete_cf_opt(self.cf(CF_THINGS)?, id.as_str(), &self.write_options)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_cf(self.cf(CF_THINGS)?, id.as_str());
+        self.write(batch)?;
         Ok(())
     }
 
@@ -57,7 +59,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         let id = id.as_str().as_bytes();
         batch.delete_range_cf(self.cf(CF_READINGS)?, id_prefix(id), id_prefix_end(id));
-        self.db.write_opt(batch, &self.write_options)?;
+        self.write(batch)?;
         Ok(())
     }
 }

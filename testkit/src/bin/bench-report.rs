@@ -398,7 +398,13 @@ fn ratio_chart(figures: &[Figure], run: &Run) -> String {
         .iter()
         .filter_map(|f| Some((format!("{} — {}", f.area, f.measure), f.ratio()?)))
         .collect();
-    let (label_width, plot_width, row_height) = (430.0, 420.0, 20.0);
+    // Room for the longest label at about 6.6 px a character of 12 px text.
+    let longest = rows
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(10);
+    let (label_width, plot_width, row_height) = (longest as f64 * 6.6 + 20.0, 420.0, 20.0);
     let height = 70.0 + row_height * rows.len().max(1) as f64 + 30.0;
     let width = label_width + plot_width + 80.0;
     let span = rows
@@ -421,6 +427,8 @@ fn ratio_chart(figures: &[Figure], run: &Run) -> String {
     );
     let top = 55.0;
     let bottom = top + row_height * rows.len() as f64;
+    // Every power of two has a line; labels thin out on a wide span.
+    let label_every = if span > 5.0 { 2 } else { 1 };
     for step in -(span as i32)..=(span as i32) {
         let ratio = 2f64.powi(step);
         let x = x_of(ratio);
@@ -428,6 +436,11 @@ fn ratio_chart(figures: &[Figure], run: &Run) -> String {
             format!("{}", 2u64.pow(step as u32))
         } else {
             format!("1/{}", 2u64.pow((-step) as u32))
+        };
+        let label = if step % label_every == 0 {
+            label
+        } else {
+            String::new()
         };
         let stroke = if step == 0 { "#000" } else { "#ddd" };
         let _ = writeln!(
@@ -506,7 +519,14 @@ fn line_chart(title: &str, series: &[&Series]) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" {FONT}>\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
          <text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">{}</text>",
-        left + width + 230.0,
+        left + width
+            + 40.0
+            + 7.0
+                * series
+                    .iter()
+                    .map(|s| s.name.chars().count())
+                    .max()
+                    .unwrap_or(10) as f64,
         top + height + 50.0,
         escape(title)
     );
@@ -526,7 +546,9 @@ fn line_chart(title: &str, series: &[&Series]) -> String {
     ticks.sort_by(f64::total_cmp);
     ticks.dedup();
     for x in ticks {
-        let label = if x_scale == "quantile" {
+        let label = if x_scale == "quantile" && x >= 1.0 {
+            "max".to_owned()
+        } else if x_scale == "quantile" {
             format!("p{}", (x * 1000.0).round() / 10.0)
         } else {
             format!("{x}")
