@@ -194,7 +194,27 @@ fn main() {
     let reader = client_socket(coap_port);
     let mut mid = 100u16;
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut registered_at = Instant::now();
     loop {
+        // The registration is one datagram the device thread does not
+        // retransmit: sent again until the gateway has the reading (a
+        // quick run once lost it), as a device's CoAP stack would.
+        // A new message id each time: the same one would be taken for a
+        // duplicate and only answered again.
+        if registered_at.elapsed() > Duration::from_millis(500) {
+            mid += 1;
+            let again = request(
+                RequestType::Post,
+                "rd",
+                &["ep=bench-device", "lt=3600"],
+                links,
+                mid,
+            );
+            device_socket
+                .send_to(&again, ("127.0.0.1", coap_port))
+                .unwrap();
+            registered_at = Instant::now();
+        }
         mid += 1;
         let answer = exchange(&reader, &request(RequestType::Get, thing, &[], b"", mid));
         if answer.payload.windows(4).any(|w| w == b"21.5") {
