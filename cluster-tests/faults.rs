@@ -113,34 +113,13 @@ fn http_load(
 }
 
 /// The sequence numbers `id`'s history holds between `from` and `to`
-/// (Unix seconds), each with how often; read in pages of 100,000, the
-/// API's largest.
+/// (Unix seconds), each with how often.
 fn held_between(gateway: &Gateway, id: &str, from: f64, to: f64) -> BTreeMap<u64, usize> {
     let mut counts = BTreeMap::new();
-    let mut from = from;
-    loop {
-        let answer = gateway.get(&format!(
-            "/api/v1/things/{id}/readings?from={from:.6}&to={to:.6}&limit=100000"
-        ));
-        assert_eq!(
-            answer.status,
-            200,
-            "{id}'s history: {}",
-            String::from_utf8_lossy(&answer.body)
-        );
-        let page = answer.json();
-        let records = page.as_array().expect("a SenML pack");
-        for record in records {
-            let n = record["v"].as_f64().expect("a number") as u64;
-            *counts.entry(n).or_insert(0) += 1;
-        }
-        match records.last() {
-            Some(last) if records.len() == 100_000 => {
-                from = last["t"].as_f64().expect("a time") + 1e-6;
-            }
-            _ => return counts,
-        }
+    for value in gateway.history_values(id, from, to) {
+        *counts.entry(value as u64).or_insert(0) += 1;
     }
+    counts
 }
 
 /// The sequence numbers `id`'s whole history holds, each with how often.

@@ -208,6 +208,34 @@ impl Gateway {
         answer.json().as_array().map_or(0, Vec::len)
     }
 
+    /// The values (`v`) of `id`'s readings from `from` to `to` (Unix
+    /// seconds), in time order, read in pages of 100,000 — the API's
+    /// largest.
+    pub fn history_values(&self, id: &str, from: f64, to: f64) -> Vec<f64> {
+        let mut values = Vec::new();
+        let mut from = from;
+        loop {
+            let answer = self.get(&format!(
+                "/api/v1/things/{id}/readings?from={from:.6}&to={to:.6}&limit=100000"
+            ));
+            assert_eq!(
+                answer.status,
+                200,
+                "{id}'s history: {}",
+                String::from_utf8_lossy(&answer.body)
+            );
+            let page = answer.json();
+            let records = page.as_array().expect("a SenML pack");
+            values.extend(records.iter().map(|r| r["v"].as_f64().expect("a number")));
+            match records.last() {
+                Some(last) if records.len() == 100_000 => {
+                    from = last["t"].as_f64().expect("a time") + 1e-6;
+                }
+                _ => return values,
+            }
+        }
+    }
+
     /// Sends an actuation (a JSON `body` PUT to `path`) until `seen` — a
     /// watcher such as `mosquitto_sub`, just started and maybe not yet
     /// subscribed — has seen one command; returns what it saw.
