@@ -401,6 +401,10 @@ impl Services {
         let mut trusted = self.trusted.write();
         *trusted = keys;
         self.verified.lock().clear();
+        // The placement looks again only when what it saw changes: the keys
+        // are part of it now. (A reload that came after the last catalog
+        // change left an untrusted service running.)
+        *self.seen.lock() = None;
     }
 
     /// Installs an unsigned service: [`Services::publish_signed`] without a
