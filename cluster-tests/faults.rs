@@ -164,10 +164,7 @@ fn kill_9_under_mqtt_and_http_load_loses_and_doubles_nothing() {
     let (mqtt_id, http_id) = ("gw-f.mqtt.meter.count", "gw-f.http.meter.count");
 
     // Three in the suite; `scripts/soak` asks for more.
-    let rounds: u32 = std::env::var("FOGBANK_FAULT_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let rounds: u32 = testkit::bench::setting("FOGBANK_FAULT_ROUNDS", 3, 3);
     // Each round's numbers get 100 s of their own, in the past.
     let base = (testkit::now_secs() - f64::from(rounds + 2) * 100.0).floor();
     for round in 0..rounds {

@@ -14,23 +14,16 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use fogbank_testkit::bench::{Chart, record_series, status_kib};
+use fogbank_testkit::bench::{Chart, record_series, setting, status_kib};
 use fogbank_testkit::{self as testkit, acquainted, cluster_key, start_cloud};
 use serde_json::json;
 
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[test]
 fn three_gateways_under_load_with_restarts_keep_every_reading_and_a_flat_memory() {
-    let secs = setting("FOGBANK_SOAK_SECS", 40);
-    let restart_every = Duration::from_secs(setting("FOGBANK_SOAK_RESTART_SECS", 12));
-    let floors = setting("FOGBANK_SOAK_FLOORS", 20);
-    let sample_every = Duration::from_secs(setting("FOGBANK_SOAK_SAMPLE_SECS", 5));
+    let secs = setting::<u64>("FOGBANK_SOAK_SECS", 40, 40);
+    let restart_every = Duration::from_secs(setting::<u64>("FOGBANK_SOAK_RESTART_SECS", 12, 12));
+    let floors = setting::<u64>("FOGBANK_SOAK_FLOORS", 20, 20);
+    let sample_every = Duration::from_secs(setting::<u64>("FOGBANK_SOAK_SAMPLE_SECS", 5, 5));
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("campus.toml");

@@ -107,8 +107,14 @@ fn lock_hint(error: &rocksdb::Error) -> &'static str {
     }
 }
 
+/// Whether a failed write's message is ENOSPC's (RocksDB's I/O errors
+/// carry the OS's text, not its number).
+fn disk_full(reason: &str) -> bool {
+    reason.contains("No space left")
+}
+
 fn halted(reason: &str) -> String {
-    if reason.contains("No space left") {
+    if disk_full(reason) {
         format!(
             "the disk of the data directory is full: no writes are taken until space is freed \
              (the gateway then restarts to reopen its store); {reason}"
@@ -162,24 +168,30 @@ impl Store {
     /// Writes `batch`, or refuses it without touching RocksDB once a write
     /// has failed (see `halted`).
     fn write(&self, batch: rocksdb::WriteBatch) -> Result<(), StoreError> {
-        if let Some(reason) = self.halted.get() {
-            return Err(StoreError::Halted(reason.clone()));
-        }
+        self.refuse_if_halted()?;
         self.db.write_opt(batch, &self.write_options).map_err(|error| {
             if error.kind() == rocksdb::ErrorKind::IOError {
                 let reason = error.to_string();
                 tracing::error!(%reason, path = %self.path.display(), "a write to the store failed: writes are halted until the store is reopened");
-                let _ = self.halted.set(reason);
-                return StoreError::Halted(self.halted.get().cloned().unwrap_or_default());
+                let _ = self.halted.set(reason.clone());
+                return StoreError::Halted(reason);
             }
             StoreError::Io(error)
         })
     }
 
+    /// The error of a halted store, for anything that would write to disk.
+    pub(crate) fn refuse_if_halted(&self) -> Result<(), StoreError> {
+        match self.halted.get() {
+            Some(reason) => Err(StoreError::Halted(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// Whether writes are halted, and why: `None` while the store writes.
     pub fn halted(&self) -> Option<Halt> {
         let reason = self.halted.get()?;
-        Some(if reason.contains("No space left") {
+        Some(if disk_full(reason) {
             Halt::DiskFull
         } else {
             Halt::Io(reason.clone())
@@ -256,9 +268,7 @@ impl Store {
     /// Syncs the WAL to disk (used at shutdown and periodically when
     /// `sync_writes` is off).
     pub fn sync_wal(&self) -> Result<(), StoreError> {
-        if let Some(reason) = self.halted.get() {
-            return Err(StoreError::Halted(reason.clone()));
-        }
+        self.refuse_if_halted()?;
         self.db.flush_wal(true)?;
         Ok(())
     }

@@ -84,9 +84,7 @@ impl Store {
     }
 
     pub(super) fn compact_readings(&self) -> Result<(), StoreError> {
-        if let Some(reason) = self.halted.get() {
-            return Err(StoreError::Halted(reason.clone()));
-        }
+        self.refuse_if_halted()?;
         let cf = self.cf(CF_READINGS)?;
         self.db.flush_cf(cf)?;
         self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
