@@ -560,17 +560,7 @@ fn services_compose_across_the_local_cloud() {
     let (a, b) = (&members[0], &members[1]);
     converged(&members, CAMPUS, Duration::from_secs(10));
 
-    let answer = testkit::publish(
-        &a.gateway,
-        &testkit::manifest("floor-average"),
-        &testkit::component("floor-average"),
-    );
-    assert_eq!(
-        answer.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
+    testkit::publish_example(&a.gateway, "floor-average");
     let average = "gw-a.service.floor-average.floor-1";
     let seen = converged(&members, CAMPUS + 4, Duration::from_secs(3));
     eprintln!("the outputs reached gw-b {seen:?} after publishing");

@@ -411,17 +411,7 @@ fn a_drained_gateway_can_stop_without_losing_a_reading_and_undrain_brings_its_de
             == 1
     });
     // An extended service runs at gw-a, next to the floors it averages.
-    let published = testkit::publish(
-        &members[0].gateway,
-        &testkit::manifest("floor-average"),
-        &testkit::component("floor-average"),
-    );
-    assert_eq!(
-        published.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&published.body)
-    );
+    testkit::publish_example(&members[0].gateway, "floor-average");
     let average = "gw-a.service.floor-average.floor-1";
     within(Duration::from_secs(15), "the average runs at gw-a", || {
         members[0].gateway.history_len(average) >= 1

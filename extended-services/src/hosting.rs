@@ -225,7 +225,7 @@ impl Services {
             Some((last, run_record)) if last.gateway != me => {
                 let entries = match &run_record.blob {
                     Some(digest) => match self.hub.blob(digest)? {
-                        Some(bytes) => replica::decode_checkpoint(&bytes).map_err(|e| {
+                        Some(bytes) => crate::checkpoint::decode(&bytes).map_err(|e| {
                             ServiceError::Invalid(format!(
                                 "its checkpoint from {}: {e}",
                                 last.gateway
@@ -422,7 +422,7 @@ impl Services {
             gateway: self.hub.gateway().to_owned(),
             held,
         };
-        let checkpoint = replica::encode_checkpoint(&self.hub.store().service_data(name)?);
+        let checkpoint = crate::checkpoint::encode(&self.hub.store().service_data(name)?);
         // A string and a bool: it serialises.
         let value = serde_json::to_string(&run).unwrap_or_default();
         self.hub.put_record(

@@ -13,6 +13,7 @@
 //! This crate sees only thing services, through the TaaS [`Hub`]: never an
 //! adapter, a device or a protocol.
 
+pub mod checkpoint;
 mod engine;
 #[cfg(test)]
 mod fixtures;
@@ -59,11 +60,6 @@ pub fn sign(
     Ok(key.sign(&Manifest::parse(manifest)?.to_toml(), component))
 }
 
-/// The checkpoint codec, for the fuzzer.
-#[doc(hidden)]
-pub mod checkpoint {
-    pub use crate::replica::{decode_checkpoint as decode, encode_checkpoint as encode};
-}
 pub use service::{CallError, MAX_RESTARTS};
 pub use shared::{LogLevel, LogLine, State};
 pub use signing::{PublisherKey, Signature, SignatureError, TrustedKeys};

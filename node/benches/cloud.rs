@@ -15,7 +15,12 @@
 //!      a client of one, a Python subscriber a client of the other; with
 //!      scouting off and blocking congestion control, carrying the same
 //!      payloads. For reference, the same publisher and subscriber as two
-//!      peers with nothing between them.
+//!      peers with nothing between them;
+//!    - at equal guarantees: fogbank has each reading in A's WAL before
+//!      it leaves A, the peers above store nothing. So the TLS-PSK bridge
+//!      and the Zenoh routers again, with a subscriber at B that appends
+//!      each message to a file (one `write`, no fsync, as a WAL append
+//!      without sync) before it counts it.
 //!
 //!    Payloads are the sequence number as text. Latency is receive time
 //!    minus send time of each message on one host's monotonic clock. The
@@ -172,13 +177,25 @@ fn publish(
 }
 
 /// An MQTT subscriber on `port`; `ready` fires once it is subscribed.
+/// A QoS 1 subscriber at `port` recording each message by its sequence
+/// number; with `persist`, it first appends each message to that file (one
+/// `write` each, no fsync: what fogbank's WAL gives a reading at A before
+/// it leaves) and counts it only then.
 fn mqtt_receiver(
     port: u16,
     count: usize,
     epoch: Instant,
     ready: mpsc::Sender<()>,
+    persist: Option<std::path::PathBuf>,
 ) -> std::thread::JoinHandle<Vec<Option<u64>>> {
     std::thread::spawn(move || {
+        let mut store = persist.map(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap()
+        });
         testkit::bench::block_on(async {
             let options = MqttOptions::new(format!("bench-sub-{port}"), "127.0.0.1", port);
             let (client, mut eventloop) = AsyncClient::new(options, 1000);
@@ -194,6 +211,10 @@ fn mqtt_receiver(
                         let _ = ready.send(());
                     }
                     Event::Incoming(Packet::Publish(p)) if p.topic == "bench/level" => {
+                        if let Some(store) = store.as_mut() {
+                            std::io::Write::write_all(store, &[&p.payload[..], b"\n"].concat())
+                                .unwrap();
+                        }
                         let at = now_ns(epoch);
                         if let Some(slot) = std::str::from_utf8(&p.payload)
                             .ok()
@@ -430,12 +451,14 @@ enum Bridge {
     TlsPsk,
 }
 
-/// Two Mosquitto brokers, B bridged to A.
+/// Two Mosquitto brokers, B bridged to A; with `persist`, the subscriber
+/// at B stores each message before it counts it.
 fn mosquitto_delivery(
     latency: usize,
     burst: usize,
     epoch: Instant,
     bridge: Bridge,
+    persist: bool,
 ) -> (Outcome, Outcome) {
     let dir = tempfile::tempdir().unwrap();
     let (pa, pb) = (free_port(), free_port());
@@ -484,7 +507,7 @@ fn mosquitto_delivery(
     wait_port(pb);
     // The bridge subscribes at A in its own time: wait until it carries.
     let (ready_tx, ready) = mpsc::channel();
-    let probe = mqtt_receiver(pb, 1, epoch, ready_tx);
+    let probe = mqtt_receiver(pb, 1, epoch, ready_tx, None);
     ready.recv().unwrap();
     while !probe.is_finished() {
         publish(pa, "bench/level", 1, None, epoch);
@@ -492,7 +515,8 @@ fn mosquitto_delivery(
     }
     let run = |count: usize, interval: Option<Duration>| {
         let (ready_tx, ready) = mpsc::channel();
-        let receiver = mqtt_receiver(pb, count, epoch, ready_tx);
+        let store = persist.then(|| dir.path().join(format!("received-{count}")));
+        let receiver = mqtt_receiver(pb, count, epoch, ready_tx, store);
         ready.recv().unwrap();
         let sent = publish(pa, "bench/level", count, interval, epoch);
         Outcome::of(&sent, &receiver.join().unwrap())
@@ -510,8 +534,14 @@ enum ZenohTopology {
     PeerToPeer,
 }
 
-/// Zenoh in its own processes (`zenoh_peer.py`).
-fn zenoh_delivery(latency: usize, burst: usize, topology: ZenohTopology) -> (Outcome, Outcome) {
+/// Zenoh in its own processes (`zenoh_peer.py`); with `persist`, the
+/// subscriber stores each sample before it counts it.
+fn zenoh_delivery(
+    latency: usize,
+    burst: usize,
+    topology: ZenohTopology,
+    persist: bool,
+) -> (Outcome, Outcome) {
     let python = std::env::var("FOGBANK_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = testkit::package_file("benches/zenoh_peer.py");
     let script = script.to_str().expect("a UTF-8 checkout path");
@@ -547,10 +577,12 @@ fn zenoh_delivery(latency: usize, burst: usize, topology: ZenohTopology) -> (Out
                 (b, a, Some("client"))
             }
         };
+        let store = persist.then(|| format!("persist={}", dir.path().join("store").display()));
         let mut sub = Command::new(&python)
             .args([script, "sub", &sub_at, &count.to_string()])
             .arg(&sub_out)
             .args(client)
+            .args(store)
             .stdout(Stdio::piped())
             .spawn()
             .expect("a Python with eclipse-zenoh (scripts/bench installs it)");
@@ -701,8 +733,8 @@ fn main() {
 
     // By system, in the order of `names` below; each round runs every
     // system in turn, so that a slow moment of the machine is shared.
-    let mut paced: [Vec<Outcome>; 6] = Default::default();
-    let mut bursts: [Vec<Outcome>; 6] = Default::default();
+    let mut paced: [Vec<Outcome>; 8] = Default::default();
+    let mut bursts: [Vec<Outcome>; 8] = Default::default();
     let mut rss_mib = 0f64;
     let mut dropped = Dropped::default();
     for _ in 0..rounds {
@@ -711,11 +743,13 @@ fn main() {
         dropped.add(&fogbank.dropped);
         let round = [
             (fogbank.paced, fogbank.burst),
-            mosquitto_delivery(latency, burst, epoch, Bridge::Clear),
-            mosquitto_delivery(latency, burst, epoch, Bridge::TlsPsk),
-            zenoh_delivery(latency, burst, ZenohTopology::ThroughRouters),
+            mosquitto_delivery(latency, burst, epoch, Bridge::Clear, false),
+            mosquitto_delivery(latency, burst, epoch, Bridge::TlsPsk, false),
+            zenoh_delivery(latency, burst, ZenohTopology::ThroughRouters, false),
+            mosquitto_delivery(latency, burst, epoch, Bridge::TlsPsk, true),
+            zenoh_delivery(latency, burst, ZenohTopology::ThroughRouters, true),
             (fogbank.local_paced, fogbank.local_burst),
-            zenoh_delivery(latency, burst, ZenohTopology::PeerToPeer),
+            zenoh_delivery(latency, burst, ZenohTopology::PeerToPeer, false),
         ];
         for (system, (p, b)) in round.into_iter().enumerate() {
             paced[system].push(p);
@@ -734,6 +768,10 @@ fn main() {
         "Mosquitto bridge",
         "Mosquitto bridge, TLS-PSK",
         "Zenoh, two routers (Python clients)",
+        // Equal guarantees: fogbank has each reading in A's WAL before it
+        // leaves; these store each message at B before they count it.
+        "Mosquitto bridge, TLS-PSK, storing subscriber",
+        "Zenoh, two routers, storing subscriber",
         "(fogbank, A alone, no hop)",
         "(Zenoh, two peers, no gateways)",
     ];
@@ -787,11 +825,11 @@ fn main() {
     record_convergence(&converged);
 }
 
-/// The delivery figures against each peer (systems 1 to 3 of `names`), and
+/// The delivery figures against each peer (systems 1 to 5 of `names`), and
 /// every system's latency distribution.
-fn record_delivery(names: &[&str; 6], paced: &[Outcome; 6], bursts: &[Outcome; 6], rss_mib: f64) {
+fn record_delivery(names: &[&str; 8], paced: &[Outcome; 8], bursts: &[Outcome; 8], rss_mib: f64) {
     const AREA: &str = "Local cloud: one reading from gateway A to gateway B";
-    for peer in 1..=3 {
+    for peer in 1..=5 {
         let name = names[peer];
         Figure::new(
             AREA,

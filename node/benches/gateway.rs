@@ -375,7 +375,29 @@ fn main() {
         ));
     }
 
-    // GET /reading with wrk, then the same bytes from nginx.
+    // GET /reading with wrk, then the same bytes from nginx. The resident
+    // size before and after, with the store's part of it: what the GET
+    // load itself costs, apart from what the ingest and the scale curve
+    // left in the write buffers and the block cache.
+    let before_get_rss = rss_kib(child.id());
+    let store_mib = |part: &str| -> f64 {
+        let mut text = String::new();
+        agent
+            .get(&format!("{base}/metrics"))
+            .call()
+            .unwrap()
+            .into_reader()
+            .read_to_string(&mut text)
+            .unwrap();
+        let prefix = format!("fogbank_store_memory_bytes{{part=\"{part}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / f64::from(1 << 20)
+    };
+    let store_before_get =
+        store_mib("memtables") + store_mib("block_cache") + store_mib("table_readers");
     let reading_url = format!("{base}/api/v1/things/{}/reading", ids[0]);
     let get_rate = wrk(&reading_url, secs);
     let after_get_rss = rss_kib(child.id());
@@ -434,7 +456,8 @@ fn main() {
         _ => println!("  nginx peer                    not measured: install nginx and wrk"),
     }
     println!(
-        "  RSS after GET load            {:>10.1} MiB",
+        "  RSS before / after GET load   {:>10.1} / {:.1} MiB   (the store's part before: {store_before_get:.1} MiB)",
+        before_get_rss as f64 / 1024.0,
         after_get_rss as f64 / 1024.0
     );
     for (devices, (rate, p99)) in &curve {
@@ -468,6 +491,22 @@ fn main() {
         AREA,
         "RSS after ingest",
         loaded_rss as f64 / 1024.0,
+        "MiB",
+        Lower,
+    )
+    .record();
+    Figure::new(
+        AREA,
+        "RSS before the GET load (after ingest and the scale curve)",
+        before_get_rss as f64 / 1024.0,
+        "MiB",
+        Lower,
+    )
+    .record();
+    Figure::new(
+        AREA,
+        "the store's memory then (write buffers, block cache, tables)",
+        store_before_get,
         "MiB",
         Lower,
     )

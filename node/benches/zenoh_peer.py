@@ -1,7 +1,10 @@
 """One Zenoh node of the cross-gateway benchmark (node/benches/cloud.rs).
 
-    zenoh_peer.py sub ENDPOINT COUNT OUT [client]
-                                           records (seq, ns) per sample
+    zenoh_peer.py sub ENDPOINT COUNT OUT [client] [persist=FILE]
+                                           records (seq, ns) per sample; with
+                                           persist, appends each sample to
+                                           FILE (one write, no fsync) before
+                                           it counts
     zenoh_peer.py pub ENDPOINT COUNT OUT INTERVAL_US [client]
                                            puts COUNT payloads (the sequence
                                            number as text), one every
@@ -21,6 +24,7 @@ an MQTT QoS 1 publisher would.
 """
 
 import json
+import os
 import sys
 import threading
 import time
@@ -55,12 +59,16 @@ def route(listen, connect):
         threading.Event().wait()
 
 
-def subscribe(endpoint, count, out, client):
+def subscribe(endpoint, count, out, client, persist):
     received = []
     done = threading.Event()
+    store = os.open(persist, os.O_WRONLY | os.O_CREAT | os.O_APPEND) if persist else None
 
     def on_sample(sample):
-        received.append((int(sample.payload.to_string()), time.monotonic_ns()))
+        text = sample.payload.to_string()
+        if store is not None:
+            os.write(store, f"{text}\n".encode())
+        received.append((int(text), time.monotonic_ns()))
         if len(received) >= count:
             done.set()
 
@@ -102,7 +110,9 @@ if __name__ == "__main__":
         route(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
     elif role == "sub":
         endpoint, count, out = sys.argv[2], int(sys.argv[3]), sys.argv[4]
-        subscribe(endpoint, count, out, sys.argv[5:] == ["client"])
+        flags = sys.argv[5:]
+        persist = next((f.removeprefix("persist=") for f in flags if f.startswith("persist=")), None)
+        subscribe(endpoint, count, out, "client" in flags, persist)
     else:
         endpoint, count, out = sys.argv[2], int(sys.argv[3]), sys.argv[4]
         publish(endpoint, count, out, int(sys.argv[5]), sys.argv[6:] == ["client"])

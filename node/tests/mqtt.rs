@@ -17,38 +17,16 @@ fn gateway(broker: &Mosquitto, data_dir: &std::path::Path) -> Gateway {
 
 /// Like [`gateway`], with more `[mqtt]` settings.
 fn gateway_with(broker: &Mosquitto, data_dir: &std::path::Path, mqtt: &str) -> Gateway {
-    let address = broker.address();
-    let gw = start_external(data_dir, &format!("broker = \"{address}\"\n{mqtt}"));
-    wait_until_subscribed(broker, gw)
+    testkit::external_gateway(broker, data_dir, "gw-m", mqtt)
 }
 
 /// A gateway `gw-m` in external mode with these `[mqtt]` settings.
 fn start_external(data_dir: &std::path::Path, mqtt: &str) -> Gateway {
-    let config = data_dir.with_extension("toml");
-    std::fs::write(&config, format!("[mqtt]\nmode = \"external\"\n{mqtt}\n")).unwrap();
-    // Without FOGBANK_MQTT the config file chooses the mode.
-    let env = [("FOGBANK_GATEWAY_ID", "gw-m"), ("FOGBANK_MQTT", "")];
-    Gateway::start_in(data_dir, &["--config", config.to_str().unwrap()], &env)
+    testkit::mqtt::start_external(data_dir, "gw-m", mqtt)
 }
 
 fn wait_until_subscribed(broker: &Mosquitto, gw: Gateway) -> Gateway {
-    // Ready once subscribed: a probe published until it arrives shows it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        broker.publish("things/probe/ready", b"1");
-        if gw
-            .get("/api/v1/things/gw-m.mqtt.probe.ready/reading")
-            .status
-            == 200
-        {
-            return gw;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the gateway never subscribed"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    testkit::mqtt::wait_until_subscribed(broker, "gw-m", gw)
 }
 
 /// Publishes until `path` on the gateway satisfies `check`: a subscription

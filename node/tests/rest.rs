@@ -611,6 +611,19 @@ fn operations_endpoints_and_an_openapi_document_that_matches_the_routes() {
     ] {
         assert!(text.contains(name), "{name} missing from\n{text}");
     }
+    // The store's memory by part: the simulator's readings are in a write
+    // buffer, and the three parts are named.
+    let store_part = |part: &str| -> f64 {
+        let prefix = format!("fogbank_store_memory_bytes{{part=\"{part}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("{prefix} missing from\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(store_part("memtables") > 0.0);
+    assert!(store_part("table_readers") >= 0.0);
+    assert!(store_part("block_cache") >= 0.0);
 
     let doc = gw.get("/openapi.json").json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));

@@ -2,7 +2,9 @@
 //! its own data dir, HTTP port and libp2p port, mDNS off, every member but
 //! the first bootstrapping from the first (the others find each other
 //! through its beacons); or, to test discovery itself, with mDNS on and
-//! no bootstrap peer. Built on [`Gateway`].
+//! no bootstrap peer. A member can also run on a host of its own, a
+//! network namespace of a [`crate::netns::Lan`], for tests that cut links.
+//! Built on [`Gateway`].
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,16 +12,20 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
+use crate::netns::Host;
 use crate::{Gateway, free_port, within};
 
 /// One gateway of a test cloud.
 pub struct Member {
     pub id: String,
+    host: Option<Host>,
     pub gateway: Gateway,
     pub p2p_port: u16,
     pub data_dir: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// ERROR lines of the runs before the last restart.
+    earlier_errors: Vec<String>,
 }
 
 impl Member {
@@ -33,18 +39,33 @@ impl Member {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Member {
+        Member::start_on(None, dir, id, key_hex, peers, args, env)
+    }
+
+    /// [`Member::start`] on `host`, a network namespace of a
+    /// [`crate::netns::Lan`] (or this host's loopback).
+    pub fn start_on(
+        host: Option<&Host>,
+        dir: &std::path::Path,
+        id: &str,
+        key_hex: &str,
+        peers: &[String],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Member {
         let p2p_port = free_port();
+        let ip = host.map_or("127.0.0.1", |h| h.ip.as_str());
         let mut member_args: Vec<String> = vec![
             "--no-mdns".into(),
             "--p2p".into(),
-            format!("/ip4/127.0.0.1/tcp/{p2p_port}"),
+            format!("/ip4/{ip}/tcp/{p2p_port}"),
         ];
         for peer in peers {
             member_args.push("--peer".into());
             member_args.push(peer.clone());
         }
         member_args.extend(args.iter().map(|a| a.to_string()));
-        Member::launch_member(dir, id, key_hex, p2p_port, member_args, env)
+        Member::launch_member(host, dir, id, key_hex, p2p_port, member_args, env)
     }
 
     /// Starts a gateway `id` as the README's LAN instructions do: mDNS on,
@@ -53,10 +74,11 @@ impl Member {
     pub fn start_discovering(dir: &std::path::Path, id: &str, key_hex: &str) -> Member {
         let p2p_port = free_port();
         let args = vec!["--p2p".into(), format!("/ip4/0.0.0.0/tcp/{p2p_port}")];
-        Member::launch_member(dir, id, key_hex, p2p_port, args, &[])
+        Member::launch_member(None, dir, id, key_hex, p2p_port, args, &[])
     }
 
     fn launch_member(
+        host: Option<&Host>,
         dir: &std::path::Path,
         id: &str,
         key_hex: &str,
@@ -70,20 +92,22 @@ impl Member {
         ];
         member_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let data_dir = dir.join(id);
-        let gateway = launch(&data_dir, &member_args, &member_env);
+        let gateway = launch(host, &data_dir, &member_args, &member_env);
         Member {
             id: id.to_owned(),
+            host: host.cloned(),
             gateway,
             p2p_port,
             data_dir,
             args: member_args,
             env: member_env,
+            earlier_errors: Vec::new(),
         }
     }
 
     /// This member's libp2p address.
     pub fn address(&self) -> String {
-        format!("/ip4/127.0.0.1/tcp/{}", self.p2p_port)
+        format!("/ip4/{}/tcp/{}", self.gateway.host, self.p2p_port)
     }
 
     /// `kill -9`.
@@ -93,7 +117,15 @@ impl Member {
 
     /// Starts again on the same data dir and libp2p port.
     pub fn restart(&mut self) {
-        self.gateway = launch(&self.data_dir, &self.args, &self.env);
+        self.earlier_errors.extend(self.gateway.logged_errors());
+        self.gateway = launch(self.host.as_ref(), &self.data_dir, &self.args, &self.env);
+    }
+
+    /// Every line this member logged at ERROR, over all its restarts.
+    pub fn logged_errors(&self) -> Vec<String> {
+        let mut errors = self.earlier_errors.clone();
+        errors.extend(self.gateway.logged_errors());
+        errors
     }
 
     /// Starts again on the same data dir and libp2p port, with the cluster
@@ -195,10 +227,15 @@ impl Member {
     }
 }
 
-fn launch(data_dir: &std::path::Path, args: &[String], env: &[(String, String)]) -> Gateway {
+fn launch(
+    host: Option<&Host>,
+    data_dir: &std::path::Path,
+    args: &[String],
+    env: &[(String, String)],
+) -> Gateway {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    Gateway::start_in(data_dir, &args, &env)
+    Gateway::start_on(host, data_dir, &args, &env)
 }
 
 /// A fresh cluster key as 64 hex digits, from `fogbank cluster-key`.

@@ -43,7 +43,7 @@ impl Controller {
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("fogbank controller starts");
-            let failed = forward_log(child.stderr.take().unwrap(), "controller");
+            let failed = forward_log(child.stderr.take().unwrap(), "controller").cannot_listen;
             let mut controller = Controller {
                 child,
                 http_port,

@@ -11,8 +11,11 @@ use crate::free_port;
 
 pub struct Gateway {
     pub child: Child,
+    /// The address its HTTP listens on (loopback, or a namespace's).
+    pub host: String,
     pub port: u16,
     pub data_dir: PathBuf,
+    log_errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -91,10 +94,25 @@ impl Gateway {
 
     /// Starts on `data_dir`, retrying if the chosen port was taken meanwhile.
     pub fn start_in(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_on(None, data_dir, args, env)
+    }
+
+    /// [`Gateway::start_in`] on `host` (a network namespace of a
+    /// [`crate::netns::Lan`]), or on this host's loopback.
+    pub fn start_on(
+        host: Option<&crate::netns::Host>,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let ip = host.map_or("127.0.0.1", |h| h.ip.as_str());
         for _ in 0..5 {
             let port = free_port();
-            let listen = format!("127.0.0.1:{port}");
-            let mut command = Command::new(crate::binary());
+            let listen = format!("{ip}:{port}");
+            let mut command = match host {
+                Some(host) => host.command(crate::binary()),
+                None => Command::new(crate::binary()),
+            };
             command
                 .arg("run")
                 .args(["--data-dir", data_dir.to_str().unwrap(), "--http", &listen])
@@ -122,16 +140,18 @@ impl Gateway {
                 .iter()
                 .find(|(k, _)| *k == "FOGBANK_GATEWAY_ID")
                 .map_or("gateway", |(_, v)| v);
-            let rx = forward_log(stderr, name);
+            let log = forward_log(stderr, name);
             let mut gateway = Gateway {
                 child,
+                host: ip.to_owned(),
                 port,
                 data_dir: data_dir.to_owned(),
+                log_errors: log.errors,
                 _tmp: None,
             };
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
-                if rx.try_recv().is_ok() {
+                if log.cannot_listen.try_recv().is_ok() {
                     break;
                 }
                 if let Ok(Some(status)) = gateway.child.try_wait() {
@@ -148,8 +168,16 @@ impl Gateway {
         panic!("fogbank did not come up");
     }
 
+    /// The lines this gateway has logged at ERROR so far.
+    pub fn logged_errors(&self) -> Vec<String> {
+        self.log_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}:{}{path}", self.host, self.port)
     }
 
     pub fn token(&self) -> String {
@@ -365,18 +393,33 @@ pub fn wait_for_answer(
 }
 
 /// Forwards a process's log to the test output, each line named after
-/// the process (the logs of several are interleaved); the receiver hears
-/// of a failure to listen.
-pub fn forward_log(stderr: std::process::ChildStderr, name: &str) -> std::sync::mpsc::Receiver<()> {
+/// the process (the logs of several are interleaved). The log's ERROR
+/// lines are kept; the receiver hears of a failure to listen.
+pub struct ForwardedLog {
+    pub cannot_listen: std::sync::mpsc::Receiver<()>,
+    pub errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+pub fn forward_log(stderr: std::process::ChildStderr, name: &str) -> ForwardedLog {
     let name = name.to_owned();
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, cannot_listen) = std::sync::mpsc::channel();
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = errors.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("[{name}] {line}");
             if line.contains("cannot listen") || line.contains("cannot bind") {
                 let _ = tx.send(());
             }
+            // tracing's text format: "{time} ERROR {target}: ..." (no
+            // colours: stderr is a pipe).
+            if line.split_whitespace().nth(1) == Some("ERROR") {
+                kept.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
         }
     });
-    rx
+    ForwardedLog {
+        cannot_listen,
+        errors,
+    }
 }

@@ -16,6 +16,7 @@ pub mod controller;
 pub mod gateway;
 pub mod kamailio;
 pub mod mqtt;
+pub mod netns;
 pub mod process;
 pub mod radio;
 pub mod services;
@@ -33,12 +34,12 @@ pub use controller::{CONTROLLER_TOKEN, Controller};
 pub use gateway::{Answer, Gateway};
 pub use kamailio::Kamailio;
 pub use mqtt::{
-    Mosquitto, embedded_gateway, issue_certificates, mosquitto_pub, mqtt_connect, mqtt_publish,
-    mqtt_session, mqtt_subscribe, mqtt_subscribe_with, mqtt5_publish,
+    Mosquitto, embedded_gateway, external_gateway, issue_certificates, mosquitto_pub, mqtt_connect,
+    mqtt_publish, mqtt_session, mqtt_subscribe, mqtt_subscribe_with, mqtt5_publish,
 };
 pub use process::LinePeer;
 pub use radio::PtyPair;
-pub use services::{component, guests, keygen, manifest, publish};
+pub use services::{component, guests, keygen, manifest, publish, publish_example};
 pub use sipp::{Sipp, SippRun};
 pub use sse::{follow_events, read_events};
 
@@ -171,6 +172,30 @@ pub fn within(limit: Duration, what: &str, check: impl FnMut() -> bool) -> Durat
 /// directory. The directory is read at run time: `env!` would bake in the
 /// checkout the binary was built in, and a target dir shared between
 /// checkouts (CI's cache) keeps binaries whose checkout is gone.
+/// `program` as root: itself when the tests run as root, otherwise
+/// through `sudo -n` (keeping the environment).
+pub fn root_command(program: &str) -> Command {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if root {
+        Command::new(program)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.args(["-n", "--preserve-env", program]);
+        sudo
+    }
+}
+
+/// Runs `args` as root (see [`root_command`]); whether it succeeded.
+pub fn as_root(args: &[&str]) -> bool {
+    root_command(args[0])
+        .args(&args[1..])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 pub fn package_file(relative: &str) -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR")
         .map_or_else(|| PathBuf::from("."), PathBuf::from)

@@ -42,6 +42,17 @@ pub fn publish(gw: &Gateway, manifest: &str, component: &[u8]) -> Answer {
     )
 }
 
+/// Publishes the example service `name` as it is built; it must be taken.
+pub fn publish_example(gw: &Gateway, name: &str) {
+    let answer = publish(gw, &manifest(name), &component(name));
+    assert_eq!(
+        answer.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+}
+
 /// A publisher key made by `fogbank service keygen`: its file in `dir`
 /// and the public key the command printed.
 pub fn keygen(dir: &std::path::Path, name: &str) -> (PathBuf, String) {

@@ -56,6 +56,7 @@ pub async fn metrics(
         })
         .len();
     let store_bytes = state.hub.store().readings_bytes().unwrap_or(0);
+    let store_memory = state.hub.store().memory().unwrap_or_default();
     let mut adapters = Vec::new();
     for supervisor in &state.adapters {
         if let Ok(status) = supervisor.send(GetStatus).await {
@@ -134,6 +135,16 @@ pub async fn metrics(
         "fogbank_store_readings_bytes",
         "Approximate size of the reading history.",
         store_bytes as f64,
+    )
+    .metric(
+        "fogbank_store_memory_bytes",
+        "gauge",
+        "Memory the store holds, by part: write buffers, index and filter blocks outside the cache, the block cache.",
+        &[
+            ("part=\"memtables\"", store_memory.memtables as f64),
+            ("part=\"table_readers\"", store_memory.table_readers as f64),
+            ("part=\"block_cache\"", store_memory.block_cache as f64),
+        ],
     )
     .metric(
         "fogbank_adapter_running",

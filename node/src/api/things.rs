@@ -207,15 +207,21 @@ pub async fn latest(
 ) -> Result<HttpResponse, ApiError> {
     state.authorize(&request, Scope::Read)?;
     let format = negotiate(&request)?;
-    let thing = known(&state, &id)?;
+    // The hottest read of all: only the unit is taken from the catalog,
+    // not a copy of the whole thing service.
+    let id = thing_id(&id)?;
+    let unit = state
+        .hub
+        .inspect_thing(&id, |thing| thing.unit.clone())
+        .ok_or_else(|| ApiError::UnknownThing(format!("unknown thing service {id}")))?;
     let reading = state
         .hub
-        .read_latest(&thing.id)
+        .read_latest(&id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("{} has no reading yet", thing.id)))?;
+        .ok_or_else(|| ApiError::NotFound(format!("{id} has no reading yet")))?;
     let records = senml::pack_for(
-        thing.id.as_str(),
-        thing.unit.as_deref(),
+        id.as_str(),
+        unit.as_deref(),
         [(reading.time, reading.value)],
     );
     Ok(senml_response(format, &records))
@@ -336,7 +342,7 @@ pub async fn ingest(
         }
     }
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let resolved = senml::resolve(&records, Timestamp::now())
+    let resolved = senml::resolve(&records, state.hub.arrival_time())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
 
     if state.hub.thing(&id).is_none() {

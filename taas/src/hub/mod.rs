@@ -11,6 +11,7 @@
 //! they share and the upkeep counters.
 
 mod actuation;
+mod arrival;
 mod catalog;
 mod drain;
 mod ingest;
@@ -88,7 +89,7 @@ pub struct Hub {
     /// By adapter, then event: counting looks the adapter up by `&str`,
     /// so a message costs no allocation.
     adapter_events: parking_lot::Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
-    last_arrival: AtomicU64,
+    arrival: arrival::ArrivalClock,
     remote: RwLock<Option<Arc<dyn Remote>>>,
     followers: Followers,
     feed: parking_lot::Mutex<CatalogFeed>,
@@ -130,7 +131,7 @@ impl Hub {
             rejected: AtomicU64::new(0),
             commands_issued: AtomicU64::new(0),
             adapter_events: parking_lot::Mutex::new(BTreeMap::new()),
-            last_arrival: AtomicU64::new(0),
+            arrival: arrival::ArrivalClock::default(),
             remote: RwLock::new(None),
             followers: Followers::default(),
             feed: parking_lot::Mutex::new(CatalogFeed::new()),
@@ -189,18 +190,10 @@ impl Hub {
 
     // ------------------------------------------------------------ upkeep
 
-    /// A timestamp for a reading that carries none, strictly later than
-    /// every one handed out before: two messages arriving within the same
-    /// microsecond must not share a store key and overwrite each other.
+    /// A timestamp for a reading that carries none: the wall clock,
+    /// strictly later than every one handed out before (see `arrival`).
     pub fn arrival_time(&self) -> Timestamp {
-        let now = Timestamp::now().0;
-        let previous = self
-            .last_arrival
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-                Some(now.max(last + 1))
-            })
-            .unwrap_or(now);
-        Timestamp(now.max(previous + 1))
+        self.arrival.stamp(Timestamp::now())
     }
 
     /// Counts something an adapter wants operators to see in `/metrics`

@@ -51,13 +51,18 @@ impl Hub {
     /// The newest reading of any thing service of the local cloud: from
     /// memory for this gateway's own, from the owner for the others.
     pub async fn read_latest(&self, id: &ThingId) -> Result<Option<Reading>, ReadError> {
+        // Local, the common case: no copy of the thing service.
+        let local = self
+            .registry
+            .inspect(id, |thing| self.is_local(thing))
+            .ok_or_else(|| ReadError::UnknownThing(id.clone()))?;
+        if local {
+            return Ok(self.registry.latest(id).flatten());
+        }
         let thing = self
             .registry
             .get(id)
             .ok_or_else(|| ReadError::UnknownThing(id.clone()))?;
-        if self.is_local(&thing) {
-            return Ok(self.registry.latest(id).flatten());
-        }
         Ok(self.remote_for(&thing)?.latest(&thing).await?)
     }
 

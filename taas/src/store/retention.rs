@@ -7,7 +7,7 @@ use std::time::Duration;
 use rocksdb::WriteBatch;
 
 use super::keys::{id_prefix, id_prefix_end, parse_reading_key};
-use super::{CF_READINGS, Store, StoreError};
+use super::{ALL_COLUMN_FAMILIES, CF_READINGS, Store, StoreError};
 use crate::reading::Timestamp;
 
 /// How long history is kept.
@@ -15,6 +15,18 @@ use crate::reading::Timestamp;
 pub struct Retention {
     pub max_age: Option<Duration>,
     pub max_bytes: Option<u64>,
+}
+
+/// Bytes the store holds in memory, by kind (see [`Store::memory`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreMemory {
+    /// Write buffers, the active ones and those waiting for their flush.
+    pub memtables: u64,
+    /// Index and filter blocks of open tables held outside the block
+    /// cache (none while the cache holds them).
+    pub table_readers: u64,
+    /// The block cache, bounded by `StoreOptions::cache_bytes`.
+    pub block_cache: u64,
 }
 
 /// What one retention pass did.
@@ -37,6 +49,24 @@ impl Store {
             property("rocksdb.total-sst-files-size")?
                 + property("rocksdb.cur-size-all-mem-tables")?,
         )
+    }
+
+    /// What the store holds in memory, summed over its column families:
+    /// RocksDB allocates these outside the process's other accounting, and
+    /// an operator watching the resident size needs to tell them apart.
+    pub fn memory(&self) -> Result<StoreMemory, StoreError> {
+        let mut memory = StoreMemory::default();
+        for name in ALL_COLUMN_FAMILIES {
+            let cf = self.cf(name)?;
+            let property = |name: &str| -> Result<u64, StoreError> {
+                Ok(self.db.property_int_value_cf(cf, name)?.unwrap_or(0))
+            };
+            memory.memtables += property("rocksdb.cur-size-all-mem-tables")?;
+            memory.table_readers += property("rocksdb.estimate-table-readers-mem")?;
+            // One cache shared by every family: the same figure from each.
+            memory.block_cache = property("rocksdb.block-cache-usage")?;
+        }
+        Ok(memory)
     }
 
     /// The id part and time range of every thing with history.

@@ -42,14 +42,15 @@ impl Endpoint {
         let kind = packet.header.get_type();
         let token = packet.get_token().to_vec();
         if kind == MessageType::Acknowledgement {
-            // Piggybacked: the request's sender waits for this ACK.
-            if let Some(waiter) = self
-                .inner
-                .state
-                .lock()
-                .unacked
-                .remove(&packet.header.message_id)
-            {
+            // Piggybacked: the request's sender waits for this ACK. Its
+            // exchange is over at once, in the same lock: a notification
+            // of the same token right behind it must reach the
+            // observation's sink, not a separate-response channel nobody
+            // reads any more (it was acknowledged and lost that way).
+            let mut state = self.inner.state.lock();
+            state.exchanges.remove(&token);
+            if let Some(waiter) = state.unacked.remove(&packet.header.message_id) {
+                drop(state);
                 let _ = waiter.send(packet);
             }
             return;
@@ -310,4 +311,63 @@ pub fn request_packet(
     }
     packet.payload = payload;
     packet
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use coap_lite::ResponseType;
+
+    use super::*;
+
+    /// A device answers an Observe GET (piggybacked) and sends its next
+    /// notification right behind the answer, before the request's task
+    /// has run again: the notification reaches the observation's sink. It
+    /// was once acknowledged and dropped, taken for a separate response to
+    /// the request already answered.
+    #[test]
+    fn a_notification_right_behind_the_first_response_is_stored() {
+        let endpoint = Endpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let device = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer = device.local_addr().unwrap();
+        let stored = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let sink_stored = stored.clone();
+        let sink: NotificationSink = Arc::new(move |packet: &Packet| {
+            sink_stored.lock().push(packet.payload.clone());
+            Taken::Yes
+        });
+        // The state request_once and observe leave while they wait.
+        let (token, mid) = (endpoint.new_token(), 7);
+        let (separate, _separate_rx) = oneshot::channel();
+        let (acked, mut acked_rx) = oneshot::channel();
+        {
+            let mut state = endpoint.inner.state.lock();
+            state.observations.insert(token.clone(), sink);
+            state.exchanges.insert(token.clone(), separate);
+            state.unacked.insert(mid, acked);
+        }
+
+        let mut first = Packet::new();
+        first.header.set_type(MessageType::Acknowledgement);
+        first.header.message_id = mid;
+        first.header.code = MessageClass::Response(ResponseType::Content);
+        first.set_token(token);
+        first.set_observe_value(1);
+        first.payload = b"1".to_vec();
+        let mut next = first.clone();
+        next.header.set_type(MessageType::Confirmable);
+        next.header.message_id = mid + 1;
+        next.set_observe_value(2);
+        next.payload = b"2".to_vec();
+        endpoint.on_response(first, peer);
+        endpoint.on_response(next, peer);
+
+        assert!(acked_rx.try_recv().is_ok(), "the request has its answer");
+        assert_eq!(
+            *stored.lock(),
+            vec![b"2".to_vec()],
+            "the notification is stored"
+        );
+    }
 }

@@ -13,6 +13,9 @@ use super::ConnectionEvents;
 #[derive(Debug)]
 pub struct Connection {
     pub client_id: String,
+    /// The client id, shared with every message this connection publishes
+    /// (for the subscribers that asked for no local messages).
+    pub(crate) origin: std::sync::Arc<str>,
     /// Id of client's organisation/tenant and the prefix associated with tenant's MQTT topic
     pub tenant_prefix: Option<String>,
     /// Dynamically create subscription filters incase they didn't exist during a publish
@@ -55,6 +58,7 @@ impl Connection {
         };
 
         Connection {
+            origin: std::sync::Arc::from(client_id.as_str()),
             client_id,
             tenant_prefix,
             dynamic_filters,

@@ -132,6 +132,13 @@ impl Outgoing {
         }
 
         for mut p in publishes {
+            // A QoS 0 message on a QoS 1 or 2 subscription: no packet id,
+            // nothing in flight.
+            if p.publish.qos == crate::protocol::QoS::AtMostOnce {
+                self.meter.publish_count += 1;
+                buffer.push_back(Notification::Forward(p));
+                continue;
+            }
             // Index and pkid of current outgoing packet
             self.last_pkid += 1;
             p.publish.pkid = self.last_pkid;

@@ -16,12 +16,20 @@ use std::io;
 use std::time::Instant;
 
 type PubWithProp = (Publish, Option<PublishProperties>);
+/// A message as the log gives it back: with the client id that published it.
+pub(crate) type PubWithOrigin = (
+    Publish,
+    Option<PublishProperties>,
+    Option<std::sync::Arc<str>>,
+);
 
 #[derive(Clone)]
 pub struct PublishData {
     pub publish: Publish,
     pub properties: Option<PublishProperties>,
     pub timestamp: Instant,
+    /// The publishing client's id (none for a will).
+    pub origin: Option<std::sync::Arc<str>>,
 }
 
 impl From<PubWithProp> for PublishData {
@@ -30,6 +38,7 @@ impl From<PubWithProp> for PublishData {
             publish,
             properties,
             timestamp: Instant::now(),
+            origin: None,
         }
     }
 }
@@ -177,7 +186,7 @@ impl DataLog {
         filter_idx: FilterIdx,
         offset: Offset,
         len: u64,
-    ) -> io::Result<(Position, Vec<(PubWithProp, Offset)>)> {
+    ) -> io::Result<(Position, Vec<(PubWithOrigin, Offset)>)> {
         // unwrap to get index of `self.native` is fine here, because when a new subscribe packet
         // arrives in `Router::handle_device_payload`, it first calls the function
         // `next_native_offset` which creates a new commitlog if one doesn't exist. So any new
@@ -219,7 +228,12 @@ impl DataLog {
         // no need to include timestamp when returning
         let o = o
             .into_iter()
-            .map(|(pubdata, offset)| ((pubdata.publish, pubdata.properties), offset))
+            .map(|(pubdata, offset)| {
+                (
+                    (pubdata.publish, pubdata.properties, pubdata.origin),
+                    offset,
+                )
+            })
             .collect();
 
         Ok((next, o))

@@ -196,6 +196,10 @@ pub struct DataRequest {
     max_count: usize,
     pub(crate) forward_retained: bool,
     pub(crate) group: Option<String>,
+    /// MQTT 5 subscription options: not the subscriber's own messages;
+    /// the retain flag as published (else cleared on live messages).
+    pub(crate) no_local: bool,
+    pub(crate) retain_as_published: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

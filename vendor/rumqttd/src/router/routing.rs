@@ -21,7 +21,7 @@ use tracing::{debug, error, info, trace, warn};
 use super::alertlog::{Alert, AlertLog};
 use super::graveyard::Graveyard;
 use super::iobufs::{Incoming, Outgoing};
-use super::logs::{AckLog, DataLog};
+use super::logs::{AckLog, DataLog, PublishData};
 use super::scheduler::{ScheduleReason, Scheduler};
 use super::shared_subs::SharedGroup;
 use super::{
@@ -957,34 +957,47 @@ impl Router {
                 .insert(filter_path.clone(), subscription_id);
         }
 
-        // check is group is None because retained messages aren't sent
-        // for shared subscriptions
-        // TODO: use retain forward rules
-        let forward_retained = group.is_none();
-
         // call to `insert(_)` returns `true` if it didn't contain the filter_path already
         // i.e. its a new subscription
-        if connection.subscriptions.insert(filter_path.clone()) {
-            let request = DataRequest {
-                filter: filter_path.clone(),
-                filter_idx,
-                qos: filter.qos as u8,
-                cursor,
-                read_count: 0,
-                max_count: 100,
-                // set true for new subscriptions
-                forward_retained,
-                group,
+        let new = connection.subscriptions.insert(filter_path.clone());
+
+        // Retained messages are not sent for shared subscriptions; for the
+        // others, as the subscription's retain handling says (MQTT 5
+        // §3.3.1.3; MQTT 3.1.1 subscriptions send them on every subscribe).
+        let forward_retained = group.is_none()
+            && match filter.retain_forward_rule {
+                protocol::RetainForwardRule::OnEverySubscribe => true,
+                protocol::RetainForwardRule::OnNewSubscribe => new,
+                protocol::RetainForwardRule::Never => false,
             };
 
+        // A subscription to a filter the session already has replaces it
+        // (MQTT 3.1.1 and 5 §3.8.4): its QoS and options are the new ones,
+        // its place in the log is kept, retained messages are sent again.
+        let existing = if new {
+            None
+        } else {
+            self.scheduler
+                .take(id, filter_path)
+                .or_else(|| self.datalog.remove_waiters_for_id(id, filter_path))
+        };
+        let request = DataRequest {
+            filter: filter_path.clone(),
+            filter_idx,
+            qos: filter.qos as u8,
+            cursor: existing.as_ref().map_or(cursor, |r| r.cursor),
+            read_count: existing.as_ref().map_or(0, |r| r.read_count),
+            max_count: 100,
+            forward_retained,
+            group,
+            no_local: filter.nolocal,
+            retain_as_published: filter.preserve_retain,
+        };
+        if new || existing.is_some() {
             self.scheduler.track(id, request);
             self.scheduler.reschedule(id, ScheduleReason::NewFilter);
             debug_assert!(self.scheduler.check_tracker_duplicates(id).is_none())
         }
-
-        // TODO: figure out how we can update existing DataRequest
-        // helpful in re-subscriptions and forwarding retained messages on
-        // every subscribe
 
         let meter = &mut self.ibufs.get_mut(id).unwrap().meter;
         meter.register_subscription(filter_path.clone());
@@ -1233,10 +1246,10 @@ fn append_to_commitlog(
         datalog.insert_to_retained_publishes(publish.clone(), properties.clone(), topic.to_owned());
     }
 
-    // after recording retained message, we also send that message to existing subscribers
-    // as normal publish message. Therefore we are setting retain to false
-    publish.retain = false;
+    // The log keeps the retain flag as published: forwarding clears it on
+    // live messages unless the subscription asked for it as published.
     let pkid = publish.pkid;
+    let origin = connection.origin.clone();
 
     let filter_idxs = datalog.matches(topic);
 
@@ -1253,8 +1266,9 @@ fn append_to_commitlog(
     let mut o = (0, 0);
     for filter_idx in filter_idxs {
         let datalog = datalog.native.get_mut(filter_idx).unwrap();
-        let publish_data = (publish.clone(), properties.clone());
-        let (offset, filter) = datalog.append(publish_data.into(), notifications);
+        let mut publish_data: PublishData = (publish.clone(), properties.clone()).into();
+        publish_data.origin = Some(origin.clone());
+        let (offset, filter) = datalog.append(publish_data, notifications);
         debug!(
             pkid,
             "Appended to commitlog: {}[{}, {})", filter, offset.0, offset.1,
@@ -1304,9 +1318,7 @@ fn append_will_message(
         datalog.insert_to_retained_publishes(publish.clone(), properties.clone(), topic.to_owned());
     }
 
-    // after recording retained message, we also send that message to existing subscribers
-    // as normal publish message. Therefore we are setting retain to false
-    publish.retain = false;
+    // The log keeps the retain flag as published (see append_to_commitlog).
     let pkid = publish.pkid;
 
     let filter_idxs = datalog.matches(topic);
@@ -1468,7 +1480,11 @@ fn forward_device_data(
         let mut retained_publishes = datalog.read_retained_messages(&request.filter);
         retained_publishes.truncate(inflight_slots as usize);
 
-        publishes.extend(retained_publishes.into_iter().map(|p| (p, None)));
+        publishes.extend(
+            retained_publishes
+                .into_iter()
+                .map(|(p, props)| ((p, props, None), None)),
+        );
         inflight_slots -= publishes.len() as u64;
 
         // we only want to forward retained messages once
@@ -1484,9 +1500,14 @@ fn forward_device_data(
             }
         };
 
+    // No local (MQTT 5): the subscriber's own messages are not sent back.
+    let own = |origin: &Option<std::sync::Arc<str>>| {
+        request.no_local && origin.as_deref() == Some(&*connection.origin)
+    };
     publishes.extend(
         publishes_from_datalog
             .into_iter()
+            .filter(|(p, _)| !own(&p.2))
             .map(|(p, offset)| (p, Some(offset))),
     );
 
@@ -1538,7 +1559,12 @@ fn forward_device_data(
     // println!("{:?} {:?} {}", start, next, request.read_count);
 
     if publishes.is_empty() {
-        return ConsumeStatus::FilterCaughtup;
+        // All the subscriber's own (no local): read on, if there is more.
+        return if caughtup {
+            ConsumeStatus::FilterCaughtup
+        } else {
+            ConsumeStatus::PartialRead
+        };
     }
 
     let broker_topic_aliases = &mut connection.broker_topic_aliases;
@@ -1558,10 +1584,19 @@ fn forward_device_data(
     let subscription_id = connection.subscription_ids.get(&request.filter);
 
     // Fill and notify device data
+    let retain_as_published = request.retain_as_published;
     let forwards = publishes
         .into_iter()
-        .map(|((mut publish, mut properties), offset)| {
-            publish.qos = protocol::qos(qos).unwrap();
+        .map(|((mut publish, mut properties, _origin), offset)| {
+            // The smaller of the QoS published and the QoS granted (MQTT
+            // 3.1.1 §3.8.4, 5 §3.8.4): a QoS 0 message stays QoS 0.
+            publish.qos = protocol::qos((publish.qos as u8).min(qos)).unwrap();
+            // A retained message sent because of the subscription keeps its
+            // flag (offset None); a live one has it cleared unless the
+            // subscription asked for it as published (MQTT 5 §3.3.1.3).
+            if offset.is_some() && !retain_as_published {
+                publish.retain = false;
+            }
 
             // if there is some topic alias to use, set it in publish properties
             if topic_alias.is_some() {

@@ -54,6 +54,17 @@ impl Scheduler {
         tracker.unregister_data_request(filter.clone());
     }
 
+    /// Takes the request of `filter` out of the tracker, if it is there
+    /// (a caught-up one waits in the data log instead).
+    pub fn take(&mut self, id: ConnectionId, filter: &Filter) -> Option<DataRequest> {
+        let tracker = self.trackers.get_mut(id)?;
+        let index = tracker
+            .data_requests
+            .iter()
+            .position(|request| &request.filter == filter)?;
+        tracker.data_requests.remove(index)
+    }
+
     pub fn trackv(&mut self, id: ConnectionId, requests: VecDeque<DataRequest>) {
         let tracker = self.trackers.get_mut(id).unwrap();
         tracker.data_requests.extend(requests);
