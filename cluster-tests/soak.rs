@@ -76,6 +76,10 @@ fn three_gateways_under_load_with_restarts_keep_every_reading_and_a_flat_memory(
     // The store's share of it, by part (fogbank_store_memory_bytes).
     let parts = ["memtables", "table_readers", "block_cache"];
     let mut store_mib: Vec<Vec<(f64, f64)>> = vec![Vec::new(); parts.len()];
+    // The C heap: in use, and freed but held (fogbank_heap_bytes), which
+    // tells something kept from the allocator keeping it.
+    let heap_states = ["in_use", "free"];
+    let mut heap_mib: Vec<Vec<(f64, f64)>> = vec![Vec::new(); heap_states.len()];
     let pid = members[0].gateway.child.id();
     let started = Instant::now();
     let (mut next_restart, mut next_sample) = (restart_every, Duration::ZERO);
@@ -98,6 +102,10 @@ fn three_gateways_under_load_with_restarts_keep_every_reading_and_a_flat_memory(
             for (part, samples) in parts.iter().zip(&mut store_mib) {
                 let bytes =
                     members[0].metric(&format!("fogbank_store_memory_bytes{{part=\"{part}\"}}"));
+                samples.push((at, bytes / f64::from(1 << 20)));
+            }
+            for (state, samples) in heap_states.iter().zip(&mut heap_mib) {
+                let bytes = members[0].metric(&format!("fogbank_heap_bytes{{state=\"{state}\"}}"));
                 samples.push((at, bytes / f64::from(1 << 20)));
             }
             next_sample += sample_every;
@@ -135,6 +143,9 @@ fn three_gateways_under_load_with_restarts_keep_every_reading_and_a_flat_memory(
     record_series(&chart, "gw-a (simulator, REST writes)", &rss_mib);
     for (part, samples) in parts.iter().zip(&store_mib) {
         record_series(&chart, &format!("gw-a store: {part}"), samples);
+    }
+    for (state, samples) in heap_states.iter().zip(&heap_mib) {
+        record_series(&chart, &format!("gw-a heap: {state}"), samples);
     }
     let store_total: Vec<f64> = (0..rss_mib.len())
         .map(|i| store_mib.iter().map(|part| part[i].1).sum())
@@ -190,15 +201,29 @@ fn three_gateways_under_load_with_restarts_keep_every_reading_and_a_flat_memory(
             &lost[..lost.len().min(20)]
         );
     }
+    let heap_quarters: Vec<String> = heap_states
+        .iter()
+        .zip(&heap_mib)
+        .map(|(state, samples)| {
+            let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
+            format!(
+                "heap {state} {:.1} -> {:.1} MiB",
+                median(&values[quarter..2 * quarter]),
+                median(&values[values.len() - quarter..])
+            )
+        })
+        .collect();
     eprintln!(
-        "soak memory: outside the store {settled:.1} MiB after the warm-up, {last:.1} MiB at the end; RSS at most {:.1} MiB",
+        "soak memory: outside the store {settled:.1} MiB after the warm-up, {last:.1} MiB at the end ({}); RSS at most {:.1} MiB",
+        heap_quarters.join(", "),
         rss_mib.iter().map(|s| s.1).fold(0.0, f64::max)
     );
     // A short run (the suite's) gets 2 MiB for noise; a long one none.
     let slack = if secs < 300 { 2.0 } else { 0.0 };
     assert!(
         last <= settled * 1.10 + slack,
-        "memory outside the store grew from {settled:.1} to {last:.1} MiB: {outside_store:?}"
+        "memory outside the store grew from {settled:.1} to {last:.1} MiB ({}): {outside_store:?}",
+        heap_quarters.join(", ")
     );
     for (part, bound) in [(0, memtables_bound), (2, cache_bound)] {
         let peak = store_mib[part].iter().map(|s| s.1).fold(0.0, f64::max);

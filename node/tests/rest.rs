@@ -624,6 +624,15 @@ fn operations_endpoints_and_an_openapi_document_that_matches_the_routes() {
     assert!(store_part("memtables") > 0.0);
     assert!(store_part("table_readers") >= 0.0);
     assert!(store_part("block_cache") >= 0.0);
+    // The C heap, in use and held free: both named, something in use.
+    let heap_in_use: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("fogbank_heap_bytes{state=\"in_use\"} "))
+        .unwrap_or_else(|| panic!("heap in use missing from\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(heap_in_use > 1e5, "{heap_in_use}");
+    assert!(text.contains("fogbank_heap_bytes{state=\"free\"} "), "{text}");
 
     let doc = gw.get("/openapi.json").json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));

@@ -11,7 +11,7 @@ use super::problem::{ApiError, Problem};
 use super::schema::*;
 use super::things::{ActuationRequest, CommandValue};
 use crate::auth::Scope;
-use crate::metrics::{Exposition, resident_bytes};
+use crate::metrics::{Exposition, heap, resident_bytes};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -173,6 +173,18 @@ pub async fn metrics(
         "fogbank_resident_memory_bytes",
         "Resident set size.",
         resident_bytes().unwrap_or(0) as f64,
+    )
+    .metric(
+        "fogbank_heap_bytes",
+        "gauge",
+        "The C heap: bytes in use, and bytes freed but still held by the allocator.",
+        &{
+            let heap = heap().unwrap_or_default();
+            [
+                ("state=\"in_use\"", heap.in_use as f64),
+                ("state=\"free\"", heap.free as f64),
+            ]
+        },
     )
     .counter(
         "fogbank_service_compilations_total",
