@@ -271,6 +271,8 @@ async fn serve(
         // The others see the connections close and mark us down at once.
         cloud.stop();
     }
+    // Acknowledged receipts still waiting for a write, then the WAL.
+    hub.flush_releases()?;
     hub.store().sync_wal()?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -94,7 +94,8 @@ impl Hub {
     /// if this slot already holds a stored delivery with this fingerprint,
     /// nothing is written again. Otherwise the readings and the receipt are
     /// written in one atomic batch. Call [`release`](Self::release) once
-    /// the sender has the acknowledgement.
+    /// the sender has the acknowledgement (a released slot is free at
+    /// once; its delete rides with the next write).
     pub fn ingest_once(
         &self,
         receipt: &Receipt,
@@ -140,15 +141,21 @@ impl Hub {
         if accepted.is_empty() {
             return outcomes;
         }
-        let written = self.store.append_deliveries(accepted.iter().map(|d| {
-            (
-                d.readings.as_slice(),
-                d.receipt
-                    .as_ref()
-                    .map(|r| (r.slot.as_slice(), r.fingerprint.as_slice())),
-            )
-        }));
+        // The receipts released since the last write go with this one.
+        let released = self.releases.take();
+        let written = self.store.append_deliveries(
+            released.iter().map(Vec::as_slice),
+            accepted.iter().map(|d| {
+                (
+                    d.readings.as_slice(),
+                    d.receipt
+                        .as_ref()
+                        .map(|r| (r.slot.as_slice(), r.fingerprint.as_slice())),
+                )
+            }),
+        );
         if let Err(error) = written {
+            self.releases.restore(released);
             // Nothing of the batch is stored: every accepted delivery fails.
             let error = Arc::new(error);
             for outcome in outcomes
@@ -187,6 +194,7 @@ impl Hub {
     fn check(&self, delivery: &Delivery, woke: &mut Vec<ThingId>) -> Result<Ingested, IngestError> {
         if let Some(receipt) = &delivery.receipt
             && receipt.redelivered
+            && !self.releases.contains(&receipt.slot)
             && self.store.receipt(&receipt.slot)?.as_deref() == Some(receipt.fingerprint.as_slice())
         {
             return Ok(Ingested::AlreadyStored);
@@ -221,19 +229,6 @@ impl Hub {
         }
         woke.extend(waking);
         Ok(Ingested::Stored)
-    }
-
-    /// Forgets a receipt whose delivery has been acknowledged.
-    pub fn release(&self, slot: &[u8]) -> Result<(), StoreError> {
-        self.store.clear_receipts([slot])
-    }
-
-    /// Forgets the receipts of several acknowledged deliveries at once.
-    pub fn release_all<'a>(
-        &self,
-        slots: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<(), StoreError> {
-        self.store.clear_receipts(slots)
     }
 
     /// Turns resolved SenML records into readings. A record names its thing

@@ -17,6 +17,7 @@ mod drain;
 mod ingest;
 mod moves;
 mod reads;
+mod releases;
 #[cfg(test)]
 mod tests;
 
@@ -96,6 +97,7 @@ pub struct Hub {
     moves: moves::Moves,
     drain: parking_lot::Mutex<Option<DrainStatus>>,
     records: Records,
+    releases: releases::PendingReleases,
 }
 
 impl Hub {
@@ -138,6 +140,7 @@ impl Hub {
             moves,
             drain: parking_lot::Mutex::new(None),
             records,
+            releases: releases::PendingReleases::default(),
         }))
     }
 

@@ -173,6 +173,95 @@ fn deliveries_of_one_write_succeed_or_fail_each_on_their_own() {
     );
 }
 
+/// A QoS 1 receipt released under a runtime waits for the next write of
+/// readings and goes in its batch; its slot is free meanwhile; with no
+/// write coming, a flush deletes it within `FLUSH_AFTER`.
+#[tokio::test(start_paused = true)]
+async fn released_receipts_ride_with_the_next_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_with_things(dir.path());
+    let t = id("gw.x.d.temperature");
+    let receipt = |slot: &str, fingerprint: &str, redelivered| Receipt {
+        slot: slot.as_bytes().to_vec(),
+        fingerprint: fingerprint.as_bytes().to_vec(),
+        redelivered,
+    };
+    let stored_receipt = |slot: &str| hub.store().receipt(slot.as_bytes()).unwrap();
+    for (n, slot) in ["s/1", "s/2"].into_iter().enumerate() {
+        let delivery = receipt(slot, "same", false);
+        hub.ingest_once(&delivery, vec![reading(&t, n as u64, Value::Number(1.0))])
+            .unwrap();
+    }
+    hub.release_all([b"s/1".as_slice(), b"s/2".as_slice()])
+        .unwrap();
+    // Not written yet, and yet free: a repeat in a released slot is new.
+    assert_eq!(stored_receipt("s/1").as_deref(), Some(b"same".as_slice()));
+    assert_eq!(
+        hub.ingest_once(
+            &receipt("s/1", "same", true),
+            vec![reading(&t, 10, Value::Number(2.0))]
+        )
+        .unwrap(),
+        Ingested::Stored
+    );
+    // That write carried both deletes, before its own receipt in s/1.
+    assert_eq!(stored_receipt("s/1").as_deref(), Some(b"same".as_slice()));
+    assert_eq!(stored_receipt("s/2"), None);
+    // A repeat of the delivery just stored is recognised.
+    assert_eq!(
+        hub.ingest_once(
+            &receipt("s/1", "same", true),
+            vec![reading(&t, 11, Value::Number(2.0))]
+        )
+        .unwrap(),
+        Ingested::AlreadyStored
+    );
+
+    // No write comes: the flush deletes the release on its own.
+    hub.release(b"s/1").unwrap();
+    assert!(stored_receipt("s/1").is_some());
+    tokio::time::sleep(releases::FLUSH_AFTER * 2).await;
+    assert_eq!(stored_receipt("s/1"), None);
+    let times: Vec<u64> = hub
+        .history(&t, Window::ALL)
+        .unwrap()
+        .iter()
+        .map(|r| r.time.0)
+        .collect();
+    assert_eq!(times, vec![0, 1, 10]);
+}
+
+/// A hub closed with releases waiting writes them, so a restart finds
+/// the slots free.
+#[tokio::test(start_paused = true)]
+async fn waiting_releases_are_written_when_the_hub_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = id("gw.x.d.temperature");
+    let delivery = Receipt {
+        slot: b"s/9".to_vec(),
+        fingerprint: b"f".to_vec(),
+        redelivered: false,
+    };
+    {
+        let hub = hub_with_things(dir.path());
+        hub.ingest_once(&delivery, vec![reading(&t, 1, Value::Number(1.0))])
+            .unwrap();
+        hub.release(&delivery.slot).unwrap();
+        assert!(hub.store().receipt(b"s/9").unwrap().is_some());
+    }
+    let hub = Hub::open("gw", dir.path(), HubOptions::default()).unwrap();
+    assert_eq!(hub.store().receipt(b"s/9").unwrap(), None);
+    let repeat = Receipt {
+        redelivered: true,
+        ..delivery
+    };
+    assert_eq!(
+        hub.ingest_once(&repeat, vec![reading(&t, 2, Value::Number(1.0))])
+            .unwrap(),
+        Ingested::Stored
+    );
+}
+
 #[test]
 fn arrival_times_never_repeat() {
     let dir = tempfile::tempdir().unwrap();

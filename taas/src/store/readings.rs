@@ -43,19 +43,25 @@ impl Window {
 impl Store {
     /// Writes readings atomically: all or none reach the WAL.
     pub fn append(&self, readings: &[ThingReading]) -> Result<(), StoreError> {
-        self.append_deliveries([(readings, None)])
+        self.append_deliveries([], [(readings, None)])
     }
 
     /// Writes the readings of several deliveries, each with its delivery
     /// receipt (slot key → content fingerprint) if it has one, in one
-    /// atomic batch: one WAL append for all of them.
+    /// atomic batch: one WAL append for all of them. The receipts of
+    /// `released` slots are deleted in the same batch, before the new
+    /// receipts are put (a slot may be both).
     pub fn append_deliveries<'a>(
         &self,
+        released: impl IntoIterator<Item = &'a [u8]>,
         deliveries: impl IntoIterator<Item = (&'a [ThingReading], Option<(&'a [u8], &'a [u8])>)>,
     ) -> Result<(), StoreError> {
         let readings_cf = self.cf(CF_READINGS)?;
         let receipts_cf = self.cf(CF_RECEIPTS)?;
         let mut batch = WriteBatch::default();
+        for slot in released {
+            batch.delete_cf(receipts_cf, slot);
+        }
         let mut value = Vec::with_capacity(16);
         for (readings, receipt) in deliveries {
             for r in readings {
