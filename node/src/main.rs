@@ -14,6 +14,7 @@ mod config_check;
 mod controller;
 mod dashboard;
 mod halt;
+mod heap;
 mod logging;
 mod manual;
 mod metrics;

@@ -346,30 +346,3 @@ pub fn resident_bytes() -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
-
-/// The C heap that Rust's allocator and RocksDB share (glibc malloc):
-/// bytes handed out and in use, and bytes freed but still held in its
-/// arenas. A resident size that climbs while `in_use` stays flat is the
-/// allocator keeping what was freed, not something the gateway keeps.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Heap {
-    pub in_use: u64,
-    pub free: u64,
-}
-
-/// The heap's figures, summed over every arena; `None` where the C
-/// library is not glibc.
-pub fn heap() -> Option<Heap> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallinfo2 only reads the allocator's own bookkeeping,
-        // under each arena's lock.
-        let info = unsafe { libc::mallinfo2() };
-        Some(Heap {
-            in_use: (info.uordblks + info.hblkhd) as u64,
-            free: info.fordblks as u64,
-        })
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    None
-}

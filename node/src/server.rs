@@ -294,11 +294,12 @@ pub async fn shutdown_signal() -> &'static str {
     }
 }
 
-/// Periodic WAL sync and retention, off the request path.
+/// Periodic WAL sync, retention and heap trimming, off the request path.
 async fn upkeep(hub: Arc<Hub>, config: Config) {
     let retention = config.retention();
     let retention_every = Duration::from_secs(config.store.retention_interval_secs.max(1));
     let mut last_retention: Option<Instant> = None;
+    let mut last_trim = Instant::now();
     let mut tick = actix_rt::time::interval(WAL_SYNC_INTERVAL);
     loop {
         tick.tick().await;
@@ -316,11 +317,18 @@ async fn upkeep(hub: Arc<Hub>, config: Config) {
         if run_retention {
             last_retention = Some(Instant::now());
         }
+        let trim = last_trim.elapsed() >= crate::heap::TRIM_INTERVAL;
+        if trim {
+            last_trim = Instant::now();
+        }
         let retention = retention.clone();
         let sync = !config.store.sync_writes;
         let outcome = web::block(move || -> Result<(), fogbank_taas::StoreError> {
             if sync {
                 hub.store().sync_wal()?;
+            }
+            if trim {
+                crate::heap::give_back();
             }
             if run_retention {
                 let report = hub

@@ -632,7 +632,10 @@ fn operations_endpoints_and_an_openapi_document_that_matches_the_routes() {
         .parse()
         .unwrap();
     assert!(heap_in_use > 1e5, "{heap_in_use}");
-    assert!(text.contains("fogbank_heap_bytes{state=\"free\"} "), "{text}");
+    assert!(
+        text.contains("fogbank_heap_bytes{state=\"free\"} "),
+        "{text}"
+    );
 
     let doc = gw.get("/openapi.json").json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));

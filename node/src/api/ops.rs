@@ -11,7 +11,8 @@ use super::problem::{ApiError, Problem};
 use super::schema::*;
 use super::things::{ActuationRequest, CommandValue};
 use crate::auth::Scope;
-use crate::metrics::{Exposition, heap, resident_bytes};
+use crate::heap::heap;
+use crate::metrics::{Exposition, resident_bytes};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
