@@ -5,7 +5,7 @@ use crate::protocol::{
 use crate::router::Ack;
 use crate::router::{
     iobufs::{Incoming, Outgoing},
-    Connection, Event, Notification, ShadowRequest,
+    Connection, Event, LinkHandle, Notification, ShadowRequest,
 };
 use crate::ConnectionId;
 use bytes::Bytes;
@@ -403,16 +403,23 @@ impl LinkRx {
     }
 
     pub fn ready(&self) -> Result<(), LinkError> {
-        self.router_tx.send((self.connection_id, Event::Ready))?;
+        self.router_tx
+            .send((self.connection_id, Event::Ready(self.handle())))?;
         Ok(())
     }
 
     pub async fn wake(&self) -> Result<(), LinkError> {
         self.router_tx
-            .send_async((self.connection_id, Event::Ready))
+            .send_async((self.connection_id, Event::Ready(self.handle())))
             .await?;
 
         Ok(())
+    }
+
+    /// What tells this link's events from those of a link that had its
+    /// connection id before.
+    pub(crate) fn handle(&self) -> LinkHandle {
+        LinkHandle(self.send_buffer.clone())
     }
 }
 

@@ -3,7 +3,7 @@ use crate::link::network;
 use crate::link::network::Network;
 use crate::local::LinkBuilder;
 use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Login, Packet, Protocol};
-use crate::router::{Event, Notification};
+use crate::router::{Event, LinkHandle, Notification};
 use crate::{ConnectionId, ConnectionSettings};
 
 use flume::{RecvError, SendError, Sender, TrySendError};
@@ -123,6 +123,11 @@ impl<P: Protocol> RemoteLink<P> {
             notifications: VecDeque::with_capacity(100),
             will_delay_interval,
         })
+    }
+
+    /// What the router tells this link's events by (see [`LinkHandle`]).
+    pub(crate) fn handle(&self) -> LinkHandle {
+        self.link_rx.handle()
     }
 
     pub async fn start(&mut self) -> Result<(), Error> {

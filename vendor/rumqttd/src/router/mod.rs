@@ -1,9 +1,11 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     fmt,
+    sync::Arc,
 };
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -35,6 +37,16 @@ pub const MAX_CHANNEL_CAPACITY: usize = 200;
 
 pub(crate) type FilterIdx = usize;
 
+/// The link an event comes from, beyond its connection id. The router gives
+/// a closed connection's id to the next connection at once, while the
+/// closed link's last events (its socket closed, ready for more) may still
+/// be on their way: a socket closed right after a DISCONNECT, whose packet
+/// already made the router drop the connection, would otherwise disconnect
+/// whoever connected in between. Such events carry the link's outgoing
+/// buffer, and the router acts on them only if it is the id's current one.
+#[derive(Debug, Clone)]
+pub struct LinkHandle(pub(crate) Arc<Mutex<VecDeque<Notification>>>);
+
 #[derive(Debug)]
 // TODO: Fix this
 #[allow(clippy::large_enum_variant)]
@@ -50,11 +62,11 @@ pub enum Event {
     /// New alert link
     NewAlert(flume::Sender<Vec<Alert>>),
     /// Connection ready to receive more data
-    Ready,
+    Ready(LinkHandle),
     /// Data for native commitlog
     DeviceData,
     /// Disconnection request
-    Disconnect,
+    Disconnect(LinkHandle),
     /// Shadow
     Shadow(ShadowRequest),
     /// Collect and send alerts to all alerts links

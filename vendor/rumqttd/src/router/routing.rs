@@ -13,6 +13,7 @@ use flume::{bounded, Receiver, RecvError, Sender, TryRecvError};
 use slab::Slab;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::str::Utf8Error;
+use std::sync::Arc;
 use std::thread;
 use std::time::SystemTime;
 use thiserror::Error;
@@ -25,8 +26,8 @@ use super::logs::{AckLog, DataLog, PublishData};
 use super::scheduler::{ScheduleReason, Scheduler};
 use super::shared_subs::SharedGroup;
 use super::{
-    packetid, Connection, DataRequest, Event, FilterIdx, Meter, Notification, Print, RouterMeter,
-    ShadowRequest, MAX_CHANNEL_CAPACITY, MAX_SCHEDULE_ITERATIONS,
+    packetid, Connection, DataRequest, Event, FilterIdx, LinkHandle, Meter, Notification, Print,
+    RouterMeter, ShadowRequest, MAX_CHANNEL_CAPACITY, MAX_SCHEDULE_ITERATIONS,
 };
 
 #[derive(Error, Debug)]
@@ -244,8 +245,15 @@ impl Router {
             Event::NewMeter(tx) => self.handle_new_meter(tx),
             Event::NewAlert(tx) => self.handle_new_alert(tx),
             Event::DeviceData => self.handle_device_payload(id),
-            Event::Disconnect => self.handle_disconnection(id, None),
-            Event::Ready => self.scheduler.reschedule(id, ScheduleReason::Ready),
+            Event::Disconnect(link) if self.is_current(id, &link) => {
+                self.handle_disconnection(id, None)
+            }
+            Event::Ready(link) if self.is_current(id, &link) => {
+                self.scheduler.reschedule(id, ScheduleReason::Ready)
+            }
+            Event::Disconnect(_) | Event::Ready(_) => {
+                debug!(id, "event of a link whose connection is gone, dropped")
+            }
             Event::Shadow(request) => {
                 retrieve_shadow(&mut self.datalog, &mut self.obufs[id], request)
             }
@@ -262,6 +270,13 @@ impl Router {
                 _tenant_id,
             ),
         }
+    }
+
+    /// Whether `link` is the one connection `id` is now (see [`LinkHandle`]).
+    fn is_current(&self, id: ConnectionId, link: &LinkHandle) -> bool {
+        self.obufs
+            .get(id)
+            .is_some_and(|outgoing| Arc::ptr_eq(&outgoing.data_buffer, &link.0))
     }
 
     fn handle_new_connection(
@@ -458,10 +473,9 @@ impl Router {
         self.connection_map.remove(&client_id);
         self.ackslog.remove(id);
 
-        // Don't remove connection id from readyqueue with index. This will
-        // remove wrong connection from readyqueue. Instead just leave disconnected
-        // connection in readyqueue and allow 'consume()' method to deal with this
-        // self.readyqueue.remove(id);
+        // The id goes to the next connection: out of the ready queue with
+        // it, or that connection would be queued twice once scheduled.
+        self.scheduler.readyqueue.retain(|&queued| queued != id);
 
         let inflight_data_requests = self.datalog.clean(id);
         let retransmissions = outgoing.retransmission_map();
@@ -2428,3 +2442,103 @@ fn extract_group(filter: &str) -> Option<(String, String)> {
 // //         dbg!(trackers);
 // //     }
 // // }
+
+/// A closed connection's id goes to the next connection at once; what the
+/// closed link still sends must not reach the new one (see [`LinkHandle`]).
+#[cfg(test)]
+mod reused_ids {
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::protocol::{Disconnect, DisconnectReasonCode};
+
+    fn router() -> Router {
+        Router::new(
+            0,
+            RouterConfig {
+                max_connections: 10,
+                max_outgoing_packet_count: 200,
+                max_segment_size: 1 << 20,
+                max_segment_count: 10,
+                custom_segment: None,
+                initialized_filters: None,
+                shared_subscriptions_strategy: Default::default(),
+            },
+        )
+    }
+
+    struct Link {
+        id: ConnectionId,
+        incoming: Arc<Mutex<VecDeque<Packet>>>,
+        handle: LinkHandle,
+        _notified: Receiver<()>,
+    }
+
+    /// Connects `client` as the front door does.
+    fn connect(router: &mut Router, client: &str) -> Link {
+        let connection = Connection::new(None, client.to_owned(), true, false);
+        let incoming = Incoming::new(client.to_owned());
+        let (outgoing, notified) = Outgoing::new(client.to_owned());
+        let link_incoming = incoming.buffer.clone();
+        let handle = LinkHandle(outgoing.data_buffer.clone());
+        let event = Event::Connect {
+            connection,
+            incoming,
+            outgoing,
+        };
+        router.events(0, event);
+        Link {
+            id: router.connection_map[client],
+            incoming: link_incoming,
+            handle,
+            _notified: notified,
+        }
+    }
+
+    /// The client sends DISCONNECT: the router drops the connection.
+    fn say_disconnect(router: &mut Router, link: &Link) {
+        let reason_code = DisconnectReasonCode::NormalDisconnection;
+        let packet = Packet::Disconnect(Disconnect { reason_code }, None);
+        link.incoming.lock().push_back(packet);
+        router.events(link.id, Event::DeviceData);
+        assert!(router.obufs.get(link.id).is_none(), "still connected");
+    }
+
+    fn router_client(router: &Router, id: ConnectionId) -> String {
+        router
+            .obufs
+            .get(id)
+            .map(|outgoing| outgoing.client_id.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_closed_links_last_events_leave_the_next_connection_alone() {
+        let mut router = router();
+        let leaving = connect(&mut router, "leaving");
+        say_disconnect(&mut router, &leaving);
+        let arriving = connect(&mut router, "arriving");
+        assert_eq!(arriving.id, leaving.id, "the id was not reused");
+
+        // The leaving link's socket closes after all.
+        router.events(leaving.id, Event::Ready(leaving.handle.clone()));
+        router.events(leaving.id, Event::Disconnect(leaving.handle));
+        assert_eq!(router.connection_map.get("arriving"), Some(&arriving.id));
+        assert_eq!(router_client(&router, arriving.id), "arriving");
+
+        router.events(arriving.id, Event::Disconnect(arriving.handle));
+        assert!(router.connection_map.is_empty());
+        assert!(router.obufs.get(arriving.id).is_none());
+    }
+
+    #[test]
+    fn a_reused_id_is_queued_once() {
+        let mut router = router();
+        let leaving = connect(&mut router, "leaving");
+        assert_eq!(router.scheduler.readyqueue, [leaving.id]);
+        say_disconnect(&mut router, &leaving);
+        assert!(router.scheduler.readyqueue.is_empty());
+        let arriving = connect(&mut router, "arriving");
+        assert_eq!(router.scheduler.readyqueue, [arriving.id]);
+    }
+}

@@ -597,7 +597,7 @@ async fn remote<P: Protocol>(
     };
 
     if send_disconnect {
-        let disconnect = Event::Disconnect;
+        let disconnect = Event::Disconnect(link.handle());
         let message = (connection_id, disconnect);
         router_tx.send(message).ok();
     }
