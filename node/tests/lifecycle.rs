@@ -460,12 +460,9 @@ fn sighup_reloads_tokens_and_refuses_a_broken_config() {
             None,
         );
         let text = String::from_utf8_lossy(&metrics.body).into_owned();
-        let sample = format!("fogbank_config_reloads_total{{outcome=\"{outcome}\"}} ");
-        text.lines()
-            .find_map(|line| line.strip_prefix(sample.as_str()))
-            .unwrap_or_else(|| panic!("no {sample} in {text}"))
-            .parse()
-            .unwrap()
+        let sample = format!("fogbank_config_reloads_total{{outcome=\"{outcome}\"}}");
+        testkit::metric_sample(&text, &sample).unwrap_or_else(|| panic!("no {sample} in {text}"))
+            as u64
     };
     let wait_until = |what: &str, done: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -612,12 +612,7 @@ fn operations_endpoints_and_an_openapi_document_that_matches_the_routes() {
         assert!(text.contains(name), "{name} missing from\n{text}");
     }
     let sample = |name: &str| -> f64 {
-        let prefix = format!("{name} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
-            .parse()
-            .unwrap()
+        testkit::metric_sample(&text, name).unwrap_or_else(|| panic!("{name} missing from\n{text}"))
     };
     // The store's memory by part: the simulator's readings are in a write
     // buffer, and the three parts are named.

@@ -201,12 +201,7 @@ impl Member {
     /// One value of this member's `/metrics`.
     pub fn metric(&self, name: &str) -> f64 {
         let text = String::from_utf8(self.gateway.get("/metrics").body).unwrap();
-        text.lines()
-            .find_map(|line| {
-                line.strip_prefix(name)
-                    .and_then(|rest| rest.strip_prefix(' '))
-                    .and_then(|v| v.trim().parse().ok())
-            })
+        crate::metric_sample(&text, name)
             .unwrap_or_else(|| panic!("no metric {name} on {}", self.id))
     }
 

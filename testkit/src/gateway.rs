@@ -423,3 +423,16 @@ pub fn forward_log(stderr: std::process::ChildStderr, name: &str) -> ForwardedLo
         errors,
     }
 }
+
+/// The value of the sample `name` (with its labels, as exposed:
+/// `fogbank_heap_bytes{state="free"}`) in a Prometheus exposition `text`,
+/// if it is there.
+pub fn metric_sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

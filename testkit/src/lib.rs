@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 pub use cluster::{Member, acquainted, cluster_key, converged, mdns_lan, start_cloud};
 pub use controller::{CONTROLLER_TOKEN, Controller};
-pub use gateway::{Answer, Gateway};
+pub use gateway::{Answer, Gateway, metric_sample};
 pub use kamailio::Kamailio;
 pub use mqtt::{
     Mosquitto, embedded_gateway, external_gateway, issue_certificates, mosquitto_pub, mqtt_connect,
