@@ -124,10 +124,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .service(
             ops(web::scope("/api/v1"))
+                // The router tries the paths in this order, a regex each:
+                // the hottest read first.
+                .service(get("/things/{id}/reading", things::latest))
                 .service(get("/things", things::list))
                 .service(get("/things/{id}", things::get))
                 .service(get("/things/{id}/td", things::description))
-                .service(get("/things/{id}/reading", things::latest))
                 .service(
                     web::resource("/things/{id}/readings")
                         .route(web::get().to(things::history))
