@@ -389,12 +389,8 @@ fn main() {
             .into_reader()
             .read_to_string(&mut text)
             .unwrap();
-        let prefix = format!("fogbank_store_memory_bytes{{part=\"{part}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / f64::from(1 << 20)
+        let name = format!("fogbank_store_memory_bytes{{part=\"{part}\"}}");
+        testkit::metric_sample(&text, &name).unwrap_or(0.0) / f64::from(1 << 20)
     };
     let store_before_get =
         store_mib("memtables") + store_mib("block_cache") + store_mib("table_readers");
