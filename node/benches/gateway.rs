@@ -380,20 +380,23 @@ fn main() {
     // load itself costs, apart from what the ingest and the scale curve
     // left in the write buffers and the block cache.
     let before_get_rss = rss_kib(child.id());
-    let store_mib = |part: &str| -> f64 {
-        let mut text = String::new();
-        agent
-            .get(&format!("{base}/metrics"))
-            .call()
-            .unwrap()
-            .into_reader()
-            .read_to_string(&mut text)
-            .unwrap();
-        let name = format!("fogbank_store_memory_bytes{{part=\"{part}\"}}");
-        testkit::metric_sample(&text, &name).unwrap_or(0.0) / f64::from(1 << 20)
-    };
-    let store_before_get =
-        store_mib("memtables") + store_mib("block_cache") + store_mib("table_readers");
+    // One reading of /metrics, so that the three parts are of one moment.
+    let mut metrics = String::new();
+    agent
+        .get(&format!("{base}/metrics"))
+        .call()
+        .unwrap()
+        .into_reader()
+        .read_to_string(&mut metrics)
+        .unwrap();
+    let store_before_get = ["memtables", "block_cache", "table_readers"]
+        .iter()
+        .map(|part| {
+            let name = format!("fogbank_store_memory_bytes{{part=\"{part}\"}}");
+            testkit::metric_sample(&metrics, &name).unwrap_or(0.0)
+        })
+        .sum::<f64>()
+        / f64::from(1 << 20);
     let reading_url = format!("{base}/api/v1/things/{}/reading", ids[0]);
     let get_rate = wrk(&reading_url, secs);
     let after_get_rss = rss_kib(child.id());
