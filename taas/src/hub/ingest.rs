@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::Hub;
+use super::receipts::Book;
 use crate::senml;
 use crate::store::StoreError;
+use crate::store::receipts::ReceiptWrites;
 use crate::{DataType, Reading, ThingId, ThingReading};
 
 /// Why readings were refused. Nothing of a refused batch is stored.
@@ -124,8 +126,14 @@ impl Hub {
         let mut outcomes = Vec::with_capacity(deliveries.len());
         let mut accepted = Vec::with_capacity(deliveries.len());
         let mut woke: Vec<ThingId> = Vec::new();
+        // Held from the check for a repeat until the write is done, so that
+        // what the book says is what the store holds.
+        let mut book = deliveries
+            .iter()
+            .any(|d| d.receipt.is_some())
+            .then(|| self.receipts.book());
         for delivery in deliveries {
-            match self.check(&delivery, &mut woke) {
+            match self.check(&delivery, book.as_deref(), &mut woke) {
                 Ok(Ingested::Stored) if !delivery.readings.is_empty() => {
                     outcomes.push(Ok(Ingested::Stored));
                     accepted.push(delivery);
@@ -141,21 +149,20 @@ impl Hub {
         if accepted.is_empty() {
             return outcomes;
         }
-        // The receipts released since the last write go with this one.
-        let released = self.releases.take();
+        // The receipts of this burst in one record, and what releases
+        // since the last write changed, go with its readings.
+        let plan = book.as_deref().map(|book| {
+            book.plan(accepted.iter().filter_map(|d| {
+                let receipt = d.receipt.as_ref()?;
+                Some((receipt.slot.as_slice(), receipt.fingerprint.as_slice()))
+            }))
+        });
+        let no_receipts = ReceiptWrites::default();
         let written = self.store.append_deliveries(
-            released.iter().map(Vec::as_slice),
-            accepted.iter().map(|d| {
-                (
-                    d.readings.as_slice(),
-                    d.receipt
-                        .as_ref()
-                        .map(|r| (r.slot.as_slice(), r.fingerprint.as_slice())),
-                )
-            }),
+            plan.as_ref().map_or(&no_receipts, |plan| &plan.writes),
+            accepted.iter().map(|d| d.readings.as_slice()),
         );
         if let Err(error) = written {
-            self.releases.restore(released);
             // Nothing of the batch is stored: every accepted delivery fails.
             let error = Arc::new(error);
             for outcome in outcomes
@@ -167,6 +174,10 @@ impl Hub {
             }
             return outcomes;
         }
+        if let (Some(book), Some(plan)) = (book.as_deref_mut(), plan) {
+            book.commit(plan);
+        }
+        drop(book);
         for id in &woke {
             // A reading proves the device is reachable.
             if let Err(error) = self.set_available(id, true) {
@@ -191,11 +202,15 @@ impl Hub {
     /// `AlreadyStored`; readings must name known thing services and carry
     /// their data type. Thing services the delivery proves reachable are
     /// added to `woke`.
-    fn check(&self, delivery: &Delivery, woke: &mut Vec<ThingId>) -> Result<Ingested, IngestError> {
+    fn check(
+        &self,
+        delivery: &Delivery,
+        book: Option<&Book>,
+        woke: &mut Vec<ThingId>,
+    ) -> Result<Ingested, IngestError> {
         if let Some(receipt) = &delivery.receipt
             && receipt.redelivered
-            && !self.releases.contains(&receipt.slot)
-            && self.store.receipt(&receipt.slot)?.as_deref() == Some(receipt.fingerprint.as_slice())
+            && book.is_some_and(|book| book.holds(&receipt.slot, &receipt.fingerprint))
         {
             return Ok(Ingested::AlreadyStored);
         }

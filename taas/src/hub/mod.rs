@@ -17,7 +17,7 @@ mod drain;
 mod ingest;
 mod moves;
 mod reads;
-mod releases;
+mod receipts;
 #[cfg(test)]
 mod tests;
 
@@ -97,7 +97,7 @@ pub struct Hub {
     moves: moves::Moves,
     drain: parking_lot::Mutex<Option<DrainStatus>>,
     records: Records,
-    releases: releases::PendingReleases,
+    receipts: receipts::Receipts,
 }
 
 impl Hub {
@@ -121,6 +121,7 @@ impl Hub {
         }
         let moves = moves::Moves::load(&store)?;
         let records = Records::load(&store)?;
+        let receipts = receipts::Receipts::load(&store)?;
         tracing::info!(things = registry.len(), path = %data_dir.display(), "store opened");
         Ok(Arc::new(Hub {
             gateway: gateway.to_owned(),
@@ -140,7 +141,7 @@ impl Hub {
             moves,
             drain: parking_lot::Mutex::new(None),
             records,
-            releases: releases::PendingReleases::default(),
+            receipts,
         }))
     }
 

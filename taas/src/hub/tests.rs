@@ -56,6 +56,12 @@ fn a_batch_is_refused_whole() {
     assert_eq!(hub.stats().readings_rejected, 2);
 }
 
+/// The times of `thing`'s stored readings, oldest first.
+fn history_times(hub: &Hub, thing: &ThingId) -> Vec<u64> {
+    let history = hub.history(thing, Window::ALL).unwrap();
+    history.iter().map(|r| r.time.0).collect()
+}
+
 #[test]
 fn a_repeated_delivery_is_stored_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,13 +148,7 @@ fn deliveries_of_one_write_succeed_or_fail_each_on_their_own() {
     assert!(matches!(outcomes[1], Err(IngestError::UnknownThing(_))));
     assert!(matches!(outcomes[2], Ok(Ingested::Stored)));
     assert!(matches!(outcomes[3], Ok(Ingested::Stored)));
-    let times: Vec<u64> = hub
-        .history(&t, Window::ALL)
-        .unwrap()
-        .iter()
-        .map(|r| r.time.0)
-        .collect();
-    assert_eq!(times, vec![1, 4, 5]);
+    assert_eq!(history_times(&hub, &t), vec![1, 4, 5]);
     assert_eq!(hub.stats().readings_ingested, 3);
     assert_eq!(hub.stats().readings_rejected, 1);
     // The stored delivery's receipt was written with it; releasing
@@ -220,15 +220,9 @@ async fn released_receipts_ride_with_the_next_write() {
     // No write comes: the flush deletes the release on its own.
     hub.release(b"s/1").unwrap();
     assert!(stored_receipt("s/1").is_some());
-    tokio::time::sleep(releases::FLUSH_AFTER * 2).await;
+    tokio::time::sleep(receipts::FLUSH_AFTER * 2).await;
     assert_eq!(stored_receipt("s/1"), None);
-    let times: Vec<u64> = hub
-        .history(&t, Window::ALL)
-        .unwrap()
-        .iter()
-        .map(|r| r.time.0)
-        .collect();
-    assert_eq!(times, vec![0, 1, 10]);
+    assert_eq!(history_times(&hub, &t), vec![0, 1, 10]);
 }
 
 /// A hub closed with releases waiting writes them, so a restart finds
@@ -260,6 +254,56 @@ async fn waiting_releases_are_written_when_the_hub_closes() {
             .unwrap(),
         Ingested::Stored
     );
+}
+
+/// A burst's receipts are one record; one released of two rewrites it
+/// with the other, and a restart rebuilds which are live from the records.
+#[test]
+fn a_bursts_receipts_are_one_record_partly_released_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = id("gw.x.d.temperature");
+    let receipt = |slot: &str, redelivered| Receipt {
+        slot: slot.as_bytes().to_vec(),
+        fingerprint: b"same".to_vec(),
+        redelivered,
+    };
+    let delivery = |slot: &str, time, redelivered| Delivery {
+        receipt: Some(receipt(slot, redelivered)),
+        readings: vec![reading(&t, time, Value::Number(1.0))],
+    };
+    {
+        let hub = hub_with_things(dir.path());
+        let outcomes =
+            hub.ingest_deliveries(vec![delivery("s/1", 1, false), delivery("s/2", 2, false)]);
+        assert!(outcomes.iter().all(|o| matches!(o, Ok(Ingested::Stored))));
+        let records = hub.store().load_receipts().unwrap();
+        assert_eq!(records.len(), 1, "one record for the burst: {records:?}");
+        assert_eq!(records[0].1.len(), 2);
+        // Outside a runtime the release is written at once.
+        hub.release(b"s/1").unwrap();
+        let records = hub.store().load_receipts().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].1, vec![(b"s/2".to_vec(), b"same".to_vec())]);
+        // Another burst, another record.
+        hub.ingest_deliveries(vec![delivery("s/3", 3, false)]);
+        assert_eq!(hub.store().load_receipts().unwrap().len(), 2);
+    }
+    let hub = Hub::open("gw", dir.path(), HubOptions::default()).unwrap();
+    let outcomes = hub.ingest_deliveries(vec![
+        delivery("s/2", 4, true),
+        delivery("s/1", 5, true),
+        delivery("s/3", 6, true),
+    ]);
+    assert!(matches!(outcomes[0], Ok(Ingested::AlreadyStored)));
+    assert!(
+        matches!(outcomes[1], Ok(Ingested::Stored)),
+        "s/1 was released"
+    );
+    assert!(matches!(outcomes[2], Ok(Ingested::AlreadyStored)));
+    hub.release_all([b"s/1".as_slice(), b"s/2".as_slice(), b"s/3".as_slice()])
+        .unwrap();
+    assert_eq!(hub.store().load_receipts().unwrap(), vec![]);
+    assert_eq!(history_times(&hub, &t), vec![1, 2, 3, 5]);
 }
 
 #[test]

@@ -12,13 +12,17 @@
 //! 2. as 1, and `written_by`: the release that last opened the store, so
 //!    that a refusal can say which release to run. A format-1 store is
 //!    upgraded by writing both keys.
+//! 3. as 2, with `receipts` kept as numbered records, one per write (see
+//!    [`super::receipts`]) instead of one key per delivery slot. An older
+//!    store's receipts are gathered into record 0 in the batch that writes
+//!    the new format.
 
 use rocksdb::WriteBatch;
 
 use super::{CF_META, Store, StoreError};
 
 /// The format this build writes, and the newest it reads.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 /// Format 1's name for the key, kept: a format-1 build that meets a newer
 /// store then refuses it ("schema version 2, this build understands 1")
 /// rather than taking it for a fresh one.
@@ -59,6 +63,9 @@ impl Store {
             });
         }
         let mut batch = WriteBatch::default();
+        if found.is_some_and(|found| found < 3) {
+            self.upgrade_receipts(&mut batch)?;
+        }
         batch.put_cf(meta, FORMAT_KEY, FORMAT.to_string());
         batch.put_cf(meta, WRITTEN_BY_KEY, RELEASE);
         self.write(batch)?;
@@ -124,16 +131,15 @@ mod tests {
         drop(store);
         assert_eq!(
             raw_meta(&path),
-            (Some(b"2".to_vec()), Some(RELEASE.as_bytes().to_vec()))
+            (Some(b"3".to_vec()), Some(RELEASE.as_bytes().to_vec()))
         );
     }
 
-    /// `tests/fixtures/store-format-1.tar.gz` was written by the release
-    /// before format 2 (commit f0805b1: a gateway `gw-old` with three
-    /// readings of `gw-old.http.boiler.temperature` posted, then stopped
-    /// with SIGTERM).
-    #[test]
-    fn a_format_1_store_is_upgraded_in_place_with_every_reading() {
+    /// `tests/fixtures/store-format-N.tar.gz` was written by the release
+    /// before format N+1 (format 1: commit f0805b1; format 2: commit
+    /// c01288e1), each a gateway `gw-old` with three readings of
+    /// `gw-old.http.boiler.temperature` posted, then stopped with SIGTERM.
+    fn an_old_store_is_upgraded_in_place_with_every_reading(format: u32) {
         let dir = tempfile::tempdir().unwrap();
         // Where cargo runs the test from, not where it was compiled: a
         // target dir shared by two clones keeps the other's path.
@@ -141,7 +147,7 @@ mod tests {
             &std::env::var_os("CARGO_MANIFEST_DIR")
                 .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
         )
-        .join("tests/fixtures/store-format-1.tar.gz");
+        .join(format!("tests/fixtures/store-format-{format}.tar.gz"));
         let unpacked = std::process::Command::new("tar")
             .arg("-xzf")
             .arg(&fixture)
@@ -150,7 +156,10 @@ mod tests {
             .status()
             .unwrap();
         assert!(unpacked.success());
-        assert_eq!(raw_meta(dir.path()), (Some(b"1".to_vec()), None));
+        assert_eq!(
+            raw_meta(dir.path()).0,
+            Some(format.to_string().into_bytes())
+        );
 
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         assert_eq!(store.format().unwrap(), FORMAT);
@@ -172,23 +181,64 @@ mod tests {
     }
 
     #[test]
+    fn a_format_1_store_is_upgraded_in_place_with_every_reading() {
+        an_old_store_is_upgraded_in_place_with_every_reading(1);
+    }
+
+    #[test]
+    fn a_format_2_store_is_upgraded_in_place_with_every_reading() {
+        an_old_store_is_upgraded_in_place_with_every_reading(2);
+    }
+
+    #[test]
     fn a_newer_store_is_refused_by_name_and_left_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        store_that_says(&path, &[(FORMAT_KEY, b"3"), (WRITTEN_BY_KEY, b"9.1.0")]);
+        store_that_says(&path, &[(FORMAT_KEY, b"4"), (WRITTEN_BY_KEY, b"9.1.0")]);
 
         let refused = Store::open(&path, &StoreOptions::default())
             .err()
             .expect("a newer store is refused");
         let said = refused.to_string();
-        for part in ["format 3", "fogbank 9.1.0", "formats up to 2", RELEASE] {
+        for part in ["format 4", "fogbank 9.1.0", "formats up to 3", RELEASE] {
             assert!(said.contains(part), "{part:?} is not in {said:?}");
         }
         assert_eq!(
             raw_meta(&path),
-            (Some(b"3".to_vec()), Some(b"9.1.0".to_vec())),
+            (Some(b"4".to_vec()), Some(b"9.1.0".to_vec())),
             "the refused store is untouched"
         );
+    }
+
+    /// Format 2 kept a key per delivery slot; format 3 one record per
+    /// write. The old receipts survive the upgrade, so a redelivery after
+    /// it is still recognised.
+    #[test]
+    fn a_format_2_stores_receipts_are_gathered_into_one_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let store = Store::open(&path, &StoreOptions::default()).unwrap();
+            let meta = store.cf(CF_META).unwrap();
+            store.db.put_cf(meta, FORMAT_KEY, b"2").unwrap();
+            let receipts = store.cf(super::super::CF_RECEIPTS).unwrap();
+            store.db.put_cf(receipts, b"mqtt/a/1", b"f1").unwrap();
+            store.db.put_cf(receipts, b"mqtt/b/2", b"f2").unwrap();
+        }
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        assert_eq!(store.format().unwrap(), FORMAT);
+        let records = store.load_receipts().unwrap();
+        assert_eq!(
+            records,
+            vec![(
+                0,
+                vec![
+                    (b"mqtt/a/1".to_vec(), b"f1".to_vec()),
+                    (b"mqtt/b/2".to_vec(), b"f2".to_vec())
+                ]
+            )]
+        );
+        assert_eq!(store.receipt(b"mqtt/b/2").unwrap(), Some(b"f2".to_vec()));
     }
 
     #[test]

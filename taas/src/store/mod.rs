@@ -10,9 +10,10 @@
 //!   twice with the same time overwrites itself: redeliveries never
 //!   duplicate history;
 //! - `meta`: the store's format (see [`format`]) and other small facts;
-//! - `receipts`: delivery slot → content fingerprint of deliveries stored
-//!   but not yet acknowledged to their sender, so that a redelivery after a
-//!   crash is recognised (see [`crate::Hub::ingest_once`]).
+//! - `receipts`: record number → the receipts (delivery slot, content
+//!   fingerprint) of deliveries stored but not yet acknowledged to their
+//!   sender, one record per write, so that a redelivery after a crash is
+//!   recognised (see [`receipts`] and [`crate::Hub::ingest_once`]).
 //!
 //! Every write goes through the WAL before it returns, so a reading the
 //! gateway acknowledged survives a killed process (and, with `sync_writes`,
@@ -21,13 +22,14 @@
 //! - `layer_state`: `{space} 0x00 {key}` → bytes the layers above keep
 //!   (federation's addresses, registries and requests), opaque here.
 //!
-//! One module per column family's job — [`things`], [`readings`] (with the
-//! delivery receipts), [`retention`], [`services`], [`state`] — and
+//! One module per column family's job — [`things`], [`readings`],
+//! [`receipts`], [`retention`], [`services`], [`state`] — and
 //! [`keys`], the key layouts they share.
 
 mod format;
 mod keys;
 mod readings;
+pub mod receipts;
 mod retention;
 mod services;
 mod state;

@@ -1,12 +1,13 @@
-//! The `readings` column family — the history — and `receipts`, which
-//! make a repeated delivery recognisable: both written in one batch per
-//! burst, so a reading and the receipt of its delivery reach the WAL
-//! together or not at all.
+//! The `readings` column family: the history. A burst's readings are
+//! written in one batch with the receipt records of its deliveries
+//! ([`super::receipts`]), so a reading and the receipt of its delivery
+//! reach the WAL together or not at all.
 
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 
 use super::keys::{id_prefix_end, parse_reading_key, reading_key};
-use super::{CF_READINGS, CF_RECEIPTS, Store, StoreError};
+use super::receipts::ReceiptWrites;
+use super::{CF_READINGS, Store, StoreError};
 use crate::id::ThingId;
 use crate::reading::{Reading, ThingReading, Timestamp, codec};
 
@@ -43,58 +44,30 @@ impl Window {
 impl Store {
     /// Writes readings atomically: all or none reach the WAL.
     pub fn append(&self, readings: &[ThingReading]) -> Result<(), StoreError> {
-        self.append_deliveries([], [(readings, None)])
+        self.append_deliveries(&ReceiptWrites::default(), [readings])
     }
 
-    /// Writes the readings of several deliveries, each with its delivery
-    /// receipt (slot key → content fingerprint) if it has one, in one
-    /// atomic batch: one WAL append for all of them. The receipts of
-    /// `released` slots are deleted in the same batch, before the new
-    /// receipts are put (a slot may be both).
+    /// Writes the readings of several deliveries and the changes to the
+    /// receipt records that go with them in one atomic batch: one WAL
+    /// append for all of them, so a reading and the receipt of its
+    /// delivery are stored together or not at all.
     pub fn append_deliveries<'a>(
         &self,
-        released: impl IntoIterator<Item = &'a [u8]>,
-        deliveries: impl IntoIterator<Item = (&'a [ThingReading], Option<(&'a [u8], &'a [u8])>)>,
+        receipts: &ReceiptWrites,
+        deliveries: impl IntoIterator<Item = &'a [ThingReading]>,
     ) -> Result<(), StoreError> {
         let readings_cf = self.cf(CF_READINGS)?;
-        let receipts_cf = self.cf(CF_RECEIPTS)?;
         let mut batch = WriteBatch::default();
-        for slot in released {
-            batch.delete_cf(receipts_cf, slot);
-        }
+        self.add_receipt_writes(&mut batch, receipts)?;
         let mut value = Vec::with_capacity(16);
-        for (readings, receipt) in deliveries {
+        for readings in deliveries {
             for r in readings {
                 value.clear();
                 codec::encode(&r.reading.value, &mut value);
                 batch.put_cf(readings_cf, reading_key(&r.thing, r.reading.time), &value);
             }
-            if let Some((key, fingerprint)) = receipt {
-                batch.put_cf(receipts_cf, key, fingerprint);
-            }
         }
         self.write(batch)?;
-        Ok(())
-    }
-
-    /// The fingerprint recorded for a delivery slot, if any.
-    pub fn receipt(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.cf(CF_RECEIPTS)?, key)?)
-    }
-
-    /// Forgets delivery slots once their senders have the acknowledgement.
-    pub fn clear_receipts<'a>(
-        &self,
-        keys: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<(), StoreError> {
-        let cf = self.cf(CF_RECEIPTS)?;
-        let mut batch = WriteBatch::default();
-        for key in keys {
-            batch.delete_cf(cf, key);
-        }
-        if !batch.is_empty() {
-            self.write(batch)?;
-        }
         Ok(())
     }
 
