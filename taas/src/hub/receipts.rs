@@ -275,10 +275,7 @@ mod tests {
         let mut written = Vec::new();
         for receipts in writes {
             let plan = book.plan(receipts.iter().map(|(s, f)| (s.as_bytes(), f.as_bytes())));
-            written.push(ReceiptWrites {
-                puts: plan.writes.puts.clone(),
-                deletes: plan.writes.deletes.clone(),
-            });
+            written.push(plan.writes.clone());
             book.commit(plan);
         }
         book.release(released.iter().map(|s| s.as_bytes()));
@@ -342,6 +339,7 @@ mod tests {
                     (4, record(&[("a/1", "old"), ("a/2", "y")])),
                     (7, record(&[("a/1", "new")])),
                     (9, record(&[])),
+                    (11, b"\x00\x09not".to_vec()),
                 ],
                 deletes: vec![],
             })
@@ -349,9 +347,13 @@ mod tests {
         let book = Book::load(&store).unwrap();
         assert!(book.holds(b"a/1", b"new"));
         assert!(book.holds(b"a/2", b"y"));
-        assert_eq!(book.next, 10);
+        assert_eq!(book.next, 12);
         let plan = book.plan([]);
-        assert_eq!(plan.writes.deletes, vec![9], "an empty record goes");
+        assert_eq!(
+            plan.writes.deletes,
+            vec![9, 11],
+            "an empty record goes, and an unreadable one"
+        );
         assert_eq!(
             plan.writes.puts,
             vec![(4, record(&[("a/2", "y")]))],

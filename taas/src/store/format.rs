@@ -156,9 +156,11 @@ mod tests {
             .status()
             .unwrap();
         assert!(unpacked.success());
+        // Format 1 did not yet say which release wrote it.
+        let written_by = (format >= 2).then(|| b"0.1.0".to_vec());
         assert_eq!(
-            raw_meta(dir.path()).0,
-            Some(format.to_string().into_bytes())
+            raw_meta(dir.path()),
+            (Some(format.to_string().into_bytes()), written_by)
         );
 
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();

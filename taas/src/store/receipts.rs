@@ -27,7 +27,7 @@ pub type StoredReceipt = (Vec<u8>, Vec<u8>);
 
 /// Changes to the receipt records, applied in the same batch as the
 /// readings they go with.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ReceiptWrites {
     /// Records written whole: number and encoded receipts.
     pub puts: Vec<(u64, Vec<u8>)>,
@@ -75,18 +75,27 @@ pub fn decode_record(mut value: &[u8]) -> Option<Vec<StoredReceipt>> {
 }
 
 impl Store {
-    /// Every receipt record, oldest first. An unreadable one is skipped
-    /// (and said): it is dropped by the next write that touches it.
+    /// Every receipt record, oldest first. One whose value is unreadable
+    /// is said and given as holding nothing, so that the hub's next write
+    /// deletes it; a key that is no record number is said and left.
     pub fn load_receipts(&self) -> Result<Vec<(u64, Vec<StoredReceipt>)>, StoreError> {
         let cf = self.cf(CF_RECEIPTS)?;
         let mut records = Vec::new();
         for item in self.db.iterator_cf(cf, IteratorMode::Start) {
             let (key, value) = item?;
             let number = <[u8; 8]>::try_from(&key[..]).ok().map(u64::from_be_bytes);
-            match (number, decode_record(&value)) {
-                (Some(number), Some(receipts)) => records.push((number, receipts)),
-                _ => tracing::warn!(key = ?key, "skipping an unreadable receipt record"),
-            }
+            let Some(number) = number else {
+                tracing::warn!(key = ?key, "skipping a receipt record whose key is not a number");
+                continue;
+            };
+            let receipts = decode_record(&value).unwrap_or_else(|| {
+                tracing::warn!(
+                    number,
+                    "an unreadable receipt record: dropped at the next write"
+                );
+                Vec::new()
+            });
+            records.push((number, receipts));
         }
         Ok(records)
     }
@@ -129,8 +138,9 @@ impl Store {
         Ok(())
     }
 
-    /// Format 2 kept one key per slot (slot → fingerprint): gathered into
-    /// record 0 in `batch`, the batch that also writes the new format.
+    /// Formats 1 and 2 kept one key per slot (slot → fingerprint):
+    /// gathered into record 0 in `batch`, the batch that also writes the
+    /// new format.
     pub(super) fn upgrade_receipts(&self, batch: &mut WriteBatch) -> Result<(), StoreError> {
         let cf = self.cf(CF_RECEIPTS)?;
         let mut receipts = Vec::new();
