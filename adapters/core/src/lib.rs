@@ -71,8 +71,9 @@ impl AdapterContext {
     /// first registered at when it moved here (see `Hub::move_device`).
     pub fn thing_id(&self, device: &str, resource: &str) -> Result<ThingId, IdError> {
         let device = fogbank_taas::id::sanitize_segment(device);
-        let home = self.hub.device_home(&self.adapter, &device);
-        ThingId::new(&home, &self.adapter, &device, resource)
+        self.hub.with_device_home(&self.adapter, &device, |home| {
+            ThingId::new(home, &self.adapter, &device, resource)
+        })
     }
 
     /// This adapter's devices that moved here from other gateways.
@@ -87,7 +88,9 @@ impl AdapterContext {
 
     fn check_owned(&self, id: &ThingId) -> Result<(), AdapterError> {
         if id.adapter() == self.adapter
-            && id.gateway() == self.hub.device_home(&self.adapter, id.device())
+            && self
+                .hub
+                .with_device_home(&self.adapter, id.device(), |home| home == id.gateway())
         {
             Ok(())
         } else {

@@ -56,6 +56,41 @@ struct Adoption {
     moves: u32,
 }
 
+/// The devices adopted here, adapter → device → adoption. Every reading a
+/// device sends asks for its things' home, so lookups take borrowed names
+/// and build no key.
+#[derive(Default)]
+struct Adoptions(HashMap<String, HashMap<String, Adoption>>);
+
+impl Adoptions {
+    fn get(&self, adapter: &str, device: &str) -> Option<&Adoption> {
+        self.0.get(adapter)?.get(device)
+    }
+
+    fn insert(&mut self, adapter: &str, device: &str, adoption: Adoption) {
+        self.0
+            .entry(adapter.to_owned())
+            .or_default()
+            .insert(device.to_owned(), adoption);
+    }
+
+    fn remove(&mut self, adapter: &str, device: &str) -> Option<Adoption> {
+        let devices = self.0.get_mut(adapter)?;
+        let removed = devices.remove(device);
+        if devices.is_empty() {
+            self.0.remove(adapter);
+        }
+        removed
+    }
+
+    fn devices(&self, adapter: &str) -> impl Iterator<Item = &String> {
+        self.0
+            .get(adapter)
+            .into_iter()
+            .flat_map(|devices| devices.keys())
+    }
+}
+
 /// Why a move was refused before it started, or a hand-over refused.
 #[derive(Debug, thiserror::Error)]
 pub enum MoveError {
@@ -85,7 +120,7 @@ pub enum MoveError {
 #[derive(Default)]
 pub(super) struct Moves {
     transports: parking_lot::RwLock<HashMap<String, Arc<dyn DeviceTransport>>>,
-    adopted: parking_lot::RwLock<HashMap<(String, String), Adoption>>,
+    adopted: parking_lot::RwLock<Adoptions>,
     /// Devices that left for another gateway: (adapter, device) → where.
     departed: parking_lot::RwLock<HashMap<(String, String), String>>,
     /// Things whose release runs now.
@@ -122,10 +157,7 @@ impl Moves {
             };
             match serde_json::from_slice::<Adoption>(&value) {
                 Ok(adoption) => {
-                    moves
-                        .adopted
-                        .write()
-                        .insert((adapter.to_owned(), device.to_owned()), adoption);
+                    moves.adopted.write().insert(adapter, device, adoption);
                 }
                 Err(error) => tracing::warn!(%key, %error, "skipping an unreadable adoption"),
             }
@@ -176,12 +208,22 @@ impl Hub {
     /// The first segment of the ids of `adapter`'s `device` here: the
     /// gateway that first saw it.
     pub fn device_home(&self, adapter: &str, device: &str) -> String {
-        self.moves
-            .adopted
-            .read()
-            .get(&(adapter.to_owned(), device.to_owned()))
-            .map(|a| a.home.clone())
-            .unwrap_or_else(|| self.gateway.clone())
+        self.with_device_home(adapter, device, str::to_owned)
+    }
+
+    /// `with` given [`device_home`](Self::device_home), without copying it.
+    pub fn with_device_home<R>(
+        &self,
+        adapter: &str,
+        device: &str,
+        with: impl FnOnce(&str) -> R,
+    ) -> R {
+        let adopted = self.moves.adopted.read();
+        with(
+            adopted
+                .get(adapter, device)
+                .map_or(&self.gateway, |a| &a.home),
+        )
     }
 
     /// The moves an own thing service has had (0 unless adopted).
@@ -189,7 +231,7 @@ impl Hub {
         self.moves
             .adopted
             .read()
-            .get(&(id.adapter().to_owned(), id.device().to_owned()))
+            .get(id.adapter(), id.device())
             .filter(|a| a.home == id.gateway())
             .map_or(0, |a| a.moves)
     }
@@ -226,7 +268,7 @@ impl Hub {
             self.moves
                 .adopted
                 .write()
-                .remove(&(device.adapter.clone(), device.device.clone()));
+                .remove(&device.adapter, &device.device);
             self.store
                 .delete_state(ADOPTED, &state_key(&device.adapter, &device.device))?;
             return Err(MoveError::Refused(format!(
@@ -256,7 +298,7 @@ impl Hub {
         self.moves
             .adopted
             .write()
-            .insert((device.adapter.clone(), device.device.clone()), adoption);
+            .insert(&device.adapter, &device.device, adoption);
         self.forget_departure(&device.adapter, &device.device)
     }
 
@@ -273,7 +315,7 @@ impl Hub {
             .moves
             .adopted
             .read()
-            .get(&(thing.adapter().to_owned(), thing.device().to_owned()))
+            .get(thing.adapter(), thing.device())
             .is_some_and(|a| a.from == from && a.home == thing.gateway());
         if owned != Some(true) || !adopted_from {
             return Err(MoveError::Refused(format!(
@@ -596,9 +638,8 @@ impl Hub {
             .moves
             .adopted
             .read()
-            .keys()
-            .filter(|(a, _)| a == adapter)
-            .map(|(_, device)| device.clone())
+            .devices(adapter)
+            .cloned()
             .collect();
         devices.sort();
         devices
@@ -615,11 +656,16 @@ impl Hub {
 
     /// The device of `id` left: its adoption here, if any, ends.
     fn forget_adoption(&self, id: &ThingId) {
-        let key = (id.adapter().to_owned(), id.device().to_owned());
-        if self.runs_device(&key.0, &key.1) || self.moves.adopted.write().remove(&key).is_none() {
+        let (adapter, device) = (id.adapter(), id.device());
+        if self.runs_device(adapter, device)
+            || self.moves.adopted.write().remove(adapter, device).is_none()
+        {
             return;
         }
-        if let Err(error) = self.store.delete_state(ADOPTED, &state_key(&key.0, &key.1)) {
+        if let Err(error) = self
+            .store
+            .delete_state(ADOPTED, &state_key(adapter, device))
+        {
             tracing::warn!(thing = %id, %error, "cannot forget an adoption");
         }
     }
