@@ -292,6 +292,50 @@ fn floor_averages_and_occupancy_lights_run_on_the_campus() {
 }
 
 #[test]
+fn a_floor_without_an_output_is_said_once_not_every_tick() {
+    // A fifth floor in building A: floor-average declares outputs for four.
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("fogbank.toml");
+    std::fs::write(
+        &config,
+        "[sim]\nenabled = true\ninterval_ms = 100\nfloors = 5\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(
+        &["--config", config.to_str().unwrap()],
+        &[("FOGBANK_GATEWAY_ID", "gw-s")],
+    );
+    assert_eq!(
+        publish(&gw, &manifest("floor-average"), &component("floor-average")).status,
+        201
+    );
+    let about_floor_5 = |gw: &Gateway| {
+        let logs = gw.get("/api/v1/services/floor-average/logs").json();
+        logs.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| {
+                l["level"] == "warn" && l["message"].as_str().is_some_and(|m| m.contains("floor-5"))
+            })
+            .count()
+    };
+    wait_until("the warning about floor 5", || about_floor_5(&gw) > 0);
+    // Three more ticks (one a second) of the floors that have outputs.
+    let time_of = |gw: &Gateway| {
+        latest(gw, "gw-s.service.floor-average.floor-1").and_then(|r| r["t"].as_f64())
+    };
+    for _ in 0..3 {
+        let before = time_of(&gw);
+        wait_until("the next average of floor 1", || time_of(&gw) != before);
+    }
+    assert_eq!(about_floor_5(&gw), 1, "said once");
+    assert_eq!(
+        gw.get("/api/v1/services/floor-average").json()["state"],
+        "running"
+    );
+}
+
+#[test]
 fn the_manifest_is_the_whole_of_a_services_rights() {
     let gw = campus();
     // The alarm without its actuate grant: the host refuses the command and

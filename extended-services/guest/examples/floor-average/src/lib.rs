@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use fogbank_service_sdk::{
-    Config, Guest, Reading, Response, Selector, Value, clock, export, log, outputs, things,
+    Config, Failure, Guest, Reading, Response, Selector, Value, clock, export, log, outputs, things,
 };
 
 #[derive(Default)]
@@ -80,6 +80,7 @@ impl Guest for FloorAverage {
         let now = clock::now();
         STATE.with_borrow_mut(|s| {
             let oldest = now.saturating_sub(s.window_us);
+            let mut unpublishable = Vec::new();
             for (floor, samples) in &mut s.samples {
                 while samples.front().is_some_and(|(t, _)| *t < oldest) {
                     samples.pop_front();
@@ -88,8 +89,25 @@ impl Guest for FloorAverage {
                     continue;
                 }
                 let mean = samples.iter().map(|(_, v)| v).sum::<f64>() / samples.len() as f64;
-                if let Err(e) = outputs::publish(floor, &Value::Number(mean)) {
-                    log::warn(&format!("cannot publish {floor}: {e}"));
+                match outputs::publish(floor, &Value::Number(mean)) {
+                    Ok(()) => {}
+                    Err(Failure::NotFound(e)) => {
+                        log::warn(&format!(
+                            "no output for {floor} ({e}): its sensors are left out from now on"
+                        ));
+                        unpublishable.push(floor.clone());
+                    }
+                    Err(e) => log::warn(&format!("cannot publish {floor}: {e}")),
+                }
+            }
+            // A floor the manifest declares no output for (a building
+            // with more floors than outputs) is said once, not every tick.
+            for floor in unpublishable {
+                s.samples.remove(&floor);
+                for of_sensor in s.floors.values_mut() {
+                    if of_sensor.as_deref() == Some(floor.as_str()) {
+                        *of_sensor = None;
+                    }
                 }
             }
         });
