@@ -20,7 +20,10 @@
 //!      it leaves A, the peers above store nothing. So the TLS-PSK bridge
 //!      and the Zenoh routers again, with a subscriber at B that appends
 //!      each message to a file (one `write`, no fsync, as a WAL append
-//!      without sync) before it counts it.
+//!      without sync) before it counts it. And since a Zenoh put is not
+//!      acknowledged to its publisher, fogbank once more with the device
+//!      at QoS 0 (A still stores each reading before it leaves), against
+//!      the Zenoh routers with the storing subscriber.
 //!
 //!    Payloads are the sequence number as text. Latency is receive time
 //!    minus send time of each message on one host's monotonic clock. The
@@ -50,7 +53,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
 use testkit::bench::{Better::*, Chart, Figure, Process, record_series, setting, status_kib};
 use testkit::{free_port, wait, wait_port};
 
@@ -146,10 +149,33 @@ fn publish(
     interval: Option<Duration>,
     epoch: Instant,
 ) -> Vec<u64> {
+    publish_at(port, topic, count, interval, epoch, QoS::AtLeastOnce)
+}
+
+/// [`publish`] at `qos`. At QoS 0 nothing is acknowledged: a QoS 1 message
+/// on `{topic}-end` after the last one, acknowledged in order, tells that
+/// the broker has taken them all.
+fn publish_at(
+    port: u16,
+    topic: &str,
+    count: usize,
+    interval: Option<Duration>,
+    epoch: Instant,
+    qos: QoS,
+) -> Vec<u64> {
     testkit::bench::block_on(async {
         let mut options = MqttOptions::new(format!("bench-pub-{port}"), "127.0.0.1", port);
         options.set_inflight(200);
         let (client, mut eventloop) = AsyncClient::new(options, 1000);
+        if qos == QoS::AtMostOnce {
+            // With nothing coming back to carry the TCP acknowledgements,
+            // Nagle's algorithm holds a message until the receiver's
+            // delayed ACK (40 ms): a device that wants its messages to go
+            // at once turns it off, as Zenoh's links do.
+            let mut network = NetworkOptions::new();
+            network.set_tcp_nodelay(true);
+            eventloop.set_network_options(network);
+        }
         let topic = topic.to_owned();
         let feeder = tokio::spawn(async move {
             let start = tokio::time::Instant::now();
@@ -160,14 +186,25 @@ fn publish(
                 }
                 sent.push(now_ns(epoch));
                 client
-                    .publish(topic.clone(), QoS::AtLeastOnce, false, seq.to_string())
+                    .publish(topic.clone(), qos, false, seq.to_string())
+                    .await
+                    .unwrap();
+            }
+            if qos == QoS::AtMostOnce {
+                let end = format!("{topic}-end");
+                client
+                    .publish(end, QoS::AtLeastOnce, false, "0")
                     .await
                     .unwrap();
             }
             sent
         });
+        let acknowledged = match qos {
+            QoS::AtMostOnce => 1,
+            _ => count,
+        };
         let mut acked = 0;
-        while acked < count {
+        while acked < acknowledged {
             if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
                 acked += 1;
             }
@@ -356,6 +393,11 @@ fn p2p_args(id: &str, port: u16, peer: Option<u16>) -> Vec<String> {
 struct FogbankDelivery {
     paced: Outcome,
     burst: Outcome,
+    /// The same across the cloud from a device at QoS 0: no acknowledgement
+    /// to the device, as a Zenoh publisher's put (A still stores each
+    /// reading before it leaves).
+    unacknowledged_paced: Outcome,
+    unacknowledged_burst: Outcome,
     local_paced: Outcome,
     local_burst: Outcome,
     rss_mib: f64,
@@ -411,7 +453,7 @@ fn fogbank_delivery(latency: usize, burst: usize, epoch: Instant) -> FogbankDeli
             get(b_http, &format!("/api/v1/things/{thing}")).is_some()
         },
     );
-    let run = |at: u16, count: usize, interval: Option<Duration>| {
+    let run = |at: u16, count: usize, interval: Option<Duration>, qos: QoS| {
         let (ready_tx, ready) = mpsc::channel();
         let url = format!("http://127.0.0.1:{at}/api/v1/things/{thing}/stream");
         let receiver = sse_receiver(url, count, epoch, ready_tx);
@@ -423,7 +465,7 @@ fn fogbank_delivery(latency: usize, burst: usize, epoch: Instant) -> FogbankDeli
             POLL,
             || !across || metric(a_http, "fogbank_cloud_followed") == 1.0,
         );
-        let sent = publish(mqtt, "things/bench/level", count, interval, epoch);
+        let sent = publish_at(mqtt, "things/bench/level", count, interval, epoch, qos);
         let received = receiver.join().unwrap();
         // A server notices a closed stream when it next writes to it: give
         // it readings (out of the runs' range) until B has left the topic.
@@ -434,10 +476,12 @@ fn fogbank_delivery(latency: usize, burst: usize, epoch: Instant) -> FogbankDeli
         Outcome::of(&sent, &received)
     };
     FogbankDelivery {
-        local_paced: run(a_http, latency, Some(PACE)),
-        local_burst: run(a_http, burst, None),
-        paced: run(b_http, latency, Some(PACE)),
-        burst: run(b_http, burst, None),
+        local_paced: run(a_http, latency, Some(PACE), QoS::AtLeastOnce),
+        local_burst: run(a_http, burst, None, QoS::AtLeastOnce),
+        paced: run(b_http, latency, Some(PACE), QoS::AtLeastOnce),
+        burst: run(b_http, burst, None, QoS::AtLeastOnce),
+        unacknowledged_paced: run(b_http, latency, Some(PACE), QoS::AtMostOnce),
+        unacknowledged_burst: run(b_http, burst, None, QoS::AtMostOnce),
         rss_mib: status_kib(a.0.id(), "VmHWM:") as f64 / 1024.0,
         dropped: Dropped::count(a_http, b_http),
     }
@@ -733,8 +777,8 @@ fn main() {
 
     // By system, in the order of `names` below; each round runs every
     // system in turn, so that a slow moment of the machine is shared.
-    let mut paced: [Vec<Outcome>; 8] = Default::default();
-    let mut bursts: [Vec<Outcome>; 8] = Default::default();
+    let mut paced: [Vec<Outcome>; SYSTEMS] = Default::default();
+    let mut bursts: [Vec<Outcome>; SYSTEMS] = Default::default();
     let mut rss_mib = 0f64;
     let mut dropped = Dropped::default();
     for _ in 0..rounds {
@@ -750,6 +794,7 @@ fn main() {
             zenoh_delivery(latency, burst, ZenohTopology::ThroughRouters, true),
             (fogbank.local_paced, fogbank.local_burst),
             zenoh_delivery(latency, burst, ZenohTopology::PeerToPeer, false),
+            (fogbank.unacknowledged_paced, fogbank.unacknowledged_burst),
         ];
         for (system, (p, b)) in round.into_iter().enumerate() {
             paced[system].push(p);
@@ -774,6 +819,9 @@ fn main() {
         "Zenoh, two routers, storing subscriber",
         "(fogbank, A alone, no hop)",
         "(Zenoh, two peers, no gateways)",
+        // Zenoh's guarantee to its publisher: none (a put is not
+        // acknowledged); fogbank still stores each reading at A.
+        "fogbank, device at QoS 0",
     ];
     // Ratios are each system's figure over fogbank's, in the same run:
     // below 1 the other is faster at the median, above 1 it has more
@@ -825,9 +873,23 @@ fn main() {
     record_convergence(&converged);
 }
 
-/// The delivery figures against each peer (systems 1 to 5 of `names`), and
-/// every system's latency distribution.
-fn record_delivery(names: &[&str; 8], paced: &[Outcome; 8], bursts: &[Outcome; 8], rss_mib: f64) {
+/// Systems of the delivery runs: fogbank, five peers, two references, and
+/// fogbank with an unacknowledged device.
+const SYSTEMS: usize = 9;
+/// Zenoh's routers with a subscriber that stores each message.
+const ZENOH_STORING: usize = 5;
+/// fogbank, the device at QoS 0.
+const UNACKNOWLEDGED: usize = 8;
+
+/// The delivery figures against each peer (systems 1 to 5 of `names`),
+/// fogbank's unacknowledged device against Zenoh with storage, and every
+/// system's latency distribution.
+fn record_delivery(
+    names: &[&str; SYSTEMS],
+    paced: &[Outcome; SYSTEMS],
+    bursts: &[Outcome; SYSTEMS],
+    rss_mib: f64,
+) {
     const AREA: &str = "Local cloud: one reading from gateway A to gateway B";
     for peer in 1..=5 {
         let name = names[peer];
@@ -859,6 +921,27 @@ fn record_delivery(names: &[&str; 8], paced: &[Outcome; 8], bursts: &[Outcome; 8
         .against(name, bursts[peer].per_second)
         .record();
     }
+    // Equal guarantees to the publisher too: neither acknowledges the
+    // device; fogbank stores at A, the peer at B.
+    let zenoh_storing = names[ZENOH_STORING];
+    Figure::new(
+        AREA,
+        "latency p50 at 1 000 msg/s, device at QoS 0 (unacknowledged, as a Zenoh put)",
+        paced[UNACKNOWLEDGED].p50_ms,
+        "ms",
+        Lower,
+    )
+    .against(zenoh_storing, paced[ZENOH_STORING].p50_ms)
+    .record();
+    Figure::new(
+        AREA,
+        "throughput, device at QoS 0 (unacknowledged, as a Zenoh put), all delivered",
+        bursts[UNACKNOWLEDGED].per_second,
+        "msg/s",
+        Higher,
+    )
+    .against(zenoh_storing, bursts[ZENOH_STORING].per_second)
+    .record();
     Figure::new(AREA, "gateway A peak RSS", rss_mib, "MiB", Lower).record();
     let chart = Chart {
         title: "Latency of one reading from gateway A to gateway B at 1 000 msg/s",
