@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fogbank_taas::{Event, Filter, FollowSet, Hub, ThingId, ThingReading};
+use fogbank_taas::{Event, Filter, FollowSet, Hub, Subscription, ThingId, ThingReading};
 use tokio::sync::oneshot;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
@@ -73,7 +73,11 @@ impl Worker {
         let (jobs, queue) = std::sync::mpsc::sync_channel(QUEUE);
         shared.stopping.store(false, Ordering::SeqCst);
         shared.set_state(State::Starting, None);
-        let feeder = tokio.spawn(feed(shared.clone(), hub.clone(), jobs.clone()));
+        // Subscribed here, not in the feeder task: a reading that comes
+        // once the service is said to run must reach it, however late the
+        // runtime first polls the task.
+        let bus = subscribe(&shared, &hub);
+        let feeder = tokio.spawn(feed(shared.clone(), hub.clone(), jobs.clone(), bus));
         let runner = Runner::new(shared.clone(), pre, hub, tokio);
         let thread = std::thread::Builder::new()
             .name(format!("svc-{}", shared.manifest.name))
@@ -133,14 +137,14 @@ impl Drop for Worker {
     }
 }
 
-/// Hands the readings a service subscribes to from the bus to its queue,
-/// and keeps other gateways' matching thing services followed.
-async fn feed(shared: Arc<Shared>, hub: Arc<Hub>, jobs: SyncSender<Job>) {
+/// The bus subscription to the readings the manifest subscribes to; none
+/// when it subscribes to nothing.
+fn subscribe(shared: &Shared, hub: &Arc<Hub>) -> Option<Subscription> {
     let subscriptions = shared.manifest.subscriptions.clone();
     if subscriptions.is_empty() {
-        return;
+        return None;
     }
-    let weak: Weak<Hub> = Arc::downgrade(&hub);
+    let weak: Weak<Hub> = Arc::downgrade(hub);
     let filter = {
         let subscriptions = subscriptions.clone();
         Filter::matching(move |id: &ThingId| {
@@ -155,7 +159,21 @@ async fn feed(shared: Arc<Shared>, hub: Arc<Hub>, jobs: SyncSender<Job>) {
             })
         })
     };
-    let mut bus = hub.subscribe(format!("service {}", shared.manifest.name), filter);
+    Some(hub.subscribe(format!("service {}", shared.manifest.name), filter))
+}
+
+/// Hands the readings of `bus` to the service's queue, and keeps other
+/// gateways' matching thing services followed.
+async fn feed(
+    shared: Arc<Shared>,
+    hub: Arc<Hub>,
+    jobs: SyncSender<Job>,
+    bus: Option<Subscription>,
+) {
+    let Some(mut bus) = bus else {
+        return;
+    };
+    let subscriptions = shared.manifest.subscriptions.clone();
     let mut followed = FollowSet::default();
     let mut refresh = tokio::time::interval(REMOTE_REFRESH);
     let mut seen_generation = None;

@@ -117,6 +117,43 @@ fn a_service_turns_readings_into_readings_of_its_output() {
     assert!(logs.iter().any(|l| l.message == "hello"), "{logs:?}");
 }
 
+#[test]
+fn a_reading_after_the_start_reaches_the_service_however_late_its_feeder_first_runs() {
+    let gw = gateway();
+    let component = echo();
+    let digest = engine::digest(component.as_bytes());
+    let pre = gw.services.prepare(&digest, component.as_bytes()).unwrap();
+    let manifest = Manifest::parse(&manifest("echo", "")).unwrap();
+    let shared = Arc::new(crate::shared::Shared::new(manifest, digest, "gw".into()));
+    for output in crate::hosting::output_things(&shared, true).unwrap() {
+        gw.hub.announce(output).unwrap();
+    }
+    // A runtime nobody drives yet: the feeder task is not polled until
+    // the reading has gone by.
+    let stalled = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let worker = Worker::start(
+        shared.clone(),
+        pre,
+        gw.hub.clone(),
+        stalled.handle().clone(),
+    )
+    .unwrap();
+    eventually("running", || shared.status().state == State::Running);
+    gw.feed(21.5);
+    stalled.block_on(async {
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while gw.output("echo") != Some(Value::Number(21.5)) && tokio::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert_eq!(gw.output("echo"), Some(Value::Number(21.5)));
+    worker.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn requests_reach_on_request() {
     let gw = gateway();
