@@ -244,8 +244,11 @@ struct Subscription {
 enum NotifyError {
     #[error("{0}")]
     Send(#[from] sip_core::Error),
-    #[error("the watcher answered {0}")]
-    Refused(u16),
+    /// The status and (an excerpt of) its reason phrase: which element
+    /// refused, the watcher or a proxy on its behalf, often shows only in
+    /// the phrase.
+    #[error("the watcher answered {code} {reason}")]
+    Refused { code: u16, reason: String },
 }
 
 impl Subscription {
@@ -409,7 +412,15 @@ impl Subscription {
         let response = transaction.receive_final().await?;
         match response.line.code.into_u16() {
             200..=299 => Ok(()),
-            code => Err(NotifyError::Refused(code)),
+            code => Err(NotifyError::Refused {
+                code,
+                reason: response
+                    .line
+                    .reason
+                    .as_ref()
+                    .map(|r| fogbank_taas::untrusted::Excerpt(r).to_string())
+                    .unwrap_or_default(),
+            }),
         }
     }
 }
