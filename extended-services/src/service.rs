@@ -140,13 +140,12 @@ impl Drop for Worker {
 /// The bus subscription to the readings the manifest subscribes to; none
 /// when it subscribes to nothing.
 fn subscribe(shared: &Shared, hub: &Arc<Hub>) -> Option<Subscription> {
-    let subscriptions = shared.manifest.subscriptions.clone();
-    if subscriptions.is_empty() {
+    if shared.manifest.subscriptions.is_empty() {
         return None;
     }
     let weak: Weak<Hub> = Arc::downgrade(hub);
     let filter = {
-        let subscriptions = subscriptions.clone();
+        let subscriptions = shared.manifest.subscriptions.clone();
         Filter::matching(move |id: &ThingId| {
             // Runs on every reading of the gateway: an id comparison when
             // that decides, a look at the thing without copying it when not.

@@ -21,15 +21,24 @@ fn campus() -> Gateway {
 }
 
 fn campus_with(env: &[(&str, &str)]) -> Gateway {
+    let gw = simulating("", env);
+    gw.wait_for_campus("gw-s");
+    gw
+}
+
+/// Gateway `gw-s` simulating a campus, with `sim` (TOML lines) added to
+/// its `[sim]` table; not waited for.
+fn simulating(sim: &str, env: &[(&str, &str)]) -> Gateway {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("fogbank.toml");
-    std::fs::write(&config, "[sim]\nenabled = true\ninterval_ms = 100\n").unwrap();
+    std::fs::write(
+        &config,
+        format!("[sim]\nenabled = true\ninterval_ms = 100\n{sim}"),
+    )
+    .unwrap();
     let mut env = env.to_vec();
     env.push(("FOGBANK_GATEWAY_ID", "gw-s"));
-    let gw = Gateway::start(&["--config", config.to_str().unwrap()], &env);
-    gw.wait_for_campus("gw-s");
-    drop(tmp);
-    gw
+    Gateway::start(&["--config", config.to_str().unwrap()], &env)
 }
 
 /// `fogbank service ...` against the gateway, with its admin token.
@@ -49,13 +58,22 @@ fn latest(gw: &Gateway, id: &str) -> Option<Json> {
 
 /// Whether a line of the service's log (level, message) passes `check`.
 fn logged(gw: &Gateway, service: &str, check: impl Fn(&str, &str) -> bool) -> bool {
+    logged_times(gw, service, check) > 0
+}
+
+/// How many lines of the service's log (level, message) pass `check`.
+fn logged_times(gw: &Gateway, service: &str, check: impl Fn(&str, &str) -> bool) -> usize {
     let logs = gw.get(&format!("/api/v1/services/{service}/logs")).json();
-    logs.as_array().into_iter().flatten().any(|l| {
-        check(
-            l["level"].as_str().unwrap_or(""),
-            l["message"].as_str().unwrap_or(""),
-        )
-    })
+    logs.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| {
+            check(
+                l["level"].as_str().unwrap_or(""),
+                l["message"].as_str().unwrap_or(""),
+            )
+        })
+        .count()
 }
 
 fn wait_until(what: &str, check: impl FnMut() -> bool) {
@@ -294,30 +312,15 @@ fn floor_averages_and_occupancy_lights_run_on_the_campus() {
 #[test]
 fn a_floor_without_an_output_is_said_once_not_every_tick() {
     // A fifth floor in building A: floor-average declares outputs for four.
-    let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("fogbank.toml");
-    std::fs::write(
-        &config,
-        "[sim]\nenabled = true\ninterval_ms = 100\nfloors = 5\n",
-    )
-    .unwrap();
-    let gw = Gateway::start(
-        &["--config", config.to_str().unwrap()],
-        &[("FOGBANK_GATEWAY_ID", "gw-s")],
-    );
+    let gw = simulating("floors = 5\n", &[]);
     assert_eq!(
         publish(&gw, &manifest("floor-average"), &component("floor-average")).status,
         201
     );
     let about_floor_5 = |gw: &Gateway| {
-        let logs = gw.get("/api/v1/services/floor-average/logs").json();
-        logs.as_array()
-            .into_iter()
-            .flatten()
-            .filter(|l| {
-                l["level"] == "warn" && l["message"].as_str().is_some_and(|m| m.contains("floor-5"))
-            })
-            .count()
+        logged_times(gw, "floor-average", |level, line| {
+            level == "warn" && line.contains("floor-5")
+        })
     };
     wait_until("the warning about floor 5", || about_floor_5(&gw) > 0);
     // Three more ticks (one a second) of the floors that have outputs.
