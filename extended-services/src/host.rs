@@ -148,43 +148,70 @@ impl WasiView for HostState {
     }
 }
 
-/// Splits a call's wall time into the guest's own and the time spent in
-/// host calls, so the CPU deadline counts only the first. The store's call
-/// hook marks every crossing into and out of the host.
+/// Splits the CPU time a call costs its service's thread into the guest's
+/// own and the host calls', so the CPU deadline counts only the first. The
+/// store's call hook marks every crossing into and out of the host.
+///
+/// It is the thread's CPU time, not the wall clock's: a gateway busy with
+/// other work (compiling a service, a burst of readings) takes the CPU from
+/// a guest now and then, and the guest must not be stopped for time it did
+/// not get. Each service runs on a thread of its own, so the thread's clock
+/// is the guest's (and its host calls', which are subtracted).
 #[derive(Debug, Default)]
 pub(crate) struct CallClock {
-    started: Option<Instant>,
-    /// Since when the guest has been waiting on a host call.
-    in_host: Option<Instant>,
+    started: Option<Duration>,
+    /// Since when (in thread CPU time) the guest has been in a host call.
+    in_host: Option<Duration>,
     host: Duration,
 }
 
 impl CallClock {
     pub fn start(&mut self) {
-        self.started = Some(Instant::now());
+        self.started = Some(thread_cpu_time());
         self.in_host = None;
         self.host = Duration::ZERO;
     }
 
     pub fn crossing(&mut self, hook: wasmtime::CallHook) {
         match hook {
-            wasmtime::CallHook::CallingHost => self.in_host = Some(Instant::now()),
+            wasmtime::CallHook::CallingHost => self.in_host = Some(thread_cpu_time()),
             wasmtime::CallHook::ReturningFromHost => {
                 if let Some(since) = self.in_host.take() {
-                    self.host += since.elapsed();
+                    self.host += thread_cpu_time().saturating_sub(since);
                 }
             }
             wasmtime::CallHook::CallingWasm | wasmtime::CallHook::ReturningFromWasm => {}
         }
     }
 
-    /// Asked in guest code (the epoch callback) or after the call, never
-    /// during a host call.
+    /// Asked on the service's thread, in guest code (the epoch callback) or
+    /// after the call, never during a host call.
     pub fn guest_time(&self) -> Duration {
         self.started
-            .map(|s| s.elapsed().saturating_sub(self.host))
+            .map(|s| {
+                thread_cpu_time()
+                    .saturating_sub(s)
+                    .saturating_sub(self.host)
+            })
             .unwrap_or_default()
     }
+}
+
+/// The CPU time the calling thread has used (user and system).
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write to, and nothing else holds it.
+    let failed = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0;
+    if failed {
+        // Every Linux since 2.6.12 has the clock; were it missing, the wall
+        // clock still stops a runaway guest.
+        static SINCE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        return SINCE.get_or_init(Instant::now).elapsed();
+    }
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 /// Memory accounting and the per-service memory limit.
@@ -545,6 +572,35 @@ mod tests {
         assert_eq!(
             from_wit_value(WitValue::Text("x".into())),
             Value::String("x".into())
+        );
+    }
+
+    #[test]
+    fn a_guest_is_charged_for_the_cpu_it_used_not_for_time_it_was_not_running() {
+        let mut clock = CallClock::default();
+        clock.start();
+        // Descheduled (here: asleep) for 50 ms, as a busy gateway would
+        // leave a guest's thread waiting for a core.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            clock.guest_time() < Duration::from_millis(20),
+            "{:?}",
+            clock.guest_time()
+        );
+
+        // Spinning is charged, and a host call's share is not.
+        let spin = |d: Duration| {
+            let from = thread_cpu_time();
+            while thread_cpu_time() - from < d {}
+        };
+        spin(Duration::from_millis(30));
+        clock.crossing(wasmtime::CallHook::CallingHost);
+        spin(Duration::from_millis(30));
+        clock.crossing(wasmtime::CallHook::ReturningFromHost);
+        let used = clock.guest_time();
+        assert!(
+            used >= Duration::from_millis(30) && used < Duration::from_millis(50),
+            "{used:?}"
         );
     }
 }

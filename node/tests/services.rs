@@ -565,15 +565,20 @@ fn python_services_run_and_a_misbehaving_one_is_contained() {
     );
 
     // Three misbehaving copies of one component (its limits: 64 MiB,
-    // 100 ms a call): raising, spinning, hoarding.
+    // 100 ms of CPU a call): raising, spinning, hoarding. The hoarder gets
+    // two seconds of CPU a call, so that its memory limit stops it however
+    // slow the machine (filling 64 MiB costs CPython tens of milliseconds).
     let component = component("misbehaving-python");
     for mode in ["raise", "spin", "bomb"] {
-        let manifest = manifest("misbehaving-python")
+        let mut manifest = manifest("misbehaving-python")
             .replace(
                 "name = \"misbehaving-python\"",
                 &format!("name = \"py-{mode}\""),
             )
             .replace("mode = \"raise\"", &format!("mode = \"{mode}\""));
+        if mode == "bomb" {
+            manifest = manifest.replace("cpu-ms = 100", "cpu-ms = 2000");
+        }
         let answer = publish(&gw, &manifest, &component);
         assert_eq!(
             answer.status,

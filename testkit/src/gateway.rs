@@ -197,19 +197,30 @@ impl Gateway {
         http(method, &self.url(path), headers, body)
     }
 
+    /// An authorised write that may take up to `limit` to be answered.
+    pub fn write_within(
+        &self,
+        limit: Duration,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Answer {
+        let auth = format!("Bearer {}", self.token());
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("Content-Type", content_type),
+        ];
+        http_within(limit, method, &self.url(path), &headers, Some(body))
+    }
+
     pub fn get(&self, path: &str) -> Answer {
         self.request("GET", path, &[], None)
     }
 
     /// An authorised write with a JSON or SenML body.
     pub fn write(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Answer {
-        let auth = format!("Bearer {}", self.token());
-        self.request(
-            method,
-            path,
-            &[("Authorization", &auth), ("Content-Type", content_type)],
-            Some(body),
-        )
+        self.write_within(HTTP_TIMEOUT, method, path, content_type, body)
     }
 
     /// Posts a SenML JSON pack with the admin token.
@@ -327,7 +338,21 @@ impl Drop for Gateway {
 
 /// One HTTP exchange, whatever the status; a transport failure is status 0.
 pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Answer {
-    let mut request = ureq::request(method, url).timeout(Duration::from_secs(30));
+    http_within(HTTP_TIMEOUT, method, url, headers, body)
+}
+
+/// How long an exchange may take before the test calls the gateway stuck.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// [`http`] with its own time limit, for an exchange that is slow by nature.
+pub fn http_within(
+    limit: Duration,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Answer {
+    let mut request = ureq::request(method, url).timeout(limit);
     for (k, v) in headers {
         request = request.set(k, v);
     }

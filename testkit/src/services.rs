@@ -28,13 +28,16 @@ pub fn component(name: &str) -> Vec<u8> {
     std::fs::read(guests().join(format!("{name}.wasm"))).unwrap()
 }
 
-/// Publishes a service with the admin token.
+/// Publishes a service with the admin token. The answer may take long: the
+/// gateway compiles the component first, and a Python one (CPython inside)
+/// takes tens of seconds on a busy test machine; as long as the CLI waits.
 pub fn publish(gw: &Gateway, manifest: &str, component: &[u8]) -> Answer {
     let body = serde_json::json!({
         "manifest": manifest,
         "component": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, component),
     });
-    gw.write(
+    gw.write_within(
+        std::time::Duration::from_secs(600),
         "POST",
         "/api/v1/services",
         "application/json",
