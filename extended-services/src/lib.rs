@@ -152,7 +152,7 @@ pub struct ServiceInfo {
     /// Calls that failed, and failed starts.
     pub errors: u64,
     pub last_error: Option<String>,
-    /// Time spent running guest code.
+    /// CPU time spent running guest code (its host calls not counted).
     pub cpu_time_ms: f64,
     /// Linear memory of the running instance.
     pub memory_bytes: u64,

@@ -270,6 +270,23 @@ fn main() {
                 == Some(5000)
         },
     );
+    // A move is refused until the target is an up member at the owner:
+    // gw-b knowing gw-a does not yet say that gw-a knows gw-b.
+    until(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        "gw-a sees gw-b up",
+        || {
+            get(&a, "/api/v1/peers")
+                .and_then(|peers| {
+                    peers.as_array().map(|all| {
+                        all.iter()
+                            .any(|p| p["gateway"] == "gw-b" && p["state"] == "up")
+                    })
+                })
+                .unwrap_or(false)
+        },
+    );
 
     // 1. One CoAP device moved back and forth.
     let (events_tx, events) = mpsc::channel();

@@ -389,6 +389,56 @@ fn a_subscription_the_watcher_forgot_is_dropped() {
     });
 }
 
+/// A NOTIFY answered with a Retry-After (here a watcher's 500) has not
+/// failed: the subscription stays, and the same state goes again once the
+/// time is up, not before.
+#[test]
+fn a_notify_told_to_retry_later_is_sent_again_and_the_subscription_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (gw, kamailio) = core_and_gateway(tmp.path(), &[ALICE], &[]);
+    set_lamp(&gw, true);
+    let watcher = Sipp::start(
+        &scenario("busy.xml"),
+        &kamailio_address(&kamailio),
+        testkit::free_udp_port(),
+        LAMP,
+        &[],
+        &["-aa"],
+        &tmp.path().join("sipp"),
+    );
+    let counter = |name: &str| sip_status(&gw)["counters"][name].as_u64().unwrap_or(0);
+    wait(Duration::from_secs(20), "the NOTIFY deferred", || {
+        counter("notifications_deferred") == 1
+    });
+    let deferred = Instant::now();
+    wait(Duration::from_secs(20), "the NOTIFY sent again", || {
+        counter("notifications") >= 1
+    });
+    assert!(
+        deferred.elapsed() >= Duration::from_millis(1500),
+        "sent again after {:?}, before its Retry-After of 2 s",
+        deferred.elapsed()
+    );
+    let status = sip_status(&gw);
+    assert_eq!(
+        status["subscriptions"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+    assert_eq!(status["counters"]["notifications_failed"], 0, "{status}");
+    let run = watcher.finish(Duration::from_secs(30));
+    assert!(run.passed, "{}", run.messages);
+    gw.wait_for(
+        "/api/v1/federation/sip",
+        "the watcher's own unsubscribe",
+        |a| {
+            a.json()["subscriptions"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+        },
+    );
+}
+
 /// What a subscription the gateway cannot serve gets: 489 with
 /// Allow-Events for another package, 406 with Accept for a body it cannot
 /// write, 404 for a thing it does not know. And a request that did not

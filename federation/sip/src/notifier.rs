@@ -5,7 +5,10 @@
 //! (RFC 6446 `min-interval`, or the configured one if longer). Each
 //! subscription is a dialog (ezk's) and a task of its own; a refresh or
 //! an `Expires: 0` arrives through the dialog. A NOTIFY that is refused
-//! (481 and the like) or never answered ends the subscription.
+//! (481 and the like) or never answered ends the subscription; one answered
+//! with a `Retry-After` (a busy proxy's 503, a watcher's 500) has not
+//! failed (RFC 6665 §4.2.2): the state goes again once that time is up,
+//! and the subscription carries on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +16,7 @@ use std::time::Duration;
 
 use fogbank_taas::{Event as BusEvent, Reading, ThingId, ThingService};
 use sip_core::{Endpoint, IncomingRequest, MayTake};
-use sip_types::header::typed::{Contact, Event, Expires};
+use sip_types::header::typed::{Contact, Event, Expires, RetryAfter};
 use sip_types::uri::NameAddr;
 use sip_types::{Method, Name, StatusCode};
 use sip_ua::dialog::{Dialog, Usage, UsageGuard};
@@ -249,6 +252,38 @@ enum NotifyError {
     /// the phrase.
     #[error("the watcher answered {code} {reason}")]
     Refused { code: u16, reason: String },
+    /// Answered with a `Retry-After`: not a failure; the state is to go
+    /// again after `after`.
+    #[error("the watcher answered {code}, retry after {after:?}")]
+    Deferred { code: u16, after: Duration },
+}
+
+/// A deferred final NOTIFY waits at most this long for its `Retry-After`
+/// (a shutdown waits for none).
+const LONGEST_FINAL_WAIT: Duration = Duration::from_secs(32);
+
+/// A deferred NOTIFY goes again no sooner than this, whatever the answer
+/// said: a `Retry-After: 0` to every NOTIFY must not make a flood of them.
+const SHORTEST_RETRY: Duration = Duration::from_secs(1);
+
+/// A NOTIFY's outcome as the subscription's loop takes it: a deferral is
+/// no failure, and sets when the state goes again.
+fn settle(
+    outcome: Result<(), NotifyError>,
+    retry_at: &mut Option<Instant>,
+) -> Result<(), NotifyError> {
+    match outcome {
+        Err(NotifyError::Deferred { code, after }) => {
+            tracing::info!(
+                code,
+                after_s = after.as_secs(),
+                "NOTIFY deferred: the state goes again after its Retry-After"
+            );
+            *retry_at = Some(Instant::now() + after.max(SHORTEST_RETRY));
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 impl Subscription {
@@ -267,7 +302,13 @@ impl Subscription {
         let fetch = self.plan.expires == 0;
         let mut ending = fetch.then_some("terminated;reason=timeout");
         let first = self.latest();
-        let mut outcome = self.notify(&until, ending, first.as_ref()).await;
+        // Set while a NOTIFY answered with a Retry-After waits to go again;
+        // meanwhile new readings only update what it will carry.
+        let mut retry_at: Option<Instant> = None;
+        let mut outcome = settle(
+            self.notify(&until, ending, first.as_ref()).await,
+            &mut retry_at,
+        );
         let mut last = Instant::now();
         let mut pending: Option<Reading> = None;
         while outcome.is_ok() && ending.is_none() {
@@ -278,10 +319,14 @@ impl Subscription {
                 Some(refresh) = refreshes.recv() => {
                     match self.refresh(refresh).await {
                         Some(0) => ending = Some("terminated;reason=timeout"),
+                        // The deferred NOTIFY will carry the new expiry.
+                        Some(expires) if retry_at.is_some() => {
+                            until = Instant::now() + Duration::from_secs(expires.into());
+                        }
                         Some(expires) => {
                             until = Instant::now() + Duration::from_secs(expires.into());
                             let latest = self.latest();
-                            outcome = self.notify(&until, None, latest.as_ref()).await;
+                            outcome = settle(self.notify(&until, None, latest.as_ref()).await, &mut retry_at);
                             last = Instant::now();
                         }
                         None => {}
@@ -289,8 +334,8 @@ impl Subscription {
                 }
                 event = readings.recv() => match event {
                     Some(BusEvent::Reading(reading)) => {
-                        if Instant::now() >= next_allowed {
-                            outcome = self.notify(&until, None, Some(&reading.reading)).await;
+                        if retry_at.is_none() && Instant::now() >= next_allowed {
+                            outcome = settle(self.notify(&until, None, Some(&reading.reading)).await, &mut retry_at);
                             last = Instant::now();
                             pending = None;
                         } else {
@@ -300,15 +345,32 @@ impl Subscription {
                     Some(BusEvent::Lagged(_)) => {}
                     None => ending = Some("terminated;reason=noresource"),
                 },
-                _ = tokio::time::sleep_until(next_allowed), if pending.is_some() => {
+                _ = tokio::time::sleep_until(next_allowed), if pending.is_some() && retry_at.is_none() => {
                     let reading = pending.take();
-                    outcome = self.notify(&until, None, reading.as_ref()).await;
+                    outcome = settle(self.notify(&until, None, reading.as_ref()).await, &mut retry_at);
+                    last = Instant::now();
+                }
+                _ = tokio::time::sleep_until(retry_at.unwrap_or(until)), if retry_at.is_some() => {
+                    retry_at = None;
+                    pending = None;
+                    let latest = self.latest();
+                    outcome = settle(self.notify(&until, None, latest.as_ref()).await, &mut retry_at);
                     last = Instant::now();
                 }
             }
         }
+        // A NOTIFY still deferred: its Retry-After is waited out (within
+        // reason, and not at a shutdown) before the final NOTIFY, which for
+        // a fetch is that deferred one again.
+        let deferred = retry_at.take();
+        if let Some(at) = deferred {
+            tokio::select! {
+                _ = crate::shared::stopping(&mut stopped) => {}
+                _ = tokio::time::sleep_until(at.min(Instant::now() + LONGEST_FINAL_WAIT)) => {}
+            }
+        }
         match outcome {
-            Ok(()) if !fetch => {
+            Ok(()) if !fetch || deferred.is_some() => {
                 let latest = self.latest();
                 if let Err(error) = self.notify(&until, ending, latest.as_ref()).await {
                     tracing::debug!(%error, "the final NOTIFY did not get through");
@@ -391,6 +453,7 @@ impl Subscription {
                     listed.notifications += 1;
                 }
             }
+            Err(NotifyError::Deferred { .. }) => Counters::add(&counters.notifications_deferred),
             Err(_) => Counters::add(&counters.notifications_failed),
         }
         result
@@ -410,17 +473,27 @@ impl Subscription {
         }
         let mut transaction = self.endpoint.send_request(request, &mut target).await?;
         let response = transaction.receive_final().await?;
-        match response.line.code.into_u16() {
-            200..=299 => Ok(()),
-            code => Err(NotifyError::Refused {
-                code,
-                reason: response
-                    .line
-                    .reason
-                    .as_ref()
-                    .map(|r| fogbank_taas::untrusted::Excerpt(r).to_string())
-                    .unwrap_or_default(),
-            }),
+        let code = response.line.code.into_u16();
+        if (200..=299).contains(&code) {
+            return Ok(());
         }
+        // A 481 ends the subscription whatever else it says.
+        if code != 481
+            && let Ok(retry) = response.headers.get_named::<RetryAfter>()
+        {
+            return Err(NotifyError::Deferred {
+                code,
+                after: Duration::from_secs(retry.value.into()),
+            });
+        }
+        Err(NotifyError::Refused {
+            code,
+            reason: response
+                .line
+                .reason
+                .as_ref()
+                .map(|r| fogbank_taas::untrusted::Excerpt(r).to_string())
+                .unwrap_or_default(),
+        })
     }
 }

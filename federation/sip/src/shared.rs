@@ -23,6 +23,8 @@ use crate::content::Format;
 pub(crate) struct Counters {
     pub notifications: AtomicU64,
     pub notifications_failed: AtomicU64,
+    /// Answered with a Retry-After: sent again once it is up.
+    pub notifications_deferred: AtomicU64,
     pub messages_received: AtomicU64,
     pub messages_sent: AtomicU64,
     pub messages_failed: AtomicU64,
@@ -38,6 +40,7 @@ impl Counters {
         vec![
             ("notifications", read(&self.notifications)),
             ("notifications_failed", read(&self.notifications_failed)),
+            ("notifications_deferred", read(&self.notifications_deferred)),
             ("messages_received", read(&self.messages_received)),
             ("messages_sent", read(&self.messages_sent)),
             ("messages_failed", read(&self.messages_failed)),

@@ -238,7 +238,8 @@ pub struct SipStatus {
     registrar_reachable: bool,
     registrations: Vec<SipRegistrationJson>,
     subscriptions: Vec<SipSubscriptionJson>,
-    /// notifications, notifications_failed, messages_received,
+    /// notifications, notifications_failed, notifications_deferred
+    /// (answered with a Retry-After, sent again), messages_received,
     /// messages_sent, messages_failed, publications, publications_failed,
     /// forbidden, rejected.
     #[schema(value_type = std::collections::BTreeMap<String, u64>)]

@@ -313,7 +313,7 @@ pub struct ServiceInfoSchema {
     /// Calls that failed, and failed starts.
     errors: u64,
     last_error: Option<String>,
-    /// Time spent running guest code.
+    /// CPU time spent running guest code (its host calls not counted).
     cpu_time_ms: f64,
     /// Linear memory of the running instance.
     memory_bytes: u64,
