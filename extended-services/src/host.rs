@@ -148,51 +148,107 @@ impl WasiView for HostState {
     }
 }
 
-/// Splits the CPU time a call costs its service's thread into the guest's
-/// own and the host calls', so the CPU deadline counts only the first. The
-/// store's call hook marks every crossing into and out of the host.
+/// Splits a call's time into the guest's own and its host calls', so the
+/// CPU deadline counts only the first. The store's call hook marks every
+/// crossing into and out of the host; the epoch callback calls [`tick`].
 ///
-/// It is the thread's CPU time, not the wall clock's: a gateway busy with
-/// other work (compiling a service, a burst of readings) takes the CPU from
-/// a guest now and then, and the guest must not be stopped for time it did
-/// not get. Each service runs on a thread of its own, so the thread's clock
-/// is the guest's (and its host calls', which are subtracted).
+/// A gateway busy with other work (compiling a service, a burst of
+/// readings) takes the CPU from a guest now and then, and the guest must
+/// not be stopped for time it did not get. So from its first epoch tick on,
+/// a call is timed on its thread's CPU clock: each service runs on a thread
+/// of its own, so that clock is the guest's. Before that tick it is timed
+/// on the wall clock, which costs a vDSO read where the thread's clock
+/// costs a system call: most calls end well within a tick and are never
+/// read otherwise. A guest that runs cannot reach its first tick with more
+/// than a tick of CPU used, whatever the wall clock says of a thread kept
+/// waiting for a core, so at most two ticks of that part are charged.
+///
+/// [`tick`]: CallClock::tick
 #[derive(Debug, Default)]
 pub(crate) struct CallClock {
-    started: Option<Duration>,
-    /// Since when (in thread CPU time) the guest has been in a host call.
+    /// Wall clock at the call's start.
+    started: Option<Instant>,
+    /// Since when (wall clock) the guest has been in a host call.
+    in_host: Option<Instant>,
+    /// Wall time in host calls before the first tick.
+    host: Duration,
+    /// From the first tick on, the thread's CPU clock.
+    cpu: Option<CpuSpan>,
+}
+
+/// A call timed on its thread's CPU clock, since its first tick.
+#[derive(Debug)]
+struct CpuSpan {
+    /// The thread's CPU clock at the first tick.
+    from: Duration,
+    /// What the guest was charged until then.
+    charged: Duration,
+    /// Since when (CPU clock) the guest has been in a host call.
     in_host: Option<Duration>,
+    /// CPU time in host calls since the first tick.
     host: Duration,
 }
 
 impl CallClock {
     pub fn start(&mut self) {
-        self.started = Some(thread_cpu_time());
-        self.in_host = None;
-        self.host = Duration::ZERO;
+        *self = CallClock {
+            started: Some(Instant::now()),
+            ..CallClock::default()
+        };
     }
 
+    /// A host call never spans a tick: ticks are seen in guest code only.
     pub fn crossing(&mut self, hook: wasmtime::CallHook) {
-        match hook {
-            wasmtime::CallHook::CallingHost => self.in_host = Some(thread_cpu_time()),
-            wasmtime::CallHook::ReturningFromHost => {
+        match (hook, &mut self.cpu) {
+            (wasmtime::CallHook::CallingHost, None) => self.in_host = Some(Instant::now()),
+            (wasmtime::CallHook::CallingHost, Some(span)) => {
+                span.in_host = Some(thread_cpu_time());
+            }
+            (wasmtime::CallHook::ReturningFromHost, None) => {
                 if let Some(since) = self.in_host.take() {
-                    self.host += thread_cpu_time().saturating_sub(since);
+                    self.host += since.elapsed();
                 }
             }
-            wasmtime::CallHook::CallingWasm | wasmtime::CallHook::ReturningFromWasm => {}
+            (wasmtime::CallHook::ReturningFromHost, Some(span)) => {
+                if let Some(since) = span.in_host.take() {
+                    span.host += thread_cpu_time().saturating_sub(since);
+                }
+            }
+            _ => {}
         }
     }
 
-    /// Asked on the service's thread, in guest code (the epoch callback) or
-    /// after the call, never during a host call.
+    /// At an epoch tick, in guest code: the guest's time so far, from the
+    /// first tick on by the thread's CPU clock.
+    pub fn tick(&mut self) -> Duration {
+        if self.cpu.is_none() {
+            self.cpu = Some(CpuSpan {
+                from: thread_cpu_time(),
+                charged: self.wall_guest_time().min(2 * crate::engine::EPOCH_TICK),
+                in_host: None,
+                host: Duration::ZERO,
+            });
+        }
+        self.guest_time()
+    }
+
+    /// Asked on the service's thread, in guest code or after the call,
+    /// never during a host call.
     pub fn guest_time(&self) -> Duration {
+        match &self.cpu {
+            None => self.wall_guest_time(),
+            Some(span) => {
+                span.charged
+                    + thread_cpu_time()
+                        .saturating_sub(span.from)
+                        .saturating_sub(span.host)
+            }
+        }
+    }
+
+    fn wall_guest_time(&self) -> Duration {
         self.started
-            .map(|s| {
-                thread_cpu_time()
-                    .saturating_sub(s)
-                    .saturating_sub(self.host)
-            })
+            .map(|s| s.elapsed().saturating_sub(self.host))
             .unwrap_or_default()
     }
 }
@@ -577,29 +633,45 @@ mod tests {
 
     #[test]
     fn a_guest_is_charged_for_the_cpu_it_used_not_for_time_it_was_not_running() {
-        let mut clock = CallClock::default();
-        clock.start();
-        // Descheduled (here: asleep) for 50 ms, as a busy gateway would
-        // leave a guest's thread waiting for a core.
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(
-            clock.guest_time() < Duration::from_millis(20),
-            "{:?}",
-            clock.guest_time()
-        );
-
-        // Spinning is charged, and a host call's share is not.
+        let tick = crate::engine::EPOCH_TICK;
         let spin = |d: Duration| {
             let from = thread_cpu_time();
             while thread_cpu_time() - from < d {}
         };
+        let mut clock = CallClock::default();
+        clock.start();
+        // Kept waiting for a core (here: asleep) for 50 ms before its first
+        // tick: at most two ticks of it are charged.
+        std::thread::sleep(Duration::from_millis(50));
+        let charged = clock.tick();
+        assert!(charged <= 2 * tick + Duration::from_millis(1), "{charged:?}");
+        // From then on the thread's CPU clock counts: waiting costs nothing,
+        std::thread::sleep(Duration::from_millis(50));
+        let waited = clock.tick();
+        assert!(waited < charged + Duration::from_millis(5), "{waited:?}");
+        // spinning is charged, and a host call's share is not.
         spin(Duration::from_millis(30));
         clock.crossing(wasmtime::CallHook::CallingHost);
         spin(Duration::from_millis(30));
         clock.crossing(wasmtime::CallHook::ReturningFromHost);
-        let used = clock.guest_time();
+        let used = clock.tick() - waited;
         assert!(
             used >= Duration::from_millis(30) && used < Duration::from_millis(50),
+            "{used:?}"
+        );
+    }
+
+    #[test]
+    fn a_call_within_its_first_tick_is_timed_on_the_wall_clock_less_its_host_calls() {
+        let mut clock = CallClock::default();
+        clock.start();
+        std::thread::sleep(Duration::from_millis(4));
+        clock.crossing(wasmtime::CallHook::CallingHost);
+        std::thread::sleep(Duration::from_millis(20));
+        clock.crossing(wasmtime::CallHook::ReturningFromHost);
+        let used = clock.guest_time();
+        assert!(
+            used >= Duration::from_millis(4) && used < Duration::from_millis(15),
             "{used:?}"
         );
     }

@@ -152,7 +152,8 @@ pub struct ServiceInfo {
     /// Calls that failed, and failed starts.
     pub errors: u64,
     pub last_error: Option<String>,
-    /// CPU time spent running guest code (its host calls not counted).
+    /// Time spent running guest code, its host calls not counted (a call
+    /// that lasts is clocked on its thread's CPU time, see the CPU deadline).
     pub cpu_time_ms: f64,
     /// Linear memory of the running instance.
     pub memory_bytes: u64,

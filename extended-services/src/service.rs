@@ -315,8 +315,8 @@ impl Runner {
             Ok(())
         });
         let deadline = self.shared.manifest.limits.cpu_deadline();
-        store.epoch_deadline_callback(move |context| {
-            if context.data().clock.guest_time() > deadline {
+        store.epoch_deadline_callback(move |mut context| {
+            if context.data_mut().clock.tick() > deadline {
                 Err(wasmtime::format_err!(
                     "CPU deadline of {} ms exceeded",
                     deadline.as_millis()

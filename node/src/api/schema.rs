@@ -313,7 +313,8 @@ pub struct ServiceInfoSchema {
     /// Calls that failed, and failed starts.
     errors: u64,
     last_error: Option<String>,
-    /// CPU time spent running guest code (its host calls not counted).
+    /// Time spent running guest code, its host calls not counted (a call
+    /// that lasts is clocked on its thread's CPU time, see the CPU deadline).
     cpu_time_ms: f64,
     /// Linear memory of the running instance.
     memory_bytes: u64,
