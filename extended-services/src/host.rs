@@ -644,7 +644,10 @@ mod tests {
         // tick: at most two ticks of it are charged.
         std::thread::sleep(Duration::from_millis(50));
         let charged = clock.tick();
-        assert!(charged <= 2 * tick + Duration::from_millis(1), "{charged:?}");
+        assert!(
+            charged <= 2 * tick + Duration::from_millis(1),
+            "{charged:?}"
+        );
         // From then on the thread's CPU clock counts: waiting costs nothing,
         std::thread::sleep(Duration::from_millis(50));
         let waited = clock.tick();
