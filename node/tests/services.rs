@@ -578,6 +578,7 @@ fn python_services_run_and_a_misbehaving_one_is_contained() {
             .replace("mode = \"raise\"", &format!("mode = \"{mode}\""));
         if mode == "bomb" {
             manifest = manifest.replace("cpu-ms = 100", "cpu-ms = 2000");
+            assert!(manifest.contains("cpu-ms = 2000"), "{manifest}");
         }
         let answer = publish(&gw, &manifest, &component);
         assert_eq!(

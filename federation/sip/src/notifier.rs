@@ -266,26 +266,6 @@ const LONGEST_FINAL_WAIT: Duration = Duration::from_secs(32);
 /// said: a `Retry-After: 0` to every NOTIFY must not make a flood of them.
 const SHORTEST_RETRY: Duration = Duration::from_secs(1);
 
-/// A NOTIFY's outcome as the subscription's loop takes it: a deferral is
-/// no failure, and sets when the state goes again.
-fn settle(
-    outcome: Result<(), NotifyError>,
-    retry_at: &mut Option<Instant>,
-) -> Result<(), NotifyError> {
-    match outcome {
-        Err(NotifyError::Deferred { code, after }) => {
-            tracing::info!(
-                code,
-                after_s = after.as_secs(),
-                "NOTIFY deferred: the state goes again after its Retry-After"
-            );
-            *retry_at = Some(Instant::now() + after.max(SHORTEST_RETRY));
-            Ok(())
-        }
-        other => other,
-    }
-}
-
 impl Subscription {
     fn latest(&self) -> Option<Reading> {
         self.shared.hub.latest(&self.plan.thing.id).flatten()
@@ -305,10 +285,9 @@ impl Subscription {
         // Set while a NOTIFY answered with a Retry-After waits to go again;
         // meanwhile new readings only update what it will carry.
         let mut retry_at: Option<Instant> = None;
-        let mut outcome = settle(
-            self.notify(&until, ending, first.as_ref()).await,
-            &mut retry_at,
-        );
+        let mut outcome = self
+            .notify_or_defer(&until, ending, first.as_ref(), &mut retry_at)
+            .await;
         let mut last = Instant::now();
         let mut pending: Option<Reading> = None;
         while outcome.is_ok() && ending.is_none() {
@@ -319,15 +298,14 @@ impl Subscription {
                 Some(refresh) = refreshes.recv() => {
                     match self.refresh(refresh).await {
                         Some(0) => ending = Some("terminated;reason=timeout"),
-                        // The deferred NOTIFY will carry the new expiry.
-                        Some(expires) if retry_at.is_some() => {
-                            until = Instant::now() + Duration::from_secs(expires.into());
-                        }
                         Some(expires) => {
                             until = Instant::now() + Duration::from_secs(expires.into());
-                            let latest = self.latest();
-                            outcome = settle(self.notify(&until, None, latest.as_ref()).await, &mut retry_at);
-                            last = Instant::now();
+                            // A deferred NOTIFY will carry the new expiry.
+                            if retry_at.is_none() {
+                                let latest = self.latest();
+                                outcome = self.notify_or_defer(&until, None, latest.as_ref(), &mut retry_at).await;
+                                last = Instant::now();
+                            }
                         }
                         None => {}
                     }
@@ -335,7 +313,7 @@ impl Subscription {
                 event = readings.recv() => match event {
                     Some(BusEvent::Reading(reading)) => {
                         if retry_at.is_none() && Instant::now() >= next_allowed {
-                            outcome = settle(self.notify(&until, None, Some(&reading.reading)).await, &mut retry_at);
+                            outcome = self.notify_or_defer(&until, None, Some(&reading.reading), &mut retry_at).await;
                             last = Instant::now();
                             pending = None;
                         } else {
@@ -347,14 +325,14 @@ impl Subscription {
                 },
                 _ = tokio::time::sleep_until(next_allowed), if pending.is_some() && retry_at.is_none() => {
                     let reading = pending.take();
-                    outcome = settle(self.notify(&until, None, reading.as_ref()).await, &mut retry_at);
+                    outcome = self.notify_or_defer(&until, None, reading.as_ref(), &mut retry_at).await;
                     last = Instant::now();
                 }
                 _ = tokio::time::sleep_until(retry_at.unwrap_or(until)), if retry_at.is_some() => {
                     retry_at = None;
                     pending = None;
                     let latest = self.latest();
-                    outcome = settle(self.notify(&until, None, latest.as_ref()).await, &mut retry_at);
+                    outcome = self.notify_or_defer(&until, None, latest.as_ref(), &mut retry_at).await;
                     last = Instant::now();
                 }
             }
@@ -404,6 +382,30 @@ impl Subscription {
             tracing::warn!(%error, "cannot answer a subscription refresh");
         }
         expires
+    }
+
+    /// [`notify`](Self::notify) as the subscription's loop takes it: a
+    /// deferral is no failure, and sets `retry_at`, when the state goes
+    /// again.
+    async fn notify_or_defer(
+        &mut self,
+        until: &Instant,
+        ending: Option<&str>,
+        reading: Option<&Reading>,
+        retry_at: &mut Option<Instant>,
+    ) -> Result<(), NotifyError> {
+        match self.notify(until, ending, reading).await {
+            Err(NotifyError::Deferred { code, after }) => {
+                tracing::info!(
+                    code,
+                    after_s = after.as_secs(),
+                    "NOTIFY deferred: the state goes again after its Retry-After"
+                );
+                *retry_at = Some(Instant::now() + after.max(SHORTEST_RETRY));
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// One NOTIFY: `ending` (a terminated state) or active until `until`.
