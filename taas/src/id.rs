@@ -5,6 +5,7 @@
 //! place that maps arbitrary device-provided names into that alphabet; the
 //! strict [`ThingId::parse`] accepts only ids that are already clean.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -37,6 +38,15 @@ pub fn sanitize_segment(raw: &str) -> String {
     raw.chars().map(sanitize_char).collect()
 }
 
+/// [`sanitize_segment`] without a copy of a name that is already clean.
+pub fn sanitized(raw: &str) -> Cow<'_, str> {
+    if raw.chars().all(is_segment_char) {
+        Cow::Borrowed(raw)
+    } else {
+        Cow::Owned(sanitize_segment(raw))
+    }
+}
+
 fn sanitize_char(c: char) -> char {
     let c = c.to_ascii_lowercase();
     if is_segment_char(c) { c } else { '-' }
@@ -58,8 +68,10 @@ impl ThingId {
         device: &str,
         resource: &str,
     ) -> Result<Self, IdError> {
-        // Built in one string: ids are made for every message a device
-        // sends.
+        // Built in one string, and not parsed again: ids are made for every
+        // message a device sends, and sanitised parts hold no dot and no
+        // character outside the alphabet, so only length and emptiness are
+        // left to check (in `parse`'s order, for the same errors).
         let parts = [gateway, adapter, device, resource];
         let mut joined = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
         for (index, part) in parts.iter().enumerate() {
@@ -68,7 +80,13 @@ impl ThingId {
             }
             joined.extend(part.chars().map(sanitize_char));
         }
-        Self::parse(&joined)
+        if joined.len() > MAX_ID_LEN {
+            return Err(IdError::TooLong(joined.len()));
+        }
+        if let Some(index) = parts.iter().position(|part| part.is_empty()) {
+            return Err(IdError::EmptySegment(index));
+        }
+        Ok(Self(Arc::from(joined)))
     }
 
     /// Accepts only an already clean id.
@@ -191,6 +209,16 @@ mod tests {
             prop_assert_eq!(sanitize_segment(&once), once.clone());
             prop_assert!(once.chars().all(is_segment_char));
             prop_assert_eq!(once.chars().count(), raw.chars().count());
+        }
+
+        /// `new` skips `parse`, so it must agree with it on every input.
+        #[test]
+        fn new_is_parse_of_the_sanitised_parts(parts in proptest::array::uniform4("(.{0,3}|.{60,90})")) {
+            let joined = parts.iter().map(|p| sanitize_segment(p)).collect::<Vec<_>>().join(".");
+            prop_assert_eq!(
+                ThingId::new(&parts[0], &parts[1], &parts[2], &parts[3]),
+                ThingId::parse(&joined)
+            );
         }
 
         #[test]

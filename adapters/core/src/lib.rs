@@ -70,7 +70,7 @@ impl AdapterContext {
     /// Its first segment is the device's home: this gateway, or the one it
     /// first registered at when it moved here (see `Hub::move_device`).
     pub fn thing_id(&self, device: &str, resource: &str) -> Result<ThingId, IdError> {
-        let device = fogbank_taas::id::sanitize_segment(device);
+        let device = fogbank_taas::id::sanitized(device);
         self.hub.with_device_home(&self.adapter, &device, |home| {
             ThingId::new(home, &self.adapter, &device, resource)
         })

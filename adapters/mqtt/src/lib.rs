@@ -391,8 +391,8 @@ struct Session {
     entities: SharedEntities,
     mappings: Vec<mapping::Mapping>,
     /// Stored (or dropped) messages whose acknowledgement is not sent yet,
-    /// with the receipt slot to release once it is.
-    pending_acks: std::collections::VecDeque<(Publish, Vec<u8>)>,
+    /// and whether they left a receipt to release once it is.
+    pending_acks: std::collections::VecDeque<(Publish, bool)>,
 }
 
 /// The largest packet the client reads at all (see `max_message_bytes`
@@ -483,7 +483,7 @@ impl Session {
         if !self.receives {
             // Not subscribed to anything: a stray message is only acknowledged.
             self.pending_acks
-                .extend(burst.into_iter().map(|p| (p, Vec::new())));
+                .extend(burst.into_iter().map(|p| (p, false)));
             self.flush_acks();
             return;
         }
@@ -505,8 +505,7 @@ impl Session {
         self.subscribe(discovered);
         for (publish, verdict) in burst.into_iter().zip(verdicts) {
             if verdict == Verdict::Acknowledge && publish.qos != QoS::AtMostOnce {
-                let slot = receive::receipt_slot(&self.client_id, publish.pkid);
-                self.pending_acks.push_back((publish, slot));
+                self.pending_acks.push_back((publish, true));
             }
         }
         self.flush_acks();
@@ -522,14 +521,12 @@ impl Session {
             if self.client.try_ack(publish).is_err() {
                 break;
             }
-            if let Some((_, slot)) = self.pending_acks.pop_front()
-                && !slot.is_empty()
-            {
-                released.push(slot);
+            if let Some((publish, true)) = self.pending_acks.pop_front() {
+                released.push(publish.pkid);
             }
         }
         if !released.is_empty() {
-            self.receiver.lock().release(&released);
+            self.receiver.lock().release(&self.client_id, &released);
         }
     }
 }

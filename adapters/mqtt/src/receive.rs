@@ -53,12 +53,44 @@ pub struct Receiver {
     discovered_topics: Vec<String>,
     /// Devices that follow a transport-management policy.
     movable: crate::transport::Movable,
+    /// The slot names of the last release, kept for the next one.
+    released: Released,
+}
+
+/// Slot names back to back, and where each ends.
+#[derive(Default)]
+struct Released {
+    slots: Vec<u8>,
+    ends: Vec<usize>,
 }
 
 /// Where the receipt of a device's publish is kept until the device has
 /// its acknowledgement: per client session and packet id.
 pub fn receipt_slot(client_id: &str, pkid: u16) -> Vec<u8> {
-    format!("mqtt/{client_id}/{pkid}").into_bytes()
+    let mut slot = Vec::with_capacity(client_id.len() + 11);
+    push_receipt_slot(&mut slot, client_id, pkid);
+    slot
+}
+
+/// Appends `mqtt/{client_id}/{pkid}` to `to`. Written out rather than
+/// formatted: every stored QoS 1 message names its slot twice, when it is
+/// stored and when its acknowledgement has gone.
+fn push_receipt_slot(to: &mut Vec<u8>, client_id: &str, pkid: u16) {
+    to.extend_from_slice(b"mqtt/");
+    to.extend_from_slice(client_id.as_bytes());
+    to.push(b'/');
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut rest = pkid;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    to.extend_from_slice(&digits[at..]);
 }
 
 /// Where a message of a burst stands before the store write.
@@ -110,6 +142,7 @@ impl Receiver {
             mappings,
             discovered_topics: Vec::new(),
             movable,
+            released: Released::default(),
         }
     }
 
@@ -188,10 +221,23 @@ impl Receiver {
             .collect()
     }
 
-    /// Forgets the receipts of messages whose senders have their
-    /// acknowledgement.
-    pub fn release(&self, slots: &[Vec<u8>]) {
-        if let Err(error) = self.context.release_all(slots.iter().map(Vec::as_slice)) {
+    /// Forgets the receipts of `client_id`'s messages `pkids`, whose
+    /// sender has their acknowledgement.
+    pub fn release(&mut self, client_id: &str, pkids: &[u16]) {
+        let Released { slots, ends } = &mut self.released;
+        slots.clear();
+        ends.clear();
+        for &pkid in pkids {
+            push_receipt_slot(slots, client_id, pkid);
+            ends.push(slots.len());
+        }
+        let mut start = 0;
+        let each = ends.iter().map(|&end| {
+            let slot = &slots[start..end];
+            start = end;
+            slot
+        });
+        if let Err(error) = self.context.release_all(each) {
             tracing::warn!(%error, "cannot release receipts");
         }
     }
@@ -455,4 +501,19 @@ fn fingerprint(publish: &Message<'_>) -> Vec<u8> {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     hash.to_be_bytes().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Slots written out are the slots stored before: receipts a gateway
+        /// left on disk are released by the same names after an upgrade.
+        #[test]
+        fn a_slot_names_its_session_and_packet(client_id in "\\PC{0,30}", pkid in any::<u16>()) {
+            prop_assert_eq!(receipt_slot(&client_id, pkid), format!("mqtt/{client_id}/{pkid}").into_bytes());
+        }
+    }
 }

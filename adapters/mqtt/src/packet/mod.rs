@@ -92,16 +92,30 @@ pub fn frame_length(buffer: &[u8]) -> Result<Option<usize>, PacketError> {
 /// The complete packets at the start of `buffer`, in order; a packet
 /// still arriving is left out.
 pub fn complete(buffer: &[u8]) -> Result<Vec<&[u8]>, PacketError> {
-    let mut packets = Vec::new();
-    let mut rest = buffer;
-    while let Some(length) = frame_length(rest)? {
-        let Some(packet) = rest.get(..length) else {
-            break;
-        };
+    // Counted first, so the list is allocated once: a read under load
+    // holds a few hundred packets, and growing the list step by step was a
+    // run of reallocations per read.
+    let (mut rest, mut count) = (buffer, 0);
+    while next_complete(&mut rest)?.is_some() {
+        count += 1;
+    }
+    let (mut rest, mut packets) = (buffer, Vec::with_capacity(count));
+    while let Some(packet) = next_complete(&mut rest)? {
         packets.push(packet);
-        rest = &rest[length..];
     }
     Ok(packets)
+}
+
+/// The complete packet at the start of `rest`, if there is one, taken off.
+fn next_complete<'a>(rest: &mut &'a [u8]) -> Result<Option<&'a [u8]>, PacketError> {
+    let Some(length) = frame_length(rest)? else {
+        return Ok(None);
+    };
+    let Some(packet) = rest.get(..length) else {
+        return Ok(None);
+    };
+    *rest = &rest[length..];
+    Ok(Some(packet))
 }
 
 /// A cursor over the variable part of one packet.

@@ -39,8 +39,9 @@ pub(super) struct Inbound<'a> {
     /// Whether the broker accepted the connection: until it has, every
     /// packet goes to it (the device must hear the CONNACK first).
     pub(super) accepted: &'a AtomicBool,
-    /// Packet ids of stored QoS 1 publishes the front door acknowledges.
-    pub(super) own_acks: mpsc::Sender<u16>,
+    /// Packet ids of stored QoS 1 publishes the front door acknowledges,
+    /// a burst at a time.
+    pub(super) own_acks: mpsc::Sender<Vec<u16>>,
 }
 
 impl Inbound<'_> {
@@ -61,9 +62,9 @@ impl Inbound<'_> {
                 let (rewritten, acknowledge) = self.store(&packets).await?;
                 // Queued before the rest goes to the broker, whose
                 // acknowledgements of it must come after these.
-                for pkid in acknowledge {
+                if !acknowledge.is_empty() {
                     self.own_acks
-                        .send(pkid)
+                        .send(acknowledge)
                         .await
                         .map_err(|_| io::Error::other("the connection is closing"))?;
                 }

@@ -107,8 +107,9 @@ pub type Intake = watch::Sender<Option<Arc<Mutex<Receiver>>>>;
 const READ_CHUNK: usize = 64 << 10;
 
 /// The front door's own acknowledgements waiting to be written to one
-/// device; a device that reads none holds its own publishes back.
-const OWN_ACKS: usize = 1024;
+/// device, in bursts (one per read of at most [`READ_CHUNK`] bytes): a
+/// device that reads none holds its own publishes back.
+const OWN_ACKS: usize = 16;
 
 /// Serves `listener` on a thread of its own for the life of the process.
 pub fn open(

@@ -11,7 +11,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 
 use crate::packet;
-use crate::receive::{self, Receiver};
+use crate::receive::Receiver;
 
 use super::{READ_CHUNK, invalid};
 
@@ -35,7 +35,7 @@ impl Outbound<'_> {
         self,
         mut broker: OwnedReadHalf,
         mut device: OwnedWriteHalf,
-        mut own_acks: mpsc::Receiver<u16>,
+        mut own_acks: mpsc::Receiver<Vec<u16>>,
     ) -> io::Result<()> {
         let mut pending = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; READ_CHUNK];
@@ -68,7 +68,7 @@ impl Outbound<'_> {
                     self.release(&ours);
                 }
                 Some(first) = own_acks.recv() => {
-                    self.write_own_acks(&mut device, vec![first], &mut own_acks).await?;
+                    self.write_own_acks(&mut device, first, &mut own_acks).await?;
                 }
             }
         }
@@ -80,10 +80,10 @@ impl Outbound<'_> {
         &self,
         device: &mut OwnedWriteHalf,
         mut pkids: Vec<u16>,
-        own_acks: &mut mpsc::Receiver<u16>,
+        own_acks: &mut mpsc::Receiver<Vec<u16>>,
     ) -> io::Result<()> {
-        while let Ok(pkid) = own_acks.try_recv() {
-            pkids.push(pkid);
+        while let Ok(more) = own_acks.try_recv() {
+            pkids.extend(more);
         }
         if pkids.is_empty() {
             return Ok(());
@@ -101,11 +101,7 @@ impl Outbound<'_> {
         }
         let receiver = self.intake.borrow().clone();
         if let Some(receiver) = receiver {
-            let slots: Vec<Vec<u8>> = pkids
-                .iter()
-                .map(|&pkid| receive::receipt_slot(self.session, pkid))
-                .collect();
-            receiver.lock().release(&slots);
+            receiver.lock().release(self.session, pkids);
         }
     }
 }
