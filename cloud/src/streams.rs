@@ -2,7 +2,11 @@
 //!
 //! The owner of a followed thing writes each batch of its readings straight
 //! onto a long-lived libp2p stream ([`PROTOCOL`]) to every gateway that
-//! follows it, in frames of a 4-byte big-endian length and the batch. Who
+//! follows it, in frames of a 4-byte big-endian length and the batch (one
+//! thing service's readings, [`wire::batch`]). A gateway that knows only
+//! the stream's first version ([`PROTOCOL_V1`], JSON lists of readings) is
+//! written to in that, so a cloud upgraded one gateway at a time keeps
+//! delivering. Who
 //! follows what is still learnt from the readings gossipsub's
 //! subscriptions; only delivery is here, because gossipsub's per-message
 //! bookkeeping (message ids, caches, a `futures-timer` delay per message
@@ -19,12 +23,12 @@
 //! whenever it wakes, does not wake for readings at all.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use futures_util::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
-use libp2p_stream::Control;
+use libp2p_stream::{Control, OpenStreamError};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -33,7 +37,11 @@ use super::wire;
 use fogbank_taas::reading::ThingReading;
 use fogbank_taas::{Event, Filter, Hub, Subscription, ThingId};
 
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/fogbank/readings/1");
+/// The readings stream, in binary batches.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/fogbank/readings/2");
+/// Its first version, in JSON lists of readings: still read, and written
+/// to a gateway that speaks no other.
+pub const PROTOCOL_V1: StreamProtocol = StreamProtocol::new("/fogbank/readings/1");
 
 /// Frames waiting for one follower; more are dropped (and counted) rather
 /// than let a slow follower hold up the swarm loop.
@@ -68,10 +76,45 @@ pub fn frame(batch: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// The sending side: one writer task per follower, fed frames in order.
+/// One thing service's readings on their way to its followers, framed at
+/// most once for each version of the stream they speak.
+pub struct Batch {
+    thing: ThingId,
+    readings: Vec<ThingReading>,
+    binary: OnceLock<Vec<u8>>,
+    json: OnceLock<Vec<u8>>,
+}
+
+impl Batch {
+    pub fn new(thing: ThingId, readings: Vec<ThingReading>) -> Self {
+        Batch {
+            thing,
+            readings,
+            binary: OnceLock::new(),
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The frame of this batch in `version` of the stream.
+    fn frame(&self, version: &StreamProtocol) -> &[u8] {
+        if *version == PROTOCOL_V1 {
+            self.json
+                .get_or_init(|| frame(&wire::encode(&self.readings)))
+        } else {
+            self.binary.get_or_init(|| {
+                frame(&wire::batch::encode(
+                    &self.thing,
+                    self.readings.iter().map(|r| &r.reading),
+                ))
+            })
+        }
+    }
+}
+
+/// The sending side: one writer task per follower, fed batches in order.
 pub struct Outbound {
     control: Control,
-    writers: HashMap<PeerId, mpsc::Sender<Arc<Vec<u8>>>>,
+    writers: HashMap<PeerId, mpsc::Sender<Arc<Batch>>>,
     /// Followers whose queue is full, so that it is said once, not per batch.
     overflowing: HashSet<PeerId>,
     counters: Counters,
@@ -87,16 +130,16 @@ impl Outbound {
         }
     }
 
-    /// Queues `frame` for `peer`; false when it had to be dropped.
-    pub fn send(&mut self, peer: PeerId, frame: Arc<Vec<u8>>) -> bool {
+    /// Queues `batch` for `peer`; false when it had to be dropped.
+    pub fn send(&mut self, peer: PeerId, batch: Arc<Batch>) -> bool {
         for _ in 0..2 {
             let control = &self.control;
             let writer = self.writers.entry(peer).or_insert_with(|| {
-                let (sender, frames) = mpsc::channel(QUEUE);
-                tokio::spawn(write(control.clone(), peer, frames));
+                let (sender, batches) = mpsc::channel(QUEUE);
+                tokio::spawn(write(control.clone(), peer, batches));
                 sender
             });
-            match writer.try_send(frame.clone()) {
+            match writer.try_send(batch.clone()) {
                 Ok(()) => {
                     if self.overflowing.remove(&peer) {
                         tracing::info!(%peer, "a slow follower keeps up again");
@@ -161,10 +204,10 @@ impl Outbound {
                 Some(peers) => peers.iter().copied().collect(),
                 None => continue,
             };
-            let frame = Arc::new(frame(&wire::encode(&readings)));
             let count = readings.len() as u64;
+            let batch = Arc::new(Batch::new(thing, readings));
             for peer in followers {
-                let counter = if self.send(peer, frame.clone()) {
+                let counter = if self.send(peer, batch.clone()) {
                     &self.counters.sent
                 } else {
                     &self.counters.dropped
@@ -208,24 +251,39 @@ pub async fn export(
     }
 }
 
-/// Writes frames to `peer` until the queue closes or the stream breaks.
-async fn write(mut control: Control, peer: PeerId, mut frames: mpsc::Receiver<Arc<Vec<u8>>>) {
-    let mut stream = match control.open_stream(peer, PROTOCOL).await {
-        Ok(stream) => stream,
+/// Writes batches to `peer` until the queue closes or the stream breaks.
+async fn write(mut control: Control, peer: PeerId, mut batches: mpsc::Receiver<Arc<Batch>>) {
+    let (mut stream, version) = match open(&mut control, peer).await {
+        Ok(opened) => opened,
         Err(error) => {
             tracing::debug!(%peer, %error, "cannot open a readings stream");
             return;
         }
     };
-    while let Some(frame) = frames.recv().await {
+    while let Some(batch) = batches.recv().await {
         let written = async {
-            stream.write_all(&frame).await?;
+            stream.write_all(batch.frame(&version)).await?;
             stream.flush().await
         };
         if let Err(error) = written.await {
             tracing::debug!(%peer, %error, "a readings stream broke");
             return;
         }
+    }
+}
+
+/// A readings stream to `peer` in the newest version it speaks.
+async fn open(
+    control: &mut Control,
+    peer: PeerId,
+) -> Result<(Stream, StreamProtocol), OpenStreamError> {
+    match control.open_stream(peer, PROTOCOL).await {
+        Err(OpenStreamError::UnsupportedProtocol(_)) => {
+            tracing::info!(%peer, "a gateway of an older version: its readings stream is JSON");
+            let stream = control.open_stream(peer, PROTOCOL_V1).await?;
+            Ok((stream, PROTOCOL_V1))
+        }
+        opened => Ok((opened?, PROTOCOL)),
     }
 }
 
@@ -260,25 +318,35 @@ impl Inbound {
     }
 }
 
-/// Accepts followed gateways' streams for the life of the node and takes
-/// each frame's readings.
+/// How a version of the stream gives a frame's readings.
+type Decode = fn(&[u8]) -> Result<Vec<ThingReading>, wire::WireError>;
+
+/// Accepts followed gateways' streams, in either version, for the life of
+/// the node and takes each frame's readings.
 pub fn accept(
     control: &mut Control,
     inbound: Inbound,
 ) -> Result<(), libp2p_stream::AlreadyRegistered> {
-    let mut incoming = control.accept(PROTOCOL)?;
-    tokio::spawn(async move {
-        while let Some((peer, stream)) = incoming.next().await {
-            let span = tracing::debug_span!("readings stream", %peer);
-            tokio::spawn(read(peer, stream, inbound.clone()).instrument(span));
-        }
-    });
+    let versions: [(StreamProtocol, Decode); 2] = [
+        (PROTOCOL, |bytes| Ok(wire::batch::decode(bytes)?)),
+        (PROTOCOL_V1, wire::decode_readings),
+    ];
+    for (protocol, decode) in versions {
+        let mut incoming = control.accept(protocol)?;
+        let inbound = inbound.clone();
+        tokio::spawn(async move {
+            while let Some((peer, stream)) = incoming.next().await {
+                let span = tracing::debug_span!("readings stream", %peer);
+                tokio::spawn(read(peer, stream, inbound.clone(), decode).instrument(span));
+            }
+        });
+    }
     Ok(())
 }
 
 /// Reads frames off one stream until it ends, breaks or lies about a
 /// length.
-async fn read(peer: PeerId, mut stream: Stream, inbound: Inbound) {
+async fn read(peer: PeerId, mut stream: Stream, inbound: Inbound, decode: Decode) {
     loop {
         let mut length = [0u8; 4];
         if stream.read_exact(&mut length).await.is_err() {
@@ -296,7 +364,7 @@ async fn read(peer: PeerId, mut stream: Stream, inbound: Inbound) {
         if stream.read_exact(&mut batch).await.is_err() {
             return;
         }
-        match wire::decode_readings(&batch) {
+        match decode(&batch) {
             Ok(readings) => inbound.take(peer, readings),
             Err(error) => tracing::warn!(%error, "dropped undecodable readings"),
         }
@@ -358,6 +426,93 @@ mod tests {
             "nothing forged, nothing from a stranger"
         );
         assert_eq!(inbound.counters.received.load(Ordering::Relaxed), 1);
+    }
+
+    /// A swarm that speaks only the readings streams, driven on a task of
+    /// its own: its control, id and address, where to send addresses it
+    /// should dial, and the peers it gets connected to.
+    async fn streams_peer() -> (
+        Control,
+        PeerId,
+        libp2p::Multiaddr,
+        mpsc::UnboundedSender<libp2p::Multiaddr>,
+        mpsc::UnboundedReceiver<PeerId>,
+    ) {
+        use libp2p::swarm::SwarmEvent;
+        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())
+            .unwrap()
+            .build();
+        swarm
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        let address = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                break address;
+            }
+        };
+        let (control, id) = (swarm.behaviour().new_control(), *swarm.local_peer_id());
+        let (dial, mut dials) = mpsc::unbounded_channel();
+        let (connected_tx, connected) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = swarm.select_next_some() => {
+                        if let SwarmEvent::ConnectionEstablished { peer_id, .. } = event {
+                            let _ = connected_tx.send(peer_id);
+                        }
+                    }
+                    Some(address) = dials.recv() => swarm.dial(address).unwrap(),
+                }
+            }
+        });
+        (control, id, address, dial, connected)
+    }
+
+    async fn within<F: std::future::Future>(future: F) -> F::Output {
+        tokio::time::timeout(std::time::Duration::from_secs(10), future)
+            .await
+            .expect("done within 10 s")
+    }
+
+    /// A gateway writes the newest version of the stream its follower
+    /// speaks: binary batches to one of this version, JSON lists to one
+    /// that knows only the first (a cloud upgraded a gateway at a time).
+    #[tokio::test]
+    async fn a_follower_is_written_to_in_the_newest_version_it_speaks() {
+        let versions: [(StreamProtocol, Decode); 2] = [
+            (PROTOCOL, |bytes| Ok(wire::batch::decode(bytes)?)),
+            (PROTOCOL_V1, wire::decode_readings),
+        ];
+        for (spoken, decode) in versions {
+            let (a, _, _, dial, mut connected) = streams_peer().await;
+            let (mut b, b_id, b_address, _, _) = streams_peer().await;
+            let mut incoming = b.accept(spoken.clone()).unwrap();
+            dial.send(b_address).unwrap();
+            assert_eq!(within(connected.recv()).await, Some(b_id));
+
+            let (batches, queue) = mpsc::channel(4);
+            tokio::spawn(write(a, b_id, queue));
+            let readings = vec![reading("gw-a.x.d.level", 1), reading("gw-a.x.d.level", 2)];
+            let thing = readings[0].thing.clone();
+            batches
+                .send(Arc::new(Batch::new(thing, readings.clone())))
+                .await
+                .unwrap();
+            let (_, mut stream) = within(incoming.next()).await.unwrap();
+            let mut length = [0u8; 4];
+            stream.read_exact(&mut length).await.unwrap();
+            let mut bytes = vec![0u8; u32::from_be_bytes(length) as usize];
+            stream.read_exact(&mut bytes).await.unwrap();
+            assert_eq!(decode(&bytes).unwrap(), readings, "in {spoken}");
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! direct readings streams, as JSON batches). Everything else is a
 //! [`Request`] answered by a [`Response`] over the request-response
 //! protocol [`CALL_PROTOCOL`].
-//! All of it is JSON; the decoders are pure functions of bytes.
+//! All of it is JSON but the readings themselves, a [`batch`] per thing
+//! service in a compact binary form; the decoders are pure functions of
+//! bytes.
 
 use serde::{Deserialize, Serialize};
 
@@ -157,8 +159,12 @@ pub enum Response {
 
 /// Why bytes from a peer were not a message.
 #[derive(Debug, thiserror::Error)]
-#[error("undecodable message from a peer: {0}")]
-pub struct WireError(#[from] serde_json::Error);
+pub enum WireError {
+    #[error("undecodable message from a peer: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("undecodable batch of readings from a peer: {0}")]
+    Batch(#[from] batch::BatchError),
+}
 
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     // Serialising these types to JSON cannot fail: no maps with non-string
@@ -170,8 +176,114 @@ pub fn decode_catalog(bytes: &[u8]) -> Result<CatalogMessage, WireError> {
     Ok(serde_json::from_slice(bytes)?)
 }
 
+/// A batch of readings as version 1 of the readings stream sends it (a
+/// JSON list, each reading with its thing service's id).
 pub fn decode_readings(bytes: &[u8]) -> Result<Vec<ThingReading>, WireError> {
     Ok(serde_json::from_slice(bytes)?)
+}
+
+/// One thing service's readings as version 2 of the readings stream sends
+/// them: the id once, then each reading's time and value in binary.
+///
+/// | bytes | field |
+/// |---|---|
+/// | 1 | length *n* of the thing-service id |
+/// | *n* | the id (ASCII, as [`ThingId::parse`] takes it) |
+///
+/// then, to the end of the batch, for each reading:
+///
+/// | bytes | field |
+/// |---|---|
+/// | 8 | time, microseconds since the Unix epoch, big-endian |
+/// | 4 | length *m* of the value, big-endian |
+/// | *m* | the value: a tag byte and its payload, as the store keeps it ([`fogbank_taas::reading::codec`]) |
+///
+/// A JSON batch repeated the id and the field names in every reading: a
+/// third the bytes to encrypt twice (the cluster key's cipher, then
+/// Noise's) and no text to parse.
+pub mod batch {
+    use fogbank_taas::reading::codec::{self, ValueCodecError};
+    use fogbank_taas::{IdError, Reading, ThingId, ThingReading, Timestamp, Value};
+
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    pub enum BatchError {
+        #[error("the batch ends inside its {0}")]
+        Truncated(&'static str),
+        #[error("the thing-service id is not one: {0}")]
+        Id(#[from] IdError),
+        #[error("the thing-service id is not text")]
+        IdNotText,
+        #[error("a value: {0}")]
+        Value(#[from] ValueCodecError),
+        /// JSON cannot carry one, and the hub refuses them: neither may a
+        /// batch.
+        #[error("a number that is not finite")]
+        NotFinite,
+    }
+
+    /// The batch of `readings`, all of the thing service `thing`.
+    pub fn encode<'a>(thing: &ThingId, readings: impl IntoIterator<Item = &'a Reading>) -> Vec<u8> {
+        let id = thing.as_str().as_bytes();
+        let mut out = Vec::with_capacity(1 + id.len() + 64);
+        // Ids are at most 255 bytes (`MAX_ID_LEN`).
+        out.push(id.len() as u8);
+        out.extend_from_slice(id);
+        for reading in readings {
+            out.extend_from_slice(&reading.time.0.to_be_bytes());
+            let length_at = out.len();
+            out.extend_from_slice(&[0; 4]);
+            codec::encode(&reading.value, &mut out);
+            let length = (out.len() - length_at - 4) as u32;
+            out[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
+        }
+        out
+    }
+
+    /// The readings of a batch, or why it is not one.
+    pub fn decode(bytes: &[u8]) -> Result<Vec<ThingReading>, BatchError> {
+        let mut rest = bytes;
+        let id_length = usize::from(*take(&mut rest, 1, "id length")?.first().unwrap_or(&0));
+        let id = std::str::from_utf8(take(&mut rest, id_length, "id")?)
+            .map_err(|_| BatchError::IdNotText)?;
+        let thing = ThingId::parse(id)?;
+        let mut readings = Vec::new();
+        while !rest.is_empty() {
+            let time = u64::from_be_bytes(array(take(&mut rest, 8, "time")?));
+            let length = u32::from_be_bytes(array(take(&mut rest, 4, "value length")?));
+            let value = codec::decode(take(&mut rest, length as usize, "value")?)?;
+            if matches!(value, Value::Number(n) if !n.is_finite()) {
+                return Err(BatchError::NotFinite);
+            }
+            readings.push(ThingReading {
+                thing: thing.clone(),
+                reading: Reading {
+                    time: Timestamp(time),
+                    value,
+                },
+            });
+        }
+        Ok(readings)
+    }
+
+    fn take<'a>(
+        rest: &mut &'a [u8],
+        count: usize,
+        what: &'static str,
+    ) -> Result<&'a [u8], BatchError> {
+        if rest.len() < count {
+            return Err(BatchError::Truncated(what));
+        }
+        let (taken, left) = rest.split_at(count);
+        *rest = left;
+        Ok(taken)
+    }
+
+    /// `bytes`, of exactly `N` bytes (as `take` gave them), as an array.
+    fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
+        let mut array = [0; N];
+        array.copy_from_slice(bytes);
+        array
+    }
 }
 
 /// What the request-response codec does with a call's bytes.
@@ -226,6 +338,69 @@ mod tests {
         assert_eq!(decode_readings(&encode(&readings)).unwrap(), readings);
     }
 
+    /// A batch as the table in the batch module's documentation lays it
+    /// out, not as its encoder writes it: the id, then each reading's time
+    /// and value (tag byte and payload).
+    fn batch_bytes(id: &str, readings: &[(u64, u8, &[u8])]) -> Vec<u8> {
+        let mut bytes = vec![id.len() as u8];
+        bytes.extend_from_slice(id.as_bytes());
+        for (micros, tag, payload) in readings {
+            bytes.extend_from_slice(&micros.to_be_bytes());
+            bytes.extend_from_slice(&(1 + payload.len() as u32).to_be_bytes());
+            bytes.push(*tag);
+            bytes.extend_from_slice(payload);
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_batch_is_the_id_once_then_time_and_value_per_reading() {
+        let id = "gw-a.mqtt.d.level";
+        let (number, boolean_true) = (0, 2);
+        let bytes = batch_bytes(
+            id,
+            &[
+                (1_700_000_000_123_456, number, &21.5f64.to_be_bytes()),
+                (7, boolean_true, &[]),
+            ],
+        );
+        let thing = ThingId::parse(id).unwrap();
+        let reading = |micros, value| ThingReading {
+            thing: thing.clone(),
+            reading: Reading {
+                time: Timestamp(micros),
+                value,
+            },
+        };
+        let readings = vec![
+            reading(1_700_000_000_123_456, Value::Number(21.5)),
+            reading(7, Value::Bool(true)),
+        ];
+        assert_eq!(batch::decode(&bytes), Ok(readings.clone()));
+        assert_eq!(
+            batch::encode(&thing, readings.iter().map(|r| &r.reading)),
+            bytes
+        );
+    }
+
+    #[test]
+    fn a_batch_refuses_what_json_could_not_carry() {
+        let bytes = batch_bytes("gw-a.mqtt.d.level", &[(0, 0, &f64::NAN.to_be_bytes())]);
+        assert_eq!(batch::decode(&bytes), Err(batch::BatchError::NotFinite));
+        assert_eq!(
+            batch::decode(&bytes[..bytes.len() - 1]),
+            Err(batch::BatchError::Truncated("value"))
+        );
+        assert!(matches!(
+            batch::decode(b"\x03a.b"),
+            Err(batch::BatchError::Id(_))
+        ));
+        assert_eq!(
+            batch::decode(b""),
+            Err(batch::BatchError::Truncated("id length"))
+        );
+    }
+
     proptest! {
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -233,6 +408,29 @@ mod tests {
             let _ = decode_readings(&bytes);
             let _ = decode_request(&bytes);
             let _ = decode_response(&bytes);
+            let _ = batch::decode(&bytes);
+        }
+
+        #[test]
+        fn batches_read_back(
+            resource in "[a-z0-9_-]{1,20}",
+            readings in proptest::collection::vec((any::<u64>(), prop_oneof![
+                any::<f64>().prop_filter("finite", |n| n.is_finite()).prop_map(Value::Number),
+                any::<bool>().prop_map(Value::Bool),
+                ".{0,20}".prop_map(Value::String),
+                proptest::collection::vec(any::<u8>(), 0..20).prop_map(Value::Data),
+            ]), 0..20),
+        ) {
+            let thing = ThingId::new("gw-a", "mqtt", "d", &resource).unwrap();
+            let readings: Vec<ThingReading> = readings
+                .into_iter()
+                .map(|(micros, value)| ThingReading {
+                    thing: thing.clone(),
+                    reading: Reading { time: Timestamp(micros), value },
+                })
+                .collect();
+            let bytes = batch::encode(&thing, readings.iter().map(|r| &r.reading));
+            prop_assert_eq!(batch::decode(&bytes), Ok(readings));
         }
     }
 }

@@ -1,6 +1,7 @@
 #![no_main]
 //! What another gateway of the local cloud sends: catalog messages, relayed
-//! readings, calls and answers. Whatever decodes must re-encode to itself.
+//! readings (JSON lists and binary batches), calls and answers. Whatever
+//! decodes must re-encode to itself.
 
 use fogbank_cloud::wire;
 use libfuzzer_sys::fuzz_target;
@@ -17,6 +18,12 @@ fuzz_target!(|data: &[u8]| {
             wire::decode_readings(&wire::encode(&readings)).ok(),
             Some(readings)
         );
+    }
+    if let Ok(readings) = wire::batch::decode(data)
+        && let Some(first) = readings.first()
+    {
+        let again = wire::batch::encode(&first.thing, readings.iter().map(|r| &r.reading));
+        assert_eq!(wire::batch::decode(&again).ok(), Some(readings));
     }
     if let Ok(request) = wire::decode_request(data) {
         assert_eq!(
