@@ -321,17 +321,19 @@ impl Inbound {
 /// How a version of the stream gives a frame's readings.
 type Decode = fn(&[u8]) -> Result<Vec<ThingReading>, wire::WireError>;
 
+/// The versions of the stream a gateway reads, and how.
+const VERSIONS: [(StreamProtocol, Decode); 2] = [
+    (PROTOCOL, |bytes| Ok(wire::batch::decode(bytes)?)),
+    (PROTOCOL_V1, wire::decode_readings),
+];
+
 /// Accepts followed gateways' streams, in either version, for the life of
 /// the node and takes each frame's readings.
 pub fn accept(
     control: &mut Control,
     inbound: Inbound,
 ) -> Result<(), libp2p_stream::AlreadyRegistered> {
-    let versions: [(StreamProtocol, Decode); 2] = [
-        (PROTOCOL, |bytes| Ok(wire::batch::decode(bytes)?)),
-        (PROTOCOL_V1, wire::decode_readings),
-    ];
-    for (protocol, decode) in versions {
+    for (protocol, decode) in VERSIONS {
         let mut incoming = control.accept(protocol)?;
         let inbound = inbound.clone();
         tokio::spawn(async move {
@@ -487,11 +489,7 @@ mod tests {
     /// that knows only the first (a cloud upgraded a gateway at a time).
     #[tokio::test]
     async fn a_follower_is_written_to_in_the_newest_version_it_speaks() {
-        let versions: [(StreamProtocol, Decode); 2] = [
-            (PROTOCOL, |bytes| Ok(wire::batch::decode(bytes)?)),
-            (PROTOCOL_V1, wire::decode_readings),
-        ];
-        for (spoken, decode) in versions {
+        for (spoken, decode) in VERSIONS {
             let (a, _, _, dial, mut connected) = streams_peer().await;
             let (mut b, b_id, b_address, _, _) = streams_peer().await;
             let mut incoming = b.accept(spoken.clone()).unwrap();
