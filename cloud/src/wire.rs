@@ -198,8 +198,8 @@ pub fn decode_readings(bytes: &[u8]) -> Result<Vec<ThingReading>, WireError> {
 /// | 4 | length *m* of the value, big-endian |
 /// | *m* | the value: a tag byte and its payload, as the store keeps it ([`fogbank_taas::reading::codec`]) |
 ///
-/// A JSON batch repeated the id and the field names in every reading: a
-/// third the bytes to encrypt twice (the cluster key's cipher, then
+/// A JSON batch repeated the id and the field names in every reading: four
+/// times the bytes to encrypt twice (the cluster key's cipher, then
 /// Noise's) and no text to parse.
 pub mod batch {
     use fogbank_taas::reading::codec::{self, ValueCodecError};
