@@ -242,8 +242,8 @@ pub mod batch {
     /// The readings of a batch, or why it is not one.
     pub fn decode(bytes: &[u8]) -> Result<Vec<ThingReading>, BatchError> {
         let mut rest = bytes;
-        let id_length = usize::from(*take(&mut rest, 1, "id length")?.first().unwrap_or(&0));
-        let id = std::str::from_utf8(take(&mut rest, id_length, "id")?)
+        let [id_length] = array(take(&mut rest, 1, "id length")?);
+        let id = std::str::from_utf8(take(&mut rest, usize::from(id_length), "id")?)
             .map_err(|_| BatchError::IdNotText)?;
         let thing = ThingId::parse(id)?;
         let mut readings = Vec::new();
