@@ -76,7 +76,7 @@ fn three_gateways_under_load_with_restarts_keep_every_reading_and_a_flat_memory(
     // The store's share of it, by part (fogbank_store_memory_bytes).
     let parts = ["memtables", "table_readers", "block_cache"];
     let mut store_mib: Vec<Vec<(f64, f64)>> = vec![Vec::new(); parts.len()];
-    // The C heap: in use, and freed but held (fogbank_heap_bytes), which
+    // The heap: in use, and held beyond it (fogbank_heap_bytes), which
     // tells something kept from the allocator keeping it.
     let heap_states = ["in_use", "free"];
     let mut heap_mib: Vec<Vec<(f64, f64)>> = vec![Vec::new(); heap_states.len()];

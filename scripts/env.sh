@@ -15,7 +15,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/fogbank-target}
 # Installs the Debian packages the build needs, if any is missing.
 fogbank_install_build_deps() {
     local missing=() pkg
-    for pkg in "$@" librocksdb-dev libclang-dev clang pkg-config; do
+    for pkg in "$@" librocksdb-dev libclang-dev clang pkg-config make; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
     ((${#missing[@]})) || return 0
@@ -105,6 +105,9 @@ fogbank_cross_arm64() {
     export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
     export CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
     export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
+    # jemalloc fixes its page size when built; 64 KiB pages work on ARM
+    # kernels of 4, 16 (Raspberry Pi 5) and 64 KiB pages alike.
+    export JEMALLOC_SYS_WITH_LG_PAGE=16
     FOGBANK_RUN_TARGET="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
     if [ "${FOGBANK_ROCKSDB:-bundled}" = system ]; then
         local sysroot=$HOME/.cache/fogbank-arm64-sysroot

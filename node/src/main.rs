@@ -220,7 +220,6 @@ fn cluster_key(
 }
 
 fn main() {
-    heap::configure();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),

@@ -178,7 +178,7 @@ pub async fn metrics(
     .metric(
         "fogbank_heap_bytes",
         "gauge",
-        "The C heap: bytes in use, and bytes freed but still held by the allocator.",
+        "The heap (Rust and RocksDB alike): bytes in use, and bytes the allocator keeps resident beyond them.",
         &{
             let heap = heap().unwrap_or_default();
             [
