@@ -220,6 +220,7 @@ fn cluster_key(
 }
 
 fn main() {
+    heap::configure();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),

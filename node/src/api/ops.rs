@@ -178,7 +178,7 @@ pub async fn metrics(
     .metric(
         "fogbank_heap_bytes",
         "gauge",
-        "The heap (Rust and RocksDB alike): bytes in use, and bytes the allocator keeps resident beyond them.",
+        "Both heaps (Rust's in jemalloc, RocksDB's in glibc malloc): bytes in use, and bytes the allocators keep beyond them.",
         &{
             let heap = heap().unwrap_or_default();
             [
